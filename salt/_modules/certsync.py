@@ -1,0 +1,982 @@
+"""
+Certificate operations for certsync
+===================================
+
+Inspect, find, validate and install the TLS certificate that Nginx Proxy
+Manager (NPM) issues, so that mailcow-dockerized serves it.
+
+:depends: cryptography >= 42
+
+Every function reads its inputs as untrusted: files are read through symlinks,
+capped in size, parsed strictly, and each error names the problem and the file.
+Private key material never appears in a return value, an exception or a log
+line; certificates are identified by their SHA-256 fingerprint and the SHA-256
+of their SubjectPublicKeyInfo (the data of a ``TLSA 3 1 1`` record).
+
+Fingerprints are lowercase hex without separators. Times are ISO 8601 in UTC.
+"""
+
+import contextlib
+import datetime
+import hashlib
+import itertools
+import logging
+import os
+import re
+import stat
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+    from cryptography.x509 import verification
+
+    HAS_CRYPTOGRAPHY = hasattr(x509.Certificate, "not_valid_after_utc")
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "certsync"
+
+#: The largest PEM file certsync reads. A full chain is a few KiB.
+MAX_PEM_BYTES = 256 * 1024
+#: Suffix of the copy of the previous pair that :py:func:`rollback` restores.
+PREV_SUFFIX = ".certsync-prev"
+CERT_FILE = "cert.pem"
+KEY_FILE = "key.pem"
+CERT_MODE = 0o644
+KEY_MODE = 0o600
+MIN_RSA_BITS = 2048
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----\r?\n?", re.DOTALL)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+_KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
+_ENCRYPTED_LABELS = {b"ENCRYPTED PRIVATE KEY"}
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_NPM_DIR = re.compile(r"npm-(\d+)")
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
+def __virtual__():
+    if not HAS_CRYPTOGRAPHY:
+        return (False, "certsync needs the cryptography library, release 42 or newer")
+    return __virtualname__
+
+
+# --------------------------------------------------------------------------
+# Reading and parsing untrusted PEM input
+# --------------------------------------------------------------------------
+
+
+def _read_file(path):
+    """Read a regular file through symlinks, capped at MAX_PEM_BYTES."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise CommandExecutionError(
+                f"{path}: dangling symlink to {os.readlink(path)} (NPM's live/ link "
+                "points at a file that does not exist)"
+            ) from None
+        raise CommandExecutionError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CommandExecutionError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot open: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CommandExecutionError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_PEM_BYTES + 1)
+        except OSError as exc:
+            raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_PEM_BYTES:
+        raise CommandExecutionError(
+            f"{path}: larger than {MAX_PEM_BYTES} bytes, too large for a PEM file"
+        )
+    return data
+
+
+def _pem_blocks(data, origin):
+    """Split PEM text into (label, block) pairs; reject anything that is not PEM."""
+    if not data.strip():
+        raise CommandExecutionError(f"{origin}: empty")
+    try:
+        data.decode("ascii")
+    except UnicodeDecodeError:
+        kind = "binary DER" if data[:1] == b"\x30" else "binary data"
+        raise CommandExecutionError(
+            f"{origin}: holds {kind}, not PEM (expected -----BEGIN ...----- blocks)"
+        ) from None
+    blocks = [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+    begins = _PEM_BEGIN.findall(data)
+    if len(begins) != len(blocks):
+        raise CommandExecutionError(
+            f"{origin}: truncated PEM: a -----BEGIN----- line has no matching -----END----- line"
+        )
+    if not blocks:
+        raise CommandExecutionError(f"{origin}: no PEM block found, not a PEM file")
+    return blocks
+
+
+def _load_certs(blocks, origin):
+    certs = []
+    for label, block in blocks:
+        if label != b"CERTIFICATE":
+            continue
+        try:
+            certs.append(x509.load_pem_x509_certificate(block))
+        except ValueError as exc:
+            raise CommandExecutionError(
+                f"{origin}: certificate {len(certs) + 1} is malformed: {exc}"
+            ) from None
+    return certs
+
+
+def _key_block(blocks, origin):
+    """Return the one private key block of a file, or raise naming the problem."""
+    if any(label in _ENCRYPTED_LABELS for label, _ in blocks) or any(
+        b"Proc-Type: 4,ENCRYPTED" in block for _, block in blocks
+    ):
+        raise CommandExecutionError(
+            f"{origin}: the private key is encrypted; mailcow needs an unencrypted key"
+        )
+    keys = [block for label, block in blocks if label in _KEY_LABELS]
+    if not keys:
+        found = ", ".join(sorted({label.decode() for label, _ in blocks}))
+        raise CommandExecutionError(f"{origin}: no private key found (found: {found})")
+    if len(keys) > 1:
+        raise CommandExecutionError(
+            f"{origin}: holds {len(keys)} private keys; expected exactly one"
+        )
+    return keys[0]
+
+
+def read_certs(path):
+    """Parse a PEM file of certificates; raise unless it holds at least one."""
+    blocks = _pem_blocks(_read_file(path), path)
+    if any(label in _KEY_LABELS | _ENCRYPTED_LABELS for label, _ in blocks):
+        raise CommandExecutionError(
+            f"{path}: holds a private key; a certificate file must not "
+            "(mailcow's cert.pem is world-readable)"
+        )
+    certs = _load_certs(blocks, path)
+    if not certs:
+        raise CommandExecutionError(f"{path}: no certificate found")
+    return certs
+
+
+def _read_key(path):
+    block = _key_block(_pem_blocks(_read_file(path), path), path)
+    try:
+        return serialization.load_pem_private_key(block, password=None)
+    except TypeError:
+        raise CommandExecutionError(
+            f"{path}: the private key is encrypted; mailcow needs an unencrypted key"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        # The library's message may quote the input: never pass it on.
+        raise CommandExecutionError(
+            f"{path}: the private key is malformed or of an unsupported type"
+        ) from None
+
+
+# --------------------------------------------------------------------------
+# Describing certificates and keys
+# --------------------------------------------------------------------------
+
+
+def _spki_der(public_key):
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _spki_sha256(public_key):
+    return hashlib.sha256(_spki_der(public_key)).hexdigest()
+
+
+def _fingerprint(cert):
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _key_kind(public_key):
+    """Return (type, size, curve) of a public key."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "RSA", public_key.key_size, None
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        curve = public_key.curve.name
+        return "EC", public_key.key_size, _CURVES.get(curve, curve)
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256, None
+    if isinstance(public_key, ed448.Ed448PublicKey):
+        return "Ed448", 456, None
+    if isinstance(public_key, dsa.DSAPublicKey):
+        return "DSA", public_key.key_size, None
+    return type(public_key).__name__, None, None
+
+
+def _key_label(public_key):
+    kind, size, curve = _key_kind(public_key)
+    if curve:
+        return f"{kind} {curve}"
+    return f"{kind} {size}" if kind in ("RSA", "DSA") else kind
+
+
+def _iso(when):
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _days_left(cert, now):
+    return round((cert.not_valid_after_utc - now).total_seconds() / 86400, 2)
+
+
+def _dns_sans(cert):
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return ext.value.get_values_for_type(x509.DNSName)
+
+
+def _is_ca(cert):
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _cert_summary(cert, now):
+    kind, size, curve = _key_kind(cert.public_key())
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "sans": _dns_sans(cert),
+        "serial": format(cert.serial_number, "x"),
+        "not_before": _iso(cert.not_valid_before_utc),
+        "not_after": _iso(cert.not_valid_after_utc),
+        "days_left": _days_left(cert, now),
+        "fingerprint": _fingerprint(cert),
+        "spki_sha256": _spki_sha256(cert.public_key()),
+        "key_type": kind,
+        "key_size": size,
+        "key_curve": curve,
+    }
+
+
+def _describe(cert):
+    return cert.subject.rfc4514_string() or "empty subject"
+
+
+# --------------------------------------------------------------------------
+# DNS names (RFC 6125)
+# --------------------------------------------------------------------------
+
+
+def is_dns_name(name, wildcard=False):
+    """
+    Tell whether ``name`` is a syntactically valid DNS host name.
+
+    Letters, digits and hyphens, labels of 1 to 63 characters, at least two
+    labels, 253 characters at most. With ``wildcard=True`` the left-most label
+    may be ``*``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.is_dns_name mail.example.com
+    """
+    if not isinstance(name, str) or not name or len(name) > 253:
+        return False
+    labels = name.lower().split(".")
+    if wildcard and labels[0] == "*":
+        labels = labels[1:]
+        if len(labels) < 2:
+            return False
+    return len(labels) >= 2 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def _check_hostname(hostname):
+    if not is_dns_name(hostname):
+        raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
+    return hostname.lower()
+
+
+def name_matches(pattern, hostname):
+    """
+    Tell whether the certificate name ``pattern`` covers ``hostname``
+    (RFC 6125: a wildcard is only the whole left-most label, matches exactly
+    one label and never the apex).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.name_matches '*.example.com' mail.example.com
+    """
+    if not is_dns_name(pattern, wildcard=True) or not is_dns_name(hostname):
+        return False
+    pattern, hostname = pattern.lower(), hostname.lower()
+    if pattern == hostname:
+        return True
+    head, _, rest = pattern.partition(".")
+    return head == "*" and hostname.partition(".")[2] == rest
+
+
+def _covers(cert, hostname):
+    return any(name_matches(name, hostname) for name in _dns_sans(cert))
+
+
+# --------------------------------------------------------------------------
+# Public functions: inspect, find, validate
+# --------------------------------------------------------------------------
+
+
+def info(path):
+    """
+    Describe the certificate(s) in a PEM file: subject, issuer, SANs, serial,
+    validity, days left, SHA-256 fingerprint, SPKI SHA-256 (the ``TLSA 3 1 1``
+    data), key type and size, and the chain length. Reads through symlinks.
+
+    path
+        A PEM file holding a certificate or a full chain, leaf first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.info /etc/letsencrypt/live/npm-5/fullchain.pem
+    """
+    certs = read_certs(path)
+    ret = _cert_summary(certs[0], _now())
+    ret["path"] = path
+    ret["chain_length"] = len(certs)
+    ret["chain"] = [_describe(cert) for cert in certs[1:]]
+    return ret
+
+
+def find_source(hostname, live_dir="/etc/letsencrypt/live"):
+    """
+    Find the NPM certificate directory whose leaf certificate covers
+    ``hostname``. NPM names its directories by internal id (``npm-5``), so
+    every directory under ``live_dir`` holding a ``fullchain.pem`` is read;
+    when several cover the name, the one with the latest ``not_after`` wins
+    (then the highest ``npm-N``).
+
+    hostname
+        The mail host name the certificate must cover.
+
+    live_dir
+        NPM's ``live/`` directory. Default: ``/etc/letsencrypt/live``.
+
+    Returns the chosen directory, its files, fingerprint and ``not_after``,
+    and what was skipped and why.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.find_source mail.example.com /opt/npm/letsencrypt/live
+    """
+    hostname = _check_hostname(hostname)
+    try:
+        entries = sorted(os.listdir(live_dir))
+    except OSError as exc:
+        raise CommandExecutionError(f"{live_dir}: cannot list: {exc.strerror}") from None
+    candidates, looked_at, skipped = [], [], {}
+    for entry in entries:
+        directory = os.path.join(live_dir, entry)
+        fullchain = os.path.join(directory, "fullchain.pem")
+        if not os.path.isdir(directory) or not os.path.lexists(fullchain):
+            continue
+        try:
+            leaf = read_certs(fullchain)[0]
+        except CommandExecutionError as exc:
+            skipped[entry] = str(exc)
+            continue
+        looked_at.append(f"{entry} [{', '.join(_dns_sans(leaf)) or 'no DNS SAN'}]")
+        if _covers(leaf, hostname):
+            npm = _NPM_DIR.fullmatch(entry)
+            rank = (leaf.not_valid_after_utc, int(npm.group(1)) if npm else -1)
+            candidates.append((rank, entry, directory, leaf))
+    if not candidates:
+        seen = "; ".join(looked_at) or "no certificate directory"
+        raise CommandExecutionError(
+            f"{live_dir}: no certificate covers {hostname} (looked at: {seen})"
+        )
+    _, entry, directory, leaf = max(candidates, key=lambda item: item[0])
+    return {
+        "dir": directory,
+        "name": entry,
+        "fullchain": os.path.join(directory, "fullchain.pem"),
+        "privkey": os.path.join(directory, "privkey.pem"),
+        "fingerprint": _fingerprint(leaf),
+        "not_after": _iso(leaf.not_valid_after_utc),
+        "covering": sorted(c[1] for c in candidates),
+        "skipped": skipped,
+    }
+
+
+def check_pair(cert, key):
+    """
+    Tell whether a private key belongs to a certificate, by comparing public
+    keys (SubjectPublicKeyInfo). Works for RSA, EC (P-256/P-384/P-521),
+    Ed25519 and Ed448.
+
+    cert
+        PEM file with the certificate (or a full chain, leaf first).
+
+    key
+        PEM file with the private key.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.check_pair /etc/letsencrypt/live/npm-5/fullchain.pem \
+            /etc/letsencrypt/live/npm-5/privkey.pem
+    """
+    leaf = read_certs(cert)[0]
+    private_key = _read_key(key)
+    match = _spki_der(leaf.public_key()) == _spki_der(private_key.public_key())
+    if not match:
+        __context__["retcode"] = 1
+    return {
+        "match": match,
+        "cert_key": _key_label(leaf.public_key()),
+        "key": _key_label(private_key.public_key()),
+        "spki_sha256": _spki_sha256(leaf.public_key()),
+    }
+
+
+def _key_problems(public_key, origin):
+    kind, size, _ = _key_kind(public_key)
+    if kind == "RSA" and size < MIN_RSA_BITS:
+        return [f"{origin}: RSA key of {size} bits is too weak (at least {MIN_RSA_BITS})"]
+    if kind not in ("RSA", "EC", "Ed25519", "Ed448"):
+        return [f"{origin}: unsupported key type {_key_label(public_key)}"]
+    return []
+
+
+def _chain_problems(certs, origin):
+    problems = []
+    if _is_ca(certs[0]):
+        problems.append(
+            f"{origin}: certificate 1 ({_describe(certs[0])}) is a CA certificate; "
+            "the leaf must come first"
+        )
+    for index, (child, parent) in enumerate(itertools.pairwise(certs), start=1):
+        prefix = (
+            f"{origin}: certificate {index} ({_describe(child)}) was not issued by "
+            f"certificate {index + 1} ({_describe(parent)})"
+        )
+        try:
+            child.verify_directly_issued_by(parent)
+        except ValueError:
+            problems.append(f"{prefix}: issuer name does not match (chain out of order?)")
+        except InvalidSignature:
+            problems.append(f"{prefix}: signature does not verify (foreign intermediate?)")
+        except (TypeError, UnsupportedAlgorithm) as exc:
+            problems.append(f"{prefix}: {exc}")
+    return problems
+
+
+def _validity_problems(certs, origin, now, min_days):
+    problems = []
+    for index, cert in enumerate(certs, start=1):
+        name = f"{origin}: certificate {index} ({_describe(cert)})"
+        if now < cert.not_valid_before_utc:
+            problems.append(f"{name} is not valid before {_iso(cert.not_valid_before_utc)}")
+        elif now > cert.not_valid_after_utc:
+            problems.append(f"{name} expired on {_iso(cert.not_valid_after_utc)}")
+    days = _days_left(certs[0], now)
+    if 0 < days < min_days:
+        problems.append(
+            f"{origin}: the certificate has {days} days left, fewer than min_days={min_days}"
+        )
+    return problems
+
+
+def _name_problems(leaf, hostname, origin):
+    sans = _dns_sans(leaf)
+    problems = [
+        f"{origin}: SAN {name!r} is not a valid DNS name"
+        for name in sans
+        if not is_dns_name(name, wildcard=True)
+    ]
+    if not _covers(leaf, hostname):
+        problems.append(
+            f"{origin}: the certificate does not cover {hostname} "
+            f"(SANs: {', '.join(sans) or 'none'})"
+        )
+    return problems
+
+
+def _trust_problems(certs, hostname, ca_file, now):
+    roots = read_certs(ca_file)
+    try:
+        verifier = (
+            verification.PolicyBuilder()
+            .store(verification.Store(roots))
+            .time(now)
+            .build_server_verifier(x509.DNSName(hostname))
+        )
+        verifier.verify(certs[0], certs[1:])
+    except verification.VerificationError as exc:
+        return [f"the chain does not verify against {ca_file}: {exc}"]
+    return []
+
+
+def _validate_loaded(certs, private_key, hostname, min_days, origins):
+    """All checks on parsed input (``private_key`` may be None); return the problems."""
+    cert_origin, key_origin = origins
+    now = _now()
+    leaf = certs[0]
+    problems = _chain_problems(certs, cert_origin)
+    problems += _validity_problems(certs, cert_origin, now, min_days)
+    problems += _name_problems(leaf, hostname, cert_origin)
+    problems += _key_problems(leaf.public_key(), cert_origin)
+    if private_key is not None and _spki_der(leaf.public_key()) != _spki_der(
+        private_key.public_key()
+    ):
+        problems.append(
+            f"{key_origin}: the private key ({_key_label(private_key.public_key())}) does "
+            f"not match the certificate's public key ({_key_label(leaf.public_key())})"
+        )
+    return problems
+
+
+def validate(fullchain, key, hostname, min_days=7, ca_file=None):
+    """
+    Validate a certificate chain and its private key before deployment.
+
+    Checks that both files are PEM of sane size; the chain holds the leaf
+    first and each certificate is signed by the next; every certificate is
+    inside its validity window and the leaf has at least ``min_days`` left;
+    the key is unencrypted, alone in its file and matches the leaf (SPKI);
+    the leaf's SANs are valid DNS names and cover ``hostname`` (RFC 6125);
+    RSA keys have at least 2048 bits.
+
+    Returns ``valid`` (bool), ``problems`` (every problem found, each naming
+    its file) and, when the chain could be read, the leaf's fingerprint,
+    SPKI SHA-256, SANs, ``not_after`` and days left. Exits non-zero on the
+    CLI when invalid.
+
+    fullchain
+        PEM file with the leaf certificate followed by its intermediates.
+
+    key
+        PEM file with the private key.
+
+    hostname
+        The host name the certificate must cover.
+
+    min_days
+        The fewest days of validity the leaf must have left. Default: 7.
+
+    ca_file
+        Optional PEM bundle of trusted roots; when given, the chain must also
+        verify against it for ``hostname``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.validate /etc/letsencrypt/live/npm-5/fullchain.pem \
+            /etc/letsencrypt/live/npm-5/privkey.pem mail.example.com min_days=14
+    """
+    hostname = _check_hostname(hostname)
+    min_days = _check_min_days(min_days)
+    ret = {"valid": False, "problems": [], "fullchain": fullchain, "key": key}
+    certs = private_key = None
+    try:
+        certs = read_certs(fullchain)
+    except CommandExecutionError as exc:
+        ret["problems"].append(str(exc))
+    try:
+        private_key = _read_key(key)
+    except CommandExecutionError as exc:
+        ret["problems"].append(str(exc))
+    if certs:
+        leaf = certs[0]
+        ret.update(
+            fingerprint=_fingerprint(leaf),
+            spki_sha256=_spki_sha256(leaf.public_key()),
+            sans=_dns_sans(leaf),
+            not_after=_iso(leaf.not_valid_after_utc),
+            days_left=_days_left(leaf, _now()),
+            chain_length=len(certs),
+        )
+        ret["problems"] += _validate_loaded(
+            certs, private_key, hostname, min_days, (fullchain, key)
+        )
+        if ca_file:
+            ret["problems"] += _trust_problems(certs, hostname, ca_file, _now())
+    ret["valid"] = not ret["problems"]
+    if not ret["valid"]:
+        __context__["retcode"] = 1
+    return ret
+
+
+def _check_min_days(min_days):
+    try:
+        min_days = float(min_days)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"min_days must be a number, not {min_days!r}") from None
+    if min_days < 0:
+        raise SaltInvocationError("min_days must not be negative")
+    return min_days
+
+
+def tlsa(cert, usage=3, selector=1, mtype=1):
+    """
+    Return the data of the TLSA record for a certificate, such as
+    ``3 1 1 <sha256 of the SPKI>`` for ``_25._tcp.<host>``.
+
+    cert
+        PEM file with the certificate or full chain. Usages 3 (DANE-EE) and 1
+        (PKIX-EE) take the leaf; 2 (DANE-TA) and 0 (PKIX-TA) take the last
+        certificate of the chain, the issuer that signs the leaf's chain.
+
+    usage
+        0, 1, 2 or 3. Default: 3.
+
+    selector
+        0 (whole certificate) or 1 (SubjectPublicKeyInfo). Default: 1.
+
+    mtype
+        0 (exact), 1 (SHA-256) or 2 (SHA-512). Default: 1.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.tlsa /opt/mailcow-dockerized/data/assets/ssl/cert.pem
+    """
+    usage = _check_choice("usage", usage)
+    selector = _check_choice("selector", selector)
+    mtype = _check_choice("mtype", mtype)
+    if usage > 3 or selector > 1 or mtype > 2:
+        raise SaltInvocationError(
+            f"unsupported TLSA parameters {usage} {selector} {mtype} "
+            "(usage 0-3, selector 0-1, matching type 0-2)"
+        )
+    certs = read_certs(cert)
+    chosen = certs[0] if usage in (1, 3) else certs[-1]
+    if selector == 0:
+        data = chosen.public_bytes(serialization.Encoding.DER)
+    else:
+        data = _spki_der(chosen.public_key())
+    if mtype == 1:
+        data = hashlib.sha256(data).digest()
+    elif mtype == 2:
+        data = hashlib.sha512(data).digest()
+    return f"{usage} {selector} {mtype} {data.hex()}"
+
+
+def _check_choice(name, value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"TLSA {name} must be a number, not {value!r}") from None
+    if number < 0:
+        raise SaltInvocationError(f"TLSA {name} must not be negative")
+    return number
+
+
+# --------------------------------------------------------------------------
+# Deployed pair: compare, install atomically, roll back
+# --------------------------------------------------------------------------
+
+
+def _canonical_pair(fullchain, key):
+    """Read a source pair; return the PEM bytes certsync writes for it."""
+    certs = read_certs(fullchain)
+    private_key = _read_key(key)
+    if _spki_der(certs[0].public_key()) != _spki_der(private_key.public_key()):
+        raise CommandExecutionError(
+            f"{key}: the private key does not match the certificate in {fullchain}"
+        )
+    cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    key_pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certs, cert_pem, key_pem
+
+
+def _check_dest(dest):
+    """Refuse a destination directory that is missing or a symlink."""
+    try:
+        mode = os.lstat(dest).st_mode
+    except FileNotFoundError:
+        raise CommandExecutionError(f"{dest}: destination directory does not exist") from None
+    if stat.S_ISLNK(mode):
+        raise CommandExecutionError(
+            f"{dest}: destination is a symlink; refusing to write through it"
+        )
+    if not stat.S_ISDIR(mode):
+        raise CommandExecutionError(f"{dest}: destination is not a directory")
+    for name in (CERT_FILE, KEY_FILE):
+        path = os.path.join(dest, name)
+        if os.path.islink(path):
+            raise CommandExecutionError(
+                f"{path}: is a symlink; mailcow needs a real file, refusing to replace it"
+            )
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise CommandExecutionError(f"{path}: exists and is not a regular file")
+
+
+def _read_deployed(dest):
+    """Return (cert bytes, key bytes, modes) of the deployed pair; None where absent."""
+    found = {}
+    for name in (CERT_FILE, KEY_FILE):
+        path = os.path.join(dest, name)
+        try:
+            found[name] = (_read_file(path), stat.S_IMODE(os.lstat(path).st_mode))
+        except CommandExecutionError:
+            found[name] = (None, None)
+    return found
+
+
+def compare(fullchain, key, dest):
+    """
+    Compare a source pair with the pair deployed in ``dest``
+    (``cert.pem``/``key.pem``) without changing anything.
+
+    Returns ``current`` (True when ``dest`` holds exactly what
+    :py:func:`install` would write, with modes 0644/0600), ``differences``,
+    and the deployed certificate's fingerprint, ``not_after`` and SANs when
+    it can be read.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.compare /etc/letsencrypt/live/npm-5/fullchain.pem \
+            /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
+    """
+    _check_dest(dest)
+    _, cert_pem, key_pem = _canonical_pair(fullchain, key)
+    deployed = _read_deployed(dest)
+    differences = []
+    for name, want, mode in ((CERT_FILE, cert_pem, CERT_MODE), (KEY_FILE, key_pem, KEY_MODE)):
+        have, have_mode = deployed[name]
+        if have is None:
+            differences.append(f"{name} is missing or unreadable")
+        elif have != want:
+            differences.append(f"{name} content differs")
+        elif have_mode != mode:
+            differences.append(f"{name} has mode {have_mode:04o}, want {mode:04o}")
+    return {
+        "current": not differences,
+        "differences": differences,
+        "deployed": deployed_info(dest),
+    }
+
+
+def deployed_info(dest):
+    """
+    Describe the certificate deployed in ``dest/cert.pem``: fingerprint,
+    ``not_after`` and SANs, or None when there is none or it cannot be read.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.deployed_info /opt/mailcow-dockerized/data/assets/ssl
+    """
+    try:
+        leaf = read_certs(os.path.join(dest, CERT_FILE))[0]
+    except CommandExecutionError:
+        return None
+    return {
+        "fingerprint": _fingerprint(leaf),
+        "spki_sha256": _spki_sha256(leaf.public_key()),
+        "not_after": _iso(leaf.not_valid_after_utc),
+        "sans": _dns_sans(leaf),
+    }
+
+
+def _write_temp(dest, name, data, mode, owner):
+    """Write ``data`` to a new temp file in ``dest`` with ``mode`` from the start."""
+    path = os.path.join(dest, f".{name}.certsync-{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path
+
+
+def _owner(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_uid, st.st_gid
+
+
+def _fsync_dir(dest):
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _keep_previous(dest):
+    """Hard-link the current pair to ``*.certsync-prev``; drop stale copies."""
+    for name in (CERT_FILE, KEY_FILE):
+        path, prev = os.path.join(dest, name), os.path.join(dest, name + PREV_SUFFIX)
+        if os.path.lexists(prev):
+            os.unlink(prev)
+        if os.path.lexists(path):
+            os.link(path, prev)
+
+
+def _replace_pair(dest, contents):
+    """
+    Atomically replace cert.pem and key.pem in ``dest``: ``contents`` maps each
+    file name to its new bytes, or to None to remove the file.
+    """
+    modes = {CERT_FILE: CERT_MODE, KEY_FILE: KEY_MODE}
+    temps = []
+    try:
+        for name, data in contents.items():
+            if data is not None:
+                owner = _owner(os.path.join(dest, name))
+                temps.append((_write_temp(dest, name, data, modes[name], owner), name))
+        for temp, name in temps:
+            os.replace(temp, os.path.join(dest, name))
+        temps = []
+        for name, data in contents.items():
+            if data is None and os.path.lexists(os.path.join(dest, name)):
+                os.unlink(os.path.join(dest, name))
+        _fsync_dir(dest)
+    finally:
+        for temp, _ in temps:
+            if os.path.lexists(temp):
+                os.unlink(temp)
+
+
+def install(fullchain, key, dest):
+    """
+    Install a certificate chain and its key into ``dest`` as ``cert.pem``
+    (mode 0644) and ``key.pem`` (mode 0600), atomically: each file is written
+    to a temp file in ``dest`` that has its final mode from the first byte,
+    synced, then renamed over the old one. The previous pair is kept as
+    ``cert.pem.certsync-prev``/``key.pem.certsync-prev`` for
+    :py:func:`rollback`. The owner of an existing file is kept.
+
+    Refuses a ``dest`` that is missing or a symlink, a ``cert.pem``/``key.pem``
+    that is a symlink, and a key that does not match the certificate. Run
+    :py:func:`validate` first for the full checks.
+
+    fullchain
+        PEM file with the leaf certificate followed by its intermediates.
+
+    key
+        PEM file with the private key.
+
+    dest
+        The directory to install into, e.g.
+        ``/opt/mailcow-dockerized/data/assets/ssl``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.install /etc/letsencrypt/live/npm-5/fullchain.pem \
+            /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
+    """
+    _check_dest(dest)
+    certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
+    previous = deployed_info(dest)
+    try:
+        _keep_previous(dest)
+        _replace_pair(dest, {CERT_FILE: cert_pem, KEY_FILE: key_pem})
+    except OSError as exc:
+        raise CommandExecutionError(f"{dest}: install failed: {exc}") from None
+    new = _fingerprint(certs[0])
+    log.info("certsync: installed %s into %s", new, dest)
+    return {
+        "dest": dest,
+        "fingerprint": new,
+        "previous_fingerprint": previous["fingerprint"] if previous else None,
+    }
+
+
+def rollback(dest):
+    """
+    Restore the pair that :py:func:`install` replaced in ``dest`` (from
+    ``*.certsync-prev``), atomically. When there was no previous pair, the
+    installed ``cert.pem``/``key.pem`` are removed, so ``dest`` is as it was.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.rollback /opt/mailcow-dockerized/data/assets/ssl
+    """
+    _check_dest(dest)
+    contents = {}
+    try:
+        for name in (CERT_FILE, KEY_FILE):
+            prev = os.path.join(dest, name + PREV_SUFFIX)
+            contents[name] = _read_file(prev) if os.path.lexists(prev) else None
+        _replace_pair(dest, contents)
+    except OSError as exc:
+        raise CommandExecutionError(f"{dest}: rollback failed: {exc}") from None
+    restored = deployed_info(dest)
+    fingerprint = restored["fingerprint"] if restored else None
+    log.warning("certsync: rolled %s back to %s", dest, fingerprint or "no pair")
+    return {"dest": dest, "restored": fingerprint}
+
+
+def sni_dirs(dest, fullchain):
+    """
+    List the per-name directories ``dest/<name>/`` that mailcow serves with
+    ``ENABLE_SSL_SNI=y`` and that the certificate in ``fullchain`` covers:
+    every DNS SAN (wildcards excluded) that is a valid DNS name and names an
+    existing real directory directly under ``dest``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.sni_dirs /opt/mailcow-dockerized/data/assets/ssl \
+            /etc/letsencrypt/live/npm-5/fullchain.pem
+    """
+    _check_dest(dest)
+    found = []
+    for name in _dns_sans(read_certs(fullchain)[0]):
+        if not is_dns_name(name):
+            continue
+        path = os.path.join(dest, name.lower())
+        if os.path.isdir(path) and not os.path.islink(path):
+            found.append(path)
+    return sorted(set(found))

@@ -1,0 +1,27 @@
+"""Fixtures shared by every test level."""
+
+import pathlib
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SALT_TREE = REPO / "salt"
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.pki import TestCA  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ca():
+    return TestCA()
+
+
+@pytest.fixture(scope="session")
+def good(ca):
+    """A valid leaf for mail.example.test, EC P-384 like the real one."""
+    return ca.leaf(
+        "mail.example.test",
+        sans=["mail.example.test", "autodiscover.example.test"],
+        key_kind="ec-p384",
+    )

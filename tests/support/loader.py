@@ -1,0 +1,19 @@
+"""Import certsync's loader modules as plain modules for loader-mocked tests."""
+
+import importlib.util
+import pathlib
+
+SALT_TREE = pathlib.Path(__file__).resolve().parents[2] / "salt"
+
+
+def load_loader_module(kind, name):
+    """Import ``salt/_<kind>/<name>.py`` under a name of its own."""
+    path = SALT_TREE / f"_{kind}" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"certsync_test_{kind}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+certsync_mod = load_loader_module("modules", "certsync")
+certsync_state = load_loader_module("states", "certsync")

@@ -1,0 +1,292 @@
+"""Unit tests of the certsync execution module (loader mocked)."""
+
+import hashlib
+import os
+import pathlib
+import shutil
+import tempfile
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+from support.loader import certsync_mod
+from support.pki import DAY, NOW, write_npm_tree, write_pair
+
+KEY_KINDS = ["rsa-2048", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519", "ed448"]
+
+
+@pytest.fixture
+def configure_loader_modules(loader_modules):
+    return loader_modules
+
+
+@pytest.fixture(scope="module")
+def leaves(ca):
+    return {kind: ca.leaf("mail.example.test", key_kind=kind) for kind in KEY_KINDS}
+
+
+def _files(tmp_path, issued):
+    return write_pair(tmp_path / "src", issued, "fullchain.pem", "privkey.pem")
+
+
+@pytest.mark.parametrize("kind", KEY_KINDS)
+def test_validate_accepts_every_key_type(tmp_path, leaves, kind):
+    fullchain, key = _files(tmp_path, leaves[kind])
+    ret = certsync_mod.validate(fullchain, key, "mail.example.test")
+    assert ret["problems"] == []
+    assert ret["valid"] is True
+    assert ret["fingerprint"] == leaves[kind].fingerprint
+    assert ret["chain_length"] == 2
+
+
+@pytest.mark.parametrize("kind", KEY_KINDS)
+def test_check_pair_matches_and_mismatches(tmp_path, leaves, kind):
+    fullchain, key = _files(tmp_path, leaves[kind])
+    assert certsync_mod.check_pair(fullchain, key)["match"] is True
+    other = "ec-p256" if kind != "ec-p256" else "ed25519"
+    _, wrong_key = write_pair(tmp_path / "other", leaves[other], "c.pem", "k.pem")
+    ret = certsync_mod.check_pair(fullchain, wrong_key)
+    assert ret["match"] is False
+    assert certsync_mod.__context__["retcode"] == 1
+
+
+def test_info_describes_the_leaf_and_reads_through_symlinks(tmp_path, good):
+    live = write_npm_tree(tmp_path / "live", 5, good)
+    ret = certsync_mod.info(os.path.join(live, "fullchain.pem"))
+    spki = good.cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert ret["fingerprint"] == good.fingerprint
+    assert ret["spki_sha256"] == hashlib.sha256(spki).hexdigest()
+    assert ret["sans"] == ["mail.example.test", "autodiscover.example.test"]
+    assert ret["key_type"] == "EC"
+    assert ret["key_curve"] == "P-384"
+    assert ret["key_size"] == 384
+    assert ret["chain_length"] == 2
+    assert ret["serial"] == format(good.cert.serial_number, "x")
+    assert ret["issuer"] == "CN=certsync test intermediate"
+    assert 89 < ret["days_left"] <= 90
+
+
+def test_tlsa_3_1_1_is_the_spki_sha256(tmp_path, good):
+    fullchain, _ = _files(tmp_path, good)
+    info = certsync_mod.info(fullchain)
+    assert certsync_mod.tlsa(fullchain) == f"3 1 1 {info['spki_sha256']}"
+
+
+def test_tlsa_other_parameters(tmp_path, ca, good):
+    fullchain, _ = _files(tmp_path, good)
+    der = ca.intermediate.cert.public_bytes(serialization.Encoding.DER)
+    assert certsync_mod.tlsa(fullchain, 2, 0, 1) == f"2 0 1 {hashlib.sha256(der).hexdigest()}"
+    assert certsync_mod.tlsa(fullchain, 2, 0, 0) == f"2 0 0 {der.hex()}"
+    leaf_der = good.cert.public_bytes(serialization.Encoding.DER)
+    assert certsync_mod.tlsa(fullchain, 3, 0, 2) == f"3 0 2 {hashlib.sha512(leaf_der).hexdigest()}"
+    with pytest.raises(SaltInvocationError, match="unsupported TLSA parameters 4 1 1"):
+        certsync_mod.tlsa(fullchain, 4)
+    with pytest.raises(SaltInvocationError, match="TLSA mtype must be a number"):
+        certsync_mod.tlsa(fullchain, mtype="sha256")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "expected"),
+    [
+        ("mail.example.test", "mail.example.test", True),
+        ("MAIL.Example.test", "mail.example.TEST", True),
+        ("*.example.test", "mail.example.test", True),
+        ("*.example.test", "example.test", False),
+        ("*.example.test", "a.mail.example.test", False),
+        ("*.test", "example.test", False),
+        ("m*.example.test", "mail.example.test", False),
+        ("mail.*.test", "mail.example.test", False),
+        ("*", "localhost", False),
+        ("../../etc", "etc", False),
+    ],
+)
+def test_name_matches_rfc6125(pattern, host, expected):
+    assert certsync_mod.name_matches(pattern, host) is expected
+
+
+def test_find_source_picks_the_covering_dir_with_latest_expiry(tmp_path, ca, good):
+    live_dir = tmp_path / "live"
+    write_npm_tree(live_dir, 1, ca.leaf("www.example.test"))
+    write_npm_tree(live_dir, 3, ca.leaf("mail.example.test", not_after=NOW + 20 * DAY))
+    write_npm_tree(live_dir, 5, good)
+    write_npm_tree(live_dir, 12, ca.leaf("*.example.test", not_after=NOW + 30 * DAY))
+    (live_dir / "README").write_text("certbot readme")
+    ret = certsync_mod.find_source("mail.example.test", str(live_dir))
+    assert ret["name"] == "npm-5"
+    assert ret["fullchain"] == str(live_dir / "npm-5" / "fullchain.pem")
+    assert ret["fingerprint"] == good.fingerprint
+    assert ret["covering"] == ["npm-12", "npm-3", "npm-5"]
+
+
+def test_find_source_reports_broken_dirs_and_skips_them(tmp_path, good):
+    live_dir = tmp_path / "live"
+    write_npm_tree(live_dir, 5, good)
+    broken = live_dir / "npm-9"
+    broken.mkdir()
+    (broken / "fullchain.pem").symlink_to("../../archive/npm-9/fullchain1.pem")
+    ret = certsync_mod.find_source("mail.example.test", str(live_dir))
+    assert ret["name"] == "npm-5"
+    assert "dangling symlink" in ret["skipped"]["npm-9"]
+
+
+def test_find_source_errors(tmp_path):
+    with pytest.raises(CommandExecutionError, match="cannot list"):
+        certsync_mod.find_source("mail.example.test", str(tmp_path / "missing"))
+    with pytest.raises(SaltInvocationError, match="not a valid DNS host name"):
+        certsync_mod.find_source("-bad-.test", str(tmp_path))
+
+
+def test_validate_reports_every_problem_at_once(tmp_path, ca):
+    leaf = ca.leaf("www.example.test", key_kind="rsa-1024", not_after=NOW + 2 * DAY)
+    fullchain, _ = _files(tmp_path, leaf)
+    _, key = write_pair(tmp_path / "k", ca.leaf("mail.example.test"), "c.pem", "k.pem")
+    ret = certsync_mod.validate(fullchain, key, "mail.example.test")
+    assert ret["valid"] is False
+    text = "\n".join(ret["problems"])
+    for expected in ("days left", "does not cover", "1024 bits", "does not match"):
+        assert expected in text
+    assert len(ret["problems"]) == 4
+
+
+def test_validate_against_a_trust_bundle(tmp_path, ca, good):
+    from support.pki import TestCA
+
+    fullchain, key = _files(tmp_path, good)
+    bundle = tmp_path / "roots.pem"
+    bundle.write_bytes(ca.root_pem())
+    assert certsync_mod.validate(fullchain, key, "mail.example.test", ca_file=str(bundle))["valid"]
+    bundle.write_bytes(TestCA("other").root_pem())
+    ret = certsync_mod.validate(fullchain, key, "mail.example.test", ca_file=str(bundle))
+    assert ret["valid"] is False
+    assert "does not verify against" in ret["problems"][0]
+
+
+def test_validate_rejects_bad_arguments(tmp_path, good):
+    fullchain, key = _files(tmp_path, good)
+    with pytest.raises(SaltInvocationError, match="min_days must be a number"):
+        certsync_mod.validate(fullchain, key, "mail.example.test", min_days="soon")
+    with pytest.raises(SaltInvocationError, match="must not be negative"):
+        certsync_mod.validate(fullchain, key, "mail.example.test", min_days=-1)
+
+
+def test_install_is_atomic_with_modes_and_keeps_previous(tmp_path, ca, good):
+    dest = tmp_path / "ssl"
+    old = ca.leaf("mail.example.test")
+    write_pair(dest, old)
+    fullchain, key = _files(tmp_path, good)
+    ret = certsync_mod.install(fullchain, key, str(dest))
+    assert ret == {
+        "dest": str(dest),
+        "fingerprint": good.fingerprint,
+        "previous_fingerprint": old.fingerprint,
+    }
+    assert (dest / "cert.pem").read_bytes() == good.fullchain_pem()
+    assert (dest / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert (dest / "cert.pem").stat().st_mode & 0o777 == 0o644
+    assert (dest / "key.pem.certsync-prev").read_bytes() == old.key_pem()
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "cert.pem",
+        "cert.pem.certsync-prev",
+        "key.pem",
+        "key.pem.certsync-prev",
+    ]
+    assert certsync_mod.compare(fullchain, key, str(dest))["current"] is True
+    assert certsync_mod.rollback(str(dest))["restored"] == old.fingerprint
+    assert (dest / "cert.pem").read_bytes() == old.fullchain_pem()
+    assert (dest / "key.pem").read_bytes() == old.key_pem()
+    assert (dest / "key.pem").stat().st_mode & 0o777 == 0o600
+
+
+def test_install_keeps_the_owner(tmp_path, ca, good):
+    dest = tmp_path / "ssl"
+    write_pair(dest, ca.leaf("mail.example.test"))
+    os.chown(dest / "cert.pem", 1234, 2345)
+    fullchain, key = _files(tmp_path, good)
+    certsync_mod.install(fullchain, key, str(dest))
+    st = (dest / "cert.pem").stat()
+    assert (st.st_uid, st.st_gid) == (1234, 2345)
+
+
+def test_rollback_of_a_first_install_removes_the_pair(tmp_path, good):
+    dest = tmp_path / "ssl"
+    dest.mkdir()
+    fullchain, key = _files(tmp_path, good)
+    certsync_mod.install(fullchain, key, str(dest))
+    assert certsync_mod.rollback(str(dest))["restored"] is None
+    assert list(dest.iterdir()) == []
+
+
+def test_compare_sees_mode_drift(tmp_path, good):
+    dest = tmp_path / "ssl"
+    write_pair(dest, good)
+    fullchain, key = _files(tmp_path, good)
+    assert certsync_mod.compare(fullchain, key, str(dest))["current"] is True
+    os.chmod(dest / "key.pem", 0o644)
+    ret = certsync_mod.compare(fullchain, key, str(dest))
+    assert ret["differences"] == ["key.pem has mode 0644, want 0600"]
+
+
+def test_install_refuses_a_mismatched_pair_and_changes_nothing(tmp_path, ca, good):
+    dest = tmp_path / "ssl"
+    write_pair(dest, good)
+    before = (dest / "cert.pem").read_bytes()
+    fullchain, _ = _files(tmp_path, ca.leaf("mail.example.test"))
+    _, key = write_pair(tmp_path / "k", ca.leaf("mail.example.test"), "c.pem", "k.pem")
+    with pytest.raises(CommandExecutionError, match="does not match the certificate"):
+        certsync_mod.install(fullchain, key, str(dest))
+    assert (dest / "cert.pem").read_bytes() == before
+    assert sorted(p.name for p in dest.iterdir()) == ["cert.pem", "key.pem"]
+
+
+def test_sni_dirs_only_existing_real_dirs_of_valid_names(tmp_path, ca):
+    dest = tmp_path / "ssl"
+    dest.mkdir()
+    (dest / "mail.example.test").mkdir()
+    (dest / "other.example.test").mkdir()
+    (dest / "autodiscover.example.test").symlink_to(dest / "other.example.test")
+    leaf = ca.leaf(
+        "mail.example.test",
+        sans=["mail.example.test", "autodiscover.example.test", "*.example.test"],
+    )
+    fullchain, _ = _files(tmp_path, leaf)
+    assert certsync_mod.sni_dirs(str(dest), fullchain) == [str(dest / "mail.example.test")]
+
+
+@pytest.fixture
+def world_dir():
+    """A directory outside pytest's private tmp dir, so another user can reach it."""
+    path = tempfile.mkdtemp(prefix="certsync-test-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+def test_unreadable_key_as_unprivileged_user(world_dir, good):
+    """Permission denied is reported by file name (root would read anything)."""
+    fullchain, key = write_pair(world_dir, good, "fullchain.pem", "privkey.pem")
+    os.chmod(world_dir, 0o755)
+    pid = os.fork()
+    if pid == 0:  # child: drop to nobody, then try
+        code = 3
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            problems = certsync_mod.validate(fullchain, key, "mail.example.test")["problems"]
+            code = 0 if problems == [f"{key}: permission denied"] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_errors_never_carry_key_material(tmp_path, ca, good):
+    fullchain, key = _files(tmp_path, good)
+    secret = good.key_pem()
+    body = b"".join(secret.splitlines()[1:-1]).decode()
+    broken = secret.replace(body[10:40].encode(), b"!" * 30)
+    (tmp_path / "src" / "privkey.pem").write_bytes(broken)
+    ret = certsync_mod.validate(fullchain, key, "mail.example.test")
+    assert ret["problems"] == [f"{key}: the private key is malformed or of an unsupported type"]
+    assert body[:20] not in repr(ret)

@@ -1,0 +1,171 @@
+"""Unit tests of the certsync.deployed state (loader mocked, real module behind it)."""
+
+import os
+from unittest.mock import patch
+
+import pytest
+from support import cases
+from support.loader import certsync_mod, certsync_state
+from support.pki import write_npm_tree, write_pair
+
+HOST = cases.HOST
+
+
+def _read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+@pytest.fixture
+def configure_loader_modules(loader_modules):
+    return loader_modules
+
+
+@pytest.fixture(scope="module")
+def serving(ca):
+    """The pair mailcow serves before each run."""
+    return ca.leaf(HOST, key_kind="ec-p256")
+
+
+@pytest.fixture
+def layout(tmp_path, ca, serving):
+    return cases.make_layout(tmp_path, ca, serving)
+
+
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_bad_input_is_refused_and_nothing_changes(name, tmp_path, ca, good, serving):
+    layout, args, expect = cases.build(name, tmp_path, ca, good, serving)
+    before = cases.snapshot(layout.root)
+    ret = certsync_state.deployed(**args)
+    assert ret["result"] is False, ret
+    assert expect in ret["comment"]
+    assert ret["changes"] == {}
+    assert cases.snapshot(layout.root) == before
+
+
+def test_installs_then_is_idempotent(layout, good, serving):
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == {
+        "old": {
+            "fingerprint": serving.fingerprint,
+            "not_after": certsync_mod.info(os.path.join(layout.dest, "cert.pem.certsync-prev"))[
+                "not_after"
+            ],
+            "sans": [HOST],
+        },
+        "new": {
+            "fingerprint": good.fingerprint,
+            "not_after": certsync_mod.info(os.path.join(layout.source, "fullchain.pem"))[
+                "not_after"
+            ],
+            "sans": [HOST, "autodiscover.example.test"],
+        },
+        "dirs": [layout.dest],
+    }
+    assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
+    again = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    assert again["result"] is True
+    assert again["changes"] == {}
+    assert "already deployed" in again["comment"]
+
+
+def test_test_mode_reports_and_changes_nothing(layout, good, serving):
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    before = cases.snapshot(layout.root)
+    with patch.dict(certsync_state.__opts__, {"test": True}):
+        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    assert ret["result"] is None
+    assert ret["comment"].startswith(f"Would install the pair from {layout.source}")
+    assert "cert.pem content differs" in ret["comment"]
+    assert ret["changes"]["new"]["fingerprint"] == good.fingerprint
+    assert ret["changes"]["old"]["fingerprint"] == serving.fingerprint
+    assert cases.snapshot(layout.root) == before
+
+
+def test_finds_the_source_by_san_in_live_dir(tmp_path, layout, ca, good):
+    live_dir = os.path.join(layout.root, "npm", "live")
+    os.rmdir(layout.source)
+    write_npm_tree(live_dir, 2, ca.leaf("www.example.test"))
+    write_npm_tree(live_dir, 5, good)
+    ret = certsync_state.deployed(layout.dest, HOST, live_dir=live_dir)
+    assert ret["result"] is True, ret["comment"]
+    assert f"from {live_dir}/npm-5 " in ret["comment"]
+    assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
+
+
+def test_sni_dirs_are_kept_in_step(layout, ca, good, serving):
+    sni = os.path.join(layout.dest, "autodiscover.example.test")
+    write_pair(sni, serving)
+    stranger = os.path.join(layout.dest, "other.example.test")
+    write_pair(stranger, serving)
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["dirs"] == [layout.dest, sni]
+    assert _read(os.path.join(sni, "cert.pem")) == good.fullchain_pem()
+    assert _read(os.path.join(stranger, "cert.pem")) == serving.fullchain_pem()
+
+
+def test_sni_can_be_turned_off(layout, good, serving):
+    sni = os.path.join(layout.dest, "autodiscover.example.test")
+    write_pair(sni, serving)
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, sni=False)
+    assert ret["changes"]["dirs"] == [layout.dest]
+    assert _read(os.path.join(sni, "cert.pem")) == serving.fullchain_pem()
+
+
+def test_failure_in_an_sni_dir_restores_every_dir(layout, good, serving):
+    sni = os.path.join(layout.dest, "autodiscover.example.test")
+    write_pair(sni, serving)
+    os.unlink(os.path.join(sni, "key.pem"))
+    os.symlink("/nonexistent", os.path.join(sni, "key.pem"))
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    before = _read(os.path.join(layout.dest, "cert.pem"))
+    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    assert ret["result"] is False
+    assert "key.pem: is a symlink" in ret["comment"]
+    assert _read(os.path.join(layout.dest, "cert.pem")) == before
+
+
+def test_failure_midway_rolls_back_what_was_installed(layout, good, serving):
+    """An install that fails after the first dir restores the first dir."""
+    sni = os.path.join(layout.dest, "autodiscover.example.test")
+    write_pair(sni, serving)
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    before = cases.snapshot(layout.dest)
+    real_install = certsync_mod.install
+    calls = []
+
+    def install_then_fail(fullchain, key, dest):
+        calls.append(dest)
+        if len(calls) == 2:
+            raise certsync_mod.CommandExecutionError(f"{dest}: install failed: disk full")
+        return real_install(fullchain, key, dest)
+
+    with patch.dict(certsync_state.__salt__, {"certsync.install": install_then_fail}):
+        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    assert ret["result"] is False
+    assert "disk full; restored the previous pair in: " + layout.dest in ret["comment"]
+    after = cases.snapshot(layout.dest)
+    for name in ("cert.pem", "key.pem", "autodiscover.example.test/cert.pem"):
+        assert after[name] == before[name]
+
+
+def test_source_and_live_dir_are_exclusive(layout):
+    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, live_dir="/x")
+    assert ret["result"] is False
+    assert ret["comment"] == "Nothing deployed: give either source or live_dir, not both"
+
+
+def test_no_key_material_in_the_return(layout, good):
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    secret = good.key_pem().decode()
+    body = "".join(secret.splitlines()[1:-1])
+    for test in (True, False):
+        with patch.dict(certsync_state.__opts__, {"test": test}):
+            ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        assert body[:24] not in repr(ret)
+        assert "PRIVATE KEY" not in repr(ret)
