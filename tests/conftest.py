@@ -12,6 +12,17 @@ sys.path.insert(0, str(REPO / "tests"))
 from support.pki import TestCA  # noqa: E402
 
 
+def pytest_configure(config):
+    """Hand Salt's deferred start-up log handler over to pytest's logging.
+
+    Salt holds log records in a temporary handler until its own logging is set
+    up, and flushes them to stderr at exit, after pytest closed it.
+    """
+    import salt._logging.impl
+
+    salt._logging.impl.shutdown_temp_handler()
+
+
 @pytest.fixture(scope="session")
 def ca():
     return TestCA()

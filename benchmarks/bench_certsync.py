@@ -1,0 +1,133 @@
+"""
+Time certsync's hot operations and print the figures (no pass/fail):
+
+- certsync.validate and certsync.info, in-process, per key type;
+- a no-op certsync.deployed run in-process (the state a schedule repeats);
+- the same no-op run through a real `salt-call --local` (process start included).
+
+Run: scripts/bench.sh  (or .venv/salt3008/bin/python benchmarks/bench_certsync.py)
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.loader import certsync_mod, certsync_state  # noqa: E402
+from support.pki import TestCA, write_pair  # noqa: E402
+
+HOST = "mail.example.test"
+
+
+def timed(func, runs):
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        func()
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return {
+        "runs": runs,
+        "p50_ms": round(statistics.median(samples), 3),
+        "p95_ms": round(samples[int(0.95 * (runs - 1))], 3),
+        "mean_ms": round(statistics.fmean(samples), 3),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--salt-call-runs", type=int, default=5)
+    args = parser.parse_args()
+
+    certsync_mod.__context__ = {}
+    certsync_mod.__opts__ = {"test": False}
+    certsync_state.__opts__ = {"test": False}
+    certsync_state.__salt__ = {
+        f"certsync.{name}": getattr(certsync_mod, name)
+        for name in (
+            "find_source",
+            "validate",
+            "compare",
+            "deployed_info",
+            "install",
+            "rollback",
+            "sni_dirs",
+        )
+    }
+    ca = TestCA()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = pathlib.Path(tmp_name)
+        for kind in ("rsa-2048", "rsa-4096", "ec-p256", "ec-p384", "ed25519"):
+            leaf = ca.leaf(HOST, key_kind=kind)
+            fullchain, key = write_pair(tmp / kind, leaf, "fullchain.pem", "privkey.pem")
+            results[f"validate {kind}"] = timed(
+                lambda f=fullchain, k=key: certsync_mod.validate(f, k, HOST), args.runs
+            )
+            results[f"info {kind}"] = timed(lambda f=fullchain: certsync_mod.info(f), args.runs)
+
+        leaf = ca.leaf(HOST, key_kind="ec-p384")
+        source = tmp / "live" / "npm-5"
+        write_pair(source, leaf, "fullchain.pem", "privkey.pem")
+        dest = tmp / "ssl"
+        write_pair(dest, leaf)
+        noop = certsync_state.deployed(str(dest), HOST, source=str(source))
+        assert noop["result"] is True and not noop["changes"], noop
+        results["deployed no-op, in-process"] = timed(
+            lambda: certsync_state.deployed(str(dest), HOST, source=str(source)), args.runs
+        )
+
+        config = tmp / "salt-config"
+        config.mkdir()
+        (config / "minion").write_text(
+            json.dumps(
+                {
+                    "root_dir": str(tmp / "salt-root"),
+                    "file_client": "local",
+                    "file_roots": {"base": [str(REPO / "salt")]},
+                    "log_file": str(tmp / "salt.log"),
+                }
+            )
+        )
+        salt_call = [
+            str(pathlib.Path(sys.executable).parent / "salt-call"),
+            "--local",
+            "-c",
+            str(config),
+        ]
+        subprocess.run([*salt_call, "saltutil.sync_all"], check=True, stdout=subprocess.DEVNULL)
+        results["deployed no-op, salt-call --local"] = timed(
+            lambda: subprocess.run(
+                [
+                    *salt_call,
+                    "state.single",
+                    "certsync.deployed",
+                    f"name={dest}",
+                    f"hostname={HOST}",
+                    f"source={source}",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            ),
+            args.salt_call_runs,
+        )
+
+    width = max(len(name) for name in results)
+    print(f"{'operation':<{width}}  {'runs':>5}  {'p50 ms':>9}  {'p95 ms':>9}  {'mean ms':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<{width}}  {r['runs']:>5}  {r['p50_ms']:>9.3f}  {r['p95_ms']:>9.3f}"
+            f"  {r['mean_ms']:>9.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

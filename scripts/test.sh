@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run the whole test suite: lint, then unit + functional tests on Salt 3008
+# and on Salt 3006 LTS. Builds what it needs on a fresh machine.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+scripts/venv.sh 3008
+scripts/venv.sh 3006
+v3008=.venv/salt3008/bin
+v3006=.venv/salt3006/bin
+
+echo "== lint"
+"$v3008/ruff" check .
+"$v3008/ruff" format --check .
+mapfile -t sls < <(find salt pillar -name '*.sls' 2>/dev/null | sort)
+if [ "${#sls[@]}" -gt 0 ]; then
+    "$v3008/salt-lint" "${sls[@]}"
+fi
+
+echo "== Salt 3006 LTS: unit + functional"
+"$v3006/python" -m pytest -p no:cacheprovider tests/unit tests/functional "$@"
+
+echo "== Salt 3008: every test"
+"$v3008/python" -m pytest -p no:cacheprovider tests "$@"

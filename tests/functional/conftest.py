@@ -1,0 +1,46 @@
+"""salt-call --local against the repo's salt/ tree, as an operator would run it."""
+
+import pathlib
+
+import pytest
+
+SALT_TREE = pathlib.Path(__file__).resolve().parents[2] / "salt"
+
+
+class LocalCall:
+    """Run ``salt-call --local`` with certsync synced from file_roots."""
+
+    def __init__(self, cli):
+        self.cli = cli
+
+    def __call__(self, *args, **kwargs):
+        return self.cli.run("--local", "--retcode-passthrough", *args, **kwargs)
+
+    def state(self, **kwargs):
+        """Run ``state.single certsync.deployed`` and return (exit code, the state's return)."""
+        args = [f"{key}={value}" for key, value in kwargs.items() if key != "test"]
+        if kwargs.get("test"):
+            args.append("test=True")
+        ret = self("state.single", "certsync.deployed", *args)
+        assert isinstance(ret.data, dict), ret
+        (state_ret,) = ret.data.values()
+        return ret.returncode, state_ret
+
+
+@pytest.fixture(scope="package")
+def salt_call(salt_factories, tmp_path_factory):
+    sls_dir = tmp_path_factory.mktemp("sls")
+    minion = salt_factories.salt_minion_daemon(
+        "certsync-functional",
+        overrides={
+            "file_client": "local",
+            "file_roots": {"base": [str(SALT_TREE), str(sls_dir)]},
+        },
+    )
+    call = LocalCall(minion.salt_call_cli(timeout=120))
+    call.sls_dir = sls_dir
+    synced = call("saltutil.sync_all")
+    assert synced.returncode == 0, synced
+    assert "modules.certsync" in synced.data["modules"]
+    assert "states.certsync" in synced.data["states"]
+    return call

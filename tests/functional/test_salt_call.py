@@ -1,0 +1,103 @@
+"""The certsync module and state run for real through salt-call --local."""
+
+import os
+
+import pytest
+from support import cases
+from support.pki import write_npm_tree, write_pair
+
+pytestmark = pytest.mark.functional
+HOST = cases.HOST
+
+
+@pytest.fixture(scope="module")
+def serving(ca):
+    return ca.leaf(HOST, key_kind="rsa-2048")
+
+
+def test_info_find_source_and_tlsa_from_the_cli(salt_call, tmp_path, good):
+    live_dir = tmp_path / "live"
+    write_npm_tree(live_dir, 5, good)
+    found = salt_call("certsync.find_source", HOST, str(live_dir))
+    assert found.returncode == 0, found
+    assert found.data["dir"] == str(live_dir / "npm-5")
+    info = salt_call("certsync.info", found.data["fullchain"])
+    assert info.data["fingerprint"] == good.fingerprint
+    assert info.data["key_curve"] == "P-384"
+    tlsa = salt_call("certsync.tlsa", found.data["fullchain"])
+    assert tlsa.data == f"3 1 1 {info.data['spki_sha256']}"
+
+
+def test_validate_exits_non_zero_when_invalid(salt_call, tmp_path, ca, good):
+    fullchain, key = write_pair(tmp_path, good, "fullchain.pem", "privkey.pem")
+    ok = salt_call("certsync.validate", fullchain, key, HOST)
+    assert ok.returncode == 0
+    assert ok.data["valid"] is True
+    bad = salt_call("certsync.validate", fullchain, key, "www.example.test")
+    assert bad.returncode == 1
+    assert bad.data["problems"] == [
+        f"{fullchain}: the certificate does not cover www.example.test "
+        "(SANs: mail.example.test, autodiscover.example.test)"
+    ]
+
+
+def test_a_cli_error_names_the_file(salt_call, tmp_path):
+    missing = tmp_path / "nope.pem"
+    ret = salt_call("certsync.info", str(missing))
+    assert ret.returncode != 0
+    assert f"{missing}: no such file" in ret.stderr
+
+
+def test_deployed_installs_renews_and_is_idempotent(salt_call, tmp_path, ca, good, serving):
+    layout = cases.make_layout(tmp_path, ca, serving)
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    args = {"name": layout.dest, "hostname": HOST, "source": layout.source}
+
+    code, ret = salt_call.state(test=True, **args)
+    assert ret["result"] is None
+    assert ret["changes"]["new"]["fingerprint"] == good.fingerprint
+    code, ret = salt_call.state(**args)
+    assert code == 0
+    assert ret["result"] is True
+    assert ret["changes"]["old"]["fingerprint"] == serving.fingerprint
+    code, ret = salt_call.state(**args)
+    assert (code, ret["result"], ret["changes"]) == (0, True, {})
+
+    renewed = ca.leaf(HOST, key=good.key)  # same key, new certificate
+    write_pair(layout.source, renewed, "fullchain.pem", "privkey.pem")
+    code, ret = salt_call.state(**args)
+    assert ret["result"] is True
+    assert ret["changes"]["new"]["fingerprint"] == renewed.fingerprint
+    with open(os.path.join(layout.dest, "cert.pem"), "rb") as handle:
+        assert handle.read() == renewed.fullchain_pem()
+
+
+def test_deployed_from_an_sls_with_live_dir(salt_call, tmp_path, ca, good, serving):
+    layout = cases.make_layout(tmp_path, ca, serving)
+    live_dir = os.path.dirname(layout.source)
+    os.rmdir(layout.source)
+    write_npm_tree(live_dir, 3, ca.leaf("www.example.test"))
+    write_npm_tree(live_dir, 5, good)
+    (salt_call.sls_dir / "certsync_functional.sls").write_text(
+        "mailcow-certificate:\n"
+        "  certsync.deployed:\n"
+        f"    - name: {layout.dest}\n"
+        f"    - hostname: {HOST}\n"
+        f"    - live_dir: {live_dir}\n"
+        "    - min_days: 14\n"
+    )
+    ret = salt_call("state.apply", "certsync_functional")
+    assert ret.returncode == 0, ret
+    (state_ret,) = ret.data.values()
+    assert state_ret["changes"]["new"]["fingerprint"] == good.fingerprint
+
+
+@pytest.mark.parametrize("name", sorted(cases.CASES))
+def test_bad_input_through_salt_call(name, salt_call, tmp_path, ca, good, serving):
+    layout, args, expect = cases.build(name, tmp_path, ca, good, serving)
+    before = cases.snapshot(layout.root)
+    code, ret = salt_call.state(**args)
+    assert code != 0
+    assert ret["result"] is False
+    assert expect in ret["comment"]
+    assert cases.snapshot(layout.root) == before
