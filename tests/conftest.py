@@ -10,6 +10,7 @@ SALT_TREE = REPO / "salt"
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.pki import TestCA  # noqa: E402
+from support.salt_call import salt_call  # noqa: E402, F401  (fixture)
 
 
 def pytest_configure(config):

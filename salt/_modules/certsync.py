@@ -980,3 +980,26 @@ def sni_dirs(dest, fullchain):
         if os.path.isdir(path) and not os.path.islink(path):
             found.append(path)
     return sorted(set(found))
+
+
+def sni_inventory(dest):
+    """
+    Every per-name directory ``dest/<name>/`` holding a readable ``cert.pem``,
+    with the fingerprint of its leaf: what mailcow may serve ahead of the
+    top-level pair with ``ENABLE_SSL_SNI=y``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.sni_inventory /opt/mailcow-dockerized/data/assets/ssl
+    """
+    _check_dest(dest)
+    found = {}
+    for name in sorted(os.listdir(dest)):
+        path = os.path.join(dest, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            deployed = deployed_info(path)
+            if deployed:
+                found[name] = deployed["fingerprint"]
+    return found

@@ -1,8 +1,9 @@
 """
-Keep a deployed certificate pair in step with its source
-========================================================
+Keep a deployed certificate pair in step with its source, and served
+===================================================================
 
-:depends: the ``certsync`` execution module (``salt/_modules/certsync.py``)
+:depends: the ``certsync`` execution module; ``mailcow`` and ``tlsprobe`` for
+    reloading containers and checking what is served
 
 .. code-block:: yaml
 
@@ -11,12 +12,17 @@ Keep a deployed certificate pair in step with its source
         - name: /opt/mailcow-dockerized/data/assets/ssl
         - hostname: mail.example.com
         - live_dir: /etc/letsencrypt/live    # or: source: /etc/letsencrypt/live/npm-5
-        - min_days: 7
+        - services: [postfix-mailcow, dovecot-mailcow, nginx-mailcow]
+        - endpoints: [smtp, submission, smtps, imap, imaps, pop3, pop3s, sieve, https]
+        - probe_address: 127.0.0.1
 
-The state validates the source pair, compares it with ``cert.pem``/``key.pem``
-in ``name`` and installs it atomically only when they differ. ``changes``
-carries fingerprints, ``not_after`` and SANs, never key material. On any
-failure the pair that was deployed stays as it was.
+The state validates the source pair, installs it atomically only when it
+differs from ``cert.pem``/``key.pem`` in ``name``, reloads the services, and
+checks on the wire that every endpoint serves it. A service whose reload does
+not take is restarted; when the new certificate still is not served
+everywhere, the previous pair is restored and served again, and the state
+fails saying which endpoint served what. ``changes`` carries fingerprints,
+``not_after`` and SANs, never key material.
 """
 
 import os
@@ -25,11 +31,34 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "certsync"
 
+DEFAULT_MAILCOW_DIR = "/opt/mailcow-dockerized"
+#: Which mailcow service serves which endpoint, to restart only those stale.
+ENDPOINT_SERVICES = {
+    "smtp": "postfix-mailcow",
+    "submission": "postfix-mailcow",
+    "smtps": "postfix-mailcow",
+    "imap": "dovecot-mailcow",
+    "imaps": "dovecot-mailcow",
+    "pop3": "dovecot-mailcow",
+    "pop3s": "dovecot-mailcow",
+    "sieve": "dovecot-mailcow",
+    "https": "nginx-mailcow",
+}
+
 
 def __virtual__():
     if "certsync.validate" not in __salt__:
         return (False, "the certsync execution module is not available")
     return __virtualname__
+
+
+def _short(fingerprint):
+    return f"{fingerprint[:16]}..." if fingerprint else "nothing"
+
+
+# --------------------------------------------------------------------------
+# Source, plan, install
+# --------------------------------------------------------------------------
 
 
 def _resolve_source(source, hostname, live_dir):
@@ -97,6 +126,191 @@ def _describe_plan(plan):
     )
 
 
+# --------------------------------------------------------------------------
+# Services and the wire
+# --------------------------------------------------------------------------
+
+
+class _Serving:
+    """Reload services and check endpoints for one mailcow installation."""
+
+    def __init__(self, hostname, wire):
+        self.hostname = hostname
+        self.services = wire["services"]
+        self.mailcow_dir = wire["mailcow_dir"]
+        self.commands = wire["reload_commands"]
+        self.endpoints = wire["endpoints"]
+        self.address = wire["probe_address"]
+        self.timeout = wire["verify_timeout"]
+        self.log = []
+
+    @property
+    def active(self):
+        return bool(self.services or self.endpoints)
+
+    def preflight(self):
+        """Fail before anything changes when Docker or a container is not there."""
+        if self.services:
+            __salt__["mailcow.containers"](self.services, self.mailcow_dir)
+
+    def served(self):
+        """What each endpoint serves now: {endpoint: probe result}."""
+        return __salt__["tlsprobe.probe"](self.hostname, self.endpoints, self.address)
+
+    def _reload(self):
+        results = __salt__["mailcow.reload"](self.services, self.mailcow_dir, self.commands)
+        failed = [
+            f"{s}: {r.get('error') or r.get('output')}" for s, r in results.items() if not r["ok"]
+        ]
+        self.log.append(
+            "reloaded " + ", ".join(self.services) + (f" ({'; '.join(failed)})" if failed else "")
+        )
+        return not failed
+
+    def _restart(self, services):
+        results = __salt__["mailcow.restart"](services, self.mailcow_dir)
+        failed = [f"{s}: {r.get('error')}" for s, r in results.items() if not r["ok"]]
+        self.log.append(
+            "restarted " + ", ".join(services) + (f" ({'; '.join(failed)})" if failed else "")
+        )
+
+    def _wait(self, fingerprint):
+        waited = __salt__["tlsprobe.wait_for"](
+            self.hostname, fingerprint, self.endpoints, self.address, timeout=self.timeout
+        )
+        self.last = waited["served"]
+        return waited["ok"]
+
+    def _stale_services(self, fingerprint):
+        stale = {
+            ENDPOINT_SERVICES.get(name)
+            for name, result in self.last.items()
+            if result.get("fingerprint") != fingerprint
+        }
+        chosen = [s for s in self.services if s in stale]
+        return chosen or list(self.services)
+
+    def make_served(self, fingerprint):
+        """Reload, check, restart what is stale, check again. True when served everywhere."""
+        self.last = {}
+        reloaded = self._reload() if self.services else True
+        if not self.endpoints:
+            return reloaded
+        if reloaded and self._wait(fingerprint):
+            return True
+        if not self.services:
+            return False
+        if not self.last:
+            self.last = self.served()
+        self._restart(self._stale_services(fingerprint))
+        return self._wait(fingerprint)
+
+
+def _served_report(served, expected, names):
+    """One line per endpoint: what it served, and whose pair that is."""
+    lines = []
+    for endpoint, result in sorted(served.items()):
+        where = f"{endpoint} ({result['address']}:{result['port']})"
+        fingerprint = result.get("fingerprint")
+        if not fingerprint:
+            lines.append(f"{where}: {result.get('error', 'no certificate')}")
+            continue
+        owner = names.get(fingerprint, "an unknown pair")
+        state = "ok" if fingerprint == expected else "WRONG"
+        lines.append(f"{where}: {state}, serves {_short(fingerprint)} ({owner})")
+    return lines
+
+
+def _pair_names(name, new, old):
+    names = {
+        fingerprint: f"the pair in SNI dir {sni_name}"
+        for sni_name, fingerprint in __salt__["certsync.sni_inventory"](name).items()
+    }
+    if old:
+        names[old] = "the previous pair"
+    names[new] = "the new pair"
+    return names
+
+
+def _fail_and_roll_back(ret, serving, name, done, new, old):
+    """The new pair is not served everywhere: restore the old one and say what happened."""
+    names = _pair_names(name, new, old)
+    report = _served_report(serving.last, new, names) if serving.last else []
+    restore_errors = _restore(done)
+    lines = [f"Certificate {_short(new)} was not served everywhere after: {'; '.join(serving.log)}"]
+    lines += [f"  {line}" for line in report]
+    if restore_errors:
+        lines.append("Restoring the previous pair FAILED: " + "; ".join(restore_errors))
+    else:
+        lines.append(f"Restored the previous pair {_short(old)} in: {', '.join(done)}")
+        serving.log = []
+        if old and serving.make_served(old):
+            lines.append(f"The previous pair {_short(old)} is served again on every endpoint")
+        elif old:
+            lines.append(
+                f"The previous pair is NOT served everywhere after: {'; '.join(serving.log)}"
+            )
+            lines += [f"  {line}" for line in _served_report(serving.last or {}, old, names)]
+    ret["changes"] = {}
+    ret["comment"] = "\n".join(lines)
+    return ret
+
+
+# --------------------------------------------------------------------------
+# The state
+# --------------------------------------------------------------------------
+
+
+def _wire_options(services, mailcow_dir, reload_commands, endpoints, probe_address, verify_timeout):
+    if services is not None and "mailcow.reload" not in __salt__:
+        raise SaltInvocationError("services given but the mailcow module is not available")
+    if endpoints is not None and "tlsprobe.probe" not in __salt__:
+        raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
+    return {
+        "services": list(services or []),
+        "mailcow_dir": mailcow_dir,
+        "reload_commands": reload_commands,
+        "endpoints": endpoints,
+        "probe_address": probe_address,
+        "verify_timeout": verify_timeout,
+    }
+
+
+def _converge_served(ret, serving, validation, origin):
+    """The files are current: make sure every endpoint serves them too."""
+    new = validation["fingerprint"]
+    ret["result"] = True
+    ret["comment"] = f"Certificate {new} from {origin} is already deployed"
+    if not serving.endpoints:
+        return ret
+    served = serving.served()
+    stale = sorted(n for n, r in served.items() if r.get("fingerprint") != new)
+    if not stale:
+        ret["comment"] += " and served on every endpoint"
+        return ret
+    names = _pair_names(ret["name"], new, None)
+    report = "\n".join(f"  {line}" for line in _served_report(served, new, names))
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] += (
+            f", but not served on {', '.join(stale)}; would reload "
+            + (", ".join(serving.services) or "nothing")
+            + f":\n{report}"
+        )
+        return ret
+    if serving.make_served(new):
+        ret["changes"] = {"served": {"repaired": stale, "fingerprint": new}}
+        ret["comment"] += (
+            f"; {', '.join(stale)} served something else, now fixed by: {'; '.join(serving.log)}"
+        )
+        return ret
+    ret["result"] = False
+    ret["comment"] += f", but not served everywhere after: {'; '.join(serving.log)}\n" + "\n".join(
+        f"  {line}" for line in _served_report(serving.last, new, names)
+    )
+    return ret
+
+
 def deployed(
     name,
     hostname,
@@ -105,9 +319,16 @@ def deployed(
     min_days=7,
     sni=True,
     ca_file=None,
+    services=None,
+    mailcow_dir=DEFAULT_MAILCOW_DIR,
+    reload_commands=None,
+    endpoints=None,
+    probe_address=None,
+    verify_timeout=60,
 ):
     """
-    Make the certificate pair in ``name`` match the source pair.
+    Make the certificate pair in ``name`` match the source pair, and make the
+    services serve it.
 
     name
         The directory mailcow reads ``cert.pem`` (0644) and ``key.pem`` (0600)
@@ -115,7 +336,8 @@ def deployed(
         and must not be a symlink.
 
     hostname
-        The mail host name the certificate must cover (RFC 6125).
+        The mail host name the certificate must cover (RFC 6125), also sent
+        as SNI by the probes.
 
     source
         A directory holding ``fullchain.pem`` and ``privkey.pem``, such as
@@ -136,9 +358,40 @@ def deployed(
 
     ca_file
         Optional PEM bundle of trusted roots the chain must verify against.
+
+    services
+        Compose services to reload after an install (and to restart when a
+        reload does not take), e.g. ``[postfix-mailcow, dovecot-mailcow,
+        nginx-mailcow]``. Default: none, only the files are managed.
+
+    mailcow_dir
+        The mailcow-dockerized checkout (for the compose project name).
+        Default: ``/opt/mailcow-dockerized``.
+
+    reload_commands
+        Mapping of service name to the argv list that reloads it inside its
+        container, for releases that need other commands than the defaults.
+
+    endpoints
+        Endpoints to verify on the wire (see the ``tlsprobe`` module): names
+        such as ``[smtp, imaps, https]``, ``protocol:port`` strings or a
+        protocol-to-port mapping. Default: none, nothing is probed.
+
+    probe_address
+        Where the probes connect. Default: ``hostname``.
+
+    verify_timeout
+        Seconds to wait for every endpoint to serve the new certificate, per
+        attempt (after the reload, after the restart). Default: 60.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
+        serving = _Serving(
+            hostname,
+            _wire_options(
+                services, mailcow_dir, reload_commands, endpoints, probe_address, verify_timeout
+            ),
+        )
         fullchain, key, origin = _resolve_source(source, hostname, live_dir)
         validation = __salt__["certsync.validate"](
             fullchain, key, hostname, min_days=min_days, ca_file=ca_file
@@ -150,11 +403,7 @@ def deployed(
             return ret
         plan = _plan(fullchain, key, name, sni)
         if not plan:
-            ret["result"] = True
-            ret["comment"] = (
-                f"Certificate {validation['fingerprint']} from {origin} is already deployed"
-            )
-            return ret
+            return _converge_served(ret, serving, validation, origin)
         old = __salt__["certsync.deployed_info"](name)
         ret["changes"] = {
             "old": _summary(old or {}),
@@ -162,16 +411,47 @@ def deployed(
             "dirs": [directory for directory, _ in plan],
         }
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Would install the pair from {origin}: {_describe_plan(plan)}"
-            return ret
+            return _test_plan(ret, serving, plan, origin)
+        serving.preflight()
         done = _apply(fullchain, key, plan)
+        new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
+        try:
+            served = not serving.active or serving.make_served(new)
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            return _restore_after_error(ret, done, exc)
+        if not served:
+            return _fail_and_roll_back(ret, serving, name, done, new, previous)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["changes"] = {}
         ret["comment"] = f"Nothing deployed: {exc}"
         return ret
     ret["result"] = True
-    ret["comment"] = f"Installed certificate {validation['fingerprint']} from {origin} into " + (
-        ", ".join(done)
-    )
+    ret["comment"] = f"Installed certificate {new} from {origin} into {', '.join(done)}"
+    if serving.log:
+        ret["comment"] += f"; {'; '.join(serving.log)}"
+        ret["changes"]["served"] = sorted(serving.last) if serving.endpoints else []
+    return ret
+
+
+def _restore_after_error(ret, done, exc):
+    restore_errors = _restore(done)
+    ret["changes"] = {}
+    ret["comment"] = f"{exc}; restored the previous pair in: {', '.join(done)}"
+    if restore_errors:
+        ret["comment"] += f"; restoring FAILED: {'; '.join(restore_errors)}"
+    return ret
+
+
+def _test_plan(ret, serving, plan, origin):
+    ret["result"] = None
+    lines = [f"Would install the pair from {origin}: {_describe_plan(plan)}"]
+    if serving.services:
+        lines.append(f"Would reload {', '.join(serving.services)}")
+    if serving.endpoints:
+        new = ret["changes"]["new"]["fingerprint"]
+        old = ret["changes"]["old"]["fingerprint"]
+        names = _pair_names(ret["name"], new, old)
+        lines.append("Served now:")
+        lines += [f"  {line}" for line in _served_report(serving.served(), new, names)]
+    ret["comment"] = "\n".join(lines)
     return ret

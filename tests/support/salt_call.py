@@ -18,16 +18,17 @@ class LocalCall:
 
     def state(self, **kwargs):
         """Run ``state.single certsync.deployed`` and return (exit code, the state's return)."""
+        env = kwargs.pop("env", None)
         args = [f"{key}={value}" for key, value in kwargs.items() if key != "test"]
         if kwargs.get("test"):
             args.append("test=True")
-        ret = self("state.single", "certsync.deployed", *args)
+        ret = self("state.single", "certsync.deployed", *args, env=env)
         assert isinstance(ret.data, dict), ret
         (state_ret,) = ret.data.values()
         return ret.returncode, state_ret
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def salt_call(salt_factories, tmp_path_factory):
     sls_dir = tmp_path_factory.mktemp("sls")
     minion = salt_factories.salt_minion_daemon(
@@ -41,6 +42,8 @@ def salt_call(salt_factories, tmp_path_factory):
     call.sls_dir = sls_dir
     synced = call("saltutil.sync_all")
     assert synced.returncode == 0, synced
-    assert "modules.certsync" in synced.data["modules"]
-    assert "states.certsync" in synced.data["states"]
+    assert {"modules.certsync", "modules.mailcow", "modules.tlsprobe"} <= set(
+        synced.data["modules"]
+    )
+    assert {"states.certsync", "states.mailcow"} <= set(synced.data["states"])
     return call

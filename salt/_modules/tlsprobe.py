@@ -1,0 +1,429 @@
+"""
+What a mail client sees: the certificate served on the wire
+==========================================================
+
+:depends: cryptography >= 42
+
+Connects like a client would (implicit TLS, or STARTTLS over SMTP, IMAP,
+POP3 and ManageSieve with the standard library's ``smtplib``, ``imaplib``
+and ``poplib``), with SNI, bounded timeouts and probes run concurrently, and
+reports the certificate chain as the server sent it. The file on disk is not
+the truth; this is.
+
+Endpoints are named by protocol, each with its usual port:
+
+=============  ======  ===========================
+protocol       port    TLS
+=============  ======  ===========================
+``smtp``       25      STARTTLS
+``submission`` 587     STARTTLS
+``smtps``      465     implicit
+``imap``       143     STARTTLS
+``imaps``      993     implicit
+``pop3``       110     STARTTLS
+``pop3s``      995     implicit
+``sieve``      4190    STARTTLS (ManageSieve)
+``https``      443     implicit
+=============  ======  ===========================
+
+``endpoints`` is a list of protocol names (usual ports), a list of
+``protocol:port`` strings, or a mapping of protocol to port.
+"""
+
+import concurrent.futures
+import datetime
+import hashlib
+import imaplib
+import poplib
+import smtplib
+import socket
+import ssl
+import time
+
+from salt.exceptions import SaltInvocationError
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import verification
+
+    HAS_CRYPTOGRAPHY = hasattr(x509.Certificate, "not_valid_after_utc")
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
+
+__virtualname__ = "tlsprobe"
+
+PROTOCOLS = {
+    "smtp": (25, "smtp"),
+    "submission": (587, "smtp"),
+    "smtps": (465, "implicit"),
+    "imap": (143, "imap"),
+    "imaps": (993, "implicit"),
+    "pop3": (110, "pop3"),
+    "pop3s": (995, "implicit"),
+    "sieve": (4190, "sieve"),
+    "https": (443, "implicit"),
+}
+DEFAULT_TIMEOUT = 10
+#: ManageSieve greeting limits: a server that talks longer is not one.
+SIEVE_MAX_LINES = 64
+SIEVE_MAX_LINE = 1024
+PROBE_CLIENT_NAME = "certsync-probe.invalid"
+
+
+def __virtual__():
+    if not HAS_CRYPTOGRAPHY:
+        return (False, "tlsprobe needs the cryptography library, release 42 or newer")
+    return __virtualname__
+
+
+class _SNIContext(ssl.SSLContext):
+    """A client context that always sends ``sni``, whatever host the caller dialled."""
+
+    sni = None
+
+    def wrap_socket(self, sock, *args, **kwargs):
+        kwargs["server_hostname"] = self.sni
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
+def _context(sni):
+    context = _SNIContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.sni = sni
+    # Fetch whatever is served; trust is judged afterwards, on the chain as sent.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class ProbeError(Exception):
+    """The endpoint did not give us a TLS session; the message says why."""
+
+
+def _implicit(address, port, context, timeout):
+    sock = socket.create_connection((address, port), timeout=timeout)
+    try:
+        return context.wrap_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _smtp(address, port, context, timeout):
+    client = smtplib.SMTP(timeout=timeout, local_hostname=PROBE_CLIENT_NAME)
+    try:
+        client.connect(address, port)
+        client.ehlo()
+        if not client.has_extn("starttls"):
+            raise ProbeError("the server does not offer STARTTLS")
+        code, message = client.docmd("STARTTLS")
+        if code != 220:
+            raise ProbeError(f"STARTTLS refused: {code} {message.decode(errors='replace')}")
+        return context.wrap_socket(client.sock)
+    except BaseException:
+        client.close()
+        raise
+
+
+def _imap(address, port, context, timeout):
+    client = imaplib.IMAP4(address, port, timeout=timeout)
+    try:
+        if "STARTTLS" not in client.capabilities:
+            raise ProbeError("the server does not offer STARTTLS")
+        typ, data = client._simple_command("STARTTLS")
+        if typ != "OK":
+            raise ProbeError(f"STARTTLS refused: {typ} {data}")
+        return context.wrap_socket(client.sock)
+    except imaplib.IMAP4.error as exc:
+        client.shutdown()
+        raise ProbeError(f"STARTTLS refused: {exc}") from None
+    except BaseException:
+        client.shutdown()
+        raise
+
+
+def _pop3(address, port, context, timeout):
+    client = poplib.POP3(address, port, timeout=timeout)
+    try:
+        client.stls(context=context)
+        return client.sock
+    except poplib.error_proto as exc:
+        client.close()
+        raise ProbeError(f"STLS refused: {exc}") from None
+    except BaseException:
+        client.close()
+        raise
+
+
+def _sieve_lines(reader):
+    """Read ManageSieve lines up to the OK/NO/BYE that ends a response."""
+    for _ in range(SIEVE_MAX_LINES):
+        line = reader.readline(SIEVE_MAX_LINE)
+        if not line:
+            raise ProbeError("the server closed the connection")
+        text = line.decode("utf-8", "replace").strip()
+        yield text
+        if text.split(" ", 1)[0].upper() in ("OK", "NO", "BYE"):
+            return
+    raise ProbeError("the server's response is too long for ManageSieve")
+
+
+def _sieve(address, port, context, timeout):
+    sock = socket.create_connection((address, port), timeout=timeout)
+    try:
+        reader = sock.makefile("rb")
+        greeting = list(_sieve_lines(reader))
+        if not greeting[-1].upper().startswith("OK"):
+            raise ProbeError(f"unexpected ManageSieve greeting: {greeting[-1]}")
+        if '"STARTTLS"' not in (line.upper() for line in greeting):
+            raise ProbeError("the server does not offer STARTTLS")
+        sock.sendall(b"STARTTLS\r\n")
+        (reply,) = list(_sieve_lines(reader))[-1:]
+        if not reply.upper().startswith("OK"):
+            raise ProbeError(f"STARTTLS refused: {reply}")
+        reader.close()
+        return context.wrap_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+_HANDSHAKES = {"implicit": _implicit, "smtp": _smtp, "imap": _imap, "pop3": _pop3, "sieve": _sieve}
+
+
+def _chain_der(tls):
+    """The certificates as the server sent them, leaf first."""
+    chain = getattr(tls, "get_unverified_chain", None) or getattr(
+        tls._sslobj, "get_unverified_chain", None
+    )
+    if chain is None:  # Python < 3.10: the leaf only
+        return [tls.getpeercert(binary_form=True)]
+    return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in chain()]
+
+
+def _iso(when):
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _spki_sha256(cert):
+    return hashlib.sha256(
+        cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).hexdigest()
+
+
+def _verify(certs, sni, ca_file):
+    with open(ca_file, "rb") as handle:
+        roots = x509.load_pem_x509_certificates(handle.read())
+    try:
+        (
+            verification.PolicyBuilder()
+            .store(verification.Store(roots))
+            .build_server_verifier(x509.DNSName(sni))
+            .verify(certs[0], certs[1:])
+        )
+    except verification.VerificationError as exc:
+        return False, str(exc)
+    return True, None
+
+
+def _describe(tls, sni, ca_file):
+    certs = [x509.load_der_x509_certificate(der) for der in _chain_der(tls)]
+    leaf = certs[0]
+    try:
+        sans = leaf.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        sans = []
+    ret = {
+        "fingerprint": leaf.fingerprint(hashes.SHA256()).hex(),
+        "spki_sha256": _spki_sha256(leaf),
+        "subject": leaf.subject.rfc4514_string(),
+        "sans": sans,
+        "not_after": _iso(leaf.not_valid_after_utc),
+        "chain": [
+            {
+                "subject": c.subject.rfc4514_string(),
+                "fingerprint": c.fingerprint(hashes.SHA256()).hex(),
+            }
+            for c in certs
+        ],
+        "tls_version": tls.version(),
+        "cipher": tls.cipher()[0],
+    }
+    if ca_file:
+        ret["verified"], ret["verify_error"] = _verify(certs, sni, ca_file)
+    return ret
+
+
+def _endpoint_list(endpoints):
+    """Normalise ``endpoints`` to a list of (protocol, port)."""
+    if endpoints is None:
+        endpoints = list(PROTOCOLS)
+    if isinstance(endpoints, str):
+        endpoints = [item.strip() for item in endpoints.split(",") if item.strip()]
+    if isinstance(endpoints, dict):
+        items = list(endpoints.items())
+    else:
+        items = []
+        for item in endpoints:
+            name, _, port = str(item).partition(":")
+            items.append((name, port or None))
+    result = []
+    for name, given in items:
+        if name not in PROTOCOLS:
+            raise SaltInvocationError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+        try:
+            port = int(given) if given is not None else PROTOCOLS[name][0]
+        except (TypeError, ValueError):
+            raise SaltInvocationError(f"port of {name} must be a number, not {given!r}") from None
+        if not 0 < port < 65536:
+            raise SaltInvocationError(f"port of {name} out of range: {port}")
+        result.append((name, port))
+    if not result:
+        raise SaltInvocationError("no endpoint to probe")
+    return result
+
+
+def _check_timeout(timeout):
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"timeout must be a number, not {timeout!r}") from None
+    if not 0 < timeout <= 300:
+        raise SaltInvocationError("timeout must be between 0 and 300 seconds")
+    return timeout
+
+
+def fetch(
+    hostname, protocol="imaps", port=None, address=None, timeout=DEFAULT_TIMEOUT, ca_file=None
+):
+    """
+    Fetch the certificate served by one endpoint.
+
+    hostname
+        The name sent as SNI (and checked when ``ca_file`` is given).
+
+    protocol
+        One of smtp, submission, smtps, imap, imaps, pop3, pop3s, sieve,
+        https. Default: imaps.
+
+    port
+        Default: the protocol's usual port.
+
+    address
+        Where to connect. Default: ``hostname``.
+
+    timeout
+        Seconds for the connection and each exchange. Default: 10.
+
+    ca_file
+        PEM bundle of trusted roots: when given, report whether the chain as
+        sent verifies for ``hostname``.
+
+    Returns ``ok`` with the leaf's fingerprint, SPKI SHA-256, SANs,
+    ``not_after``, the chain as sent, TLS version and cipher; or ``ok: False``
+    with ``error``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host tlsprobe.fetch mail.example.com smtp address=127.0.0.1
+    """
+    ((protocol, port),) = _endpoint_list({protocol: port} if port else [protocol])
+    timeout = _check_timeout(timeout)
+    address = address or hostname
+    kind = PROTOCOLS[protocol][1]
+    ret = {"protocol": protocol, "address": address, "port": port, "sni": hostname}
+    start = time.monotonic()
+    try:
+        tls = _HANDSHAKES[kind](address, port, _context(hostname), timeout)
+        try:
+            ret.update(_describe(tls, hostname, ca_file))
+        finally:
+            tls.close()
+        ret["ok"] = True
+    except ProbeError as exc:
+        ret.update(ok=False, error=str(exc))
+    except (OSError, smtplib.SMTPException, EOFError, ValueError) as exc:
+        ret.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    ret["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)
+    return ret
+
+
+def probe(
+    hostname, endpoints=None, address=None, timeout=DEFAULT_TIMEOUT, ca_file=None, workers=None
+):
+    """
+    Probe several endpoints concurrently (see :py:func:`fetch`) and return
+    their results by protocol. Exits non-zero on the CLI when one fails.
+
+    endpoints
+        Protocol names, ``protocol:port`` strings or a protocol-to-port
+        mapping. Default: all nine protocols on their usual ports.
+
+    workers
+        Probes run at once. Default: all of them; 1 probes one by one.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host tlsprobe.probe mail.example.com endpoints=imaps,smtp,https
+    """
+    items = _endpoint_list(endpoints)
+    workers = int(workers or len(items))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {
+            name: pool.submit(fetch, hostname, name, port, address, timeout, ca_file)
+            for name, port in items
+        }
+        results = {name: future.result() for name, future in futures.items()}
+    if not all(result["ok"] for result in results.values()):
+        __context__["retcode"] = 1
+    return results
+
+
+def wait_for(
+    hostname, fingerprint, endpoints=None, address=None, timeout=60, interval=1, probe_timeout=5
+):
+    """
+    Probe ``endpoints`` until every one serves ``fingerprint`` or ``timeout``
+    seconds pass (at most ``timeout / interval + 1`` rounds).
+
+    Returns ``ok``, the rounds and seconds it took, and the last probe of
+    every endpoint.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host tlsprobe.wait_for mail.example.com 5f1c...e2 timeout=30
+    """
+    timeout = _check_timeout(timeout)
+    interval = max(0.1, float(interval))
+    deadline = time.monotonic() + timeout
+    max_rounds = int(timeout / interval) + 1
+    start = time.monotonic()
+    rounds = 0
+    while rounds < max_rounds:
+        rounds += 1
+        results = probe(hostname, endpoints, address, min(probe_timeout, timeout))
+        if all(r.get("fingerprint") == fingerprint for r in results.values()):
+            break
+        if time.monotonic() + interval > deadline:
+            break
+        time.sleep(interval)
+    ok = all(r.get("fingerprint") == fingerprint for r in results.values())
+    __context__.pop("retcode", None)
+    if not ok:
+        __context__["retcode"] = 1
+    return {
+        "ok": ok,
+        "rounds": rounds,
+        "seconds": round(time.monotonic() - start, 2),
+        "served": results,
+    }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Build (or reuse) the mailcow-like test image: a Debian bookworm root
+# filesystem made by debootstrap with real postfix, dovecot and nginx,
+# imported with `docker import`. No registry is needed.
+#
+# The image tag and the cached root filesystem tarball are keyed on a hash of
+# this script, so changing the recipe rebuilds it; configuration is bind-
+# mounted at run time (tests/docker/mailcow/) and is not part of the image.
+#
+# Prints the image tag on stdout.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${CERTSYNC_CACHE:-$repo/.cache}/images
+suite=bookworm
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+packages=postfix,dovecot-imapd,dovecot-pop3d,dovecot-managesieved,nginx-light,ca-certificates,procps
+
+key=$(sha256sum "$0" | cut -c1-12)
+tag="certsync/mailcow-like:$key"
+tarball="$cache/mailcow-like-$key.tar"
+
+if docker image inspect "$tag" >/dev/null 2>&1; then
+    echo "$tag"
+    exit 0
+fi
+mkdir -p "$cache"
+if [ ! -s "$tarball" ]; then
+    echo "certsync: debootstrap $suite with $packages (a few minutes, cached after)" >&2
+    rootfs=$(mktemp -d "$cache/rootfs.XXXXXX")
+    trap 'rm -rf "$rootfs"' EXIT
+    DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase \
+        --include="$packages" "$suite" "$rootfs" "$mirror" > "$cache/debootstrap.log" 2>&1 \
+        || { tail -30 "$cache/debootstrap.log" >&2; exit 1; }
+    # Services run in the foreground under the container's own command;
+    # nothing may start at image build time.
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" --numeric-owner -cf "$tarball.tmp" .
+    mv "$tarball.tmp" "$tarball"
+fi
+docker import --change 'CMD ["/bin/bash"]' "$tarball" "$tag" >/dev/null
+echo "$tag"
