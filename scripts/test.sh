@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Run the whole test suite: lint, then unit + functional tests on Salt 3008
-# and on Salt 3006 LTS. Builds what it needs on a fresh machine.
+# Run the whole test suite: lint; unit + functional tests on Salt 3006 LTS;
+# every test (unit, functional, integration with Docker) on Salt 3008.
+# Builds and starts what it needs on a fresh machine (venvs, Docker engine,
+# the mailcow-like test image).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -9,6 +11,10 @@ scripts/venv.sh 3008
 scripts/venv.sh 3006
 v3008=.venv/salt3008/bin
 v3006=.venv/salt3006/bin
+
+echo "== Docker engine and the mailcow-like image"
+scripts/docker-up.sh
+tests/docker/build-image.sh
 
 echo "== lint"
 "$v3008/ruff" check .

@@ -17,3 +17,6 @@ def load_loader_module(kind, name):
 
 certsync_mod = load_loader_module("modules", "certsync")
 certsync_state = load_loader_module("states", "certsync")
+mailcow_mod = load_loader_module("modules", "mailcow")
+tlsprobe_mod = load_loader_module("modules", "tlsprobe")
+mailcow_state = load_loader_module("states", "mailcow")

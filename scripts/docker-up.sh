@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers, and that debootstrap is there to build
+# the test image: install Debian's docker.io and debootstrap when missing,
+# and start dockerd (as root) when no engine answers. Idempotent.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+log="$repo/.cache/dockerd.log"
+
+engine_answers() {
+    "$repo/.venv/salt3008/bin/python" -c 'import docker; docker.from_env(timeout=5).ping()' \
+        >/dev/null 2>&1
+}
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "certsync: ${missing[*]} missing; run as root or install them" >&2
+        exit 1
+    fi
+    echo "certsync: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if engine_answers; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "certsync: no Docker engine answers and only root can start dockerd" >&2
+    exit 1
+fi
+mkdir -p "$(dirname "$log")"
+echo "certsync: starting dockerd (log: $log)" >&2
+nohup dockerd >"$log" 2>&1 &
+for _ in $(seq 1 120); do
+    if engine_answers; then
+        exit 0
+    fi
+    sleep 0.5
+done
+echo "certsync: dockerd did not answer within 60 s; its log:" >&2
+tail -20 "$log" >&2
+exit 1

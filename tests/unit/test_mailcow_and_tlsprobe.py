@@ -1,0 +1,140 @@
+"""Unit tests of the mailcow and tlsprobe modules' input handling (loader mocked)."""
+
+import os
+import socket
+from unittest.mock import patch
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+from support.loader import mailcow_mod, mailcow_state, tlsprobe_mod
+
+CONF = (
+    "# mailcow.conf\nMAILCOW_HOSTNAME=mail.example.test\nSKIP_LETS_ENCRYPT=n\n# ENABLE_SSL_SNI=y\n"
+)
+
+
+@pytest.fixture
+def configure_loader_modules():
+    return {
+        mailcow_mod: {"__context__": {}, "__opts__": {}},
+        tlsprobe_mod: {"__context__": {}},
+        mailcow_state: {
+            "__salt__": {"mailcow.conf_set": mailcow_mod.conf_set},
+            "__opts__": {"test": False},
+        },
+    }
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    (tmp_path / "mailcow.conf").write_text(CONF)
+    os.chmod(tmp_path / "mailcow.conf", 0o600)
+    return tmp_path
+
+
+def test_conf_get_reads_keys_and_ignores_comments(checkout):
+    assert mailcow_mod.conf_get("SKIP_LETS_ENCRYPT", str(checkout)) == "n"
+    assert mailcow_mod.conf_get("ENABLE_SSL_SNI", str(checkout)) is None
+    assert mailcow_mod.project_name(str(checkout)) == "mailcowdockerized"
+
+
+def test_conf_set_replaces_in_place_and_keeps_the_rest(checkout):
+    ret = mailcow_mod.conf_set("SKIP_LETS_ENCRYPT", "y", str(checkout))
+    assert ret == {"changed": True, "old": "n", "new": "y"}
+    text = (checkout / "mailcow.conf").read_text()
+    assert text == CONF.replace("SKIP_LETS_ENCRYPT=n", "SKIP_LETS_ENCRYPT=y")
+    assert os.stat(checkout / "mailcow.conf").st_mode & 0o777 == 0o600
+    assert mailcow_mod.conf_set("SKIP_LETS_ENCRYPT", "y", str(checkout))["changed"] is False
+    mailcow_mod.conf_set("ENABLE_SSL_SNI", "y", str(checkout))
+    assert (
+        (checkout / "mailcow.conf").read_text().endswith("# ENABLE_SSL_SNI=y\nENABLE_SSL_SNI=y\n")
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("SKIP LETS", "y", "is not a valid mailcow.conf key"),
+        ("SKIP_LETS_ENCRYPT", "y\nEVIL=1", "only letters, digits"),
+        ("SKIP_LETS_ENCRYPT", "$(reboot)", "only letters, digits"),
+    ],
+)
+def test_conf_set_refuses_hostile_input(checkout, key, value, message):
+    with pytest.raises(SaltInvocationError, match=message):
+        mailcow_mod.conf_set(key, value, str(checkout))
+    assert (checkout / "mailcow.conf").read_text() == CONF
+
+
+def test_conf_missing_names_the_file(tmp_path):
+    with pytest.raises(CommandExecutionError, match=r"mailcow.conf: no such file"):
+        mailcow_mod.conf_get("X", str(tmp_path))
+
+
+def test_conf_state_test_mode_and_booleans(checkout):
+    with patch.dict(mailcow_state.__opts__, {"test": True}):
+        ret = mailcow_state.conf_set(str(checkout), {"SKIP_LETS_ENCRYPT": True})
+    assert ret["result"] is None
+    assert ret["changes"] == {"SKIP_LETS_ENCRYPT": {"old": "n", "new": "y"}}
+    assert (checkout / "mailcow.conf").read_text() == CONF
+    ret = mailcow_state.conf_set(str(checkout), {"SKIP_LETS_ENCRYPT": True})
+    assert ret["result"] is True
+    assert "docker compose up -d" in ret["comment"]
+
+
+def test_unreachable_docker_is_a_clear_error():
+    with (
+        patch.dict(mailcow_mod.__opts__, {"mailcow.docker_url": "unix:///nonexistent.sock"}),
+        pytest.raises(CommandExecutionError, match=r"Docker daemon at unix:///nonexistent\.sock"),
+    ):
+        mailcow_mod.containers()
+
+
+def test_reload_refuses_an_unknown_service():
+    with pytest.raises(SaltInvocationError, match="no reload command known for rspamd-mailcow"):
+        mailcow_mod.reload(["rspamd-mailcow"])
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        (["imaps", "smtp"], [("imaps", 993), ("smtp", 25)]),
+        ("imaps:10993,sieve", [("imaps", 10993), ("sieve", 4190)]),
+        ({"https": 8443}, [("https", 8443)]),
+    ],
+)
+def test_endpoint_forms(endpoints, expected):
+    assert tlsprobe_mod._endpoint_list(endpoints) == expected
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "message"),
+    [
+        (["gopher"], "unknown protocol 'gopher'"),
+        ({"imaps": "x"}, "port of imaps must be a number"),
+        ({"imaps": 70000}, "port of imaps out of range"),
+        ([], "no endpoint to probe"),
+    ],
+)
+def test_endpoint_errors(endpoints, message):
+    with pytest.raises(SaltInvocationError, match=message):
+        tlsprobe_mod._endpoint_list(endpoints)
+
+
+def test_closed_port_is_a_failed_probe_not_an_exception():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ret = tlsprobe_mod.fetch("mail.example.test", "imaps", port, "127.0.0.1", timeout=2)
+    assert ret["ok"] is False
+    assert ret["error"].startswith("ConnectionRefusedError")
+
+
+def test_a_silent_server_times_out_within_the_bound():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        ret = tlsprobe_mod.fetch("mail.example.test", "smtp", port, "127.0.0.1", timeout=0.5)
+    assert ret["ok"] is False
+    assert "timed out" in ret["error"]
+    assert ret["elapsed_ms"] < 5000
