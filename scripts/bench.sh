@@ -6,5 +6,5 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 "$repo/scripts/docker-up.sh"
 for bench in "$repo"/benchmarks/bench_*.py; do
     echo "== $(basename "$bench")"
-    "$repo/.venv/salt3008/bin/python" "$bench" "$@"
+    "$repo/.venv/salt3008/bin/python" "$bench"
 done
