@@ -16,20 +16,25 @@ of their SubjectPublicKeyInfo (the data of a ``TLSA 3 1 1`` record).
 Fingerprints are lowercase hex without separators. Times are ISO 8601 in UTC.
 """
 
+import base64
+import binascii
 import contextlib
 import datetime
 import hashlib
 import itertools
+import json
 import logging
 import os
 import re
 import stat
 
+import salt.utils.dictupdate
+import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
     from cryptography.x509 import verification
@@ -1003,3 +1008,418 @@ def sni_inventory(dest):
             if deployed:
                 found[name] = deployed["fingerprint"]
     return found
+
+
+# --------------------------------------------------------------------------
+# Transport over the Salt mine: the key sealed to each consumer (HPKE)
+# --------------------------------------------------------------------------
+
+RECIPIENT_MINE = "certsync_recipient"
+CERT_MINE_PREFIX = "certsync_cert_"
+RECIPIENT_KEY_FILE = "certsync_recipient.pem"
+_SEAL_CONTEXT = b"certsync/v1 sealed private key"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
+MAX_SEALED_BYTES = 64 * 1024
+
+
+def _hpke():
+    """The HPKE suite (RFC 9180): X25519, HKDF-SHA256, ChaCha20-Poly1305."""
+    try:
+        from cryptography.hazmat.primitives import hpke  # noqa: PLC0415
+    except ImportError:
+        import cryptography  # noqa: PLC0415
+
+        raise CommandExecutionError(
+            "sealing keys needs cryptography >= 47 (HPKE); this minion has "
+            f"cryptography {cryptography.__version__}"
+        ) from None
+    return hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+
+
+def cert_mine_name(consumer):
+    """The mine entry a source publishes for ``consumer``."""
+    return CERT_MINE_PREFIX + _check_minion_id(consumer)
+
+
+def _check_minion_id(minion_id):
+    if not isinstance(minion_id, str) or not _MINION_ID.fullmatch(minion_id):
+        raise SaltInvocationError(f"{minion_id!r} is not a usable minion id")
+    return minion_id
+
+
+def _seal_info(source, consumer, fingerprint):
+    """What a sealed blob is bound to: who sealed it, for whom, for which certificate."""
+    return b"\0".join((_SEAL_CONTEXT, source.encode(), consumer.encode(), fingerprint.encode()))
+
+
+def _recipient_key_path():
+    return os.path.join(__opts__["pki_dir"], RECIPIENT_KEY_FILE)
+
+
+def _load_or_create_recipient_key():
+    """The consumer's X25519 key, made once beside the minion's keys (0600)."""
+    from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
+
+    path = _recipient_key_path()
+    if os.path.lexists(path):
+        try:
+            key = serialization.load_pem_private_key(_read_file(path), password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise CommandExecutionError(f"{path}: not a usable recipient key") from None
+        if not isinstance(key, x25519.X25519PrivateKey):
+            raise CommandExecutionError(f"{path}: not an X25519 key")
+        return key, False
+    key = x25519.X25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temp = _write_temp(os.path.dirname(path), RECIPIENT_KEY_FILE, pem, 0o600, None)
+    os.replace(temp, path)
+    log.info("certsync: created the recipient key %s", path)
+    return key, True
+
+
+def recipient_key():
+    """
+    Return this consumer's public recipient key for sealed private keys,
+    creating the key pair on first use (``certsync_recipient.pem``, 0600, in
+    the minion's ``pki_dir``). Only the public half leaves the host.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync.recipient_key
+    """
+    key, created = _load_or_create_recipient_key()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return {
+        "kem": "X25519",
+        "public": base64.b64encode(public).decode(),
+        "id": __opts__["id"],
+        "created": created,
+    }
+
+
+def publish_recipient_key(sources):
+    """
+    Put this consumer's public recipient key in the mine
+    (``certsync_recipient``), readable only by the ``sources`` minion ids.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync.publish_recipient_key '[npm-host]'
+    """
+    sources = _minion_list(sources, "sources")
+    info = recipient_key()
+    sent = __salt__["mine.send"](
+        RECIPIENT_MINE,
+        mine_function="certsync.recipient_key",
+        allow_tgt=sources,
+        allow_tgt_type="list",
+    )
+    if sent is not True:
+        raise CommandExecutionError("mine.send of the recipient key failed")
+    return {"sources": sources, "created": info["created"], "public": info["public"]}
+
+
+def _minion_list(ids, what):
+    if isinstance(ids, str):
+        ids = [item.strip() for item in ids.split(",") if item.strip()]
+    if not isinstance(ids, (list, tuple)) or not ids:
+        raise SaltInvocationError(f"{what} must be a non-empty list of minion ids")
+    return sorted({_check_minion_id(item) for item in ids})
+
+
+def _recipients(consumers):
+    """Fetch and check the consumers' public recipient keys from the mine."""
+    from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
+
+    found = __salt__["mine.get"](consumers, RECIPIENT_MINE, tgt_type="list") or {}
+    keys, missing = {}, []
+    for consumer in consumers:
+        entry = found.get(consumer)
+        try:
+            raw = base64.b64decode(entry["public"], validate=True)
+            keys[consumer] = x25519.X25519PublicKey.from_public_bytes(raw)
+        except (TypeError, KeyError, ValueError, binascii.Error):
+            missing.append(consumer)
+    return keys, missing
+
+
+def seal_payload(fullchain, key, consumers):
+    """
+    The mine payload for each consumer: the chain, its fingerprint, SPKI
+    hash and ``not_after``, and the private key sealed with HPKE to that
+    consumer's recipient key, bound to the source id, the consumer id and the
+    fingerprint. Called by :py:func:`publish` through ``mine.send``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync.seal_payload /etc/letsencrypt/live/npm-5/fullchain.pem \\
+            /etc/letsencrypt/live/npm-5/privkey.pem '[mailcow-host]'
+    """
+    certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
+    leaf = certs[0]
+    fingerprint = _fingerprint(leaf)
+    consumers = _minion_list(consumers, "consumers")
+    keys, missing = _recipients(consumers)
+    suite = _hpke()
+    source = __opts__["id"]
+    sealed = {
+        consumer: base64.b64encode(
+            suite.encrypt(key_pem, public, info=_seal_info(source, consumer, fingerprint))
+        ).decode()
+        for consumer, public in keys.items()
+    }
+    return {
+        "version": 1,
+        "source": source,
+        "fingerprint": fingerprint,
+        "spki_sha256": _spki_sha256(leaf.public_key()),
+        "not_after": _iso(leaf.not_valid_after_utc),
+        "sans": _dns_sans(leaf),
+        "chain_pem": cert_pem.decode("ascii"),
+        "sealed": sealed,
+        "missing": missing,
+    }
+
+
+def _publication_record(hostname):
+    name = f"published-{hostname or 'default'}.json"
+    return os.path.join(__opts__["cachedir"], "certsync", name)
+
+
+def _publication_digest(fingerprint, recipients):
+    public = {
+        consumer: base64.b64encode(
+            key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        ).decode()
+        for consumer, key in recipients.items()
+    }
+    text = json.dumps({"fingerprint": fingerprint, "recipients": public}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_record(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
+    """
+    Publish the certificate for the ``consumers``: one mine entry per
+    consumer (``certsync_cert_<id>``), readable only by that consumer, holding
+    the chain and the private key sealed to it (see :py:func:`seal_payload`).
+    When the certificate or a consumer's recipient key changed since the last
+    publication from this minion (or with ``force``), fire
+    ``certsync/published`` with the fingerprint, ``not_after`` and the
+    consumers, never key material.
+
+    The source publishes what it has; every consumer validates before it
+    installs. ``problems`` lists what :py:func:`validate` finds (with
+    ``hostname``), as a warning. With ``test=True`` nothing is sent; the
+    return says whether anything changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync.publish /etc/letsencrypt/live/npm-5/fullchain.pem \\
+            /etc/letsencrypt/live/npm-5/privkey.pem '[mailcow-host]' mail.example.com
+    """
+    consumers = _minion_list(consumers, "consumers")
+    leaf = read_certs(fullchain)[0]
+    recipients, missing = _recipients(consumers)
+    digest = _publication_digest(_fingerprint(leaf), recipients)
+    record = _publication_record(hostname)
+    ret = {
+        "fingerprint": _fingerprint(leaf),
+        "not_after": _iso(leaf.not_valid_after_utc),
+        "consumers": sorted(recipients),
+        "missing_recipient_key": missing,
+        "changed": digest != _read_record(record),
+        "problems": validate(fullchain, key, hostname)["problems"] if hostname else [],
+    }
+    __context__.pop("retcode", None)
+    if test:
+        return ret
+    for consumer in ret["consumers"]:
+        sent = __salt__["mine.send"](
+            cert_mine_name(consumer),
+            fullchain,
+            key,
+            [consumer],
+            mine_function="certsync.seal_payload",
+            allow_tgt=[consumer],
+            allow_tgt_type="list",
+        )
+        if sent is not True:
+            raise CommandExecutionError(f"mine.send of the certificate for {consumer} failed")
+    if ret["consumers"] and (ret["changed"] or force):
+        __salt__["event.send"](
+            "certsync/published",
+            {k: ret[k] for k in ("fingerprint", "not_after", "consumers")},
+        )
+    os.makedirs(os.path.dirname(record), mode=0o700, exist_ok=True)
+    _write_private(record, json.dumps({"digest": digest}).encode())
+    return ret
+
+
+def _checked_entry(entry, source, consumer):
+    """Check a mine entry's shape and claims before anything is opened."""
+    if not isinstance(entry, dict) or entry.get("version") != 1:
+        raise CommandExecutionError(f"the mine entry from {source} is not a certsync v1 entry")
+    fingerprint = entry.get("fingerprint")
+    if not isinstance(fingerprint, str) or not _HEX64.fullmatch(fingerprint):
+        raise CommandExecutionError(f"the mine entry from {source} has no valid fingerprint")
+    if entry.get("source") != source:
+        raise CommandExecutionError(
+            f"the mine entry from {source} claims to come from {entry.get('source')!r}"
+        )
+    chain_pem, sealed = entry.get("chain_pem"), (entry.get("sealed") or {}).get(consumer)
+    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_PEM_BYTES:
+        raise CommandExecutionError(f"the mine entry from {source} has no usable chain")
+    if not isinstance(sealed, str) or len(sealed) > MAX_SEALED_BYTES:
+        raise CommandExecutionError(
+            f"the mine entry from {source} holds no key sealed for {consumer}"
+        )
+    return fingerprint, chain_pem.encode("ascii", "replace"), sealed
+
+
+def fetch_published(source, dest, fingerprint=None):
+    """
+    Read the certificate ``source`` published for this minion from the mine,
+    check it, open the sealed key and write ``fullchain.pem`` and
+    ``privkey.pem`` (0600) into the private directory ``dest`` for
+    :py:func:`validate` and :py:func:`install`.
+
+    source
+        The source minion id.
+
+    dest
+        An existing directory only root can read (e.g. under the cachedir).
+
+    fingerprint
+        When given (from the ``certsync/published`` event), the entry must be
+        for this certificate.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync.fetch_published npm-host /var/cache/salt/minion/certsync/staging
+    """
+    source, consumer = _check_minion_id(source), __opts__["id"]
+    if fingerprint and not _HEX64.fullmatch(str(fingerprint)):
+        raise SaltInvocationError(f"fingerprint {fingerprint!r} is not a SHA-256 hex digest")
+    name = cert_mine_name(consumer)
+    entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
+    if entry is None:
+        raise CommandExecutionError(f"the mine holds no {name} entry from {source}")
+    claimed, chain_pem, sealed = _checked_entry(entry, source, consumer)
+    if fingerprint and fingerprint != claimed:
+        raise CommandExecutionError(
+            f"the mine entry from {source} is for {claimed[:16]}..., not for the announced "
+            f"{str(fingerprint)[:16]}..."
+        )
+    fullchain = os.path.join(dest, "fullchain.pem")
+    _write_private(fullchain, chain_pem)
+    leaf = read_certs(fullchain)[0]
+    if _fingerprint(leaf) != claimed:
+        raise CommandExecutionError(
+            f"the chain in the mine entry from {source} does not match its fingerprint"
+        )
+    key, _ = _load_or_create_recipient_key()
+    try:
+        key_pem = _hpke().decrypt(
+            base64.b64decode(sealed, validate=True), key, info=_seal_info(source, consumer, claimed)
+        )
+    except (ValueError, binascii.Error, InvalidTag):
+        raise CommandExecutionError(
+            f"the key sealed by {source} does not open for {consumer} and certificate "
+            f"{claimed[:16]}... (sealed for another consumer or certificate, or corrupted)"
+        ) from None
+    _write_private(os.path.join(dest, "privkey.pem"), key_pem)
+    return {
+        "source": source,
+        "fingerprint": claimed,
+        "not_after": entry.get("not_after"),
+        "fullchain": fullchain,
+        "privkey": os.path.join(dest, "privkey.pem"),
+    }
+
+
+def _write_private(path, data):
+    directory = os.path.dirname(path)
+    temp = _write_temp(directory, os.path.basename(path), data, 0o600, None)
+    os.replace(temp, path)
+
+
+def _formula_settings():
+    """The certsync pillar merged over the formula's defaults.yaml."""
+    text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
+    defaults = (salt.utils.yaml.safe_load(text) or {}).get("certsync", {})
+    # __pillar__ itself, not pillar.get: Salt 3008 masks what pillar.get returns.
+    return salt.utils.dictupdate.update(defaults, dict(__pillar__.get("certsync") or {}))
+
+
+def status():
+    """
+    This minion's part in certsync, as the pillar describes it, for
+    ``salt-run certsync.status``: on the source, the certificate it holds; on
+    a consumer, the deployed certificate and what every endpoint serves.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync.status
+    """
+    cfg = _formula_settings()
+    me, now = __opts__["id"], _now()
+    source = cfg.get("source") or {}
+    if me == source.get("minion"):
+        if source.get("dir"):
+            fullchain = os.path.join(source["live_dir"], source["dir"], "fullchain.pem")
+        else:
+            fullchain = find_source(cfg["hostname"], source["live_dir"])["fullchain"]
+        leaf = read_certs(fullchain)[0]
+        return {
+            "role": "source",
+            "fingerprint": _fingerprint(leaf),
+            "not_after": _iso(leaf.not_valid_after_utc),
+            "days_left": _days_left(leaf, now),
+        }
+    consumers = cfg.get("consumers") or {}
+    if me not in consumers:
+        return {"role": None}
+    settings = {**cfg.get("consumer_defaults", {}), **(consumers[me] or {})}
+    dest = os.path.join(settings["mailcow_dir"], "data", "assets", "ssl")
+    deployed = deployed_info(dest)
+    ret = {"role": "consumer", "deployed": deployed and deployed["fingerprint"]}
+    if deployed:
+        leaf = read_certs(os.path.join(dest, CERT_FILE))[0]
+        ret["days_left"] = _days_left(leaf, now)
+    probes = __salt__["tlsprobe.probe"](
+        cfg["hostname"], settings.get("endpoints"), settings.get("probe_address"), timeout=5
+    )
+    __context__.pop("retcode", None)
+    ret["served"] = {
+        name: probe.get("fingerprint") or f"error: {probe.get('error')}"
+        for name, probe in probes.items()
+    }
+    return ret

@@ -25,7 +25,9 @@ fails saying which endpoint served what. ``changes`` carries fingerprints,
 ``not_after`` and SANs, never key material.
 """
 
+import contextlib
 import os
+import tempfile
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -61,6 +63,21 @@ def _short(fingerprint):
 # --------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
+    """Yield (fullchain, key, description) of the source pair, wherever it is."""
+    if source_minion:
+        if source or live_dir:
+            raise SaltInvocationError("give one of source, live_dir and source_minion")
+        staging = os.path.join(__opts__["cachedir"], "certsync")
+        os.makedirs(staging, mode=0o700, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="staging-", dir=staging) as private:
+            found = __salt__["certsync.fetch_published"](source_minion, private, fingerprint)
+            yield found["fullchain"], found["privkey"], f"the mine of {source_minion}"
+        return
+    yield _resolve_source(source, hostname, live_dir)
+
+
 def _resolve_source(source, hostname, live_dir):
     """Return (fullchain, key, description) of the local source pair."""
     if source and live_dir:
@@ -74,7 +91,7 @@ def _resolve_source(source, hostname, live_dir):
     if live_dir:
         found = __salt__["certsync.find_source"](hostname, live_dir)
         return found["fullchain"], found["privkey"], found["dir"]
-    raise SaltInvocationError("a source directory or a live_dir to search is required")
+    raise SaltInvocationError("a source directory, a live_dir or a source_minion is required")
 
 
 def _summary(validation):
@@ -325,6 +342,8 @@ def deployed(
     endpoints=None,
     probe_address=None,
     verify_timeout=60,
+    source_minion=None,
+    fingerprint=None,
 ):
     """
     Make the certificate pair in ``name`` match the source pair, and make the
@@ -346,6 +365,16 @@ def deployed(
     live_dir
         Instead of ``source``: NPM's ``live/`` directory, searched for the
         certificate that covers ``hostname`` (the latest ``not_after`` wins).
+
+    source_minion
+        Instead of ``source``: the id of the source minion whose mine entry
+        for this minion holds the chain and the sealed key (see
+        ``certsync.publish``). The key is opened into a private staging
+        directory under the cachedir, removed after the run.
+
+    fingerprint
+        With ``source_minion``: the fingerprint the ``certsync/published``
+        event announced; the mine entry must be for this certificate.
 
     min_days
         Refuse a source certificate with fewer days of validity left.
@@ -392,39 +421,46 @@ def deployed(
                 services, mailcow_dir, reload_commands, endpoints, probe_address, verify_timeout
             ),
         )
-        fullchain, key, origin = _resolve_source(source, hostname, live_dir)
-        validation = __salt__["certsync.validate"](
-            fullchain, key, hostname, min_days=min_days, ca_file=ca_file
-        )
-        if not validation["valid"]:
-            ret["comment"] = "Source pair is invalid, nothing deployed:\n" + "\n".join(
-                validation["problems"]
-            )
-            return ret
-        plan = _plan(fullchain, key, name, sni)
-        if not plan:
-            return _converge_served(ret, serving, validation, origin)
-        old = __salt__["certsync.deployed_info"](name)
-        ret["changes"] = {
-            "old": _summary(old or {}),
-            "new": _summary(validation),
-            "dirs": [directory for directory, _ in plan],
-        }
-        if __opts__["test"]:
-            return _test_plan(ret, serving, plan, origin)
-        serving.preflight()
-        done = _apply(fullchain, key, plan)
-        new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
-        try:
-            served = not serving.active or serving.make_served(new)
-        except (CommandExecutionError, SaltInvocationError) as exc:
-            return _restore_after_error(ret, done, exc)
-        if not served:
-            return _fail_and_roll_back(ret, serving, name, done, new, previous)
+        with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
+            return _deploy(ret, serving, pair, min_days, sni, ca_file)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["changes"] = {}
         ret["comment"] = f"Nothing deployed: {exc}"
         return ret
+
+
+def _deploy(ret, serving, pair, min_days, sni, ca_file):
+    """Validate, plan, install and serve one source pair."""
+    fullchain, key, origin = pair
+    name, hostname = ret["name"], serving.hostname
+    validation = __salt__["certsync.validate"](
+        fullchain, key, hostname, min_days=min_days, ca_file=ca_file
+    )
+    if not validation["valid"]:
+        ret["comment"] = "Source pair is invalid, nothing deployed:\n" + "\n".join(
+            validation["problems"]
+        )
+        return ret
+    plan = _plan(fullchain, key, name, sni)
+    if not plan:
+        return _converge_served(ret, serving, validation, origin)
+    old = __salt__["certsync.deployed_info"](name)
+    ret["changes"] = {
+        "old": _summary(old or {}),
+        "new": _summary(validation),
+        "dirs": [directory for directory, _ in plan],
+    }
+    if __opts__["test"]:
+        return _test_plan(ret, serving, plan, origin)
+    serving.preflight()
+    done = _apply(fullchain, key, plan)
+    new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
+    try:
+        served = not serving.active or serving.make_served(new)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _restore_after_error(ret, done, exc)
+    if not served:
+        return _fail_and_roll_back(ret, serving, name, done, new, previous)
     ret["result"] = True
     ret["comment"] = f"Installed certificate {new} from {origin} into {', '.join(done)}"
     if serving.log:
@@ -454,4 +490,106 @@ def _test_plan(ret, serving, plan, origin):
         lines.append("Served now:")
         lines += [f"  {line}" for line in _served_report(serving.served(), new, names)]
     ret["comment"] = "\n".join(lines)
+    return ret
+
+
+def published(name, consumers, source=None, live_dir=None, force=False):
+    """
+    Publish the certificate for ``name`` (the mail host name) from this
+    source minion to the ``consumers`` through the Salt mine: one entry per
+    consumer, readable only by it, with the private key sealed to its
+    recipient key; then ``certsync/published`` is fired. Changes (and the
+    event) only when the certificate or a consumer's recipient key changed;
+    otherwise the mine entries are refreshed quietly.
+
+    name
+        The host name the certificate covers.
+
+    consumers
+        The consumer minion ids.
+
+    source / live_dir
+        Where the pair is, as in :py:func:`deployed`.
+
+    force
+        Fire ``certsync/published`` even when nothing changed.
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        fullchain, key, origin = _resolve_source(source, name, live_dir)
+        done = __salt__["certsync.publish"](
+            fullchain, key, consumers, hostname=name, force=force, test=__opts__["test"]
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = f"Nothing published: {exc}"
+        return ret
+    lines = []
+    if done["missing_recipient_key"]:
+        lines.append(
+            "No recipient key in the mine for "
+            + ", ".join(done["missing_recipient_key"])
+            + " (apply the consumer state there first)"
+        )
+    if done["problems"]:
+        lines.append("Warning, the consumers will refuse it: " + "; ".join(done["problems"]))
+    fingerprint = done["fingerprint"]
+    if not done["changed"] and not force:
+        ret["result"] = not done["missing_recipient_key"]
+        lines.insert(0, f"Certificate {fingerprint} from {origin} is already published")
+    elif __opts__["test"]:
+        ret["result"] = None
+        lines.insert(0, f"Would publish certificate {fingerprint} from {origin}")
+        ret["changes"] = {"fingerprint": fingerprint, "consumers": done["consumers"]}
+    else:
+        ret["result"] = not done["missing_recipient_key"]
+        consumers = ", ".join(done["consumers"]) or "nobody"
+        lines.insert(0, f"Published certificate {fingerprint} from {origin} for {consumers}")
+        ret["changes"] = {
+            "fingerprint": fingerprint,
+            "not_after": done["not_after"],
+            "consumers": done["consumers"],
+        }
+    ret["comment"] = "\n".join(lines)
+    return ret
+
+
+def recipient_published(name, sources):
+    """
+    Make this consumer's recipient key pair (created once, 0600, in the
+    minion's ``pki_dir``) and put its public half in the mine for the
+    ``sources`` only. When the key is new (a rebuilt host), fire
+    ``certsync/recipient`` so that the sources seal for it again.
+
+    name
+        A label for the state.
+
+    sources
+        The source minion ids allowed to read the public key.
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        if __opts__["test"]:
+            exists = __salt__["file.file_exists"](
+                os.path.join(__opts__["pki_dir"], "certsync_recipient.pem")
+            )
+            ret["result"] = True if exists else None
+            ret["comment"] = (
+                "The recipient key exists; its public half would be refreshed in the mine"
+                if exists
+                else "Would create the recipient key and publish its public half"
+            )
+            return ret
+        done = __salt__["certsync.publish_recipient_key"](sources)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = str(exc)
+        return ret
+    ret["result"] = True
+    if done["created"]:
+        __salt__["event.send"]("certsync/recipient", {"sources": done["sources"]})
+        ret["changes"] = {"created": True, "public": done["public"]}
+        ret["comment"] = (
+            f"Created the recipient key and published it for {', '.join(done['sources'])}"
+        )
+    else:
+        ret["comment"] = f"The recipient key is published for {', '.join(done['sources'])}"
     return ret

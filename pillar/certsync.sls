@@ -1,0 +1,20 @@
+# The system certsync replaces: Nginx Proxy Manager on the minion `npm`
+# issues mail.wittenberger.us (its cert dir is live/npm-5); mailcow-dockerized
+# on the minion `mailcow` serves it on every mail protocol and its web UI.
+# The master's certsync_routes must say the same: {npm: [mailcow]}.
+# Every key is documented in pillar.example.
+certsync:
+  hostname: mail.wittenberger.us
+  source:
+    minion: npm
+    live_dir: /etc/nginx/letsencrypt/live
+    dir: npm-5
+  consumers:
+    mailcow:
+      mailcow_dir: /opt/mailcow-dockerized
+      services:
+        - postfix-mailcow
+        - dovecot-mailcow
+        - nginx-mailcow
+      probe_address: 127.0.0.1
+      min_days: 14

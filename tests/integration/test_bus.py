@@ -1,0 +1,289 @@
+"""
+Renewal over the Salt bus, end to end, with real daemons: a master with the
+reactor, the NPM (source) minion, the mailcow (consumer) minion serving real
+TLS from containers, and a third minion that must learn nothing.
+
+The scenarios run in order on one fleet, as its life would go.
+"""
+
+import base64
+import pathlib
+import time
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from saltfactories.utils import random_string
+from support.fleet import (
+    HOST,
+    BusRecorder,
+    master_config,
+    renew,
+    stack_settings,
+    wait_until,
+    write_pillar,
+)
+from support.mailcow_stack import MailcowStack
+from support.pki import issue, write_npm_tree
+
+CONVERGE_TIMEOUT = 120
+
+
+class Fleet:
+    """The daemons and files of one certsync deployment."""
+
+    def __init__(self, root, ca):
+        self.root = pathlib.Path(root)
+        self.ca = ca
+        self.live_dir = self.root / "npm" / "letsencrypt" / "live"
+        self.version = 1
+        self.issued = []
+
+    def renew(self, issued):
+        self.version += 1
+        self.issued.append(issued)
+        renew(self.live_dir, issued, self.version)
+
+    def served(self):
+        return self.stack.served()
+
+    def wait_served(self, fingerprint, timeout=CONVERGE_TIMEOUT):
+        wait_until(
+            lambda: set(self.served().values()) == {fingerprint},
+            timeout,
+            interval=1,
+            what=f"every endpoint to serve {fingerprint[:16]}",
+        )
+
+    def salt(self, minion, *args):
+        return self.master.salt_cli(timeout=120).run(*args, minion_tgt=minion)
+
+
+@pytest.fixture(scope="module")
+def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca):
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"), ca)
+    first = ca.leaf(HOST, key_kind="ec-p384")
+    fleet.issued.append(first)
+    write_npm_tree(fleet.live_dir, 5, first)
+    snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")  # mailcow's own, at install
+    fleet.stack = MailcowStack(docker_engine, mailcow_image, fleet.root / "mailcow", snakeoil)
+    fleet.stack.start()
+    fleet.ids = {role: random_string(f"{role}-") for role in ("npm", "mailcow", "other")}
+    source, consumer = fleet.ids["npm"], fleet.ids["mailcow"]
+    pillar_dir = fleet.root / "pillar"
+    write_pillar(pillar_dir, source, {consumer: stack_settings(fleet.stack)}, fleet.live_dir)
+    fleet.master = salt_factories.salt_master_daemon(
+        random_string("master-"), overrides=master_config(pillar_dir, {source: [consumer]})
+    )
+    fleet.minions = {
+        role: fleet.master.salt_minion_daemon(minion_id, overrides={"log_level_logfile": "debug"})
+        for role, minion_id in fleet.ids.items()
+    }
+    with fleet.master.started():
+        fleet.bus = BusRecorder(fleet.master.config).start()
+        for minion in fleet.minions.values():
+            minion.start()
+        fleet.master.salt_run_cli().run("saltutil.sync_all")
+        for minion_id in fleet.ids.values():
+            synced = fleet.salt(minion_id, "saltutil.sync_all")
+            assert synced.returncode == 0, synced
+        try:
+            yield fleet
+        finally:
+            fleet.bus.stop()
+            for minion in fleet.minions.values():
+                minion.terminate()
+            fleet.stack.remove()
+
+
+def test_one_state_apply_per_role_makes_the_fleet_whole(fleet):
+    """A new consumer: its recipient key goes out, the source seals for it, it deploys."""
+    source, consumer = fleet.ids["npm"], fleet.ids["mailcow"]
+    ret = fleet.salt(source, "state.apply", "certsync")
+    assert ret.returncode != 0  # no recipient key from the consumer yet: said, not hidden
+    published = ret.data[next(k for k in ret.data if "certsync-published" in k)]
+    assert "No recipient key in the mine for " + consumer in published["comment"]
+    fleet.salt(consumer, "state.apply", "certsync")
+    fleet.wait_served(fleet.issued[0].fingerprint)
+    conf = (fleet.stack.root / "mailcow.conf").read_text()
+    assert "SKIP_LETS_ENCRYPT=y" in conf
+
+
+def test_renewal_is_served_with_no_manual_call(fleet):
+    renewed = fleet.ca.leaf(HOST, key=fleet.issued[0].key)
+    start = time.monotonic()
+    fleet.renew(renewed)
+    fleet.wait_served(renewed.fingerprint)
+    print(f"renewal to served on every endpoint: {time.monotonic() - start:.1f}s")
+
+
+def test_a_new_key_at_renewal_goes_through(fleet):
+    renewed = fleet.ca.leaf(HOST, key_kind="ec-p384")
+    fleet.renew(renewed)
+    fleet.wait_served(renewed.fingerprint)
+
+
+def test_the_third_minion_reads_nothing_of_the_entries(fleet):
+    source, consumer, other = fleet.ids["npm"], fleet.ids["mailcow"], fleet.ids["other"]
+    entry = f"certsync_cert_{consumer}"
+    mine = fleet.salt(other, "mine.get", source, entry)
+    assert mine.returncode == 0
+    assert mine.data == {}
+    assert fleet.salt(other, "mine.get", consumer, "certsync_recipient").data == {}
+    own = fleet.salt(consumer, "mine.get", source, entry).data
+    assert own[source]["fingerprint"] == fleet.issued[-1].fingerprint
+    assert list(own[source]["sealed"]) == [consumer]
+
+
+def _raw_private_value(key):
+    value = key.private_numbers().private_value
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _secret_forms(issued):
+    der = issued.key_der()
+    pem = issued.key_pem()
+    body = b"".join(pem.splitlines()[1:-1])
+    return {
+        "DER": der,
+        "PEM body": body[:48],
+        "PEM first line": pem.splitlines()[1],
+        "base64 of DER": base64.b64encode(der)[:48],
+        "hex of DER": der.hex().encode()[:64],
+        "raw private value": _raw_private_value(issued.key),
+    }
+
+
+def _files_under(*roots):
+    for root in roots:
+        for path in pathlib.Path(root).rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+def test_the_key_is_nowhere_in_plaintext_on_the_master_or_the_bus(fleet):
+    master_root = pathlib.Path(fleet.master.config["root_dir"])
+    source_log = pathlib.Path(fleet.minions["npm"].config["log_file"])
+    consumer_log = pathlib.Path(fleet.minions["mailcow"].config["log_file"])
+    files = [*_files_under(master_root), source_log, consumer_log]
+    assert any("mine" in path.parts for path in files), "the master's mine cache was not scanned"
+    event_blob = "\n".join(repr(event) for event in fleet.bus.events).encode()
+    tags = {event["tag"] for event in fleet.bus.events}
+    assert "certsync/published" in tags, sorted(tags)
+    for issued in fleet.issued:
+        for form, needle in _secret_forms(issued).items():
+            for path in files:
+                assert needle not in path.read_bytes(), f"{form} of a private key in {path}"
+            assert needle not in event_blob, f"{form} of a private key in an event"
+            assert needle.decode("latin-1") not in event_blob.decode("latin-1")
+
+
+def test_a_forged_published_event_from_the_third_minion_installs_nothing(fleet, event_listener):
+    consumer = fleet.ids["mailcow"]
+    before = (fleet.stack.ssl_dir / "cert.pem").read_bytes()
+    forged = fleet.ca.leaf(HOST)
+    start = time.time()
+    sent = fleet.salt(
+        fleet.ids["other"],
+        "event.send",
+        "certsync/published",
+        f'{{"fingerprint": "{forged.fingerprint}", "consumers": ["{consumer}"]}}',
+    )
+    assert sent.returncode == 0
+    event_listener.wait_for_events(
+        [(fleet.master.id, "certsync/published")], timeout=30, after_time=start
+    )
+    time.sleep(10)  # time for a reaction that must not come
+    jobs = event_listener.get_events([(fleet.master.id, "salt/job/*/new")], after_time=start)
+    applied = [
+        e.data
+        for e in jobs
+        if e.data.get("fun") == "state.apply" and consumer in e.data.get("minions", [])
+    ]
+    assert applied == []
+    assert (fleet.stack.ssl_dir / "cert.pem").read_bytes() == before
+
+
+def test_an_invalid_certificate_is_refused_and_the_old_keeps_serving(fleet, event_listener):
+    serving = fleet.issued[-1]
+    wrong = fleet.ca.leaf("webmail.example.test", key=serving.key)
+    start = time.time()
+    fleet.renew(wrong)
+
+    def refusal():
+        rets = event_listener.get_events(
+            [(fleet.master.id, f"salt/job/*/ret/{fleet.ids['mailcow']}")], after_time=start
+        )
+        for event in rets:
+            returned = event.data.get("return")
+            if event.data.get("fun") != "state.apply" or not isinstance(returned, dict):
+                continue
+            for key, state in returned.items():
+                if "certsync-deployed" in key and state["result"] is False:
+                    return state
+        return None
+
+    deployed = wait_until(refusal, 90, interval=1, what="the consumer to refuse the certificate")
+    assert "does not cover mail.example.test (SANs: webmail.example.test)" in deployed["comment"]
+    assert set(fleet.served().values()) == {serving.fingerprint}
+    status = fleet.master.salt_run_cli(timeout=120).run("certsync.status")
+    assert status.returncode == 1
+    row = status.data["consumers"][fleet.ids["mailcow"]]
+    assert row["source_fingerprint"] == wrong.fingerprint, status.data
+    assert row["deployed_fingerprint"] == serving.fingerprint
+    assert row["agree"] is False
+    fleet.issued.pop()  # back to a valid certificate for what follows
+    good = fleet.ca.leaf(HOST, key=serving.key)
+    fleet.renew(good)
+    fleet.wait_served(good.fingerprint)
+
+
+def test_status_runner_agrees_when_converged(fleet):
+    status = fleet.master.salt_run_cli(timeout=120).run("certsync.status")
+    assert status.returncode == 0, status.data
+    row = status.data["consumers"][fleet.ids["mailcow"]]
+    fingerprint = fleet.issued[-1].fingerprint
+    assert row["agree"] is True
+    assert row["mine_fingerprint"] == row["deployed_fingerprint"] == fingerprint
+    assert set(row["served"].values()) == {fingerprint}
+    assert 89 < row["days_left"] <= 90
+
+
+def test_master_down_during_a_renewal(fleet):
+    renewed = fleet.ca.leaf(HOST, key=fleet.issued[-1].key)
+    fleet.master.terminate()
+    try:
+        fleet.renew(renewed)
+        time.sleep(5)  # the beacon fires into the void
+        assert set(fleet.served().values()) != {renewed.fingerprint}
+    finally:
+        fleet.master.start()
+    fleet.wait_served(renewed.fingerprint)
+
+
+def test_consumer_down_during_a_renewal(fleet, event_listener):
+    renewed = fleet.ca.leaf(HOST, key=fleet.issued[-1].key)
+    consumer = fleet.minions["mailcow"]
+    consumer.terminate()
+    try:
+        start = time.time()
+        fleet.renew(renewed)
+
+        def published():
+            events = event_listener.get_events(
+                [(fleet.master.id, "certsync/published")], after_time=start
+            )
+            return any(e.data["data"]["fingerprint"] == renewed.fingerprint for e in events)
+
+        wait_until(published, 60, interval=1, what="the source to publish the renewal")
+        time.sleep(5)
+        assert set(fleet.served().values()) != {renewed.fingerprint}
+    finally:
+        consumer.start()
+    fleet.wait_served(renewed.fingerprint)
+
+
+def test_the_recipient_key_is_private(fleet):
+    path = pathlib.Path(fleet.minions["mailcow"].config["pki_dir"]) / "certsync_recipient.pem"
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert type(key).__name__.startswith("X25519")

@@ -1,0 +1,119 @@
+"""
+A certsync fleet on this host: a real salt-master with the reactor, a source
+(NPM) minion, consumer (mailcow) minions with mailcow-like stacks, and minions
+that have nothing to do with it, all through pytest-salt-factories.
+"""
+
+import json
+import pathlib
+import threading
+import time
+
+import salt.utils.event
+
+from .pki import write_npm_tree
+
+SALT_TREE = pathlib.Path(__file__).resolve().parents[2] / "salt"
+HOST = "mail.example.test"
+NPM_DIR = "npm-5"
+
+
+def wait_until(predicate, timeout, interval=0.5, what="condition"):
+    """Poll ``predicate`` until it returns a true value; bounded in time and count."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 1):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def master_config(pillar_dir, routes):
+    return {
+        "file_roots": {"base": [str(SALT_TREE)]},
+        "pillar_roots": {"base": [str(pillar_dir)]},
+        "certsync_routes": routes,
+        "reactor": [
+            {"salt/beacon/*/certsync/renewed": ["salt://certsync/reactor/publish.sls"]},
+            {"certsync/recipient": ["salt://certsync/reactor/publish.sls"]},
+            {"certsync/published": ["salt://certsync/reactor/deploy.sls"]},
+        ],
+        "log_level_logfile": "debug",
+    }
+
+
+def stack_settings(stack):
+    """Consumer pillar settings for a mailcow-like stack."""
+    return {
+        "mailcow_dir": str(stack.root),
+        "endpoints": stack.endpoints,
+        "probe_address": "127.0.0.1",
+        "verify_timeout": 15,
+    }
+
+
+def file_only_settings(mailcow_dir):
+    """Consumer pillar settings for a checkout with no containers: files only."""
+    return {"mailcow_dir": str(mailcow_dir), "services": [], "endpoints": []}
+
+
+def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule_seconds=20):
+    """The certsync pillar for this fleet: ``consumers`` maps ids to their settings."""
+    pillar_dir = pathlib.Path(pillar_dir)
+    pillar_dir.mkdir(parents=True, exist_ok=True)
+    top = {"base": {minion: ["certsync"] for minion in [source_id, *consumers]}}
+    pillar = {
+        "certsync": {
+            "hostname": HOST,
+            "source": {
+                "minion": source_id,
+                "live_dir": str(live_dir),
+                "dir": NPM_DIR,
+                "beacon_interval": 1,
+            },
+            "consumers": consumers,
+            "schedule": {"minutes": 0, "seconds": schedule_seconds, "splay": 1},
+        }
+    }
+    (pillar_dir / "top.sls").write_text(json.dumps(top))
+    (pillar_dir / "certsync.sls").write_text(json.dumps(pillar))
+
+
+def renew(live_dir, issued, version):
+    """NPM renews: a new archive version, the live/ links moved to it."""
+    write_npm_tree(live_dir, NPM_DIR.split("-")[1], issued, version=version)
+
+
+class BusRecorder(threading.Thread):
+    """Every event on a master's bus, recorded from now until stop()."""
+
+    def __init__(self, master_opts):
+        super().__init__(daemon=True)
+        self.opts = master_opts
+        self.events = []
+        self.listening = threading.Event()
+        self._stop_flag = threading.Event()
+
+    def run(self):
+        with salt.utils.event.get_master_event(
+            self.opts, self.opts["sock_dir"], listen=True
+        ) as bus:
+            bus.subscribe("")
+            self.listening.set()
+            while not self._stop_flag.is_set():
+                event = bus.get_event(wait=0.5, full=True)
+                if event:
+                    self.events.append(event)
+
+    def start(self):
+        super().start()
+        if not self.listening.wait(30):
+            raise RuntimeError("could not listen on the master's event bus")
+        return self
+
+    def stop(self):
+        self._stop_flag.set()
+        self.join(10)
