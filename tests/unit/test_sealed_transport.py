@@ -1,0 +1,215 @@
+"""Unit tests of the sealed-key transport (loader mocked: the mine is a dict here)."""
+
+import base64
+import copy
+import os
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+from support.loader import certsync_mod
+from support.pki import write_pair
+
+SOURCE, CONSUMER, OTHER = "npm", "mailcow", "intruder"
+
+
+class Mine:
+    """What the master would hold, with the ACL the real mine applies."""
+
+    def __init__(self):
+        self.entries = {}  # (minion, name) -> (data, allow_tgt)
+        self.events = []
+        self.reader = None
+
+    def send(self, name, *args, mine_function, allow_tgt, allow_tgt_type):
+        assert allow_tgt_type == "list"
+        data = certsync_mod.__salt__[mine_function](*args)
+        self.entries[(certsync_mod.__opts__["id"], name)] = (data, allow_tgt)
+        return True
+
+    def get(self, tgt, name, tgt_type="glob"):
+        targets = tgt if isinstance(tgt, list) else [tgt]
+        me = certsync_mod.__opts__["id"]
+        return {
+            minion: data
+            for (minion, entry), (data, allowed) in self.entries.items()
+            if minion in targets and entry == name and me in allowed
+        }
+
+
+@pytest.fixture
+def mine():
+    return Mine()
+
+
+@pytest.fixture
+def configure_loader_modules(tmp_path, mine):
+    return {
+        certsync_mod: {
+            "__context__": {},
+            "__opts__": {
+                "id": SOURCE,
+                "pki_dir": str(tmp_path / "pki"),
+                "cachedir": str(tmp_path / "cache"),
+            },
+            "__salt__": {
+                "mine.send": mine.send,
+                "mine.get": mine.get,
+                "event.send": lambda tag, data: mine.events.append((tag, data)),
+                "certsync.seal_payload": certsync_mod.seal_payload,
+                "certsync.recipient_key": certsync_mod.recipient_key,
+            },
+        }
+    }
+
+
+def as_minion(minion_id, tmp_path):
+    certsync_mod.__opts__["id"] = minion_id
+    certsync_mod.__opts__["pki_dir"] = str(tmp_path / minion_id / "pki")
+    certsync_mod.__opts__["cachedir"] = str(tmp_path / minion_id / "cache")
+
+
+@pytest.fixture
+def published(tmp_path, good):
+    """The consumer's recipient key in the mine, then the source's publication."""
+    for consumer in (CONSUMER, OTHER):
+        as_minion(consumer, tmp_path)
+        certsync_mod.publish_recipient_key([SOURCE])
+    as_minion(SOURCE, tmp_path)
+    fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
+    return certsync_mod.publish(fullchain, key, [CONSUMER, OTHER], "mail.example.test")
+
+
+def _open_as(minion, tmp_path, fingerprint=None):
+    as_minion(minion, tmp_path)
+    staging = tmp_path / minion / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    return certsync_mod.fetch_published(SOURCE, str(staging), fingerprint)
+
+
+def test_the_consumer_opens_its_key(tmp_path, good, published, mine):
+    assert published["consumers"] == [OTHER, CONSUMER] or published["consumers"] == sorted(
+        [CONSUMER, OTHER]
+    )
+    assert mine.events == [
+        (
+            "certsync/published",
+            {
+                "fingerprint": good.fingerprint,
+                "not_after": published["not_after"],
+                "consumers": sorted([CONSUMER, OTHER]),
+            },
+        )
+    ]
+    opened = _open_as(CONSUMER, tmp_path, good.fingerprint)
+    assert opened["fingerprint"] == good.fingerprint
+    with open(opened["privkey"], "rb") as handle:
+        assert handle.read() == good.key_pem()
+    assert os.stat(opened["privkey"]).st_mode & 0o777 == 0o600
+
+
+def test_each_entry_is_readable_by_its_consumer_only(tmp_path, published, mine):
+    as_minion(OTHER, tmp_path)
+    assert mine.get(SOURCE, certsync_mod.cert_mine_name(CONSUMER)) == {}
+    as_minion("bystander", tmp_path)
+    assert mine.get(SOURCE, certsync_mod.cert_mine_name(OTHER)) == {}
+
+
+def test_a_blob_replayed_for_another_consumer_does_not_open(tmp_path, published, mine):
+    entry_for_other, _ = mine.entries[(SOURCE, certsync_mod.cert_mine_name(OTHER))]
+    forged = copy.deepcopy(entry_for_other)
+    forged["sealed"] = {CONSUMER: entry_for_other["sealed"][OTHER]}
+    mine.entries[(SOURCE, certsync_mod.cert_mine_name(CONSUMER))] = (forged, [CONSUMER])
+    with pytest.raises(CommandExecutionError, match="does not open for mailcow"):
+        _open_as(CONSUMER, tmp_path)
+
+
+def test_a_blob_rebound_to_another_certificate_does_not_open(tmp_path, ca, published, mine):
+    name = certsync_mod.cert_mine_name(CONSUMER)
+    entry, allowed = mine.entries[(SOURCE, name)]
+    other = ca.leaf("mail.example.test")
+    forged = dict(entry, fingerprint=other.fingerprint, chain_pem=other.fullchain_pem().decode())
+    mine.entries[(SOURCE, name)] = (forged, allowed)
+    with pytest.raises(CommandExecutionError, match="does not open for mailcow and certificate"):
+        _open_as(CONSUMER, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": 2}, "is not a certsync v1 entry"),
+        ({"fingerprint": "zz"}, "has no valid fingerprint"),
+        ({"source": "elsewhere"}, "claims to come from 'elsewhere'"),
+        ({"chain_pem": "x" * 300_000}, "has no usable chain"),
+        ({"sealed": {}}, "holds no key sealed for mailcow"),
+        ({"sealed": {CONSUMER: "!!not base64!!"}}, "does not open for mailcow"),
+    ],
+)
+def test_a_malformed_entry_is_refused(tmp_path, published, mine, change, message):
+    name = certsync_mod.cert_mine_name(CONSUMER)
+    entry, allowed = mine.entries[(SOURCE, name)]
+    mine.entries[(SOURCE, name)] = (dict(entry, **change), allowed)
+    with pytest.raises(CommandExecutionError, match=message):
+        _open_as(CONSUMER, tmp_path)
+
+
+def test_a_chain_that_is_not_the_claimed_certificate_is_refused(tmp_path, ca, published, mine):
+    name = certsync_mod.cert_mine_name(CONSUMER)
+    entry, allowed = mine.entries[(SOURCE, name)]
+    swapped = dict(entry, chain_pem=ca.leaf("mail.example.test").fullchain_pem().decode())
+    mine.entries[(SOURCE, name)] = (swapped, allowed)
+    with pytest.raises(CommandExecutionError, match="does not match its fingerprint"):
+        _open_as(CONSUMER, tmp_path)
+
+
+def test_the_announced_fingerprint_must_match(tmp_path, published):
+    with pytest.raises(CommandExecutionError, match="not for the announced"):
+        _open_as(CONSUMER, tmp_path, "a" * 64)
+    with pytest.raises(SaltInvocationError, match="is not a SHA-256 hex digest"):
+        _open_as(CONSUMER, tmp_path, "../../etc")
+
+
+def test_publishing_again_is_quiet_until_something_changes(tmp_path, ca, good, published, mine):
+    fullchain, key = (
+        str(tmp_path / "live" / "fullchain.pem"),
+        str(tmp_path / "live" / "privkey.pem"),
+    )
+    again = certsync_mod.publish(fullchain, key, [CONSUMER, OTHER], "mail.example.test")
+    assert again["changed"] is False
+    assert len(mine.events) == 1
+    renewed = ca.leaf("mail.example.test", key=good.key)
+    write_pair(tmp_path / "live", renewed, "fullchain.pem", "privkey.pem")
+    assert certsync_mod.publish(fullchain, key, [CONSUMER, OTHER], test=True)["changed"] is True
+    assert len(mine.events) == 1
+    certsync_mod.publish(fullchain, key, [CONSUMER, OTHER])
+    assert mine.events[-1][1]["fingerprint"] == renewed.fingerprint
+
+
+def test_no_plaintext_key_leaves_the_source(tmp_path, good, published, mine):
+    body = b"".join(good.key_pem().splitlines()[1:-1]).decode()
+    der_b64 = base64.b64encode(good.key_der()).decode()
+    blob = repr(mine.entries) + repr(mine.events) + repr(published)
+    assert body[:40] not in blob
+    assert der_b64[:40] not in blob
+
+
+def test_a_missing_recipient_key_is_reported(tmp_path, good):
+    fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
+    ret = certsync_mod.publish(fullchain, key, [CONSUMER], "mail.example.test")
+    assert ret["missing_recipient_key"] == [CONSUMER]
+    assert ret["consumers"] == []
+
+
+def test_the_recipient_key_is_made_once_and_private(tmp_path):
+    as_minion(CONSUMER, tmp_path)
+    first = certsync_mod.recipient_key()
+    again = certsync_mod.recipient_key()
+    assert first["created"] is True
+    assert again["created"] is False
+    assert again["public"] == first["public"]
+    path = tmp_path / CONSUMER / "pki" / "certsync_recipient.pem"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_hostile_minion_ids_are_refused():
+    with pytest.raises(SaltInvocationError, match="is not a usable minion id"):
+        certsync_mod.cert_mine_name("../x")
