@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Run the main job: a local demo of certsync's pipeline on this host.
+# Run the main job: the whole certsync pipeline on this host (a salt-master,
+# the npm and mailcow minions, mailcow-like containers), a renewal, and the
+# timeline until the new certificate is served. Sets up what it needs.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 "$repo/scripts/venv.sh" 3008
-exec "$repo/.venv/salt3008/bin/python" "$repo/demo/local_pipeline.py" "$@"
+"$repo/scripts/docker-up.sh"
+exec "$repo/.venv/salt3008/bin/python" "$repo/demo/pipeline.py" "$@"

@@ -72,8 +72,12 @@ def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
         staging = os.path.join(__opts__["cachedir"], "certsync")
         os.makedirs(staging, mode=0o700, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="staging-", dir=staging) as private:
-            found = __salt__["certsync.fetch_published"](source_minion, private, fingerprint)
-            yield found["fullchain"], found["privkey"], f"the mine of {source_minion}"
+            found = __salt__["certsync.fetch_published"](source_minion, private)
+            origin = f"the mine of {source_minion}"
+            if fingerprint and fingerprint != found["fingerprint"]:
+                # A queued run for an older announcement: the mine holds the newer one.
+                origin += f" (the announced {str(fingerprint)[:16]}... is superseded)"
+            yield found["fullchain"], found["privkey"], origin
         return
     yield _resolve_source(source, hostname, live_dir)
 
@@ -374,7 +378,9 @@ def deployed(
 
     fingerprint
         With ``source_minion``: the fingerprint the ``certsync/published``
-        event announced; the mine entry must be for this certificate.
+        event announced. When the mine entry is for another certificate (a
+        newer publication superseded the announcement), the comment says so
+        and the entry in the mine, validated as always, is what is deployed.
 
     min_days
         Refuse a source certificate with fewer days of validity left.

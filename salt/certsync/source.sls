@@ -31,8 +31,6 @@ certsync-schedule:
     - function: state.apply
     - job_args:
       - certsync
-    - job_kwargs:
-        queue: true
     - minutes: {{ certsync.schedule.minutes }}
     - splay: {{ certsync.schedule.splay }}
     - run_on_start: true

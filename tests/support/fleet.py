@@ -60,8 +60,12 @@ def file_only_settings(mailcow_dir):
     return {"mailcow_dir": str(mailcow_dir), "services": [], "endpoints": []}
 
 
-def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule_seconds=20):
-    """The certsync pillar for this fleet: ``consumers`` maps ids to their settings."""
+TEST_SCHEDULE = {"minutes": 0, "seconds": 20, "splay": 1}
+
+
+def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None):
+    """The certsync pillar: ``consumers`` maps ids to their settings; ``schedule``
+    defaults to a short one for tests, None in it meaning the formula's default."""
     pillar_dir = pathlib.Path(pillar_dir)
     pillar_dir.mkdir(parents=True, exist_ok=True)
     top = {"base": {minion: ["certsync"] for minion in [source_id, *consumers]}}
@@ -75,9 +79,10 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule_seconds=20
                 "beacon_interval": 1,
             },
             "consumers": consumers,
-            "schedule": {"minutes": 0, "seconds": schedule_seconds, "splay": 1},
         }
     }
+    if schedule is not False:
+        pillar["certsync"]["schedule"] = schedule or TEST_SCHEDULE
     (pillar_dir / "top.sls").write_text(json.dumps(top))
     (pillar_dir / "certsync.sls").write_text(json.dumps(pillar))
 

@@ -35,7 +35,7 @@ _tlsprobe = load_loader_module("modules", "tlsprobe")
 _tlsprobe.__context__ = {}
 
 
-def _free_port():
+def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -79,7 +79,7 @@ class MailcowStack:
 
     def start(self):
         for _, ports in SERVICES.values():
-            self.endpoints.update((name, _free_port()) for name in ports)
+            self.endpoints.update((name, free_port()) for name in ports)
         for service, (conf, ports) in SERVICES.items():
             env = {"TLS_SECLEVEL": str(self.nginx_seclevel)} if conf == "nginx" else {}
             container = self.client.containers.run(
