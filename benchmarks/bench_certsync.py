@@ -20,7 +20,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from support.loader import certsync_mod, certsync_state  # noqa: E402
+from support.loader import certsync_mod, certsync_state, salt_functions  # noqa: E402
 from support.pki import TestCA, write_pair  # noqa: E402
 
 HOST = "mail.example.test"
@@ -50,18 +50,7 @@ def main():
     certsync_mod.__context__ = {}
     certsync_mod.__opts__ = {"test": False}
     certsync_state.__opts__ = {"test": False}
-    certsync_state.__salt__ = {
-        f"certsync.{name}": getattr(certsync_mod, name)
-        for name in (
-            "find_source",
-            "validate",
-            "compare",
-            "deployed_info",
-            "install",
-            "rollback",
-            "sni_dirs",
-        )
-    }
+    certsync_state.__salt__ = salt_functions(certsync_mod, "certsync")
     ca = TestCA()
     results = {}
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -20,3 +20,14 @@ certsync_state = load_loader_module("states", "certsync")
 mailcow_mod = load_loader_module("modules", "mailcow")
 tlsprobe_mod = load_loader_module("modules", "tlsprobe")
 mailcow_state = load_loader_module("states", "mailcow")
+
+
+def salt_functions(module, virtualname):
+    """``__salt__`` entries for every public function of a loader module."""
+    return {
+        f"{virtualname}.{name}": func
+        for name, func in vars(module).items()
+        if callable(func)
+        and not name.startswith("_")
+        and getattr(func, "__module__", None) == module.__name__
+    }
