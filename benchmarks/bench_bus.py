@@ -6,7 +6,7 @@ the others deploy files only). For each size, N renewals on the NPM side,
 each timed from the moment NPM's live/ link moves until every consumer has it
 (and the stack serves it on all nine endpoints). Prints p50/p95/max.
 
-Needs a Docker engine (scripts/docker-up.sh). Run: scripts/bench.sh
+Needs a Docker engine (scripts/test-deps.sh). Run: scripts/bench.sh
 """
 
 import argparse

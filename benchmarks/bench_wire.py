@@ -6,7 +6,7 @@ dovecot and nginx on loopback), and print the figures (no pass/fail):
 - from installing a renewed pair to every endpoint serving it (install,
   reload of the three services, polling the wire), over several renewals.
 
-Needs a Docker engine (scripts/docker-up.sh). Run: scripts/bench.sh
+Needs a Docker engine (scripts/test-deps.sh). Run: scripts/bench.sh
 """
 
 import argparse

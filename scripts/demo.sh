@@ -5,5 +5,5 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 "$repo/scripts/venv.sh" 3008
-"$repo/scripts/docker-up.sh"
+"$repo/scripts/test-deps.sh"
 exec "$repo/.venv/salt3008/bin/python" "$repo/demo/pipeline.py" "$@"

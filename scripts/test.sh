@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint; unit + functional tests on Salt 3006 LTS;
 # every test (unit, functional, integration with Docker) on Salt 3008.
-# Builds and starts what it needs on a fresh machine (venvs, Docker engine,
-# the mailcow-like test image).
+# Builds and starts what it needs on a fresh machine (venvs; Debian's
+# docker.io, debootstrap and nsd; dockerd; the mailcow-like test image).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -12,8 +12,8 @@ scripts/venv.sh 3006
 v3008=.venv/salt3008/bin
 v3006=.venv/salt3006/bin
 
-echo "== Docker engine and the mailcow-like image"
-scripts/docker-up.sh
+echo "== system packages, the Docker engine and the mailcow-like image"
+scripts/test-deps.sh
 tests/docker/build-image.sh
 
 echo "== lint"

@@ -348,6 +348,7 @@ def deployed(
     verify_timeout=60,
     source_minion=None,
     fingerprint=None,
+    dane=None,
 ):
     """
     Make the certificate pair in ``name`` match the source pair, and make the
@@ -385,6 +386,14 @@ def deployed(
     min_days
         Refuse a source certificate with fewer days of validity left.
         Default: 7.
+
+    dane
+        When the host uses DANE: ``True`` (TLSA at ``_25._tcp.<hostname>``,
+        the system resolver) or a mapping with ``port``, ``nameservers`` and
+        ``dns_port``. A certificate that no published TLSA record matches is
+        not deployed; the comment gives the exact record to publish and the
+        rollover steps (publish beside the old, wait the TTL, deploy, remove
+        the old). A failed lookup deploys nothing. Default: off.
 
     sni
         With mailcow's ``ENABLE_SSL_SNI=y``, per-name directories
@@ -427,17 +436,19 @@ def deployed(
                 services, mailcow_dir, reload_commands, endpoints, probe_address, verify_timeout
             ),
         )
+        dane = _dane_settings(dane)
         with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
-            return _deploy(ret, serving, pair, min_days, sni, ca_file)
+            return _deploy(ret, serving, pair, (min_days, sni, ca_file, dane))
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["changes"] = {}
         ret["comment"] = f"Nothing deployed: {exc}"
         return ret
 
 
-def _deploy(ret, serving, pair, min_days, sni, ca_file):
+def _deploy(ret, serving, pair, options):
     """Validate, plan, install and serve one source pair."""
     fullchain, key, origin = pair
+    min_days, sni, ca_file, dane = options
     name, hostname = ret["name"], serving.hostname
     validation = __salt__["certsync.validate"](
         fullchain, key, hostname, min_days=min_days, ca_file=ca_file
@@ -450,6 +461,10 @@ def _deploy(ret, serving, pair, min_days, sni, ca_file):
     plan = _plan(fullchain, key, name, sni)
     if not plan:
         return _converge_served(ret, serving, validation, origin)
+    refusal = dane and _dane_refusal(hostname, fullchain, name, dane)
+    if refusal:
+        ret["comment"] = refusal
+        return ret
     old = __salt__["certsync.deployed_info"](name)
     ret["changes"] = {
         "old": _summary(old or {}),
@@ -473,6 +488,51 @@ def _deploy(ret, serving, pair, min_days, sni, ca_file):
         ret["comment"] += f"; {'; '.join(serving.log)}"
         ret["changes"]["served"] = sorted(serving.last) if serving.endpoints else []
     return ret
+
+
+def _dane_settings(dane):
+    if not dane:
+        return None
+    settings = {"port": 25, "nameservers": None, "dns_port": 53}
+    if isinstance(dane, dict):
+        unknown = set(dane) - set(settings)
+        if unknown:
+            raise SaltInvocationError(f"unknown dane settings: {', '.join(sorted(unknown))}")
+        settings.update(dane)
+    elif dane is not True:
+        raise SaltInvocationError("dane must be true or a mapping of port, nameservers, dns_port")
+    if "maildns.tlsa_check" not in __salt__:
+        raise SaltInvocationError("dane is on but the maildns module is not available")
+    return settings
+
+
+def _dane_refusal(hostname, fullchain, name, dane):
+    """None when a published TLSA record matches the new certificate, else why and what to do."""
+    check = __salt__["maildns.tlsa_check"](
+        hostname,
+        {"candidate": fullchain, "deployed": os.path.join(name, "cert.pem")},
+        port=dane["port"],
+        nameservers=dane["nameservers"],
+        dns_port=dane["dns_port"],
+    )
+    if check["matching"]["candidate"]:
+        return None
+    wanted = __salt__["certsync.tlsa"](fullchain)
+    published = "; ".join(row["record"] for row in check["records"]) or "none"
+    ttl = f"{check['ttl']} s" if check["ttl"] else "its TTL"
+    old = [row["record"] for row in check["records"] if "deployed" in row["matches"]]
+    return "\n".join(
+        [
+            f"DANE: no TLSA record at {check['name']} matches the new certificate, so it is "
+            f"not deployed (published: {published}). Roll over with no moment without a "
+            "matching record:",
+            f"  1. publish beside the current record: {check['name']}. IN TLSA {wanted}",
+            f"  2. wait the TTL ({ttl}) so that resolvers have both records",
+            "  3. run this state again (the schedule does): it deploys once the record is there",
+            "  4. then remove the old record: "
+            + ("; ".join(old) or "none matches the deployed pair"),
+        ]
+    )
 
 
 def _restore_after_error(ret, done, exc):

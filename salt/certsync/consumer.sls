@@ -34,6 +34,7 @@ certsync-deployed:
     - endpoints: {{ consumer.endpoints | json }}
     - probe_address: {{ consumer.probe_address | json }}
     - verify_timeout: {{ consumer.verify_timeout }}
+    - dane: {{ consumer.dane | json }}
     - require:
       - certsync: certsync-recipient-key
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Make sure a Docker engine answers, and that debootstrap is there to build
-# the test image: install Debian's docker.io and debootstrap when missing,
-# and start dockerd (as root) when no engine answers. Idempotent.
+# What the tests need from the system: Debian's docker.io (a Docker engine),
+# debootstrap (to build the mailcow-like image) and nsd (an authoritative DNS
+# server), installed when missing; dockerd started (as root) when no engine
+# answers. Idempotent.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 log="$repo/.cache/dockerd.log"
@@ -14,6 +15,7 @@ engine_answers() {
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+[ -x /usr/sbin/nsd ] || missing+=(nsd)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "certsync: ${missing[*]} missing; run as root or install them" >&2

@@ -1,0 +1,120 @@
+"""
+The DANE gate through salt-call --local, against a real authoritative DNS
+server (NSD on a loopback port): a new key never goes live before a TLSA
+record for it is published, and the old record is reported stale after.
+"""
+
+import json
+
+import pytest
+from support import cases
+from support.nsd import AuthoritativeDNS
+from support.pki import write_pair
+
+pytestmark = pytest.mark.functional
+HOST = cases.HOST
+TLSA_NAME = f"_25._tcp.{HOST}"
+
+
+@pytest.fixture
+def dns_server(tmp_path):
+    server = AuthoritativeDNS(tmp_path / "nsd")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def layout(tmp_path, ca):
+    serving = ca.leaf(HOST, key_kind="ec-p384")
+    return cases.make_layout(tmp_path, ca, serving), serving
+
+
+def _tlsa(salt_call, path, *params):
+    return salt_call("certsync.tlsa", str(path), *params).data
+
+
+def _zone_line(record):
+    return f"_25._tcp.mail IN TLSA {record}"
+
+
+def _deploy(salt_call, layout, dns_server):
+    return salt_call.state(
+        name=layout.dest,
+        hostname=HOST,
+        source=layout.source,
+        dane=json.dumps(dns_server.settings()),
+    )
+
+
+def test_a_new_key_waits_for_its_tlsa_record(salt_call, layout, ca, dns_server):
+    layout, _ = layout
+    old_record = _tlsa(salt_call, f"{layout.dest}/cert.pem")
+    dns_server.publish([_zone_line(old_record)])
+    new = ca.leaf(HOST, key_kind="ec-p384")
+    write_pair(layout.source, new, "fullchain.pem", "privkey.pem")
+    new_record = _tlsa(salt_call, f"{layout.source}/fullchain.pem")
+    before = cases.snapshot(layout.root)
+
+    code, ret = _deploy(salt_call, layout, dns_server)
+    assert code != 0
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert f"publish beside the current record: {TLSA_NAME}. IN TLSA {new_record}" in ret["comment"]
+    assert "wait the TTL (300 s)" in ret["comment"]
+    assert f"then remove the old record: {old_record}" in ret["comment"]
+    assert cases.snapshot(layout.root) == before
+
+    dns_server.publish([_zone_line(old_record), _zone_line(new_record)])
+    code, ret = _deploy(salt_call, layout, dns_server)
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert ret["changes"]["new"]["fingerprint"] == new.fingerprint
+
+    check = salt_call(
+        "maildns.tlsa_check",
+        HOST,
+        json.dumps({"deployed": f"{layout.dest}/cert.pem"}),
+        "nameservers=127.0.0.1",
+        f"dns_port={dns_server.port}",
+    ).data
+    assert check["stale"] == [old_record]
+    assert check["matching"] == {"deployed": True}
+
+
+def test_a_same_key_renewal_passes_a_3_1_1_record(salt_call, layout, ca, dns_server):
+    layout, serving = layout
+    dns_server.publish([_zone_line(_tlsa(salt_call, f"{layout.dest}/cert.pem"))])
+    renewed = ca.leaf(HOST, key=serving.key)
+    write_pair(layout.source, renewed, "fullchain.pem", "privkey.pem")
+    code, ret = _deploy(salt_call, layout, dns_server)
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+
+
+def test_a_3_0_1_record_pins_the_certificate_itself(salt_call, layout, ca, dns_server):
+    layout, serving = layout
+    dns_server.publish([_zone_line(_tlsa(salt_call, f"{layout.dest}/cert.pem", 3, 0, 1))])
+    write_pair(layout.source, ca.leaf(HOST, key=serving.key), "fullchain.pem", "privkey.pem")
+    _, ret = _deploy(salt_call, layout, dns_server)
+    assert ret["result"] is False
+    assert "no TLSA record at _25._tcp.mail.example.test matches" in ret["comment"]
+
+
+def test_no_tlsa_record_at_all_refuses_a_key_change(salt_call, layout, ca, dns_server):
+    layout, _ = layout
+    dns_server.publish(["mail IN A 127.0.0.1"])
+    write_pair(layout.source, ca.leaf(HOST), "fullchain.pem", "privkey.pem")
+    _, ret = _deploy(salt_call, layout, dns_server)
+    assert ret["result"] is False
+    assert "(published: none)" in ret["comment"]
+
+
+def test_a_failed_lookup_deploys_nothing(salt_call, layout, ca, dns_server):
+    layout, _ = layout
+    dns_server.publish([])
+    dns_server.stop()
+    write_pair(layout.source, ca.leaf(HOST), "fullchain.pem", "privkey.pem")
+    before = cases.snapshot(layout.root)
+    code, ret = _deploy(salt_call, layout, dns_server)
+    assert code != 0
+    assert ret["result"] is False
+    assert ret["comment"].startswith(f"Nothing deployed: cannot look up TLSA {TLSA_NAME}")
+    assert cases.snapshot(layout.root) == before
