@@ -25,6 +25,16 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def salt_factories_config():
+    """Run the daemons and CLIs installed in this venv, not generated copies.
+
+    saltfactories otherwise writes launcher scripts to a shared temp dir and
+    reuses them, so one Salt release's test run could execute another's code.
+    """
+    return {"scripts_dir": pathlib.Path(sys.executable).parent}
+
+
+@pytest.fixture(scope="session")
 def ca():
     return TestCA()
 

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import salt.version
 from support import cases
 from support.pki import write_npm_tree, write_pair
 
@@ -13,6 +14,10 @@ HOST = cases.HOST
 @pytest.fixture(scope="module")
 def serving(ca):
     return ca.leaf(HOST, key_kind="rsa-2048")
+
+
+def test_salt_call_runs_the_salt_release_under_test(salt_call):
+    assert salt_call("test.version").data == salt.version.__version__
 
 
 def test_info_find_source_and_tlsa_from_the_cli(salt_call, tmp_path, good):
