@@ -164,6 +164,7 @@ class _Serving:
         self.address = wire["probe_address"]
         self.timeout = wire["verify_timeout"]
         self.log = []
+        self.last = {}  # the latest probe results, by endpoint
 
     @property
     def active(self):

@@ -64,8 +64,8 @@ TEST_SCHEDULE = {"minutes": 0, "seconds": 20, "splay": 1}
 
 
 def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None):
-    """The certsync pillar: ``consumers`` maps ids to their settings; ``schedule``
-    defaults to a short one for tests, None in it meaning the formula's default."""
+    """The certsync pillar: ``consumers`` maps ids to their settings. ``schedule``:
+    None for a short schedule (tests), False for the formula's default."""
     pillar_dir = pathlib.Path(pillar_dir)
     pillar_dir.mkdir(parents=True, exist_ok=True)
     top = {"base": {minion: ["certsync"] for minion in [source_id, *consumers]}}
