@@ -1139,49 +1139,65 @@ def _minion_list(ids, what):
     return sorted({_check_minion_id(item) for item in ids})
 
 
-def _recipients(consumers):
-    """Fetch and check the consumers' public recipient keys from the mine."""
+def _public_key(encoded):
+    """An X25519 public key from its base64 form; ValueError when it is not one."""
     from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
 
+    try:
+        return x25519.X25519PublicKey.from_public_bytes(base64.b64decode(encoded, validate=True))
+    except (TypeError, binascii.Error) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _recipients(consumers):
+    """The consumers' public recipient keys from the mine (base64), and who has none."""
     found = __salt__["mine.get"](consumers, RECIPIENT_MINE, tgt_type="list") or {}
     keys, missing = {}, []
     for consumer in consumers:
         entry = found.get(consumer)
         try:
-            raw = base64.b64decode(entry["public"], validate=True)
-            keys[consumer] = x25519.X25519PublicKey.from_public_bytes(raw)
-        except (TypeError, KeyError, ValueError, binascii.Error):
+            _public_key(entry["public"])
+            keys[consumer] = entry["public"]
+        except (TypeError, KeyError, ValueError):
             missing.append(consumer)
     return keys, missing
 
 
-def seal_payload(fullchain, key, consumers):
+def seal_payload(fullchain, key, recipients):
     """
-    The mine payload for each consumer: the chain, its fingerprint, SPKI
-    hash and ``not_after``, and the private key sealed with HPKE to that
-    consumer's recipient key, bound to the source id, the consumer id and the
+    The mine payload for consumers: the chain, its fingerprint, SPKI hash and
+    ``not_after``, and the private key sealed with HPKE to each consumer's
+    recipient key, bound to the source id, the consumer id and the
     fingerprint. Called by :py:func:`publish` through ``mine.send``.
+
+    recipients
+        Mapping of consumer id to its public recipient key (base64), as
+        :py:func:`recipient_key` returns it.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt npm-host certsync.seal_payload /etc/letsencrypt/live/npm-5/fullchain.pem \\
-            /etc/letsencrypt/live/npm-5/privkey.pem '[mailcow-host]'
+            /etc/letsencrypt/live/npm-5/privkey.pem '{mailcow-host: <public key>}'
     """
+    if not isinstance(recipients, dict) or not recipients:
+        raise SaltInvocationError("recipients must map consumer ids to public keys")
     certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
     leaf = certs[0]
     fingerprint = _fingerprint(leaf)
-    consumers = _minion_list(consumers, "consumers")
-    keys, missing = _recipients(consumers)
     suite = _hpke()
     source = __opts__["id"]
-    sealed = {
-        consumer: base64.b64encode(
+    sealed = {}
+    for consumer, encoded in recipients.items():
+        _check_minion_id(consumer)
+        try:
+            public = _public_key(encoded)
+        except ValueError:
+            raise SaltInvocationError(f"the recipient key of {consumer} is not usable") from None
+        sealed[consumer] = base64.b64encode(
             suite.encrypt(key_pem, public, info=_seal_info(source, consumer, fingerprint))
         ).decode()
-        for consumer, public in keys.items()
-    }
     return {
         "version": 1,
         "source": source,
@@ -1191,7 +1207,6 @@ def seal_payload(fullchain, key, consumers):
         "sans": _dns_sans(leaf),
         "chain_pem": cert_pem.decode("ascii"),
         "sealed": sealed,
-        "missing": missing,
     }
 
 
@@ -1201,13 +1216,7 @@ def _publication_record(hostname):
 
 
 def _publication_digest(fingerprint, recipients):
-    public = {
-        consumer: base64.b64encode(
-            key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        ).decode()
-        for consumer, key in recipients.items()
-    }
-    text = json.dumps({"fingerprint": fingerprint, "recipients": public}, sort_keys=True)
+    text = json.dumps({"fingerprint": fingerprint, "recipients": recipients}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -1262,7 +1271,8 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
             cert_mine_name(consumer),
             fullchain,
             key,
-            [consumer],
+            # As a keyword: mine.send's call_function takes a positional dict for kwargs.
+            recipients={consumer: recipients[consumer]},
             mine_function="certsync.seal_payload",
             allow_tgt=[consumer],
             allow_tgt_type="list",

@@ -18,15 +18,17 @@ class Mine:
     def __init__(self):
         self.entries = {}  # (minion, name) -> (data, allow_tgt)
         self.events = []
-        self.reader = None
+        self.lookups = 0
 
-    def send(self, name, *args, mine_function, allow_tgt, allow_tgt_type):
+    def send(self, name, *args, mine_function, allow_tgt, allow_tgt_type, **kwargs):
         assert allow_tgt_type == "list"
-        data = certsync_mod.__salt__[mine_function](*args)
+        assert not any(isinstance(arg, dict) for arg in args), "mine.send reads dicts as kwargs"
+        data = certsync_mod.__salt__[mine_function](*args, **kwargs)
         self.entries[(certsync_mod.__opts__["id"], name)] = (data, allow_tgt)
         return True
 
     def get(self, tgt, name, tgt_type="glob"):
+        self.lookups += 1
         targets = tgt if isinstance(tgt, list) else [tgt]
         me = certsync_mod.__opts__["id"]
         return {
@@ -211,3 +213,17 @@ def test_the_recipient_key_is_made_once_and_private(tmp_path):
 def test_hostile_minion_ids_are_refused():
     with pytest.raises(SaltInvocationError, match="is not a usable minion id"):
         certsync_mod.cert_mine_name("../x")
+
+
+def test_one_mine_lookup_per_publication(tmp_path, ca, good, published, mine):
+    renewed = ca.leaf("mail.example.test", key=good.key)
+    fullchain, key = write_pair(tmp_path / "live", renewed, "fullchain.pem", "privkey.pem")
+    before = mine.lookups
+    certsync_mod.publish(fullchain, key, [CONSUMER, OTHER])
+    assert mine.lookups - before == 1
+
+
+def test_an_unusable_recipient_key_is_refused(tmp_path, good):
+    fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
+    with pytest.raises(SaltInvocationError, match="the recipient key of mailcow is not usable"):
+        certsync_mod.seal_payload(fullchain, key, {CONSUMER: "bm90IGEga2V5"})
