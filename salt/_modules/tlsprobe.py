@@ -412,12 +412,10 @@ def wait_for(
     while rounds < max_rounds:
         rounds += 1
         results = probe(hostname, endpoints, address, min(probe_timeout, timeout))
-        if all(r.get("fingerprint") == fingerprint for r in results.values()):
-            break
-        if time.monotonic() + interval > deadline:
+        ok = all(r.get("fingerprint") == fingerprint for r in results.values())
+        if ok or time.monotonic() + interval > deadline:
             break
         time.sleep(interval)
-    ok = all(r.get("fingerprint") == fingerprint for r in results.values())
     __context__.pop("retcode", None)
     if not ok:
         __context__["retcode"] = 1
