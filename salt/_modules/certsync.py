@@ -1107,10 +1107,12 @@ def recipient_key():
     }
 
 
-def publish_recipient_key(sources):
+def publish_recipient_key(sources, test=False):
     """
     Put this consumer's public recipient key in the mine
     (``certsync_recipient``), readable only by the ``sources`` minion ids.
+    With ``test=True`` nothing is made or sent; ``created`` says whether the
+    key would be created.
 
     CLI Example:
 
@@ -1119,6 +1121,8 @@ def publish_recipient_key(sources):
         salt mailcow-host certsync.publish_recipient_key '[npm-host]'
     """
     sources = _minion_list(sources, "sources")
+    if test:
+        return {"sources": sources, "created": not os.path.lexists(_recipient_key_path())}
     info = recipient_key()
     sent = __salt__["mine.send"](
         RECIPIENT_MINE,

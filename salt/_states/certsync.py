@@ -155,14 +155,18 @@ def _describe_plan(plan):
 class _Serving:
     """Reload services and check endpoints for one mailcow installation."""
 
-    def __init__(self, hostname, wire):
+    def __init__(self, hostname, services, mailcow_dir, commands, endpoints, address, timeout):
+        if services is not None and "mailcow.reload" not in __salt__:
+            raise SaltInvocationError("services given but the mailcow module is not available")
+        if endpoints is not None and "tlsprobe.probe" not in __salt__:
+            raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
         self.hostname = hostname
-        self.services = wire["services"]
-        self.mailcow_dir = wire["mailcow_dir"]
-        self.commands = wire["reload_commands"]
-        self.endpoints = wire["endpoints"]
-        self.address = wire["probe_address"]
-        self.timeout = wire["verify_timeout"]
+        self.services = list(services or [])
+        self.mailcow_dir = mailcow_dir
+        self.commands = commands
+        self.endpoints = endpoints
+        self.address = address
+        self.timeout = timeout
         self.log = []
         self.last = {}  # the latest probe results, by endpoint
 
@@ -228,6 +232,10 @@ class _Serving:
         return self._wait(fingerprint)
 
 
+def _indented(lines):
+    return [f"  {line}" for line in lines]
+
+
 def _served_report(served, expected, names):
     """One line per endpoint: what it served, and whose pair that is."""
     lines = []
@@ -260,7 +268,7 @@ def _fail_and_roll_back(ret, serving, name, done, new, old):
     report = _served_report(serving.last, new, names) if serving.last else []
     restore_errors = _restore(done)
     lines = [f"Certificate {_short(new)} was not served everywhere after: {'; '.join(serving.log)}"]
-    lines += [f"  {line}" for line in report]
+    lines += _indented(report)
     if restore_errors:
         lines.append("Restoring the previous pair FAILED: " + "; ".join(restore_errors))
     else:
@@ -272,7 +280,7 @@ def _fail_and_roll_back(ret, serving, name, done, new, old):
             lines.append(
                 f"The previous pair is NOT served everywhere after: {'; '.join(serving.log)}"
             )
-            lines += [f"  {line}" for line in _served_report(serving.last or {}, old, names)]
+            lines += _indented(_served_report(serving.last or {}, old, names))
     ret["changes"] = {}
     ret["comment"] = "\n".join(lines)
     return ret
@@ -281,21 +289,6 @@ def _fail_and_roll_back(ret, serving, name, done, new, old):
 # --------------------------------------------------------------------------
 # The state
 # --------------------------------------------------------------------------
-
-
-def _wire_options(services, mailcow_dir, reload_commands, endpoints, probe_address, verify_timeout):
-    if services is not None and "mailcow.reload" not in __salt__:
-        raise SaltInvocationError("services given but the mailcow module is not available")
-    if endpoints is not None and "tlsprobe.probe" not in __salt__:
-        raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
-    return {
-        "services": list(services or []),
-        "mailcow_dir": mailcow_dir,
-        "reload_commands": reload_commands,
-        "endpoints": endpoints,
-        "probe_address": probe_address,
-        "verify_timeout": verify_timeout,
-    }
 
 
 def _converge_served(ret, serving, validation, origin):
@@ -311,7 +304,7 @@ def _converge_served(ret, serving, validation, origin):
         ret["comment"] += " and served on every endpoint"
         return ret
     names = _pair_names(ret["name"], new, None)
-    report = "\n".join(f"  {line}" for line in _served_report(served, new, names))
+    report = "\n".join(_indented(_served_report(served, new, names)))
     if __opts__["test"]:
         ret["result"] = None
         ret["comment"] += (
@@ -328,7 +321,7 @@ def _converge_served(ret, serving, validation, origin):
         return ret
     ret["result"] = False
     ret["comment"] += f", but not served everywhere after: {'; '.join(serving.log)}\n" + "\n".join(
-        f"  {line}" for line in _served_report(serving.last, new, names)
+        _indented(_served_report(serving.last, new, names))
     )
     return ret
 
@@ -433,9 +426,12 @@ def deployed(
     try:
         serving = _Serving(
             hostname,
-            _wire_options(
-                services, mailcow_dir, reload_commands, endpoints, probe_address, verify_timeout
-            ),
+            services,
+            mailcow_dir,
+            reload_commands,
+            endpoints,
+            probe_address,
+            verify_timeout,
         )
         dane = _dane_settings(dane)
         with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
@@ -555,7 +551,7 @@ def _test_plan(ret, serving, plan, origin):
         old = ret["changes"]["old"]["fingerprint"]
         names = _pair_names(ret["name"], new, old)
         lines.append("Served now:")
-        lines += [f"  {line}" for line in _served_report(serving.served(), new, names)]
+        lines += _indented(_served_report(serving.served(), new, names))
     ret["comment"] = "\n".join(lines)
     return ret
 
@@ -635,20 +631,17 @@ def recipient_published(name, sources):
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
-        if __opts__["test"]:
-            exists = __salt__["file.file_exists"](
-                os.path.join(__opts__["pki_dir"], "certsync_recipient.pem")
-            )
-            ret["result"] = True if exists else None
-            ret["comment"] = (
-                "The recipient key exists; its public half would be refreshed in the mine"
-                if exists
-                else "Would create the recipient key and publish its public half"
-            )
-            return ret
-        done = __salt__["certsync.publish_recipient_key"](sources)
+        done = __salt__["certsync.publish_recipient_key"](sources, test=__opts__["test"])
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None if done["created"] else True
+        ret["comment"] = (
+            "Would create the recipient key and publish its public half"
+            if done["created"]
+            else "The recipient key exists; its public half would be refreshed in the mine"
+        )
         return ret
     ret["result"] = True
     if done["created"]:

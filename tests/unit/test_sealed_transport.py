@@ -227,3 +227,13 @@ def test_an_unusable_recipient_key_is_refused(tmp_path, good):
     fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
     with pytest.raises(SaltInvocationError, match="the recipient key of mailcow is not usable"):
         certsync_mod.seal_payload(fullchain, key, {CONSUMER: "bm90IGEga2V5"})
+
+
+def test_recipient_key_in_test_mode_makes_and_sends_nothing(tmp_path, mine):
+    as_minion(CONSUMER, tmp_path)
+    path = tmp_path / CONSUMER / "pki" / "certsync_recipient.pem"
+    assert certsync_mod.publish_recipient_key([SOURCE], test=True)["created"] is True
+    assert not path.exists()
+    assert mine.entries == {}
+    certsync_mod.publish_recipient_key([SOURCE])
+    assert certsync_mod.publish_recipient_key([SOURCE], test=True)["created"] is False
