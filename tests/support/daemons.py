@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from .fleet import master_config
-from .mailcow_stack import free_port
+from .mailcow_stack import free_ports
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -22,7 +22,7 @@ class SaltDaemons:
 
     def write_master(self, pillar_dir, routes):
         config = master_config(pillar_dir, routes)
-        ports = {"publish_port": free_port(), "ret_port": free_port()}
+        ports = dict(zip(("publish_port", "ret_port"), free_ports(2), strict=True))
         config.update(
             root_dir=str(self.master_dir),
             user="root",

@@ -30,15 +30,27 @@ SERVICES = {
     "nginx-mailcow": ("nginx", {"https": 443}),
 }
 READY_TIMEOUT = 60
+START_ATTEMPTS = 3
 
 _tlsprobe = load_loader_module("modules", "tlsprobe")
 _tlsprobe.__context__ = {}
 
 
+def free_ports(count):
+    """``count`` distinct loopback ports that are free now.
+
+    Every socket stays bound until all are picked, so the kernel cannot hand
+    the same port out twice.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def build_image():
@@ -78,8 +90,22 @@ class MailcowStack:
         write_pair(self.ssl_dir, serving)
 
     def start(self):
-        for _, ports in SERVICES.values():
-            self.endpoints.update((name, free_port()) for name in ports)
+        """Run the containers; on a host-port race, retry with fresh ports."""
+        names = [name for _, ports in SERVICES.values() for name in ports]
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self.endpoints = dict(zip(names, free_ports(len(names)), strict=True))
+            try:
+                self._run_containers()
+                break
+            except docker.errors.APIError as exc:
+                self.remove()
+                self.containers = {}
+                if "port is already allocated" not in str(exc) or attempt == START_ATTEMPTS:
+                    raise
+        self.wait_ready()
+        return self
+
+    def _run_containers(self):
         for service, (conf, ports) in SERVICES.items():
             env = {"TLS_SECLEVEL": str(self.nginx_seclevel)} if conf == "nginx" else {}
             container = self.client.containers.run(
@@ -104,8 +130,6 @@ class MailcowStack:
                 },
             )
             self.containers[service] = container
-        self.wait_ready()
-        return self
 
     def wait_ready(self):
         """Until every endpoint completes a TLS handshake (bounded)."""
