@@ -1,17 +1,41 @@
 """
-Mail DNS checks: TLSA (DANE)
-============================
+Mail DNS checks: the records a mail domain needs, and TLSA (DANE)
+=================================================================
 
-:depends: dnspython
+:depends: dnspython, cryptography
 
-Looks up the TLSA records of a mail service (``_25._tcp.<host>``) and tells
-which certificates each record matches, so that a new key never goes live
-before a TLSA record for it is published, and stale records can be removed.
+``audit`` checks the DNS of a mail domain against what you expect (pillar
+``certsync:dns`` in the formula) and returns one row per record: the record,
+what was expected, what was found, ``pass`` or ``fail``, and why:
+
+- MX; A/AAAA of the mail host; PTR of each address, forward-confirmed;
+- SPF: one ``v=spf1`` record, its ``all``, the RFC 7208 limits of 10 DNS
+  lookups and 2 void lookups (counted through ``include`` and ``redirect``);
+- DKIM: each selector's key parses and is usable, also when the selector is
+  delegated by CNAME (e.g. to a relay);
+- DMARC: the tags, the policy, alignment modes, report addresses (and the
+  authorisation of external ones); ``p=quarantine``/``reject`` when no
+  aligned pass is possible is a failure;
+- ``autoconfig``/``autodiscover`` CNAMEs, the ``_autodiscover._tcp`` SRV, a
+  relay's return-path CNAME;
+- TLSA at ``_<port>._tcp.<host>``: each record matched against the deployed,
+  the served and a candidate certificate; records that match none are stale.
+
+``tlsa`` and ``tlsa_check`` look up and match TLSA records alone, so that a
+new key never goes live before a record for it is published (the DANE gate
+of ``certsync.deployed``).
 
 The resolver is the system's, or the ``nameservers`` given (with ``dns_port``),
 e.g. a validating resolver on the mail host. With ``dnssec=True`` the answer's
 AD bit (authenticated data) is reported.
 """
+
+import base64
+import contextlib
+import ipaddress
+import os
+import re
+import tempfile
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -19,10 +43,20 @@ try:
     import dns.exception
     import dns.flags
     import dns.resolver
+    import dns.reversename
 
     HAS_DNSPYTHON = True
 except ImportError:
     HAS_DNSPYTHON = False
+
+try:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    HAS_CRYPTOGRAPHY = True
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
 
 __virtualname__ = "maildns"
 
@@ -30,8 +64,8 @@ DEFAULT_TIMEOUT = 5
 
 
 def __virtual__():
-    if not HAS_DNSPYTHON:
-        return (False, "the maildns module needs dnspython")
+    if not HAS_DNSPYTHON or not HAS_CRYPTOGRAPHY:
+        return (False, "the maildns module needs dnspython and cryptography")
     return __virtualname__
 
 
@@ -102,6 +136,7 @@ def tlsa_check(
     nameservers=None,
     dns_port=53,
     timeout=DEFAULT_TIMEOUT,
+    dnssec=False,
 ):
     """
     Match the published TLSA records against certificates.
@@ -110,7 +145,8 @@ def tlsa_check(
         Mapping of a label (``deployed``, ``candidate``, ...) to a PEM file
         (leaf first). A missing or unreadable file matches nothing.
 
-    Returns the records, for each the labels it matches, ``matching`` (per
+    Returns the records, for each the labels it matches, ``ad`` (with
+    ``dnssec=True``: the resolver validated the answer), ``matching`` (per
     label: whether any record matches it) and ``stale`` (records that match
     none of the certificates: safe to remove once no certificate they
     matched is served).
@@ -124,7 +160,7 @@ def tlsa_check(
     """
     if not isinstance(certs, dict) or not certs:
         raise SaltInvocationError("certs must map labels to certificate files")
-    found = tlsa(hostname, port, protocol, nameservers, dns_port, timeout)
+    found = tlsa(hostname, port, protocol, nameservers, dns_port, timeout, dnssec)
     table = []
     for record in found["records"]:
         usage, selector, mtype, _ = record.split(" ", 3)
@@ -137,6 +173,7 @@ def tlsa_check(
     return {
         "name": found["name"],
         "ttl": found["ttl"],
+        "ad": found["ad"],
         "records": table,
         "matching": {label: any(label in row["matches"] for row in table) for label in certs},
         "stale": [row["record"] for row in table if not row["matches"]],
@@ -148,3 +185,948 @@ def _record_for(path, usage, selector, mtype):
         return __salt__["certsync.tlsa"](path, int(usage), int(selector), int(mtype))
     except (CommandExecutionError, SaltInvocationError):
         return None
+
+
+# ---------------------------------------------------------------- the audit
+
+#: RFC 7208 4.6.4: DNS-querying terms per SPF evaluation, and void lookups.
+SPF_LOOKUP_LIMIT = 10
+SPF_VOID_LIMIT = 2
+SPF_MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
+SPF_LOOKUP_TERMS = ("include", "a", "mx", "ptr", "exists", "redirect")
+MAX_CNAME_HOPS = 8
+DMARC_POLICIES = ("none", "quarantine", "reject")
+#: RFC 8301: verifiers must not accept RSA keys under 1024 bits.
+DKIM_RSA_MIN_BITS = 1024
+PROBE_PROTOCOLS = {
+    25: "smtp",
+    465: "smtps",
+    587: "submission",
+    143: "imap",
+    993: "imaps",
+    110: "pop3",
+    995: "pop3s",
+    4190: "sieve",
+    443: "https",
+}
+_TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", re.S)
+
+
+def _row(record, expected, found, ok, why=""):
+    return {
+        "record": record,
+        "expected": expected,
+        "found": found,
+        "result": "pass" if ok else "fail",
+        "why": why,
+    }
+
+
+def _name(text):
+    return str(text).rstrip(".").lower()
+
+
+class _Lookup:
+    """The audit's resolver: answers cached per (name, type), CNAMEs followed."""
+
+    def __init__(self, resolver):
+        self.resolver = resolver
+        self.cache = {}
+
+    def get(self, name, rdtype):
+        """``(records, chain, status)``; status is ``ok``, ``nodata`` or ``nxdomain``.
+
+        ``chain`` lists the names a CNAME chain went through. A lookup that
+        fails (timeout, SERVFAIL) raises: a broken resolver is not "no record".
+        """
+        key = (_name(name), rdtype)
+        if key not in self.cache:
+            self.cache[key] = self._chase(*key)
+        return self.cache[key]
+
+    def _chase(self, name, rdtype):
+        chain, current = [], name
+        for _ in range(MAX_CNAME_HOPS):
+            try:
+                answer = self.resolver.resolve(current, rdtype, raise_on_no_answer=False)
+            except dns.resolver.NXDOMAIN as exc:
+                final = _name(exc.canonical_name) if exc.kwargs.get("qnames") else current
+                if final != current:
+                    chain.append(final)
+                return [], chain, "nxdomain"
+            except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+                raise CommandExecutionError(f"cannot look up {rdtype} {current}: {exc}") from None
+            canonical = _name(answer.canonical_name)
+            if canonical != current:
+                chain.append(canonical)
+            if answer.rrset is not None:
+                return list(answer.rrset), chain, "ok"
+            if canonical == current or rdtype == "CNAME":
+                return [], chain, "nodata"
+            # The server gave the CNAME but not the data behind it (another zone).
+            current = canonical
+        raise CommandExecutionError(f"CNAME chain from {name} is longer than {MAX_CNAME_HOPS}")
+
+    def names(self, name, rdtype):
+        return sorted(
+            _name(getattr(rd, "target", getattr(rd, "exchange", rd)))
+            for rd in self.get(name, rdtype)[0]
+        )
+
+    def addresses(self, name):
+        found = []
+        for rdtype in ("A", "AAAA"):
+            found += [rd.address for rd in self.get(name, rdtype)[0]]
+        return found
+
+    def txt(self, name):
+        records, chain, status = self.get(name, "TXT")
+        texts = [b"".join(rd.strings).decode("utf-8", "replace") for rd in records]
+        return texts, chain, status
+
+
+def _tags(text, origin):
+    """``tag=value`` pairs of a DKIM or DMARC record, in order; ValueError names the bad one."""
+    tags = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        match = _TAG.match(part)
+        if not match:
+            raise ValueError(f"{origin}: {part.strip()!r} is not a tag=value pair")
+        name = match.group(1).lower()
+        if name in tags:
+            raise ValueError(f"{origin}: tag {name}= appears twice")
+        tags[name] = match.group(2)
+    return tags
+
+
+# MX, addresses, PTR ---------------------------------------------------------
+
+
+def _check_mx(lk, domain, expected):
+    records, _, status = lk.get(domain, "MX")
+    found = sorted((rd.preference, _name(rd.exchange)) for rd in records)
+    shown = ", ".join(f"{pref} {host}" for pref, host in found) or status
+    hosts = {host for _, host in found}
+    want = {_name(host) for host in expected}
+    record = f"MX {domain}"
+    if not hosts:
+        return [_row(record, ", ".join(sorted(want)), shown, False, "no MX record")]
+    if hosts == {""}:
+        return [_row(record, ", ".join(sorted(want)), shown, False, "null MX: accepts no mail")]
+    stray = sorted(hosts - want)
+    if stray:
+        return [
+            _row(
+                record,
+                ", ".join(sorted(want)),
+                shown,
+                False,
+                f"MX points elsewhere: {', '.join(stray)}",
+            )
+        ]
+    rows = [_row(record, ", ".join(sorted(want)), shown, True)]
+    for host in sorted(hosts):
+        chain = lk.get(host, "A")[1] or lk.get(host, "AAAA")[1]
+        if chain:
+            rows.append(
+                _row(
+                    f"MX target {host}",
+                    "a host name with A/AAAA",
+                    f"CNAME to {chain[-1]}",
+                    False,
+                    "an MX target must not be an alias (RFC 2181 10.3)",
+                )
+            )
+    return rows
+
+
+def _check_addresses(lk, hostname, expected):
+    found = lk.addresses(hostname)
+    record = f"A/AAAA {hostname}"
+    if expected:
+        want = sorted(str(ipaddress.ip_address(a)) for a in expected)
+        got = sorted(str(ipaddress.ip_address(a)) for a in found)
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        why = "; ".join(
+            part
+            for part in (
+                missing and f"missing {', '.join(missing)}",
+                extra and f"unexpected {', '.join(extra)}",
+            )
+            if part
+        )
+        return [_row(record, ", ".join(want), ", ".join(got) or "none", not why, why)], found
+    return [
+        _row(
+            record,
+            "at least one address",
+            ", ".join(found) or "none",
+            bool(found),
+            "" if found else "the mail host has no address",
+        )
+    ], found
+
+
+def _check_ptr(lk, hostname, addresses):
+    rows = []
+    forward = {str(ipaddress.ip_address(a)) for a in addresses}
+    for address in addresses:
+        reverse = _name(dns.reversename.from_address(address))
+        names = lk.names(reverse, "PTR")
+        record = f"PTR {address}"
+        expected = f"{hostname}, resolving back to {address}"
+        if not names:
+            rows.append(_row(record, expected, "none", False, f"no PTR record at {reverse}"))
+        elif hostname not in names:
+            rows.append(
+                _row(
+                    record,
+                    expected,
+                    ", ".join(names),
+                    False,
+                    f"PTR names {', '.join(names)}, not {hostname}",
+                )
+            )
+        elif str(ipaddress.ip_address(address)) not in forward:
+            rows.append(
+                _row(
+                    record,
+                    expected,
+                    hostname,
+                    False,
+                    f"{hostname} does not resolve back to {address}",
+                )
+            )
+        else:
+            rows.append(_row(record, expected, hostname, True, "forward-confirmed"))
+    return rows
+
+
+# SPF --------------------------------------------------------------------------
+
+
+def _spf_records(texts):
+    return [t for t in texts if t.lower() == "v=spf1" or t.lower().startswith("v=spf1 ")]
+
+
+def _split_term(term):
+    """``(qualifier, mechanism, argument)`` of an SPF mechanism such as ``-ip4:192.0.2.0/24``."""
+    qualifier, body = (term[0], term[1:]) if term[:1] in "+-~?" else ("+", term)
+    name, sep, argument = body.partition(":")
+    if not sep:
+        name = body.split("/", 1)[0]
+    return qualifier, name.lower(), argument
+
+
+class _SpfWalk:
+    """Count an SPF policy's DNS lookups and void lookups, through include and redirect."""
+
+    def __init__(self, lk):
+        self.lk = lk
+        self.lookups = 0
+        self.voids = []
+        self.problems = []
+        self.notes = []
+        self.seen = set()
+
+    def _void(self, name, *rdtypes):
+        """Look ``name`` up; count it as void when no type has an answer."""
+        if any(self.lk.get(name, rdtype)[0] for rdtype in rdtypes):
+            return False
+        self.voids.append(name)
+        return True
+
+    def walk(self, domain, via=None):
+        """The ``all`` that ends ``domain``'s policy (``-all``...), or None."""
+        if domain in self.seen:
+            self.problems.append(f"{via} {domain} loops back (permerror)")
+            return None
+        self.seen.add(domain)
+        texts, _, _ = self.lk.txt(domain)
+        records = _spf_records(texts)
+        if via and not texts:
+            self.voids.append(domain)
+        if len(records) != 1:
+            where = f"{via} {domain}" if via else domain
+            count = f"{len(records)} SPF records" if records else "no SPF record"
+            self.problems.append(f"{where} has {count} (permerror)")
+            return None
+        redirect = None
+        for term in records[0].split()[1:]:
+            modifier = re.match(r"^([a-z][a-z0-9_.-]*)=(.*)$", term, re.I)
+            if modifier:
+                if modifier.group(1).lower() == "redirect":
+                    redirect = modifier.group(2)
+                continue
+            qualifier, mechanism, argument = _split_term(term)
+            if mechanism not in SPF_MECHANISMS:
+                self.problems.append(f"{domain}: unknown mechanism {term!r} (permerror)")
+            elif mechanism == "all":
+                return qualifier + "all"
+            else:
+                self._term(domain, mechanism, argument, term)
+        if redirect is None:
+            return None
+        self.lookups += 1
+        if self.lookups > SPF_LOOKUP_LIMIT:
+            return None
+        if "%" in redirect:
+            self.notes.append(f"redirect={redirect} has macros: not followed")
+            return None
+        return self.walk(_name(redirect), "redirect=")
+
+    def _term(self, domain, mechanism, argument, term):
+        if mechanism in ("ip4", "ip6"):
+            try:
+                network = ipaddress.ip_network(argument, strict=False)
+            except ValueError:
+                network = None
+            if network is None or network.version != int(mechanism[-1]):
+                self.problems.append(f"{domain}: {term!r} is not a valid {mechanism} network")
+            return
+        self.lookups += 1
+        target = _name(argument.split("/")[0]) or domain
+        if self.lookups > SPF_LOOKUP_LIMIT:
+            return  # counted, not resolved: the evaluation has already failed
+        if "%" in target:
+            self.notes.append(f"{term} has macros: not resolved")
+        elif mechanism == "include":
+            self.walk(target, "include:")
+        elif mechanism in {"a", "exists"}:
+            self._void(target, "A", "AAAA")
+        elif mechanism == "mx":
+            self._void(target, "MX")
+        else:
+            self.notes.append(f"{term}: ptr should not be used (RFC 7208 5.5)")
+
+
+def _check_spf(lk, domain, accept_all):
+    records = _spf_records(lk.txt(domain)[0])
+    record = f"SPF {domain}"
+    if len(records) != 1:
+        found = "none" if not records else f"{len(records)} records"
+        why = "no v=spf1 TXT record" if not records else "more than one v=spf1 record (permerror)"
+        return [_row(record, "one v=spf1 TXT record", found, False, why)]
+    walk = _SpfWalk(lk)
+    ending = walk.walk(domain)
+    rows = [
+        _row(
+            record,
+            "one v=spf1 TXT record that parses",
+            records[0],
+            not walk.problems,
+            "; ".join(walk.problems + walk.notes),
+        ),
+        _row(
+            f"SPF {domain} all",
+            " or ".join(accept_all),
+            ending or "none",
+            ending in accept_all,
+            "" if ending in accept_all else "the policy must end in " + " or ".join(accept_all),
+        ),
+        _row(
+            f"SPF {domain} DNS lookups",
+            f"<= {SPF_LOOKUP_LIMIT} (RFC 7208 4.6.4)",
+            str(walk.lookups) if walk.lookups <= SPF_LOOKUP_LIMIT else f"> {SPF_LOOKUP_LIMIT}",
+            walk.lookups <= SPF_LOOKUP_LIMIT,
+            ""
+            if walk.lookups <= SPF_LOOKUP_LIMIT
+            else "over the limit: receivers return permerror",
+        ),
+        _row(
+            f"SPF {domain} void lookups",
+            f"<= {SPF_VOID_LIMIT} (RFC 7208 4.6.4)",
+            f"{len(walk.voids)}" + (f": {', '.join(walk.voids)}" if walk.voids else ""),
+            len(walk.voids) <= SPF_VOID_LIMIT,
+            ""
+            if len(walk.voids) <= SPF_VOID_LIMIT
+            else "over the limit: receivers return permerror",
+        ),
+    ]
+    return rows
+
+
+# DKIM -------------------------------------------------------------------------
+
+
+def _dkim_key(text, origin):
+    """What a DKIM key record holds: key type and size; ValueError says what is wrong."""
+    tags = _tags(text, origin)
+    if "v" in tags and (tags["v"] != "DKIM1" or next(iter(tags)) != "v"):
+        raise ValueError(f"{origin}: v= must be DKIM1 and come first")
+    if "p" not in tags:
+        raise ValueError(f"{origin}: no p= (public key) tag")
+    data = re.sub(r"\s+", "", tags["p"])
+    if not data:
+        raise ValueError(f"{origin}: empty p=: the key is revoked")
+    hashes = [h.strip() for h in tags.get("h", "sha256").split(":")]
+    if "sha256" not in hashes:
+        raise ValueError(f"{origin}: h={tags['h']} allows no sha256 (RFC 8301)")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise ValueError(f"{origin}: p= is not base64") from None
+    kind = tags.get("k", "rsa").lower()
+    if kind == "ed25519":
+        if len(raw) != 32:
+            raise ValueError(f"{origin}: an ed25519 key is 32 bytes, p= holds {len(raw)}")
+        return {"type": "ed25519", "bits": 256, "testing": "y" in tags.get("t", "")}
+    if kind != "rsa":
+        raise ValueError(f"{origin}: unknown key type k={kind}")
+    try:
+        key = load_der_public_key(raw)
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"{origin}: p= is not a valid RSA public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"{origin}: p= holds a {type(key).__name__}, not an RSA key")
+    if key.key_size < DKIM_RSA_MIN_BITS:
+        raise ValueError(f"{origin}: {key.key_size}-bit RSA key (RFC 8301: at least 1024)")
+    return {"type": "rsa", "bits": key.key_size, "testing": "y" in tags.get("t", "")}
+
+
+def _check_dkim(lk, domain, selector):
+    name = f"{selector}._domainkey.{domain}"
+    texts, chain, status = lk.txt(name)
+    record = f"DKIM {name}"
+    via = f" via CNAME {' -> '.join(chain)}" if chain else ""
+    if not texts:
+        why = (
+            f"CNAME to {chain[-1]}, which has no key record"
+            if chain
+            else f"no TXT record ({status})"
+        )
+        return _row(record, "a usable DKIM key", "none" + via, False, why)
+    if len(texts) > 1:
+        return _row(
+            record,
+            "a usable DKIM key",
+            f"{len(texts)} TXT records{via}",
+            False,
+            "more than one TXT record",
+        )
+    try:
+        key = _dkim_key(texts[0], name)
+    except ValueError as exc:
+        return _row(record, "a usable DKIM key", texts[0][:60] + via, False, str(exc))
+    found = f"{key['type']} {key['bits']}-bit{via}"
+    note = "t=y: testing mode, receivers treat it as unsigned" if key["testing"] else ""
+    return _row(record, "a usable DKIM key", found, True, note)
+
+
+# DMARC ------------------------------------------------------------------------
+
+
+def _dmarc_tags(text, origin):
+    tags = _tags(text, origin)
+    if next(iter(tags), None) != "v" or tags["v"] != "DMARC1":
+        raise ValueError(f"{origin}: must start with v=DMARC1")
+    if tags.get("p", "").lower() not in DMARC_POLICIES:
+        raise ValueError(f"{origin}: p= must be one of {', '.join(DMARC_POLICIES)}")
+    for tag in ("adkim", "aspf"):
+        if tags.get(tag, "r").lower() not in ("r", "s"):
+            raise ValueError(f"{origin}: {tag}= must be r or s")
+    if tags.get("sp") and tags["sp"].lower() not in DMARC_POLICIES:
+        raise ValueError(f"{origin}: sp= must be one of {', '.join(DMARC_POLICIES)}")
+    if not tags.get("pct", "100").isdigit() or int(tags.get("pct", "100")) > 100:
+        raise ValueError(f"{origin}: pct= must be 0-100")
+    return tags
+
+
+def _report_domains(tags):
+    """The domains of the mailto: report addresses in rua= and ruf=."""
+    addresses = []
+    for tag in ("rua", "ruf"):
+        for uri in filter(None, (u.strip() for u in tags.get(tag, "").split(","))):
+            address = uri[len("mailto:") :] if uri.lower().startswith("mailto:") else uri
+            addresses.append(address.split("!", 1)[0])
+    return addresses
+
+
+def _aligned(domain, other, mode):
+    """DMARC identifier alignment, organisational domain approximated by suffix."""
+    if mode == "s":
+        return other == domain
+    return other == domain or other.endswith("." + domain) or domain.endswith("." + other)
+
+
+def _check_dmarc(lk, domain, policy, dkim_ok, envelope):
+    name = f"_dmarc.{domain}"
+    texts = [t for t in lk.txt(name)[0] if t.lower().startswith("v=dmarc1")]
+    if len(texts) != 1:
+        why = "no v=DMARC1 record" if not texts else "more than one v=DMARC1 record"
+        return [
+            _row(f"DMARC {name}", "one v=DMARC1 TXT record", f"{len(texts)} records", False, why)
+        ]
+    try:
+        tags = _dmarc_tags(texts[0], name)
+    except ValueError as exc:
+        return [_row(f"DMARC {name}", "a v=DMARC1 record that parses", texts[0], False, str(exc))]
+    found_policy = tags["p"].lower()
+    rows = [_row(f"DMARC {name}", "a v=DMARC1 record that parses", texts[0], True)]
+    if policy:
+        strong = DMARC_POLICIES.index(found_policy) >= DMARC_POLICIES.index(policy)
+        rows.append(
+            _row(
+                f"DMARC {domain} policy",
+                f"p={policy} or stricter",
+                f"p={found_policy}",
+                strong,
+                "" if strong else f"p={found_policy} is weaker than p={policy}",
+            )
+        )
+    adkim, aspf = tags.get("adkim", "r").lower(), tags.get("aspf", "r").lower()
+    spf_aligned = _aligned(domain, envelope, aspf)
+    dkim_aligned = bool(dkim_ok)
+    ok = spf_aligned or dkim_aligned or found_policy == "none"
+    found = (
+        f"adkim={adkim} aspf={aspf}; "
+        f"DKIM d={domain}: {'a usable key' if dkim_ok else 'no usable key'}; "
+        f"SPF envelope {envelope}: {'aligned' if spf_aligned else 'not aligned'}"
+    )
+    why = (
+        ""
+        if spf_aligned or dkim_aligned
+        else (
+            f"p={found_policy} but neither DKIM nor SPF can align: mail from {domain} is "
+            + (
+                "rejected"
+                if found_policy == "reject"
+                else "quarantined"
+                if found_policy == "quarantine"
+                else "unprotected"
+            )
+        )
+    )
+    rows.append(_row(f"DMARC {domain} alignment", "an aligned DKIM or SPF pass", found, ok, why))
+    rows += _check_dmarc_reports(lk, domain, tags)
+    return rows
+
+
+def _check_dmarc_reports(lk, domain, tags):
+    rows = []
+    for address in _report_domains(tags):
+        target = _name(address.rpartition("@")[2])
+        if not target or _aligned(domain, target, "r"):
+            rows.append(
+                _row(
+                    f"DMARC {domain} report to {address}",
+                    "a mailbox",
+                    address,
+                    bool(target),
+                    "" if target else "not a mail address",
+                )
+            )
+            continue
+        name = f"{domain}._report._dmarc.{target}"
+        ok = any(t.lower().startswith("v=dmarc1") for t in lk.txt(name)[0])
+        rows.append(
+            _row(
+                f"DMARC {domain} report to {address}",
+                f"v=DMARC1 at {name}",
+                "authorised" if ok else "none",
+                ok,
+                "" if ok else f"{target} has not agreed to receive reports (RFC 7489 7.1)",
+            )
+        )
+    return rows
+
+
+# Client set-up and relay ------------------------------------------------------
+
+
+def _check_cname(lk, name, target, why_wanted):
+    records, _, status = lk.get(name, "CNAME")
+    found = [_name(rd.target) for rd in records]
+    ok = found == [_name(target)]
+    why = "" if ok else (f"CNAME to {', '.join(found)}" if found else f"no CNAME ({status})")
+    return _row(
+        f"CNAME {name}",
+        _name(target),
+        ", ".join(found) or "none",
+        ok,
+        why and f"{why}; {why_wanted}",
+    )
+
+
+def _check_clients(lk, domain, hostname):
+    rows = [
+        _check_cname(lk, f"{sub}.{domain}", hostname, "mail clients find their settings there")
+        for sub in ("autoconfig", "autodiscover")
+    ]
+    name = f"_autodiscover._tcp.{domain}"
+    records = lk.get(name, "SRV")[0]
+    found = [f"{rd.priority} {rd.weight} {rd.port} {_name(rd.target)}" for rd in records]
+    ok = any(rd.port == 443 and _name(rd.target) == hostname for rd in records)
+    rows.append(
+        _row(
+            f"SRV {name}",
+            f"port 443 on {hostname}",
+            ", ".join(found) or "none",
+            ok,
+            "" if ok else "Outlook finds Autodiscover through it",
+        )
+    )
+    return rows
+
+
+# TLSA -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _served_chain(hostname, port, address, probe_port, timeout):
+    """A temporary PEM file of the chain served on ``port`` (None when unreachable)."""
+    protocol = PROBE_PROTOCOLS.get(int(port))
+    result = (
+        __salt__["tlsprobe.fetch"](
+            hostname, protocol, probe_port or port, address, timeout, pem=True
+        )
+        if protocol and address
+        else None
+    )
+    if not result or not result.get("ok"):
+        yield None, result and result.get("error")
+        return
+    handle, path = tempfile.mkstemp(prefix="certsync-served-", suffix=".pem")
+    try:
+        with os.fdopen(handle, "w", encoding="ascii") as out:
+            out.write(result["chain_pem"])
+        yield path, None
+    finally:
+        os.unlink(path)
+
+
+def _check_tlsa(hostname, port, certs, served, resolver_args):
+    with _served_chain(hostname, port, *served) as (served_path, served_error):
+        labels = {k: v for k, v in certs.items() if v}
+        if served_path:
+            labels["served"] = served_path
+        if not labels:
+            labels = {"none": os.devnull}
+        check = tlsa_check(hostname, labels, port=port, **resolver_args)
+    name = check["name"]
+    rows = []
+    if not check["records"]:
+        return [
+            _row(
+                f"TLSA {name}",
+                "a record matching the served certificate",
+                "none",
+                False,
+                "no TLSA record: DANE senders cannot authenticate this host",
+            )
+        ], check
+    for row in check["records"]:
+        matched = [m for m in row["matches"] if m != "none"]
+        rows.append(
+            _row(
+                f"TLSA {name}",
+                "matches a certificate in use or coming",
+                f"{row['record'][:24]}... matches {', '.join(matched) or 'nothing'}",
+                bool(matched),
+                "" if matched else "stale: matches no certificate in use; remove it",
+            )
+        )
+    current = "served" if served_path else "deployed"
+    covered = check["matching"].get(current, False)
+    why = "" if covered else f"no record matches the {current} certificate: DANE senders will fail"
+    if served_error:
+        why = "; ".join(filter(None, [why, f"served certificate not fetched: {served_error}"]))
+    rows.append(
+        _row(
+            f"TLSA {name} coverage",
+            f"a record matching the {current} certificate",
+            "yes" if covered else "no",
+            covered,
+            why,
+        )
+    )
+    if resolver_args.get("dnssec"):
+        rows.append(
+            _row(
+                f"TLSA {name} DNSSEC",
+                "AD bit set by a validating resolver",
+                "AD" if check["ad"] else "no AD",
+                bool(check["ad"]),
+                "" if check["ad"] else "DANE needs DNSSEC-validated TLSA records",
+            )
+        )
+    return rows, check
+
+
+# Public functions -------------------------------------------------------------
+
+
+def _lookup(nameservers, dns_port, timeout, dnssec=False):
+    return _Lookup(_resolver(nameservers, dns_port, timeout, dnssec))
+
+
+def _dns_name(value, what):
+    if not isinstance(value, str) or not __salt__["certsync.is_dns_name"](value):
+        raise SaltInvocationError(f"{what} {value!r} is not a valid DNS name")
+    return _name(value)
+
+
+def _name_list(values, what):
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    if not isinstance(values, (list, tuple)):
+        raise SaltInvocationError(f"{what} must be a list")
+    return [_dns_name(v.strip(), what) for v in values]
+
+
+def _selector_list(values):
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    if not isinstance(values, (list, tuple)):
+        raise SaltInvocationError("dkim_selectors must be a list")
+    for value in values:
+        if not isinstance(value, str) or not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*", value
+        ):
+            raise SaltInvocationError(f"DKIM selector {value!r} is not a valid selector")
+    return list(values)
+
+
+def _address_list(values):
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    try:
+        return [str(ipaddress.ip_address(str(v).strip())) for v in values or []]
+    except ValueError as exc:
+        raise SaltInvocationError(f"addresses: {exc}") from None
+
+
+def _return_path(value, domain):
+    if not value:
+        return None
+    if not isinstance(value, dict) or set(value) != {"name", "target"}:
+        raise SaltInvocationError("return_path must be a mapping with name and target")
+    return {
+        "name": _dns_name(value["name"], "return_path name"),
+        "target": _dns_name(value["target"], "return_path target"),
+    }
+
+
+def _ports(values):
+    if isinstance(values, (int, str)):
+        values = [v for v in str(values).split(",") if v.strip()]
+    try:
+        ports = [int(v) for v in values or []]
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"tlsa_ports must be a list of ports, not {values!r}") from None
+    if any(not 0 < p < 65536 for p in ports):
+        raise SaltInvocationError(f"tlsa_ports: {ports} holds a port out of range")
+    return ports
+
+
+def _accept_all(values):
+    values = [values] if isinstance(values, str) else list(values or [])
+    if not values or set(values) - {"-all", "~all", "?all", "+all"}:
+        raise SaltInvocationError(f"spf_all must list -all, ~all, ?all or +all, not {values!r}")
+    return values
+
+
+def audit(
+    domain,
+    hostname,
+    mx=None,
+    addresses=None,
+    spf_all=("-all", "~all"),
+    dkim_selectors=None,
+    dmarc_policy=None,
+    return_path=None,
+    autoconfig=True,
+    tlsa_ports=None,
+    certs=None,
+    probe_address=None,
+    probe_ports=None,
+    nameservers=None,
+    dns_port=53,
+    timeout=DEFAULT_TIMEOUT,
+    dnssec=False,
+):
+    """
+    Check the mail DNS of ``domain`` served by ``hostname``; one row per
+    record: ``record``, ``expected``, ``found``, ``result`` (pass/fail),
+    ``why``. ``ok`` is True when every row passes; the CLI exits non-zero
+    when one fails.
+
+    domain
+        The mail domain (the part after ``@``).
+
+    hostname
+        The mail host: MX target, PTR name, TLSA owner, autoconfig target.
+
+    mx
+        Host names the MX records must point to (all of them, none else).
+        Default: ``[hostname]``.
+
+    addresses
+        The A/AAAA addresses the mail host must have. Default: any, at least
+        one. Each address's PTR must name ``hostname``.
+
+    spf_all
+        The accepted endings of the SPF policy. Default: ``[-all, ~all]``.
+
+    dkim_selectors
+        Selectors whose key must be published (``<selector>._domainkey``),
+        also through a CNAME. Default: none.
+
+    dmarc_policy
+        The weakest acceptable ``p=``: none, quarantine or reject. Default:
+        any; the record must exist and parse.
+
+    return_path
+        ``{name: bounces.example.com, target: relay.example.net}``: the
+        relay's return-path CNAME; its domain is the SPF identifier for
+        DMARC alignment. Default: the envelope sender is ``domain``.
+
+    autoconfig
+        Check the ``autoconfig``/``autodiscover`` CNAMEs and the
+        ``_autodiscover._tcp`` SRV. Default: True.
+
+    tlsa_ports
+        Ports whose TLSA records (``_<port>._tcp.<hostname>``) are checked.
+        Default: none.
+
+    certs
+        ``{deployed: <cert file>, candidate: <cert file>}`` to match the
+        TLSA records against.
+
+    probe_address, probe_ports
+        Where to fetch the served certificate for a TLSA port (``{25:
+        2525}`` when it is mapped elsewhere). Default: not fetched.
+
+    nameservers, dns_port, timeout, dnssec
+        The resolver (default: the system's), and whether to require the AD
+        bit on the TLSA answers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host maildns.audit example.com mail.example.com \\
+            dkim_selectors='[dkim]' dmarc_policy=reject tlsa_ports='[25]'
+    """
+    domain, hostname = _dns_name(domain, "domain"), _dns_name(hostname, "hostname")
+    mx = _name_list(mx or [hostname], "mx")
+    selectors = _selector_list(dkim_selectors or [])
+    if dmarc_policy and dmarc_policy not in DMARC_POLICIES:
+        raise SaltInvocationError(f"dmarc_policy must be one of {', '.join(DMARC_POLICIES)}")
+    relay = _return_path(return_path, domain)
+    ports = _ports(tlsa_ports)
+    accept = _accept_all(spf_all)
+    if certs is not None and not isinstance(certs, dict):
+        raise SaltInvocationError("certs must map labels (deployed, candidate) to files")
+    lk = _lookup(nameservers, dns_port, timeout)
+
+    rows = _check_mx(lk, domain, mx)
+    address_rows, found = _check_addresses(lk, hostname, _address_list(addresses))
+    rows += address_rows + _check_ptr(lk, hostname, found)
+    rows += _check_spf(lk, domain, accept)
+    dkim_rows = [_check_dkim(lk, domain, selector) for selector in selectors]
+    rows += dkim_rows
+    dkim_ok = any(row["result"] == "pass" for row in dkim_rows)
+    envelope = relay["name"] if relay else domain
+    rows += _check_dmarc(lk, domain, dmarc_policy, dkim_ok, envelope)
+    if autoconfig:
+        rows += _check_clients(lk, domain, hostname)
+    if relay:
+        rows.append(_check_cname(lk, relay["name"], relay["target"], "the relay's bounces need it"))
+    resolver_args = {
+        "nameservers": nameservers,
+        "dns_port": dns_port,
+        "timeout": timeout,
+        "dnssec": dnssec,
+    }
+    stale = {}
+    for port in ports:
+        probe_port = (probe_ports or {}).get(port) or (probe_ports or {}).get(str(port))
+        tlsa_rows, check = _check_tlsa(
+            hostname, port, certs or {}, (probe_address, probe_port, timeout), resolver_args
+        )
+        rows += tlsa_rows
+        stale[port] = [r["record"] for r in check["records"] if not set(r["matches"]) - {"none"}]
+    failed = sum(row["result"] == "fail" for row in rows)
+    if failed:
+        __context__["retcode"] = 1
+    return {"ok": not failed, "failed": failed, "rows": rows, "stale_tlsa": stale}
+
+
+def spf(domain, nameservers=None, dns_port=53, timeout=DEFAULT_TIMEOUT):
+    """
+    The SPF policy of ``domain``: the record, how it ends, its DNS lookups
+    and void lookups counted through ``include`` and ``redirect``, and what
+    is wrong with it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host maildns.spf example.com
+    """
+    lk = _lookup(nameservers, dns_port, timeout)
+    domain = _dns_name(domain, "domain")
+    walk = _SpfWalk(lk)
+    ending = walk.walk(domain)
+    records = _spf_records(lk.txt(domain)[0])
+    return {
+        "record": records[0] if len(records) == 1 else None,
+        "all": ending,
+        "lookups": walk.lookups,
+        "void_lookups": walk.voids,
+        "problems": walk.problems,
+        "notes": walk.notes,
+    }
+
+
+def dmarc(domain, nameservers=None, dns_port=53, timeout=DEFAULT_TIMEOUT):
+    """
+    The DMARC record of ``domain``, its tags (policy, alignment modes, report
+    addresses), or an error naming what does not parse.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host maildns.dmarc example.com
+    """
+    name = f"_dmarc.{_dns_name(domain, 'domain')}"
+    texts = [
+        t
+        for t in _lookup(nameservers, dns_port, timeout).txt(name)[0]
+        if t.lower().startswith("v=dmarc1")
+    ]
+    if len(texts) != 1:
+        raise CommandExecutionError(f"{name} has {len(texts)} v=DMARC1 records, not one")
+    try:
+        tags = _dmarc_tags(texts[0], name)
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc)) from None
+    return {"record": texts[0], "tags": tags, "report_to": _report_domains(tags)}
+
+
+def dkim(domain, selector, nameservers=None, dns_port=53, timeout=DEFAULT_TIMEOUT):
+    """
+    The DKIM key of ``selector`` for ``domain``: key type and size, and the
+    CNAME chain when the selector is delegated; an error says what is wrong.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host maildns.dkim example.com dkim
+    """
+    name = f"{_selector_list([selector])[0]}._domainkey.{_dns_name(domain, 'domain')}"
+    texts, chain, status = _lookup(nameservers, dns_port, timeout).txt(name)
+    if len(texts) != 1:
+        raise CommandExecutionError(
+            f"{name} has {len(texts)} TXT records ({status}), not one"
+            + (f"; CNAME chain: {' -> '.join(chain)}" if chain else "")
+        )
+    try:
+        return {"name": name, "cname": chain, **_dkim_key(texts[0], name)}
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc)) from None

@@ -228,7 +228,7 @@ def _verify(certs, sni, ca_file):
     return True, None
 
 
-def _describe(tls, sni, ca_file):
+def _describe(tls, sni, ca_file, pem):
     certs = [x509.load_der_x509_certificate(der) for der in _chain_der(tls)]
     leaf = certs[0]
     try:
@@ -255,6 +255,10 @@ def _describe(tls, sni, ca_file):
     }
     if ca_file:
         ret["verified"], ret["verify_error"] = _verify(certs, sni, ca_file)
+    if pem:
+        ret["chain_pem"] = "".join(
+            c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certs
+        )
     return ret
 
 
@@ -298,7 +302,13 @@ def _check_timeout(timeout):
 
 
 def fetch(
-    hostname, protocol="imaps", port=None, address=None, timeout=DEFAULT_TIMEOUT, ca_file=None
+    hostname,
+    protocol="imaps",
+    port=None,
+    address=None,
+    timeout=DEFAULT_TIMEOUT,
+    ca_file=None,
+    pem=False,
 ):
     """
     Fetch the certificate served by one endpoint.
@@ -323,6 +333,10 @@ def fetch(
         PEM bundle of trusted roots: when given, report whether the chain as
         sent verifies for ``hostname``.
 
+    pem
+        Also return the chain as sent, as PEM text (``chain_pem``), e.g. to
+        match it against TLSA records. Default: False.
+
     Returns ``ok`` with the leaf's fingerprint, SPKI SHA-256, SANs,
     ``not_after``, the chain as sent, TLS version and cipher; or ``ok: False``
     with ``error``.
@@ -342,7 +356,7 @@ def fetch(
     try:
         tls = _HANDSHAKES[kind](address, port, _context(hostname), timeout)
         try:
-            ret.update(_describe(tls, hostname, ca_file))
+            ret.update(_describe(tls, hostname, ca_file, pem))
         finally:
             tls.close()
         ret["ok"] = True

@@ -1,6 +1,7 @@
 """
 A real authoritative DNS server for tests: Debian's NSD on a loopback port,
-serving one zone that a test rewrites with publish().
+serving a test zone (and, when asked, more: a relay's zone, a reverse
+zone) that a test rewrites with publish().
 """
 
 import pathlib
@@ -18,14 +19,15 @@ READY_TIMEOUT = 15
 
 
 class AuthoritativeDNS:
-    """NSD serving ``zone`` from a work dir, restarted on every publish."""
+    """NSD serving ``zone`` and ``extra_zones`` from a work dir, restarted on every publish."""
 
-    def __init__(self, root, zone="example.test"):
+    def __init__(self, root, zone="example.test", extra_zones=()):
         if not pathlib.Path(NSD).exists():
             raise RuntimeError("nsd is not installed; scripts/test-deps.sh installs it")
         self.root = pathlib.Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.zone = zone
+        self.zones = (zone, *extra_zones)
         self.port = free_port()
         self.serial = 0
         self.proc = None
@@ -43,23 +45,25 @@ class AuthoritativeDNS:
             "  server-count: 1\n"
             "remote-control:\n"
             "  control-enable: no\n"
-            "zone:\n"
-            f"  name: {zone}\n"
-            f"  zonefile: {zone}.zone\n"
+            + "".join(f"zone:\n  name: {z}\n  zonefile: {z}.zone\n" for z in self.zones)
         )
 
-    def publish(self, records, ttl=300):
-        """Serve the zone with ``records`` (zone-file lines relative to the origin)."""
+    def publish(self, records, ttl=300, extra=None):
+        """Serve the zone with ``records`` (zone-file lines relative to the
+        origin), and each extra zone with its lines from ``extra``."""
         self.serial += 1
-        lines = [
-            f"$ORIGIN {self.zone}.",
-            f"$TTL {ttl}",
-            f"@ IN SOA ns1 hostmaster {self.serial} 3600 600 86400 {ttl}",
-            "@ IN NS ns1",
-            "ns1 IN A 127.0.0.1",
-            *records,
-        ]
-        (self.root / f"{self.zone}.zone").write_text("\n".join(lines) + "\n")
+        extra = extra or {}
+        for zone in self.zones:
+            lines = [
+                f"$ORIGIN {zone}.",
+                f"$TTL {ttl}",
+                f"@ IN SOA ns1.{self.zone}. hostmaster.{self.zone}. "
+                f"{self.serial} 3600 600 86400 {ttl}",
+                f"@ IN NS ns1.{self.zone}.",
+                *(["ns1 IN A 127.0.0.1"] if zone == self.zone else []),
+                *(records if zone == self.zone else extra.get(zone, [])),
+            ]
+            (self.root / f"{zone}.zone").write_text("\n".join(lines) + "\n")
         self.stop()
         self.proc = subprocess.Popen(
             [NSD, "-d", "-c", str(self.root / "nsd.conf")],

@@ -16,13 +16,13 @@ class LocalCall:
     def __call__(self, *args, **kwargs):
         return self.cli.run("--local", "--retcode-passthrough", *args, **kwargs)
 
-    def state(self, **kwargs):
-        """Run ``state.single certsync.deployed`` and return (exit code, the state's return)."""
+    def state(self, fun="certsync.deployed", **kwargs):
+        """Run ``state.single <fun>`` and return (exit code, the state's return)."""
         env = kwargs.pop("env", None)
         args = [f"{key}={value}" for key, value in kwargs.items() if key != "test"]
         if kwargs.get("test"):
             args.append("test=True")
-        ret = self("state.single", "certsync.deployed", *args, env=env)
+        ret = self("state.single", fun, *args, env=env)
         assert isinstance(ret.data, dict), ret
         (state_ret,) = ret.data.values()
         return ret.returncode, state_ret

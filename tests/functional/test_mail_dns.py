@@ -1,0 +1,343 @@
+"""
+The mail DNS audit through salt-call --local, against a real authoritative
+DNS server (NSD on a loopback port) serving the mail domain, a relay's zone
+and the reverse zone: one correct zone, then variants that each break one
+thing and must fail exactly the rows about it.
+"""
+
+import base64
+import json
+import socket
+import ssl
+import threading
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from support.nsd import AuthoritativeDNS
+from support.pki import write_pair
+
+pytestmark = pytest.mark.functional
+DOMAIN = "example.test"
+HOST = f"mail.{DOMAIN}"
+RELAY = "relay.test"
+REVERSE = "2.0.192.in-addr.arpa"
+ADDRESS = "192.0.2.25"
+
+
+def _txt(text):
+    """A TXT record's data as zone-file strings of at most 255 bytes."""
+    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
+
+
+def _dkim_record():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+DKIM = _dkim_record()
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory):
+    server = AuthoritativeDNS(tmp_path_factory.mktemp("nsd"), DOMAIN, extra_zones=(RELAY, REVERSE))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, ca):
+    directory = tmp_path_factory.mktemp("deployed")
+    issued = ca.leaf(HOST, key_kind="ec-p256")
+    write_pair(directory, issued)
+    return directory / "cert.pem"
+
+
+def _zone(salt_call, deployed, **change):
+    """The correct zones, with records replaced (None: removed) by ``change``."""
+    tlsa = salt_call("certsync.tlsa", str(deployed)).data
+    records = {
+        "mx": f"@ IN MX 10 {HOST}.",
+        "a": f"mail IN A {ADDRESS}",
+        "spf": f"@ IN TXT {_txt(f'v=spf1 mx include:_spf.{RELAY} -all')}",
+        "dkim": f"dkim._domainkey IN TXT {_txt(DKIM)}",
+        "dkim_relay": f"s1378202._domainkey IN CNAME s1378202.dkim.{RELAY}.",
+        "dmarc": "_dmarc IN TXT "
+        + _txt(f"v=DMARC1; p=reject; adkim=s; aspf=r; rua=mailto:dmarc@{RELAY}"),
+        "autoconfig": "autoconfig IN CNAME mail",
+        "autodiscover": "autodiscover IN CNAME mail",
+        "srv": "_autodiscover._tcp IN SRV 0 1 443 mail",
+        "return_path": f"bounces IN CNAME rp.{RELAY}.",
+        "tlsa": f"_25._tcp.mail IN TLSA {tlsa}",
+    }
+    relay = {
+        "spf": f"_spf IN TXT {_txt('v=spf1 ip4:198.51.100.0/24 -all')}",
+        "dkim": f"s1378202.dkim IN TXT {_txt(DKIM)}",
+        "report": f"{DOMAIN}._report._dmarc IN TXT {_txt('v=DMARC1')}",
+        "rp": "rp IN A 198.51.100.7",
+    }
+    reverse = {"ptr": f"25 IN PTR {HOST}."}
+    for key, value in change.items():
+        zone, _, item = key.partition("__")
+        target = {"relay": relay, "reverse": reverse}.get(zone, records)
+        target[item or zone] = value
+    lines = {k: [v for v in d.values() if v] for k, d in (("r", relay), ("p", reverse))}
+    return [v for v in records.values() if v], {RELAY: lines["r"], REVERSE: lines["p"]}
+
+
+def _audit(salt_call, dns_server, deployed, *extra):
+    ret = salt_call(
+        "maildns.audit",
+        DOMAIN,
+        HOST,
+        f"addresses=[{ADDRESS}]",
+        "dkim_selectors=[dkim, s1378202]",
+        "dmarc_policy=reject",
+        f'return_path={{"name": "bounces.{DOMAIN}", "target": "rp.{RELAY}"}}',
+        "tlsa_ports=[25]",
+        f'certs={{"deployed": "{deployed}"}}',
+        "nameservers=[127.0.0.1]",
+        f"dns_port={dns_server.port}",
+        *extra,
+    )
+    assert isinstance(ret.data, dict), ret
+    return ret
+
+
+def _failing(ret):
+    return {row["record"]: row["why"] for row in ret.data["rows"] if row["result"] == "fail"}
+
+
+def _publish(salt_call, dns_server, deployed, **change):
+    records, extra = _zone(salt_call, deployed, **change)
+    dns_server.publish(records, extra=extra)
+
+
+def test_a_correct_zone_passes_every_row(salt_call, dns_server, deployed):
+    _publish(salt_call, dns_server, deployed)
+    ret = _audit(salt_call, dns_server, deployed)
+    assert ret.returncode == 0, _failing(ret)
+    assert ret.data["ok"] is True
+    rows = {row["record"]: row for row in ret.data["rows"]}
+    assert rows[f"MX {DOMAIN}"]["found"] == f"10 {HOST}"
+    assert rows[f"PTR {ADDRESS}"]["why"] == "forward-confirmed"
+    assert rows[f"SPF {DOMAIN} DNS lookups"]["found"] == "2"
+    assert rows[f"SPF {DOMAIN} all"]["found"] == "-all"
+    relay_dkim = rows[f"DKIM s1378202._domainkey.{DOMAIN}"]["found"]
+    assert relay_dkim == f"rsa 2048-bit via CNAME s1378202.dkim.{RELAY}"
+    assert rows[f"TLSA _25._tcp.{HOST} coverage"]["result"] == "pass"
+    assert ret.data["stale_tlsa"] == {"25": []}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(
+            {"tlsa": "_25._tcp.mail IN TLSA 3 1 1 " + "ab" * 32},
+            {
+                f"TLSA _25._tcp.{HOST}": "stale: matches no certificate in use; remove it",
+                f"TLSA _25._tcp.{HOST} coverage": "no record matches the deployed "
+                "certificate: DANE senders will fail",
+            },
+            id="stale-tlsa",
+        ),
+        pytest.param(
+            {
+                "spf": "@ IN TXT "
+                + _txt("v=spf1 " + " ".join(f"include:s{i}.{RELAY}" for i in range(11)) + " -all"),
+                **{
+                    f"relay__s{i}": f"s{i} IN TXT {_txt('v=spf1 ip4:198.51.100.1 -all')}"
+                    for i in range(11)
+                },
+            },
+            {f"SPF {DOMAIN} DNS lookups": "over the limit: receivers return permerror"},
+            id="spf-over-lookup-limit",
+        ),
+        pytest.param(
+            {
+                "spf": "@ IN TXT "
+                + _txt(f"v=spf1 a:nx1.{DOMAIN} a:nx2.{DOMAIN} a:nx3.{DOMAIN} mx -all")
+            },
+            {f"SPF {DOMAIN} void lookups": "over the limit: receivers return permerror"},
+            id="spf-void-lookups",
+        ),
+        pytest.param(
+            {"dmarc": None},
+            {f"DMARC _dmarc.{DOMAIN}": "no v=DMARC1 record"},
+            id="dmarc-missing",
+        ),
+        pytest.param(
+            {"dkim": "dkim._domainkey IN TXT " + _txt("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0B")},
+            {
+                f"DKIM dkim._domainkey.{DOMAIN}": f"dkim._domainkey.{DOMAIN}: "
+                "p= is not a valid RSA public key"
+            },
+            id="dkim-malformed",
+        ),
+        pytest.param(
+            {"relay__dkim": None},
+            {
+                f"DKIM s1378202._domainkey.{DOMAIN}": f"CNAME to s1378202.dkim.{RELAY}, "
+                "which has no key record"
+            },
+            id="dkim-delegation-dangling",
+        ),
+        pytest.param(
+            {"mx": "@ IN MX 10 mx.elsewhere.test."},
+            {f"MX {DOMAIN}": "MX points elsewhere: mx.elsewhere.test"},
+            id="mx-elsewhere",
+        ),
+        pytest.param(
+            {"reverse__ptr": f"25 IN PTR other.{DOMAIN}."},
+            {f"PTR {ADDRESS}": f"PTR names other.{DOMAIN}, not {HOST}"},
+            id="ptr-mismatch",
+        ),
+        pytest.param(
+            {"relay__report": None},
+            {
+                f"DMARC {DOMAIN} report to dmarc@{RELAY}": f"{RELAY} has not agreed to "
+                "receive reports (RFC 7489 7.1)"
+            },
+            id="dmarc-external-report-unauthorised",
+        ),
+        pytest.param(
+            {"autodiscover": "autodiscover IN A 192.0.2.80"},
+            {
+                f"CNAME autodiscover.{DOMAIN}": "no CNAME (nodata); "
+                "mail clients find their settings there"
+            },
+            id="autodiscover-not-cname",
+        ),
+    ],
+)
+def test_a_broken_record_fails_its_row_only(salt_call, dns_server, deployed, change, expected):
+    _publish(salt_call, dns_server, deployed, **change)
+    ret = _audit(salt_call, dns_server, deployed)
+    assert ret.returncode == 1
+    assert ret.data["ok"] is False
+    assert _failing(ret) == expected
+
+
+def test_reject_without_any_alignment_is_flagged(salt_call, dns_server, deployed):
+    _publish(
+        salt_call,
+        dns_server,
+        deployed,
+        dmarc="_dmarc IN TXT " + _txt("v=DMARC1; p=reject; aspf=s"),
+        dkim=None,
+        dkim_relay=None,
+    )
+    ret = _audit(salt_call, dns_server, deployed, "dkim_selectors=[]")
+    assert _failing(ret) == {
+        f"DMARC {DOMAIN} alignment": f"p=reject but neither DKIM nor SPF can align: "
+        f"mail from {DOMAIN} is rejected"
+    }
+
+
+class _TLSServer:
+    """A TLS endpoint on loopback serving a certificate (the 'served' one)."""
+
+    def __init__(self, certfile, keyfile):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certfile, keyfile)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(30)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve_one, daemon=True)
+        self.thread.start()
+
+    def _serve_one(self):
+        try:
+            conn, _ = self.sock.accept()
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(10)
+
+
+def test_tlsa_rows_tell_deployed_served_and_candidate(
+    salt_call, dns_server, deployed, ca, tmp_path
+):
+    served_dir, candidate_dir = tmp_path / "served", tmp_path / "candidate"
+    served, candidate = ca.leaf(HOST, key_kind="rsa-2048"), ca.leaf(HOST, key_kind="ed25519")
+    write_pair(served_dir, served)
+    write_pair(candidate_dir, candidate)
+    served_2_0_1 = salt_call("certsync.tlsa", str(served_dir / "cert.pem"), 2, 0, 1).data
+    candidate_3_1_2 = salt_call("certsync.tlsa", str(candidate_dir / "cert.pem"), 3, 1, 2).data
+    deployed_3_0_0 = salt_call("certsync.tlsa", str(deployed), 3, 0, 0).data
+    _publish(
+        salt_call,
+        dns_server,
+        deployed,
+        tlsa=f"_443._tcp.mail IN TLSA {served_2_0_1}\n"
+        f"_443._tcp.mail IN TLSA {candidate_3_1_2}\n"
+        f"_443._tcp.mail IN TLSA {deployed_3_0_0}",
+    )
+    server = _TLSServer(served_dir / "cert.pem", served_dir / "key.pem")
+    try:
+        ret = _audit(
+            salt_call,
+            dns_server,
+            deployed,
+            "tlsa_ports=[443]",
+            f'certs={{"deployed": "{deployed}", "candidate": "{candidate_dir}/cert.pem"}}',
+            "probe_address=127.0.0.1",
+            f"probe_ports={{443: {server.port}}}",
+        )
+    finally:
+        server.close()
+    tlsa_rows = [r for r in ret.data["rows"] if r["record"] == f"TLSA _443._tcp.{HOST}"]
+    found = sorted(row["found"].split(" matches ")[1] for row in tlsa_rows)
+    # the DANE-TA (2 0 1) record matches the test CA, which issued all three
+    assert found == ["candidate", "candidate, deployed, served", "deployed"]
+    assert _failing(ret) == {}
+
+
+def test_dnssec_required_fails_without_a_validating_resolver(salt_call, dns_server, deployed):
+    _publish(salt_call, dns_server, deployed)
+    ret = _audit(salt_call, dns_server, deployed, "dnssec=True")
+    assert _failing(ret) == {
+        f"TLSA _25._tcp.{HOST} DNSSEC": "DANE needs DNSSEC-validated TLSA records"
+    }
+
+
+def test_records_ok_state_lists_each_failure(salt_call, dns_server, deployed):
+    _publish(salt_call, dns_server, deployed, mx="@ IN MX 10 mx.elsewhere.test.", dmarc=None)
+    code, ret = salt_call.state(
+        fun="maildns.records_ok",
+        name=DOMAIN,
+        hostname=HOST,
+        addresses=f"[{ADDRESS}]",
+        nameservers="[127.0.0.1]",
+        dns_port=dns_server.port,
+        dkim_selectors="[dkim]",
+    )
+    assert code != 0
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    lines = ret["comment"].splitlines()
+    assert lines[0].startswith("2 of ") and lines[0].endswith(f"DNS checks of {DOMAIN} fail:")
+    assert lines[1:] == [
+        f"  MX {DOMAIN}: expected {HOST}, found 10 mx.elsewhere.test: "
+        "MX points elsewhere: mx.elsewhere.test",
+        f"  DMARC _dmarc.{DOMAIN}: expected one v=DMARC1 TXT record, found 0 records: "
+        "no v=DMARC1 record",
+    ]
+    _publish(salt_call, dns_server, deployed)
+    code, ret = salt_call.state(
+        fun="maildns.records_ok",
+        name=DOMAIN,
+        hostname=HOST,
+        nameservers="[127.0.0.1]",
+        dns_port=dns_server.port,
+        test=True,
+    )
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert json.dumps(ret["changes"]) == "{}"
