@@ -1,12 +1,12 @@
 """
-Notice a renewed certificate on the source (NPM) minion
-=======================================================
+certsync's beacon: renewals on the source, alerts on a consumer
+===============================================================
 
-:depends: the ``certsync`` execution module
+:depends: the ``certsync`` (and on a consumer ``certsync_monitor``) execution modules
 
-Fires ``salt/beacon/<minion id>/certsync/renewed`` with the hostname,
-fingerprint, ``not_after`` and source directory (never key material) when the
-certificate covering ``hostname`` has a new fingerprint.
+On the source (NPM) minion it fires ``salt/beacon/<minion id>/certsync/renewed``
+with the hostname, fingerprint, ``not_after`` and source directory (never key
+material) when the certificate covering ``hostname`` has a new fingerprint.
 
 .. code-block:: yaml
 
@@ -20,6 +20,19 @@ Between changes it only ``stat``\\ s the ``fullchain.pem`` files (through NPM's
 ``live/`` symlinks); it parses them only when one changed. The last fingerprint
 it announced is kept in the minion's cachedir, so a restart or a state run does
 not fire it again; the certsync schedule covers a lost event.
+
+On a consumer (``alert_days`` set) it runs ``certsync_monitor.check`` and fires
+``salt/beacon/<minion id>/certsync/alert/<condition>`` once when a condition
+starts (``expiry``, ``mismatch``, ``deploy_failed``; again only after it
+cleared); with ``textfile`` it also writes the Prometheus metrics there.
+
+.. code-block:: yaml
+
+    beacons:
+      certsync:
+        - alert_days: 21
+        - textfile: /var/lib/prometheus/node-exporter/certsync.prom
+        - interval: 300
 """
 
 import hashlib
@@ -49,6 +62,13 @@ def _config(config):
 def validate(config):
     """Check the beacon configuration."""
     cfg = _config(config)
+    if "alert_days" in cfg:
+        days = cfg["alert_days"]
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            return False, f"certsync beacon: alert_days must be a whole number, not {days!r}"
+        if cfg.get("textfile") and not str(cfg["textfile"]).endswith(".prom"):
+            return False, "certsync beacon: textfile must be a *.prom file"
+        return True, "Valid beacon configuration"
     if not cfg.get("hostname"):
         return False, "certsync beacon: hostname is required"
     if bool(cfg.get("source")) == bool(cfg.get("live_dir")):
@@ -83,21 +103,29 @@ def _record_path(hostname):
     return os.path.join(__opts__["cachedir"], "certsync", f"beacon-{hostname}.json")
 
 
-def _last_announced(hostname):
+def _read_record(path):
     try:
-        with open(_record_path(hostname), encoding="utf-8") as handle:
-            return json.load(handle).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return None
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
-def _record(hostname, fingerprint):
-    path = _record_path(hostname)
+def _write_record(path, record):
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     temp = f"{path}.{os.getpid()}"
     with open(temp, "w", encoding="utf-8") as handle:
-        json.dump({"fingerprint": fingerprint}, handle)
+        json.dump(record, handle)
     os.replace(temp, path)
+
+
+def _last_announced(hostname):
+    return _read_record(_record_path(hostname)).get("fingerprint")
+
+
+def _record(hostname, fingerprint):
+    _write_record(_record_path(hostname), {"fingerprint": fingerprint})
 
 
 def _current(cfg):
@@ -114,9 +142,40 @@ def _current(cfg):
     }
 
 
+def _alerts(cfg):
+    """An ``alert/<condition>`` event for each condition that started since the last look."""
+    try:
+        report = __salt__["certsync_monitor.check"](cfg["alert_days"])
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        log.warning("certsync beacon: %s", exc)
+        return [{"tag": "error", "error": str(exc)}]
+    if cfg.get("textfile"):
+        try:
+            __salt__["certsync_monitor.textfile"](cfg["textfile"], report=report)
+        except (CommandExecutionError, SaltInvocationError, OSError) as exc:
+            log.warning("certsync beacon: metrics not written: %s", exc)
+    path = os.path.join(__opts__["cachedir"], "certsync", "beacon-alerts.json")
+    before = set(_read_record(path).get("active") or [])
+    active = {name for name, state in report["conditions"].items() if state["active"]}
+    if active != before:
+        _write_record(path, {"active": sorted(active)})
+    return [
+        {
+            "tag": f"alert/{name}",
+            "condition": name,
+            "hostname": report["hostname"],
+            "detail": report["conditions"][name]["detail"],
+        }
+        for name in sorted(active - before)
+    ]
+
+
 def beacon(config):
-    """Return a ``renewed`` event when the certificate's fingerprint changed."""
+    """Return a ``renewed`` event when the certificate's fingerprint changed
+    (source), or ``alert/<condition>`` events (consumer, ``alert_days``)."""
     cfg = _config(config)
+    if "alert_days" in cfg:
+        return _alerts(cfg)
     seen = __context__.setdefault("certsync.beacon", {})
     signature = _signature(cfg)
     if seen.get(cfg["hostname"]) == signature:

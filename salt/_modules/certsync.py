@@ -1314,6 +1314,30 @@ def _checked_entry(entry, source, consumer):
     return fingerprint, chain_pem.encode("ascii", "replace"), sealed
 
 
+def _mine_entry(source):
+    """The checked (fingerprint, chain PEM, sealed key) ``source`` published for this minion."""
+    source, consumer = _check_minion_id(source), __opts__["id"]
+    name = cert_mine_name(consumer)
+    entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
+    if entry is None:
+        raise CommandExecutionError(f"the mine holds no {name} entry from {source}")
+    return _checked_entry(entry, source, consumer)
+
+
+def published_fingerprint(source):
+    """
+    The fingerprint of the certificate ``source`` published for this minion
+    in the mine (nothing is opened or written).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync.published_fingerprint npm-host
+    """
+    return _mine_entry(source)[0]
+
+
 def fetch_published(source, dest, fingerprint=None):
     """
     Read the certificate ``source`` published for this minion from the mine,
@@ -1337,14 +1361,10 @@ def fetch_published(source, dest, fingerprint=None):
 
         salt mailcow-host certsync.fetch_published npm-host /var/cache/salt/minion/certsync/staging
     """
-    source, consumer = _check_minion_id(source), __opts__["id"]
     if fingerprint and not _HEX64.fullmatch(str(fingerprint)):
         raise SaltInvocationError(f"fingerprint {fingerprint!r} is not a SHA-256 hex digest")
-    name = cert_mine_name(consumer)
-    entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
-    if entry is None:
-        raise CommandExecutionError(f"the mine holds no {name} entry from {source}")
-    claimed, chain_pem, sealed = _checked_entry(entry, source, consumer)
+    consumer = __opts__["id"]
+    claimed, chain_pem, sealed = _mine_entry(source)
     if fingerprint and fingerprint != claimed:
         raise CommandExecutionError(
             f"the mine entry from {source} is for {claimed[:16]}..., not for the announced "
@@ -1371,7 +1391,7 @@ def fetch_published(source, dest, fingerprint=None):
     return {
         "source": source,
         "fingerprint": claimed,
-        "not_after": entry.get("not_after"),
+        "not_after": _iso(leaf.not_valid_after_utc),
         "fullchain": fullchain,
         "privkey": os.path.join(dest, "privkey.pem"),
     }
@@ -1389,6 +1409,33 @@ def _formula_settings():
     defaults = (salt.utils.yaml.safe_load(text) or {}).get("certsync", {})
     # __pillar__ itself, not pillar.get: Salt 3008 masks what pillar.get returns.
     return salt.utils.dictupdate.update(defaults, dict(__pillar__.get("certsync") or {}))
+
+
+def consumer_settings():
+    """
+    This consumer's settings: its entry under ``certsync:consumers`` merged
+    over ``consumer_defaults``, with the ``hostname``, the ``source`` minion
+    and ``dest`` (the directory mailcow reads the pair from).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync.consumer_settings
+    """
+    cfg = _formula_settings()
+    consumers = cfg.get("consumers") or {}
+    if __opts__["id"] not in consumers:
+        raise CommandExecutionError(
+            f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
+        )
+    settings = {**cfg.get("consumer_defaults", {}), **(consumers[__opts__["id"]] or {})}
+    settings.update(
+        hostname=cfg["hostname"],
+        source=(cfg.get("source") or {}).get("minion"),
+        dest=os.path.join(settings["mailcow_dir"], "data", "assets", "ssl"),
+    )
+    return settings
 
 
 def status():
@@ -1418,11 +1465,10 @@ def status():
             "not_after": _iso(leaf.not_valid_after_utc),
             "days_left": _days_left(leaf, now),
         }
-    consumers = cfg.get("consumers") or {}
-    if me not in consumers:
+    if me not in (cfg.get("consumers") or {}):
         return {"role": None}
-    settings = {**cfg.get("consumer_defaults", {}), **(consumers[me] or {})}
-    dest = os.path.join(settings["mailcow_dir"], "data", "assets", "ssl")
+    settings = consumer_settings()
+    dest = settings["dest"]
     deployed = deployed_info(dest)
     ret = {"role": "consumer", "deployed": deployed and deployed["fingerprint"]}
     if deployed:

@@ -26,10 +26,13 @@ fails saying which endpoint served what. ``changes`` carries fingerprints,
 """
 
 import contextlib
+import logging
 import os
 import tempfile
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync"
 
@@ -435,11 +438,24 @@ def deployed(
         )
         dane = _dane_settings(dane)
         with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
-            return _deploy(ret, serving, pair, (min_days, sni, ca_file, dane))
+            ret = _deploy(ret, serving, pair, (min_days, sni, ca_file, dane))
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["changes"] = {}
         ret["comment"] = f"Nothing deployed: {exc}"
-        return ret
+    _record_run(name, ret)
+    return ret
+
+
+def _record_run(name, ret):
+    """Note the run's result for monitoring (certsync_monitor); a dry run is not a run."""
+    if __opts__["test"] or "certsync_monitor.record_deploy" not in __salt__:
+        return
+    try:
+        __salt__["certsync_monitor.record_deploy"](
+            name, ret["result"], bool(ret["result"] and ret["changes"]), ret["comment"]
+        )
+    except OSError as exc:
+        log.warning("certsync: cannot record the result of the run for %s: %s", name, exc)
 
 
 def _deploy(ret, serving, pair, options):

@@ -7,15 +7,13 @@ thing and must fail exactly the rows about it.
 
 import base64
 import json
-import socket
-import ssl
-import threading
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from support.nsd import AuthoritativeDNS
 from support.pki import write_pair
+from support.tlsserver import TLSServer
 
 pytestmark = pytest.mark.functional
 DOMAIN = "example.test"
@@ -237,31 +235,6 @@ def test_reject_without_any_alignment_is_flagged(salt_call, dns_server, deployed
     }
 
 
-class _TLSServer:
-    """A TLS endpoint on loopback serving a certificate (the 'served' one)."""
-
-    def __init__(self, certfile, keyfile):
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(certfile, keyfile)
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(30)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve_one, daemon=True)
-        self.thread.start()
-
-    def _serve_one(self):
-        try:
-            conn, _ = self.sock.accept()
-            with self.context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(1)
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
-        self.thread.join(10)
-
-
 def test_tlsa_rows_tell_deployed_served_and_candidate(
     salt_call, dns_server, deployed, ca, tmp_path
 ):
@@ -280,7 +253,7 @@ def test_tlsa_rows_tell_deployed_served_and_candidate(
         f"_443._tcp.mail IN TLSA {candidate_3_1_2}\n"
         f"_443._tcp.mail IN TLSA {deployed_3_0_0}",
     )
-    server = _TLSServer(served_dir / "cert.pem", served_dir / "key.pem")
+    server = TLSServer(served_dir / "cert.pem", served_dir / "key.pem")
     try:
         ret = _audit(
             salt_call,

@@ -20,6 +20,8 @@ certsync_state = load_loader_module("states", "certsync")
 mailcow_mod = load_loader_module("modules", "mailcow")
 tlsprobe_mod = load_loader_module("modules", "tlsprobe")
 mailcow_state = load_loader_module("states", "mailcow")
+monitor_mod = load_loader_module("modules", "certsync_monitor")
+certsync_beacon = load_loader_module("beacons", "certsync")
 
 
 def salt_functions(module, virtualname):

@@ -5,7 +5,7 @@ from unittest.mock import patch
 
 import pytest
 from support import cases
-from support.loader import certsync_mod, certsync_state
+from support.loader import certsync_mod, certsync_state, monitor_mod
 from support.pki import write_npm_tree, write_pair
 
 HOST = cases.HOST
@@ -169,3 +169,32 @@ def test_no_key_material_in_the_return(layout, good):
             ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
         assert body[:24] not in repr(ret)
         assert "PRIVATE KEY" not in repr(ret)
+
+
+def test_runs_are_recorded_for_monitoring(tmp_path, layout, good):
+    funcs = {"certsync_monitor.record_deploy": monitor_mod.record_deploy}
+    opts = {"cachedir": str(tmp_path / "cache")}
+    with (
+        patch.object(monitor_mod, "__opts__", opts, create=True),
+        patch.dict(certsync_state.__salt__, funcs),
+    ):
+        with patch.dict(certsync_state.__opts__, {"test": True}):
+            certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        assert monitor_mod.last_deploy(layout.dest) is None  # a dry run is not a run
+
+        failed = certsync_state.deployed(layout.dest, HOST, source=layout.source, min_days="x")
+        record = monitor_mod.last_deploy(layout.dest)
+        assert (record["result"], record["installed"]) == (False, False)
+        assert record["summary"] == failed["comment"].splitlines()[0]
+        assert record["last_success"] is None
+
+        write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+        certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        installed = monitor_mod.last_deploy(layout.dest)
+        assert (installed["result"], installed["installed"]) == (True, True)
+        assert installed["last_install"] == installed["last_success"] == installed["time"]
+
+        certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        again = monitor_mod.last_deploy(layout.dest)
+        assert (again["result"], again["installed"]) == (True, False)
+        assert again["last_install"] == installed["time"] < again["last_success"]

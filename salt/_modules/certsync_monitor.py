@@ -1,0 +1,312 @@
+"""
+Is the mail server healthy? Alerts and Prometheus metrics for a consumer
+=========================================================================
+
+:depends: the ``certsync`` and ``tlsprobe`` execution modules
+
+``check`` looks at what the consumer's endpoints serve (on the wire), the
+fingerprint its source published in the mine, and the result of the last
+``certsync.deployed`` run, and reports three alert conditions:
+
+``expiry``
+    an endpoint serves a certificate with fewer than ``days`` days left;
+``mismatch``
+    an endpoint serves another certificate than the source's (or none);
+``deploy_failed``
+    the last ``certsync.deployed`` run failed.
+
+``textfile`` writes the same as node_exporter textfile-collector metrics,
+atomically. The ``certsync`` beacon (``alert_days``) calls both, and fires
+``certsync/alert/<condition>`` once when a condition starts.
+
+Settings come from the formula's pillar (``certsync:consumers:<id>``).
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "certsync_monitor"
+
+DEFAULT_DAYS = 21
+CONDITIONS = ("expiry", "mismatch", "deploy_failed")
+METRICS = {
+    "certsync_cert_expiry_timestamp_seconds": "Expiry (not_after) of the certificate an "
+    "endpoint serves, Unix time.",
+    "certsync_cert_matches_source": "1 when the endpoint serves the source's certificate.",
+    "certsync_probe_success": "1 when the TLS handshake with the endpoint succeeded.",
+    "certsync_last_deploy_success": "1 when the last certsync.deployed run succeeded.",
+    "certsync_last_deploy_run_timestamp_seconds": "When certsync.deployed last ran, Unix time.",
+    "certsync_last_successful_deploy_timestamp_seconds": "When certsync.deployed last "
+    "succeeded, Unix time.",
+    "certsync_alert": "1 while the alert condition holds.",
+}
+
+
+def __virtual__():
+    if "certsync.consumer_settings" not in __salt__:
+        return (False, "the certsync execution module is not available")
+    return __virtualname__
+
+
+def _record_path(dest):
+    digest = hashlib.sha256(os.path.abspath(dest).encode()).hexdigest()[:16]
+    return os.path.join(__opts__["cachedir"], "certsync", f"deploy-{digest}.json")
+
+
+def last_deploy(dest):
+    """
+    The last ``certsync.deployed`` run for the directory ``dest``: when,
+    whether it succeeded, whether it installed, when it last succeeded; None
+    before the first run.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.last_deploy /opt/mailcow-dockerized/data/assets/ssl
+    """
+    try:
+        with open(_record_path(dest), encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def record_deploy(dest, result, installed=False, summary=""):
+    """
+    Note the result of a ``certsync.deployed`` run for ``dest`` (the state
+    calls this; ``summary`` is its comment's first line, never key material).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.record_deploy /srv/mailcow/data/assets/ssl True
+    """
+    now = time.time()
+    previous = last_deploy(dest) or {}
+    record = {
+        "dest": os.path.abspath(dest),
+        "time": now,
+        "result": bool(result),
+        "installed": bool(installed),
+        "summary": str(summary).splitlines()[0][:300] if summary else "",
+        "last_success": now if result else previous.get("last_success"),
+        "last_install": now if result and installed else previous.get("last_install"),
+    }
+    path = _record_path(dest)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    _write_atomically(path, json.dumps(record), 0o600)
+    return record
+
+
+def _write_atomically(path, text, mode):
+    directory = os.path.dirname(path) or "."
+    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def _epoch(iso):
+    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _source_fingerprint(source):
+    if not source:
+        return None, "no source minion in the pillar"
+    try:
+        return __salt__["certsync.published_fingerprint"](source), None
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return None, str(exc)
+
+
+def _check_days(days):
+    try:
+        days = int(days)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"days must be a whole number, not {days!r}") from None
+    if days < 0:
+        raise SaltInvocationError(f"days must not be negative, not {days}")
+    return days
+
+
+def check(days=DEFAULT_DAYS, timeout=10):
+    """
+    The alert conditions of this consumer (``expiry``, ``mismatch``,
+    ``deploy_failed``), each with ``active`` and a ``detail`` line, and what
+    each endpoint serves.
+
+    days
+        Alert when a served certificate has fewer days left. Default: 21.
+
+    timeout
+        Seconds per probe. Default: 10.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.check days=14
+    """
+    days = _check_days(days)
+    settings = __salt__["certsync.consumer_settings"]()
+    probes = __salt__["tlsprobe.probe"](
+        settings["hostname"],
+        settings.get("endpoints"),
+        settings.get("probe_address"),
+        timeout=timeout,
+    )
+    __context__.pop("retcode", None)
+    source_fp, source_error = _source_fingerprint(settings.get("source"))
+    now = time.time()
+    endpoints = {}
+    for name, probe in sorted(probes.items()):
+        row = {"ok": probe["ok"], "fingerprint": probe.get("fingerprint")}
+        if probe["ok"]:
+            row["not_after"] = _epoch(probe["not_after"])
+            row["days_left"] = round((row["not_after"] - now) / 86400, 1)
+        else:
+            row["error"] = probe.get("error")
+        row["matches_source"] = bool(source_fp) and row["fingerprint"] == source_fp
+        endpoints[name] = row
+    last = last_deploy(settings["dest"])
+    return {
+        "hostname": settings["hostname"],
+        "source_fingerprint": source_fp,
+        "endpoints": endpoints,
+        "last_deploy": last,
+        "conditions": _conditions(endpoints, days, source_fp, source_error, last),
+    }
+
+
+def _conditions(endpoints, days, source_fp, source_error, last):
+    expiring = [
+        f"{name} {row['days_left']} days"
+        for name, row in endpoints.items()
+        if row["ok"] and row["days_left"] < days
+    ]
+    if source_fp is None:
+        differ = [f"source fingerprint unknown: {source_error}"]
+    else:
+        differ = [
+            f"{name} serves {row['fingerprint'][:16]}..."
+            if row["ok"]
+            else f"{name} serves nothing ({row['error']})"
+            for name, row in endpoints.items()
+            if not row["matches_source"]
+        ]
+    failed = last is not None and not last["result"]
+    return {
+        "expiry": {
+            "active": bool(expiring),
+            "detail": f"fewer than {days} days left: {', '.join(expiring)}" if expiring else "",
+        },
+        "mismatch": {
+            "active": bool(differ),
+            "detail": (f"not the source's {source_fp[:16]}...: " if source_fp else "")
+            + "; ".join(differ)
+            if differ
+            else "",
+        },
+        "deploy_failed": {
+            "active": failed,
+            "detail": f"last run failed: {last['summary']}" if failed else "",
+        },
+    }
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _sample(name, labels, value):
+    inner = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
+    return f"{name}{{{inner}}} {value!r}" if inner else f"{name} {value!r}"
+
+
+def render(report):
+    """The Prometheus text exposition of a :py:func:`check` report."""
+    host = {"hostname": report["hostname"]}
+    samples = {name: [] for name in METRICS}
+    for endpoint, row in report["endpoints"].items():
+        labels = {**host, "endpoint": endpoint}
+        samples["certsync_probe_success"].append(
+            _sample("certsync_probe_success", labels, int(row["ok"]))
+        )
+        samples["certsync_cert_matches_source"].append(
+            _sample("certsync_cert_matches_source", labels, int(row["matches_source"]))
+        )
+        if row["ok"]:
+            samples["certsync_cert_expiry_timestamp_seconds"].append(
+                _sample("certsync_cert_expiry_timestamp_seconds", labels, float(row["not_after"]))
+            )
+    last = report["last_deploy"]
+    if last:
+        samples["certsync_last_deploy_success"].append(
+            _sample("certsync_last_deploy_success", host, int(last["result"]))
+        )
+        samples["certsync_last_deploy_run_timestamp_seconds"].append(
+            _sample("certsync_last_deploy_run_timestamp_seconds", host, float(last["time"]))
+        )
+        if last.get("last_success"):
+            samples["certsync_last_successful_deploy_timestamp_seconds"].append(
+                _sample(
+                    "certsync_last_successful_deploy_timestamp_seconds",
+                    host,
+                    float(last["last_success"]),
+                )
+            )
+    for condition, state in report["conditions"].items():
+        samples["certsync_alert"].append(
+            _sample("certsync_alert", {**host, "condition": condition}, int(state["active"]))
+        )
+    lines = []
+    for name, help_text in METRICS.items():
+        if samples[name]:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples[name]]
+    return "\n".join(lines) + "\n"
+
+
+def textfile(path, days=DEFAULT_DAYS, report=None):
+    """
+    Write the metrics to ``path`` for node_exporter's textfile collector
+    (``--collector.textfile.directory``), atomically: a temporary file in
+    the same directory, fsync, rename. The file is 0644.
+
+    path
+        A ``.prom`` file, e.g.
+        ``/var/lib/prometheus/node-exporter/certsync.prom``.
+
+    days
+        The expiry alert window for ``certsync_alert``. Default: 21.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.textfile /var/lib/prometheus/node-exporter/certsync.prom
+    """
+    if not str(path).endswith(".prom"):
+        raise SaltInvocationError(f"{path}: the textfile collector reads only *.prom files")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise CommandExecutionError(f"{path}: the directory does not exist")
+    report = report or check(days)
+    text = render(report)
+    _write_atomically(str(path), text, 0o644)
+    return {"path": str(path), "samples": sum(1 for line in text.splitlines() if line[:1] != "#")}

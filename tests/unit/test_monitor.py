@@ -1,0 +1,250 @@
+"""
+Unit tests of the consumer's monitoring (loader mocked): the alert
+conditions, the beacon firing each once, and the Prometheus textfile. The
+endpoints are real TLS servers on loopback; the mine is a stand-in.
+"""
+
+import os
+import re
+import stat
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from salt.exceptions import SaltInvocationError
+from support.loader import certsync_beacon, monitor_mod, tlsprobe_mod
+from support.mailcow_stack import free_port
+from support.pki import DAY, NOW, write_pair
+from support.tlsserver import TLSServer
+
+HOST = "mail.example.test"
+ME, SOURCE = "mailcow", "npm"
+
+
+class Fleet:
+    """What the monitor asks Salt for: its pillar settings and the mine."""
+
+    def __init__(self, dest):
+        self.published = None
+        self.endpoints = {}
+        self.dest = str(dest)
+
+    def settings(self):
+        return {
+            "hostname": HOST,
+            "source": SOURCE,
+            "dest": self.dest,
+            "endpoints": self.endpoints,
+            "probe_address": "127.0.0.1",
+        }
+
+    def fingerprint(self, source):
+        assert source == SOURCE
+        if self.published is None:
+            raise monitor_mod.CommandExecutionError(f"the mine holds no entry from {source}")
+        return self.published
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    (tmp_path / "ssl").mkdir()
+    return Fleet(tmp_path / "ssl")
+
+
+@pytest.fixture
+def configure_loader_modules(tmp_path, fleet):
+    opts = {"id": ME, "cachedir": str(tmp_path / "cache"), "test": False}
+    monitor_funcs = {
+        f"certsync_monitor.{name}": getattr(monitor_mod, name)
+        for name in ("check", "textfile", "record_deploy", "last_deploy")
+    }
+    return {
+        tlsprobe_mod: {"__context__": {}},
+        monitor_mod: {
+            "__opts__": opts,
+            "__context__": {},
+            "__salt__": {
+                "certsync.consumer_settings": fleet.settings,
+                "certsync.published_fingerprint": fleet.fingerprint,
+                "tlsprobe.probe": tlsprobe_mod.probe,
+            },
+        },
+        certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
+    }
+
+
+@pytest.fixture
+def serve(tmp_path, fleet):
+    """Serve a certificate on ``https`` (and ``imaps``) as the consumer's endpoints."""
+    servers = []
+
+    def start(issued):
+        directory = tmp_path / f"served{len(servers)}"
+        write_pair(directory, issued)
+        for server in servers:
+            server.close()
+        servers[:] = [TLSServer(directory / "cert.pem", directory / "key.pem") for _ in range(2)]
+        fleet.endpoints = {"https": servers[0].port, "imaps": servers[1].port}
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _active(report):
+    return {name for name, state in report["conditions"].items() if state["active"]}
+
+
+def test_all_quiet_when_served_matches_source_and_far_from_expiry(ca, fleet, serve):
+    leaf = ca.leaf(HOST)
+    serve(leaf)
+    fleet.published = leaf.fingerprint
+    monitor_mod.record_deploy(fleet.dest, True, installed=True)
+    report = monitor_mod.check(days=21)
+    assert _active(report) == set()
+    assert report["endpoints"]["https"]["matches_source"] is True
+    assert 89 < report["endpoints"]["imaps"]["days_left"] <= 90
+
+
+def test_expiry_window(ca, fleet, serve):
+    leaf = ca.leaf(HOST, not_after=NOW + 10 * DAY)
+    serve(leaf)
+    fleet.published = leaf.fingerprint
+    report = monitor_mod.check(days=21)
+    assert _active(report) == {"expiry"}
+    assert re.fullmatch(
+        r"fewer than 21 days left: https (9\.9|10\.0) days, imaps (9\.9|10\.0) days",
+        report["conditions"]["expiry"]["detail"],
+    )
+    assert _active(monitor_mod.check(days=5)) == set()
+
+
+def test_served_differs_from_source(ca, fleet, serve):
+    serve(ca.leaf(HOST))
+    fleet.published = ca.leaf(HOST).fingerprint
+    report = monitor_mod.check()
+    assert _active(report) == {"mismatch"}
+    detail = report["conditions"]["mismatch"]["detail"]
+    assert detail.startswith(f"not the source's {fleet.published[:16]}...: https serves ")
+    fleet.published = None
+    report = monitor_mod.check()
+    assert report["conditions"]["mismatch"]["detail"] == (
+        f"source fingerprint unknown: the mine holds no entry from {SOURCE}"
+    )
+
+
+def test_failed_deploy(ca, fleet, serve):
+    leaf = ca.leaf(HOST)
+    serve(leaf)
+    fleet.published = leaf.fingerprint
+    monitor_mod.record_deploy(fleet.dest, True, installed=True)
+    first_success = monitor_mod.last_deploy(fleet.dest)["last_success"]
+    monitor_mod.record_deploy(fleet.dest, False, summary="Nothing deployed: bad key\nmore")
+    report = monitor_mod.check()
+    assert _active(report) == {"deploy_failed"}
+    assert report["conditions"]["deploy_failed"]["detail"] == (
+        "last run failed: Nothing deployed: bad key"
+    )
+    assert report["last_deploy"]["last_success"] == first_success
+    assert report["last_deploy"]["last_install"] == first_success
+
+
+def test_beacon_fires_each_condition_once(ca, fleet, serve):
+    old = ca.leaf(HOST, not_after=NOW + 3 * DAY)
+    serve(old)
+    fleet.published = ca.leaf(HOST).fingerprint
+    monitor_mod.record_deploy(fleet.dest, False, summary="Nothing deployed: reload failed")
+    config = [{"alert_days": 14}]
+    assert certsync_beacon.validate(config) == (True, "Valid beacon configuration")
+
+    events = certsync_beacon.beacon(config)
+    assert [e["tag"] for e in events] == ["alert/deploy_failed", "alert/expiry", "alert/mismatch"]
+    assert all(e["hostname"] == HOST and e["detail"] for e in events)
+    assert certsync_beacon.beacon(config) == []
+
+    fixed = ca.leaf(HOST)
+    serve(fixed)
+    fleet.published = fixed.fingerprint
+    monitor_mod.record_deploy(fleet.dest, True, installed=True)
+    assert certsync_beacon.beacon(config) == []
+    fleet.published = ca.leaf(HOST).fingerprint
+    assert [e["tag"] for e in certsync_beacon.beacon(config)] == ["alert/mismatch"]
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ([{"alert_days": "soon"}], "alert_days must be a whole number, not 'soon'"),
+        ([{"alert_days": -1}], "alert_days must be a whole number, not -1"),
+        ([{"alert_days": 7, "textfile": "/tmp/x.txt"}], "textfile must be a *.prom file"),
+    ],
+)
+def test_beacon_rejects_bad_alert_settings(config, error):
+    ok, message = certsync_beacon.validate(config)
+    assert ok is False
+    assert message == f"certsync beacon: {error}"
+
+
+def _families(text):
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_textfile_parses_as_prometheus_text(ca, fleet, serve, tmp_path):
+    leaf = ca.leaf(HOST, not_after=NOW + 10 * DAY)
+    serve(leaf)
+    fleet.published = leaf.fingerprint
+    monitor_mod.record_deploy(fleet.dest, True, installed=True)
+    path = tmp_path / "textfile" / "certsync.prom"
+    path.parent.mkdir()
+    written = monitor_mod.textfile(str(path), days=21)
+    text = path.read_text()
+    families = _families(text)
+    assert written == {"path": str(path), "samples": 12}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert os.listdir(path.parent) == ["certsync.prom"]
+
+    expiry = {
+        s.labels["endpoint"]: s.value
+        for s in families["certsync_cert_expiry_timestamp_seconds"].samples
+    }
+    assert expiry == {
+        "https": leaf.cert.not_valid_after_utc.timestamp(),
+        "imaps": leaf.cert.not_valid_after_utc.timestamp(),
+    }
+    match = families["certsync_cert_matches_source"].samples
+    assert {(s.labels["endpoint"], s.labels["hostname"], s.value) for s in match} == {
+        ("https", HOST, 1.0),
+        ("imaps", HOST, 1.0),
+    }
+    assert families["certsync_last_deploy_success"].samples[0].value == 1.0
+    last = monitor_mod.last_deploy(fleet.dest)
+    successful = families["certsync_last_successful_deploy_timestamp_seconds"].samples[0]
+    assert successful.value == last["last_success"]
+    alerts = {s.labels["condition"]: s.value for s in families["certsync_alert"].samples}
+    assert alerts == {"expiry": 1.0, "mismatch": 0.0, "deploy_failed": 0.0}
+    assert all(f.type == "gauge" and f.documentation for f in families.values())
+
+
+def test_textfile_after_a_failed_run_and_an_unreachable_endpoint(ca, fleet, serve, tmp_path):
+    serve(ca.leaf(HOST))
+    fleet.published = "ab" * 32
+    fleet.endpoints["smtps"] = free_port()  # nothing listens: refused
+    monitor_mod.record_deploy(fleet.dest, False, summary="Nothing deployed: x")
+    path = tmp_path / "certsync.prom"
+    monitor_mod.textfile(str(path))
+    families = _families(path.read_text())
+    probes = {s.labels["endpoint"]: s.value for s in families["certsync_probe_success"].samples}
+    assert probes == {"https": 1.0, "imaps": 1.0, "smtps": 0.0}
+    assert families["certsync_last_deploy_success"].samples[0].value == 0.0
+    assert "certsync_last_successful_deploy_timestamp_seconds" not in families
+
+
+def test_textfile_refuses_what_node_exporter_would_not_read(tmp_path):
+    with pytest.raises(SaltInvocationError, match=r"x\.txt: the textfile collector reads only"):
+        monitor_mod.textfile(str(tmp_path / "x.txt"))
+    with pytest.raises(monitor_mod.CommandExecutionError, match="the directory does not exist"):
+        monitor_mod.textfile(str(tmp_path / "missing" / "certsync.prom"))
+
+
+def test_check_refuses_bad_days():
+    with pytest.raises(SaltInvocationError, match="days must be a whole number, not 'x'"):
+        monitor_mod.check(days="x")
