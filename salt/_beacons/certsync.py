@@ -24,13 +24,16 @@ not fire it again; the certsync schedule covers a lost event.
 On a consumer (``alert_days`` set) it runs ``certsync_monitor.check`` and fires
 ``salt/beacon/<minion id>/certsync/alert/<condition>`` once when a condition
 starts (``expiry``, ``mismatch``, ``deploy_failed``; again only after it
-cleared); with ``textfile`` it also writes the Prometheus metrics there.
+cleared); a mismatch must last ``grace`` seconds first (default 600: a
+renewal is served seconds after the source has it). With ``textfile`` it
+also writes the Prometheus metrics there.
 
 .. code-block:: yaml
 
     beacons:
       certsync:
         - alert_days: 21
+        - grace: 600
         - textfile: /var/lib/prometheus/node-exporter/certsync.prom
         - interval: 300
 """
@@ -39,10 +42,14 @@ import hashlib
 import json
 import logging
 import os
+import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
+
+#: Seconds a mismatch must last before it is an alert (a renewal converges in seconds).
+DEFAULT_GRACE = 600
 
 __virtualname__ = "certsync"
 
@@ -66,6 +73,9 @@ def validate(config):
         days = cfg["alert_days"]
         if isinstance(days, bool) or not isinstance(days, int) or days < 0:
             return False, f"certsync beacon: alert_days must be a whole number, not {days!r}"
+        grace = cfg.get("grace", DEFAULT_GRACE)
+        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
+            return False, f"certsync beacon: grace must be whole seconds, not {grace!r}"
         if cfg.get("textfile") and not str(cfg["textfile"]).endswith(".prom"):
             return False, "certsync beacon: textfile must be a *.prom file"
         return True, "Valid beacon configuration"
@@ -155,10 +165,26 @@ def _alerts(cfg):
         except (CommandExecutionError, SaltInvocationError, OSError) as exc:
             log.warning("certsync beacon: metrics not written: %s", exc)
     path = os.path.join(__opts__["cachedir"], "certsync", "beacon-alerts.json")
-    before = set(_read_record(path).get("active") or [])
-    active = {name for name, state in report["conditions"].items() if state["active"]}
-    if active != before:
-        _write_record(path, {"active": sorted(active)})
+    record = _read_record(path)
+    now, grace = time.time(), cfg.get("grace", DEFAULT_GRACE)
+    seen = record.get("since") if isinstance(record.get("since"), dict) else {}
+    since = {
+        name: seen[name] if isinstance(seen.get(name), (int, float)) else now
+        for name, state in report["conditions"].items()
+        if state["active"]
+    }
+    # A renewal is served a few seconds after the source has it: a mismatch
+    # counts only once it outlasts the grace period.
+    due = {name for name in since if name != "mismatch" or now - since[name] >= grace}
+    fired = (
+        set(record.get("fired") or []) & set(since)
+        if isinstance(record.get("fired"), list)
+        else set()
+    )
+    new = sorted(due - fired)
+    updated = {"since": since, "fired": sorted(fired | due)}
+    if updated != record:
+        _write_record(path, updated)
     return [
         {
             "tag": f"alert/{name}",
@@ -166,7 +192,7 @@ def _alerts(cfg):
             "hostname": report["hostname"],
             "detail": report["conditions"][name]["detail"],
         }
-        for name in sorted(active - before)
+        for name in new
     ]
 
 

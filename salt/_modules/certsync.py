@@ -1442,7 +1442,9 @@ def status():
     """
     This minion's part in certsync, as the pillar describes it, for
     ``salt-run certsync.status``: on the source, the certificate it holds; on
-    a consumer, the deployed certificate and what every endpoint serves.
+    a consumer, the deployed certificate and what every endpoint serves, and
+    with DANE on (pillar ``dane``) the TLSA records: whether one matches the
+    deployed certificate and which are ``stale`` (match it no more: remove).
 
     CLI Example:
 
@@ -1474,12 +1476,33 @@ def status():
     if deployed:
         leaf = read_certs(os.path.join(dest, CERT_FILE))[0]
         ret["days_left"] = _days_left(leaf, now)
-    probes = __salt__["tlsprobe.probe"](
-        cfg["hostname"], settings.get("endpoints"), settings.get("probe_address"), timeout=5
-    )
-    __context__.pop("retcode", None)
+    probes = {}
+    if settings.get("endpoints"):
+        probes = __salt__["tlsprobe.probe"](
+            cfg["hostname"], settings["endpoints"], settings.get("probe_address"), timeout=5
+        )
+        __context__.pop("retcode", None)
     ret["served"] = {
         name: probe.get("fingerprint") or f"error: {probe.get('error')}"
         for name, probe in probes.items()
     }
+    if settings.get("dane"):
+        ret["tlsa"] = _tlsa_status(cfg["hostname"], dest, settings["dane"])
     return ret
+
+
+def _tlsa_status(hostname, dest, dane):
+    """The published TLSA records against the deployed certificate: which are stale."""
+    options = {"port": 25, "nameservers": None, "dns_port": 53}
+    options.update(dane if isinstance(dane, dict) else {})
+    try:
+        check = __salt__["maildns.tlsa_check"](
+            hostname, {"deployed": os.path.join(dest, CERT_FILE)}, **options
+        )
+    except (KeyError, TypeError, CommandExecutionError, SaltInvocationError) as exc:
+        return {"error": f"TLSA not checked: {exc}"}
+    return {
+        "name": check["name"],
+        "deployed_matches": check["matching"]["deployed"],
+        "stale": check["stale"],
+    }

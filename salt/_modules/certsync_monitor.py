@@ -4,7 +4,8 @@ Is the mail server healthy? Alerts and Prometheus metrics for a consumer
 
 :depends: the ``certsync`` and ``tlsprobe`` execution modules
 
-``check`` looks at what the consumer's endpoints serve (on the wire), the
+``check`` looks at what the consumer's endpoints serve (on the wire; with no
+endpoints configured, at the deployed file, as endpoint ``deployed``), the
 fingerprint its source published in the mine, and the result of the last
 ``certsync.deployed`` run, and reports three alert conditions:
 
@@ -166,13 +167,7 @@ def check(days=DEFAULT_DAYS, timeout=10):
     """
     days = _check_days(days)
     settings = __salt__["certsync.consumer_settings"]()
-    probes = __salt__["tlsprobe.probe"](
-        settings["hostname"],
-        settings.get("endpoints"),
-        settings.get("probe_address"),
-        timeout=timeout,
-    )
-    __context__.pop("retcode", None)
+    probes = _served(settings, timeout)
     source_fp, source_error = _source_fingerprint(settings.get("source"))
     now = time.time()
     endpoints = {}
@@ -193,6 +188,23 @@ def check(days=DEFAULT_DAYS, timeout=10):
         "last_deploy": last,
         "conditions": _conditions(endpoints, days, source_fp, source_error, last),
     }
+
+
+def _served(settings, timeout):
+    """What each endpoint serves; with no endpoints (files only), the deployed file."""
+    if not settings.get("endpoints"):
+        deployed = __salt__["certsync.deployed_info"](settings["dest"])
+        if deployed is None:
+            return {"deployed": {"ok": False, "error": f"no certificate in {settings['dest']}"}}
+        return {"deployed": {"ok": True, **deployed}}
+    probes = __salt__["tlsprobe.probe"](
+        settings["hostname"],
+        settings["endpoints"],
+        settings.get("probe_address"),
+        timeout=timeout,
+    )
+    __context__.pop("retcode", None)
+    return probes
 
 
 def _conditions(endpoints, days, source_fp, source_error, last):

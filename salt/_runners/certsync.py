@@ -36,9 +36,11 @@ def _mine_fingerprint(cache, source, consumer):
 def status(timeout=60):
     """
     Show, per consumer: the source's fingerprint, the fingerprint in the mine
-    entry for it, the deployed fingerprint, what every endpoint serves and
-    the days left. ``result`` is False (and ``salt-run`` exits 1) when they
-    do not all agree or a minion did not answer.
+    entry for it, the deployed fingerprint, what every endpoint serves, the
+    days left and, with DANE on, the TLSA records (``stale`` ones can be
+    removed). ``result`` is False (and ``salt-run`` exits 1) when they do
+    not all agree, no TLSA record matches the deployed certificate, or a
+    minion did not answer.
 
     CLI Example:
 
@@ -71,6 +73,9 @@ def status(timeout=60):
             wanted = {source_fp}
             seen = {row["mine_fingerprint"], row["deployed_fingerprint"], *row["served"].values()}
             row["agree"] = source_fp is not None and seen == wanted
+            if view.get("tlsa"):
+                row["tlsa"] = view["tlsa"]
+                row["agree"] = row["agree"] and view["tlsa"].get("deployed_matches") is True
             if not view:
                 row["error"] = f"{consumer} did not answer: {views.get(consumer)!r}"
             ok = ok and row["agree"]

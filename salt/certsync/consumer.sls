@@ -4,6 +4,10 @@
     an event was lost. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
 {%- set announced = salt["pillar.get"]("certsync_event", {}) %}
+{%- if certsync.dns.domain %}
+include:
+  - certsync.dns
+{%- endif %}
 
 certsync-recipient-key:
   certsync.recipient_published:
@@ -37,6 +41,17 @@ certsync-deployed:
     - dane: {{ consumer.dane | json }}
     - require:
       - certsync: certsync-recipient-key
+
+certsync-alerts:
+  beacon.present:
+    - name: certsync
+    - save: true
+    - interval: {{ consumer.alerts.interval }}
+    - alert_days: {{ consumer.alerts.days }}
+    - grace: {{ consumer.alerts.grace }}
+{%- if consumer.alerts.textfile %}
+    - textfile: {{ consumer.alerts.textfile | json }}
+{%- endif %}
 
 certsync-schedule:
   schedule.present:

@@ -5,6 +5,7 @@ record for it is published, and the old record is reported stale after.
 """
 
 import json
+import pathlib
 
 import pytest
 from support import cases
@@ -78,6 +79,30 @@ def test_a_new_key_waits_for_its_tlsa_record(salt_call, layout, ca, dns_server):
     ).data
     assert check["stale"] == [old_record]
     assert check["matching"] == {"deployed": True}
+    status = _status(salt_call, layout, dns_server)
+    assert status["tlsa"] == {
+        "name": TLSA_NAME,
+        "deployed_matches": True,
+        "stale": [old_record],
+    }
+
+
+def _status(salt_call, layout, dns_server):
+    """certsync.status on this minion as a DANE consumer of the deployed pair."""
+    pillar_root = pathlib.Path(layout.root) / "pillar"
+    mailcow_dir = pathlib.Path(layout.root) / "mailcow"  # the pair is in data/assets/ssl
+    pillar_root.mkdir()
+    (pillar_root / "top.sls").write_text(json.dumps({"base": {"*": ["certsync"]}}))
+    consumer = {
+        "mailcow_dir": str(mailcow_dir),
+        "endpoints": [],
+        "dane": {"nameservers": ["127.0.0.1"], "dns_port": dns_server.port},
+    }
+    pillar = {"certsync": {"hostname": HOST, "consumers": {"certsync-functional": consumer}}}
+    (pillar_root / "certsync.sls").write_text(json.dumps(pillar))
+    ret = salt_call(f"--pillar-root={pillar_root}", "certsync.status")
+    assert ret.returncode == 0, ret
+    return ret.data
 
 
 def test_a_same_key_renewal_passes_a_3_1_1_record(salt_call, layout, ca, dns_server):

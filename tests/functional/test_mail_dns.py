@@ -7,6 +7,7 @@ thing and must fail exactly the rows about it.
 
 import base64
 import json
+import shutil
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -314,3 +315,47 @@ def test_records_ok_state_lists_each_failure(salt_call, dns_server, deployed):
     )
     assert (code, ret["result"]) == (0, True), ret["comment"]
     assert json.dumps(ret["changes"]) == "{}"
+
+
+def test_the_formula_audits_the_dns_from_pillar(salt_call, dns_server, deployed, tmp_path):
+    ssl_dir = tmp_path / "mailcow" / "data" / "assets" / "ssl"
+    ssl_dir.mkdir(parents=True)
+    shutil.copy(deployed, ssl_dir / "cert.pem")
+    pillar_root = tmp_path / "pillar"
+    pillar_root.mkdir()
+    (pillar_root / "top.sls").write_text(json.dumps({"base": {"*": ["certsync"]}}))
+    dns = {
+        "domain": DOMAIN,
+        "addresses": [ADDRESS],
+        "dkim_selectors": ["dkim", "s1378202"],
+        "dmarc_policy": "reject",
+        "return_path": {"name": f"bounces.{DOMAIN}", "target": f"rp.{RELAY}"},
+        "tlsa_ports": [25],
+        "nameservers": ["127.0.0.1"],
+        "dns_port": dns_server.port,
+    }
+    consumer = {"mailcow_dir": str(tmp_path / "mailcow")}
+    pillar = {
+        "certsync": {"hostname": HOST, "consumers": {"certsync-functional": consumer}, "dns": dns}
+    }
+    (pillar_root / "certsync.sls").write_text(json.dumps(pillar))
+
+    def apply():
+        ret = salt_call(f"--pillar-root={pillar_root}", "state.apply", "certsync.dns")
+        (state,) = ret.data.values()
+        return ret.returncode, state
+
+    _publish(salt_call, dns_server, deployed)
+    code, state = apply()
+    assert (code, state["result"]) == (0, True), state["comment"]
+    assert state["comment"].startswith("All ") and state["comment"].endswith(f"of {DOMAIN} pass")
+    _publish(salt_call, dns_server, deployed, tlsa="_25._tcp.mail IN TLSA 3 1 1 " + "cd" * 32)
+    code, state = apply()
+    assert code != 0
+    assert (
+        state["comment"]
+        .splitlines()[1]
+        .startswith(
+            f"  TLSA _25._tcp.{HOST}: expected matches a certificate in use or coming, found 3 1 1"
+        )
+    )

@@ -70,7 +70,11 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca):
     fleet.ids = {role: random_string(f"{role}-") for role in ("npm", "mailcow", "other")}
     source, consumer = fleet.ids["npm"], fleet.ids["mailcow"]
     pillar_dir = fleet.root / "pillar"
-    write_pillar(pillar_dir, source, {consumer: stack_settings(fleet.stack)}, fleet.live_dir)
+    fleet.textfile = fleet.root / "textfile" / "certsync.prom"
+    fleet.textfile.parent.mkdir()
+    alerts = {"days": 21, "interval": 1, "grace": 0, "textfile": str(fleet.textfile)}
+    settings = {**stack_settings(fleet.stack), "alerts": alerts}
+    write_pillar(pillar_dir, source, {consumer: settings}, fleet.live_dir)
     fleet.master = salt_factories.salt_master_daemon(
         random_string("master-"), overrides=master_config(pillar_dir, {source: [consumer]})
     )
@@ -206,7 +210,7 @@ def test_a_forged_published_event_from_the_third_minion_installs_nothing(fleet, 
 def test_an_invalid_certificate_is_refused_and_the_old_keeps_serving(fleet, event_listener):
     serving = fleet.issued[-1]
     wrong = fleet.ca.leaf("webmail.example.test", key=serving.key)
-    start = time.time()
+    start, mark = time.time(), len(fleet.bus.events)
     fleet.renew(wrong)
 
     def refusal():
@@ -225,6 +229,21 @@ def test_an_invalid_certificate_is_refused_and_the_old_keeps_serving(fleet, even
     deployed = wait_until(refusal, 90, interval=1, what="the consumer to refuse the certificate")
     assert "does not cover mail.example.test (SANs: webmail.example.test)" in deployed["comment"]
     assert set(fleet.served().values()) == {serving.fingerprint}
+
+    def alerts():
+        """The conditions forwarded as certsync/alert by the reactor since the refusal."""
+        return sorted(
+            e["data"]["condition"]
+            for e in fleet.bus.events[mark:]
+            if e["tag"] == "certsync/alert" and e["data"].get("minion") == fleet.ids["mailcow"]
+        )
+
+    wait_until(lambda: alerts() == ["deploy_failed", "mismatch"], 60, interval=1, what="two alerts")
+    time.sleep(5)  # five more beacon rounds: still one event per condition
+    assert alerts() == ["deploy_failed", "mismatch"]
+    metrics = fleet.textfile.read_text()
+    assert 'certsync_last_deploy_success{hostname="mail.example.test"} 0' in metrics
+    assert 'certsync_alert{condition="mismatch",hostname="mail.example.test"} 1' in metrics
     status = fleet.master.salt_run_cli(timeout=120).run("certsync.status")
     assert status.returncode == 1
     row = status.data["consumers"][fleet.ids["mailcow"]]

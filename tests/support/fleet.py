@@ -40,6 +40,7 @@ def master_config(pillar_dir, routes):
             {"salt/beacon/*/certsync/renewed": ["salt://certsync/reactor/publish.sls"]},
             {"certsync/recipient": ["salt://certsync/reactor/publish.sls"]},
             {"certsync/published": ["salt://certsync/reactor/deploy.sls"]},
+            {"salt/beacon/*/certsync/alert/*": ["salt://certsync/reactor/alert.sls"]},
         ],
         "log_level_logfile": "debug",
     }

@@ -7,6 +7,8 @@ endpoints are real TLS servers on loopback; the mine is a stand-in.
 import os
 import re
 import stat
+import time
+from unittest.mock import patch
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -153,7 +155,7 @@ def test_beacon_fires_each_condition_once(ca, fleet, serve):
     serve(old)
     fleet.published = ca.leaf(HOST).fingerprint
     monitor_mod.record_deploy(fleet.dest, False, summary="Nothing deployed: reload failed")
-    config = [{"alert_days": 14}]
+    config = [{"alert_days": 14, "grace": 0}]
     assert certsync_beacon.validate(config) == (True, "Valid beacon configuration")
 
     events = certsync_beacon.beacon(config)
@@ -170,11 +172,24 @@ def test_beacon_fires_each_condition_once(ca, fleet, serve):
     assert [e["tag"] for e in certsync_beacon.beacon(config)] == ["alert/mismatch"]
 
 
+def test_a_mismatch_alerts_only_once_it_outlasts_the_grace(ca, fleet, serve):
+    serve(ca.leaf(HOST))
+    fleet.published = ca.leaf(HOST).fingerprint  # the source renewed; not served yet
+    config = [{"alert_days": 14, "grace": 600}]
+    start = time.time()
+    assert certsync_beacon.beacon(config) == []
+    with patch.object(certsync_beacon.time, "time", return_value=start + 599):
+        assert certsync_beacon.beacon(config) == []
+    with patch.object(certsync_beacon.time, "time", return_value=start + 601):
+        assert [e["tag"] for e in certsync_beacon.beacon(config)] == ["alert/mismatch"]
+
+
 @pytest.mark.parametrize(
     ("config", "error"),
     [
         ([{"alert_days": "soon"}], "alert_days must be a whole number, not 'soon'"),
         ([{"alert_days": -1}], "alert_days must be a whole number, not -1"),
+        ([{"alert_days": 7, "grace": "1m"}], "grace must be whole seconds, not '1m'"),
         ([{"alert_days": 7, "textfile": "/tmp/x.txt"}], "textfile must be a *.prom file"),
     ],
 )

@@ -1,0 +1,31 @@
+{#- The mail DNS audit on a consumer: MX, A/AAAA, PTR, SPF, DKIM, DMARC,
+    client autoconfiguration, the relay's return path and TLSA, checked
+    against the `certsync:dns` pillar. Read-only: a failing record fails
+    this state and names the record. #}
+{%- from "certsync/map.jinja" import certsync, consumer with context %}
+{%- set dns = certsync.dns %}
+
+certsync-mail-dns:
+  maildns.records_ok:
+    - name: {{ dns.domain | json }}
+    - hostname: {{ certsync.hostname | json }}
+{%- for option in ["mx", "addresses", "dkim_selectors", "tlsa_ports", "nameservers"] %}
+{%-   if dns[option] %}
+    - {{ option }}: {{ dns[option] | json }}
+{%-   endif %}
+{%- endfor %}
+    - spf_all: {{ dns.spf_all | json }}
+{%- if dns.dmarc_policy %}
+    - dmarc_policy: {{ dns.dmarc_policy | json }}
+{%- endif %}
+{%- if dns.return_path %}
+    - return_path: {{ dns.return_path | json }}
+{%- endif %}
+    - autoconfig: {{ dns.autoconfig | json }}
+    - dns_port: {{ dns.dns_port }}
+    - dnssec: {{ dns.dnssec | json }}
+{%- if dns.tlsa_ports %}
+    - certs:
+        deployed: {{ (consumer.mailcow_dir ~ "/data/assets/ssl/cert.pem") | json }}
+    - probe_address: {{ consumer.probe_address | json }}
+{%- endif %}
