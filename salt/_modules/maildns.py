@@ -803,7 +803,11 @@ def _check_tlsa(hostname, port, certs, served, resolver_args):
         if served_path:
             labels["served"] = served_path
         if not labels:
-            labels = {"none": os.devnull}
+            record = f"TLSA {_tlsa_name(hostname, port, 'tcp')} coverage"
+            why = f"no certificate to match: the served one was not fetched ({served_error})"
+            return [
+                _row(record, "a record matching the served certificate", "unknown", False, why)
+            ], {"records": []}
         check = tlsa_check(hostname, labels, port=port, **resolver_args)
     name = check["name"]
     rows = []
@@ -818,7 +822,7 @@ def _check_tlsa(hostname, port, certs, served, resolver_args):
             )
         ], check
     for row in check["records"]:
-        matched = [m for m in row["matches"] if m != "none"]
+        matched = row["matches"]
         rows.append(
             _row(
                 f"TLSA {name}",
@@ -1020,6 +1024,10 @@ def audit(
     accept = _accept_all(spf_all)
     if certs is not None and not isinstance(certs, dict):
         raise SaltInvocationError("certs must map labels (deployed, candidate) to files")
+    if ports and not (certs or probe_address):
+        raise SaltInvocationError(
+            "tlsa_ports needs certs (deployed, candidate) or probe_address to match records against"
+        )
     lk = _lookup(nameservers, dns_port, timeout)
 
     rows = _check_mx(lk, domain, mx)
@@ -1048,7 +1056,7 @@ def audit(
             hostname, port, certs or {}, (probe_address, probe_port, timeout), resolver_args
         )
         rows += tlsa_rows
-        stale[port] = [r["record"] for r in check["records"] if not set(r["matches"]) - {"none"}]
+        stale[port] = [r["record"] for r in check["records"] if not r["matches"]]
     failed = sum(row["result"] == "fail" for row in rows)
     if failed:
         __context__["retcode"] = 1

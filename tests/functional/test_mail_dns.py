@@ -12,6 +12,7 @@ import shutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support.mailcow_stack import free_port
 from support.nsd import AuthoritativeDNS
 from support.pki import write_pair
 from support.tlsserver import TLSServer
@@ -359,3 +360,29 @@ def test_the_formula_audits_the_dns_from_pillar(salt_call, dns_server, deployed,
             f"  TLSA _25._tcp.{HOST}: expected matches a certificate in use or coming, found 3 1 1"
         )
     )
+
+
+def test_tlsa_with_nothing_to_match_against_is_said(salt_call, dns_server, deployed):
+    _publish(salt_call, dns_server, deployed)
+    resolver = ("nameservers=[127.0.0.1]", f"dns_port={dns_server.port}")
+    ret = salt_call("maildns.audit", DOMAIN, HOST, "tlsa_ports=[25]", *resolver)
+    assert ret.returncode != 0
+    assert "tlsa_ports needs certs (deployed, candidate) or probe_address" in ret.stderr
+    closed = free_port()
+    ret = salt_call(
+        "maildns.audit",
+        DOMAIN,
+        HOST,
+        "tlsa_ports=[25]",
+        "probe_address=127.0.0.1",
+        f"probe_ports={{25: {closed}}}",
+        "dkim_selectors=[dkim]",
+        *resolver,
+    )
+    (why,) = [
+        row["why"]
+        for row in ret.data["rows"]
+        if row["result"] == "fail" and row["record"].startswith("TLSA")
+    ]
+    assert why.startswith("no certificate to match: the served one was not fetched (")
+    assert "Connection refused" in why
