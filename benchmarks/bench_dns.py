@@ -12,7 +12,6 @@ Needs nsd (scripts/test-deps.sh). Run: scripts/bench.sh
 import argparse
 import base64
 import pathlib
-import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from figures import figures  # noqa: E402
 from support.loader import certsync_mod, load_loader_module  # noqa: E402
 from support.nsd import AuthoritativeDNS  # noqa: E402
 from support.pki import TestCA, write_pair  # noqa: E402
@@ -32,14 +32,6 @@ DOMAIN, HOST, RELAY, REVERSE = (
     "relay.test",
     "2.0.192.in-addr.arpa",
 )
-
-
-def figures(samples):
-    samples = sorted(samples)
-    return (
-        f"n={len(samples)} p50={statistics.median(samples):.1f} ms "
-        f"p95={samples[int(0.95 * (len(samples) - 1))]:.1f} ms max={samples[-1]:.1f} ms"
-    )
 
 
 def txt(text):

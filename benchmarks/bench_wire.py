@@ -19,17 +19,10 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from figures import figures  # noqa: E402
 from support.loader import certsync_mod, mailcow_mod, tlsprobe_mod  # noqa: E402
 from support.mailcow_stack import HOST, MailcowStack, build_image, docker_client  # noqa: E402
 from support.pki import TestCA, write_pair  # noqa: E402
-
-
-def figures(samples):
-    samples = sorted(samples)
-    return (
-        f"n={len(samples)} p50={statistics.median(samples):.1f} ms "
-        f"p95={samples[int(0.95 * (len(samples) - 1))]:.1f} ms max={samples[-1]:.1f} ms"
-    )
 
 
 def timed_ms(func):
