@@ -267,11 +267,9 @@ class _Lookup:
             current = canonical
         raise CommandExecutionError(f"CNAME chain from {name} is longer than {MAX_CNAME_HOPS}")
 
-    def names(self, name, rdtype):
-        return sorted(
-            _name(getattr(rd, "target", getattr(rd, "exchange", rd)))
-            for rd in self.get(name, rdtype)[0]
-        )
+    def targets(self, name, rdtype):
+        """The names ``name``'s PTR or CNAME records point to."""
+        return sorted(_name(rd.target) for rd in self.get(name, rdtype)[0])
 
     def addresses(self, name):
         found = []
@@ -374,7 +372,7 @@ def _check_ptr(lk, hostname, addresses):
     forward = {str(ipaddress.ip_address(a)) for a in addresses}
     for address in addresses:
         reverse = _name(dns.reversename.from_address(address))
-        names = lk.names(reverse, "PTR")
+        names = lk.targets(reverse, "PTR")
         record = f"PTR {address}"
         expected = f"{hostname}, resolving back to {address}"
         if not names:
@@ -737,8 +735,7 @@ def _check_dmarc_reports(lk, domain, tags):
 
 
 def _check_cname(lk, name, target, why_wanted):
-    records, _, status = lk.get(name, "CNAME")
-    found = [_name(rd.target) for rd in records]
+    found, status = lk.targets(name, "CNAME"), lk.get(name, "CNAME")[2]
     ok = found == [_name(target)]
     why = "" if ok else (f"CNAME to {', '.join(found)}" if found else f"no CNAME ({status})")
     return _row(
