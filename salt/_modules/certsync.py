@@ -1423,7 +1423,10 @@ def consumer_settings():
 
         salt mailcow-host certsync.consumer_settings
     """
-    cfg = _formula_settings()
+    return _consumer_settings(_formula_settings())
+
+
+def _consumer_settings(cfg):
     consumers = cfg.get("consumers") or {}
     if __opts__["id"] not in consumers:
         raise CommandExecutionError(
@@ -1469,7 +1472,7 @@ def status():
         }
     if me not in (cfg.get("consumers") or {}):
         return {"role": None}
-    settings = consumer_settings()
+    settings = _consumer_settings(cfg)
     dest = settings["dest"]
     deployed = deployed_info(dest)
     ret = {"role": "consumer", "deployed": deployed and deployed["fingerprint"]}
