@@ -176,11 +176,8 @@ def _alerts(cfg):
     # A renewal is served a few seconds after the source has it: a mismatch
     # counts only once it outlasts the grace period.
     due = {name for name in since if name != "mismatch" or now - since[name] >= grace}
-    fired = (
-        set(record.get("fired") or []) & set(since)
-        if isinstance(record.get("fired"), list)
-        else set()
-    )
+    before = record.get("fired") if isinstance(record.get("fired"), list) else []
+    fired = {name for name in since if name in before}
     new = sorted(due - fired)
     updated = {"since": since, "fired": sorted(fired | due)}
     if updated != record:

@@ -34,7 +34,6 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 __virtualname__ = "certsync_monitor"
 
 DEFAULT_DAYS = 21
-CONDITIONS = ("expiry", "mismatch", "deploy_failed")
 METRICS = {
     "certsync_cert_expiry_timestamp_seconds": "Expiry (not_after) of the certificate an "
     "endpoint serves, Unix time.",
@@ -256,38 +255,28 @@ def render(report):
     """The Prometheus text exposition of a :py:func:`check` report."""
     host = {"hostname": report["hostname"]}
     samples = {name: [] for name in METRICS}
+
+    def add(name, labels, value):
+        samples[name].append(_sample(name, labels, value))
+
     for endpoint, row in report["endpoints"].items():
         labels = {**host, "endpoint": endpoint}
-        samples["certsync_probe_success"].append(
-            _sample("certsync_probe_success", labels, int(row["ok"]))
-        )
-        samples["certsync_cert_matches_source"].append(
-            _sample("certsync_cert_matches_source", labels, int(row["matches_source"]))
-        )
+        add("certsync_probe_success", labels, int(row["ok"]))
+        add("certsync_cert_matches_source", labels, int(row["matches_source"]))
         if row["ok"]:
-            samples["certsync_cert_expiry_timestamp_seconds"].append(
-                _sample("certsync_cert_expiry_timestamp_seconds", labels, float(row["not_after"]))
-            )
+            add("certsync_cert_expiry_timestamp_seconds", labels, float(row["not_after"]))
     last = report["last_deploy"]
     if last:
-        samples["certsync_last_deploy_success"].append(
-            _sample("certsync_last_deploy_success", host, int(last["result"]))
-        )
-        samples["certsync_last_deploy_run_timestamp_seconds"].append(
-            _sample("certsync_last_deploy_run_timestamp_seconds", host, float(last["time"]))
-        )
+        add("certsync_last_deploy_success", host, int(last["result"]))
+        add("certsync_last_deploy_run_timestamp_seconds", host, float(last["time"]))
         if last.get("last_success"):
-            samples["certsync_last_successful_deploy_timestamp_seconds"].append(
-                _sample(
-                    "certsync_last_successful_deploy_timestamp_seconds",
-                    host,
-                    float(last["last_success"]),
-                )
+            add(
+                "certsync_last_successful_deploy_timestamp_seconds",
+                host,
+                float(last["last_success"]),
             )
     for condition, state in report["conditions"].items():
-        samples["certsync_alert"].append(
-            _sample("certsync_alert", {**host, "condition": condition}, int(state["active"]))
-        )
+        add("certsync_alert", {**host, "condition": condition}, int(state["active"]))
     lines = []
     for name, help_text in METRICS.items():
         if samples[name]:
