@@ -72,9 +72,7 @@ def __virtual__():
 def _resolver(nameservers, dns_port, timeout, dnssec):
     if nameservers:
         resolver = dns.resolver.Resolver(configure=False)
-        if isinstance(nameservers, str):
-            nameservers = [item.strip() for item in nameservers.split(",") if item.strip()]
-        resolver.nameservers = list(nameservers)
+        resolver.nameservers = _as_list(nameservers, "nameservers")
     else:
         resolver = dns.resolver.Resolver()
     resolver.port = int(dns_port)
@@ -869,37 +867,39 @@ def _dns_name(value, what):
     return _name(value)
 
 
-def _name_list(values, what):
-    if isinstance(values, str):
-        values = [v for v in values.split(",") if v.strip()]
+def _as_list(values, what):
+    """A list as given, or the items of a comma-separated string (the CLI)."""
+    if values is None:
+        return []
+    if isinstance(values, (str, int)):
+        return [item.strip() for item in str(values).split(",") if item.strip()]
     if not isinstance(values, (list, tuple)):
         raise SaltInvocationError(f"{what} must be a list")
-    return [_dns_name(v.strip(), what) for v in values]
+    return list(values)
+
+
+def _name_list(values, what):
+    return [_dns_name(v, what) for v in _as_list(values, what)]
 
 
 def _selector_list(values):
-    if isinstance(values, str):
-        values = [v for v in values.split(",") if v.strip()]
-    if not isinstance(values, (list, tuple)):
-        raise SaltInvocationError("dkim_selectors must be a list")
+    values = _as_list(values, "dkim_selectors")
     for value in values:
         if not isinstance(value, str) or not re.fullmatch(
             r"[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*", value
         ):
             raise SaltInvocationError(f"DKIM selector {value!r} is not a valid selector")
-    return list(values)
+    return values
 
 
 def _address_list(values):
-    if isinstance(values, str):
-        values = [v for v in values.split(",") if v.strip()]
     try:
-        return [str(ipaddress.ip_address(str(v).strip())) for v in values or []]
+        return [str(ipaddress.ip_address(str(v))) for v in _as_list(values, "addresses")]
     except ValueError as exc:
         raise SaltInvocationError(f"addresses: {exc}") from None
 
 
-def _return_path(value, domain):
+def _return_path(value):
     if not value:
         return None
     if not isinstance(value, dict) or set(value) != {"name", "target"}:
@@ -911,10 +911,8 @@ def _return_path(value, domain):
 
 
 def _ports(values):
-    if isinstance(values, (int, str)):
-        values = [v for v in str(values).split(",") if v.strip()]
     try:
-        ports = [int(v) for v in values or []]
+        ports = [int(v) for v in _as_list(values, "tlsa_ports")]
     except (TypeError, ValueError):
         raise SaltInvocationError(f"tlsa_ports must be a list of ports, not {values!r}") from None
     if any(not 0 < p < 65536 for p in ports):
@@ -1013,10 +1011,11 @@ def audit(
     """
     domain, hostname = _dns_name(domain, "domain"), _dns_name(hostname, "hostname")
     mx = _name_list(mx or [hostname], "mx")
+    addresses = _address_list(addresses)
     selectors = _selector_list(dkim_selectors or [])
     if dmarc_policy and dmarc_policy not in DMARC_POLICIES:
         raise SaltInvocationError(f"dmarc_policy must be one of {', '.join(DMARC_POLICIES)}")
-    relay = _return_path(return_path, domain)
+    relay = _return_path(return_path)
     ports = _ports(tlsa_ports)
     accept = _accept_all(spf_all)
     if certs is not None and not isinstance(certs, dict):
@@ -1028,7 +1027,7 @@ def audit(
     lk = _lookup(nameservers, dns_port, timeout)
 
     rows = _check_mx(lk, domain, mx)
-    address_rows, found = _check_addresses(lk, hostname, _address_list(addresses))
+    address_rows, found = _check_addresses(lk, hostname, addresses)
     rows += address_rows + _check_ptr(lk, hostname, found)
     rows += _check_spf(lk, domain, accept)
     dkim_rows = [_check_dkim(lk, domain, selector) for selector in selectors]
