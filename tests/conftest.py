@@ -9,6 +9,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SALT_TREE = REPO / "salt"
 sys.path.insert(0, str(REPO / "tests"))
 
+from support.acme import NpmCertbot, Pebble  # noqa: E402
 from support.pki import TestCA  # noqa: E402
 from support.salt_call import salt_call  # noqa: E402, F401  (fixture)
 
@@ -47,3 +48,17 @@ def good(ca):
         sans=["mail.example.test", "autodiscover.example.test"],
         key_kind="ec-p384",
     )
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory):
+    """Let's Encrypt's ACME test server on loopback, its listener certified by a test CA."""
+    server = Pebble(tmp_path_factory.mktemp("pebble"), TestCA("pebble listener")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def npm_certbot(tmp_path, pebble):
+    """NPM's certbot (its ini and command lines) with a fresh letsencrypt tree."""
+    return NpmCertbot(tmp_path / "npm", pebble)

@@ -1011,6 +1011,219 @@ def sni_inventory(dest):
 
 
 # --------------------------------------------------------------------------
+# certbot's renewal configuration: keep the key across renewals
+# --------------------------------------------------------------------------
+
+#: The largest renewal file certsync reads; certbot writes about 1 KiB.
+MAX_RENEWAL_BYTES = 64 * 1024
+_LINEAGE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,200}")
+_RENEWAL_KEY = re.compile(r"^(\s*)([A-Za-z0-9_.-]+)(\s*=\s*)(.*?)\s*$")
+_RENEWAL_SECTION = re.compile(r"^\s*(\[+)\s*([^\[\]]+?)\s*(\]+)\s*(#.*)?$")
+#: Where certbot points a lineage's files, relative to its config dir.
+_LINEAGE_PATHS = {
+    "archive_dir": ("archive", "{}"),
+    "cert": ("live", "{}", "cert.pem"),
+    "privkey": ("live", "{}", "privkey.pem"),
+    "fullchain": ("live", "{}", "fullchain.pem"),
+}
+
+
+def _renewal_location(lineage_dir):
+    """(config dir, lineage, renewal file) of a certbot ``live/<lineage>`` directory."""
+    if not isinstance(lineage_dir, str) or not lineage_dir.strip():
+        raise SaltInvocationError("give the lineage's live directory, e.g. .../live/npm-5")
+    path = os.path.normpath(lineage_dir)
+    live, lineage = os.path.split(path)
+    if not _LINEAGE.fullmatch(lineage) or os.path.basename(live) != "live":
+        raise SaltInvocationError(
+            f"{lineage_dir!r} is not a certbot lineage directory (<config dir>/live/<name>)"
+        )
+    config_dir = os.path.dirname(live)
+    return config_dir, lineage, os.path.join(config_dir, "renewal", f"{lineage}.conf")
+
+
+def _read_renewal(path, lineage):
+    """The renewal file's lines, parsed; raise when missing, malformed or foreign."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RENEWAL_BYTES + 1)
+    except FileNotFoundError:
+        raise CommandExecutionError(
+            f"{path}: no such file: certbot keeps no renewal configuration for {lineage}"
+        ) from None
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_RENEWAL_BYTES:
+        raise CommandExecutionError(f"{path}: larger than {MAX_RENEWAL_BYTES} bytes")
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CommandExecutionError(f"{path}: not UTF-8 text, not a renewal file") from None
+    parsed = _parse_renewal(lines, path)
+    _check_lineage_paths(parsed["top"], path, lineage)
+    return lines, parsed
+
+
+def _parse_renewal(lines, path):
+    """
+    The top-level keys, the keys directly under ``[renewalparams]`` and where
+    that section starts and ``reuse_key`` stands (ConfigObj's layout: a
+    ``[[sub]]`` section holds every key up to the next section line).
+    """
+    parsed = {"top": {}, "params": {}, "params_line": None, "reuse_line": None}
+    section = ()
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        header = _RENEWAL_SECTION.match(line)
+        if header:
+            depth = len(header.group(1))
+            if depth != len(header.group(3)) or depth > len(section) + 1:
+                raise CommandExecutionError(f"{path}: line {number + 1}: malformed section line")
+            section = (*section[: depth - 1], header.group(2))
+            if section == ("renewalparams",):
+                parsed["params_line"] = number
+            continue
+        pair = _RENEWAL_KEY.match(line)
+        if not pair:
+            raise CommandExecutionError(
+                f"{path}: line {number + 1}: neither 'key = value' nor a section, "
+                "not a certbot renewal file"
+            )
+        if not section:
+            parsed["top"][pair.group(2)] = pair.group(4)
+        elif section == ("renewalparams",):
+            parsed["params"][pair.group(2)] = pair.group(4)
+            if pair.group(2) == "reuse_key":
+                parsed["reuse_line"] = number
+    if parsed["params_line"] is None:
+        raise CommandExecutionError(f"{path}: no [renewalparams] section, not a renewal file")
+    return parsed
+
+
+def _check_lineage_paths(top, path, lineage):
+    """The file must point at this lineage, by its relative layout (NPM's paths are
+    the container's /etc/letsencrypt/..., not the minion's)."""
+    for key, parts in _LINEAGE_PATHS.items():
+        value = top.get(key)
+        if not value:
+            raise CommandExecutionError(f"{path}: no {key!r} line, not a certbot renewal file")
+        tail = [part.format(lineage) for part in parts]
+        if os.path.normpath(value).split(os.sep)[-len(tail) :] != tail:
+            raise CommandExecutionError(
+                f"{path}: {key} = {_quoted(value)} belongs to another lineage "
+                f"(want .../{'/'.join(tail)})"
+            )
+
+
+def _quoted(text):
+    """Untrusted text for a message: one line, bounded, control characters escaped."""
+    return repr(str(text)[:200])
+
+
+def _is_true(value):
+    return str(value).strip().lower() in ("true", "yes", "on", "1")
+
+
+def renewal(lineage_dir):
+    """
+    Describe how certbot will renew a lineage (e.g. NPM's ``live/npm-5``),
+    from its renewal file ``<config dir>/renewal/<lineage>.conf``: whether
+    ``reuse_key`` is set, the key type and curve it asks for, the key and the
+    names of the current certificate, and whether the next renewal keeps the
+    key (and with it a ``TLSA 3 1 1`` record). certbot's default is a new key
+    at every renewal; NPM never passes ``--reuse-key``.
+
+    The lineage is matched by name and the file's relative layout, never by
+    absolute path: in NPM's container the paths in the file are
+    ``/etc/letsencrypt/...`` while the minion sees the bind-mounted tree
+    elsewhere.
+
+    lineage_dir
+        The lineage's live directory, e.g. ``/etc/nginx/letsencrypt/live/npm-5``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync.renewal /etc/nginx/letsencrypt/live/npm-5
+    """
+    _, lineage, path = _renewal_location(lineage_dir)
+    _, parsed = _read_renewal(path, lineage)
+    params = parsed["params"]
+    reuse = _is_true(params.get("reuse_key", "False"))
+    ret = {
+        "lineage": lineage,
+        "renewal_file": path,
+        "reuse_key": reuse,
+        "key_type": params.get("key_type", "rsa"),
+        "elliptic_curve": params.get("elliptic_curve"),
+        "rsa_key_size": params.get("rsa_key_size"),
+        "next_renewal_keeps_key": reuse,
+    }
+    try:
+        leaf = read_certs(os.path.join(os.path.normpath(lineage_dir), "cert.pem"))[0]
+    except CommandExecutionError as exc:
+        ret["current"] = {"error": str(exc)}
+    else:
+        ret["current"] = {
+            "key": _key_label(leaf.public_key()),
+            "spki_sha256": _spki_sha256(leaf.public_key()),
+            "names": _dns_sans(leaf),
+            "not_after": _iso(leaf.not_valid_after_utc),
+        }
+    ret["why"] = (
+        "reuse_key = True: certbot renew keeps the key (a re-issue from NPM's UI, "
+        "certbot certonly, still makes a new one)"
+        if reuse
+        else "no reuse_key = True under [renewalparams]: the next renewal makes a new key"
+    )
+    return ret
+
+
+def set_reuse_key(lineage_dir, test=False):
+    """
+    Make certbot keep a lineage's key across renewals: ``reuse_key = True``
+    under ``[renewalparams]`` of its renewal file, every other line and
+    comment kept. Written atomically (temp file, fsync, rename), the file's
+    mode and owner kept. Returns ``changed`` and the renewal file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync.set_reuse_key /etc/nginx/letsencrypt/live/npm-5
+    """
+    _, lineage, path = _renewal_location(lineage_dir)
+    lines, parsed = _read_renewal(path, lineage)
+    if _is_true(parsed["params"].get("reuse_key", "False")):
+        return {"changed": False, "renewal_file": path}
+    if parsed["reuse_line"] is not None:
+        number = parsed["reuse_line"]
+        indent = _RENEWAL_KEY.match(lines[number]).group(1)
+        lines[number] = f"{indent}reuse_key = True"
+    else:
+        lines.insert(parsed["params_line"] + 1, "reuse_key = True")
+    if not test:
+        st = os.stat(path)
+        try:
+            temp = _write_temp(
+                os.path.dirname(path),
+                os.path.basename(path),
+                ("\n".join(lines) + "\n").encode("utf-8"),
+                stat.S_IMODE(st.st_mode),
+                (st.st_uid, st.st_gid),
+            )
+            os.replace(temp, path)
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            raise CommandExecutionError(f"{path}: cannot write: {exc.strerror}") from None
+        log.info("certsync: set reuse_key = True in %s", path)
+    return {"changed": True, "renewal_file": path}
+
+
+# --------------------------------------------------------------------------
 # Transport over the Salt mine: the key sealed to each consumer (HPKE)
 # --------------------------------------------------------------------------
 

@@ -669,3 +669,51 @@ def recipient_published(name, sources):
     else:
         ret["comment"] = f"The recipient key is published for {', '.join(done['sources'])}"
     return ret
+
+
+def key_reused(name, hostname=None):
+    """
+    Make certbot keep the key of a lineage across renewals, so that a
+    ``TLSA 3 1 1`` record (and anything else pinning the key) survives NPM's
+    renewals: ``reuse_key = True`` under ``[renewalparams]`` of the lineage's
+    renewal file, every other line kept, written atomically with its mode
+    and owner. certbot's default, and NPM's, is a new key at every renewal.
+
+    name
+        The lineage's live directory, e.g. ``/etc/nginx/letsencrypt/live/npm-5``
+        (its renewal file is ``<config dir>/renewal/npm-5.conf``), or, with
+        ``hostname``, NPM's ``live/`` directory.
+
+    hostname
+        Optional: find the lineage under ``name`` whose certificate covers
+        this name (as ``certsync.find_source`` does).
+
+    .. code-block:: yaml
+
+        npm-keeps-its-key:
+          certsync.key_reused:
+            - name: /etc/nginx/letsencrypt/live/npm-5
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        lineage_dir = __salt__["certsync.find_source"](hostname, name)["dir"] if hostname else name
+        found = __salt__["certsync.renewal"](lineage_dir)
+        if found["reuse_key"]:
+            ret["result"] = True
+            ret["comment"] = f"{found['renewal_file']} already keeps the key (reuse_key = True)"
+            return ret
+        done = __salt__["certsync.set_reuse_key"](lineage_dir, test=__opts__["test"])
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = f"reuse_key not set: {exc}"
+        return ret
+    ret["changes"] = {"reuse_key": {"old": False, "new": True}, "file": done["renewal_file"]}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"Would set reuse_key = True in {done['renewal_file']}"
+    else:
+        ret["result"] = True
+        ret["comment"] = (
+            f"Set reuse_key = True in {done['renewal_file']}: certbot renew keeps the key of "
+            f"{found['lineage']} from now on"
+        )
+    return ret

@@ -1,0 +1,138 @@
+"""
+The real NPM source: Debian's certbot, run with NPM's ini and command lines
+against pebble, its tree bind-mounted at /etc/letsencrypt as in NPM's
+container. Without certsync.key_reused every renewal makes a new key; with
+it, renewals keep the key and so the TLSA 3 1 1 record.
+"""
+
+import os
+import stat
+
+import pytest
+
+pytestmark = pytest.mark.functional
+HOST = "mail.example.test"
+NAMES = [HOST, "autodiscover.example.test"]
+
+
+@pytest.fixture
+def lineage(npm_certbot):
+    npm_certbot.issue(5, NAMES)
+    return npm_certbot.lineage(5)
+
+
+def test_the_renewal_file_holds_the_containers_paths(npm_certbot, lineage):
+    text = npm_certbot.renewal_conf(5).read_text()
+    assert "cert = /etc/letsencrypt/live/npm-5/cert.pem" in text
+    assert str(npm_certbot.host_dir) not in text
+    assert stat.S_IMODE(os.stat(npm_certbot.live_dir).st_mode) == 0o700
+
+
+def test_without_reuse_key_a_renewal_changes_the_key(salt_call, npm_certbot, lineage):
+    described = salt_call("certsync.renewal", str(lineage)).data
+    assert described["lineage"] == "npm-5"
+    assert described["renewal_file"] == str(npm_certbot.renewal_conf(5))
+    assert described["reuse_key"] is False
+    assert described["next_renewal_keeps_key"] is False
+    assert (described["key_type"], described["elliptic_curve"]) == ("ecdsa", "secp384r1")
+    assert described["current"]["key"] == "EC P-384"
+    assert sorted(described["current"]["names"]) == sorted(NAMES)
+    before = npm_certbot.spki_sha256(5)
+    assert described["current"]["spki_sha256"] == before
+    npm_certbot.renew(5)
+    assert npm_certbot.spki_sha256(5) != before
+
+
+def test_key_reused_keeps_the_key_across_renewals(salt_call, npm_certbot, lineage):
+    conf = npm_certbot.renewal_conf(5)
+    os.chmod(conf, 0o640)
+    original = conf.read_text().splitlines()
+
+    code, ret = salt_call.state("certsync.key_reused", name=str(lineage), test=True)
+    assert (code, ret["result"]) == (0, None), ret
+    assert ret["changes"]["reuse_key"] == {"old": False, "new": True}
+    assert conf.read_text().splitlines() == original
+
+    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    assert (code, ret["result"]) == (0, True), ret
+    assert ret["changes"]["reuse_key"] == {"old": False, "new": True}
+    now = conf.read_text().splitlines()
+    assert [line for line in now if line not in original] == ["reuse_key = True"]
+    assert [line for line in now if line != "reuse_key = True"] == original
+    assert now.index("reuse_key = True") == now.index("[renewalparams]") + 1
+    assert stat.S_IMODE(os.stat(conf).st_mode) == 0o640
+
+    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
+    assert salt_call("certsync.renewal", str(lineage)).data["next_renewal_keeps_key"] is True
+
+    record = salt_call("certsync.tlsa", str(lineage / "fullchain.pem")).data
+    serials = {npm_certbot.leaf(5).serial_number}
+    for _ in range(2):
+        npm_certbot.renew(5)
+        serials.add(npm_certbot.leaf(5).serial_number)
+        assert salt_call("certsync.tlsa", str(lineage / "fullchain.pem")).data == record
+    assert len(serials) == 3  # three certificates, one key
+
+
+def test_key_reused_finds_the_lineage_by_name(salt_call, npm_certbot, lineage):
+    code, ret = salt_call.state(
+        "certsync.key_reused", name=str(npm_certbot.live_dir), hostname=HOST
+    )
+    assert (code, ret["result"]) == (0, True), ret
+    assert ret["changes"]["file"] == str(npm_certbot.renewal_conf(5))
+
+
+def test_a_reissue_from_npms_ui_still_changes_the_key(salt_call, npm_certbot, lineage):
+    """certonly takes its parameters from the command line: a new key, reuse_key or not."""
+    salt_call.state("certsync.key_reused", name=str(lineage))
+    before = npm_certbot.spki_sha256(5)
+    npm_certbot.issue(5, [*NAMES, "autoconfig.example.test"])
+    assert npm_certbot.spki_sha256(5) != before
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda text: None, "no such file: certbot keeps no renewal configuration for npm-5"),
+        (lambda text: "\xff\xfe".encode("latin-1"), "not UTF-8 text"),
+        (lambda text: text.replace("[renewalparams]", "[other]"), "no [renewalparams] section"),
+        (lambda text: text + "just words\n", "neither 'key = value' nor a section"),
+        (lambda text: text.replace("[[webroot_map]]", "[[webroot_map]"), "malformed section"),
+        (
+            lambda text: text.replace("live/npm-5/cert.pem", "live/npm-6/cert.pem"),
+            "belongs to another lineage (want .../live/npm-5/cert.pem)",
+        ),
+        (lambda text: text.replace("archive_dir = ", "archive = "), "no 'archive_dir' line"),
+        (lambda text: "x" * (65 * 1024), "larger than 65536 bytes"),
+    ],
+    ids=["missing", "binary", "no-params", "garbage", "bad-section", "foreign", "partial", "huge"],
+)
+def test_a_bad_renewal_file_is_refused_and_left_alone(
+    salt_call, npm_certbot, lineage, edit, message
+):
+    conf = npm_certbot.renewal_conf(5)
+    changed = edit(conf.read_text())
+    if changed is None:
+        conf.unlink()
+    else:
+        conf.write_bytes(changed if isinstance(changed, bytes) else changed.encode())
+    before = conf.read_bytes() if conf.exists() else None
+
+    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    assert code != 0
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert str(conf) in ret["comment"]
+    assert message in ret["comment"]
+    assert (conf.read_bytes() if conf.exists() else None) == before
+    described = salt_call("certsync.renewal", str(lineage))
+    assert described.returncode != 0
+    assert message in described.stderr + str(described.data)
+
+
+@pytest.mark.parametrize("bad", ["", "/etc/letsencrypt/npm-5", "/x/live/..", "relative"])
+def test_a_path_that_is_no_lineage_dir_is_refused(salt_call, bad):
+    code, ret = salt_call.state("certsync.key_reused", name=bad or "''")
+    assert (code != 0, ret["result"]) == (True, False)
+    assert "lineage" in ret["comment"]
