@@ -1657,7 +1657,8 @@ def _consumer_settings(cfg):
 def status():
     """
     This minion's part in certsync, as the pillar describes it, for
-    ``salt-run certsync.status``: on the source, the certificate it holds; on
+    ``salt-run certsync.status``: on the source, the certificate it holds and
+    how certbot will renew it (:py:func:`renewal`: is the key kept?); on
     a consumer, the deployed certificate and what every endpoint serves, and
     with DANE on (pillar ``dane``) the TLSA records: whether one matches the
     deployed certificate and which are ``stale`` (match it no more: remove).
@@ -1673,15 +1674,21 @@ def status():
     source = cfg.get("source") or {}
     if me == source.get("minion"):
         if source.get("dir"):
-            fullchain = os.path.join(source["live_dir"], source["dir"], "fullchain.pem")
+            lineage_dir = os.path.join(source["live_dir"], source["dir"])
         else:
-            fullchain = find_source(cfg["hostname"], source["live_dir"])["fullchain"]
-        leaf = read_certs(fullchain)[0]
+            lineage_dir = find_source(cfg["hostname"], source["live_dir"])["dir"]
+        leaf = read_certs(os.path.join(lineage_dir, "fullchain.pem"))[0]
+        try:
+            renewal_view = renewal(lineage_dir)
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            renewal_view = {"error": str(exc)}
         return {
             "role": "source",
             "fingerprint": _fingerprint(leaf),
+            "spki_sha256": _spki_sha256(leaf.public_key()),
             "not_after": _iso(leaf.not_valid_after_utc),
             "days_left": _days_left(leaf, now),
+            "renewal": renewal_view,
         }
     if me not in (cfg.get("consumers") or {}):
         return {"role": None}
@@ -1720,5 +1727,6 @@ def _tlsa_status(hostname, dest, dane):
     return {
         "name": check["name"],
         "deployed_matches": check["matching"]["deployed"],
+        "matching_records": [row["record"] for row in check["records"] if row["matches"]],
         "stale": check["stale"],
     }

@@ -38,9 +38,11 @@ def status(timeout=60):
     Show, per consumer: the source's fingerprint, the fingerprint in the mine
     entry for it, the deployed fingerprint, what every endpoint serves, the
     days left and, with DANE on, the TLSA records (``stale`` ones can be
-    removed). ``result`` is False (and ``salt-run`` exits 1) when they do
-    not all agree, no TLSA record matches the deployed certificate, or a
-    minion did not answer.
+    removed); per source: its certificate and how certbot renews it
+    (``renewal``: is the key kept?). ``result`` is False (and ``salt-run``
+    exits 1) when they do not all agree, no TLSA record matches the deployed
+    certificate, a source's next renewal would change a key that a published
+    TLSA record pins, or a minion did not answer.
 
     CLI Example:
 
@@ -55,10 +57,11 @@ def status(timeout=60):
     client = salt.client.get_local_client(__opts__["conf_file"])
     views = client.cmd(minions, "certsync.status", tgt_type="list", timeout=int(timeout))
     cache = salt.cache.factory(__opts__)
-    consumers_report, ok = {}, True
+    consumers_report, sources_report, ok = {}, {}, True
     for source, consumers in sorted(routes.items()):
         src = views.get(source)
-        source_fp = src.get("fingerprint") if isinstance(src, dict) else None
+        src = src if isinstance(src, dict) else {}
+        source_fp = src.get("fingerprint")
         for consumer in consumers:
             view = views.get(consumer)
             view = view if isinstance(view, dict) else {}
@@ -80,4 +83,43 @@ def status(timeout=60):
                 row["error"] = f"{consumer} did not answer: {views.get(consumer)!r}"
             ok = ok and row["agree"]
             consumers_report[consumer] = row
-    return {"result": ok, "retcode": 0 if ok else 1, "consumers": consumers_report}
+        pinned = [c for c in consumers if _pins_source_key(consumers_report[c], source_fp)]
+        sources_report[source] = _source_row(src, pinned)
+        ok = ok and sources_report[source]["result"]
+    return {
+        "result": ok,
+        "retcode": 0 if ok else 1,
+        "sources": sources_report,
+        "consumers": consumers_report,
+    }
+
+
+def _pins_source_key(row, source_fp):
+    """Whether a consumer serving the source's certificate has a TLSA record pinning its key
+    (usage 1 or 3, selector 1: the SubjectPublicKeyInfo)."""
+    if row.get("deployed_fingerprint") != source_fp or not row.get("tlsa"):
+        return False
+    records = row["tlsa"].get("matching_records") or []
+    return any(str(record).split()[:2] in (["3", "1"], ["1", "1"]) for record in records)
+
+
+def _source_row(view, pinned):
+    """The source's certificate and renewal; False when its next renewal breaks a pinned key."""
+    renewal = view.get("renewal") or {}
+    row = {
+        "fingerprint": view.get("fingerprint"),
+        "days_left": view.get("days_left"),
+        "renewal": renewal,
+        "tlsa_pinned_by": pinned,
+        "result": bool(view),
+    }
+    if not view:
+        row["error"] = "the source did not answer"
+    elif pinned and renewal.get("next_renewal_keeps_key") is not True:
+        row["result"] = False
+        row["error"] = (
+            "the next renewal makes a new key, and a published TLSA record for "
+            f"{', '.join(pinned)} pins the current one: apply certsync.key_reused "
+            "(pillar certsync:source:reuse_key) or roll the TLSA record over"
+        )
+    return row

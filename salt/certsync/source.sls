@@ -1,5 +1,6 @@
-{#- The NPM minion: publish the certificate for the consumers, watch for
-    renewals with the beacon, re-publish on a schedule as a safety net. #}
+{#- The NPM minion: publish the certificate for the consumers, make certbot
+    keep the key across renewals (reuse_key), watch for renewals with the
+    beacon, re-publish on a schedule as a safety net. #}
 {%- from "certsync/map.jinja" import certsync with context %}
 {%- set src = certsync.source %}
 
@@ -11,6 +12,18 @@ certsync-published:
     - source: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
 {%- else %}
     - live_dir: {{ src.live_dir | json }}
+{%- endif %}
+
+{%- if src.reuse_key %}
+
+certsync-key-reused:
+  certsync.key_reused:
+{%-   if src.dir %}
+    - name: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
+{%-   else %}
+    - name: {{ src.live_dir | json }}
+    - hostname: {{ certsync.hostname | json }}
+{%-   endif %}
 {%- endif %}
 
 certsync-beacon:

@@ -7,41 +7,52 @@ The scenarios run in order on one fleet, as its life would go.
 """
 
 import base64
+import hashlib
 import pathlib
 import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from saltfactories.utils import random_string
+from support.acme import NpmCertbot
 from support.fleet import (
     HOST,
     BusRecorder,
     master_config,
-    renew,
     stack_settings,
     wait_until,
     write_pillar,
 )
 from support.mailcow_stack import MailcowStack
-from support.pki import issue, write_npm_tree
+from support.pki import issue
 
 CONVERGE_TIMEOUT = 120
+NPM_ID = 5
 
 
 class Fleet:
-    """The daemons and files of one certsync deployment."""
+    """The daemons and files of one certsync deployment; NPM's side is the real certbot."""
 
-    def __init__(self, root, ca):
+    def __init__(self, root, ca, pebble):
         self.root = pathlib.Path(root)
         self.ca = ca
-        self.live_dir = self.root / "npm" / "letsencrypt" / "live"
-        self.version = 1
+        self.certbot = NpmCertbot(self.root / "npm", pebble)
+        self.live_dir = self.certbot.live_dir
         self.issued = []
 
-    def renew(self, issued):
-        self.version += 1
-        self.issued.append(issued)
-        renew(self.live_dir, issued, self.version)
+    def _issued_now(self):
+        self.issued.append(self.certbot.current(NPM_ID))
+        return self.issued[-1]
+
+    def renew(self):
+        """NPM's hourly renewal (certbot renew --force-renewal): the new pair."""
+        self.certbot.renew(NPM_ID)
+        return self._issued_now()
+
+    def reissue(self, names=(HOST,)):
+        """A re-issue from NPM's UI (certbot certonly with other names): always a new key."""
+        self.certbot.issue(NPM_ID, list(names))
+        return self._issued_now()
 
     def served(self):
         return self.stack.served()
@@ -58,12 +69,17 @@ class Fleet:
         return self.master.salt_cli(timeout=120).run(*args, minion_tgt=minion)
 
 
+def _spki(issued):
+    der = issued.cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
 @pytest.fixture(scope="module")
-def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca):
-    fleet = Fleet(tmp_path_factory.mktemp("fleet"), ca)
-    first = ca.leaf(HOST, key_kind="ec-p384")
-    fleet.issued.append(first)
-    write_npm_tree(fleet.live_dir, 5, first)
+def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pebble):
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"), ca, pebble)
+    fleet.reissue()
     snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")  # mailcow's own, at install
     fleet.stack = MailcowStack(docker_engine, mailcow_image, fleet.root / "mailcow", snakeoil)
     fleet.stack.start()
@@ -106,23 +122,30 @@ def test_one_state_apply_per_role_makes_the_fleet_whole(fleet):
     assert ret.returncode != 0  # no recipient key from the consumer yet: said, not hidden
     published = ret.data[next(k for k in ret.data if "certsync-published" in k)]
     assert "No recipient key in the mine for " + consumer in published["comment"]
+    reused = ret.data[next(k for k in ret.data if "certsync-key-reused" in k)]
+    assert reused["changes"]["reuse_key"] == {"old": False, "new": True}, reused
     fleet.salt(consumer, "state.apply", "certsync")
     fleet.wait_served(fleet.issued[0].fingerprint)
     conf = (fleet.stack.root / "mailcow.conf").read_text()
     assert "SKIP_LETS_ENCRYPT=y" in conf
 
 
-def test_renewal_is_served_with_no_manual_call(fleet):
-    renewed = fleet.ca.leaf(HOST, key=fleet.issued[0].key)
+def test_renewal_is_served_with_no_manual_call_and_keeps_the_key(fleet):
+    """NPM's own renewal; the source state set reuse_key, so the TLSA 3 1 1 data holds."""
+    before = fleet.stack.served_spki()
+    assert set(before.values()) == {_spki(fleet.issued[-1])}
     start = time.monotonic()
-    fleet.renew(renewed)
+    renewed = fleet.renew()
+    assert renewed.fingerprint != fleet.issued[-2].fingerprint
     fleet.wait_served(renewed.fingerprint)
     print(f"renewal to served on every endpoint: {time.monotonic() - start:.1f}s")
+    assert fleet.stack.served_spki() == before
 
 
-def test_a_new_key_at_renewal_goes_through(fleet):
-    renewed = fleet.ca.leaf(HOST, key_kind="ec-p384")
-    fleet.renew(renewed)
+def test_a_reissue_with_a_new_key_goes_through(fleet):
+    """Names edited in NPM's UI: certbot certonly for the lineage, a new key."""
+    renewed = fleet.reissue([HOST, "autoconfig.example.test"])
+    assert _spki(renewed) != _spki(fleet.issued[-2])
     fleet.wait_served(renewed.fingerprint)
 
 
@@ -208,10 +231,10 @@ def test_a_forged_published_event_from_the_third_minion_installs_nothing(fleet, 
 
 
 def test_an_invalid_certificate_is_refused_and_the_old_keeps_serving(fleet, event_listener):
+    """Names edited in NPM's UI so that the certificate no longer covers the mail host."""
     serving = fleet.issued[-1]
-    wrong = fleet.ca.leaf("webmail.example.test", key=serving.key)
     start, mark = time.time(), len(fleet.bus.events)
-    fleet.renew(wrong)
+    wrong = fleet.reissue(["webmail.example.test"])
 
     def refusal():
         rets = event_listener.get_events(
@@ -250,9 +273,7 @@ def test_an_invalid_certificate_is_refused_and_the_old_keeps_serving(fleet, even
     assert row["source_fingerprint"] == wrong.fingerprint, status.data
     assert row["deployed_fingerprint"] == serving.fingerprint
     assert row["agree"] is False
-    fleet.issued.pop()  # back to a valid certificate for what follows
-    good = fleet.ca.leaf(HOST, key=serving.key)
-    fleet.renew(good)
+    good = fleet.reissue()  # back to a valid certificate for what follows
     fleet.wait_served(good.fingerprint)
 
 
@@ -264,14 +285,19 @@ def test_status_runner_agrees_when_converged(fleet):
     assert row["agree"] is True
     assert row["mine_fingerprint"] == row["deployed_fingerprint"] == fingerprint
     assert set(row["served"].values()) == {fingerprint}
-    assert 89 < row["days_left"] <= 90
+    leaf = fleet.issued[-1].cert
+    left = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).days
+    assert left - 2 < row["days_left"] <= left + 1
+    source = status.data["sources"][fleet.ids["npm"]]
+    assert source["result"] is True
+    assert source["renewal"]["next_renewal_keeps_key"] is True
+    assert source["renewal"]["lineage"] == "npm-5"
 
 
 def test_master_down_during_a_renewal(fleet):
-    renewed = fleet.ca.leaf(HOST, key=fleet.issued[-1].key)
     fleet.master.terminate()
     try:
-        fleet.renew(renewed)
+        renewed = fleet.renew()
         time.sleep(5)  # the beacon fires into the void
         assert set(fleet.served().values()) != {renewed.fingerprint}
     finally:
@@ -280,12 +306,11 @@ def test_master_down_during_a_renewal(fleet):
 
 
 def test_consumer_down_during_a_renewal(fleet, event_listener):
-    renewed = fleet.ca.leaf(HOST, key=fleet.issued[-1].key)
     consumer = fleet.minions["mailcow"]
     consumer.terminate()
     try:
         start = time.time()
-        fleet.renew(renewed)
+        renewed = fleet.renew()
 
         def published():
             events = event_listener.get_events(

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .mailcow_stack import free_ports
-from .pki import issue
+from .pki import Issued, issue
 
 PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
 CERTBOT = shutil.which("certbot") or "/usr/bin/certbot"
@@ -196,6 +196,13 @@ class NpmCertbot:
         if proc.returncode != 0:
             raise RuntimeError(f"certbot {args[0]} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
+
+    def current(self, cert_id):
+        """The lineage's pair as live/ points to it now, as an ``Issued``."""
+        live = self.lineage(cert_id)
+        chain = x509.load_pem_x509_certificates((live / "fullchain.pem").read_bytes())
+        key = serialization.load_pem_private_key((live / "privkey.pem").read_bytes(), None)
+        return Issued(chain[0], key, chain[1:])
 
     def leaf(self, cert_id):
         """The certificate live/npm-<id>/cert.pem points to now."""

@@ -150,6 +150,11 @@ class MailcowStack:
         results = _tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=5)
         return {name: result.get("fingerprint") for name, result in results.items()}
 
+    def served_spki(self):
+        """The SPKI SHA-256 (the TLSA 3 1 1 data) each endpoint serves."""
+        results = _tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=5)
+        return {name: result.get("spki_sha256") for name, result in results.items()}
+
     def exec(self, service, *cmd):
         return self.containers[service].exec_run(list(cmd))
 
