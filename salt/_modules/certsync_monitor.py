@@ -7,14 +7,17 @@ Is the mail server healthy? Alerts and Prometheus metrics for a consumer
 ``check`` looks at what the consumer's endpoints serve (on the wire; with no
 endpoints configured, at the deployed file, as endpoint ``deployed``), the
 fingerprint its source published in the mine, and the result of the last
-``certsync.deployed`` run, and reports three alert conditions:
+``certsync.deployed`` run, and reports four alert conditions:
 
 ``expiry``
     an endpoint serves a certificate with fewer than ``days`` days left;
 ``mismatch``
     an endpoint serves another certificate than the source's (or none);
 ``deploy_failed``
-    the last ``certsync.deployed`` run failed.
+    the last ``certsync.deployed`` run failed;
+``dane_pending``
+    the last run held a new certificate back because no published TLSA
+    record matches it yet (the detail is the exact record to publish).
 
 ``textfile`` writes the same as node_exporter textfile-collector metrics,
 atomically. The ``certsync`` beacon (``alert_days``) calls both, and fires
@@ -78,10 +81,12 @@ def last_deploy(dest):
     return record if isinstance(record, dict) else None
 
 
-def record_deploy(dest, result, installed=False, summary=""):
+def record_deploy(dest, result, installed=False, summary="", dane_pending=None):
     """
     Note the result of a ``certsync.deployed`` run for ``dest`` (the state
-    calls this; ``summary`` is its comment's first line, never key material).
+    calls this; ``summary`` is its comment's first line, never key material;
+    ``dane_pending`` the TLSA record the DANE gate waits for, when it held
+    the deploy).
 
     CLI Example:
 
@@ -99,6 +104,7 @@ def record_deploy(dest, result, installed=False, summary=""):
         "summary": str(summary).splitlines()[0][:300] if summary else "",
         "last_success": now if result else previous.get("last_success"),
         "last_install": now if result and installed else previous.get("last_install"),
+        "dane_pending": str(dane_pending)[:300] if dane_pending and not result else None,
     }
     path = _record_path(dest)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -222,7 +228,8 @@ def _conditions(endpoints, days, source_fp, source_error, last):
             for name, row in endpoints.items()
             if not row["matches_source"]
         ]
-    failed = last is not None and not last["result"]
+    pending = (last or {}).get("dane_pending")
+    failed = last is not None and not last["result"] and not pending
     return {
         "expiry": {
             "active": bool(expiring),
@@ -238,6 +245,12 @@ def _conditions(endpoints, days, source_fp, source_error, last):
         "deploy_failed": {
             "active": failed,
             "detail": f"last run failed: {last['summary']}" if failed else "",
+        },
+        "dane_pending": {
+            "active": bool(pending),
+            "detail": f"the new certificate waits for its TLSA record: {pending}"
+            if pending
+            else "",
         },
     }
 

@@ -426,6 +426,7 @@ def deployed(
         attempt (after the reload, after the restart). Default: 60.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    hold = {}  # the DANE gate's record to publish, or its steps done
     try:
         serving = _Serving(
             hostname,
@@ -438,21 +439,25 @@ def deployed(
         )
         dane = _dane_settings(dane)
         with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
-            ret = _deploy(ret, serving, pair, (min_days, sni, ca_file, dane))
+            ret = _deploy(ret, serving, pair, (min_days, sni, ca_file, dane, hold))
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["changes"] = {}
         ret["comment"] = f"Nothing deployed: {exc}"
-    _record_run(name, ret)
+    _record_run(name, ret, hold.get("record"))
     return ret
 
 
-def _record_run(name, ret):
+def _record_run(name, ret, dane_pending=None):
     """Note the run's result for monitoring (certsync_monitor); a dry run is not a run."""
     if __opts__["test"] or "certsync_monitor.record_deploy" not in __salt__:
         return
     try:
         __salt__["certsync_monitor.record_deploy"](
-            name, ret["result"], bool(ret["result"] and ret["changes"]), ret["comment"]
+            name,
+            ret["result"],
+            bool(ret["result"] and ret["changes"]),
+            ret["comment"],
+            dane_pending=dane_pending,
         )
     except OSError as exc:
         log.warning("certsync: cannot record the result of the run for %s: %s", name, exc)
@@ -461,7 +466,7 @@ def _record_run(name, ret):
 def _deploy(ret, serving, pair, options):
     """Validate, plan, install and serve one source pair."""
     fullchain, key, origin = pair
-    min_days, sni, ca_file, dane = options
+    min_days, sni, ca_file, dane, hold = options
     name, hostname = ret["name"], serving.hostname
     validation = __salt__["certsync.validate"](
         fullchain, key, hostname, min_days=min_days, ca_file=ca_file
@@ -473,13 +478,15 @@ def _deploy(ret, serving, pair, options):
         return ret
     plan = _plan(fullchain, key, name, sni)
     if not plan:
-        return _converge_served(ret, serving, validation, origin)
-    refusal = dane and _dane_refusal(hostname, fullchain, name, dane)
-    if refusal:
-        ret["comment"] = refusal
-        return ret
+        ret = _converge_served(ret, serving, validation, origin)
+        verified = serving.endpoints and ret["result"] is not False
+        return _dane_retire(ret, hostname, dane) if dane and verified else ret
+    held = dane and _dane_gate(ret, hostname, fullchain, hold, dane)
+    if held:
+        return held
     old = __salt__["certsync.deployed_info"](name)
     ret["changes"] = {
+        **ret["changes"],
         "old": _summary(old or {}),
         "new": _summary(validation),
         "dirs": [directory for directory, _ in plan],
@@ -500,52 +507,57 @@ def _deploy(ret, serving, pair, options):
     if serving.log:
         ret["comment"] += f"; {'; '.join(serving.log)}"
         ret["changes"]["served"] = sorted(serving.last) if serving.endpoints else []
+    ret["comment"] += "".join(f"\nDANE: {step}" for step in hold.get("steps", []))
+    if dane and serving.endpoints:
+        return _dane_retire(ret, hostname, dane)
+    if dane:
+        ret["comment"] += "\nDANE: no endpoints verified, so no old TLSA record is removed"
     return ret
 
 
 def _dane_settings(dane):
     if not dane:
         return None
-    settings = {"port": 25, "nameservers": None, "dns_port": 53}
-    if isinstance(dane, dict):
-        unknown = set(dane) - set(settings)
-        if unknown:
-            raise SaltInvocationError(f"unknown dane settings: {', '.join(sorted(unknown))}")
-        settings.update(dane)
-    elif dane is not True:
-        raise SaltInvocationError("dane must be true or a mapping of port, nameservers, dns_port")
-    if "maildns.tlsa_check" not in __salt__:
+    if dane is not True and not isinstance(dane, dict):
+        raise SaltInvocationError("dane must be true or a mapping (port, nameservers, ...)")
+    if "maildns.tlsa_gate" not in __salt__:
         raise SaltInvocationError("dane is on but the maildns module is not available")
-    return settings
+    return dane
 
 
-def _dane_refusal(hostname, fullchain, name, dane):
-    """None when a published TLSA record matches the new certificate, else why and what to do."""
-    check = __salt__["maildns.tlsa_check"](
-        hostname,
-        {"candidate": fullchain, "deployed": os.path.join(name, "cert.pem")},
-        port=dane["port"],
-        nameservers=dane["nameservers"],
-        dns_port=dane["dns_port"],
+def _dane_gate(ret, hostname, fullchain, hold, dane):
+    """None when the new certificate may go live (DANE); else the state's return."""
+    gate = __salt__["maildns.tlsa_gate"](
+        hostname, fullchain, os.path.join(ret["name"], "cert.pem"), dane, test=__opts__["test"]
     )
-    if check["matching"]["candidate"]:
+    ret["changes"] = {"tlsa": {"added": gate["added"]}} if gate["added"] else {}
+    if gate["ready"]:
+        hold["steps"] = gate["steps"]
         return None
-    wanted = __salt__["certsync.tlsa"](fullchain)
-    published = "; ".join(row["record"] for row in check["records"]) or "none"
-    ttl = f"{check['ttl']} s" if check["ttl"] else "its TTL"
-    old = [row["record"] for row in check["records"] if "deployed" in row["matches"]]
-    return "\n".join(
-        [
-            f"DANE: no TLSA record at {check['name']} matches the new certificate, so it is "
-            f"not deployed (published: {published}). Roll over with no moment without a "
-            "matching record:",
-            f"  1. publish beside the current record: {check['name']}. IN TLSA {wanted}",
-            f"  2. wait the TTL ({ttl}) so that resolvers have both records",
-            "  3. run this state again (the schedule does): it deploys once the record is there",
-            "  4. then remove the old record: "
-            + ("; ".join(old) or "none matches the deployed pair"),
-        ]
-    )
+    hold["record"] = gate.get("publish") or f"{gate['name']}. IN TLSA {gate['record']}"
+    ret["result"] = None if __opts__["test"] else False
+    ret["comment"] = "\n".join([*(f"DANE: {step}" for step in gate["steps"]), gate["comment"]])
+    return ret
+
+
+def _dane_retire(ret, hostname, dane):
+    """After the new pair is served: remove the old TLSA record of an RFC 2136 rollover."""
+    try:
+        retired = __salt__["maildns.tlsa_retire"](
+            hostname, os.path.join(ret["name"], "cert.pem"), dane, test=__opts__["test"]
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["result"] = False
+        ret["comment"] += (
+            f"\nDANE: the old TLSA record is still published ({exc}); the next run removes it"
+        )
+        return ret
+    if retired["removed"]:
+        verb = "would remove" if retired["pending"] else "removed"
+        ret["comment"] += f"\nDANE: {verb} the old TLSA record {'; '.join(retired['removed'])}"
+        if not retired["pending"]:
+            ret["changes"].setdefault("tlsa", {})["removed"] = retired["removed"]
+    return ret
 
 
 def _restore_after_error(ret, done, exc):

@@ -83,6 +83,7 @@ def test_a_new_key_waits_for_its_tlsa_record(salt_call, layout, ca, dns_server):
     assert status["tlsa"] == {
         "name": TLSA_NAME,
         "deployed_matches": True,
+        "matching_records": [new_record],
         "stale": [old_record],
     }
 

@@ -150,6 +150,21 @@ def test_failed_deploy(ca, fleet, serve):
     assert report["last_deploy"]["last_install"] == first_success
 
 
+def test_a_deploy_held_for_its_tlsa_record_is_dane_pending_not_failed(ca, fleet, serve):
+    leaf = ca.leaf(HOST)
+    serve(leaf)
+    fleet.published = leaf.fingerprint
+    record = "_25._tcp.mail.example.test. IN TLSA 3 1 1 " + "ab" * 32
+    monitor_mod.record_deploy(fleet.dest, False, summary="DANE: no TLSA", dane_pending=record)
+    report = monitor_mod.check()
+    assert _active(report) == {"dane_pending"}
+    assert report["conditions"]["dane_pending"]["detail"] == (
+        f"the new certificate waits for its TLSA record: {record}"
+    )
+    monitor_mod.record_deploy(fleet.dest, True, installed=True, dane_pending=record)
+    assert _active(monitor_mod.check()) == set()
+
+
 def test_beacon_fires_each_condition_once(ca, fleet, serve):
     old = ca.leaf(HOST, not_after=NOW + 3 * DAY)
     serve(old)
@@ -213,7 +228,7 @@ def test_textfile_parses_as_prometheus_text(ca, fleet, serve, tmp_path):
     written = monitor_mod.textfile(str(path), days=21)
     text = path.read_text()
     families = _families(text)
-    assert written == {"path": str(path), "samples": 12}
+    assert written == {"path": str(path), "samples": 13}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert os.listdir(path.parent) == ["certsync.prom"]
 
@@ -235,7 +250,7 @@ def test_textfile_parses_as_prometheus_text(ca, fleet, serve, tmp_path):
     successful = families["certsync_last_successful_deploy_timestamp_seconds"].samples[0]
     assert successful.value == last["last_success"]
     alerts = {s.labels["condition"]: s.value for s in families["certsync_alert"].samples}
-    assert alerts == {"expiry": 1.0, "mismatch": 0.0, "deploy_failed": 0.0}
+    assert alerts == {"expiry": 1.0, "mismatch": 0.0, "deploy_failed": 0.0, "dane_pending": 0.0}
     assert all(f.type == "gauge" and f.documentation for f in families.values())
 
 
