@@ -150,6 +150,12 @@ class MailcowStack:
         results = _tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=5)
         return {name: result.get("fingerprint") for name, result in results.items()}
 
+    def fetch(self, endpoint, timeout=2):
+        """One probe of one endpoint (tlsprobe.fetch's result; ok False on failure)."""
+        return _tlsprobe.probe(
+            HOST, {endpoint: self.endpoints[endpoint]}, "127.0.0.1", timeout=timeout
+        )[endpoint]
+
     def served_spki(self):
         """The SPKI SHA-256 (the TLSA 3 1 1 data) each endpoint serves."""
         results = _tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=5)

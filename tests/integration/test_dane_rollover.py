@@ -1,0 +1,156 @@
+"""
+A key change rolled over through RFC 2136, end to end: the real certbot makes
+the new key (a re-issue from NPM's UI), Knot takes the signed updates, the
+mailcow-like stack serves the pair. Port 25 and the zone are sampled all along:
+what port 25 serves always has a TLSA record.
+"""
+
+import json
+import threading
+import time
+
+import pytest
+from support.knot import UpdatableDNS
+from support.mailcow_stack import HOST
+
+TLSA_NAME = f"_25._tcp.{HOST}"
+TTL = 2
+WRONG_SECRET = "d3Jvbmcgc2VjcmV0IGtleQ=="  # noqa: S105 (a test's wrong TSIG secret)
+
+
+@pytest.fixture
+def knot(tmp_path):
+    server = UpdatableDNS(tmp_path / "knot")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rollover(salt_call, make_stack, npm_certbot, knot):
+    """A stack serving NPM's certificate, its 3 1 1 record published, then a new key at NPM."""
+    npm_certbot.issue(5, [HOST])
+    first = npm_certbot.current(5)
+    stack = make_stack(first)
+    old_record = salt_call("certsync.tlsa", str(npm_certbot.lineage(5) / "cert.pem")).data
+    knot.start([f"_25._tcp.mail IN TLSA {old_record}"], ttl=TTL)
+    npm_certbot.issue(5, [HOST, "autoconfig.example.test"])
+    new = npm_certbot.current(5)
+    new_record = salt_call("certsync.tlsa", str(npm_certbot.lineage(5) / "cert.pem")).data
+    assert new_record != old_record
+    return stack, first, new, old_record, new_record
+
+
+class Sampler(threading.Thread):
+    """Port 25's served key against the zone's TLSA records, as fast as it goes (bounded)."""
+
+    def __init__(self, stack, knot, limit=120):
+        super().__init__(daemon=True)
+        self.stack, self.knot, self.limit = stack, knot, limit
+        self.samples, self.failed = [], []
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        start = time.monotonic()
+        while not self.stop_flag.is_set() and time.monotonic() - start < self.limit:
+            records = self.knot.tlsa(TLSA_NAME)  # the zone first, then the wire
+            served = self.stack.fetch("smtp")
+            if served["ok"]:
+                self.samples.append((time.monotonic(), served["spki_sha256"], records))
+            else:  # no certificate at all in this moment (postfix reloading): nothing to match
+                self.failed.append(served["error"])
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join(30)
+        return self.samples
+
+
+def _deploy(salt_call, stack, npm_certbot, dane):
+    return salt_call.state(
+        **stack.state_args(source=str(npm_certbot.lineage(5)), dane=json.dumps(dane))
+    )
+
+
+def test_a_key_change_rolls_over_with_a_match_at_every_sample(
+    salt_call, npm_certbot, knot, rollover
+):
+    stack, _, new, old_record, new_record = rollover
+    sampler = Sampler(stack, knot)
+    sampler.start()
+    time.sleep(0.5)
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=30))
+    time.sleep(0.5)
+    samples = sampler.finish()
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert ret["changes"]["tlsa"] == {"added": new_record, "removed": [old_record]}
+    assert f"DANE: published {TLSA_NAME}. IN TLSA {new_record}" in ret["comment"]
+    assert (
+        "DANE: every authoritative server (1) serves it and its TTL (2 s) passed"
+        in (ret["comment"])
+    )
+    assert knot.tlsa(TLSA_NAME) == {new_record}
+    assert set(stack.served().values()) == {new.fingerprint}
+
+    unmatched = [
+        (t, spki, records) for t, spki, records in samples if f"3 1 1 {spki}" not in records
+    ]
+    assert unmatched == []
+    served = [spki for _, spki, _ in samples]
+    old_spki, new_spki = old_record.split()[-1], new_record.split()[-1]
+    assert served[0] == old_spki and served[-1] == new_spki
+    duration = samples[-1][0] - samples[0][0]
+    assert len(samples) >= 10 * duration, f"{len(samples)} samples in {duration:.1f}s"
+    assert len(sampler.failed) <= len(samples) // 10, sampler.failed
+    print(
+        f"{len(samples)} samples in {duration:.1f}s, all matched; "
+        f"{len(sampler.failed)} handshakes failed during the reload: {sampler.failed}"
+    )
+
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=30))
+    assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
+
+
+def test_a_wrong_tsig_key_changes_nothing(salt_call, npm_certbot, knot, rollover):
+    stack, first, _, old_record, _ = rollover
+    before = (stack.ssl_dir / "cert.pem").read_bytes()
+    wrong = {**knot.dane(), "update": knot.update_settings(secret=WRONG_SECRET)}
+    code, ret = _deploy(salt_call, stack, npm_certbot, wrong)
+    assert code != 0
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert "did not accept TSIG key certsync-update" in ret["comment"] or (
+        "refused: NOTAUTH" in ret["comment"]
+    ), ret["comment"]
+    assert WRONG_SECRET not in ret["comment"]
+    assert knot.secret not in ret["comment"]
+    assert knot.tlsa(TLSA_NAME) == {old_record}
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
+    assert set(stack.served().values()) == {first.fingerprint}
+
+
+def test_the_dns_server_stopped_mid_cycle(salt_call, npm_certbot, knot, rollover):
+    stack, first, new, old_record, new_record = rollover
+    before = (stack.ssl_dir / "cert.pem").read_bytes()
+
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=0))
+    assert ret["result"] is False, ret
+    assert ret["changes"] == {"tlsa": {"added": new_record}}
+    assert "DANE rollover under way" in ret["comment"]
+    assert knot.tlsa(TLSA_NAME) == {old_record, new_record}
+    last = salt_call("certsync_monitor.last_deploy", str(stack.ssl_dir)).data
+    assert last["dane_pending"] == f"{TLSA_NAME}. IN TLSA {new_record}"
+
+    knot.stop()
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=5))
+    assert (code != 0, ret["result"], ret["changes"]) == (True, False, {}), ret
+    assert ret["comment"].startswith("Nothing deployed: cannot look up TLSA")
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
+    assert set(stack.served().values()) == {first.fingerprint}
+
+    knot.start()
+    assert knot.tlsa(TLSA_NAME) == {old_record, new_record}
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=30))
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert ret["changes"]["tlsa"] == {"removed": [old_record]}
+    assert knot.tlsa(TLSA_NAME) == {new_record}
+    assert set(stack.served().values()) == {new.fingerprint}
