@@ -1661,7 +1661,9 @@ def status():
     how certbot will renew it (:py:func:`renewal`: is the key kept?); on
     a consumer, the deployed certificate and what every endpoint serves, and
     with DANE on (pillar ``dane``) the TLSA records: whether one matches the
-    deployed certificate and which are ``stale`` (match it no more: remove).
+    deployed certificate, which are ``stale`` (match it no more: remove) and,
+    when the last deploy was held back for it, the record ``pending``
+    publication.
 
     CLI Example:
 
@@ -1711,6 +1713,10 @@ def status():
     }
     if settings.get("dane"):
         ret["tlsa"] = _tlsa_status(cfg["hostname"], dest, settings["dane"])
+        if "certsync_monitor.last_deploy" in __salt__:
+            last = __salt__["certsync_monitor.last_deploy"](dest) or {}
+            if last.get("dane_pending"):
+                ret["tlsa"]["pending"] = last["dane_pending"]
     return ret
 
 
@@ -1718,6 +1724,7 @@ def _tlsa_status(hostname, dest, dane):
     """The published TLSA records against the deployed certificate: which are stale."""
     options = {"port": 25, "nameservers": None, "dns_port": 53}
     options.update(dane if isinstance(dane, dict) else {})
+    options = {key: options[key] for key in ("port", "nameservers", "dns_port")}
     try:
         check = __salt__["maildns.tlsa_check"](
             hostname, {"deployed": os.path.join(dest, CERT_FILE)}, **options

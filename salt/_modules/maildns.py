@@ -1247,7 +1247,7 @@ def _served_chain(hostname, port, address, probe_port, timeout):
         os.unlink(path)
 
 
-def _check_tlsa(hostname, port, certs, served, resolver_args):
+def _check_tlsa(hostname, port, certs, served, resolver_args, key_kept=None):
     with _served_chain(hostname, port, *served) as (served_path, served_error):
         labels = {k: v for k, v in certs.items() if v}
         if served_path:
@@ -1259,6 +1259,14 @@ def _check_tlsa(hostname, port, certs, served, resolver_args):
                 _row(record, "a record matching the served certificate", "unknown", False, why)
             ], {"records": []}
         check = tlsa_check(hostname, labels, port=port, **resolver_args)
+        in_use = served_path or certs.get("deployed")
+        anchors = [
+            row["record"]
+            for row in check["records"]
+            if row["record"].startswith("2 ")
+            and in_use
+            and _record_for(in_use, *row["record"].split(" ", 3)[:3]) == row["record"]
+        ]
     name = check["name"]
     rows = []
     if not check["records"]:
@@ -1296,6 +1304,7 @@ def _check_tlsa(hostname, port, certs, served, resolver_args):
             why,
         )
     )
+    rows.append(_rollover_row(name, check, anchors, key_kept))
     if resolver_args.get("dnssec"):
         rows.append(
             _row(
@@ -1307,6 +1316,29 @@ def _check_tlsa(hostname, port, certs, served, resolver_args):
             )
         )
     return rows, check
+
+
+def _rollover_row(name, check, anchors, key_kept):
+    """Does the TLSA set survive the next certificate? current + next 3 1 1, 3 1 1 + a
+    2 1 1 of the issuing intermediate, or a lone 3 1 1 whose key the source keeps."""
+    records = [row["record"] for row in check["records"]]
+    ee = [r for r in records if r.startswith("3 1 ")]
+    expected = "3 1 1 current + next, or 3 1 1 + 2 1 1 (issuer), or a key kept at renewal"
+    if len(ee) >= 2:
+        return _row(f"TLSA {name} rollover", expected, "current + next 3 1 1", True)
+    if ee and anchors:
+        return _row(f"TLSA {name} rollover", expected, "3 1 1 + 2 1 1 of the issuer", True)
+    found = "a lone 3 1 1" if ee else "no 3 1 1"
+    if key_kept is True:
+        return _row(f"TLSA {name} rollover", expected, found, bool(ee), "the source keeps its key")
+    if key_kept is False:
+        why = (
+            "the source's next renewal makes a new key that no record matches: keep the key "
+            "(certsync.key_reused), publish the next key's 3 1 1, or add a 2 1 1 of the issuer"
+        )
+        return _row(f"TLSA {name} rollover", expected, found, False, why)
+    why = "unknown whether the source's next renewal keeps the key (key_kept not given)"
+    return _row(f"TLSA {name} rollover", expected, found, bool(ee), why)
 
 
 # Public functions -------------------------------------------------------------
@@ -1400,6 +1432,7 @@ def audit(
     dns_port=53,
     timeout=DEFAULT_TIMEOUT,
     dnssec=False,
+    key_kept=None,
 ):
     """
     Check the mail DNS of ``domain`` served by ``hostname``; one row per
@@ -1457,6 +1490,14 @@ def audit(
         The resolver (default: the system's), and whether to require the AD
         bit on the TLSA answers.
 
+    key_kept
+        Whether the source's next renewal keeps the key (``certsync.renewal``;
+        the formula passes ``certsync:source:reuse_key``). Each TLSA port gets
+        a ``rollover`` row: it passes with current + next ``3 1 1`` records,
+        ``3 1 1`` + a ``2 1 1`` of the issuing intermediate, or a lone
+        ``3 1 1`` when the key is kept; a lone ``3 1 1`` fails when
+        ``key_kept`` is False. Default: unknown (passes, with a note).
+
     CLI Example:
 
     .. code-block:: bash
@@ -1504,7 +1545,12 @@ def audit(
     for port in ports:
         probe_port = (probe_ports or {}).get(port) or (probe_ports or {}).get(str(port))
         tlsa_rows, check = _check_tlsa(
-            hostname, port, certs or {}, (probe_address, probe_port, timeout), resolver_args
+            hostname,
+            port,
+            certs or {},
+            (probe_address, probe_port, timeout),
+            resolver_args,
+            key_kept,
         )
         rows += tlsa_rows
         stale[port] = [r["record"] for r in check["records"] if not r["matches"]]

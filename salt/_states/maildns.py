@@ -35,6 +35,7 @@ OPTIONS = (
     "return_path",
     "autoconfig",
     "tlsa_ports",
+    "key_kept",
     "certs",
     "probe_address",
     "probe_ports",
@@ -71,7 +72,7 @@ def records_ok(name, hostname, **options):
     The other options are those of ``maildns.audit``: mx, addresses,
     spf_all, dkim_selectors, dmarc_policy, return_path, autoconfig,
     tlsa_ports, certs, probe_address, probe_ports, nameservers, dns_port,
-    timeout, dnssec.
+    timeout, dnssec, key_kept.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     given = {key: value for key, value in options.items() if not key.startswith("__")}

@@ -28,4 +28,5 @@ certsync-mail-dns:
     - certs:
         deployed: {{ (consumer.mailcow_dir ~ "/data/assets/ssl/cert.pem") | json }}
     - probe_address: {{ consumer.probe_address | json }}
+    - key_kept: {{ certsync.source.reuse_key | json }}
 {%- endif %}

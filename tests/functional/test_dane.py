@@ -64,6 +64,8 @@ def test_a_new_key_waits_for_its_tlsa_record(salt_call, layout, ca, dns_server):
     assert "wait the TTL (300 s)" in ret["comment"]
     assert f"then remove the old record: {old_record}" in ret["comment"]
     assert cases.snapshot(layout.root) == before
+    last = salt_call("certsync_monitor.last_deploy", layout.dest).data
+    assert last["dane_pending"] == f"{TLSA_NAME}. IN TLSA {new_record}"  # the alert's detail
 
     dns_server.publish([_zone_line(old_record), _zone_line(new_record)])
     code, ret = _deploy(salt_call, layout, dns_server)

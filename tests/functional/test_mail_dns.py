@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from support.mailcow_stack import free_port
 from support.nsd import AuthoritativeDNS
-from support.pki import write_pair
+from support.pki import TestCA, write_pair
 from support.tlsserver import TLSServer
 
 pytestmark = pytest.mark.functional
@@ -386,3 +386,52 @@ def test_tlsa_with_nothing_to_match_against_is_said(salt_call, dns_server, deplo
     ]
     assert why.startswith("no certificate to match: the served one was not fetched (")
     assert "Connection refused" in why
+
+
+@pytest.mark.parametrize(
+    ("records", "key_kept", "found", "why"),
+    [
+        (["own"], "True", "a lone 3 1 1", None),
+        (["own"], "False", "a lone 3 1 1", "the source's next renewal makes a new key"),
+        (["own"], None, "a lone 3 1 1", None),
+        (["own", "next"], "False", "current + next 3 1 1", None),
+        (["own", "issuer"], "False", "3 1 1 + 2 1 1 of the issuer", None),
+        (["own", "foreign_issuer"], "False", "a lone 3 1 1", "makes a new key"),
+    ],
+    ids=["kept", "not-kept", "unknown", "current-next", "issuer", "foreign-issuer"],
+)
+def test_the_rollover_row_tells_whether_the_set_survives_the_next_key(
+    salt_call, dns_server, deployed, ca, tmp_path, records, key_kept, found, why
+):
+    other = TestCA("another issuer")
+    write_pair(tmp_path / "next", ca.leaf(HOST, key_kind="ec-p256"))
+    write_pair(tmp_path / "foreign", other.leaf(HOST))
+    data = {
+        "own": salt_call("certsync.tlsa", str(deployed)).data,
+        "next": salt_call("certsync.tlsa", str(tmp_path / "next" / "cert.pem")).data,
+        "issuer": salt_call("certsync.tlsa", str(deployed), 2, 1, 1).data,
+        "foreign_issuer": salt_call(
+            "certsync.tlsa", str(tmp_path / "foreign/cert.pem"), 2, 1, 1
+        ).data,
+    }
+    _publish(
+        salt_call,
+        dns_server,
+        deployed,
+        tlsa="\n".join(f"_25._tcp.mail IN TLSA {data[name]}" for name in records),
+    )
+    extra = [f"key_kept={key_kept}"] if key_kept else []
+    ret = _audit(salt_call, dns_server, deployed, *extra)
+    row = next(r for r in ret.data["rows"] if r["record"] == f"TLSA _25._tcp.{HOST} rollover")
+    assert row["found"] == found
+    if why:
+        assert row["result"] == "fail"
+        assert why in row["why"]
+        assert ret.returncode != 0
+    else:
+        assert row["result"] == "pass", row
+    if key_kept is None:
+        assert (
+            row["why"]
+            == "unknown whether the source's next renewal keeps the key (key_kept not given)"
+        )
