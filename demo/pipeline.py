@@ -2,12 +2,18 @@
 The whole certsync pipeline on this host, with its embedded default:
 
 - a salt-master with certsync's reactor and runner (file_roots: this repo's salt/);
-- the minion ``npm`` holding NPM's letsencrypt tree (live/npm-5 -> archive/);
+- the minion ``npm`` holding NPM's letsencrypt tree, made by the real certbot
+  with NPM's ini and command lines against pebble (Let's Encrypt's ACME test
+  server) on loopback;
 - the minion ``mailcow`` with a mailcow-like stack in Docker (real postfix,
-  dovecot and nginx serving TLS on loopback ports);
-- one ``state.apply certsync`` per role, then a renewal on the NPM side,
-  with the timeline of what crosses the Salt bus until every endpoint serves
-  the new certificate, then ``salt-run certsync.status``.
+  dovecot and nginx serving TLS on loopback ports), with DANE on: its zone
+  on Knot DNS (loopback) publishes ``_25._tcp`` TLSA and takes RFC 2136
+  updates signed with a TSIG key;
+- one ``state.apply certsync`` per role, then NPM's hourly renewal (certbot
+  renew: the key is kept, the TLSA record holds), then a re-issue with
+  edited names (a new key: the TLSA record rolled over through RFC 2136),
+  each with the timeline of the Salt bus, the zone and the wire until every
+  endpoint serves it, then ``salt-run certsync.status``.
 
 Everything lives under the work dir (argument 1, default .cache/demo) and
 only loopback is used. The daemons and containers stop at the end.
@@ -23,17 +29,21 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from support.acme import NpmCertbot, Pebble  # noqa: E402
 from support.daemons import SaltDaemons  # noqa: E402
 from support.fleet import (  # noqa: E402
     HOST,
     BusRecorder,
-    renew,
     stack_settings,
     wait_until,
     write_pillar,
 )
+from support.knot import UpdatableDNS  # noqa: E402
 from support.mailcow_stack import MailcowStack, build_image, docker_client  # noqa: E402
-from support.pki import TestCA, issue, write_npm_tree  # noqa: E402
+from support.pki import TestCA, issue  # noqa: E402
+
+TLSA_NAME = f"_25._tcp.{HOST}"
+TTL = 2
 
 START = time.monotonic()
 
@@ -72,18 +82,23 @@ def show_timeline(bus, seen, since):
     return len(bus.events)
 
 
-def start_fleet(work, salt, live_dir, ca):
-    """The NPM tree, the mailcow-like stack, the master and both minions."""
-    say("NPM holds a certificate for mail.example.test in live/npm-5 (EC P-384)")
-    first = ca.leaf(HOST, sans=[HOST, "autodiscover.example.test"], key_kind="ec-p384")
-    write_npm_tree(live_dir, 5, first)
+def start_fleet(work, salt, certbot, knot):
+    """The NPM tree, the zone, the mailcow-like stack, the master and both minions."""
+    say("NPM requests mail.example.test: certbot certonly (NPM's command line) against pebble")
+    certbot.issue(5, [HOST, "autodiscover.example.test"])
+    first = certbot.current(5)
+    say(f"NPM holds {first.fingerprint[:16]}... in live/npm-5 (EC P-384, a new key)")
     say("starting the mailcow-like stack (postfix, dovecot, nginx), serving a self-signed pair")
     snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
     stack = MailcowStack(docker_client(), build_image(), work / "mailcow-dockerized", snakeoil)
     stack.start()
     say(f"endpoints on 127.0.0.1: {stack.endpoints}")
+    record = f"3 1 1 {first.spki_sha256}"
+    knot.start([f"_25._tcp.mail IN TLSA {record}"], ttl=TTL)
+    say(f"Knot serves example.test on 127.0.0.1:{knot.port}: {TLSA_NAME} TLSA {record[:22]}...")
     # The formula's own schedule (every 30 minutes, splay 5): the bus does the work.
-    write_pillar(work / "pillar", "npm", {"mailcow": stack_settings(stack)}, live_dir, False)
+    settings = {**stack_settings(stack), "dane": knot.dane(max_wait=60)}
+    write_pillar(work / "pillar", "npm", {"mailcow": settings}, certbot.live_dir, False)
     salt.write_master(work / "pillar", {"npm": ["mailcow"]})
     say("starting salt-master and the minions npm and mailcow")
     salt.start_master()
@@ -102,31 +117,45 @@ def start_fleet(work, salt, live_dir, ca):
     return stack, first
 
 
-def renewal_timeline(bus, stack, renewed, since):
-    """Print what crosses the bus and the wire until every endpoint serves ``renewed``."""
-    seen, served = len(bus.events), {}
-    for _ in range(240):
+def show_zone(knot, records, since):
+    """Print the TLSA records when they change."""
+    now = knot.tlsa(TLSA_NAME)
+    if now != records:
+        shown = ", ".join(f"{r[:22]}..." for r in sorted(now)) or "none"
+        print(f"           +{time.monotonic() - since:6.2f}s zone: {TLSA_NAME} TLSA {shown}")
+    return now
+
+
+def renewal_timeline(bus, stack, knot, renewed, since):
+    """Print what crosses the bus, the zone and the wire until every endpoint serves
+    ``renewed`` (and the zone holds only its record); times from ``since`` (certbot's start)."""
+    seen, served, records = len(bus.events), {}, knot.tlsa(TLSA_NAME)
+    for _ in range(480):
         seen = show_timeline(bus, seen, since)
         now = stack.served()
         for name, fingerprint in sorted(now.items()):
             if fingerprint == renewed.fingerprint and served.get(name) != fingerprint:
                 print(f"           +{time.monotonic() - since:6.2f}s wire: {name} serves it")
         served = now
-        if set(now.values()) == {renewed.fingerprint}:
+        records = show_zone(knot, records, since)  # after the wire: a record goes after its pair
+        if set(now.values()) == {renewed.fingerprint} and records == {
+            f"3 1 1 {renewed.spki_sha256}"
+        }:
             show_timeline(bus, seen, since)
             return len(now)
         time.sleep(0.25)
-    sys.exit("demo: the renewal was not served within 60 s")
+    sys.exit("demo: the renewal was not served, or its TLSA record not alone, within 120 s")
 
 
 def main(work):
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    ca = TestCA("demo")
-    live_dir = work / "npm-host" / "letsencrypt" / "live"
+    pebble = Pebble(work / "pebble", TestCA("demo pebble listener")).start()
+    certbot = NpmCertbot(work / "npm-host", pebble)
+    knot = UpdatableDNS(work / "knot")
     salt, stack = SaltDaemons(work), None
     try:
-        stack, first = start_fleet(work, salt, live_dir, ca)
+        stack, first = start_fleet(work, salt, certbot, knot)
         bus = BusRecorder(salt.opts).start()
         say("salt npm state.apply certsync; salt mailcow state.apply certsync")
         salt.run("salt", "npm", "state.apply", "certsync")
@@ -139,12 +168,30 @@ def main(work):
         )
         say(f"every endpoint serves {first.fingerprint[:16]}... (the NPM certificate)")
 
-        say("NPM renews npm-5 (same key, new certificate); nobody calls anything")
-        renewed = ca.leaf(HOST, sans=[HOST, "autodiscover.example.test"], key=first.key)
+        reuse = certbot.renewal_conf(5).read_text().count("reuse_key = True")
+        say(f"the npm state set reuse_key = True in renewal/npm-5.conf ({reuse} line)")
+
+        say("NPM renews npm-5: certbot renew --force-renewal (NPM's command line); nobody else")
         since = time.monotonic()
-        renew(live_dir, renewed, 2)
-        count = renewal_timeline(bus, stack, renewed, since)
+        certbot.renew(5)
+        renewed = certbot.current(5)
+        say(f"certbot done after {time.monotonic() - since:.1f}s: {renewed.fingerprint[:16]}...")
+        same = renewed.spki_sha256 == first.spki_sha256
+        say(f"key kept: {same} (the TLSA 3 1 1 record still matches; no DNS change)")
+        count = renewal_timeline(bus, stack, knot, renewed, since)
         say(f"the renewal is served on all {count} endpoints after {time.monotonic() - since:.1f}s")
+
+        say("names edited in NPM's UI: certbot certonly for npm-5, so a NEW key")
+        since = time.monotonic()
+        certbot.issue(5, [HOST, "autodiscover.example.test", "autoconfig.example.test"])
+        rekeyed = certbot.current(5)
+        took = time.monotonic() - since
+        say(f"certbot done after {took:.1f}s: new key {rekeyed.spki_sha256[:16]}...")
+        count = renewal_timeline(bus, stack, knot, rekeyed, since)
+        say(
+            f"rolled over: served on all {count} endpoints, only the new TLSA record left, "
+            f"after {time.monotonic() - since:.1f}s (the zone's TTL is {TTL} s)"
+        )
         code, status = salt.run("salt-run", "certsync.status")
         say(f"salt-run certsync.status (exit code {code}):")
         print(json.dumps(status, indent=2))
@@ -153,6 +200,8 @@ def main(work):
         salt.stop()
         if stack:
             stack.remove()
+        knot.stop()
+        pebble.stop()
     say(f"done; logs under {work}")
 
 

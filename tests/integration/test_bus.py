@@ -7,7 +7,6 @@ The scenarios run in order on one fleet, as its life would go.
 """
 
 import base64
-import hashlib
 import pathlib
 import time
 
@@ -69,13 +68,6 @@ class Fleet:
         return self.master.salt_cli(timeout=120).run(*args, minion_tgt=minion)
 
 
-def _spki(issued):
-    der = issued.cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pebble):
     fleet = Fleet(tmp_path_factory.mktemp("fleet"), ca, pebble)
@@ -133,7 +125,7 @@ def test_one_state_apply_per_role_makes_the_fleet_whole(fleet):
 def test_renewal_is_served_with_no_manual_call_and_keeps_the_key(fleet):
     """NPM's own renewal; the source state set reuse_key, so the TLSA 3 1 1 data holds."""
     before = fleet.stack.served_spki()
-    assert set(before.values()) == {_spki(fleet.issued[-1])}
+    assert set(before.values()) == {fleet.issued[-1].spki_sha256}
     start = time.monotonic()
     renewed = fleet.renew()
     assert renewed.fingerprint != fleet.issued[-2].fingerprint
@@ -145,7 +137,7 @@ def test_renewal_is_served_with_no_manual_call_and_keeps_the_key(fleet):
 def test_a_reissue_with_a_new_key_goes_through(fleet):
     """Names edited in NPM's UI: certbot certonly for the lineage, a new key."""
     renewed = fleet.reissue([HOST, "autoconfig.example.test"])
-    assert _spki(renewed) != _spki(fleet.issued[-2])
+    assert renewed.spki_sha256 != fleet.issued[-2].spki_sha256
     fleet.wait_served(renewed.fingerprint)
 
 

@@ -12,7 +12,6 @@ host.
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import pathlib
@@ -209,14 +208,7 @@ class NpmCertbot:
         return x509.load_pem_x509_certificate((self.lineage(cert_id) / "cert.pem").read_bytes())
 
     def spki_sha256(self, cert_id):
-        der = (
-            self.leaf(cert_id)
-            .public_key()
-            .public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-        return hashlib.sha256(der).hexdigest()
+        return self.current(cert_id).spki_sha256
 
     def renewal_conf(self, cert_id):
         return self.host_dir / "renewal" / f"npm-{cert_id}.conf"

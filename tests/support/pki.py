@@ -1,6 +1,7 @@
 """Test PKI: a root CA, an intermediate and leaves, generated with cryptography."""
 
 import datetime
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -71,6 +72,14 @@ class Issued:
     @property
     def fingerprint(self):
         return self.cert.fingerprint(hashes.SHA256()).hex()
+
+    @property
+    def spki_sha256(self):
+        """The SHA-256 of the SubjectPublicKeyInfo: a TLSA 3 1 1 record's data."""
+        der = self.cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return hashlib.sha256(der).hexdigest()
 
 
 def issue(
