@@ -2,7 +2,8 @@
 # Run the whole test suite: lint; unit + functional tests on Salt 3006 LTS;
 # every test (unit, functional, integration with Docker) on Salt 3008.
 # Builds and starts what it needs on a fresh machine (venvs; Debian's
-# docker.io, debootstrap and nsd; dockerd; the mailcow-like test image).
+# docker.io, debootstrap, nsd, knot, certbot and pebble; dockerd; the
+# mailcow-like test image).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

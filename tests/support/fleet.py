@@ -11,8 +11,6 @@ import time
 
 import salt.utils.event
 
-from .pki import write_npm_tree
-
 SALT_TREE = pathlib.Path(__file__).resolve().parents[2] / "salt"
 HOST = "mail.example.test"
 NPM_DIR = "npm-5"
@@ -86,11 +84,6 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None):
         pillar["certsync"]["schedule"] = schedule or TEST_SCHEDULE
     (pillar_dir / "top.sls").write_text(json.dumps(top))
     (pillar_dir / "certsync.sls").write_text(json.dumps(pillar))
-
-
-def renew(live_dir, issued, version):
-    """NPM renews: a new archive version, the live/ links moved to it."""
-    write_npm_tree(live_dir, NPM_DIR.split("-")[1], issued, version=version)
 
 
 class BusRecorder(threading.Thread):

@@ -171,6 +171,12 @@ def write_npm_tree(live_dir, npm_id, issued, version=1):
     """
     Write an NPM/certbot-style pair: ``archive/npm-N/{fullchain,privkey}V.pem``
     with ``live/npm-N/*.pem`` as relative symlinks into it. Returns the live dir.
+
+    Only for shapes the real certbot (``support.acme``) cannot make against
+    pebble: leaves from a test CA with a chosen key type, names, validity or
+    defect (expired, wrong names, weak keys, several ``npm-N`` dirs in one
+    ``live/``), written in milliseconds. The NPM source of the bus, rollover
+    and renewal tests, the demo and the benchmarks is the real certbot.
     """
     live_dir = os.fspath(live_dir)
     base = os.path.dirname(live_dir)
