@@ -1,0 +1,79 @@
+"""The fleet view's verdict on a source whose next renewal would break a pinned TLSA record.
+
+The runner asks the minions through Salt's LocalClient and reads the master's
+mine cache; both are stood in for here with what minions answer."""
+
+import pytest
+from support.loader import load_loader_module
+
+runner = load_loader_module("runners", "certsync")
+FP = "ab" * 32
+RECORD = "3 1 1 " + "cd" * 32
+
+
+class _Client:
+    def __init__(self, views):
+        self.views = views
+
+    def cmd(self, minions, fun, **_):
+        assert fun == "certsync.status"
+        return {m: self.views[m] for m in minions if m in self.views}
+
+
+class _Cache:
+    def fetch(self, bank, minion):
+        return {"certsync_cert_mailcow": {"fingerprint": FP}} if minion == "npm" else {}
+
+
+def _views(keeps_key, tlsa_records):
+    consumer = {
+        "role": "consumer",
+        "deployed": FP,
+        "served": {"smtp": FP},
+        "days_left": 60,
+    }
+    if tlsa_records is not None:
+        consumer["tlsa"] = {
+            "deployed_matches": bool(tlsa_records),
+            "matching_records": tlsa_records,
+            "stale": [],
+        }
+    return {
+        "npm": {
+            "role": "source",
+            "fingerprint": FP,
+            "renewal": {"lineage": "npm-5", "next_renewal_keeps_key": keeps_key},
+        },
+        "mailcow": consumer,
+    }
+
+
+@pytest.fixture
+def run(monkeypatch):
+    def status(views):
+        monkeypatch.setattr(runner.salt.client, "get_local_client", lambda _: _Client(views))
+        monkeypatch.setattr(runner.salt.cache, "factory", lambda _: _Cache())
+        runner.__opts__ = {"certsync_routes": {"npm": ["mailcow"]}, "conf_file": "master"}
+        return runner.status()
+
+    return status
+
+
+def test_a_new_key_at_the_next_renewal_with_a_pinning_record_fails(run):
+    ret = run(_views(keeps_key=False, tlsa_records=[RECORD]))
+    assert ret["result"] is False and ret["retcode"] == 1
+    source = ret["sources"]["npm"]
+    assert source["tlsa_pinned_by"] == ["mailcow"]
+    assert source["error"].startswith("the next renewal makes a new key, and a published TLSA")
+    assert ret["consumers"]["mailcow"]["agree"] is True
+
+
+@pytest.mark.parametrize(
+    ("keeps_key", "records"),
+    [(True, [RECORD]), (False, None), (False, ["3 0 1 " + "ef" * 32]), (False, [])],
+    ids=["key-kept", "no-dane", "cert-pinned-not-key", "no-match"],
+)
+def test_otherwise_the_source_row_passes(run, keeps_key, records):
+    ret = run(_views(keeps_key, records))
+    assert ret["sources"]["npm"]["result"] is True
+    assert "error" not in ret["sources"]["npm"]
