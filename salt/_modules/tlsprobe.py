@@ -27,14 +27,22 @@ protocol       port    TLS
 =============  ======  ===========================
 
 ``endpoints`` is a list of protocol names (usual ports), a list of
-``protocol:port`` strings, or a mapping of protocol to port.
+``protocol:port`` strings, or a mapping of protocol to a port or to
+``"address:port"`` (mailcow.conf's ``SMTP_PORT=192.0.2.1:25`` form), which
+then overrides ``address`` for that endpoint.
+
+``probe`` and ``wait_for`` take ``names``: the SNI names to try on every
+endpoint (``""`` for a handshake without SNI, which gets the server's default
+certificate), so that per-name certificates are checked too.
 """
 
 import concurrent.futures
 import datetime
 import hashlib
 import imaplib
+import ipaddress
 import poplib
+import re
 import smtplib
 import socket
 import ssl
@@ -69,6 +77,7 @@ DEFAULT_TIMEOUT = 10
 SIEVE_MAX_LINES = 64
 SIEVE_MAX_LINE = 1024
 PROBE_CLIENT_NAME = "certsync-probe.invalid"
+_SNI_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}")
 
 
 def __virtual__():
@@ -263,7 +272,7 @@ def _describe(tls, sni, ca_file, pem):
 
 
 def _endpoint_list(endpoints):
-    """Normalise ``endpoints`` to a list of (protocol, port)."""
+    """Normalise ``endpoints`` to a list of (protocol, port, address or None)."""
     if endpoints is None:
         endpoints = list(PROTOCOLS)
     if isinstance(endpoints, str):
@@ -279,16 +288,32 @@ def _endpoint_list(endpoints):
     for name, given in items:
         if name not in PROTOCOLS:
             raise SaltInvocationError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
-        try:
-            port = int(given) if given is not None else PROTOCOLS[name][0]
-        except (TypeError, ValueError):
-            raise SaltInvocationError(f"port of {name} must be a number, not {given!r}") from None
-        if not 0 < port < 65536:
-            raise SaltInvocationError(f"port of {name} out of range: {port}")
-        result.append((name, port))
+        address, port = _address_port(name, given)
+        result.append((name, port, address))
     if not result:
         raise SaltInvocationError("no endpoint to probe")
     return result
+
+
+def _address_port(name, given):
+    """(address or None, port) of one endpoint's ``port`` or ``"address:port"``."""
+    if given is None:
+        return None, PROTOCOLS[name][0]
+    address, _, port = str(given).rpartition(":")
+    if address:
+        try:
+            address = str(ipaddress.ip_address(address.strip("[]")))
+        except ValueError:
+            raise SaltInvocationError(
+                f"address of {name} must be an IP address, not {address!r}"
+            ) from None
+    try:
+        port = int(port)
+    except ValueError:
+        raise SaltInvocationError(f"port of {name} must be a number, not {given!r}") from None
+    if not 0 < port < 65536:
+        raise SaltInvocationError(f"port of {name} out of range: {port}")
+    return address or None, port
 
 
 def _check_timeout(timeout):
@@ -309,12 +334,17 @@ def fetch(
     timeout=DEFAULT_TIMEOUT,
     ca_file=None,
     pem=False,
+    sni=None,
 ):
     """
     Fetch the certificate served by one endpoint.
 
     hostname
         The name sent as SNI (and checked when ``ca_file`` is given).
+
+    sni
+        Another name to send as SNI, or ``""`` for none (the server's default
+        certificate). Default: ``hostname``.
 
     protocol
         One of smtp, submission, smtps, imap, imaps, pop3, pop3s, sieve,
@@ -347,16 +377,17 @@ def fetch(
 
         salt mailcow-host tlsprobe.fetch mail.example.com smtp address=127.0.0.1
     """
-    ((protocol, port),) = _endpoint_list({protocol: port} if port else [protocol])
+    ((protocol, port, given_address),) = _endpoint_list({protocol: port} if port else [protocol])
     timeout = _check_timeout(timeout)
-    address = address or hostname
+    address = given_address or address or hostname
+    sni = hostname if sni is None else (sni or None)
     kind = PROTOCOLS[protocol][1]
-    ret = {"protocol": protocol, "address": address, "port": port, "sni": hostname}
+    ret = {"protocol": protocol, "address": address, "port": port, "sni": sni}
     start = time.monotonic()
     try:
-        tls = _HANDSHAKES[kind](address, port, _context(hostname), timeout)
+        tls = _HANDSHAKES[kind](address, port, _context(sni), timeout)
         try:
-            ret.update(_describe(tls, hostname, ca_file, pem))
+            ret.update(_describe(tls, sni or hostname, ca_file, pem))
         finally:
             tls.close()
         ret["ok"] = True
@@ -369,18 +400,30 @@ def fetch(
 
 
 def probe(
-    hostname, endpoints=None, address=None, timeout=DEFAULT_TIMEOUT, ca_file=None, workers=None
+    hostname,
+    endpoints=None,
+    address=None,
+    timeout=DEFAULT_TIMEOUT,
+    ca_file=None,
+    workers=None,
+    names=None,
 ):
     """
     Probe several endpoints concurrently (see :py:func:`fetch`) and return
     their results by protocol. Exits non-zero on the CLI when one fails.
 
     endpoints
-        Protocol names, ``protocol:port`` strings or a protocol-to-port
-        mapping. Default: all nine protocols on their usual ports.
+        Protocol names, ``protocol:port`` strings or a mapping of protocol to
+        a port or ``"address:port"``. Default: all nine protocols on their
+        usual ports.
 
     workers
         Probes run at once. Default: all of them; 1 probes one by one.
+
+    names
+        SNI names to probe every endpoint with (``""``: no SNI). The results
+        are then keyed ``<protocol>/<name>`` (``<protocol>/-`` without SNI).
+        Default: ``hostname`` only, keyed by protocol.
 
     CLI Example:
 
@@ -389,24 +432,52 @@ def probe(
         salt mailcow-host tlsprobe.probe mail.example.com endpoints=imaps,smtp,https
     """
     items = _endpoint_list(endpoints)
-    workers = int(workers or len(items))
+    plan = {}
+    for name, port, own_address in items:
+        for sni in _sni_names(names):
+            key = name if sni is None else f"{name}/{sni or '-'}"
+            plan[key] = (name, f"{own_address}:{port}" if own_address else port, sni)
+    workers = int(workers or len(plan))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
-            name: pool.submit(fetch, hostname, name, port, address, timeout, ca_file)
-            for name, port in items
+            key: pool.submit(fetch, hostname, name, port, address, timeout, ca_file, False, sni)
+            for key, (name, port, sni) in plan.items()
         }
-        results = {name: future.result() for name, future in futures.items()}
+        results = {key: future.result() for key, future in futures.items()}
     if not all(result["ok"] for result in results.values()):
         __context__["retcode"] = 1
     return results
 
 
+def _sni_names(names):
+    """The SNI names to probe with: [None] (the hostname) by default."""
+    if names is None:
+        return [None]
+    if isinstance(names, str):
+        names = names.split(",")
+    if not isinstance(names, (list, tuple)) or not names:
+        raise SaltInvocationError("names must be a non-empty list of SNI names")
+    checked = [str(name).strip().lower() for name in names]
+    for name in checked:
+        if name and not _SNI_NAME.fullmatch(name):
+            raise SaltInvocationError(f"SNI name {name[:80]!r} is not a DNS name")
+    return list(dict.fromkeys(checked))
+
+
 def wait_for(
-    hostname, fingerprint, endpoints=None, address=None, timeout=60, interval=1, probe_timeout=5
+    hostname,
+    fingerprint,
+    endpoints=None,
+    address=None,
+    timeout=60,
+    interval=1,
+    probe_timeout=5,
+    names=None,
 ):
     """
-    Probe ``endpoints`` until every one serves ``fingerprint`` or ``timeout``
-    seconds pass (at most ``timeout / interval + 1`` rounds).
+    Probe ``endpoints`` (for each of ``names``, see :py:func:`probe`) until
+    every one serves ``fingerprint`` or ``timeout`` seconds pass (at most
+    ``timeout / interval + 1`` rounds).
 
     Returns ``ok``, the rounds and seconds it took, and the last probe of
     every endpoint.
@@ -425,7 +496,7 @@ def wait_for(
     rounds = 0
     while rounds < max_rounds:
         rounds += 1
-        results = probe(hostname, endpoints, address, min(probe_timeout, timeout))
+        results = probe(hostname, endpoints, address, min(probe_timeout, timeout), names=names)
         ok = all(r.get("fingerprint") == fingerprint for r in results.values())
         if ok or time.monotonic() + interval > deadline:
             break

@@ -97,9 +97,11 @@ def test_reload_refuses_an_unknown_service():
 @pytest.mark.parametrize(
     ("endpoints", "expected"),
     [
-        (["imaps", "smtp"], [("imaps", 993), ("smtp", 25)]),
-        ("imaps:10993,sieve", [("imaps", 10993), ("sieve", 4190)]),
-        ({"https": 8443}, [("https", 8443)]),
+        (["imaps", "smtp"], [("imaps", 993, None), ("smtp", 25, None)]),
+        ("imaps:10993,sieve", [("imaps", 10993, None), ("sieve", 4190, None)]),
+        ({"https": 8443}, [("https", 8443, None)]),
+        ({"smtp": "192.0.2.7:2525"}, [("smtp", 2525, "192.0.2.7")]),
+        ({"imaps": "[::1]:993"}, [("imaps", 993, "::1")]),
     ],
 )
 def test_endpoint_forms(endpoints, expected):
@@ -112,12 +114,23 @@ def test_endpoint_forms(endpoints, expected):
         (["gopher"], "unknown protocol 'gopher'"),
         ({"imaps": "x"}, "port of imaps must be a number"),
         ({"imaps": 70000}, "port of imaps out of range"),
+        ({"smtp": "mail.example.com:25"}, "address of smtp must be an IP address"),
+        ({"smtp": "1.2.3.4:x"}, "port of smtp must be a number"),
         ([], "no endpoint to probe"),
     ],
 )
 def test_endpoint_errors(endpoints, message):
     with pytest.raises(SaltInvocationError, match=message):
         tlsprobe_mod._endpoint_list(endpoints)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [([], "non-empty list"), (["bad name"], "is not a DNS name"), ({"a": 1}, "non-empty list")],
+)
+def test_sni_name_errors(names, message):
+    with pytest.raises(SaltInvocationError, match=message):
+        tlsprobe_mod.probe("mail.example.test", ["smtp"], names=names)
 
 
 def test_closed_port_is_a_failed_probe_not_an_exception():
