@@ -17,6 +17,8 @@ needs another one.
 
 import os
 import re
+import shutil
+import subprocess
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -35,13 +37,37 @@ DEFAULT_DIR = "/opt/mailcow-dockerized"
 DEFAULT_PROJECT = "mailcowdockerized"
 #: The services that serve the certificate, in the order they are reloaded.
 TLS_SERVICES = ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow")
+#: postfix-mailcow's SNI map: postmap -F copies the per-name files' contents into
+#: the .db at container start, so a reload alone never sees new certificates.
+POSTFIX_SNI_MAP = "/opt/postfix/conf/sni.map"
 RELOAD_COMMANDS = {
-    "postfix-mailcow": ["postfix", "reload"],
+    "postfix-mailcow": [
+        "sh",
+        "-c",
+        f"if [ -f {POSTFIX_SNI_MAP} ]; then postmap -F hash:{POSTFIX_SNI_MAP} || exit 1; fi; "
+        "exec postfix reload",
+    ],
     "dovecot-mailcow": ["doveadm", "reload"],
     "nginx-mailcow": ["nginx", "-s", "reload"],
 }
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+ACME_SERVICE = "acme-mailcow"
+COMPOSE_TIMEOUT = 300
+#: The published ports in mailcow.conf, per probe protocol: (key, default).
+PORT_KEYS = {
+    "smtp": ("SMTP_PORT", 25),
+    "submission": ("SUBMISSION_PORT", 587),
+    "smtps": ("SMTPS_PORT", 465),
+    "imap": ("IMAP_PORT", 143),
+    "imaps": ("IMAPS_PORT", 993),
+    "pop3": ("POP_PORT", 110),
+    "pop3s": ("POPS_PORT", 995),
+    "sieve": ("SIEVE_PORT", 4190),
+    "https": ("HTTPS_PORT", 443),
+}
+_UNSPECIFIED = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 (bind addresses, not a listener)
 _CONF_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _CONF_VALUE = re.compile(r"^[A-Za-z0-9_.,:/@+-]*$")
 MAX_CONF_BYTES = 256 * 1024
@@ -171,7 +197,10 @@ def _write_conf(path, lines):
 
 def project_name(path=DEFAULT_DIR):
     """
-    The compose project name of the mailcow checkout in ``path``.
+    The compose project name of the mailcow checkout in ``path``:
+    ``COMPOSE_PROJECT_NAME`` from ``mailcow.conf`` lower-cased (as mailcow
+    looks its containers up), else Compose's default from the directory's
+    name (lower-cased, only letters, digits, ``_`` and ``-``).
 
     CLI Example:
 
@@ -179,7 +208,53 @@ def project_name(path=DEFAULT_DIR):
 
         salt mailcow-host mailcow.project_name
     """
-    return conf_get("COMPOSE_PROJECT_NAME", path) or DEFAULT_PROJECT
+    name = conf_get("COMPOSE_PROJECT_NAME", path)
+    if name:
+        return name.lower()
+    base = re.sub(r"[^a-z0-9_-]", "", os.path.basename(os.path.normpath(path)).lower())
+    return base.lstrip("_-") or DEFAULT_PROJECT
+
+
+def endpoints(path=DEFAULT_DIR, protocols=None):
+    """
+    The published TLS endpoints of the mailcow checkout in ``path``, from
+    ``mailcow.conf``: ``SMTP_PORT``, ``SUBMISSION_PORT``, ``SMTPS_PORT``,
+    ``IMAP_PORT``, ``IMAPS_PORT``, ``POP_PORT``, ``POPS_PORT``,
+    ``SIEVE_PORT`` (each a port or ``IP:PORT``) and ``HTTPS_PORT`` with
+    ``HTTPS_BIND``; unset keys take mailcow's defaults. Returns a mapping of
+    protocol to ``"address:port"`` (a specific bind address) or a port, as
+    ``tlsprobe`` takes it.
+
+    protocols
+        Only these (names as in ``tlsprobe``). Default: all nine.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host mailcow.endpoints
+    """
+    values = conf_get(None, path)
+    wanted = (
+        list(PORT_KEYS)
+        if protocols is None
+        else _str_list(protocols, "protocols must be a list of names")
+    )
+    unknown = [p for p in wanted if p not in PORT_KEYS]
+    if unknown:
+        raise SaltInvocationError(f"no mailcow.conf port for {', '.join(unknown)}")
+    found = {}
+    for protocol in wanted:
+        key, default = PORT_KEYS[protocol]
+        value = values.get(key) or str(default)
+        address, _, port = value.rpartition(":")
+        if protocol == "https":
+            address = values.get("HTTPS_BIND") or address
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise CommandExecutionError(f"{_conf_path(path)}: {key}={value!r} is not a port")
+        address = address.strip("[]")
+        found[protocol] = int(port) if address in _UNSPECIFIED else f"{address}:{port}"
+    return found
 
 
 # --------------------------------------------------------------------------
@@ -203,11 +278,18 @@ def _client():
 def _services(services):
     if services is None:
         return list(TLS_SERVICES)
-    if isinstance(services, str):
-        services = [s.strip() for s in services.split(",") if s.strip()]
-    if not services or not all(isinstance(s, str) and s for s in services):
-        raise SaltInvocationError("services must be a list of compose service names")
-    return list(services)
+    return _str_list(services, "services must be a list of compose service names")
+
+
+def _str_list(values, error):
+    """A non-empty list of strings, or the items of a comma-separated string (the CLI)."""
+    if isinstance(values, str):
+        values = [s.strip() for s in values.split(",") if s.strip()]
+    if not values or not isinstance(values, (list, tuple)):
+        raise SaltInvocationError(error)
+    if not all(isinstance(s, str) and s for s in values):
+        raise SaltInvocationError(error)
+    return list(values)
 
 
 def _find(client, project, services):
@@ -216,6 +298,8 @@ def _find(client, project, services):
     for container in client.containers.list(
         all=True, filters={"label": f"{PROJECT_LABEL}={project}"}
     ):
+        if container.labels.get(ONEOFF_LABEL, "False") == "True":
+            continue  # `docker compose run`: not the service's container
         service = container.labels.get(SERVICE_LABEL)
         if service in services:
             found.setdefault(service, container)
@@ -350,3 +434,182 @@ def _wait_running(container, timeout, settle=1.0):
         "error": f"container {container.name} is {container.status}",
         "log": _tail(container.logs(tail=20)),
     }
+
+
+# --------------------------------------------------------------------------
+# acme-mailcow: mailcow's own ACME client must stand down
+# --------------------------------------------------------------------------
+
+
+def _env(container):
+    env = {}
+    for item in container.attrs.get("Config", {}).get("Env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def _skips(env):
+    return bool(re.fullmatch(r"(?i)y(es)?", env.get("SKIP_LETS_ENCRYPT", "").strip()))
+
+
+def acme_status(path=DEFAULT_DIR):
+    """
+    Whether acme-mailcow would fight another deployer: it gets
+    ``SKIP_LETS_ENCRYPT`` only as an environment variable when the container
+    is created, so editing ``mailcow.conf`` changes nothing until it is
+    recreated. While it runs without ``SKIP_LETS_ENCRYPT=y`` it copies
+    ``ssl/<MAILCOW_HOSTNAME>/`` over the top-level pair and restarts
+    services. Returns ``exists``, ``running``, ``skip_lets_encrypt`` (its
+    environment), ``fights``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host mailcow.acme_status
+    """
+    try:
+        container = _find(_client(), project_name(path), [ACME_SERVICE])[ACME_SERVICE]
+    except CommandExecutionError as exc:
+        if "no container for" not in str(exc):
+            raise
+        return {"exists": False, "running": False, "skip_lets_encrypt": None, "fights": False}
+    container.reload()
+    running = container.status in ("running", "restarting")
+    skip = _skips(_env(container))
+    return {
+        "exists": True,
+        "name": container.name,
+        "running": running,
+        "skip_lets_encrypt": skip,
+        "fights": running and not skip,
+    }
+
+
+def _compose_command():
+    """``docker compose`` (the plugin) or ``docker-compose``; None when neither works."""
+    docker_cli = shutil.which("docker")
+    if docker_cli:
+        probe = subprocess.run(
+            [docker_cli, "compose", "version"], capture_output=True, timeout=30, check=False
+        )
+        if probe.returncode == 0:
+            return [docker_cli, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def acme_stand_down(path=DEFAULT_DIR, test=False):
+    """
+    Make acme-mailcow stand down when it runs without ``SKIP_LETS_ENCRYPT=y``
+    in its environment: recreate it the way mailcow documents, ``docker
+    compose up -d`` in the checkout (only that service, ``--no-deps``), so
+    it picks up ``mailcow.conf``; where no compose command or compose file is
+    there, stop the container and say why. Set ``SKIP_LETS_ENCRYPT=y`` in
+    ``mailcow.conf`` first (the formula does). Returns ``action``
+    (``none``, ``recreated``, ``stopped``) and the status after.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host mailcow.acme_stand_down
+    """
+    before = acme_status(path)
+    if not before["fights"]:
+        return {"action": "none", "status": before}
+    if not _skips(conf_get(None, path)):
+        raise CommandExecutionError(
+            f"{_conf_path(path)}: SKIP_LETS_ENCRYPT is not y; set it first, or recreating "
+            "acme-mailcow changes nothing"
+        )
+    compose = _compose_command()
+    has_file = any(
+        os.path.exists(os.path.join(path, name))
+        for name in ("docker-compose.yml", "compose.yml", "compose.yaml", "docker-compose.yaml")
+    )
+    if test:
+        action = "recreate" if compose and has_file else "stop"
+        return {"action": f"would {action}", "status": before}
+    if compose and has_file:
+        _compose_up(compose, path)
+        action, why = "recreated", "docker compose up -d --no-deps acme-mailcow"
+    else:
+        container = _find(_client(), project_name(path), [ACME_SERVICE])[ACME_SERVICE]
+        container.stop(timeout=10)
+        action = "stopped"
+        why = (
+            "no compose file in the checkout"
+            if compose
+            else "no docker compose command on this host"
+        ) + f"; run `docker compose up -d` in {path} to recreate it with SKIP_LETS_ENCRYPT=y"
+    after = acme_status(path)
+    if after["fights"]:
+        raise CommandExecutionError(
+            f"acme-mailcow still runs without SKIP_LETS_ENCRYPT=y after it was {action}"
+        )
+    return {"action": action, "why": why, "status": after}
+
+
+def _compose_up(compose, path):
+    env = dict(os.environ)
+    if __opts__.get("mailcow.docker_url"):
+        env["DOCKER_HOST"] = __opts__["mailcow.docker_url"]
+    try:
+        proc = subprocess.run(
+            [*compose, "up", "-d", "--no-deps", ACME_SERVICE],
+            cwd=path,
+            env=env,
+            capture_output=True,
+            timeout=COMPOSE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise CommandExecutionError(
+            f"docker compose up -d in {path} did not finish within {COMPOSE_TIMEOUT} s"
+        ) from None
+    if proc.returncode != 0:
+        raise CommandExecutionError(
+            f"docker compose up -d in {path} failed ({proc.returncode}): {_tail(proc.stderr)}"
+        )
+
+
+# --------------------------------------------------------------------------
+# The names mailcow serves with the top-level pair
+# --------------------------------------------------------------------------
+
+
+def served_names(path=DEFAULT_DIR, mail_domains=None):
+    """
+    The names mailcow's nginx serves with the top-level pair, which its own
+    certificates cover: ``MAILCOW_HOSTNAME``, the ``ADDITIONAL_SAN`` names
+    (``name.*`` stands for ``name.<d>`` of each mail domain), and unless
+    ``AUTODISCOVER_SAN=n``, ``autodiscover.<d>`` and ``autoconfig.<d>`` for
+    each of ``mail_domains``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host mailcow.served_names mail_domains='[example.com]'
+    """
+    values = conf_get(None, path)
+    hostname = (values.get("MAILCOW_HOSTNAME") or "").lower()
+    if not hostname:
+        raise CommandExecutionError(f"{_conf_path(path)}: MAILCOW_HOSTNAME is not set")
+    domains = (
+        [d.lower() for d in _str_list(mail_domains, "mail_domains must be a list of domains")]
+        if mail_domains
+        else []
+    )
+    names = [hostname]
+    for item in (n.strip().lower() for n in (values.get("ADDITIONAL_SAN") or "").split(",")):
+        if item.endswith(".*"):
+            names += [f"{item[:-2]}.{domain}" for domain in domains]
+        elif item:
+            names.append(item)
+    if (values.get("AUTODISCOVER_SAN") or "y").lower() not in ("n", "no"):
+        for domain in domains:
+            names += [f"autodiscover.{domain}", f"autoconfig.{domain}"]
+    return list(dict.fromkeys(names))

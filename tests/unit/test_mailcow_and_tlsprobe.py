@@ -35,7 +35,82 @@ def checkout(tmp_path):
 def test_conf_get_reads_keys_and_ignores_comments(checkout):
     assert mailcow_mod.conf_get("SKIP_LETS_ENCRYPT", str(checkout)) == "n"
     assert mailcow_mod.conf_get("ENABLE_SSL_SNI", str(checkout)) is None
-    assert mailcow_mod.project_name(str(checkout)) == "mailcowdockerized"
+    # no COMPOSE_PROJECT_NAME: Compose's default, from the directory's name
+    assert mailcow_mod.project_name(str(checkout)) == checkout.name.lower().replace(".", "")
+
+
+@pytest.mark.parametrize(
+    ("dirname", "conf", "expected"),
+    [
+        ("mailcow-dockerized", "", "mailcow-dockerized"),
+        ("Mail.Cow_2", "", "mailcow_2"),
+        ("x", "COMPOSE_PROJECT_NAME=MailcowDockerized\n", "mailcowdockerized"),
+    ],
+)
+def test_the_project_name_as_compose_and_mailcow_make_it(tmp_path, dirname, conf, expected):
+    checkout = tmp_path / dirname
+    checkout.mkdir()
+    (checkout / "mailcow.conf").write_text(conf)
+    assert mailcow_mod.project_name(str(checkout)) == expected
+
+
+def test_endpoints_come_from_mailcow_conf(checkout):
+    with open(checkout / "mailcow.conf", "a") as conf:
+        conf.write(
+            "SMTP_PORT=192.0.2.7:2525\nIMAPS_PORT=10993\nPOP_PORT=0.0.0.0:1110\n"
+            "HTTPS_PORT=8443\nHTTPS_BIND=127.0.0.1\nSIEVE_PORT=[::1]:14190\n"
+        )
+    assert mailcow_mod.endpoints(str(checkout)) == {
+        "smtp": "192.0.2.7:2525",
+        "submission": 587,
+        "smtps": 465,
+        "imap": 143,
+        "imaps": 10993,
+        "pop3": 1110,
+        "pop3s": 995,
+        "sieve": "::1:14190",
+        "https": "127.0.0.1:8443",
+    }
+    assert mailcow_mod.endpoints(str(checkout), ["smtp", "https"]) == {
+        "smtp": "192.0.2.7:2525",
+        "https": "127.0.0.1:8443",
+    }
+    assert tlsprobe_mod._endpoint_list(mailcow_mod.endpoints(str(checkout)))[7] == (
+        "sieve",
+        14190,
+        "::1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("SMTP_PORT=abc", "SMTP_PORT='abc' is not a port"),
+        ("IMAP_PORT=1.2.3.4:0", "IMAP_PORT=.1.2.3.4:0. is not a port"),
+    ],
+)
+def test_a_bad_port_in_mailcow_conf_names_the_file(checkout, line, message):
+    with open(checkout / "mailcow.conf", "a") as conf:
+        conf.write(line + "\n")
+    with pytest.raises(CommandExecutionError, match=f"mailcow.conf: {message}"):
+        mailcow_mod.endpoints(str(checkout))
+
+
+def test_the_names_mailcow_serves_with_the_top_level_pair(checkout):
+    assert mailcow_mod.served_names(str(checkout), ["example.test", "example.org"]) == [
+        "mail.example.test",
+        "autodiscover.example.test",
+        "autoconfig.example.test",
+        "autodiscover.example.org",
+        "autoconfig.example.org",
+    ]
+    with open(checkout / "mailcow.conf", "a") as conf:
+        conf.write("ADDITIONAL_SAN=imap.*,webmail.example.test\nAUTODISCOVER_SAN=n\n")
+    assert mailcow_mod.served_names(str(checkout), ["example.test"]) == [
+        "mail.example.test",
+        "imap.example.test",
+        "webmail.example.test",
+    ]
 
 
 def test_conf_set_replaces_in_place_and_keeps_the_rest(checkout):
