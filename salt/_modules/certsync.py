@@ -810,6 +810,7 @@ def deployed_info(dest):
         "fingerprint": _fingerprint(leaf),
         "spki_sha256": _spki_sha256(leaf.public_key()),
         "not_after": _iso(leaf.not_valid_after_utc),
+        "days_left": _days_left(leaf, _now()),
         "sans": _dns_sans(leaf),
     }
 
@@ -962,12 +963,77 @@ def rollback(dest):
     return {"dest": dest, "restored": fingerprint}
 
 
+#: The largest ``domains`` file of a per-name directory certsync reads.
+MAX_DOMAINS_BYTES = 16 * 1024
+
+
+def _domains(directory):
+    """The names a mailcow per-name dir serves (its ``domains`` file); None without one."""
+    path = os.path.join(directory, "domains")
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_DOMAINS_BYTES + 1)
+        if len(data) > MAX_DOMAINS_BYTES:
+            raise CommandExecutionError(f"{path}: larger than {MAX_DOMAINS_BYTES} bytes")
+        return [name.lower() for name in data.decode("utf-8").split()]
+    except UnicodeDecodeError:
+        raise CommandExecutionError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def sni_plan(dest, fullchain):
+    """
+    What to do with mailcow's per-name directories ``dest/<name>/``. mailcow
+    (postfix, dovecot, nginx) serves each directory's pair for the names in
+    its ``domains`` file, ahead of the top-level pair, whatever
+    ``ENABLE_SSL_SNI`` says. A directory whose names the certificate in
+    ``fullchain`` all covers is listed in ``update``; one with a name it does
+    not cover is left alone and reported in ``uncovered`` (its names, those
+    missing, its own certificate's fingerprint and expiry). Only real
+    directories named by a valid DNS name, holding a ``domains`` file, count.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.sni_plan /opt/mailcow-dockerized/data/assets/ssl \
+            /etc/letsencrypt/live/npm-5/fullchain.pem
+    """
+    _check_dest(dest)
+    leaf = read_certs(fullchain)[0]
+    plan = {"update": [], "names": {}, "uncovered": {}}
+    for entry in sorted(os.listdir(dest)):
+        directory = os.path.join(dest, entry)
+        if not is_dns_name(entry) or os.path.islink(directory) or not os.path.isdir(directory):
+            continue
+        names = _domains(directory)
+        if not names:
+            continue
+        missing = [name for name in names if not is_dns_name(name) or not _covers(leaf, name)]
+        if not missing:
+            plan["update"].append(directory)
+            plan["names"][directory] = names
+            continue
+        own = deployed_info(directory) or {}
+        plan["uncovered"][entry] = {
+            "dir": directory,
+            "names": names,
+            "missing": missing,
+            "fingerprint": own.get("fingerprint"),
+            "not_after": own.get("not_after"),
+            "days_left": own.get("days_left"),
+        }
+    return plan
+
+
 def sni_dirs(dest, fullchain):
     """
-    List the per-name directories ``dest/<name>/`` that mailcow serves with
-    ``ENABLE_SSL_SNI=y`` and that the certificate in ``fullchain`` covers:
-    every DNS SAN (wildcards excluded) that is a valid DNS name and names an
-    existing real directory directly under ``dest``.
+    The per-name directories ``dest/<name>/`` that the certificate in
+    ``fullchain`` is installed into: those whose ``domains`` names it all
+    covers (see :py:func:`sni_plan`, which also lists those left alone).
 
     CLI Example:
 
@@ -976,15 +1042,7 @@ def sni_dirs(dest, fullchain):
         salt '*' certsync.sni_dirs /opt/mailcow-dockerized/data/assets/ssl \
             /etc/letsencrypt/live/npm-5/fullchain.pem
     """
-    _check_dest(dest)
-    found = []
-    for name in _dns_sans(read_certs(fullchain)[0]):
-        if not is_dns_name(name):
-            continue
-        path = os.path.join(dest, name.lower())
-        if os.path.isdir(path) and not os.path.islink(path):
-            found.append(path)
-    return sorted(set(found))
+    return sni_plan(dest, fullchain)["update"]
 
 
 def sni_inventory(dest):

@@ -105,11 +105,31 @@ def _summary(validation):
     return {key: validation.get(key) for key in ("fingerprint", "not_after", "sans")}
 
 
-def _plan(fullchain, key, name, sni):
+def _sni_layout(fullchain, name, sni):
+    """The directories to keep in step (``name`` and the per-name dirs the certificate
+    covers), the names those serve, and the per-name dirs left alone."""
+    if not sni:
+        return {"dirs": [name], "names": [], "uncovered": {}}
+    plan = __salt__["certsync.sni_plan"](name, fullchain)
+    names = [n for directory in plan["update"] for n in plan["names"][directory]]
+    return {
+        "dirs": [name, *plan["update"]],
+        "names": list(dict.fromkeys(names)),
+        "uncovered": plan["uncovered"],
+    }
+
+
+def _uncovered_lines(uncovered):
+    return [
+        f"Left alone: SNI dir {entry} lists {', '.join(row['missing'])}, which the "
+        f"certificate does not cover; it keeps serving {_short(row['fingerprint'])} "
+        f"(expires {row['not_after'] or 'unknown'}) for {', '.join(row['names'])}"
+        for entry, row in sorted(uncovered.items())
+    ]
+
+
+def _plan(fullchain, key, dirs):
     """Return the list of directories whose pair differs from the source."""
-    dirs = [name]
-    if sni:
-        dirs += __salt__["certsync.sni_dirs"](name, fullchain)
     plan = []
     for directory in dirs:
         comparison = __salt__["certsync.compare"](fullchain, key, directory)
@@ -158,18 +178,18 @@ def _describe_plan(plan):
 class _Serving:
     """Reload services and check endpoints for one mailcow installation."""
 
-    def __init__(self, hostname, services, mailcow_dir, commands, endpoints, address, timeout):
+    def __init__(self, hostname, services, mailcow, endpoints, address, timeout):
         if services is not None and "mailcow.reload" not in __salt__:
             raise SaltInvocationError("services given but the mailcow module is not available")
         if endpoints is not None and "tlsprobe.probe" not in __salt__:
             raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
         self.hostname = hostname
         self.services = list(services or [])
-        self.mailcow_dir = mailcow_dir
-        self.commands = commands
-        self.endpoints = endpoints
+        self.mailcow_dir, self.commands, self.mail_domains = mailcow
+        self.endpoints = _conf_endpoints(endpoints, self.mailcow_dir) if services else endpoints
         self.address = address
         self.timeout = timeout
+        self.names = None  # SNI names to probe with (None: hostname only)
         self.log = []
         self.last = {}  # the latest probe results, by endpoint
 
@@ -184,7 +204,9 @@ class _Serving:
 
     def served(self):
         """What each endpoint serves now: {endpoint: probe result}."""
-        return __salt__["tlsprobe.probe"](self.hostname, self.endpoints, self.address)
+        return __salt__["tlsprobe.probe"](
+            self.hostname, self.endpoints, self.address, names=self.names
+        )
 
     def _reload(self):
         results = __salt__["mailcow.reload"](self.services, self.mailcow_dir, self.commands)
@@ -205,14 +227,19 @@ class _Serving:
 
     def _wait(self, fingerprint):
         waited = __salt__["tlsprobe.wait_for"](
-            self.hostname, fingerprint, self.endpoints, self.address, timeout=self.timeout
+            self.hostname,
+            fingerprint,
+            self.endpoints,
+            self.address,
+            timeout=self.timeout,
+            names=self.names,
         )
         self.last = waited["served"]
         return waited["ok"]
 
     def _stale_services(self, fingerprint):
         stale = {
-            ENDPOINT_SERVICES.get(name)
+            ENDPOINT_SERVICES.get(name.split("/")[0])
             for name, result in self.last.items()
             if result.get("fingerprint") != fingerprint
         }
@@ -233,6 +260,59 @@ class _Serving:
             self.last = self.served()
         self._restart(self._stale_services(fingerprint))
         return self._wait(fingerprint)
+
+
+def _has_conf(mailcow_dir):
+    return os.path.isfile(os.path.join(mailcow_dir, "mailcow.conf"))
+
+
+def _conf_endpoints(endpoints, mailcow_dir):
+    """Bare protocol names take their ports and addresses from mailcow.conf."""
+    bare = isinstance(endpoints, (list, tuple)) and all(":" not in str(e) for e in endpoints)
+    if not endpoints or not bare or not _has_conf(mailcow_dir):
+        return endpoints
+    return __salt__["mailcow.endpoints"](mailcow_dir, list(endpoints))
+
+
+def _mailcow_checks(serving, validation):
+    """
+    What mailcow.conf says: MAILCOW_HOSTNAME must be ``hostname``, no acme-mailcow
+    may run without SKIP_LETS_ENCRYPT=y. Returns warnings for the names mailcow serves
+    with the top-level pair that the certificate lacks.
+    """
+    if not serving.services or not _has_conf(serving.mailcow_dir):
+        return []
+    conf = os.path.join(serving.mailcow_dir, "mailcow.conf")
+    configured = (
+        __salt__["mailcow.conf_get"]("MAILCOW_HOSTNAME", serving.mailcow_dir) or ""
+    ).lower()
+    if configured and configured != serving.hostname.lower():
+        raise SaltInvocationError(
+            f"{conf}: MAILCOW_HOSTNAME={configured!r}, but the certificate is deployed for "
+            f"{serving.hostname!r}: one of them is wrong"
+        )
+    acme = __salt__["mailcow.acme_status"](serving.mailcow_dir)
+    if acme["fights"]:
+        raise CommandExecutionError(
+            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y in its environment "
+            "and would overwrite the pair: set SKIP_LETS_ENCRYPT=y in mailcow.conf and run "
+            f"`docker compose up -d` in {serving.mailcow_dir} (the state mailcow.acme_stood_down "
+            "does both)"
+        )
+    if not configured:
+        return []
+    names = __salt__["mailcow.served_names"](serving.mailcow_dir, serving.mail_domains)
+    lacking = [
+        name
+        for name in names
+        if not any(__salt__["certsync.name_matches"](san, name) for san in validation["sans"])
+    ]
+    if not lacking:
+        return []
+    return [
+        f"Warning: the certificate lacks {', '.join(lacking)}, which mailcow's nginx serves "
+        "with the top-level pair (client autoconfiguration over HTTPS breaks)"
+    ]
 
 
 def _indented(lines):
@@ -346,6 +426,7 @@ def deployed(
     source_minion=None,
     fingerprint=None,
     dane=None,
+    mail_domains=None,
 ):
     """
     Make the certificate pair in ``name`` match the source pair, and make the
@@ -424,6 +505,25 @@ def deployed(
     verify_timeout
         Seconds to wait for every endpoint to serve the new certificate, per
         attempt (after the reload, after the restart). Default: 60.
+
+    mail_domains
+        The mail domains mailcow serves: ``autodiscover.<d>`` and
+        ``autoconfig.<d>`` (unless ``AUTODISCOVER_SAN=n``) and the
+        ``ADDITIONAL_SAN`` names of mailcow.conf are served with the
+        top-level pair; the comment warns about each one the certificate
+        does not cover.
+
+    With ``services``, when ``mailcow_dir`` holds a ``mailcow.conf``: its
+    ``MAILCOW_HOSTNAME`` must be ``hostname``; bare endpoint names take their
+    ports and addresses from it (``SMTP_PORT=IP:PORT`` ...); nothing is
+    deployed while acme-mailcow runs without ``SKIP_LETS_ENCRYPT=y``.
+
+    Per-name directories (``sni``): mailcow serves ``name/<dir>/`` for the
+    names in its ``domains`` file. A directory whose names the certificate
+    all covers is kept in step; one it does not cover is left alone and
+    reported. The wire check probes every endpoint for the hostname, each
+    name of the updated directories (SNI) and without SNI (the top-level
+    pair).
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     hold = {}  # the DANE gate's record to publish, or its steps done
@@ -431,8 +531,7 @@ def deployed(
         serving = _Serving(
             hostname,
             services,
-            mailcow_dir,
-            reload_commands,
+            (mailcow_dir, reload_commands, mail_domains),
             endpoints,
             probe_address,
             verify_timeout,
@@ -440,6 +539,7 @@ def deployed(
         dane = _dane_settings(dane)
         with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
             ret = _deploy(ret, serving, pair, (min_days, sni, ca_file, dane, hold))
+        ret["comment"] = "\n".join([ret["comment"], *hold.get("notes", [])])
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["changes"] = {}
         ret["comment"] = f"Nothing deployed: {exc}"
@@ -476,7 +576,10 @@ def _deploy(ret, serving, pair, options):
             validation["problems"]
         )
         return ret
-    plan = _plan(fullchain, key, name, sni)
+    layout = _sni_layout(fullchain, name, sni)
+    serving.names = [hostname, *layout["names"], ""]  # and without SNI: the top-level pair
+    hold["notes"] = _uncovered_lines(layout["uncovered"]) + _mailcow_checks(serving, validation)
+    plan = _plan(fullchain, key, layout["dirs"])
     if not plan:
         ret = _converge_served(ret, serving, validation, origin)
         verified = serving.endpoints and ret["result"] is not False

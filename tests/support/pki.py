@@ -214,3 +214,12 @@ def write_pair(directory, issued, cert_name="cert.pem", key_name="key.pem"):
         handle.write(issued.key_pem())
     os.chmod(key_path, 0o600)
     return cert_path, key_path
+
+
+def write_sni_dir(ssl_dir, issued, names):
+    """A mailcow per-name dir ``ssl_dir/<first name>/``: the pair and its ``domains`` file."""
+    directory = os.path.join(ssl_dir, names[0])
+    write_pair(directory, issued)
+    with open(os.path.join(directory, "domains"), "w", encoding="ascii") as handle:
+        handle.write(" ".join(names))
+    return directory

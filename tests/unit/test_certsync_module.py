@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from support.loader import certsync_mod
-from support.pki import DAY, NOW, write_npm_tree, write_pair
+from support.pki import DAY, NOW, write_npm_tree, write_pair, write_sni_dir
 
 KEY_KINDS = ["rsa-2048", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519", "ed448"]
 
@@ -240,18 +240,44 @@ def test_install_refuses_a_mismatched_pair_and_changes_nothing(tmp_path, ca, goo
     assert sorted(p.name for p in dest.iterdir()) == ["cert.pem", "key.pem"]
 
 
-def test_sni_dirs_only_existing_real_dirs_of_valid_names(tmp_path, ca):
+def test_sni_plan_by_domains_only_real_dirs_of_valid_names(tmp_path, ca):
     dest = tmp_path / "ssl"
     dest.mkdir()
-    (dest / "mail.example.test").mkdir()
-    (dest / "other.example.test").mkdir()
-    (dest / "autodiscover.example.test").symlink_to(dest / "other.example.test")
+    old = ca.leaf("mail.example.test")
+    covered = write_sni_dir(str(dest), old, ["mail.example.test", "autodiscover.example.test"])
+    partly = write_sni_dir(str(dest), old, ["other.example.test", "www.other.test"])
+    write_sni_dir(str(dest), old, ["bad_name", "mail.example.test"])  # not a DNS name: skipped
+    (dest / "autodiscover.example.test").symlink_to(covered)  # a symlink: skipped
+    write_pair(str(dest / "nodomains.example.test"), old)  # no domains file: skipped
     leaf = ca.leaf(
         "mail.example.test",
         sans=["mail.example.test", "autodiscover.example.test", "*.example.test"],
     )
     fullchain, _ = _files(tmp_path, leaf)
-    assert certsync_mod.sni_dirs(str(dest), fullchain) == [str(dest / "mail.example.test")]
+    plan = certsync_mod.sni_plan(str(dest), fullchain)
+    assert plan["update"] == [covered]
+    assert plan["names"] == {covered: ["mail.example.test", "autodiscover.example.test"]}
+    assert plan["uncovered"] == {
+        "other.example.test": {
+            "dir": partly,
+            "names": ["other.example.test", "www.other.test"],
+            "missing": ["www.other.test"],
+            "fingerprint": old.fingerprint,
+            "not_after": certsync_mod._iso(old.cert.not_valid_after_utc),
+            "days_left": pytest.approx(89, abs=1.5),
+        }
+    }
+    assert certsync_mod.sni_dirs(str(dest), fullchain) == [covered]
+
+
+def test_a_domains_file_that_is_not_text_names_the_file(tmp_path, ca):
+    dest = tmp_path / "ssl"
+    directory = write_sni_dir(str(dest), ca.leaf("mail.example.test"), ["mail.example.test"])
+    with open(os.path.join(directory, "domains"), "wb") as handle:
+        handle.write(b"\xff\xfe")
+    fullchain, _ = _files(tmp_path, ca.leaf("mail.example.test"))
+    with pytest.raises(CommandExecutionError, match=f"{directory}/domains: not UTF-8 text"):
+        certsync_mod.sni_plan(str(dest), fullchain)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from unittest.mock import patch
 import pytest
 from support import cases
 from support.loader import certsync_mod, certsync_state, monitor_mod
-from support.pki import write_npm_tree, write_pair
+from support.pki import write_npm_tree, write_pair, write_sni_dir
 
 HOST = cases.HOST
 
@@ -95,22 +95,32 @@ def test_finds_the_source_by_san_in_live_dir(tmp_path, layout, ca, good):
     assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
 
 
-def test_sni_dirs_are_kept_in_step(layout, ca, good, serving):
-    sni = os.path.join(layout.dest, "autodiscover.example.test")
-    write_pair(sni, serving)
-    stranger = os.path.join(layout.dest, "other.example.test")
-    write_pair(stranger, serving)
+def test_sni_dirs_are_kept_in_step_by_their_domains(layout, ca, good, serving):
+    """good covers mail. and autodiscover.example.test: a dir is updated when it covers all
+    of the dir's names; otherwise left alone and reported; no domains file, not served."""
+    sni = write_sni_dir(layout.dest, serving, ["autodiscover.example.test"])
+    stranger = write_sni_dir(layout.dest, serving, ["other.example.test"])
+    mixed = write_sni_dir(layout.dest, serving, ["mail.example.test", "mail.example.org"])
+    bare = os.path.join(layout.dest, "autodiscover.example.org")
+    write_pair(bare, serving)  # no domains file: mailcow does not serve it
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"]["dirs"] == [layout.dest, sni]
     assert _read(os.path.join(sni, "cert.pem")) == good.fullchain_pem()
-    assert _read(os.path.join(stranger, "cert.pem")) == serving.fullchain_pem()
+    for untouched in (stranger, mixed, bare):
+        assert _read(os.path.join(untouched, "cert.pem")) == serving.fullchain_pem()
+    assert (
+        "Left alone: SNI dir mail.example.test lists mail.example.org, which the certificate "
+        f"does not cover; it keeps serving {serving.fingerprint[:16]}... (expires "
+    ) in ret["comment"]
+    assert "for mail.example.test, mail.example.org" in ret["comment"]
+    assert "Left alone: SNI dir other.example.test lists other.example.test" in ret["comment"]
+    assert "autodiscover.example.org" not in ret["comment"]
 
 
 def test_sni_can_be_turned_off(layout, good, serving):
-    sni = os.path.join(layout.dest, "autodiscover.example.test")
-    write_pair(sni, serving)
+    sni = write_sni_dir(layout.dest, serving, ["autodiscover.example.test"])
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, sni=False)
     assert ret["changes"]["dirs"] == [layout.dest]
@@ -118,8 +128,7 @@ def test_sni_can_be_turned_off(layout, good, serving):
 
 
 def test_failure_in_an_sni_dir_restores_every_dir(layout, good, serving):
-    sni = os.path.join(layout.dest, "autodiscover.example.test")
-    write_pair(sni, serving)
+    sni = write_sni_dir(layout.dest, serving, ["autodiscover.example.test"])
     os.unlink(os.path.join(sni, "key.pem"))
     os.symlink("/nonexistent", os.path.join(sni, "key.pem"))
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
@@ -132,8 +141,7 @@ def test_failure_in_an_sni_dir_restores_every_dir(layout, good, serving):
 
 def test_failure_midway_rolls_back_what_was_installed(layout, good, serving):
     """An install that fails after the first dir restores the first dir."""
-    sni = os.path.join(layout.dest, "autodiscover.example.test")
-    write_pair(sni, serving)
+    write_sni_dir(layout.dest, serving, ["autodiscover.example.test"])
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     before = cases.snapshot(layout.dest)
     real_install = certsync_mod.install
