@@ -23,9 +23,10 @@ not fire it again; the certsync schedule covers a lost event.
 
 On a consumer (``alert_days`` set) it runs ``certsync_monitor.check`` and fires
 ``salt/beacon/<minion id>/certsync/alert/<condition>`` once when a condition
-starts (``expiry``, ``mismatch``, ``deploy_failed``, ``dane_pending``; again only after it
-cleared); a mismatch must last ``grace`` seconds first (default 600: a
-renewal is served seconds after the source has it). With ``textfile`` it
+starts (``expiry``, ``mismatch``, ``deploy_failed``, ``dane_pending``,
+``uncovered``; again only after it cleared); a mismatch must last ``grace``
+seconds first (default 600: a renewal is served seconds after the source has
+it). With ``textfile`` it
 also writes the Prometheus metrics there.
 
 .. code-block:: yaml

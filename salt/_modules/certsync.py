@@ -1717,7 +1717,9 @@ def status():
     This minion's part in certsync, as the pillar describes it, for
     ``salt-run certsync.status``: on the source, the certificate it holds and
     how certbot will renew it (:py:func:`renewal`: is the key kept?); on
-    a consumer, the deployed certificate and what every endpoint serves, and
+    a consumer, the deployed certificate and what every endpoint serves, the
+    per-name dirs left alone (``uncovered``) and the names mailcow serves
+    with the top-level pair that the certificate lacks (``missing_names``), and
     with DANE on (pillar ``dane``) the TLSA records: whether one matches the
     deployed certificate, which are ``stale`` (match it no more: remove) and,
     when the last deploy was held back for it, the record ``pending``
@@ -1757,8 +1759,8 @@ def status():
     deployed = deployed_info(dest)
     ret = {"role": "consumer", "deployed": deployed and deployed["fingerprint"]}
     if deployed:
-        leaf = read_certs(os.path.join(dest, CERT_FILE))[0]
-        ret["days_left"] = _days_left(leaf, now)
+        ret["days_left"] = deployed["days_left"]
+        ret.update(_mailcow_view(settings, deployed))
     probes = {}
     if settings.get("endpoints"):
         probes = __salt__["tlsprobe.probe"](
@@ -1776,6 +1778,32 @@ def status():
             if last.get("dane_pending"):
                 ret["tlsa"]["pending"] = last["dane_pending"]
     return ret
+
+
+def _mailcow_view(settings, deployed):
+    """The per-name dirs left alone, and the names mailcow serves that the deployed
+    certificate lacks (MAILCOW_HOSTNAME, ADDITIONAL_SAN, autodiscover/autoconfig)."""
+    view, dest = {}, settings["dest"]
+    if settings.get("sni", True):
+        try:
+            view["uncovered"] = sni_plan(dest, os.path.join(dest, CERT_FILE))["uncovered"]
+        except CommandExecutionError as exc:
+            view["uncovered"] = {"error": str(exc)}
+    conf = os.path.join(settings["mailcow_dir"], "mailcow.conf")
+    if settings.get("services") and os.path.isfile(conf) and "mailcow.served_names" in __salt__:
+        try:
+            names = __salt__["mailcow.served_names"](
+                settings["mailcow_dir"], settings.get("mail_domains") or None
+            )
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            view["missing_names"] = [f"error: {exc}"]
+        else:
+            view["missing_names"] = [
+                name
+                for name in names
+                if not any(name_matches(san, name) for san in deployed["sans"])
+            ]
+    return view
 
 
 def _tlsa_status(hostname, dest, dane):

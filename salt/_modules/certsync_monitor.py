@@ -7,7 +7,7 @@ Is the mail server healthy? Alerts and Prometheus metrics for a consumer
 ``check`` looks at what the consumer's endpoints serve (on the wire; with no
 endpoints configured, at the deployed file, as endpoint ``deployed``), the
 fingerprint its source published in the mine, and the result of the last
-``certsync.deployed`` run, and reports four alert conditions:
+``certsync.deployed`` run, and reports five alert conditions:
 
 ``expiry``
     an endpoint serves a certificate with fewer than ``days`` days left;
@@ -17,7 +17,11 @@ fingerprint its source published in the mine, and the result of the last
     the last ``certsync.deployed`` run failed;
 ``dane_pending``
     the last run held a new certificate back because no published TLSA
-    record matches it yet (the detail is the exact record to publish).
+    record matches it yet (the detail is the exact record to publish);
+``uncovered``
+    a mailcow per-name directory lists names the deployed certificate does
+    not cover, so certsync leaves it alone; its own certificate (expiry in
+    the detail) is renewed by nobody once mailcow's ACME client is off.
 
 ``textfile`` writes the same as node_exporter textfile-collector metrics,
 atomically. The ``certsync`` beacon (``alert_days``) calls both, and fires
@@ -47,6 +51,10 @@ METRICS = {
     "certsync_last_successful_deploy_timestamp_seconds": "When certsync.deployed last "
     "succeeded, Unix time.",
     "certsync_alert": "1 while the alert condition holds.",
+    "certsync_sni_dir_uncovered": "1 for a mailcow per-name dir certsync leaves alone: the "
+    "source certificate does not cover every name in its domains file.",
+    "certsync_sni_dir_expiry_timestamp_seconds": "Expiry (not_after) of the certificate in "
+    "such a dir, Unix time: nobody renews it once mailcow's own ACME client is off.",
 }
 
 
@@ -186,13 +194,35 @@ def check(days=DEFAULT_DAYS, timeout=10):
         row["matches_source"] = bool(source_fp) and row["fingerprint"] == source_fp
         endpoints[name] = row
     last = last_deploy(settings["dest"])
+    uncovered = _uncovered(settings)
+    conditions = _conditions(endpoints, days, source_fp, source_error, last)
+    conditions["uncovered"] = {
+        "active": bool(uncovered),
+        "detail": "; ".join(
+            f"SNI dir {entry} ({', '.join(row['missing'])} not covered) serves a certificate "
+            f"that expires {row['not_after'] or 'unknown'}"
+            for entry, row in sorted(uncovered.items())
+        ),
+    }
     return {
         "hostname": settings["hostname"],
         "source_fingerprint": source_fp,
         "endpoints": endpoints,
         "last_deploy": last,
-        "conditions": _conditions(endpoints, days, source_fp, source_error, last),
+        "uncovered": uncovered,
+        "conditions": conditions,
     }
+
+
+def _uncovered(settings):
+    """mailcow's per-name dirs that the deployed certificate does not cover (left alone)."""
+    cert = os.path.join(settings["dest"], "cert.pem")
+    if not settings.get("sni", True) or not os.path.isfile(cert):
+        return {}
+    try:
+        return __salt__["certsync.sni_plan"](settings["dest"], cert)["uncovered"]
+    except (CommandExecutionError, SaltInvocationError):
+        return {}
 
 
 def _served(settings, timeout):
@@ -290,6 +320,11 @@ def render(report):
             )
     for condition, state in report["conditions"].items():
         add("certsync_alert", {**host, "condition": condition}, int(state["active"]))
+    for entry, row in sorted((report.get("uncovered") or {}).items()):
+        labels = {**host, "dir": entry}
+        add("certsync_sni_dir_uncovered", labels, 1)
+        if row.get("not_after"):
+            add("certsync_sni_dir_expiry_timestamp_seconds", labels, _epoch(row["not_after"]))
     lines = []
     for name, help_text in METRICS.items():
         if samples[name]:

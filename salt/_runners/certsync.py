@@ -72,6 +72,8 @@ def status(timeout=60):
                 "deployed_fingerprint": view.get("deployed"),
                 "served": view.get("served", {}),
                 "days_left": view.get("days_left"),
+                "uncovered": view.get("uncovered", {}),
+                "missing_names": view.get("missing_names", []),
             }
             wanted = {source_fp}
             seen = {row["mine_fingerprint"], row["deployed_fingerprint"], *row["served"].values()}

@@ -66,3 +66,55 @@ def conf_set(name, settings):
         ret["result"] = True
         ret["comment"] = f"Set {keys} in mailcow.conf; {compose}"
     return ret
+
+
+def acme_stood_down(name):
+    """
+    Make sure acme-mailcow does not fight certsync: it reads
+    ``SKIP_LETS_ENCRYPT`` only when its container is created, so with
+    ``SKIP_LETS_ENCRYPT=y`` in ``mailcow.conf`` (set it first, e.g. with
+    ``mailcow.conf_set``) a running acme-mailcow created without it is
+    recreated the way mailcow documents (``docker compose up -d`` in the
+    checkout, only that service); where no compose command or compose file is
+    there, it is stopped and the comment says why. No acme-mailcow, or one
+    created with ``SKIP_LETS_ENCRYPT=y``: nothing to do.
+
+    name
+        The mailcow-dockerized directory, e.g. ``/opt/mailcow-dockerized``.
+
+    .. code-block:: yaml
+
+        acme-mailcow-stood-down:
+          mailcow.acme_stood_down:
+            - name: /opt/mailcow-dockerized
+            - require:
+              - mailcow: mailcow-conf
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        done = __salt__["mailcow.acme_stand_down"](name, test=__opts__["test"])
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = f"acme-mailcow not stood down: {exc}"
+        return ret
+    if done["action"] == "none":
+        ret["result"] = True
+        status = done["status"]
+        ret["comment"] = (
+            "acme-mailcow runs with SKIP_LETS_ENCRYPT=y"
+            if status["running"]
+            else "acme-mailcow does not run"
+            if status["exists"]
+            else "no acme-mailcow container"
+        )
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["changes"] = {"acme-mailcow": done["action"]}
+        ret["comment"] = f"acme-mailcow runs without SKIP_LETS_ENCRYPT=y: {done['action']} it"
+        return ret
+    ret["result"] = True
+    ret["changes"] = {"acme-mailcow": done["action"]}
+    ret["comment"] = (
+        f"acme-mailcow ran without SKIP_LETS_ENCRYPT=y: {done['action']} ({done['why']})"
+    )
+    return ret

@@ -1,5 +1,6 @@
 {#- The mailcow minion: a recipient key for the sealed private key,
-    SKIP_LETS_ENCRYPT=y, and the certificate from the source's mine entry
+    SKIP_LETS_ENCRYPT=y and acme-mailcow recreated to honour it, and the
+    certificate from the source's mine entry
     deployed, reloaded and verified on the wire; a schedule re-converges when
     an event was lost. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
@@ -19,6 +20,14 @@ certsync-mailcow-conf:
   mailcow.conf_set:
     - name: {{ consumer.mailcow_dir | json }}
     - settings: {{ consumer.mailcow_conf | json }}
+{%- if consumer.services %}
+
+certsync-acme-stood-down:
+  mailcow.acme_stood_down:
+    - name: {{ consumer.mailcow_dir | json }}
+    - require:
+      - mailcow: certsync-mailcow-conf
+{%- endif %}
 
 certsync-deployed:
   certsync.deployed:
@@ -39,8 +48,14 @@ certsync-deployed:
     - probe_address: {{ consumer.probe_address | json }}
     - verify_timeout: {{ consumer.verify_timeout }}
     - dane: {{ consumer.dane | json }}
+{%- if consumer.mail_domains %}
+    - mail_domains: {{ consumer.mail_domains | json }}
+{%- endif %}
     - require:
       - certsync: certsync-recipient-key
+{%- if consumer.services %}
+      - mailcow: certsync-acme-stood-down
+{%- endif %}
 
 certsync-alerts:
   beacon.present:

@@ -13,9 +13,9 @@ from unittest.mock import patch
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from salt.exceptions import SaltInvocationError
-from support.loader import certsync_beacon, monitor_mod, tlsprobe_mod
+from support.loader import certsync_beacon, certsync_mod, monitor_mod, tlsprobe_mod
 from support.mailcow_stack import free_port
-from support.pki import DAY, NOW, write_pair
+from support.pki import DAY, NOW, write_pair, write_sni_dir
 from support.tlsserver import TLSServer
 
 HOST = "mail.example.test"
@@ -68,6 +68,7 @@ def configure_loader_modules(tmp_path, fleet):
                 "certsync.consumer_settings": fleet.settings,
                 "certsync.published_fingerprint": fleet.fingerprint,
                 "tlsprobe.probe": tlsprobe_mod.probe,
+                "certsync.sni_plan": certsync_mod.sni_plan,
             },
         },
         certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
@@ -165,6 +166,29 @@ def test_a_deploy_held_for_its_tlsa_record_is_dane_pending_not_failed(ca, fleet,
     assert _active(monitor_mod.check()) == set()
 
 
+def test_a_per_name_dir_left_alone_is_uncovered_with_its_expiry(ca, fleet, serve, tmp_path):
+    leaf = ca.leaf(HOST)
+    serve(leaf)
+    fleet.published = leaf.fingerprint
+    write_pair(fleet.dest, leaf)
+    old = ca.leaf("mail.example.org", not_after=NOW + 40 * DAY)
+    write_sni_dir(fleet.dest, old, ["mail.example.org", "autodiscover.example.org"])
+    report = monitor_mod.check()
+    assert _active(report) == {"uncovered"}
+    expires = report["uncovered"]["mail.example.org"]["not_after"]
+    assert report["conditions"]["uncovered"]["detail"] == (
+        "SNI dir mail.example.org (mail.example.org, autodiscover.example.org not covered) "
+        f"serves a certificate that expires {expires}"
+    )
+    path = tmp_path / "certsync.prom"
+    monitor_mod.textfile(str(path), report=report)
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    (sample,) = families["certsync_sni_dir_uncovered"].samples
+    assert sample.labels == {"hostname": HOST, "dir": "mail.example.org"} and sample.value == 1
+    (expiry,) = families["certsync_sni_dir_expiry_timestamp_seconds"].samples
+    assert expiry.value == old.cert.not_valid_after_utc.timestamp()
+
+
 def test_beacon_fires_each_condition_once(ca, fleet, serve):
     old = ca.leaf(HOST, not_after=NOW + 3 * DAY)
     serve(old)
@@ -228,7 +252,7 @@ def test_textfile_parses_as_prometheus_text(ca, fleet, serve, tmp_path):
     written = monitor_mod.textfile(str(path), days=21)
     text = path.read_text()
     families = _families(text)
-    assert written == {"path": str(path), "samples": 13}
+    assert written == {"path": str(path), "samples": 14}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert os.listdir(path.parent) == ["certsync.prom"]
 
@@ -250,7 +274,13 @@ def test_textfile_parses_as_prometheus_text(ca, fleet, serve, tmp_path):
     successful = families["certsync_last_successful_deploy_timestamp_seconds"].samples[0]
     assert successful.value == last["last_success"]
     alerts = {s.labels["condition"]: s.value for s in families["certsync_alert"].samples}
-    assert alerts == {"expiry": 1.0, "mismatch": 0.0, "deploy_failed": 0.0, "dane_pending": 0.0}
+    assert alerts == {
+        "expiry": 1.0,
+        "mismatch": 0.0,
+        "deploy_failed": 0.0,
+        "dane_pending": 0.0,
+        "uncovered": 0.0,
+    }
     assert all(f.type == "gauge" and f.documentation for f in families.values())
 
 
