@@ -2,8 +2,8 @@
 # What the tests need from the system: Debian's docker.io (a Docker engine),
 # debootstrap (to build the mailcow-like image), nsd (an authoritative DNS
 # server), knot (an authoritative server taking RFC 2136 updates), certbot and
-# pebble (NPM's ACME client against Let's Encrypt's test server), installed
-# when missing; dockerd started (as root) when no engine answers. Idempotent.
+# pebble (NPM's ACME client against Let's Encrypt's test server), docker-compose
+# (mailcow's documented way to recreate acme-mailcow), installed when missing; dockerd started (as root) when no engine answers. Idempotent.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 log="$repo/.cache/dockerd.log"
@@ -20,6 +20,7 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ -x /usr/sbin/knotd ] || missing+=(knot)
 command -v certbot >/dev/null 2>&1 || missing+=(certbot)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "certsync: ${missing[*]} missing; run as root or install them" >&2

@@ -1709,6 +1709,12 @@ def _consumer_settings(cfg):
         source=(cfg.get("source") or {}).get("minion"),
         dest=os.path.join(settings["mailcow_dir"], "data", "assets", "ssl"),
     )
+    endpoints = settings.get("endpoints")
+    bare = isinstance(endpoints, list) and all(":" not in str(e) for e in endpoints)
+    conf = os.path.join(settings["mailcow_dir"], "mailcow.conf")
+    if endpoints and bare and settings.get("services") and os.path.isfile(conf):
+        # Ports and addresses from mailcow.conf, as certsync.deployed takes them.
+        settings["endpoints"] = __salt__["mailcow.endpoints"](settings["mailcow_dir"], endpoints)
     return settings
 
 

@@ -335,14 +335,13 @@ def _served_report(served, expected, names):
 
 
 def _pair_names(name, new, old):
-    names = {
-        fingerprint: f"the pair in SNI dir {sni_name}"
-        for sni_name, fingerprint in __salt__["certsync.sni_inventory"](name).items()
-    }
+    """Whose pair each fingerprint is: the new, the previous, and the SNI dirs holding it."""
+    labels = {new: ["the new pair"]}
     if old:
-        names[old] = "the previous pair"
-    names[new] = "the new pair"
-    return names
+        labels.setdefault(old, []).append("the previous pair")
+    for sni_name, fingerprint in __salt__["certsync.sni_inventory"](name).items():
+        labels.setdefault(fingerprint, []).append(f"the pair in SNI dir {sni_name}")
+    return {fingerprint: ", also ".join(found) for fingerprint, found in labels.items()}
 
 
 def _fail_and_roll_back(ret, serving, name, done, new, old):

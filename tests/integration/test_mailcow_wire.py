@@ -1,21 +1,34 @@
 """
 certsync.deployed against real postfix, dovecot and nginx in Docker, through
-salt-call --local: reload, verify on the wire, restart fallback, rollback.
+salt-call --local: reload, verify on the wire, restart fallback, rollback,
+on a look-alike that behaves as mailcow does (per-name dirs by their
+`domains` file, postfix's SNI map built by postmap -F, ports from
+mailcow.conf, acme-mailcow).
 """
 
 import json
 import os
+import pathlib
+import time
 
 import pytest
-from support.mailcow_stack import HOST
-from support.pki import write_pair
+from support.mailcow_stack import HOST, NAMES
+from support.pki import TestCA, write_pair, write_sni_dir
 
 ALL = ["smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "sieve", "https"]
+MAIL = ["smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "sieve"]
+#: Every probe the state makes: each endpoint for each name of the updated dirs
+#: (here the hostname's), and without SNI (the top-level pair).
+EVERY_NAME = [*NAMES, ""]
+
+
+def _keys(endpoints, names):
+    return sorted(f"{e}/{n or '-'}" for e in endpoints for n in names)
 
 
 @pytest.fixture(scope="module")
 def old(ca):
-    return ca.leaf(HOST, key_kind="ec-p384")
+    return ca.leaf(HOST, sans=NAMES, key_kind="ec-p384")
 
 
 @pytest.fixture
@@ -30,15 +43,21 @@ def _renew(source, issued):
     return str(source)
 
 
-def test_renewal_is_served_on_every_endpoint(salt_call, make_stack, source, ca, old):
+def test_renewal_is_served_on_every_name_and_endpoint_with_no_restart(
+    salt_call, make_stack, source, ca, old
+):
     stack = make_stack(old)
-    assert set(stack.served().values()) == {old.fingerprint}
-    new = ca.leaf(HOST, key=old.key)
+    assert set(stack.served_names(EVERY_NAME).values()) == {old.fingerprint}
+    started = stack.started_at()
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
     code, ret = salt_call.state(**stack.state_args(source=_renew(source, new)))
     assert (code, ret["result"]) == (0, True), ret["comment"]
-    assert stack.served() == dict.fromkeys(ALL, new.fingerprint)
+    assert stack.served_names(EVERY_NAME) == dict.fromkeys(_keys(ALL, EVERY_NAME), new.fingerprint)
     assert "reloaded postfix-mailcow, dovecot-mailcow, nginx-mailcow" in ret["comment"]
-    assert sorted(ret["changes"]["served"]) == sorted(ALL)
+    assert "restarted" not in ret["comment"]
+    assert stack.started_at() == started
+    assert ret["changes"]["served"] == _keys(ALL, EVERY_NAME)
+    assert ret["changes"]["dirs"] == [str(stack.ssl_dir), str(stack.ssl_dir / HOST)]
     assert ret["changes"]["new"]["fingerprint"] == new.fingerprint
     _, again = salt_call.state(**stack.state_args(source=str(source)))
     assert (again["result"], again["changes"]) == (True, {})
@@ -47,21 +66,21 @@ def test_renewal_is_served_on_every_endpoint(salt_call, make_stack, source, ca, 
 
 def test_test_mode_reports_reload_and_what_is_served(salt_call, make_stack, source, ca, old):
     stack = make_stack(old)
-    new = ca.leaf(HOST, key_kind="ec-p256")
+    new = ca.leaf(HOST, sans=NAMES, key_kind="ec-p256")
     _, ret = salt_call.state(test=True, **stack.state_args(source=_renew(source, new)))
     assert ret["result"] is None
     assert "Would reload postfix-mailcow, dovecot-mailcow, nginx-mailcow" in ret["comment"]
     assert (
-        f"imaps (127.0.0.1:{stack.endpoints['imaps']}): WRONG, serves {old.fingerprint[:16]}"
-        in (ret["comment"])
+        f"imaps/{HOST} (127.0.0.1:{stack.endpoints['imaps']}): WRONG, serves "
+        f"{old.fingerprint[:16]}" in (ret["comment"])
     )
-    assert "(the previous pair)" in ret["comment"]
+    assert f"(the previous pair, also the pair in SNI dir {HOST})" in ret["comment"]
     assert stack.served() == dict.fromkeys(ALL, old.fingerprint)
 
 
 def test_reload_that_does_not_take_falls_back_to_restart(salt_call, make_stack, source, ca, old):
     stack = make_stack(old)
-    new = ca.leaf(HOST, key_kind="ec-p256")  # a new key as well
+    new = ca.leaf(HOST, sans=NAMES, key_kind="ec-p256")  # a new key as well
     args = stack.state_args(
         source=_renew(source, new),
         reload_commands=json.dumps({"dovecot-mailcow": ["true"]}),
@@ -77,14 +96,14 @@ def test_reload_that_does_not_take_falls_back_to_restart(salt_call, make_stack, 
 def test_service_that_fails_with_the_new_pair_rolls_back(salt_call, make_stack, source, ca, old):
     """nginx at OpenSSL security level 3 refuses a 2048-bit RSA key that certsync accepts."""
     stack = make_stack(old, nginx_seclevel=3)
-    new = ca.leaf(HOST, key_kind="rsa-2048")
+    new = ca.leaf(HOST, sans=NAMES, key_kind="rsa-2048")
     before = (stack.ssl_dir / "cert.pem").read_bytes()
     code, ret = salt_call.state(**stack.state_args(source=_renew(source, new), verify_timeout="5"))
     assert code != 0
     assert ret["result"] is False
     assert ret["changes"] == {}
     comment = ret["comment"]
-    assert f"https (127.0.0.1:{stack.endpoints['https']}): " in comment
+    assert f"https/{HOST} (127.0.0.1:{stack.endpoints['https']}): " in comment
     assert "restarted nginx-mailcow (nginx-mailcow: container" in comment
     assert f"Restored the previous pair {old.fingerprint[:16]}..." in comment
     assert (
@@ -94,42 +113,179 @@ def test_service_that_fails_with_the_new_pair_rolls_back(salt_call, make_stack, 
     assert stack.served() == dict.fromkeys(ALL, old.fingerprint)
 
 
-def test_sni_dir_shadowing_the_top_level_pair_is_named(salt_call, make_stack, source, ca, old):
-    stale = ca.leaf(HOST, key_kind="ec-p256")
+def test_postfix_reload_alone_keeps_the_sni_map_stale(salt_call, make_stack, source, ca, old):
+    """As on real mailcow: the map holds the files' contents; only the slow path fixes it."""
     stack = make_stack(old)
-    write_pair(stack.ssl_dir / HOST, stale)
-    stack.containers["nginx-mailcow"].restart(timeout=5)
-    stack.wait_ready()
-    assert stack.served()["https"] == stale.fingerprint
-    new = ca.leaf(HOST, key=old.key)
-    args = stack.state_args(source=_renew(source, new), sni="False", verify_timeout="5")
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    reload_only = json.dumps({"postfix-mailcow": ["postfix", "reload"]})
+    args = stack.state_args(source=_renew(source, new), reload_commands=reload_only)
+    _, ret = salt_call.state(**{**args, "verify_timeout": "5"})
+    assert ret["result"] is True, ret["comment"]
+    assert "restarted postfix-mailcow" in ret["comment"]
+    assert "dovecot-mailcow" not in ret["comment"].split("restarted")[1]
+    assert set(stack.served_names(EVERY_NAME).values()) == {new.fingerprint}
+
+
+def test_a_dir_with_names_not_covered_is_left_alone_and_reported(
+    salt_call, make_stack, source, ca, old
+):
+    stack = make_stack(old)
+    other_ca = TestCA("mailcow's own acme")
+    theirs = other_ca.leaf(
+        "mail.example.org", sans=["mail.example.org", "autodiscover.example.org"]
+    )
+    other = write_sni_dir(stack.ssl_dir, theirs, ["mail.example.org", "autodiscover.example.org"])
+    stack.restart()
+    before = {p.name: p.read_bytes() for p in pathlib.Path(other).iterdir()}
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    _, ret = salt_call.state(**stack.state_args(source=_renew(source, new)))
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["dirs"] == [str(stack.ssl_dir), str(stack.ssl_dir / HOST)]
+    assert (
+        "Left alone: SNI dir mail.example.org lists mail.example.org, autodiscover.example.org, "
+        f"which the certificate does not cover; it keeps serving {theirs.fingerprint[:16]}..."
+    ) in ret["comment"]
+    assert {p.name: p.read_bytes() for p in pathlib.Path(other).iterdir()} == before
+    served = stack.served_names(["mail.example.org"], ["smtp", "imaps", "https"])
+    assert set(served.values()) == {theirs.fingerprint}
+    assert set(stack.served_names(EVERY_NAME).values()) == {new.fingerprint}
+
+
+def test_a_stale_per_name_dir_shadowing_the_mail_protocols_is_named(
+    salt_call, make_stack, source, ca, old
+):
+    """ssl/<hostname>/ lists a name the new certificate lacks, so it is left alone; postfix
+    and dovecot serve it for the hostname (nginx skips that dir): the failure says so."""
+    stack = make_stack(old, names=[*NAMES, "webmail.example.org"])
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    before = (stack.ssl_dir / "cert.pem").read_bytes()
+    args = stack.state_args(source=_renew(source, new), verify_timeout="5")
     _, ret = salt_call.state(**args)
     assert ret["result"] is False
-    assert (
-        f"WRONG, serves {stale.fingerprint[:16]}... (the pair in SNI dir {HOST})" in ret["comment"]
+    comment = ret["comment"]
+    shadow = (
+        f"WRONG, serves {old.fingerprint[:16]}... (the previous pair, also the pair in SNI "
+        f"dir {HOST})"
     )
-    assert stack.served()["imaps"] == old.fingerprint
-    # With sni on (the default), the SNI dir is kept in step and all is served.
+    for endpoint in MAIL:
+        assert f"{endpoint}/{HOST} (127.0.0.1:{stack.endpoints[endpoint]}): {shadow}" in comment
+    assert f"https/{HOST} (127.0.0.1:{stack.endpoints['https']}): ok" in comment
+    assert f"Left alone: SNI dir {HOST} lists webmail.example.org" in comment
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
+    assert stack.served() == dict.fromkeys(ALL, old.fingerprint)
+
+
+def test_a_certificate_lacking_names_mailcow_serves_is_flagged(salt_call, make_stack, source, ca):
+    serving = ca.leaf(HOST)
+    stack = make_stack(serving, names=[HOST])
+    new = ca.leaf(HOST, key=serving.key)  # NPM's certificate for the host name only
+    args = stack.state_args(source=_renew(source, new), mail_domains='["example.test"]')
+    _, ret = salt_call.state(**args)
+    assert ret["result"] is True, ret["comment"]
+    assert (
+        "Warning: the certificate lacks autodiscover.example.test, autoconfig.example.test, "
+        "which mailcow's nginx serves with the top-level pair"
+    ) in ret["comment"]
+
+
+def test_mailcow_conf_naming_another_host_is_an_error(salt_call, make_stack, source, ca, old):
+    stack = make_stack(old)
+    conf = stack.root / "mailcow.conf"
+    conf.write_text(
+        conf.read_text().replace(f"MAILCOW_HOSTNAME={HOST}", "MAILCOW_HOSTNAME=mx.x.test")
+    )
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    _, ret = salt_call.state(**stack.state_args(source=_renew(source, new)))
+    assert ret["result"] is False
+    assert ret["comment"].startswith(
+        f"Nothing deployed: {conf}: MAILCOW_HOSTNAME='mx.x.test', but the certificate is "
+        f"deployed for '{HOST}'"
+    )
+
+
+def test_acme_mailcow_is_stood_down_before_any_deploy(salt_call, make_stack, source, ca, old):
+    stack = make_stack(old, acme=True)
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    before = (stack.ssl_dir / "cert.pem").read_bytes()
+    _, ret = salt_call.state(**stack.state_args(source=_renew(source, new)))
+    assert ret["result"] is False
+    assert "acme-mailcow (" in ret["comment"]
+    assert "runs without SKIP_LETS_ENCRYPT=y in its environment" in ret["comment"]
+    assert f"run `docker compose up -d` in {stack.root}" in ret["comment"]
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
+
+    # The fight: what acme-mailcow does to a pair written beside it.
+    write_pair(stack.ssl_dir, new)
+    time.sleep(5)
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
+
+    salt_call("mailcow.conf_set", "SKIP_LETS_ENCRYPT", "y", f"path={stack.root}")
+    code, done = salt_call.state("mailcow.acme_stood_down", name=str(stack.root))
+    assert (code, done["result"]) == (0, True), done
+    assert done["changes"] == {"acme-mailcow": "recreated"}
+    assert "docker compose up -d --no-deps acme-mailcow" in done["comment"]
+    env = stack.service_container("acme-mailcow").attrs["Config"]["Env"]
+    assert "SKIP_LETS_ENCRYPT=y" in env
+    _, again = salt_call.state("mailcow.acme_stood_down", name=str(stack.root))
+    assert (again["result"], again["changes"]) == (True, {})
+    assert again["comment"] == "acme-mailcow runs with SKIP_LETS_ENCRYPT=y"
+
     _, ret = salt_call.state(**stack.state_args(source=str(source)))
     assert ret["result"] is True, ret["comment"]
-    assert stack.served() == dict.fromkeys(ALL, new.fingerprint)
+    time.sleep(5)  # more than two rounds of the old acme-mailcow's copying
+    assert set(stack.served_names(EVERY_NAME).values()) == {new.fingerprint}
+
+
+def test_acme_mailcow_is_stopped_where_compose_cannot_recreate_it(salt_call, make_stack, old):
+    stack = make_stack(old, acme=True)
+    (stack.root / "docker-compose.yml").unlink()
+    salt_call("mailcow.conf_set", "SKIP_LETS_ENCRYPT", "y", f"path={stack.root}")
+    _, done = salt_call.state("mailcow.acme_stood_down", name=str(stack.root))
+    assert done["result"] is True, done
+    assert done["changes"] == {"acme-mailcow": "stopped"}
+    assert "no compose file in the checkout" in done["comment"]
+    assert f"run `docker compose up -d` in {stack.root} to recreate it" in done["comment"]
+    stack.containers["acme-mailcow"].reload()
+    assert stack.containers["acme-mailcow"].status == "exited"
+
+
+def test_a_one_off_container_of_a_service_is_not_reloaded(salt_call, make_stack, old):
+    stack = make_stack(old)
+    one_off = stack.client.containers.create(
+        stack.image,
+        ["true"],
+        labels={
+            "com.docker.compose.project": stack.project,
+            "com.docker.compose.service": "postfix-mailcow",
+            "com.docker.compose.oneoff": "True",
+        },
+    )
+    try:
+        ret = salt_call("mailcow.containers", "services=postfix-mailcow", f"path={stack.root}")
+        assert ret.data["postfix-mailcow"]["name"] == stack.containers["postfix-mailcow"].name
+    finally:
+        one_off.remove(force=True)
 
 
 def test_stale_container_is_repaired_when_files_are_current(salt_call, make_stack, source, ca, old):
     stack = make_stack(old)
-    new = ca.leaf(HOST, key=old.key)
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
     _renew(source, new)
     write_pair(stack.ssl_dir, new)  # files current, services not reloaded
+    write_pair(stack.ssl_dir / HOST, new)
     _, ret = salt_call.state(**stack.state_args(source=str(source)))
     assert ret["result"] is True, ret["comment"]
-    assert sorted(ret["changes"]["served"]["repaired"]) == sorted(ALL)
-    assert stack.served() == dict.fromkeys(ALL, new.fingerprint)
+    # dovecot and nginx read the files at (re)load, postfix's SNI map at start
+    repaired = set(ret["changes"]["served"]["repaired"])
+    assert repaired <= set(_keys(ALL, EVERY_NAME))
+    assert set(_keys(["imaps", "https"], EVERY_NAME)) | set(_keys(["smtp"], NAMES)) <= repaired
+    assert set(stack.served_names(EVERY_NAME).values()) == {new.fingerprint}
 
 
 def test_docker_unreachable_changes_nothing(salt_call, make_stack, source, ca, old):
     stack = make_stack(old)
     before = (stack.ssl_dir / "cert.pem").read_bytes()
-    new = ca.leaf(HOST, key=old.key)
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
     env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     _, ret = salt_call.state(env=env, **stack.state_args(source=_renew(source, new)))
     assert ret["result"] is False
@@ -142,7 +298,7 @@ def test_missing_container_changes_nothing(salt_call, make_stack, source, ca, ol
     stack = make_stack(old)
     before = (stack.ssl_dir / "cert.pem").read_bytes()
     stack.containers["dovecot-mailcow"].remove(force=True)
-    new = ca.leaf(HOST, key=old.key)
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
     _, ret = salt_call.state(**stack.state_args(source=_renew(source, new)))
     assert ret["result"] is False
     assert (

@@ -48,7 +48,7 @@ def stack_settings(stack):
     """Consumer pillar settings for a mailcow-like stack."""
     return {
         "mailcow_dir": str(stack.root),
-        "endpoints": stack.endpoints,
+        "endpoints": list(stack.endpoints),  # ports and addresses from its mailcow.conf
         "probe_address": "127.0.0.1",
         "verify_timeout": 15,
     }

@@ -1,26 +1,45 @@
 """
-A mailcow-like stack for tests: three containers from the locally built
-image, labelled like mailcow's compose services, reading
-``data/assets/ssl/{cert,key}.pem`` from a bind mount at ``/etc/ssl/mail`` and
-serving real TLS (postfix, dovecot, nginx) on loopback ports.
+A mailcow-like stack for tests, built to how mailcow really behaves where
+certsync touches it (see shared/UPSTREAM-FACTS.md): containers from the
+locally built image, labelled like mailcow's compose services (project name
+lower-cased), reading ``data/assets/ssl`` at ``/etc/ssl/mail`` and serving
+real TLS (postfix, dovecot, nginx) on loopback ports that ``mailcow.conf``
+names, ``IP:PORT`` forms included.
+
+- ``ssl/<MAILCOW_HOSTNAME>/`` (``cert.pem``, ``key.pem``, ``domains``) exists
+  from the start, as on every mailcow whose acme ever ran, beside
+  ``dhparams.pem`` and ``acme/``; tests add other per-name dirs.
+- postfix builds ``tls_server_sni_maps`` with ``postmap -F`` at start (a
+  snapshot of the files), dovecot a ``local_name`` block per name, nginx a
+  server block per dir except the hostname's (``tests/docker/mailcow/``).
+- With ``acme=True``, acme-mailcow is created by ``docker-compose`` from a
+  compose file in the checkout (``.env`` -> ``mailcow.conf``, as mailcow
+  has it): unless created with ``SKIP_LETS_ENCRYPT=y`` it copies
+  ``ssl/<hostname>/`` over the top-level pair every 2 s.
 """
 
 import contextlib
+import json
 import pathlib
 import shutil
 import socket
 import subprocess
 import time
 import uuid
+import warnings
 
 import docker
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dh
 
 from .loader import load_loader_module
-from .pki import write_pair
+from .pki import write_pair, write_sni_dir
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "docker" / "mailcow"
 BUILD_SCRIPT = CONF_DIR.parent / "build-image.sh"
 HOST = "mail.example.test"
+#: What mailcow's own certificates cover for the mail domain example.test.
+NAMES = [HOST, "autodiscover.example.test", "autoconfig.example.test"]
 SERVICES = {
     "postfix-mailcow": ("postfix", {"smtp": 25, "submission": 587, "smtps": 465}),
     "dovecot-mailcow": (
@@ -29,6 +48,31 @@ SERVICES = {
     ),
     "nginx-mailcow": ("nginx", {"https": 443}),
 }
+#: mailcow.conf's key per endpoint, and whether the test writes it as IP:PORT.
+PORT_KEYS = {
+    "smtp": ("SMTP_PORT", True),
+    "submission": ("SUBMISSION_PORT", False),
+    "smtps": ("SMTPS_PORT", True),
+    "imap": ("IMAP_PORT", False),
+    "imaps": ("IMAPS_PORT", True),
+    "pop3": ("POP_PORT", True),
+    "pop3s": ("POPS_PORT", False),
+    "sieve": ("SIEVE_PORT", True),
+}
+COMPOSE_FILE = """\
+version: "2.1"
+services:
+  acme-mailcow:
+    image: {image}
+    command: ["/conf/run.sh"]
+    network_mode: none
+    environment:
+      - MAILCOW_HOSTNAME=${{MAILCOW_HOSTNAME}}
+      - SKIP_LETS_ENCRYPT=${{SKIP_LETS_ENCRYPT:-n}}
+    volumes:
+      - ./data/assets/ssl:/var/lib/acme/
+      - {conf}:/conf:ro
+"""
 READY_TIMEOUT = 60
 START_ATTEMPTS = 3
 
@@ -70,30 +114,53 @@ def build_image():
 class MailcowStack:
     """One mailcow-dockerized checkout with its TLS-serving containers."""
 
-    def __init__(self, client, image, root, serving, nginx_seclevel=2):
+    def __init__(self, client, image, root, serving, nginx_seclevel=2, acme=False, names=None):
         self.client = client
         self.image = image
         self.root = pathlib.Path(root)
-        self.project = f"certsynctest{uuid.uuid4().hex[:8]}"
+        suffix = uuid.uuid4().hex[:8]
+        # mailcow.conf's spelling; compose and mailcow look containers up lower-cased
+        self.project_conf = f"CertsyncTest{suffix}"
+        self.project = self.project_conf.lower()
         self.ssl_dir = self.root / "data" / "assets" / "ssl"
         self.nginx_seclevel = nginx_seclevel
+        self.acme = acme
         self.containers = {}
         self.endpoints = {}
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "mailcow.conf").write_text(
-            "# mailcow.conf of a test stack\n"
-            f"MAILCOW_HOSTNAME={HOST}\n"
-            f"COMPOSE_PROJECT_NAME={self.project}\n"
-            "SKIP_LETS_ENCRYPT=n\n"
-            "ENABLE_SSL_SNI=n\n"
-        )
         write_pair(self.ssl_dir, serving)
+        write_sni_dir(self.ssl_dir, serving, names or NAMES)
+        (self.ssl_dir / "acme").mkdir()
+        with warnings.catch_warnings():  # mailcow still ships one; nothing here reads it
+            warnings.simplefilter("ignore")
+            params = dh.generate_parameters(generator=2, key_size=512)
+        (self.ssl_dir / "dhparams.pem").write_bytes(
+            params.parameter_bytes(serialization.Encoding.PEM, serialization.ParameterFormat.PKCS3)
+        )
+
+    def _write_conf(self):
+        lines = [
+            "# mailcow.conf of a test stack",
+            f"MAILCOW_HOSTNAME={HOST}",
+            f"COMPOSE_PROJECT_NAME={self.project_conf}",
+            "SKIP_LETS_ENCRYPT=n",
+            "ENABLE_SSL_SNI=n",
+            *(
+                f"{key}={'127.0.0.1:' if with_ip else ''}{self.endpoints[name]}"
+                for name, (key, with_ip) in PORT_KEYS.items()
+            ),
+            f"HTTPS_PORT={self.endpoints['https']}",
+            "HTTPS_BIND=127.0.0.1",
+        ]
+        (self.root / "mailcow.conf").write_text("\n".join(lines) + "\n")
+        (self.root / "mailcow.conf").chmod(0o644)
 
     def start(self):
         """Run the containers; on a host-port race, retry with fresh ports."""
         names = [name for _, ports in SERVICES.values() for name in ports]
         for attempt in range(1, START_ATTEMPTS + 1):
             self.endpoints = dict(zip(names, free_ports(len(names)), strict=True))
+            self._write_conf()
             try:
                 self._run_containers()
                 break
@@ -102,12 +169,27 @@ class MailcowStack:
                 self.containers = {}
                 if "port is already allocated" not in str(exc) or attempt == START_ATTEMPTS:
                     raise
+        if self.acme:
+            self.start_acme()
         self.wait_ready()
         return self
 
     def _run_containers(self):
         for service, (conf, ports) in SERVICES.items():
-            env = {"TLS_SECLEVEL": str(self.nginx_seclevel)} if conf == "nginx" else {}
+            env = {"MAILCOW_HOSTNAME": HOST}
+            if conf == "nginx":
+                env.update(
+                    TLS_SECLEVEL=str(self.nginx_seclevel), HTTPS_PORT=str(self.endpoints["https"])
+                )
+                # mailcow publishes ${HTTPS_BIND}:${HTTPS_PORT}:${HTTPS_PORT}
+                published = {
+                    f"{self.endpoints['https']}/tcp": ("127.0.0.1", self.endpoints["https"])
+                }
+            else:
+                published = {
+                    f"{port}/tcp": ("127.0.0.1", self.endpoints[name])
+                    for name, port in ports.items()
+                }
             container = self.client.containers.run(
                 self.image,
                 ["/conf/run.sh"],
@@ -118,18 +200,41 @@ class MailcowStack:
                 labels={
                     "com.docker.compose.project": self.project,
                     "com.docker.compose.service": service,
+                    "com.docker.compose.oneoff": "False",
                 },
                 volumes={
                     str(self.ssl_dir): {"bind": "/etc/ssl/mail", "mode": "ro"},
                     str(CONF_DIR / conf): {"bind": "/conf", "mode": "ro"},
                 },
                 # Fixed host ports, as mailcow has: a restart keeps them.
-                ports={
-                    f"{port}/tcp": ("127.0.0.1", self.endpoints[name])
-                    for name, port in ports.items()
-                },
+                ports=published,
             )
             self.containers[service] = container
+
+    def start_acme(self):
+        """acme-mailcow as mailcow has it: docker-compose, its env from mailcow.conf."""
+        (self.root / "docker-compose.yml").write_text(
+            COMPOSE_FILE.format(image=self.image, conf=CONF_DIR / "acme")
+        )
+        env_link = self.root / ".env"
+        if not env_link.is_symlink():
+            env_link.symlink_to("mailcow.conf")
+        compose("up", "-d", "--no-deps", "acme-mailcow", cwd=self.root)
+        self.containers["acme-mailcow"] = self.service_container("acme-mailcow")
+
+    def service_container(self, service):
+        """The (non one-off) container compose runs for ``service`` now."""
+        (container,) = self.client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.project}",
+                    f"com.docker.compose.service={service}",
+                    "com.docker.compose.oneoff=False",
+                ]
+            },
+        )
+        return container
 
     def wait_ready(self):
         """Until every endpoint completes a TLS handshake (bounded)."""
@@ -164,25 +269,61 @@ class MailcowStack:
     def exec(self, service, *cmd):
         return self.containers[service].exec_run(list(cmd))
 
+    def served_names(self, names, endpoints=None):
+        """What each endpoint serves for each SNI name (``""``: none): {"smtp/<name>": fp}."""
+        chosen = {n: p for n, p in self.endpoints.items() if endpoints is None or n in endpoints}
+        results = _tlsprobe.probe(HOST, chosen, "127.0.0.1", timeout=5, names=names)
+        return {key: result.get("fingerprint") for key, result in results.items()}
+
+    def restart(self, *services):
+        """Restart containers (mailcow's services read the per-name dirs at start)."""
+        for service in services or ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow"):
+            self.containers[service].restart(timeout=5)
+        self.wait_ready()
+
+    def started_at(self):
+        """When each container last started (a restart changes it)."""
+        found = {}
+        for service, container in self.containers.items():
+            container.reload()
+            found[service] = container.attrs["State"]["StartedAt"]
+        return found
+
     def remove(self):
-        for container in self.containers.values():
+        """Every container of the project, compose's included."""
+        for container in self.client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={self.project}"}
+        ):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
 
     def state_args(self, **extra):
-        """Arguments of certsync.deployed for this stack."""
-        endpoints = ",".join(f'"{name}": {port}' for name, port in self.endpoints.items())
+        """Arguments of certsync.deployed for this stack: endpoints by name, their
+        ports and addresses from mailcow.conf."""
         args = {
             "name": str(self.ssl_dir),
             "hostname": HOST,
             "mailcow_dir": str(self.root),
             "services": '["postfix-mailcow", "dovecot-mailcow", "nginx-mailcow"]',
-            "endpoints": "{" + endpoints + "}",
+            "endpoints": json.dumps(list(self.endpoints)),
             "probe_address": "127.0.0.1",
             "verify_timeout": "15",
         }
         args.update(extra)
         return args
+
+
+def compose(*args, cwd):
+    """Debian's docker-compose in a checkout, as mailcow's docs run ``docker compose``."""
+    binary = shutil.which("docker-compose")
+    if not binary:
+        raise RuntimeError("docker-compose is missing; scripts/test-deps.sh installs it")
+    proc = subprocess.run(
+        [binary, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"docker-compose {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
 
 
 def docker_client():
