@@ -34,7 +34,7 @@ from support.fleet import (  # noqa: E402
     wait_until,
     write_pillar,
 )
-from support.mailcow_stack import MailcowStack, build_image, docker_client  # noqa: E402
+from support.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
 from support.pki import TestCA, issue, write_pair  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def deployed_fingerprint(ssl_dir):
 def measure(size, renewals, image, work, certbot_times):
     pebble = Pebble(work / "pebble", TestCA("bench pebble listener")).start()
     certbot = NpmCertbot(work / "npm", pebble)
-    certbot.issue(5, [HOST])
+    certbot.issue(5, NAMES)
     first, live_dir = certbot.current(5), certbot.live_dir
     snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
     stack = MailcowStack(docker_client(), image, work / "mailcow-0", snakeoil).start()

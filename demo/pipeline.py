@@ -39,7 +39,7 @@ from support.fleet import (  # noqa: E402
     write_pillar,
 )
 from support.knot import UpdatableDNS  # noqa: E402
-from support.mailcow_stack import MailcowStack, build_image, docker_client  # noqa: E402
+from support.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
 from support.pki import TestCA, issue  # noqa: E402
 
 TLSA_NAME = f"_25._tcp.{HOST}"
@@ -85,12 +85,17 @@ def show_timeline(bus, seen, since):
 def start_fleet(work, salt, certbot, knot):
     """The NPM tree, the zone, the mailcow-like stack, the master and both minions."""
     say("NPM requests mail.example.test: certbot certonly (NPM's command line) against pebble")
-    certbot.issue(5, [HOST, "autodiscover.example.test"])
+    certbot.issue(5, NAMES)
     first = certbot.current(5)
     say(f"NPM holds {first.fingerprint[:16]}... in live/npm-5 (EC P-384, a new key)")
-    say("starting the mailcow-like stack (postfix, dovecot, nginx), serving a self-signed pair")
+    say(
+        "starting the mailcow-like stack (postfix, dovecot, nginx; acme-mailcow created "
+        "without SKIP_LETS_ENCRYPT=y), serving a self-signed pair"
+    )
     snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
-    stack = MailcowStack(docker_client(), build_image(), work / "mailcow-dockerized", snakeoil)
+    stack = MailcowStack(
+        docker_client(), build_image(), work / "mailcow-dockerized", snakeoil, acme=True
+    )
     stack.start()
     say(f"endpoints on 127.0.0.1: {stack.endpoints}")
     record = f"3 1 1 {first.spki_sha256}"
@@ -183,7 +188,7 @@ def main(work):
 
         say("names edited in NPM's UI: certbot certonly for npm-5, so a NEW key")
         since = time.monotonic()
-        certbot.issue(5, [HOST, "autodiscover.example.test", "autoconfig.example.test"])
+        certbot.issue(5, [*NAMES, "webmail.example.test"])
         rekeyed = certbot.current(5)
         took = time.monotonic() - since
         say(f"certbot done after {took:.1f}s: new key {rekeyed.spki_sha256[:16]}...")

@@ -1200,11 +1200,15 @@ def _check_cname(lk, name, target, why_wanted):
     )
 
 
-def _check_clients(lk, domain, hostname):
+def _check_clients(lk, domain, hostname, https=None):
     rows = [
         _check_cname(lk, f"{sub}.{domain}", hostname, "mail clients find their settings there")
         for sub in ("autoconfig", "autodiscover")
     ]
+    if https:
+        rows += [
+            _check_https_name(f"{sub}.{domain}", *https) for sub in ("autoconfig", "autodiscover")
+        ]
     name = f"_autodiscover._tcp.{domain}"
     records = lk.get(name, "SRV")[0]
     found = [f"{rd.priority} {rd.weight} {rd.port} {_name(rd.target)}" for rd in records]
@@ -1219,6 +1223,19 @@ def _check_clients(lk, domain, hostname):
         )
     )
     return rows
+
+
+def _check_https_name(name, address, port, timeout):
+    """What is served over HTTPS for ``name`` (SNI) must cover it: mailcow's nginx serves
+    autoconfig/autodiscover with the top-level pair."""
+    served = __salt__["tlsprobe.fetch"](name, "https", port or 443, address, timeout)
+    record = f"HTTPS {name}"
+    expected = "a certificate covering it"
+    if not served.get("ok"):
+        return _row(record, expected, "nothing", False, f"not fetched: {served.get('error')}")
+    covered = any(__salt__["certsync.name_matches"](san, name) for san in served["sans"])
+    why = "" if covered else "clients refuse the settings: the certificate does not cover it"
+    return _row(record, expected, ", ".join(served["sans"]) or "no DNS SAN", covered, why)
 
 
 # TLSA -------------------------------------------------------------------------
@@ -1472,7 +1489,9 @@ def audit(
 
     autoconfig
         Check the ``autoconfig``/``autodiscover`` CNAMEs and the
-        ``_autodiscover._tcp`` SRV. Default: True.
+        ``_autodiscover._tcp`` SRV, and with ``probe_address`` that what is
+        served over HTTPS for each name (SNI, port 443 or ``probe_ports[443]``)
+        covers it. Default: True.
 
     tlsa_ports
         Ports whose TLSA records (``_<port>._tcp.<hostname>``) are checked.
@@ -1532,7 +1551,11 @@ def audit(
     envelope = relay["name"] if relay else domain
     rows += _check_dmarc(lk, domain, dmarc_policy, dkim_ok, envelope)
     if autoconfig:
-        rows += _check_clients(lk, domain, hostname)
+        https = None
+        if probe_address:
+            port = (probe_ports or {}).get(443) or (probe_ports or {}).get("443")
+            https = (probe_address, port, timeout)
+        rows += _check_clients(lk, domain, hostname, https)
     if relay:
         rows.append(_check_cname(lk, relay["name"], relay["target"], "the relay's bounces need it"))
     resolver_args = {

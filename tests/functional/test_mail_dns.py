@@ -241,7 +241,9 @@ def test_tlsa_rows_tell_deployed_served_and_candidate(
     salt_call, dns_server, deployed, ca, tmp_path
 ):
     served_dir, candidate_dir = tmp_path / "served", tmp_path / "candidate"
-    served, candidate = ca.leaf(HOST, key_kind="rsa-2048"), ca.leaf(HOST, key_kind="ed25519")
+    clients = [HOST, f"autoconfig.{DOMAIN}", f"autodiscover.{DOMAIN}"]
+    served = ca.leaf(HOST, sans=clients, key_kind="rsa-2048")
+    candidate = ca.leaf(HOST, key_kind="ed25519")
     write_pair(served_dir, served)
     write_pair(candidate_dir, candidate)
     served_2_0_1 = salt_call("certsync.tlsa", str(served_dir / "cert.pem"), 2, 0, 1).data
@@ -386,6 +388,31 @@ def test_tlsa_with_nothing_to_match_against_is_said(salt_call, dns_server, deplo
     ]
     assert why.startswith("no certificate to match: the served one was not fetched (")
     assert "Connection refused" in why
+
+
+def test_https_for_autoconfig_names_must_cover_them(salt_call, dns_server, deployed, ca, tmp_path):
+    """mailcow's nginx serves autoconfig/autodiscover with the top-level pair (SNI)."""
+    served = ca.leaf(HOST, sans=[HOST, f"autoconfig.{DOMAIN}"])
+    write_pair(tmp_path / "served", served)
+    _publish(salt_call, dns_server, deployed)
+    server = TLSServer(tmp_path / "served" / "cert.pem", tmp_path / "served" / "key.pem")
+    try:
+        ret = _audit(
+            salt_call,
+            dns_server,
+            deployed,
+            "probe_address=127.0.0.1",
+            f"probe_ports={{443: {server.port}}}",
+        )
+    finally:
+        server.close()
+    rows = {row["record"]: row for row in ret.data["rows"]}
+    assert rows[f"HTTPS autoconfig.{DOMAIN}"]["result"] == "pass"
+    assert _failing(ret) == {
+        f"HTTPS autodiscover.{DOMAIN}": "clients refuse the settings: the certificate does "
+        "not cover it"
+    }
+    assert rows[f"HTTPS autodiscover.{DOMAIN}"]["found"] == f"{HOST}, autoconfig.{DOMAIN}"
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from support.fleet import (
     wait_until,
     write_pillar,
 )
-from support.mailcow_stack import MailcowStack
+from support.mailcow_stack import NAMES, MailcowStack
 from support.pki import issue
 
 CONVERGE_TIMEOUT = 120
@@ -48,7 +48,7 @@ class Fleet:
         self.certbot.renew(NPM_ID)
         return self._issued_now()
 
-    def reissue(self, names=(HOST,)):
+    def reissue(self, names=tuple(NAMES)):
         """A re-issue from NPM's UI (certbot certonly with other names): always a new key."""
         self.certbot.issue(NPM_ID, list(names))
         return self._issued_now()
@@ -73,7 +73,9 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pe
     fleet = Fleet(tmp_path_factory.mktemp("fleet"), ca, pebble)
     fleet.reissue()
     snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")  # mailcow's own, at install
-    fleet.stack = MailcowStack(docker_engine, mailcow_image, fleet.root / "mailcow", snakeoil)
+    fleet.stack = MailcowStack(
+        docker_engine, mailcow_image, fleet.root / "mailcow", snakeoil, acme=True
+    )
     fleet.stack.start()
     fleet.ids = {role: random_string(f"{role}-") for role in ("npm", "mailcow", "other")}
     source, consumer = fleet.ids["npm"], fleet.ids["mailcow"]
@@ -120,6 +122,8 @@ def test_one_state_apply_per_role_makes_the_fleet_whole(fleet):
     fleet.wait_served(fleet.issued[0].fingerprint)
     conf = (fleet.stack.root / "mailcow.conf").read_text()
     assert "SKIP_LETS_ENCRYPT=y" in conf
+    acme = fleet.stack.service_container("acme-mailcow")  # recreated by the formula
+    assert "SKIP_LETS_ENCRYPT=y" in acme.attrs["Config"]["Env"]
 
 
 def test_renewal_is_served_with_no_manual_call_and_keeps_the_key(fleet):
@@ -136,7 +140,7 @@ def test_renewal_is_served_with_no_manual_call_and_keeps_the_key(fleet):
 
 def test_a_reissue_with_a_new_key_goes_through(fleet):
     """Names edited in NPM's UI: certbot certonly for the lineage, a new key."""
-    renewed = fleet.reissue([HOST, "autoconfig.example.test"])
+    renewed = fleet.reissue([*NAMES, "webmail.example.test"])
     assert renewed.spki_sha256 != fleet.issued[-2].spki_sha256
     fleet.wait_served(renewed.fingerprint)
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from support.knot import UpdatableDNS
-from support.mailcow_stack import HOST
+from support.mailcow_stack import HOST, NAMES
 
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 2
@@ -28,12 +28,12 @@ def knot(tmp_path):
 @pytest.fixture
 def rollover(salt_call, make_stack, npm_certbot, knot):
     """A stack serving NPM's certificate, its 3 1 1 record published, then a new key at NPM."""
-    npm_certbot.issue(5, [HOST])
+    npm_certbot.issue(5, NAMES)
     first = npm_certbot.current(5)
     stack = make_stack(first)
     old_record = salt_call("certsync.tlsa", str(npm_certbot.lineage(5) / "cert.pem")).data
     knot.start([f"_25._tcp.mail IN TLSA {old_record}"], ttl=TTL)
-    npm_certbot.issue(5, [HOST, "autoconfig.example.test"])
+    npm_certbot.issue(5, [*NAMES, "webmail.example.test"])
     new = npm_certbot.current(5)
     new_record = salt_call("certsync.tlsa", str(npm_certbot.lineage(5) / "cert.pem")).data
     assert new_record != old_record
