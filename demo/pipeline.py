@@ -133,21 +133,25 @@ def show_zone(knot, records, since):
 
 def renewal_timeline(bus, stack, knot, renewed, since):
     """Print what crosses the bus, the zone and the wire until every endpoint serves
-    ``renewed`` (and the zone holds only its record); times from ``since`` (certbot's start)."""
-    seen, served, records = len(bus.events), {}, knot.tlsa(TLSA_NAME)
+    ``renewed`` for every name mailcow serves (and the zone holds only its record);
+    times from ``since`` (certbot's start)."""
+    seen, done, records = len(bus.events), set(), knot.tlsa(TLSA_NAME)
+    every = [*NAMES, ""]  # each name of ssl/<hostname>/, and no SNI (the top-level pair)
     for _ in range(480):
         seen = show_timeline(bus, seen, since)
-        now = stack.served()
-        for name, fingerprint in sorted(now.items()):
-            if fingerprint == renewed.fingerprint and served.get(name) != fingerprint:
-                print(f"           +{time.monotonic() - since:6.2f}s wire: {name} serves it")
-        served = now
+        now = stack.served_names(every)
+        for endpoint in stack.endpoints:
+            probes = [fp for key, fp in now.items() if key.split("/")[0] == endpoint]
+            if endpoint not in done and set(probes) == {renewed.fingerprint}:
+                done.add(endpoint)
+                stamp = time.monotonic() - since
+                print(f"           +{stamp:6.2f}s wire: {endpoint} serves it for every name")
         records = show_zone(knot, records, since)  # after the wire: a record goes after its pair
         if set(now.values()) == {renewed.fingerprint} and records == {
             f"3 1 1 {renewed.spki_sha256}"
         }:
             show_timeline(bus, seen, since)
-            return len(now)
+            return len(stack.endpoints)
         time.sleep(0.25)
     sys.exit("demo: the renewal was not served, or its TLSA record not alone, within 120 s")
 
