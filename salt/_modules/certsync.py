@@ -20,13 +20,16 @@ import base64
 import binascii
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import stat
+import time
 
 import salt.utils.dictupdate
 import salt.utils.yaml
@@ -57,8 +60,13 @@ CERT_MODE = 0o644
 KEY_MODE = 0o600
 MIN_RSA_BITS = 2048
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----\r?\n?", re.DOTALL)
-_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+#: The longest chain certsync installs: mbedTLS, inside many mail clients and
+#: appliances, stops at 8 intermediates by default; a public CA sends 1 or 2.
+MAX_CHAIN = 8
+#: Seconds install/rollback (and the state) wait for another run's lock.
+LOCK_TIMEOUT = 60
+LOCK_FILE = ".certsync.lock"
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
 _ENCRYPTED_LABELS = {b"ENCRYPTED PRIVATE KEY"}
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -77,38 +85,57 @@ def __virtual__():
 # --------------------------------------------------------------------------
 
 
-def _read_file(path):
-    """Read a regular file through symlinks, capped at MAX_PEM_BYTES."""
+def _shown(text, limit=300):
+    """Untrusted text (a SAN, a subject, a file name) as one safe line: control and
+    non-ASCII characters escaped, bounded in length."""
+    escaped = str(text).encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
+def _read_file(path, follow=True):
+    """Read a regular file (through symlinks unless ``follow`` is False), capped at
+    MAX_PEM_BYTES."""
+    shown = _shown(path)
+    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         if os.path.islink(path):
             raise CommandExecutionError(
-                f"{path}: dangling symlink to {os.readlink(path)} (NPM's live/ link "
+                f"{shown}: dangling symlink to {_shown(os.readlink(path))} (NPM's live/ link "
                 "points at a file that does not exist)"
             ) from None
-        raise CommandExecutionError(f"{path}: no such file") from None
+        raise CommandExecutionError(f"{shown}: no such file") from None
     except PermissionError:
-        raise CommandExecutionError(f"{path}: permission denied") from None
+        raise CommandExecutionError(f"{shown}: permission denied") from None
     except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot open: {exc.strerror}") from None
+        if not follow and os.path.islink(path):
+            raise CommandExecutionError(f"{shown}: is a symlink; refusing to read it") from None
+        raise CommandExecutionError(f"{shown}: cannot open: {exc.strerror}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise CommandExecutionError(f"{path}: not a regular file")
+        raise CommandExecutionError(f"{shown}: not a regular file")
     with os.fdopen(fd, "rb") as handle:
         try:
             data = handle.read(MAX_PEM_BYTES + 1)
         except OSError as exc:
-            raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
+            raise CommandExecutionError(f"{shown}: cannot read: {exc.strerror}") from None
     if len(data) > MAX_PEM_BYTES:
         raise CommandExecutionError(
-            f"{path}: larger than {MAX_PEM_BYTES} bytes, too large for a PEM file"
+            f"{shown}: larger than {MAX_PEM_BYTES} bytes, too large for a PEM file"
         )
     return data
 
 
 def _pem_blocks(data, origin):
-    """Split PEM text into (label, block) pairs; reject anything that is not PEM."""
+    """Split PEM text into (label, block) pairs; reject anything that is not PEM.
+
+    One pass over the lines (linear in the input, whatever it holds): a block
+    runs from its BEGIN line to the END line of the same label; another BEGIN
+    first, or the end of the file, is a truncated block. Text outside blocks
+    is ignored, as OpenSSL does.
+    """
+    origin = _shown(origin)
     if not data.strip():
         raise CommandExecutionError(f"{origin}: empty")
     try:
@@ -118,9 +145,21 @@ def _pem_blocks(data, origin):
         raise CommandExecutionError(
             f"{origin}: holds {kind}, not PEM (expected -----BEGIN ...----- blocks)"
         ) from None
-    blocks = [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
-    begins = _PEM_BEGIN.findall(data)
-    if len(begins) != len(blocks):
+    blocks, label, lines, truncated = [], None, [], False
+    for line in data.splitlines(keepends=True):
+        begin = _PEM_BEGIN.search(line)
+        if label is None:
+            if begin:
+                label, lines = begin.group(1), [line[begin.start() :]]
+            continue
+        if begin:
+            truncated = True  # a BEGIN inside a block: the block before it has no END
+            break
+        lines.append(line)
+        if line.strip() == b"-----END " + label + b"-----":
+            blocks.append((label, b"".join(lines)))
+            label = None
+    if truncated or label is not None:
         raise CommandExecutionError(
             f"{origin}: truncated PEM: a -----BEGIN----- line has no matching -----END----- line"
         )
@@ -130,16 +169,26 @@ def _pem_blocks(data, origin):
 
 
 def _load_certs(blocks, origin):
+    origin = _shown(origin)
     certs = []
     for label, block in blocks:
         if label != b"CERTIFICATE":
             continue
         try:
-            certs.append(x509.load_pem_x509_certificate(block))
+            cert = x509.load_pem_x509_certificate(block)
         except ValueError as exc:
             raise CommandExecutionError(
-                f"{origin}: certificate {len(certs) + 1} is malformed: {exc}"
+                f"{origin}: certificate {len(certs) + 1} is malformed: {_shown(exc)}"
             ) from None
+        try:
+            _ = cert.extensions  # every extension decoded now, once: never later
+            _dns_sans(cert)
+        except ValueError as exc:
+            raise CommandExecutionError(
+                f"{origin}: certificate {len(certs) + 1} has an extension that does not "
+                f"decode: {_shown(exc)}"
+            ) from None
+        certs.append(cert)
     return certs
 
 
@@ -279,7 +328,7 @@ def _cert_summary(cert, now):
 
 
 def _describe(cert):
-    return cert.subject.rfc4514_string() or "empty subject"
+    return _shown(cert.subject.rfc4514_string()) or "empty subject"
 
 
 # --------------------------------------------------------------------------
@@ -308,7 +357,12 @@ def is_dns_name(name, wildcard=False):
         labels = labels[1:]
         if len(labels) < 2:
             return False
-    return len(labels) >= 2 and all(_LABEL.fullmatch(label) for label in labels)
+    # An all-numeric top-level label is an IPv4 address, not a host name (RFC 3696 2).
+    return (
+        len(labels) >= 2
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
 
 
 def _check_hostname(hostname):
@@ -375,8 +429,10 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
     Find the NPM certificate directory whose leaf certificate covers
     ``hostname``. NPM names its directories by internal id (``npm-5``), so
     every directory under ``live_dir`` holding a ``fullchain.pem`` is read;
-    when several cover the name, the one with the latest ``not_after`` wins
-    (then the highest ``npm-N``).
+    when several cover the name, the newest *usable* one wins (its key
+    readable and matching, inside its validity; the latest ``not_after``,
+    then the highest ``npm-N``), and ``skipped`` says why the others were
+    not taken.
 
     hostname
         The mail host name the certificate must cover.
@@ -399,25 +455,33 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
     except OSError as exc:
         raise CommandExecutionError(f"{live_dir}: cannot list: {exc.strerror}") from None
     candidates, looked_at, skipped = [], [], {}
+    now = _now()
     for entry in entries:
         directory = os.path.join(live_dir, entry)
         fullchain = os.path.join(directory, "fullchain.pem")
         if not os.path.isdir(directory) or not os.path.lexists(fullchain):
             continue
+        shown = _shown(entry)
         try:
             leaf = read_certs(fullchain)[0]
         except CommandExecutionError as exc:
-            skipped[entry] = str(exc)
+            skipped[shown] = str(exc)
             continue
-        looked_at.append(f"{entry} [{', '.join(_dns_sans(leaf)) or 'no DNS SAN'}]")
-        if _covers(leaf, hostname):
-            npm = _NPM_DIR.fullmatch(entry)
-            rank = (leaf.not_valid_after_utc, int(npm.group(1)) if npm else -1)
-            candidates.append((rank, entry, directory, leaf))
+        looked_at.append(f"{shown} [{', '.join(map(_shown, _dns_sans(leaf))) or 'no DNS SAN'}]")
+        if not _covers(leaf, hostname):
+            continue
+        unusable = _unusable(leaf, os.path.join(directory, "privkey.pem"), now)
+        if unusable:
+            skipped[shown] = f"covers {hostname} but {unusable}"
+            continue
+        npm = _NPM_DIR.fullmatch(entry)
+        rank = (leaf.not_valid_after_utc, int(npm.group(1)) if npm else -1)
+        candidates.append((rank, entry, directory, leaf))
     if not candidates:
         seen = "; ".join(looked_at) or "no certificate directory"
+        why = "".join(f"; {entry}: {reason}" for entry, reason in skipped.items())
         raise CommandExecutionError(
-            f"{live_dir}: no certificate covers {hostname} (looked at: {seen})"
+            f"{_shown(live_dir)}: no usable certificate covers {hostname} (looked at: {seen}){why}"
         )
     _, entry, directory, leaf = max(candidates, key=lambda item: item[0])
     return {
@@ -430,6 +494,21 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
         "covering": sorted(c[1] for c in candidates),
         "skipped": skipped,
     }
+
+
+def _unusable(leaf, privkey, now):
+    """Why a covering NPM dir cannot be deployed (None when it can): its key, its dates."""
+    if now > leaf.not_valid_after_utc:
+        return f"expired on {_iso(leaf.not_valid_after_utc)}"
+    if now < leaf.not_valid_before_utc:
+        return f"is not valid before {_iso(leaf.not_valid_before_utc)}"
+    try:
+        key = _read_key(privkey)
+    except CommandExecutionError as exc:
+        return f"its key is not usable ({exc})"
+    if _spki_der(key.public_key()) != _spki_der(leaf.public_key()):
+        return "its privkey.pem does not match the certificate"
+    return None
 
 
 def check_pair(cert, key):
@@ -465,16 +544,79 @@ def check_pair(cert, key):
 
 
 def _key_problems(public_key, origin):
-    kind, size, _ = _key_kind(public_key)
+    """Keys a public CA issues for and TLS clients verify: RSA >= 2048, EC P-256/384/521."""
+    kind, size, curve = _key_kind(public_key)
     if kind == "RSA" and size < MIN_RSA_BITS:
         return [f"{origin}: RSA key of {size} bits is too weak (at least {MIN_RSA_BITS})"]
-    if kind not in ("RSA", "EC", "Ed25519", "Ed448"):
+    if kind == "EC" and curve not in _CURVES.values():
+        return [
+            f"{origin}: EC curve {_shown(curve)}: TLS clients and servers take only "
+            "P-256, P-384 and P-521"
+        ]
+    if kind in ("Ed25519", "Ed448"):
+        return [
+            f"{origin}: {kind} key: public CAs do not issue {kind} certificates and most mail "
+            "clients cannot verify them, so certsync does not deploy one"
+        ]
+    if kind not in ("RSA", "EC"):
         return [f"{origin}: unsupported key type {_key_label(public_key)}"]
     return []
 
 
+def _usage_problems(certs, origin):
+    """What TLS stacks refuse in the extensions: a leaf not for TLS servers, unknown
+    critical extensions anywhere in the chain."""
+    leaf, problems = certs[0], []
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    allowed = (
+        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+        x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    )
+    if usage is not None and not any(oid in usage for oid in allowed):
+        problems.append(
+            f"{origin}: the extended key usage does not allow a TLS server (no serverAuth)"
+        )
+    try:
+        key_usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        key_usage = None
+    if key_usage is not None:
+        kind = _key_kind(leaf.public_key())[0]
+        fits = key_usage.digital_signature or (kind == "RSA" and key_usage.key_encipherment)
+        if not fits:
+            problems.append(
+                f"{origin}: the key usage forbids the key's TLS use (digitalSignature"
+                + (" or keyEncipherment" if kind == "RSA" else "")
+                + " needed)"
+            )
+    for index, cert in enumerate(certs, start=1):
+        problems += [
+            f"{origin}: certificate {index} ({_describe(cert)}) has an unknown critical "
+            f"extension {ext.oid.dotted_string}: TLS clients refuse it"
+            for ext in cert.extensions
+            if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension)
+        ]
+    return problems
+
+
 def _chain_problems(certs, origin):
     problems = []
+    if len(certs) > MAX_CHAIN:
+        problems.append(
+            f"{origin}: the chain holds {len(certs)} certificates; TLS clients take at most "
+            f"{MAX_CHAIN} (a public CA sends 2 or 3)"
+        )
+        return problems
+    last = certs[-1]
+    if last.issuer != last.subject and not _is_ca(last):
+        problems.append(
+            f"{origin}: certificate {len(certs)} ({_describe(last)}) is not a CA and its issuer "
+            f"({_shown(last.issuer.rfc4514_string())}) is not in the file: the intermediate "
+            "certificate is missing (use NPM's fullchain.pem)"
+        )
     if _is_ca(certs[0]):
         problems.append(
             f"{origin}: certificate 1 ({_describe(certs[0])}) is a CA certificate; "
@@ -515,14 +657,14 @@ def _validity_problems(certs, origin, now, min_days):
 def _name_problems(leaf, hostname, origin):
     sans = _dns_sans(leaf)
     problems = [
-        f"{origin}: SAN {name!r} is not a valid DNS name"
+        f"{origin}: SAN {_shown(repr(name))} is not a valid DNS name"
         for name in sans
         if not is_dns_name(name, wildcard=True)
     ]
     if not _covers(leaf, hostname):
         problems.append(
             f"{origin}: the certificate does not cover {hostname} "
-            f"(SANs: {', '.join(sans) or 'none'})"
+            f"(SANs: {', '.join(_shown(name) for name in sans) or 'none'})"
         )
     return problems
 
@@ -551,6 +693,7 @@ def _validate_loaded(certs, private_key, hostname, min_days, origins):
     problems += _validity_problems(certs, cert_origin, now, min_days)
     problems += _name_problems(leaf, hostname, cert_origin)
     problems += _key_problems(leaf.public_key(), cert_origin)
+    problems += _usage_problems(certs, cert_origin)
     if private_key is not None and _spki_der(leaf.public_key()) != _spki_der(
         private_key.public_key()
     ):
@@ -637,9 +780,9 @@ def _check_min_days(min_days):
     try:
         min_days = float(min_days)
     except (TypeError, ValueError):
-        raise SaltInvocationError(f"min_days must be a number, not {min_days!r}") from None
-    if min_days < 0:
-        raise SaltInvocationError("min_days must not be negative")
+        raise SaltInvocationError(f"min_days must be a number, not {_shown(min_days)!r}") from None
+    if not math.isfinite(min_days) or not 0 <= min_days <= 3650:
+        raise SaltInvocationError(f"min_days must be between 0 and 3650, not {min_days}")
     return min_days
 
 
@@ -678,6 +821,11 @@ def tlsa(cert, usage=3, selector=1, mtype=1):
         )
     certs = read_certs(cert)
     chosen = certs[0] if usage in (1, 3) else certs[-1]
+    if usage in (0, 2) and len(certs) == 1 and chosen.issuer != chosen.subject:
+        raise CommandExecutionError(
+            f"{_shown(cert)}: TLSA usage {usage} matches the issuing CA, but the file holds "
+            "only the leaf: give the full chain (fullchain.pem)"
+        )
     if selector == 0:
         data = chosen.public_bytes(serialization.Encoding.DER)
     else:
@@ -722,25 +870,69 @@ def _canonical_pair(fullchain, key):
 
 
 def _check_dest(dest):
-    """Refuse a destination directory that is missing or a symlink."""
-    try:
-        mode = os.lstat(dest).st_mode
-    except FileNotFoundError:
-        raise CommandExecutionError(f"{dest}: destination directory does not exist") from None
-    if stat.S_ISLNK(mode):
-        raise CommandExecutionError(
-            f"{dest}: destination is a symlink; refusing to write through it"
-        )
-    if not stat.S_ISDIR(mode):
-        raise CommandExecutionError(f"{dest}: destination is not a directory")
-    for name in (CERT_FILE, KEY_FILE):
-        path = os.path.join(dest, name)
-        if os.path.islink(path):
+    """Refuse a destination that is missing, relative, or reached through a symlink in any
+    component (a trailing slash included), and a cert.pem/key.pem that is not a real file.
+    Returns the normalised path."""
+    if not isinstance(dest, str) or not dest.strip():
+        raise SaltInvocationError("the destination directory must be a non-empty path")
+    if not os.path.isabs(dest):
+        raise SaltInvocationError(f"{_shown(dest)}: the destination must be an absolute path")
+    path = os.path.normpath(dest)
+    partial = os.sep
+    for part in path.split(os.sep)[1:]:
+        partial = os.path.join(partial, part)
+        try:
+            mode = os.lstat(partial).st_mode
+        except FileNotFoundError:
             raise CommandExecutionError(
-                f"{path}: is a symlink; mailcow needs a real file, refusing to replace it"
+                f"{_shown(dest)}: destination directory does not exist"
+            ) from None
+        if stat.S_ISLNK(mode):
+            raise CommandExecutionError(
+                f"{_shown(partial)}: is a symlink on the way to the destination "
+                f"{_shown(dest)}; refusing to write through it"
             )
-        if os.path.lexists(path) and not os.path.isfile(path):
-            raise CommandExecutionError(f"{path}: exists and is not a regular file")
+    if not stat.S_ISDIR(mode):
+        raise CommandExecutionError(f"{_shown(dest)}: destination is not a directory")
+    for name in (CERT_FILE, KEY_FILE):
+        target = os.path.join(path, name)
+        if os.path.islink(target):
+            raise CommandExecutionError(
+                f"{_shown(target)}: is a symlink; mailcow needs a real file, refusing to replace it"
+            )
+        if os.path.lexists(target) and not os.path.isfile(target):
+            raise CommandExecutionError(f"{_shown(target)}: exists and is not a regular file")
+    return path
+
+
+@contextlib.contextmanager
+def _locked(dest, name=LOCK_FILE, timeout=LOCK_TIMEOUT):
+    """An exclusive lock per destination (a lock file beside the pair), waited for at most
+    ``timeout`` seconds."""
+    path = os.path.join(dest, name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CommandExecutionError(
+            f"{_shown(path)}: cannot open the lock: {exc.strerror}"
+        ) from None
+    try:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.05) + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CommandExecutionError(
+                        f"{_shown(path)}: another certsync run held the lock for {timeout} s"
+                    ) from None
+                time.sleep(0.05)
+        else:
+            raise CommandExecutionError(f"{_shown(path)}: could not take the lock")
+        yield
+    finally:
+        os.close(fd)
 
 
 def _read_deployed(dest):
@@ -855,33 +1047,33 @@ def _fsync_dir(dest):
 
 
 def _keep_previous(dest):
-    """Hard-link the current pair to ``*.certsync-prev``; drop stale copies."""
+    """Hard-link the current pair to ``*.certsync-prev``, each by an atomic rename of a
+    fresh link, so that a prev file is never missing or half-replaced."""
     for name in (CERT_FILE, KEY_FILE):
         path, prev = os.path.join(dest, name), os.path.join(dest, name + PREV_SUFFIX)
-        if os.path.lexists(prev):
-            os.unlink(prev)
-        if os.path.lexists(path):
-            os.link(path, prev)
+        if not os.path.lexists(path):
+            continue
+        temp = os.path.join(dest, f".{name}.certsync-link-{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        os.link(path, temp)
+        os.replace(temp, prev)
 
 
 def _replace_pair(dest, contents):
     """
-    Atomically replace cert.pem and key.pem in ``dest``: ``contents`` maps each
-    file name to its new bytes, or to None to remove the file.
+    Replace cert.pem and key.pem in ``dest`` (``contents`` maps each file name to its
+    new bytes): both written to temp files first, then each renamed into place.
     """
     modes = {CERT_FILE: CERT_MODE, KEY_FILE: KEY_MODE}
     temps = []
     try:
         for name, data in contents.items():
-            if data is not None:
-                owner = _owner(os.path.join(dest, name))
-                temps.append((_write_temp(dest, name, data, modes[name], owner), name))
+            owner = _owner(os.path.join(dest, name))
+            temps.append((_write_temp(dest, name, data, modes[name], owner), name))
         for temp, name in temps:
             os.replace(temp, os.path.join(dest, name))
         temps = []
-        for name, data in contents.items():
-            if data is None and os.path.lexists(os.path.join(dest, name)):
-                os.unlink(os.path.join(dest, name))
         _fsync_dir(dest)
     finally:
         for temp, _ in temps:
@@ -919,16 +1111,17 @@ def install(fullchain, key, dest):
         salt '*' certsync.install /etc/letsencrypt/live/npm-5/fullchain.pem \
             /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
     """
-    _check_dest(dest)
+    dest = _check_dest(dest)
     certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
-    previous = deployed_info(dest)
-    try:
-        _keep_previous(dest)
-        _replace_pair(dest, {CERT_FILE: cert_pem, KEY_FILE: key_pem})
-    except OSError as exc:
-        raise CommandExecutionError(f"{dest}: install failed: {exc}") from None
+    with _locked(dest):
+        previous = deployed_info(dest)
+        try:
+            _keep_previous(dest)
+            _replace_pair(dest, {CERT_FILE: cert_pem, KEY_FILE: key_pem})
+        except OSError as exc:
+            raise CommandExecutionError(f"{_shown(dest)}: install failed: {exc}") from None
     new = _fingerprint(certs[0])
-    log.info("certsync: installed %s into %s", new, dest)
+    log.info("certsync: installed %s into %s", new, _shown(dest))
     return {
         "dest": dest,
         "fingerprint": new,
@@ -939,8 +1132,10 @@ def install(fullchain, key, dest):
 def rollback(dest):
     """
     Restore the pair that :py:func:`install` replaced in ``dest`` (from
-    ``*.certsync-prev``), atomically. When there was no previous pair, the
-    installed ``cert.pem``/``key.pem`` are removed, so ``dest`` is as it was.
+    ``*.certsync-prev``), atomically, under the destination's lock. Refuses
+    unless both previous files are there as real files (never read through a
+    symlink) and hold a valid certificate and its matching key; what is
+    serving is never deleted.
 
     CLI Example:
 
@@ -948,19 +1143,43 @@ def rollback(dest):
 
         salt '*' certsync.rollback /opt/mailcow-dockerized/data/assets/ssl
     """
-    _check_dest(dest)
-    contents = {}
-    try:
-        for name in (CERT_FILE, KEY_FILE):
-            prev = os.path.join(dest, name + PREV_SUFFIX)
-            contents[name] = _read_file(prev) if os.path.lexists(prev) else None
-        _replace_pair(dest, contents)
-    except OSError as exc:
-        raise CommandExecutionError(f"{dest}: rollback failed: {exc}") from None
+    dest = _check_dest(dest)
+    with _locked(dest):
+        contents = {
+            name: _read_file(os.path.join(dest, name + PREV_SUFFIX), follow=False)
+            for name in (CERT_FILE, KEY_FILE)
+        }
+        _check_previous(dest, contents)
+        try:
+            _replace_pair(dest, contents)
+        except OSError as exc:
+            raise CommandExecutionError(f"{_shown(dest)}: rollback failed: {exc}") from None
     restored = deployed_info(dest)
-    fingerprint = restored["fingerprint"] if restored else None
-    log.warning("certsync: rolled %s back to %s", dest, fingerprint or "no pair")
-    return {"dest": dest, "restored": fingerprint}
+    log.warning("certsync: rolled %s back to %s", _shown(dest), restored["fingerprint"])
+    return {"dest": dest, "restored": restored["fingerprint"]}
+
+
+def _check_previous(dest, contents):
+    """The previous pair must be a certificate and the key that matches it."""
+    origin = os.path.join(dest, CERT_FILE + PREV_SUFFIX)
+    blocks = _pem_blocks(contents[CERT_FILE], origin)
+    certs = _load_certs(blocks, origin)
+    if not certs or any(label in _KEY_LABELS for label, _ in blocks):
+        raise CommandExecutionError(f"{_shown(origin)}: not a certificate file; nothing restored")
+    key_origin = os.path.join(dest, KEY_FILE + PREV_SUFFIX)
+    try:
+        key = serialization.load_pem_private_key(
+            _key_block(_pem_blocks(contents[KEY_FILE], key_origin), key_origin), password=None
+        )
+    except (TypeError, ValueError, UnsupportedAlgorithm):
+        raise CommandExecutionError(
+            f"{_shown(key_origin)}: not a usable private key; nothing restored"
+        ) from None
+    if _spki_der(key.public_key()) != _spki_der(certs[0].public_key()):
+        raise CommandExecutionError(
+            f"{_shown(dest)}: the previous key does not match the previous certificate; "
+            "nothing restored"
+        )
 
 
 #: The largest ``domains`` file of a per-name directory certsync reads.
@@ -1012,7 +1231,9 @@ def sni_plan(dest, fullchain):
         names = _domains(directory)
         if not names:
             continue
-        missing = [name for name in names if not is_dns_name(name) or not _covers(leaf, name)]
+        missing = [
+            _shown(name) for name in names if not is_dns_name(name) or not _covers(leaf, name)
+        ]
         if not missing:
             plan["update"].append(directory)
             plan["names"][directory] = names

@@ -26,9 +26,12 @@ fails saying which endpoint served what. ``changes`` carries fingerprints,
 """
 
 import contextlib
+import fcntl
 import logging
+import math
 import os
 import tempfile
+import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 __virtualname__ = "certsync"
 
 DEFAULT_MAILCOW_DIR = "/opt/mailcow-dockerized"
+DEPLOY_LOCK = ".certsync-deploy.lock"
+LOCK_TIMEOUT = 120
 #: Which mailcow service serves which endpoint, to restart only those stale.
 ENDPOINT_SERVICES = {
     "smtp": "postfix-mailcow",
@@ -188,7 +193,7 @@ class _Serving:
         self.mailcow_dir, self.commands, self.mail_domains = mailcow
         self.endpoints = _conf_endpoints(endpoints, self.mailcow_dir) if services else endpoints
         self.address = address
-        self.timeout = timeout
+        self.timeout = _seconds(timeout, "verify_timeout")
         self.names = None  # SNI names to probe with (None: hostname only)
         self.log = []
         self.last = {}  # the latest probe results, by endpoint
@@ -260,6 +265,42 @@ class _Serving:
             self.last = self.served()
         self._restart(self._stale_services(fingerprint))
         return self._wait(fingerprint)
+
+
+def _seconds(value, what):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(number) or not 0 < number <= 3600:
+        raise SaltInvocationError(f"{what} must be between 0 and 3600 seconds, not {value!r}")
+    return number
+
+
+@contextlib.contextmanager
+def _deploy_lock(name, timeout=LOCK_TIMEOUT):
+    """One certsync.deployed run per destination at a time, whoever started it (a lock
+    file beside the pair; install and rollback hold .certsync.lock inside it)."""
+    if not os.path.isdir(name) or os.path.islink(name):
+        yield  # the module refuses such a destination, naming it
+        return
+    path = os.path.join(name, DEPLOY_LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.1) + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CommandExecutionError(
+                        f"{path}: another certsync.deployed run held it for {timeout} s"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _has_conf(mailcow_dir):
@@ -536,12 +577,21 @@ def deployed(
             verify_timeout,
         )
         dane = _dane_settings(dane)
-        with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
+        with (
+            _deploy_lock(name),
+            _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair,
+        ):
             ret = _deploy(ret, serving, pair, (min_days, sni, ca_file, dane, hold))
         ret["comment"] = "\n".join([ret["comment"], *hold.get("notes", [])])
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret["changes"] = {}
-        ret["comment"] = f"Nothing deployed: {exc}"
+        ret.update(result=False, changes={}, comment=f"Nothing deployed: {exc}")
+    except Exception as exc:  # a run never ends in a traceback, and is recorded
+        log.error("certsync: unexpected error deploying into %s", name, exc_info=True)
+        ret.update(
+            result=False,
+            changes={},
+            comment=f"Nothing deployed: unexpected {type(exc).__name__}: {exc}",
+        )
     _record_run(name, ret, hold.get("record"))
     return ret
 
@@ -600,10 +650,10 @@ def _deploy(ret, serving, pair, options):
     new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
     try:
         served = not serving.active or serving.make_served(new)
-    except (CommandExecutionError, SaltInvocationError) as exc:
+        if not served:
+            return _fail_and_roll_back(ret, serving, name, done, new, previous)
+    except Exception as exc:  # whatever it is, the previous pair comes back
         return _restore_after_error(ret, done, exc)
-    if not served:
-        return _fail_and_roll_back(ret, serving, name, done, new, previous)
     ret["result"] = True
     ret["comment"] = f"Installed certificate {new} from {origin} into {', '.join(done)}"
     if serving.log:

@@ -29,8 +29,19 @@ def _files(tmp_path, issued):
     return write_pair(tmp_path / "src", issued, "fullchain.pem", "privkey.pem")
 
 
-@pytest.mark.parametrize("kind", KEY_KINDS)
-def test_validate_accepts_every_key_type(tmp_path, leaves, kind):
+@pytest.mark.parametrize("kind", ["ed25519", "ed448"])
+def test_validate_refuses_edwards_keys_that_clients_cannot_verify(tmp_path, leaves, kind):
+    fullchain, key = _files(tmp_path, leaves[kind])
+    ret = certsync_mod.validate(fullchain, key, "mail.example.test")
+    label = {"ed25519": "Ed25519", "ed448": "Ed448"}[kind]
+    assert ret["problems"] == [
+        f"{fullchain}: {label} key: public CAs do not issue {label} certificates and most mail "
+        "clients cannot verify them, so certsync does not deploy one"
+    ]
+
+
+@pytest.mark.parametrize("kind", [k for k in KEY_KINDS if not k.startswith("ed")])
+def test_validate_accepts_every_key_type_tls_clients_take(tmp_path, leaves, kind):
     fullchain, key = _files(tmp_path, leaves[kind])
     ret = certsync_mod.validate(fullchain, key, "mail.example.test")
     assert ret["problems"] == []
@@ -167,8 +178,9 @@ def test_validate_rejects_bad_arguments(tmp_path, good):
     fullchain, key = _files(tmp_path, good)
     with pytest.raises(SaltInvocationError, match="min_days must be a number"):
         certsync_mod.validate(fullchain, key, "mail.example.test", min_days="soon")
-    with pytest.raises(SaltInvocationError, match="must not be negative"):
-        certsync_mod.validate(fullchain, key, "mail.example.test", min_days=-1)
+    for bad in (-1, "nan", "inf", float("nan"), 10**9):
+        with pytest.raises(SaltInvocationError, match="min_days must be between 0 and 3650"):
+            certsync_mod.validate(fullchain, key, "mail.example.test", min_days=bad)
 
 
 def test_install_is_atomic_with_modes_and_keeps_previous(tmp_path, ca, good):
@@ -187,6 +199,7 @@ def test_install_is_atomic_with_modes_and_keeps_previous(tmp_path, ca, good):
     assert (dest / "cert.pem").stat().st_mode & 0o777 == 0o644
     assert (dest / "key.pem.certsync-prev").read_bytes() == old.key_pem()
     assert sorted(p.name for p in dest.iterdir()) == [
+        ".certsync.lock",
         "cert.pem",
         "cert.pem.certsync-prev",
         "key.pem",
@@ -209,13 +222,75 @@ def test_install_keeps_the_owner(tmp_path, ca, good):
     assert (st.st_uid, st.st_gid) == (1234, 2345)
 
 
-def test_rollback_of_a_first_install_removes_the_pair(tmp_path, good):
+def test_rollback_without_a_previous_pair_refuses_and_keeps_what_serves(tmp_path, good):
     dest = tmp_path / "ssl"
     dest.mkdir()
     fullchain, key = _files(tmp_path, good)
     certsync_mod.install(fullchain, key, str(dest))
-    assert certsync_mod.rollback(str(dest))["restored"] is None
-    assert list(dest.iterdir()) == []
+    with pytest.raises(CommandExecutionError, match=r"cert\.pem\.certsync-prev: no such file"):
+        certsync_mod.rollback(str(dest))
+    assert (dest / "cert.pem").read_bytes() == good.fullchain_pem()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda d, other: (d / "key.pem.certsync-prev").unlink(),
+            r"key\.pem\.certsync-prev: no such",
+        ),
+        (
+            lambda d, other: (d / "key.pem.certsync-prev").write_bytes(other.key_pem()),
+            "the previous key does not match the previous certificate",
+        ),
+        (
+            lambda d, other: (d / "cert.pem.certsync-prev").write_bytes(b"junk"),
+            "no PEM block found",
+        ),
+        (
+            lambda d, other: (
+                (d / "cert.pem.certsync-prev").unlink(),
+                (d / "cert.pem.certsync-prev").symlink_to(d / "key.pem"),
+            ),
+            r"cert\.pem\.certsync-prev: is a symlink; refusing to read it",
+        ),
+    ],
+    ids=["one-prev-file", "mismatched", "not-pem", "symlink-to-a-secret"],
+)
+def test_rollback_refuses_an_incomplete_or_foreign_previous_pair(
+    tmp_path, ca, good, damage, message
+):
+    dest = tmp_path / "ssl"
+    write_pair(dest, ca.leaf("mail.example.test"))
+    fullchain, key = _files(tmp_path, good)
+    certsync_mod.install(fullchain, key, str(dest))
+    damage(dest, ca.leaf("mail.example.test"))
+    with pytest.raises(CommandExecutionError, match=message):
+        certsync_mod.rollback(str(dest))
+    assert (dest / "cert.pem").read_bytes() == good.fullchain_pem()
+    assert (dest / "key.pem").read_bytes() == good.key_pem()
+    assert (dest / "cert.pem").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("suffix", ["/", "/.", "//"])
+def test_a_trailing_slash_does_not_bypass_the_symlink_refusal(tmp_path, ca, good, suffix):
+    real = tmp_path / "real"
+    write_pair(real, ca.leaf("mail.example.test"))
+    (tmp_path / "link").symlink_to(real)
+    fullchain, key = _files(tmp_path, good)
+    for call in (
+        lambda: certsync_mod.install(fullchain, key, str(tmp_path / "link") + suffix),
+        lambda: certsync_mod.rollback(str(tmp_path / "link") + suffix),
+    ):
+        with pytest.raises(CommandExecutionError, match="link: is a symlink on the way"):
+            call()
+    assert (real / "cert.pem").read_bytes() != good.fullchain_pem()
+
+
+def test_a_relative_destination_is_refused(tmp_path, good):
+    fullchain, key = _files(tmp_path, good)
+    with pytest.raises(SaltInvocationError, match="must be an absolute path"):
+        certsync_mod.install(fullchain, key, "relative/ssl")
 
 
 def test_compare_sees_mode_drift(tmp_path, good):
