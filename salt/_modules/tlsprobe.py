@@ -135,6 +135,8 @@ def _smtp(address, port, context, timeout):
 
 
 def _imap(address, port, context, timeout):
+    # The greeting is read here: a `* BYE` (dovecot reloading) raises IMAP4.error,
+    # which fetch reports as an unsuccessful probe.
     client = imaplib.IMAP4(address, port, timeout=timeout)
     try:
         if "STARTTLS" not in client.capabilities:
@@ -198,6 +200,15 @@ def _sieve(address, port, context, timeout):
 
 
 _HANDSHAKES = {"implicit": _implicit, "smtp": _smtp, "imap": _imap, "pop3": _pop3, "sieve": _sieve}
+#: Everything a server's greeting, protocol or TLS handshake can raise: a failed probe.
+PROBE_FAILURES = (
+    OSError,  # refused, reset, timed out, ssl.SSLError
+    EOFError,
+    ValueError,  # UnicodeError included
+    smtplib.SMTPException,
+    imaplib.IMAP4.error,  # a `* BYE` or NO greeting, a broken response
+    poplib.error_proto,
+)
 
 
 def _chain_der(tls):
@@ -392,9 +403,9 @@ def fetch(
             tls.close()
         ret["ok"] = True
     except ProbeError as exc:
-        ret.update(ok=False, error=str(exc))
-    except (OSError, smtplib.SMTPException, EOFError, ValueError) as exc:
-        ret.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+        ret.update(ok=False, error=str(exc)[:500])
+    except PROBE_FAILURES as exc:
+        ret.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:500]}")
     ret["elapsed_ms"] = round((time.monotonic() - start) * 1000, 1)
     return ret
 

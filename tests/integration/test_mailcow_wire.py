@@ -9,6 +9,7 @@ mailcow.conf, acme-mailcow).
 import json
 import os
 import pathlib
+import threading
 import time
 
 import pytest
@@ -390,3 +391,35 @@ def test_mailcow_conf_state(salt_call, make_stack, tmp_path, old):
     assert os.stat(stack.root / "mailcow.conf").st_mode & 0o777 == 0o644
     (state,) = salt_call("state.apply", "certsync_mailcow_conf").data.values()
     assert (state["result"], state["changes"]) == (True, {})
+
+
+def test_probes_while_every_service_reloads_in_a_loop_never_raise(make_stack, old):
+    """dovecot may greet with `* BYE` while it reloads, postfix and nginx drop
+    connections: each is an unsuccessful probe, never an exception."""
+    stack = make_stack(old)
+    stop = threading.Event()
+    reloads = {"postfix-mailcow": "postfix reload", "dovecot-mailcow": "doveadm reload"}
+    reloads["nginx-mailcow"] = "nginx -s reload"
+
+    def reload_loop():
+        for _ in range(300):  # bounded; stopped when the probing is done
+            for service, command in reloads.items():
+                if stop.is_set():
+                    return
+                stack.exec(service, *command.split())
+
+    thread = threading.Thread(target=reload_loop, daemon=True)
+    thread.start()
+    rounds = []
+    try:
+        for _ in range(25):
+            rounds.append(stack.probe(names=[HOST, ""], timeout=2))
+    finally:
+        stop.set()
+        thread.join(60)
+    results = [result for found in rounds for result in found.values()]
+    assert len(results) == 25 * 9 * 2
+    assert all(isinstance(r["ok"], bool) for r in results)
+    failed = [r["error"] for r in results if not r["ok"]]
+    assert all(isinstance(e, str) and e for e in failed)
+    print(f"{len(results)} probes during reloads: {len(failed)} failed cleanly: {set(failed)}")

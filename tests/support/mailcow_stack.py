@@ -269,10 +269,14 @@ class MailcowStack:
     def exec(self, service, *cmd):
         return self.containers[service].exec_run(list(cmd))
 
+    def probe(self, names=None, endpoints=None, timeout=5):
+        """tlsprobe.probe of this stack's endpoints (or some), for ``names`` (SNI)."""
+        chosen = {n: p for n, p in self.endpoints.items() if endpoints is None or n in endpoints}
+        return _tlsprobe.probe(HOST, chosen, "127.0.0.1", timeout=timeout, names=names)
+
     def served_names(self, names, endpoints=None):
         """What each endpoint serves for each SNI name (``""``: none): {"smtp/<name>": fp}."""
-        chosen = {n: p for n, p in self.endpoints.items() if endpoints is None or n in endpoints}
-        results = _tlsprobe.probe(HOST, chosen, "127.0.0.1", timeout=5, names=names)
+        results = self.probe(names, endpoints)
         return {key: result.get("fingerprint") for key, result in results.items()}
 
     def restart(self, *services):

@@ -40,6 +40,7 @@ def salt_call(salt_factories, tmp_path_factory):
     )
     call = LocalCall(minion.salt_call_cli(timeout=120))
     call.sls_dir = sls_dir
+    call.config_file = minion.config_file
     synced = call("saltutil.sync_all")
     assert synced.returncode == 0, synced
     assert {"modules.certsync", "modules.mailcow", "modules.tlsprobe"} <= set(
