@@ -657,7 +657,7 @@ def _validity_problems(certs, origin, now, min_days):
 def _name_problems(leaf, hostname, origin):
     sans = _dns_sans(leaf)
     problems = [
-        f"{origin}: SAN {_shown(repr(name))} is not a valid DNS name"
+        f"{origin}: SAN '{_shown(name)}' is not a valid DNS name"
         for name in sans
         if not is_dns_name(name, wildcard=True)
     ]

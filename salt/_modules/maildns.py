@@ -1489,9 +1489,9 @@ def audit(
 
     autoconfig
         Check the ``autoconfig``/``autodiscover`` CNAMEs and the
-        ``_autodiscover._tcp`` SRV, and with ``probe_address`` that what is
-        served over HTTPS for each name (SNI, port 443 or ``probe_ports[443]``)
-        covers it. Default: True.
+        ``_autodiscover._tcp`` SRV, and with ``probe_address`` and
+        ``probe_ports[443]`` (where HTTPS is served) that what is served for
+        each name (SNI) covers it. Default: True.
 
     tlsa_ports
         Ports whose TLSA records (``_<port>._tcp.<hostname>``) are checked.
@@ -1552,8 +1552,8 @@ def audit(
     rows += _check_dmarc(lk, domain, dmarc_policy, dkim_ok, envelope)
     if autoconfig:
         https = None
-        if probe_address:
-            port = (probe_ports or {}).get(443) or (probe_ports or {}).get("443")
+        port = (probe_ports or {}).get(443) or (probe_ports or {}).get("443")
+        if probe_address and port:
             https = (probe_address, port, timeout)
         rows += _check_clients(lk, domain, hostname, https)
     if relay:

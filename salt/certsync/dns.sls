@@ -4,6 +4,14 @@
     this state and names the record. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
 {%- set dns = certsync.dns %}
+{#- Where this consumer serves HTTPS (mailcow.conf's HTTPS_PORT), for the
+    autoconfig/autodiscover names checked over HTTPS. #}
+{%- set endpoints = salt["certsync.consumer_settings"]().endpoints or [] %}
+{%- if endpoints is mapping %}
+{%-   set https = endpoints.get("https") %}
+{%- else %}
+{%-   set https = 443 if "https" in endpoints else none %}
+{%- endif %}
 
 certsync-mail-dns:
   maildns.records_ok:
@@ -29,4 +37,10 @@ certsync-mail-dns:
         deployed: {{ (consumer.mailcow_dir ~ "/data/assets/ssl/cert.pem") | json }}
     - probe_address: {{ consumer.probe_address | json }}
     - key_kept: {{ certsync.source.reuse_key | json }}
+{%- endif %}
+{%- if https and consumer.probe_address %}
+{%-   if not dns.tlsa_ports %}
+    - probe_address: {{ consumer.probe_address | json }}
+{%-   endif %}
+    - probe_ports: {443: {{ (https | string).split(":")[-1] | int }}}
 {%- endif %}

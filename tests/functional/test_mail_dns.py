@@ -337,7 +337,7 @@ def test_the_formula_audits_the_dns_from_pillar(salt_call, dns_server, deployed,
         "nameservers": ["127.0.0.1"],
         "dns_port": dns_server.port,
     }
-    consumer = {"mailcow_dir": str(tmp_path / "mailcow")}
+    consumer = {"mailcow_dir": str(tmp_path / "mailcow"), "endpoints": ["smtp"]}  # no HTTPS
     pillar = {
         "certsync": {"hostname": HOST, "consumers": {"certsync-functional": consumer}, "dns": dns}
     }

@@ -8,6 +8,7 @@ not change.
 import dataclasses
 import os
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .pki import DAY, NOW, TestCA, issue, write_npm_tree, write_pair
@@ -316,6 +317,239 @@ def nothing_in_live_dir_covers_host(layout, ca, good):
 )
 def hostile_hostname(layout, ca, good):
     _pair(layout, good)
+
+
+# ----------------------------------------------- what a hostile run found (issue 10)
+
+SAN_OID = x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME
+EKU_OID = x509.oid.ExtensionOID.EXTENDED_KEY_USAGE
+UNKNOWN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1")
+
+
+def _undecodable(oid):
+    return (x509.UnrecognizedExtension(oid, b"\x30\x05garbage"), False)
+
+
+def _key_usage(**allowed):
+    flags = dict.fromkeys(
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
+    )
+    flags.update(allowed)
+    return (x509.KeyUsage(**flags), True)
+
+
+@case("has an extension that does not decode")
+def undecodable_san(layout, ca, good):
+    _pair(layout, issue(HOST, issuer=ca.intermediate, extra=[_undecodable(SAN_OID)]))
+
+
+@case("has an extension that does not decode")
+def undecodable_eku(layout, ca, good):
+    _pair(
+        layout,
+        issue(HOST, issuer=ca.intermediate, sans=[HOST], eku=(), extra=[_undecodable(EKU_OID)]),
+    )
+
+
+@case("truncated PEM: a -----BEGIN----- line has no matching -----END----- line")
+def fourteen_thousand_begin_lines(layout, ca, good):
+    layout.put("fullchain.pem", b"-----BEGIN X-----\n" * 14000)  # 252 KB, under the cap
+    layout.put("privkey.pem", good.key_pem(), 0o600)
+
+
+@case("truncated PEM")
+def begin_inside_a_block(layout, ca, good):
+    pem = good.fullchain_pem()
+    layout.put("fullchain.pem", pem.replace(b"-----END CERTIFICATE-----", b"", 1))
+    layout.put("privkey.pem", good.key_pem(), 0o600)
+
+
+@case("EC curve secp256k1: TLS clients and servers take only P-256, P-384 and P-521")
+def curve_no_tls_stack_takes(layout, ca, good):
+    _pair(layout, ca.leaf(HOST, key_kind="ec-secp256k1"))
+
+
+@case("Ed25519 key: public CAs do not issue Ed25519 certificates")
+def ed25519_leaf(layout, ca, good):
+    _pair(layout, ca.leaf(HOST, key_kind="ed25519"))
+
+
+@case("Ed448 key: public CAs do not issue Ed448 certificates")
+def ed448_leaf(layout, ca, good):
+    _pair(layout, ca.leaf(HOST, key_kind="ed448"))
+
+
+@case("the extended key usage does not allow a TLS server (no serverAuth)")
+def client_auth_only(layout, ca, good):
+    _pair(layout, ca.leaf(HOST, eku=(x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,)))
+
+
+@case("the key usage forbids the key's TLS use (digitalSignature needed)")
+def ec_key_usage_without_signature(layout, ca, good):
+    _pair(layout, ca.leaf(HOST, extra=[_key_usage(key_agreement=True)]))
+
+
+@case("the key usage forbids the key's TLS use (digitalSignature or keyEncipherment needed)")
+def rsa_key_usage_cert_sign_only(layout, ca, good):
+    _pair(layout, ca.leaf(HOST, key_kind="rsa-2048", extra=[_key_usage(key_cert_sign=True)]))
+
+
+@case("has an unknown critical extension 1.3.6.1.4.1.55555.1: TLS clients refuse it")
+def unknown_critical_extension(layout, ca, good):
+    extension = (x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00"), True)
+    _pair(layout, ca.leaf(HOST, extra=[extension]))
+
+
+@case("certificate 2 (CN=odd intermediate) has an unknown critical extension")
+def unknown_critical_extension_in_the_intermediate(layout, ca, good):
+    extension = (x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00"), True)
+    odd = issue("odd intermediate", issuer=ca.root, ca=True, key_kind="ec-p384", extra=[extension])
+    _pair(layout, issue(HOST, issuer=odd, sans=[HOST]))
+
+
+@case("is not a CA and its issuer (CN=certsync test intermediate) is not in the file")
+def leaf_without_its_intermediate(layout, ca, good):
+    layout.put("fullchain.pem", good.cert_pem())
+    layout.put("privkey.pem", good.key_pem(), 0o600)
+
+
+@case("the chain holds 9 certificates; TLS clients take at most 8")
+def chain_longer_than_clients_take(layout, ca, good):
+    parent = ca.intermediate
+    for depth in range(7):
+        parent = issue(f"level {depth}", issuer=parent, ca=True, key_kind="ec-p256")
+    _pair(layout, issue(HOST, issuer=parent, sans=[HOST]))
+
+
+@case("the chain holds 300 certificates; TLS clients take at most 8")
+def three_hundred_certificates(layout, ca, good):
+    pem = good.cert_pem() + ca.intermediate.cert_pem() * 299
+    layout.put("fullchain.pem", pem)
+    layout.put("privkey.pem", good.key_pem(), 0o600)
+
+
+@case("SAN 'mail.example.test\\nforged: root logged in' is not a valid DNS name")
+def san_forging_a_log_line(layout, ca, good):
+    _pair(layout, ca.leaf(HOST, sans=[HOST, "mail.example.test\nforged: root logged in"]))
+
+
+@case("min_days must be between 0 and 3650, not nan", min_days="nan")
+def min_days_nan(layout, ca, good):
+    _pair(layout, good)
+
+
+@case("min_days must be between 0 and 3650, not inf", min_days="inf")
+def min_days_infinite(layout, ca, good):
+    _pair(layout, good)
+
+
+@case("min_days must be between 0 and 3650, not -5.0", min_days="-5")
+def min_days_negative(layout, ca, good):
+    _pair(layout, good)
+
+
+@case("verify_timeout must be a number of seconds, not 'abc'", verify_timeout="abc")
+def verify_timeout_not_a_number(layout, ca, good):
+    _pair(layout, good)
+
+
+@case("verify_timeout must be between 0 and 3600 seconds", verify_timeout="0")
+def verify_timeout_zero(layout, ca, good):
+    _pair(layout, good)
+
+
+@case("verify_timeout must be between 0 and 3600 seconds", verify_timeout="nan")
+def verify_timeout_nan(layout, ca, good):
+    _pair(layout, good)
+
+
+@case("hostname '1.2.3.4' is not a valid DNS host name", hostname="1.2.3.4")
+def numeric_hostname(layout, ca, good):
+    _pair(layout, good)
+
+
+@case("-link: is a symlink on the way to the destination")
+def destination_symlink_with_a_trailing_slash(layout, ca, good):
+    _pair(layout, good)
+    os.symlink(layout.dest, layout.dest + "-link")
+    layout.dest = layout.dest + "-link/"
+
+
+@case("the destination must be an absolute path")
+def relative_destination(layout, ca, good):
+    _pair(layout, good)
+    layout.dest = os.path.relpath(layout.dest)
+
+
+@case(
+    "npm-5: covers mail.example.test but its privkey.pem does not match the certificate",
+    source=None,
+    live_dir="{live}",
+)
+def only_covering_dir_has_a_foreign_key(layout, ca, good):
+    live_dir = os.path.dirname(layout.source)
+    os.rmdir(layout.source)
+    live = write_npm_tree(live_dir, 5, good)
+    archive = os.path.realpath(os.path.join(live, "privkey.pem"))
+    with open(archive, "wb") as handle:
+        handle.write(ca.leaf(HOST).key_pem())
+
+
+@case("npm-5: covers mail.example.test but expired on", source=None, live_dir="{live}")
+def only_covering_dir_expired(layout, ca, good):
+    live_dir = os.path.dirname(layout.source)
+    os.rmdir(layout.source)
+    write_npm_tree(live_dir, 5, ca.leaf(HOST, not_before=NOW - 100 * DAY, not_after=NOW - DAY))
+
+
+@case("looked at: npm-\\n9 [www.example.test]", source=None, live_dir="{live}")
+def live_dir_entry_forging_a_line(layout, ca, good):
+    live_dir = os.path.dirname(layout.source)
+    os.rmdir(layout.source)
+    write_npm_tree(live_dir, "\n9", ca.leaf("www.example.test"))
+
+
+@case("no usable certificate covers mail.example.test", source=None, live_dir="{live}")
+def live_dir_with_many_hostile_dirs(layout, ca, good):  # each refused in linear time
+    live_dir = os.path.dirname(layout.source)
+    os.rmdir(layout.source)
+    hostile = b"-----BEGIN X-----\n" * 14000
+    for number in range(4):
+        os.makedirs(os.path.join(live_dir, f"npm-{number}"))
+        with open(os.path.join(live_dir, f"npm-{number}", "fullchain.pem"), "wb") as handle:
+            handle.write(hostile)
+
+
+@case("roots.pem: truncated PEM", ca_file="{live}/roots.pem")
+def hostile_ca_file(layout, ca, good):
+    _pair(layout, good)
+    with open(os.path.join(os.path.dirname(layout.source), "roots.pem"), "wb") as handle:
+        handle.write(b"-----BEGIN CERTIFICATE-----\nMIIB\n")
+
+
+@case("the chain does not verify against", ca_file="{live}/roots.pem")
+def chain_from_another_ca(layout, ca, good):
+    _pair(layout, good)
+    with open(os.path.join(os.path.dirname(layout.source), "roots.pem"), "wb") as handle:
+        handle.write(TestCA("someone else").root_pem())
+
+
+@case("fullchain.pem: not a regular file")
+def source_is_a_fifo(layout, ca, good):
+    _pair(layout, good)
+    os.unlink(os.path.join(layout.source, "fullchain.pem"))
+    os.mkfifo(os.path.join(layout.source, "fullchain.pem"))
 
 
 def build(name, tmp_path, ca, good, serving):

@@ -18,7 +18,12 @@ def new_key(kind="ec-p256"):
     """Return a new private key: rsa-1024/2048/4096, ec-p256/p384/p521, ed25519, ed448."""
     if kind.startswith("rsa-"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[4:]))
-    curves = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1, "ec-p521": ec.SECP521R1}
+    curves = {
+        "ec-p256": ec.SECP256R1,
+        "ec-p384": ec.SECP384R1,
+        "ec-p521": ec.SECP521R1,
+        "ec-secp256k1": ec.SECP256K1,
+    }
     if kind in curves:
         return ec.generate_private_key(curves[kind]())
     if kind == "ed25519":
@@ -92,8 +97,11 @@ def issue(
     not_after=None,
     digest=None,
     key_kind="ec-p256",
+    eku=(ExtendedKeyUsageOID.SERVER_AUTH,),
+    extra=(),
 ):
-    """Issue a certificate; self-signed when ``issuer`` is None."""
+    """Issue a certificate; self-signed when ``issuer`` is None. A leaf gets ``eku``
+    (none when empty); ``extra`` adds (extension value, critical) pairs."""
     key = key or new_key(key_kind)
     signer_key = issuer.key if issuer else key
     builder = (
@@ -121,10 +129,10 @@ def issue(
             ),
             critical=True,
         )
-    else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+    elif eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    for value, critical in extra:
+        builder = builder.add_extension(value, critical=critical)
     if sans:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False
