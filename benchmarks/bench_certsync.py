@@ -3,6 +3,8 @@ Time certsync's hot operations and print the figures (no pass/fail):
 
 - certsync.validate and certsync.info, in-process, per key type;
 - a no-op certsync.deployed run in-process (the state a schedule repeats);
+- hostile input: a 256 KiB file of 14,000 BEGIN lines (and one of BEGIN/END
+  fragments) refused, and find_source over 4 live/ dirs of such files;
 - the same no-op run through a real `salt-call --local` (process start included).
 
 Run: scripts/bench.sh  (or .venv/salt3008/bin/python benchmarks/bench_certsync.py)
@@ -20,6 +22,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from salt.exceptions import CommandExecutionError  # noqa: E402
 from support.loader import certsync_mod, certsync_state, salt_functions  # noqa: E402
 from support.pki import TestCA, write_pair  # noqa: E402
 
@@ -41,6 +44,37 @@ def timed(func, runs):
     }
 
 
+def _refused(func):
+    try:
+        func()
+    except CommandExecutionError:
+        return
+    raise AssertionError("hostile input was accepted")
+
+
+def hostile(tmp, runs):
+    """Parsing is linear: hostile files up to the size cap are refused fast."""
+    files = {
+        "14,000 BEGIN lines": b"-----BEGIN X-----\n" * 14000,
+        "BEGIN/END fragments": (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END X-----\n") * 5000,
+    }
+    found = {}
+    live = tmp / "hostile-live"
+    for number, (label, data) in enumerate(files.items()):
+        path = tmp / f"hostile-{number}.pem"
+        path.write_bytes(data[: certsync_mod.MAX_PEM_BYTES])
+        found[f"refuse {len(data[: certsync_mod.MAX_PEM_BYTES]) // 1024} KiB of {label}"] = timed(
+            lambda p=path: _refused(lambda: certsync_mod.read_certs(str(p))), runs
+        )
+    for number in range(4):
+        (live / f"npm-{number}").mkdir(parents=True)
+        (live / f"npm-{number}" / "fullchain.pem").write_bytes(files["14,000 BEGIN lines"])
+    found["find_source over 4 hostile dirs"] = timed(
+        lambda: _refused(lambda: certsync_mod.find_source(HOST, str(live))), runs
+    )
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--runs", type=int, default=200)
@@ -55,13 +89,15 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = pathlib.Path(tmp_name)
-        for kind in ("rsa-2048", "rsa-4096", "ec-p256", "ec-p384", "ed25519"):
+        for kind in ("rsa-2048", "rsa-4096", "ec-p256", "ec-p384"):
             leaf = ca.leaf(HOST, key_kind=kind)
             fullchain, key = write_pair(tmp / kind, leaf, "fullchain.pem", "privkey.pem")
             results[f"validate {kind}"] = timed(
                 lambda f=fullchain, k=key: certsync_mod.validate(f, k, HOST), args.runs
             )
             results[f"info {kind}"] = timed(lambda f=fullchain: certsync_mod.info(f), args.runs)
+
+        results.update(hostile(tmp, args.runs // 10 or 1))
 
         leaf = ca.leaf(HOST, key_kind="ec-p384")
         source = tmp / "live" / "npm-5"
