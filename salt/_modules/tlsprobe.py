@@ -306,6 +306,20 @@ def _endpoint_list(endpoints):
     return result
 
 
+def endpoint_list(endpoints=None):
+    """
+    Check and normalise ``endpoints`` (see the module's docs) without probing:
+    ``[[protocol, port, address or None], ...]``. A bad one is an error naming it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host tlsprobe.endpoint_list '{smtp: "127.0.0.1:2525", imaps: 993}'
+    """
+    return [list(item) for item in _endpoint_list(endpoints)]
+
+
 def _address_port(name, given):
     """(address or None, port) of one endpoint's ``port`` or ``"address:port"``."""
     if given is None:

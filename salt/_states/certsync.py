@@ -189,9 +189,13 @@ class _Serving:
         if endpoints is not None and "tlsprobe.probe" not in __salt__:
             raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
         self.hostname = hostname
-        self.services = list(services or [])
+        self.services = _names(services, "services", "compose service names")
         self.mailcow_dir, self.commands, self.mail_domains = mailcow
+        _check_commands(self.commands)
+        self.mail_domains = _names(self.mail_domains, "mail_domains", "domains") or None
         self.endpoints = _conf_endpoints(endpoints, self.mailcow_dir) if services else endpoints
+        if self.endpoints:
+            __salt__["tlsprobe.endpoint_list"](self.endpoints)
         self.address = address
         self.timeout = _seconds(timeout, "verify_timeout")
         self.names = None  # SNI names to probe with (None: hostname only)
@@ -265,6 +269,34 @@ class _Serving:
             self.last = self.served()
         self._restart(self._stale_services(fingerprint))
         return self._wait(fingerprint)
+
+
+def _names(values, what, kind):
+    """A list of non-empty strings (None: empty); anything else is refused up front."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+        raise SaltInvocationError(f"{what} must be a list of {kind}, not {values!r}"[:300])
+    return list(values)
+
+
+def _check_commands(commands):
+    """reload_commands: a mapping of service name to an argv list of strings."""
+    if commands is None:
+        return
+    valid = isinstance(commands, dict) and all(
+        isinstance(service, str)
+        and isinstance(argv, list)
+        and argv
+        and all(isinstance(arg, str) for arg in argv)
+        for service, argv in commands.items()
+    )
+    if not valid:
+        raise SaltInvocationError(
+            f"reload_commands must map service names to argv lists, not {commands!r}"[:300]
+        )
 
 
 def _seconds(value, what):

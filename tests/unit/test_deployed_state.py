@@ -5,7 +5,14 @@ from unittest.mock import patch
 
 import pytest
 from support import cases
-from support.loader import certsync_mod, certsync_state, monitor_mod
+from support.loader import (
+    certsync_mod,
+    certsync_state,
+    mailcow_mod,
+    monitor_mod,
+    salt_functions,
+    tlsprobe_mod,
+)
 from support.pki import write_npm_tree, write_pair, write_sni_dir
 
 HOST = cases.HOST
@@ -206,3 +213,61 @@ def test_runs_are_recorded_for_monitoring(tmp_path, layout, good):
         again = monitor_mod.last_deploy(layout.dest)
         assert (again["result"], again["installed"]) == (True, False)
         assert again["last_install"] == installed["time"] < again["last_success"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"services": 5}, "services must be a list of compose service names, not 5"),
+        ({"services": ["postfix-mailcow", ""]}, "services must be a list of compose service"),
+        ({"reload_commands": {"postfix-mailcow": "postfix reload"}}, "reload_commands must map"),
+        ({"reload_commands": ["postfix"]}, "reload_commands must map service names to argv"),
+        ({"mail_domains": {"a": 1}}, "mail_domains must be a list of domains"),
+        ({"endpoints": ["gopher"]}, "unknown protocol 'gopher'"),
+        ({"endpoints": {"smtp": "mail.example.test:25"}}, "address of smtp must be an IP address"),
+        ({"endpoints": {"imaps": 70000}}, "port of imaps out of range: 70000"),
+        ({"verify_timeout": float("inf")}, "verify_timeout must be between 0 and 3600"),
+        ({"dane": "yes please"}, "dane must be true or a mapping"),
+    ],
+    ids=[
+        "services-number",
+        "services-empty-name",
+        "commands-string",
+        "commands-list",
+        "mail-domains-mapping",
+        "endpoint-protocol",
+        "endpoint-address",
+        "endpoint-port",
+        "timeout-infinite",
+        "dane-string",
+    ],
+)
+def test_every_argument_is_checked_before_anything_is_touched(layout, good, args, message):
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    before = cases.snapshot(layout.root)
+    modules = {**salt_functions(mailcow_mod, "mailcow"), **salt_functions(tlsprobe_mod, "tlsprobe")}
+    with patch.dict(certsync_state.__salt__, modules):
+        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, **args)
+    assert ret["result"] is False
+    assert ret["comment"].startswith("Nothing deployed: ")
+    assert message in ret["comment"]
+    assert ret["changes"] == {}
+    assert cases.snapshot(layout.root) == before
+
+
+def test_an_unexpected_error_after_the_install_restores_the_previous_pair(layout, good, serving):
+    """Whatever escapes while serving (here a TypeError), the old pair comes back."""
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+
+    def broken_probe(*args, **kwargs):
+        raise TypeError("a bug in a probe")
+
+    funcs = {"tlsprobe.probe": broken_probe, "tlsprobe.wait_for": broken_probe}
+    funcs["tlsprobe.endpoint_list"] = tlsprobe_mod.endpoint_list
+    with patch.dict(certsync_state.__salt__, funcs):
+        ret = certsync_state.deployed(
+            layout.dest, HOST, source=layout.source, endpoints=["smtp"], sni=False
+        )
+    assert ret["result"] is False
+    assert ret["comment"].startswith("a bug in a probe; restored the previous pair in: ")
+    assert _read(os.path.join(layout.dest, "cert.pem")) == serving.fullchain_pem()

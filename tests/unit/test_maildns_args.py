@@ -59,3 +59,43 @@ def test_comma_separated_strings_are_lists():
     assert maildns_mod._as_list("dkim, s1378202,", "dkim_selectors") == ["dkim", "s1378202"]
     assert maildns_mod._as_list(25, "tlsa_ports") == ["25"]
     assert maildns_mod._as_list(None, "mx") == []
+
+
+SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQ="  # noqa: S105 (a test TSIG secret)
+UPDATE = {
+    "server": "127.0.0.1",
+    "zone": DOMAIN,
+    "tsig_name": "certsync",
+    "tsig_secret": SECRET,
+}
+
+
+@pytest.mark.parametrize(
+    ("dane", "message"),
+    [
+        ({"bogus": 1}, "unknown dane settings: bogus"),
+        ({"port": "x"}, "dane port must be a number"),
+        ({"port": 0}, "dane port 0 is out of range"),
+        ({"max_wait": "soon"}, "dane max_wait 'soon' is not seconds"),
+        ({"max_wait": float("nan")}, "dane max_wait must be between 0 and 86400"),
+        ({"update": "yes"}, "update must be a mapping"),
+        ({"update": {**UPDATE, "server": "ns1.example.test"}}, "must be an IP address"),
+        ({"update": {**UPDATE, "tsig_secret": ""}}, "update settings lack tsig_secret"),
+        ({"update": {**UPDATE, "tsig_secret": "not base64!"}}, "tsig_secret is not base64"),
+        ({"update": {**UPDATE, "tsig_algorithm": "hmac-md5"}}, "tsig_algorithm 'hmac-md5'"),
+        ({"update": {**UPDATE, "zone": "-bad-"}}, "update zone '-bad-' is not a valid DNS name"),
+        ({"update": {**UPDATE, "port": 99999}}, "update port 99999 is out of range"),
+        ({"update": {**UPDATE, "extra": 1}}, "unknown update settings: extra"),
+    ],
+)
+def test_dane_settings_are_checked_and_never_show_the_secret(dane, message):
+    with pytest.raises(SaltInvocationError, match=message) as caught:
+        maildns_mod._dane_options(dane)
+    assert SECRET not in str(caught.value)
+
+
+def test_an_update_for_a_name_outside_its_zone_is_refused():
+    with pytest.raises(SaltInvocationError, match=r"is not in the zone example\.org"):
+        maildns_mod.tlsa_update(HOST, {**UPDATE, "zone": "example.org"}, add=["3 1 1 " + "ab" * 32])
+    with pytest.raises(SaltInvocationError, match="is not TLSA record data"):
+        maildns_mod.tlsa_update(HOST, UPDATE, add=["3 1 1 zz"])
