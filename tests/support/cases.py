@@ -76,6 +76,12 @@ def case(expect, **state_args):
     return register
 
 
+def _live_dir_instead_of_source(layout):
+    """NPM's live/ dir (the ``{live}`` of a case's arguments), its npm-5 left to the case."""
+    os.rmdir(layout.source)
+    return os.path.dirname(layout.source)
+
+
 def _pair(layout, issued, key=None):
     layout.put("fullchain.pem", issued.fullchain_pem())
     layout.put("privkey.pem", key if key is not None else issued.key_pem(), 0o600)
@@ -288,8 +294,7 @@ def source_missing(layout, ca, good):
 
 @case("dangling symlink to ../../archive/npm-5/privkey1.pem")
 def live_link_dangling(layout, ca, good):
-    live_dir = os.path.dirname(layout.source)
-    os.rmdir(layout.source)
+    live_dir = _live_dir_instead_of_source(layout)
     write_npm_tree(live_dir, 5, good)
     os.unlink(os.path.join(os.path.dirname(live_dir), "archive", "npm-5", "privkey1.pem"))
 
@@ -306,8 +311,7 @@ def hostile_san_for_sni_dir(layout, ca, good):
     live_dir="{live}",
 )
 def nothing_in_live_dir_covers_host(layout, ca, good):
-    live_dir = os.path.dirname(layout.source)
-    os.rmdir(layout.source)
+    live_dir = _live_dir_instead_of_source(layout)
     write_npm_tree(live_dir, 7, ca.leaf("www.example.test"))
 
 
@@ -498,8 +502,7 @@ def relative_destination(layout, ca, good):
     live_dir="{live}",
 )
 def only_covering_dir_has_a_foreign_key(layout, ca, good):
-    live_dir = os.path.dirname(layout.source)
-    os.rmdir(layout.source)
+    live_dir = _live_dir_instead_of_source(layout)
     live = write_npm_tree(live_dir, 5, good)
     archive = os.path.realpath(os.path.join(live, "privkey.pem"))
     with open(archive, "wb") as handle:
@@ -508,22 +511,19 @@ def only_covering_dir_has_a_foreign_key(layout, ca, good):
 
 @case("npm-5: covers mail.example.test but expired on", source=None, live_dir="{live}")
 def only_covering_dir_expired(layout, ca, good):
-    live_dir = os.path.dirname(layout.source)
-    os.rmdir(layout.source)
+    live_dir = _live_dir_instead_of_source(layout)
     write_npm_tree(live_dir, 5, ca.leaf(HOST, not_before=NOW - 100 * DAY, not_after=NOW - DAY))
 
 
 @case("looked at: npm-\\n9 [www.example.test]", source=None, live_dir="{live}")
 def live_dir_entry_forging_a_line(layout, ca, good):
-    live_dir = os.path.dirname(layout.source)
-    os.rmdir(layout.source)
+    live_dir = _live_dir_instead_of_source(layout)
     write_npm_tree(live_dir, "\n9", ca.leaf("www.example.test"))
 
 
 @case("no usable certificate covers mail.example.test", source=None, live_dir="{live}")
 def live_dir_with_many_hostile_dirs(layout, ca, good):  # each refused in linear time
-    live_dir = os.path.dirname(layout.source)
-    os.rmdir(layout.source)
+    live_dir = _live_dir_instead_of_source(layout)
     hostile = b"-----BEGIN X-----\n" * 14000
     for number in range(4):
         os.makedirs(os.path.join(live_dir, f"npm-{number}"))

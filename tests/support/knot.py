@@ -17,6 +17,7 @@ import dns.exception
 import dns.resolver
 
 from .mailcow_stack import free_port
+from .nsd import loopback_resolver
 
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 READY_TIMEOUT = 15
@@ -96,11 +97,7 @@ class UpdatableDNS:
         )
 
     def resolver(self):
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = ["127.0.0.1"]
-        resolver.port = self.port
-        resolver.lifetime = 2
-        return resolver
+        return loopback_resolver(self.port)
 
     def tlsa(self, name):
         """The TLSA records at ``name`` as ``"u s m hex"`` strings (empty when none)."""

@@ -18,6 +18,15 @@ NSD = shutil.which("nsd") or "/usr/sbin/nsd"
 READY_TIMEOUT = 15
 
 
+def loopback_resolver(port):
+    """A resolver asking only the test server on 127.0.0.1:``port``."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = port
+    resolver.lifetime = 2
+    return resolver
+
+
 class AuthoritativeDNS:
     """NSD serving ``zone`` and ``extra_zones`` from a work dir, restarted on every publish."""
 
@@ -73,11 +82,7 @@ class AuthoritativeDNS:
         self._wait_serial()
 
     def resolver(self):
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = ["127.0.0.1"]
-        resolver.port = self.port
-        resolver.lifetime = 2
-        return resolver
+        return loopback_resolver(self.port)
 
     def _wait_serial(self):
         deadline = time.monotonic() + READY_TIMEOUT
