@@ -391,3 +391,34 @@ def test_errors_never_carry_key_material(tmp_path, ca, good):
     ret = certsync_mod.validate(fullchain, key, "mail.example.test")
     assert ret["problems"] == [f"{key}: the private key is malformed or of an unsupported type"]
     assert body[:20] not in repr(ret)
+
+
+def test_find_source_takes_the_newest_usable_dir_and_says_why_not_the_others(tmp_path, ca, good):
+    live_dir = tmp_path / "live"
+    write_npm_tree(live_dir, 5, good)
+    newer = ca.leaf("mail.example.test", not_after=NOW + 200 * DAY)
+    live = write_npm_tree(live_dir, 9, newer)
+    os.unlink(os.path.realpath(os.path.join(live, "privkey.pem")))
+    found = certsync_mod.find_source("mail.example.test", str(live_dir))
+    assert found["name"] == "npm-5"
+    assert found["fingerprint"] == good.fingerprint
+    assert found["skipped"]["npm-9"].startswith(
+        "covers mail.example.test but its key is not usable ("
+    )
+    assert "privkey.pem: dangling symlink" in found["skipped"]["npm-9"]
+
+
+def test_tlsa_of_the_issuer_needs_the_chain(tmp_path, good):
+    leaf_only = tmp_path / "cert.pem"
+    leaf_only.write_bytes(good.cert_pem())
+    for usage in (0, 2):
+        with pytest.raises(CommandExecutionError, match="holds only the leaf"):
+            certsync_mod.tlsa(str(leaf_only), usage=usage)
+    fullchain, _ = _files(tmp_path, good)
+    assert certsync_mod.tlsa(fullchain, usage=2).startswith("2 1 1 ")
+
+
+@pytest.mark.parametrize("name", ["1.2.3.4", "mail.example.123", "10.0.0.1"])
+def test_an_address_is_no_dns_name(name):
+    assert certsync_mod.is_dns_name(name) is False
+    assert certsync_mod.name_matches(name, name) is False
