@@ -1933,7 +1933,8 @@ def _consumer_settings(cfg):
     endpoints = settings.get("endpoints")
     bare = isinstance(endpoints, list) and all(":" not in str(e) for e in endpoints)
     conf = os.path.join(settings["mailcow_dir"], "mailcow.conf")
-    if endpoints and bare and settings.get("services") and os.path.isfile(conf):
+    from_conf = "mailcow.endpoints" in __salt__ and os.path.isfile(conf)
+    if endpoints and bare and settings.get("services") and from_conf:
         # Ports and addresses from mailcow.conf, as certsync.deployed takes them.
         settings["endpoints"] = __salt__["mailcow.endpoints"](settings["mailcow_dir"], endpoints)
     return settings
