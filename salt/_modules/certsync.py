@@ -1466,7 +1466,7 @@ def set_reuse_key(lineage_dir, test=False):
     Make certbot keep a lineage's key across renewals: ``reuse_key = True``
     under ``[renewalparams]`` of its renewal file, every other line and
     comment kept. Written atomically (temp file, fsync, rename), the file's
-    mode and owner kept. Returns ``changed`` and the renewal file.
+    mode and owner kept. Returns ``changed``, the renewal file and the lineage.
 
     CLI Example:
 
@@ -1476,8 +1476,9 @@ def set_reuse_key(lineage_dir, test=False):
     """
     _, lineage, path = _renewal_location(lineage_dir)
     lines, parsed = _read_renewal(path, lineage)
+    ret = {"changed": False, "renewal_file": path, "lineage": lineage}
     if _is_true(parsed["params"].get("reuse_key", "False")):
-        return {"changed": False, "renewal_file": path}
+        return ret
     if parsed["reuse_line"] is not None:
         number = parsed["reuse_line"]
         indent = _RENEWAL_KEY.match(lines[number]).group(1)
@@ -1498,8 +1499,8 @@ def set_reuse_key(lineage_dir, test=False):
             _fsync_dir(os.path.dirname(path))
         except OSError as exc:
             raise CommandExecutionError(f"{path}: cannot write: {exc.strerror}") from None
-        log.info("certsync: set reuse_key = True in %s", path)
-    return {"changed": True, "renewal_file": path}
+        log.info("certsync: set reuse_key = True in %s", _shown(path))
+    return {**ret, "changed": True}
 
 
 # --------------------------------------------------------------------------
@@ -2018,19 +2019,13 @@ def _mailcow_view(settings, deployed):
         except CommandExecutionError as exc:
             view["uncovered"] = {"error": str(exc)}
     conf = os.path.join(settings["mailcow_dir"], "mailcow.conf")
-    if settings.get("services") and os.path.isfile(conf) and "mailcow.served_names" in __salt__:
+    if settings.get("services") and os.path.isfile(conf) and "mailcow.missing_names" in __salt__:
         try:
-            names = __salt__["mailcow.served_names"](
-                settings["mailcow_dir"], settings.get("mail_domains") or None
+            view["missing_names"] = __salt__["mailcow.missing_names"](
+                deployed["sans"], settings["mailcow_dir"], settings.get("mail_domains") or None
             )
         except (CommandExecutionError, SaltInvocationError) as exc:
             view["missing_names"] = [f"error: {exc}"]
-        else:
-            view["missing_names"] = [
-                name
-                for name in names
-                if not any(name_matches(san, name) for san in deployed["sans"])
-            ]
     return view
 
 

@@ -613,3 +613,24 @@ def served_names(path=DEFAULT_DIR, mail_domains=None):
         for domain in domains:
             names += [f"autodiscover.{domain}", f"autoconfig.{domain}"]
     return list(dict.fromkeys(names))
+
+
+def missing_names(sans, path=DEFAULT_DIR, mail_domains=None):
+    """
+    The names mailcow serves with the top-level pair (:py:func:`served_names`)
+    that a certificate with the DNS names ``sans`` does not cover (RFC 6125,
+    ``certsync.name_matches``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host mailcow.missing_names '[mail.example.com]' mail_domains='[example.com]'
+    """
+    sans = _str_list(sans, "sans must be a list of the certificate's DNS names")
+    matches = __salt__["certsync.name_matches"]
+    return [
+        name
+        for name in served_names(path, mail_domains)
+        if not any(matches(san, name) for san in sans)
+    ]

@@ -374,12 +374,9 @@ def _mailcow_checks(serving, validation):
         )
     if not configured:
         return []
-    names = __salt__["mailcow.served_names"](serving.mailcow_dir, serving.mail_domains)
-    lacking = [
-        name
-        for name in names
-        if not any(__salt__["certsync.name_matches"](san, name) for san in validation["sans"])
-    ]
+    lacking = __salt__["mailcow.missing_names"](
+        validation["sans"], serving.mailcow_dir, serving.mail_domains
+    )
     if not lacking:
         return []
     return [
@@ -893,14 +890,13 @@ def key_reused(name, hostname=None):
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
         lineage_dir = __salt__["certsync.find_source"](hostname, name)["dir"] if hostname else name
-        found = __salt__["certsync.renewal"](lineage_dir)
-        if found["reuse_key"]:
-            ret["result"] = True
-            ret["comment"] = f"{found['renewal_file']} already keeps the key (reuse_key = True)"
-            return ret
         done = __salt__["certsync.set_reuse_key"](lineage_dir, test=__opts__["test"])
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = f"reuse_key not set: {exc}"
+        return ret
+    if not done["changed"]:
+        ret["result"] = True
+        ret["comment"] = f"{done['renewal_file']} already keeps the key (reuse_key = True)"
         return ret
     ret["changes"] = {"reuse_key": {"old": False, "new": True}, "file": done["renewal_file"]}
     if __opts__["test"]:
@@ -910,6 +906,6 @@ def key_reused(name, hostname=None):
         ret["result"] = True
         ret["comment"] = (
             f"Set reuse_key = True in {done['renewal_file']}: certbot renew keeps the key of "
-            f"{found['lineage']} from now on"
+            f"{done['lineage']} from now on"
         )
     return ret

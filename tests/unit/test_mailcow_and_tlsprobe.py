@@ -6,7 +6,7 @@ from unittest.mock import patch
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from support.loader import mailcow_mod, mailcow_state, tlsprobe_mod
+from support.loader import certsync_mod, mailcow_mod, mailcow_state, tlsprobe_mod
 
 CONF = (
     "# mailcow.conf\nMAILCOW_HOSTNAME=mail.example.test\nSKIP_LETS_ENCRYPT=n\n# ENABLE_SSL_SNI=y\n"
@@ -16,7 +16,7 @@ CONF = (
 @pytest.fixture
 def configure_loader_modules():
     return {
-        mailcow_mod: {"__context__": {}, "__opts__": {}},
+        mailcow_mod: {"__context__": {}, "__opts__": {}, "__salt__": {}},
         tlsprobe_mod: {"__context__": {}},
         mailcow_state: {
             "__salt__": {"mailcow.conf_set": mailcow_mod.conf_set},
@@ -111,6 +111,12 @@ def test_the_names_mailcow_serves_with_the_top_level_pair(checkout):
         "imap.example.test",
         "webmail.example.test",
     ]
+    with patch.dict(mailcow_mod.__salt__, {"certsync.name_matches": certsync_mod.name_matches}):
+        missing = mailcow_mod.missing_names(["*.example.test"], str(checkout), ["example.test"])
+    assert missing == []
+    with patch.dict(mailcow_mod.__salt__, {"certsync.name_matches": certsync_mod.name_matches}):
+        missing = mailcow_mod.missing_names(["mail.example.test"], str(checkout), ["example.test"])
+    assert missing == ["imap.example.test", "webmail.example.test"]
 
 
 def test_conf_set_replaces_in_place_and_keeps_the_rest(checkout):
