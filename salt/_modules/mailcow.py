@@ -15,11 +15,18 @@ Reload commands run inside each container; override them per service with
 needs another one.
 """
 
+import calendar
+import email.message
+import email.utils
+import io
+import json
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import time
+import uuid
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -634,3 +641,413 @@ def missing_names(sans, path=DEFAULT_DIR, mail_domains=None):
         for name in served_names(path, mail_domains)
         if not any(matches(san, name) for san in sans)
     ]
+
+
+# --------------------------------------------------------------------------
+# Outbound relay (postfix-mailcow's log and queue)
+# --------------------------------------------------------------------------
+
+POSTFIX_SERVICE = "postfix-mailcow"
+RELAY_WINDOW = 3600
+RELAY_TEST_TIMEOUT = 120
+#: Where the test message is staged inside postfix-mailcow (not on this host).
+CONTAINER_TMP = "/tmp"  # noqa: S108
+#: At most this many log lines are read per call, newest first.
+MAX_LOG_LINES = 100_000
+#: A delivery attempt: "QID: to=<...>, relay=host[ip]:port, ..., dsn=..., status=... (why)".
+_DELIVERY = re.compile(
+    r"postfix/(?:[\w.-]+/)*(?P<agent>[\w.-]+)\[(?P<pid>\d+)\]: (?P<qid>[0-9A-Za-z]{5,20}): "
+    r"to=<[^>]*>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), (?:conn_use=\d+, )?"
+    r"delay=[\d.]+, delays=[\d./]+, dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
+    r"status=(?P<status>[a-z]+) \((?P<reason>.*)\)$"
+)
+_TLS = re.compile(
+    r"postfix/(?:[\w.-]+/)*[\w.-]+\[(?P<pid>\d+)\]: (?P<level>Trusted|Untrusted|Verified|Anonymous)"
+    r" TLS connection established to (?P<peer>\S+?):"
+)
+_RELAY_AT = re.compile(r"^(?P<host>[^\s\[\]]+)\[[^\]]*\]:(?P<port>\d+)$")
+_RELAY_IN_REASON = re.compile(r"(?:connect to|host) (?P<host>[^\s\[\]]+)\[[^\]]*\]:(?P<port>\d+)")
+_NAME_IN_REASON = re.compile(r"Name service error for name=(?P<host>[^\s]+) ")
+_LOCAL_AGENTS = {"lmtp", "local", "virtual", "pipe", "discard", "error", "retry"}
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~][A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@[A-Za-z0-9.-]+$"
+)
+#: postfix's reason -> what went wrong, first match wins.
+_PROBLEMS = (
+    ("SASL authentication failed", "authentication failed"),
+    ("authentication failed", "authentication failed"),
+    ("TLS is required", "TLS failed"),
+    ("Cannot start TLS", "TLS failed"),
+    ("TLS handshake", "TLS failed"),
+    ("certificate verification failed", "TLS failed"),
+    ("Connection refused", "connection refused"),
+    ("timed out", "connection timed out"),
+    ("Network is unreachable", "network unreachable"),
+    ("No route to host", "network unreachable"),
+    ("Host or domain name not found", "relay host not found"),
+)
+
+
+def _problem(reason):
+    return next((what for text, what in _PROBLEMS if text in reason), "delivery failed")
+
+
+def _relay_key(relay):
+    """``host:port`` (lower-case host) of ``host:port``, ``[host]:port`` or ``host``."""
+    if not isinstance(relay, str) or not relay.strip():
+        raise SaltInvocationError(f"relay must be 'host:port', not {relay!r}")
+    host, _, port = relay.strip().rpartition(":") if ":" in relay else (relay.strip(), "", "")
+    host = host.strip("[]").lower()
+    if not host or (port and not port.isdigit()) or not re.match(r"^[a-z0-9.-]+$", host):
+        raise SaltInvocationError(f"relay must be 'host:port', not {relay!r}")
+    return f"{host}:{int(port)}" if port else host
+
+
+def _attempt(line):
+    """One delivery attempt of a log line (docker timestamp first), or None."""
+    stamp, _, text = line.partition(" ")
+    match = _DELIVERY.search(text)
+    if not match:
+        return None
+    at = _RELAY_AT.match(match["relay"])
+    found = at or _RELAY_IN_REASON.search(match["reason"])
+    if found:
+        relay = f"{found['host'].lower()}:{int(found['port'])}"
+    else:
+        named = _NAME_IN_REASON.search(match["reason"])
+        relay = named["host"].lower() if named else match["relay"].lower()
+    return {
+        "time": _docker_time(stamp),
+        "agent": match["agent"],
+        "qid": match["qid"],
+        "pid": match["pid"],
+        "relay": relay,
+        "dsn": match["dsn"],
+        "status": match["status"],
+        "reason": match["reason"][:500],
+    }
+
+
+def _docker_time(stamp):
+    """Unix time of a Docker log timestamp (RFC 3339, nanoseconds, UTC)."""
+    try:
+        whole, _, frac = stamp.rstrip("Z").partition(".")
+        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        return seconds + float(f"0.{frac or 0}")
+    except ValueError:
+        return None
+
+
+def _iso(when):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)) if when else None
+
+
+def _log_lines(container, since):
+    raw = container.logs(
+        stdout=True, stderr=True, timestamps=True, since=int(since), tail=MAX_LOG_LINES
+    )
+    return raw.decode("utf-8", "replace").splitlines()
+
+
+def _postfix(path):
+    return _find(_client(), project_name(path), [POSTFIX_SERVICE])[POSTFIX_SERVICE]
+
+
+def _matches(relay, wanted):
+    return wanted is None or relay == wanted or relay.split(":")[0] == wanted
+
+
+def _relay_rows(attempts, wanted):
+    rows = {}
+    for attempt in attempts:
+        if not _matches(attempt["relay"], wanted):
+            continue
+        row = rows.setdefault(
+            attempt["relay"],
+            {
+                "sent": 0,
+                "deferred": 0,
+                "bounced": 0,
+                "last_success": None,
+                "last_failure": None,
+                "failing_since": None,
+            },
+        )
+        if attempt["status"] == "sent":
+            row["sent"] += 1
+            row["last_success"] = _iso(attempt["time"])
+            row["failing_since"] = None
+            continue
+        if attempt["status"] in ("deferred", "bounced"):
+            row[attempt["status"]] += 1
+        row["last_failure"] = {
+            "time": _iso(attempt["time"]),
+            "status": attempt["status"],
+            "dsn": attempt["dsn"],
+            "problem": _problem(attempt["reason"]),
+            "reason": attempt["reason"],
+        }
+        row["failing_since"] = row["failing_since"] or _iso(attempt["time"])
+    return rows
+
+
+def _queue(container, now):
+    """postfix's queue (``postqueue -j``): counts and the oldest deferred message."""
+    result = container.exec_run(["postqueue", "-j"])
+    if result.exit_code != 0:
+        raise CommandExecutionError(
+            f"postqueue -j in {container.name} failed: {_tail(result.output)}"
+        )
+    counts, oldest = {}, None
+    for line in (result.output or b"").decode("utf-8", "replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        queue = str(entry.get("queue_name", "unknown"))
+        counts[queue] = counts.get(queue, 0) + 1
+        arrival = entry.get("arrival_time")
+        if (
+            queue == "deferred"
+            and isinstance(arrival, (int, float))
+            and (oldest is None or arrival < oldest["arrival_time"])
+        ):
+            oldest = entry
+    reasons = [r.get("delay_reason", "") for r in (oldest or {}).get("recipients", []) or []]
+    return {
+        "messages": sum(counts.values()),
+        "by_queue": counts,
+        "oldest_deferred_age": round(now - oldest["arrival_time"], 1) if oldest else None,
+        "oldest_deferred_reason": str(reasons[0])[:500] if reasons else None,
+    }
+
+
+def _window(value, name):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < value <= 366 * 86400:
+        raise SaltInvocationError(f"{name} must be between 0 and one year, not {value}")
+    return value
+
+
+def relay_status(relay=None, window=RELAY_WINDOW, path=DEFAULT_DIR):
+    """
+    Is outbound mail leaving through the relay? From postfix-mailcow's log
+    (read through the Docker API) over the last ``window`` seconds: per relay
+    ``host:port``, counts of ``sent``, ``deferred`` and ``bounced`` delivery
+    attempts, ``last_success``, ``last_failure`` (status, DSN, what went wrong
+    and postfix's reason) and ``failing_since`` (the first failure after the
+    last success); and the queue (``postqueue -j``): messages per queue and
+    the age of the oldest deferred one with its reason. Read-only; no message
+    content, addresses or credentials are returned.
+
+    relay
+        ``host:port`` (or ``host``) to report on; default: every non-local
+        next hop in the log.
+
+    window
+        Seconds of log to read. Default: 3600.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host mailcow.relay_status relay=mail.smtp2go.com:2525
+    """
+    wanted = _relay_key(relay) if relay is not None else None
+    window = _window(window, "window")
+    now = time.time()
+    container = _postfix(path)
+    attempts = [
+        a
+        for a in map(_attempt, _log_lines(container, now - window))
+        if a and a["agent"] not in _LOCAL_AGENTS
+    ]
+    return {
+        "window": window,
+        "relays": _relay_rows(attempts, wanted),
+        "queue": _queue(container, now),
+    }
+
+
+def _address(value, name):
+    if not isinstance(value, str) or not _ADDRESS.match(value) or len(value) > 254:
+        raise SaltInvocationError(f"{name} must be a plain mail address, not {value!r}")
+    return value
+
+
+def _test_message(sender, to, hostname):
+    token = uuid.uuid4().hex
+    message = email.message.EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = f"certsync relay test {token[:12]}"
+    message["Date"] = email.utils.formatdate(localtime=False)
+    message["Message-ID"] = f"<certsync-relay-test.{token}@{hostname}>"
+    message.set_content(
+        "A test message sent by certsync (mailcow.relay_test) to check that mail\n"
+        "leaves this server through its relay. No reply is needed.\n"
+    )
+    return message["Message-ID"].strip("<>"), message.as_bytes()
+
+
+def _put_file(container, directory, name, data):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    if not container.put_archive(directory, buffer.getvalue()):
+        raise CommandExecutionError(f"could not copy the test message into {container.name}")
+
+
+def _send(container, sender, to, data):
+    name = f"certsync-relay-test-{uuid.uuid4().hex}.eml"
+    _put_file(container, CONTAINER_TMP, name, data)
+    script = 'sendmail -i -f "$1" -- "$2" < "$3"; rc=$?; rm -f "$3"; exit $rc'
+    result = container.exec_run(["sh", "-c", script, "sh", sender, to, f"{CONTAINER_TMP}/{name}"])
+    if result.exit_code != 0:
+        raise CommandExecutionError(f"sendmail in {container.name} failed: {_tail(result.output)}")
+
+
+def _follow(container, message_id, since, deadline):
+    """The queue id, its first delivery attempt and postfix's TLS line for it."""
+    seen_id = re.compile(
+        r": (?P<qid>[0-9A-Za-z]{5,20}): message-id=<" + re.escape(message_id) + ">"
+    )
+    qid = None
+    while True:
+        lines = _log_lines(container, since)
+        for line in lines:
+            found = seen_id.search(line)
+            if found:
+                qid = found["qid"]
+                break
+        if qid:
+            attempts = [a for a in map(_attempt, lines) if a and a["qid"] == qid]
+            if attempts:
+                return qid, attempts[0], _tls_level(lines, attempts[0])
+        if time.monotonic() >= deadline:
+            return qid, None, None
+        time.sleep(0.5)
+
+
+def _tls_level(lines, attempt):
+    """postfix's "<level> TLS connection established" by the same smtp process."""
+    level = None
+    for line in lines:
+        found = _TLS.search(line.partition(" ")[2])
+        if found and found["pid"] == attempt["pid"]:
+            level = found["level"]
+        if f": {attempt['qid']}: to=<" in line:
+            break
+    return level
+
+
+def _judge(attempt, tls, wanted, verify_tls):
+    """What went wrong with a delivery attempt, or None."""
+    if attempt["status"] != "sent":
+        return _problem(attempt["reason"])
+    if wanted and not _matches(attempt["relay"], wanted):
+        return f"not relayed through {wanted} (went to {attempt['relay']})"
+    if verify_tls and tls not in ("Trusted", "Verified"):
+        return (
+            f"TLS not trusted: postfix logged {tls} TLS to {attempt['relay']}"
+            if tls
+            else f"sent to {attempt['relay']} without TLS"
+        )
+    return None
+
+
+def relay_test(
+    to,
+    sender=None,
+    relay=None,
+    timeout=RELAY_TEST_TIMEOUT,
+    verify_tls=True,
+    keep=False,
+    path=DEFAULT_DIR,
+):
+    """
+    Send a test message through postfix-mailcow (``sendmail`` inside the
+    container, as a mailbox of this server would) and follow its queue id in
+    postfix's log until the first delivery attempt: ``ok`` when it was
+    ``status=sent`` through ``relay`` over TLS postfix trusted; otherwise
+    ``problem`` says what went wrong (authentication failed, TLS failed,
+    connection refused or timed out, relay host not found, not relayed
+    through the expected host) and ``reason`` quotes postfix. A message that
+    was not sent is removed from the queue unless ``keep=True``. The exit
+    code is non-zero on failure.
+
+    to
+        An external address to send to.
+
+    sender
+        The envelope and header sender: a mailbox of this server. Default:
+        ``postmaster@`` the domain of ``MAILCOW_HOSTNAME`` (its first label
+        dropped).
+
+    relay
+        The ``host:port`` mail must leave through (mailcow's relayhost);
+        default: any next hop.
+
+    timeout
+        Seconds to wait for the delivery attempt. Default: 120.
+
+    verify_tls
+        Fail when postfix's TLS to the relay was not ``Trusted`` or
+        ``Verified`` (mailcow requires TLS but does not verify the relay's
+        certificate). Default: True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host mailcow.relay_test someone@example.net relay=mail.smtp2go.com:2525
+    """
+    to = _address(to, "to")
+    wanted = _relay_key(relay) if relay is not None else None
+    timeout = _window(timeout, "timeout")
+    hostname = (conf_get("MAILCOW_HOSTNAME", path) or "").lower()
+    if sender is None:
+        if hostname.count(".") < 2:
+            raise SaltInvocationError(
+                f"{_conf_path(path)}: no mail domain in MAILCOW_HOSTNAME {hostname!r}; give sender"
+            )
+        sender = f"postmaster@{hostname.split('.', 1)[1]}"
+    sender = _address(sender, "sender")
+    container = _postfix(path)
+    message_id, data = _test_message(sender, to, hostname or "localhost")
+    started = time.time()
+    _send(container, sender, to, data)
+    qid, attempt, tls = _follow(container, message_id, started - 1, time.monotonic() + timeout)
+    result = {"ok": False, "queue_id": qid, "sender": sender, "to": to}
+    if attempt is None:
+        result["problem"] = (
+            f"no delivery attempt logged within {timeout:g} s"
+            if qid
+            else f"postfix logged no queue id for the message within {timeout:g} s"
+        )
+    else:
+        problem = _judge(attempt, tls, wanted, verify_tls)
+        result.update(
+            ok=problem is None,
+            relay=attempt["relay"],
+            status=attempt["status"],
+            dsn=attempt["dsn"],
+            tls=tls,
+            reason=attempt["reason"],
+            seconds=round(attempt["time"] - started, 2) if attempt["time"] else None,
+        )
+        if problem:
+            result["problem"] = problem
+    if qid and not keep and result.get("status") != "sent":
+        removed = container.exec_run(["postsuper", "-d", qid])
+        result["removed_from_queue"] = removed.exit_code == 0
+    if not result["ok"]:
+        __context__["retcode"] = 1
+    return result

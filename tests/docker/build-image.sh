@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the mailcow-like test image: a Debian bookworm root
-# filesystem made by debootstrap with real postfix, dovecot and nginx,
+# filesystem made by debootstrap with real postfix (and the SASL client
+# mechanisms a relayhost login needs), dovecot and nginx,
 # imported with `docker import`. No registry is needed.
 #
 # The image tag and the cached root filesystem tarball are keyed on a hash of
@@ -14,7 +15,7 @@ repo=$(cd "$here/../.." && pwd)
 cache=${CERTSYNC_CACHE:-$repo/.cache}/images
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=postfix,dovecot-imapd,dovecot-pop3d,dovecot-managesieved,nginx-light,ca-certificates,procps
+packages=postfix,libsasl2-modules,dovecot-imapd,dovecot-pop3d,dovecot-managesieved,nginx-light,ca-certificates,procps
 
 key=$(sha256sum "$0" | cut -c1-12)
 tag="certsync/mailcow-like:$key"

@@ -114,7 +114,18 @@ def build_image():
 class MailcowStack:
     """One mailcow-dockerized checkout with its TLS-serving containers."""
 
-    def __init__(self, client, image, root, serving, nginx_seclevel=2, acme=False, names=None):
+    def __init__(
+        self,
+        client,
+        image,
+        root,
+        serving,
+        nginx_seclevel=2,
+        acme=False,
+        names=None,
+        relay=None,
+        relay_ca_pem=None,
+    ):
         self.client = client
         self.image = image
         self.root = pathlib.Path(root)
@@ -125,6 +136,7 @@ class MailcowStack:
         self.ssl_dir = self.root / "data" / "assets" / "ssl"
         self.nginx_seclevel = nginx_seclevel
         self.acme = acme
+        self.relay = relay
         self.containers = {}
         self.endpoints = {}
         self.root.mkdir(parents=True, exist_ok=True)
@@ -137,6 +149,11 @@ class MailcowStack:
         (self.ssl_dir / "dhparams.pem").write_bytes(
             params.parameter_bytes(serialization.Encoding.PEM, serialization.ParameterFormat.PKCS3)
         )
+        if relay is not None:
+            self.relay_dir = self.root / "relay"
+            self.relay_dir.mkdir()
+            (self.relay_dir / "ca.pem").write_bytes(relay_ca_pem or b"")
+            self._write_relay(relay.relayhost, relay.password)
 
     def _write_conf(self):
         lines = [
@@ -190,6 +207,12 @@ class MailcowStack:
                     f"{port}/tcp": ("127.0.0.1", self.endpoints[name])
                     for name, port in ports.items()
                 }
+            extra = {}
+            if conf == "postfix" and self.relay is not None:
+                extra = {
+                    "network": self.relay.network_name,
+                    "volumes": {str(self.relay_dir): {"bind": "/relay", "mode": "ro"}},
+                }
             container = self.client.containers.run(
                 self.image,
                 ["/conf/run.sh"],
@@ -205,11 +228,29 @@ class MailcowStack:
                 volumes={
                     str(self.ssl_dir): {"bind": "/etc/ssl/mail", "mode": "ro"},
                     str(CONF_DIR / conf): {"bind": "/conf", "mode": "ro"},
+                    **extra.pop("volumes", {}),
                 },
                 # Fixed host ports, as mailcow has: a restart keeps them.
                 ports=published,
+                **extra,
             )
             self.containers[service] = container
+
+    def _write_relay(self, relayhost, password):
+        """mailcow's relayhost and its login, where postfix reads them (``/relay``)."""
+        (self.relay_dir / "relayhost").write_text(relayhost + "\n")
+        (self.relay_dir / "sasl_passwd").write_text(
+            f"{relayhost} {self.relay.username}:{password}\n"
+        )
+
+    def set_relay(self, relayhost=None, password=None):
+        """Change the relayhost or its password, as mailcow's admin UI does; postfix reloads."""
+        relayhost = relayhost or self.relay.relayhost
+        self._write_relay(relayhost, password or self.relay.password)
+        for cmd in (["postconf", "-e", f"relayhost = {relayhost}"], ["postfix", "reload"]):
+            result = self.exec("postfix-mailcow", *cmd)
+            if result.exit_code != 0:
+                raise RuntimeError(f"{cmd} failed: {result.output!r}")
 
     def start_acme(self):
         """acme-mailcow as mailcow has it: docker-compose, its env from mailcow.conf."""

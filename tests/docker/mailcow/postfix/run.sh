@@ -15,5 +15,11 @@ for dir in /etc/ssl/mail/*/; do
   done
 done
 postmap -F "hash:$map"
+# A relayhost (mailcow's admin UI or API sets one): /relay holds its
+# [host]:port and password map, written by the test.
+if [ -f /relay/relayhost ]; then
+  grep -v '^#' /conf/relay.cf | while read -r line; do postconf -e "$line"; done
+  postconf -e "relayhost = $(cat /relay/relayhost)"
+fi
 newaliases 2>/dev/null || true
 exec postfix start-fg
