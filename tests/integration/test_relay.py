@@ -128,4 +128,4 @@ def test_not_through_the_expected_relay(salt_call, relayed):
 def test_bad_arguments_name_the_problem(salt_call, tmp_path, args, error):
     ret = salt_call("mailcow.relay_test", *args, f"path={tmp_path}")
     assert ret.returncode != 0
-    assert error in str(ret.data)
+    assert error in str(ret.data) + ret.stderr, ret
