@@ -2,12 +2,13 @@
 Is the mail server healthy? Alerts and Prometheus metrics for a consumer
 =========================================================================
 
-:depends: the ``certsync`` and ``tlsprobe`` execution modules
+:depends: the ``certsync`` and ``tlsprobe`` execution modules; prometheus_client
+    for :py:func:`textfile`; the ``mailcow`` module for the relay
 
 ``check`` looks at what the consumer's endpoints serve (on the wire; with no
 endpoints configured, at the deployed file, as endpoint ``deployed``), the
 fingerprint its source published in the mine, and the result of the last
-``certsync.deployed`` run, and reports five alert conditions:
+``certsync.deployed`` run, and reports these alert conditions:
 
 ``expiry``
     an endpoint serves a certificate with fewer than ``days`` days left;
@@ -21,10 +22,16 @@ fingerprint its source published in the mine, and the result of the last
 ``uncovered``
     a mailcow per-name directory lists names the deployed certificate does
     not cover, so certsync leaves it alone; its own certificate (expiry in
-    the detail) is renewed by nobody once mailcow's ACME client is off.
+    the detail) is renewed by nobody once mailcow's ACME client is off;
+``relay_failing``
+    with a ``relay`` configured (``{host, port}``): mail through it was
+    deferred or bounced and none was sent since, for longer than its
+    ``grace`` (``mailcow.relay_status`` over ``window`` seconds of
+    postfix-mailcow's log).
 
 ``textfile`` writes the same as node_exporter textfile-collector metrics,
-atomically. The ``certsync`` beacon (``alert_days``) calls both, and fires
+atomically, with ``prometheus_client``'s own writer. The ``certsync`` beacon
+(``alert_days``) calls both, and fires
 ``certsync/alert/<condition>`` once when a condition starts.
 
 Settings come from the formula's pillar (``certsync:consumers:<id>``).
@@ -55,7 +62,26 @@ METRICS = {
     "source certificate does not cover every name in its domains file.",
     "certsync_sni_dir_expiry_timestamp_seconds": "Expiry (not_after) of the certificate in "
     "such a dir, Unix time: nobody renews it once mailcow's own ACME client is off.",
+    "certsync_relay_last_success_timestamp_seconds": "When postfix last sent a message "
+    "through the relay, Unix time (within the window read).",
+    "certsync_relay_deferred": "Delivery attempts through the relay deferred within the window.",
+    "certsync_relay_bounced": "Delivery attempts through the relay bounced within the window.",
+    "certsync_relay_status_success": "1 when postfix-mailcow's log and queue could be read.",
+    "certsync_mail_queue_messages": "Messages in postfix-mailcow's queue, per queue.",
+    "certsync_mail_queue_oldest_deferred_age_seconds": "Age of the oldest deferred message "
+    "in postfix-mailcow's queue (0 when none).",
 }
+#: relay_failing: failures must last this long (seconds); the log window read.
+RELAY_GRACE = 900
+RELAY_WINDOW = 86400
+
+try:
+    from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+    from prometheus_client.core import GaugeMetricFamily
+
+    HAS_PROMETHEUS_CLIENT = True
+except ImportError:
+    HAS_PROMETHEUS_CLIENT = False
 
 
 def __virtual__():
@@ -196,6 +222,9 @@ def check(days=DEFAULT_DAYS, timeout=10):
     last = last_deploy(settings["dest"])
     uncovered = _uncovered(settings)
     conditions = _conditions(endpoints, days, source_fp, source_error, last)
+    relay = _relay(settings, now)
+    if relay is not None:
+        conditions["relay_failing"] = _relay_failing(relay, now)
     conditions["uncovered"] = {
         "active": bool(uncovered),
         "detail": "; ".join(
@@ -210,7 +239,46 @@ def check(days=DEFAULT_DAYS, timeout=10):
         "endpoints": endpoints,
         "last_deploy": last,
         "uncovered": uncovered,
+        "relay": relay,
         "conditions": conditions,
+    }
+
+
+def _relay(settings, now):
+    """``mailcow.relay_status`` of the configured relay (None when there is none)."""
+    relay = settings.get("relay") or {}
+    if not relay.get("host"):
+        return None
+    target = f"{relay['host']}:{relay.get('port', 25)}"
+    report = {
+        "relay": target,
+        "grace": float(relay.get("grace", RELAY_GRACE)),
+        "checked": now,
+    }
+    try:
+        status = __salt__["mailcow.relay_status"](
+            relay=target, window=relay.get("window", RELAY_WINDOW), path=settings["mailcow_dir"]
+        )
+    except (CommandExecutionError, SaltInvocationError, KeyError) as exc:
+        return {**report, "error": str(exc)}
+    row = status["relays"].get(target.lower()) or {}
+    return {**report, "row": row, "queue": status["queue"]}
+
+
+def _relay_failing(relay, now):
+    if relay.get("error"):
+        return {"active": False, "detail": f"relay status unknown: {relay['error']}"}
+    row = relay["row"]
+    since = row.get("failing_since")
+    failing = bool(since) and now - _epoch(since) >= relay["grace"]
+    if not failing:
+        return {"active": False, "detail": ""}
+    failure = row["last_failure"]
+    sent = row.get("last_success") or "the window began"
+    return {
+        "active": True,
+        "detail": f"no mail sent through {relay['relay']} since {sent}; failing since {since}: "
+        f"{failure['status']} {failure['dsn']} ({failure['problem']}): {failure['reason']}",
     }
 
 
@@ -285,51 +353,78 @@ def _conditions(endpoints, days, source_fp, source_error, last):
     }
 
 
-def _escape(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _samples(report):
+    """(metric, labels, value) of a :py:func:`check` report."""
+    host = {"hostname": report["hostname"]}
+    for endpoint, row in report["endpoints"].items():
+        labels = {**host, "endpoint": endpoint}
+        yield "certsync_probe_success", labels, int(row["ok"])
+        yield "certsync_cert_matches_source", labels, int(row["matches_source"])
+        if row["ok"]:
+            yield "certsync_cert_expiry_timestamp_seconds", labels, float(row["not_after"])
+    last = report["last_deploy"]
+    if last:
+        yield "certsync_last_deploy_success", host, int(last["result"])
+        yield "certsync_last_deploy_run_timestamp_seconds", host, float(last["time"])
+        if last.get("last_success"):
+            yield "certsync_last_successful_deploy_timestamp_seconds", host, last["last_success"]
+    for condition, state in report["conditions"].items():
+        yield "certsync_alert", {**host, "condition": condition}, int(state["active"])
+    for entry, row in sorted((report.get("uncovered") or {}).items()):
+        labels = {**host, "dir": entry}
+        yield "certsync_sni_dir_uncovered", labels, 1
+        if row.get("not_after"):
+            yield "certsync_sni_dir_expiry_timestamp_seconds", labels, _epoch(row["not_after"])
+    yield from _relay_samples(host, report.get("relay"))
 
 
-def _sample(name, labels, value):
-    inner = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
-    return f"{name}{{{inner}}} {value!r}" if inner else f"{name} {value!r}"
+def _relay_samples(host, relay):
+    if relay is None:
+        return
+    labels = {**host, "relay": relay["relay"]}
+    yield "certsync_relay_status_success", labels, int("error" not in relay)
+    if "error" in relay:
+        return
+    row = relay["row"]
+    if row.get("last_success"):
+        yield "certsync_relay_last_success_timestamp_seconds", labels, _epoch(row["last_success"])
+    yield "certsync_relay_deferred", labels, row.get("deferred", 0)
+    yield "certsync_relay_bounced", labels, row.get("bounced", 0)
+    for queue, count in sorted(relay["queue"]["by_queue"].items()):
+        yield "certsync_mail_queue_messages", {**host, "queue": queue}, count
+    age = relay["queue"]["oldest_deferred_age"] or 0
+    yield "certsync_mail_queue_oldest_deferred_age_seconds", host, age
+
+
+class _Report:
+    """A prometheus_client collector of one report's samples (gauges)."""
+
+    def __init__(self, report):
+        self.report = report
+
+    def collect(self):
+        families = {}
+        for name, labels, value in _samples(self.report):
+            if name not in families:
+                families[name] = GaugeMetricFamily(name, METRICS[name], labels=sorted(labels))
+            families[name].add_metric([str(labels[k]) for k in sorted(labels)], float(value))
+        return [families[name] for name in METRICS if name in families]
+
+
+def _registry(report):
+    if not HAS_PROMETHEUS_CLIENT:
+        raise CommandExecutionError(
+            "the Prometheus metrics need the prometheus_client library (salt-pip install "
+            "prometheus-client on Salt's onedir packages)"
+        )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Report(report))
+    return registry
 
 
 def render(report):
     """The Prometheus text exposition of a :py:func:`check` report."""
-    host = {"hostname": report["hostname"]}
-    samples = {name: [] for name in METRICS}
-
-    def add(name, labels, value):
-        samples[name].append(_sample(name, labels, value))
-
-    for endpoint, row in report["endpoints"].items():
-        labels = {**host, "endpoint": endpoint}
-        add("certsync_probe_success", labels, int(row["ok"]))
-        add("certsync_cert_matches_source", labels, int(row["matches_source"]))
-        if row["ok"]:
-            add("certsync_cert_expiry_timestamp_seconds", labels, float(row["not_after"]))
-    last = report["last_deploy"]
-    if last:
-        add("certsync_last_deploy_success", host, int(last["result"]))
-        add("certsync_last_deploy_run_timestamp_seconds", host, float(last["time"]))
-        if last.get("last_success"):
-            add(
-                "certsync_last_successful_deploy_timestamp_seconds",
-                host,
-                float(last["last_success"]),
-            )
-    for condition, state in report["conditions"].items():
-        add("certsync_alert", {**host, "condition": condition}, int(state["active"]))
-    for entry, row in sorted((report.get("uncovered") or {}).items()):
-        labels = {**host, "dir": entry}
-        add("certsync_sni_dir_uncovered", labels, 1)
-        if row.get("not_after"):
-            add("certsync_sni_dir_expiry_timestamp_seconds", labels, _epoch(row["not_after"]))
-    lines = []
-    for name, help_text in METRICS.items():
-        if samples[name]:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples[name]]
-    return "\n".join(lines) + "\n"
+    return generate_latest(_registry(report)).decode()
 
 
 def textfile(path, days=DEFAULT_DAYS, report=None):
@@ -356,6 +451,9 @@ def textfile(path, days=DEFAULT_DAYS, report=None):
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise CommandExecutionError(f"{path}: the directory does not exist")
     report = report or check(days)
-    text = render(report)
-    _write_atomically(str(path), text, 0o644)
-    return {"path": str(path), "samples": sum(1 for line in text.splitlines() if line[:1] != "#")}
+    registry = _registry(report)
+    # prometheus_client writes a temporary file beside ``path`` and renames it
+    write_to_textfile(str(path), registry)
+    os.chmod(str(path), 0o644)
+    samples = sum(len(family.samples) for family in registry.collect())
+    return {"path": str(path), "samples": samples}

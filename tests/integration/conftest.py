@@ -2,6 +2,7 @@
 
 import pytest
 from support.mailcow_stack import MailcowStack, build_image, docker_client
+from support.relay import SmtpRelay
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +33,18 @@ def make_stack(docker_engine, mailcow_image, tmp_path):
     yield make
     for stack in stacks:
         stack.remove()
+
+
+@pytest.fixture
+def make_relay(docker_engine, mailcow_image, tmp_path):
+    """Start a smarthost with a given certificate; each is removed afterwards."""
+    relays = []
+
+    def make(issued):
+        relay = SmtpRelay(docker_engine, mailcow_image, tmp_path / f"relay{len(relays)}", issued)
+        relays.append(relay)
+        return relay.start()
+
+    yield make
+    for relay in relays:
+        relay.stop()

@@ -8,24 +8,12 @@ mailcow.relay_test and mailcow.relay_status through salt-call --local.
 import pytest
 from support.mailcow_stack import HOST, NAMES
 from support.pki import TestCA
-from support.relay import NAME, PORT, SmtpRelay
+from support.relay import NAME, PORT
 
 RELAY = f"{NAME}:{PORT}"
 TO = "someone@example.net"
-
-
-@pytest.fixture
-def make_relay(docker_engine, mailcow_image, tmp_path):
-    relays = []
-
-    def make(issued):
-        relay = SmtpRelay(docker_engine, mailcow_image, tmp_path / f"relay{len(relays)}", issued)
-        relays.append(relay)
-        return relay.start()
-
-    yield make
-    for relay in relays:
-        relay.stop()
+#: A password the relay does not know (rotated at the relay, not in mailcow).
+ROTATED = "rotated-elsewhere"
 
 
 @pytest.fixture
@@ -60,14 +48,14 @@ def test_a_test_send_leaves_through_the_relay_over_trusted_tls(salt_call, relaye
 
 def test_a_wrong_password_fails_with_postfix_reason(salt_call, relayed):
     stack, relay = relayed
-    stack.set_relay(password="rotated-elsewhere")
+    stack.set_relay(password=ROTATED)
     code, ret = _call(salt_call, "mailcow.relay_test", stack, TO, f"relay={RELAY}", "timeout=60")
     assert code != 0
     assert ret["ok"] is False
     assert ret["problem"] == "authentication failed"
     assert ret["status"] in ("deferred", "bounced")
     assert "SASL authentication failed" in ret["reason"]
-    assert "rotated-elsewhere" not in str(ret)
+    assert ROTATED not in str(ret)
     assert relay.received() == []
     code, status = _call(salt_call, "mailcow.relay_status", stack)
     row = status["relays"][RELAY]

@@ -1,0 +1,102 @@
+"""
+The relay_failing alert from real postfix logs: the monitor and the beacon
+(loader mocked) read the mailcow look-alike's postfix, which relays through a
+real smarthost (tests/support/relay.py); the mine is a stand-in.
+"""
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support.loader import certsync_beacon, mailcow_mod, monitor_mod, tlsprobe_mod
+from support.mailcow_stack import HOST, NAMES
+from support.relay import NAME, PORT
+
+RELAY = f"{NAME}:{PORT}"
+TO = "someone@example.net"
+#: A password the relay does not know (rotated at the relay, not in mailcow).
+ROTATED = "rotated-elsewhere"
+CONFIG = [{"alert_days": 14, "grace": 0}]
+
+
+@pytest.fixture
+def stack(make_relay, make_stack, ca):
+    relay = make_relay(ca.leaf(NAME))
+    return make_stack(ca.leaf(HOST, sans=NAMES), relay=relay, relay_ca_pem=ca.root_pem())
+
+
+@pytest.fixture
+def configure_loader_modules(tmp_path, stack):
+    opts = {"id": "mailcow", "cachedir": str(tmp_path / "cache"), "test": False}
+    serving = stack.served()["smtp"]
+
+    def settings():
+        return {
+            "hostname": HOST,
+            "source": "npm",
+            "dest": str(stack.ssl_dir),
+            "mailcow_dir": str(stack.root),
+            "endpoints": {"smtp": stack.endpoints["smtp"]},
+            "probe_address": "127.0.0.1",
+            "sni": False,
+            "relay": {"host": NAME, "port": PORT, "grace": 0},
+        }
+
+    monitor_funcs = {
+        f"certsync_monitor.{name}": getattr(monitor_mod, name) for name in ("check", "textfile")
+    }
+    return {
+        tlsprobe_mod: {"__context__": {}},
+        mailcow_mod: {"__opts__": opts, "__context__": {}, "__salt__": {}},
+        monitor_mod: {
+            "__opts__": opts,
+            "__context__": {},
+            "__salt__": {
+                "certsync.consumer_settings": settings,
+                "certsync.published_fingerprint": lambda source: serving,
+                "tlsprobe.probe": tlsprobe_mod.probe,
+                "mailcow.relay_status": mailcow_mod.relay_status,
+            },
+        },
+        certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
+    }
+
+
+def _tags(events):
+    return [event["tag"] for event in events]
+
+
+def test_relay_failing_alerts_once_and_clears_after_a_success(stack, tmp_path):
+    assert certsync_beacon.beacon(CONFIG) == []
+    stack.set_relay(password=ROTATED)
+    failed = mailcow_mod.relay_test(TO, relay=RELAY, timeout=60, path=str(stack.root))
+    assert failed["problem"] == "authentication failed"
+
+    events = certsync_beacon.beacon(CONFIG)
+    assert _tags(events) == ["alert/relay_failing"]
+    detail = events[0]["detail"]
+    assert f"no mail sent through {RELAY}" in detail and "authentication failed" in detail
+    assert ROTATED not in detail
+    assert certsync_beacon.beacon(CONFIG) == []  # once per condition
+
+    path = tmp_path / "certsync.prom"
+    monitor_mod.textfile(str(path), days=14)
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    alerts = {s.labels["condition"]: s.value for s in families["certsync_alert"].samples}
+    assert alerts["relay_failing"] == 1
+    assert families["certsync_relay_status_success"].samples[0].value == 1
+    assert "certsync_relay_last_success_timestamp_seconds" not in families
+
+    stack.set_relay()  # the password fixed in mailcow's admin UI
+    assert mailcow_mod.relay_test(TO, relay=RELAY, timeout=60, path=str(stack.root))["ok"] is True
+    assert certsync_beacon.beacon(CONFIG) == []
+    report = monitor_mod.check(days=14)
+    assert report["conditions"]["relay_failing"] == {"active": False, "detail": ""}
+    monitor_mod.textfile(str(path), days=14)
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    (success,) = families["certsync_relay_last_success_timestamp_seconds"].samples
+    assert success.labels["relay"] == RELAY and success.value > 0
+    alerts = {s.labels["condition"]: s.value for s in families["certsync_alert"].samples}
+    assert alerts["relay_failing"] == 0
+
+    stack.set_relay(password=ROTATED + "-again")
+    mailcow_mod.relay_test(TO, relay=RELAY, timeout=60, path=str(stack.root))
+    assert _tags(certsync_beacon.beacon(CONFIG)) == ["alert/relay_failing"]  # a new episode
