@@ -86,7 +86,8 @@ def _starttls(sock, host, cafile, timeout):
     """SMTP greeting, EHLO, STARTTLS and a verified handshake on ``sock``; None when fine."""
     client = smtplib.SMTP(timeout=timeout, local_hostname=CLIENT_NAME)
     client.sock = sock
-    client.file = None
+    client._host = host  # the name smtplib's STARTTLS verifies the certificate for
+
     try:
         code, banner = client.getreply()
         if code != 220:
@@ -101,7 +102,7 @@ def _starttls(sock, host, cafile, timeout):
         return None
     except ssl.SSLCertVerificationError as exc:
         return f"the relay's certificate is not verified for {host}: {exc.verify_message}"
-    except (OSError, smtplib.SMTPException) as exc:
+    except (OSError, ValueError, smtplib.SMTPException) as exc:
         return f"SMTP/TLS failed: {exc}"
     finally:
         client.close()

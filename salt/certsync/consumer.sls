@@ -5,9 +5,14 @@
     an event was lost. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
 {%- set announced = salt["pillar.get"]("certsync_event", {}) %}
-{%- if certsync.dns.domain %}
+{%- if certsync.dns.domain or consumer.relay.host %}
 include:
+{%-   if certsync.dns.domain %}
   - certsync.dns
+{%-   endif %}
+{%-   if consumer.relay.host %}
+  - certsync.egress
+{%-   endif %}
 {%- endif %}
 
 certsync-recipient-key:

@@ -13,6 +13,7 @@ for checks from this host.
 import contextlib
 import pathlib
 import re
+import secrets
 import time
 import uuid
 
@@ -30,13 +31,13 @@ READY_TIMEOUT = 60
 class SmtpRelay:
     """One smarthost container and its network."""
 
-    def __init__(self, client, image, root, issued, username="certsync", password="s3cret-relay"):
+    def __init__(self, client, image, root, issued, username="certsync", password=None):
         self.client = client
         self.image = image
         self.root = pathlib.Path(root)
         self.issued = issued
         self.username = username
-        self.password = password
+        self.password = password or secrets.token_urlsafe(12)
         suffix = uuid.uuid4().hex[:8]
         self.network_name = f"certsync-relay-{suffix}"
         self.container_name = f"certsync-relay-{suffix}"
@@ -81,7 +82,7 @@ class SmtpRelay:
             running = self.container.status == "running"
             if running and self.container.exec_run(["postfix", "status"]).exit_code == 0:
                 return
-            if not running and self.container.status != "created" or time.monotonic() > deadline:
+            if (not running and self.container.status != "created") or time.monotonic() > deadline:
                 logs = self.container.logs(tail=30).decode(errors="replace")
                 raise RuntimeError(f"the test relay did not start:\n{logs}")
             time.sleep(0.3)
