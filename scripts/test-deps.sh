@@ -3,7 +3,10 @@
 # debootstrap (to build the mailcow-like image), nsd (an authoritative DNS
 # server), knot (an authoritative server taking RFC 2136 updates), certbot and
 # pebble (NPM's ACME client against Let's Encrypt's test server), docker-compose
-# (mailcow's documented way to recreate acme-mailcow), installed when missing; dockerd started (as root) when no engine answers. Idempotent.
+# (mailcow's documented way to recreate acme-mailcow), promtool (Debian's
+# prometheus), nftables and iproute2 (the egress tests' firewall and network
+# namespaces), installed when missing; dockerd started (as root) when no
+# engine answers. Idempotent.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 log="$repo/.cache/dockerd.log"
@@ -21,6 +24,8 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v certbot >/dev/null 2>&1 || missing+=(certbot)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "certsync: ${missing[*]} missing; run as root or install them" >&2
@@ -29,6 +34,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "certsync: installing ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# promtool (rule checks and unit tests) from Debian's prometheus, without the
+# exporters it recommends.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "certsync: promtool missing; run as root or install Debian's prometheus" >&2
+        exit 1
+    fi
+    echo "certsync: installing prometheus (for promtool)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+        >/dev/null
 fi
 
 if engine_answers; then
