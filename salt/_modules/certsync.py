@@ -1948,7 +1948,10 @@ def status():
     how certbot will renew it (:py:func:`renewal`: is the key kept?); on
     a consumer, the deployed certificate and what every endpoint serves, the
     per-name dirs left alone (``uncovered``) and the names mailcow serves
-    with the top-level pair that the certificate lacks (``missing_names``), and
+    with the top-level pair that the certificate lacks (``missing_names``),
+    with a ``relay`` in the pillar whether mail leaves through it
+    (``mailcow.relay_status``) and the way out is open
+    (``certsync_egress.check``), and
     with DANE on (pillar ``dane``) the TLSA records: whether one matches the
     deployed certificate, which are ``stale`` (match it no more: remove) and,
     when the last deploy was held back for it, the record ``pending``
@@ -2000,6 +2003,9 @@ def status():
         name: probe.get("fingerprint") or f"error: {probe.get('error')}"
         for name, probe in probes.items()
     }
+    relay = settings.get("relay") or {}
+    if relay.get("host"):
+        ret["relay"] = _relay_view(settings, relay)
     if settings.get("dane"):
         ret["tlsa"] = _tlsa_status(cfg["hostname"], dest, settings["dane"])
         if "certsync_monitor.last_deploy" in __salt__:
@@ -2026,6 +2032,36 @@ def _mailcow_view(settings, deployed):
             )
         except (CommandExecutionError, SaltInvocationError) as exc:
             view["missing_names"] = [f"error: {exc}"]
+    return view
+
+
+def _relay_view(settings, relay):
+    """Is mail leaving through the relay (postfix's log and queue), and is the way out
+    open (the egress check)? ``ok`` is False when the last attempt failed or a
+    target is blocked."""
+    target = f"{relay['host']}:{relay.get('port', 587)}"
+    view = {"relay": target}
+    try:
+        status = __salt__["mailcow.relay_status"](
+            relay=target, window=relay.get("window", 86400), path=settings["mailcow_dir"]
+        )
+        view.update(status["relays"].get(target.lower()) or {"sent": 0})
+        view["queue"] = status["queue"]
+    except (CommandExecutionError, SaltInvocationError, KeyError) as exc:
+        view["error"] = str(exc)
+    egress = __salt__["certsync_egress.check"](
+        relay=target,
+        relay_address=relay.get("address") or None,
+        cafile=relay.get("cafile") or None,
+        master=relay.get("master_address") or None,
+    )
+    __context__.pop("retcode", None)
+    view["blocked"] = [
+        f"{row['target']} {row['host']}:{row['port']}: {row['error']}"
+        for row in egress["checks"]
+        if not row["ok"]
+    ]
+    view["ok"] = not view.get("error") and not view.get("failing_since") and egress["ok"]
     return view
 
 

@@ -1012,6 +1012,8 @@ def relay_test(
     to = _address(to, "to")
     wanted = _relay_key(relay) if relay is not None else None
     timeout = _window(timeout, "timeout")
+    if sender is not None:
+        sender = _address(sender, "sender")
     hostname = (conf_get("MAILCOW_HOSTNAME", path) or "").lower()
     if sender is None:
         if hostname.count(".") < 2:
@@ -1019,7 +1021,6 @@ def relay_test(
                 f"{_conf_path(path)}: no mail domain in MAILCOW_HOSTNAME {hostname!r}; give sender"
             )
         sender = f"postmaster@{hostname.split('.', 1)[1]}"
-    sender = _address(sender, "sender")
     container = _postfix(path)
     message_id, data = _test_message(sender, to, hostname or "localhost")
     started = time.time()

@@ -41,7 +41,8 @@ def status(timeout=60):
     removed); per source: its certificate and how certbot renews it
     (``renewal``: is the key kept?). ``result`` is False (and ``salt-run``
     exits 1) when they do not all agree, no TLSA record matches the deployed
-    certificate, a source's next renewal would change a key that a published
+    certificate, mail is not leaving through a consumer's relay or its way out
+    is blocked (``relay``), a source's next renewal would change a key that a published
     TLSA record pins, or a minion did not answer.
 
     CLI Example:
@@ -81,6 +82,9 @@ def status(timeout=60):
             if view.get("tlsa"):
                 row["tlsa"] = view["tlsa"]
                 row["agree"] = row["agree"] and view["tlsa"].get("deployed_matches") is True
+            if view.get("relay"):
+                row["relay"] = view["relay"]
+                row["agree"] = row["agree"] and view["relay"].get("ok") is True
             if not view:
                 row["error"] = f"{consumer} did not answer: {views.get(consumer)!r}"
             ok = ok and row["agree"]

@@ -6,7 +6,14 @@ real smarthost (tests/support/relay.py); the mine is a stand-in.
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support.loader import certsync_beacon, mailcow_mod, monitor_mod, tlsprobe_mod
+from support.loader import (
+    certsync_beacon,
+    certsync_mod,
+    load_loader_module,
+    mailcow_mod,
+    monitor_mod,
+    tlsprobe_mod,
+)
 from support.mailcow_stack import HOST, NAMES
 from support.relay import NAME, PORT
 
@@ -15,6 +22,7 @@ TO = "someone@example.net"
 #: A password the relay does not know (rotated at the relay, not in mailcow).
 ROTATED = "rotated-elsewhere"
 CONFIG = [{"alert_days": 14, "grace": 0}]
+egress_mod = load_loader_module("modules", "certsync_egress")
 
 
 @pytest.fixture
@@ -24,7 +32,14 @@ def stack(make_relay, make_stack, ca):
 
 
 @pytest.fixture
-def configure_loader_modules(tmp_path, stack):
+def ca_file(ca, tmp_path):
+    path = tmp_path / "relay-ca.pem"
+    path.write_bytes(ca.root_pem())
+    return str(path)
+
+
+@pytest.fixture
+def configure_loader_modules(tmp_path, stack, ca_file):
     opts = {"id": "mailcow", "cachedir": str(tmp_path / "cache"), "test": False}
     serving = stack.served()["smtp"]
 
@@ -37,7 +52,13 @@ def configure_loader_modules(tmp_path, stack):
             "endpoints": {"smtp": stack.endpoints["smtp"]},
             "probe_address": "127.0.0.1",
             "sni": False,
-            "relay": {"host": NAME, "port": PORT, "grace": 0},
+            "relay": {
+                "host": NAME,
+                "port": PORT,
+                "grace": 0,
+                "address": stack.relay.host_address,
+                "cafile": ca_file,
+            },
         }
 
     monitor_funcs = {
@@ -57,6 +78,15 @@ def configure_loader_modules(tmp_path, stack):
             },
         },
         certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
+        egress_mod: {"__opts__": opts, "__context__": {}},
+        certsync_mod: {
+            "__opts__": opts,
+            "__context__": {},
+            "__salt__": {
+                "mailcow.relay_status": mailcow_mod.relay_status,
+                "certsync_egress.check": egress_mod.check,
+            },
+        },
     }
 
 
@@ -100,3 +130,24 @@ def test_relay_failing_alerts_once_and_clears_after_a_success(stack, tmp_path):
     stack.set_relay(password=ROTATED + "-again")
     mailcow_mod.relay_test(TO, relay=RELAY, timeout=60, path=str(stack.root))
     assert _tags(certsync_beacon.beacon(CONFIG)) == ["alert/relay_failing"]  # a new episode
+
+
+def test_status_says_whether_mail_leaves_and_the_way_out_is_open(stack, configure_loader_modules):
+    settings = configure_loader_modules[monitor_mod]["__salt__"]["certsync.consumer_settings"]()
+    view = certsync_mod._relay_view(settings, settings["relay"])
+    assert view == {"relay": RELAY, "sent": 0, "queue": view["queue"], "blocked": [], "ok": True}
+    assert mailcow_mod.relay_test(TO, relay=RELAY, path=str(stack.root))["ok"] is True
+    view = certsync_mod._relay_view(settings, settings["relay"])
+    assert (view["ok"], view["sent"], view["failing_since"]) == (True, 1, None)
+
+    stack.set_relay(password=ROTATED)
+    mailcow_mod.relay_test(TO, relay=RELAY, path=str(stack.root))
+    view = certsync_mod._relay_view(settings, settings["relay"])
+    assert view["ok"] is False and view["failing_since"]
+    assert view["last_failure"]["problem"] == "authentication failed"
+
+    stack.relay.container.stop(timeout=1)  # the relay host goes away
+    view = certsync_mod._relay_view(settings, settings["relay"])
+    assert view["blocked"] == [
+        f"relay {NAME}:{PORT}: connection refused (rejected by a firewall, or nothing listens)"
+    ]

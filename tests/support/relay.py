@@ -6,8 +6,9 @@ required to relay, and everything accepted is discarded, so nothing leaves.
 
 It sits on a Docker network of its own under the name ``relay.example.test``;
 the mailcow look-alike's postfix joins that network when the stack has a
-relay (``MailcowStack(relay=...)``). Its 2525 is also published on loopback
-for checks from this host.
+relay (``MailcowStack(relay=...)``). Its port 2525 is also published on a
+loopback address of its own (127.x.y.z), so checks from this host reach it
+at the relay's real port.
 """
 
 import contextlib
@@ -19,7 +20,6 @@ import uuid
 
 import docker
 
-from .mailcow_stack import free_port
 from .pki import write_pair
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "docker" / "relay"
@@ -43,7 +43,7 @@ class SmtpRelay:
         self.container_name = f"certsync-relay-{suffix}"
         self.network = None
         self.container = None
-        self.host_port = None
+        self.host_address = "127.{}.{}.{}".format(*(2 + secrets.randbelow(250) for _ in range(3)))
 
     @property
     def relayhost(self):
@@ -55,7 +55,6 @@ class SmtpRelay:
         write_pair(etc, self.issued)
         (etc / "users").write_text(f"{self.username}:{{PLAIN}}{self.password}\n")
         self.network = self.client.networks.create(self.network_name, driver="bridge")
-        self.host_port = free_port()
         self.container = self.client.containers.run(
             self.image,
             ["/conf/run.sh"],
@@ -70,7 +69,7 @@ class SmtpRelay:
                 str(etc): {"bind": "/etc/relay", "mode": "ro"},
                 str(CONF_DIR): {"bind": "/conf", "mode": "ro"},
             },
-            ports={f"{PORT}/tcp": ("127.0.0.1", self.host_port)},
+            ports={f"{PORT}/tcp": (self.host_address, PORT)},
         )
         self._wait_ready()
         return self

@@ -77,3 +77,12 @@ def test_otherwise_the_source_row_passes(run, keeps_key, records):
     ret = run(_views(keeps_key, records))
     assert ret["sources"]["npm"]["result"] is True
     assert "error" not in ret["sources"]["npm"]
+
+
+@pytest.mark.parametrize("relay_ok", [True, False])
+def test_a_consumer_whose_mail_does_not_leave_fails_the_fleet(run, relay_ok):
+    views = _views(keeps_key=True, tlsa_records=None)
+    views["mailcow"]["relay"] = {"relay": "mail.smtp2go.com:2525", "ok": relay_ok, "blocked": []}
+    ret = run(views)
+    assert ret["consumers"]["mailcow"]["relay"]["ok"] is relay_ok
+    assert (ret["result"], ret["consumers"]["mailcow"]["agree"]) == (relay_ok, relay_ok)
