@@ -18,3 +18,8 @@ certsync:
         - nginx-mailcow
       probe_address: 127.0.0.1
       min_days: 14
+      # Outbound mail leaves through SMTP2GO (mailcow's relayhost): watched
+      # by the relay_failing alert, certsync.status and the egress check.
+      relay:
+        host: mail.smtp2go.com
+        port: 2525

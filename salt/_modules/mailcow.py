@@ -1046,7 +1046,7 @@ def relay_test(
         )
         if problem:
             result["problem"] = problem
-    if qid and not keep and result.get("status") != "sent":
+    if qid and not keep and result.get("status") in (None, "deferred"):
         removed = container.exec_run(["postsuper", "-d", qid])
         result["removed_from_queue"] = removed.exit_code == 0
     if not result["ok"]:
