@@ -1,0 +1,55 @@
+"""The consumer formula with a relay in its pillar: what it renders (salt-call --local)."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.functional
+ME = "certsync-functional"
+
+
+def _rendered(salt_call, consumer):
+    pillar = {
+        "certsync": {
+            "hostname": "mail.example.test",
+            "source": {"minion": "npm"},
+            "consumers": {ME: consumer},
+        }
+    }
+    ret = salt_call("state.show_sls", "certsync.consumer", f"pillar={json.dumps(pillar)}")
+    assert ret.returncode == 0 and isinstance(ret.data, dict), ret
+    return ret.data
+
+
+def test_a_relay_brings_the_egress_check_and_with_manage_the_allow_rules(salt_call):
+    relay = {"host": "mail.smtp2go.com", "port": 2525, "firewall": {"manage": True}}
+    states = _rendered(salt_call, {"relay": relay})
+    check = dict(
+        item
+        for arg in states["certsync-egress"]["certsync_egress"]
+        if isinstance(arg, dict)
+        for item in arg.items()
+    )
+    assert check["relay"] == "mail.smtp2go.com:2525"
+    allows = sorted(name for name in states if name.startswith("certsync-egress-allow-"))
+    assert allows[0] == "certsync-egress-allow-2525" and len(allows) == 3
+    rule = dict(
+        item
+        for arg in states["certsync-egress-allow-2525"]["nftables"]
+        if isinstance(arg, dict)
+        for item in arg.items()
+    )
+    assert (rule["family"], rule["table"], rule["chain"], rule["dport"]) == (
+        "inet",
+        "filter",
+        "output",
+        2525,
+    )
+    assert rule["save"] is False
+
+
+def test_no_relay_no_egress_and_no_firewall_unless_asked(salt_call):
+    assert not [name for name in _rendered(salt_call, {}) if name.startswith("certsync-egress")]
+    states = _rendered(salt_call, {"relay": {"host": "mail.smtp2go.com", "port": 2525}})
+    assert "certsync-egress" in states
+    assert not [name for name in states if name.startswith("certsync-egress-allow-")]
