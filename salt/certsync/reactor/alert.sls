@@ -4,7 +4,7 @@
     returner, salt-api's event stream), and, when the master sets
     `certsync_alert_webhook`, POST it there as JSON. Only known conditions
     pass; the text is cut to a bounded length. #}
-{%- set conditions = ["expiry", "mismatch", "deploy_failed", "dane_pending", "uncovered"] %}
+{%- set conditions = ["expiry", "mismatch", "deploy_failed", "dane_pending", "uncovered", "relay_failing"] %}
 {%- set condition = data.get("condition") %}
 {%- set webhook = opts.get("certsync_alert_webhook") %}
 {%- if condition is string and condition in conditions %}
