@@ -134,7 +134,9 @@ def tlsa(
         answer = resolver.resolve(name, "TLSA")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return {"name": name, "records": [], "ttl": None, "ad": None}
-    except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.YXDOMAIN) as exc:
+    except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+        raise _LookupFailed(f"cannot look up TLSA {name}: {_failure_reason(exc)}") from None
+    except dns.resolver.YXDOMAIN as exc:
         raise CommandExecutionError(f"cannot look up TLSA {name}: {exc}") from None
     records = sorted(f"{rd.usage} {rd.selector} {rd.mtype} {rd.cert.hex()}" for rd in answer)
     ad = bool(answer.response.flags & dns.flags.AD) if dnssec else None
@@ -675,6 +677,46 @@ def _row(record, expected, found, ok, why=""):
     }
 
 
+class _LookupFailed(CommandExecutionError):
+    """A lookup got no answer (timeout, SERVFAIL, REFUSED): not the same as no record."""
+
+
+def _failure_reason(exc):
+    """What went wrong with a lookup, in a few words: the rcodes servers gave, or a timeout."""
+    if isinstance(exc, dns.exception.Timeout):
+        return "timed out"
+    answers = []
+    for error in (
+        exc.kwargs.get("errors", []) if isinstance(exc, dns.resolver.NoNameservers) else []
+    ):
+        server, response = error[0], error[-1]
+        if isinstance(response, dns.message.Message):
+            answers.append(f"{dns.rcode.to_text(response.rcode())} from {server}")
+        else:
+            answers.append(f"{error[3] or 'no answer'} from {server}")
+    return ", ".join(dict.fromkeys(answers)) or str(exc)
+
+
+def _error_row(record, exc):
+    return {
+        "record": record,
+        "expected": "an answer",
+        "found": "lookup failed",
+        "result": "error",
+        "why": str(exc),
+    }
+
+
+def _guarded(record, check, *args):
+    """The rows of ``check(*args)`` (a row or a list); when one of its lookups fails,
+    one ``error`` row for ``record`` instead, naming the lookup and why."""
+    try:
+        rows = check(*args)
+    except _LookupFailed as exc:
+        return [_error_row(record, exc)]
+    return rows if isinstance(rows, list) else [rows]
+
+
 def _name(text):
     return str(text).rstrip(".").lower()
 
@@ -690,11 +732,17 @@ class _Lookup:
         """``(records, chain, status)``; status is ``ok``, ``nodata`` or ``nxdomain``.
 
         ``chain`` lists the names a CNAME chain went through. A lookup that
-        fails (timeout, SERVFAIL) raises: a broken resolver is not "no record".
+        fails (timeout, SERVFAIL, REFUSED) raises ``_LookupFailed``
+        (cached too): a broken resolver is not "no record".
         """
         key = (_name(name), rdtype)
         if key not in self.cache:
-            self.cache[key] = self._chase(*key)
+            try:
+                self.cache[key] = self._chase(*key)
+            except _LookupFailed as exc:
+                self.cache[key] = exc
+        if isinstance(self.cache[key], _LookupFailed):
+            raise self.cache[key]
         return self.cache[key]
 
     def _chase(self, name, rdtype):
@@ -708,7 +756,9 @@ class _Lookup:
                     chain.append(final)
                 return [], chain, "nxdomain"
             except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
-                raise CommandExecutionError(f"cannot look up {rdtype} {current}: {exc}") from None
+                raise _LookupFailed(
+                    f"cannot look up {rdtype} {current}: {_failure_reason(exc)}"
+                ) from None
             canonical = _name(answer.canonical_name)
             if canonical != current:
                 chain.append(canonical)
@@ -1453,9 +1503,11 @@ def audit(
 ):
     """
     Check the mail DNS of ``domain`` served by ``hostname``; one row per
-    record: ``record``, ``expected``, ``found``, ``result`` (pass/fail),
-    ``why``. ``ok`` is True when every row passes; the CLI exits non-zero
-    when one fails.
+    record: ``record``, ``expected``, ``found``, ``result`` (``pass``,
+    ``fail``, or ``error`` when a lookup got no answer: timeout, SERVFAIL,
+    REFUSED, which is not the same as no record), ``why``. A failed lookup
+    makes only its own row an error; the audit goes on. ``ok`` is True when
+    every row passes; the CLI exits non-zero otherwise.
 
     domain
         The mail domain (the part after ``@``).
@@ -1540,24 +1592,20 @@ def audit(
             "tlsa_ports needs certs (deployed, candidate) or probe_address to match records against"
         )
     lk = _lookup(nameservers, dns_port, timeout)
-
-    rows = _check_mx(lk, domain, mx)
-    address_rows, found = _check_addresses(lk, hostname, addresses)
-    rows += address_rows + _check_ptr(lk, hostname, found)
-    rows += _check_spf(lk, domain, accept)
-    dkim_rows = [_check_dkim(lk, domain, selector) for selector in selectors]
-    rows += dkim_rows
-    dkim_ok = any(row["result"] == "pass" for row in dkim_rows)
-    envelope = relay["name"] if relay else domain
-    rows += _check_dmarc(lk, domain, dmarc_policy, dkim_ok, envelope)
+    probe = {"address": probe_address, "ports": probe_ports or {}, "timeout": timeout}
+    rows = _guarded(f"MX {domain}", _check_mx, lk, domain, mx)
+    rows += _host_rows(lk, hostname, addresses)
+    rows += _sender_rows(lk, domain, accept, selectors, dmarc_policy, relay)
     if autoconfig:
-        https = None
-        port = (probe_ports or {}).get(443) or (probe_ports or {}).get("443")
-        if probe_address and port:
-            https = (probe_address, port, timeout)
-        rows += _check_clients(lk, domain, hostname, https)
-    if relay:
-        rows.append(_check_cname(lk, relay["name"], relay["target"], "the relay's bounces need it"))
+        https = (probe_address, _probe_port(probe, 443), timeout)
+        rows += _guarded(
+            f"autoconfig {domain}",
+            _check_clients,
+            lk,
+            domain,
+            hostname,
+            https if all(https[:2]) else None,
+        )
     resolver_args = {
         "nameservers": nameservers,
         "dns_port": dns_port,
@@ -1566,21 +1614,72 @@ def audit(
     }
     stale = {}
     for port in ports:
-        probe_port = (probe_ports or {}).get(port) or (probe_ports or {}).get(str(port))
-        tlsa_rows, check = _check_tlsa(
-            hostname,
-            port,
-            certs or {},
-            (probe_address, probe_port, timeout),
-            resolver_args,
-            key_kept,
+        tlsa_rows, stale[port] = _tlsa_rows(
+            hostname, port, certs or {}, probe, resolver_args, key_kept
         )
         rows += tlsa_rows
-        stale[port] = [r["record"] for r in check["records"] if not r["matches"]]
     failed = sum(row["result"] == "fail" for row in rows)
-    if failed:
+    errors = sum(row["result"] == "error" for row in rows)
+    if failed or errors:
         __context__["retcode"] = 1
-    return {"ok": not failed, "failed": failed, "rows": rows, "stale_tlsa": stale}
+    return {
+        "ok": not failed and not errors,
+        "failed": failed,
+        "errors": errors,
+        "rows": rows,
+        "stale_tlsa": stale,
+    }
+
+
+def _probe_port(probe, port):
+    ports = probe["ports"]
+    return ports.get(port) or ports.get(str(port))
+
+
+def _host_rows(lk, hostname, addresses):
+    """A/AAAA of the mail host, and each address's PTR (a failed lookup: its own row)."""
+    try:
+        rows, found = _check_addresses(lk, hostname, addresses)
+    except _LookupFailed as exc:
+        return [_error_row(f"A/AAAA {hostname}", exc)]
+    for address in found:
+        rows += _guarded(f"PTR {address}", _check_ptr, lk, hostname, [address])
+    return rows
+
+
+def _sender_rows(lk, domain, accept, selectors, dmarc_policy, relay):
+    """SPF, DKIM per selector, DMARC (aligned with the relay's return path), its CNAME."""
+    rows = _guarded(f"SPF {domain}", _check_spf, lk, domain, accept)
+    dkim_rows = []
+    for selector in selectors:
+        name = f"{selector}._domainkey.{domain}"
+        dkim_rows += _guarded(f"DKIM {name}", _check_dkim, lk, domain, selector)
+    rows += dkim_rows
+    dkim_ok = any(row["result"] == "pass" for row in dkim_rows)
+    envelope = relay["name"] if relay else domain
+    rows += _guarded(
+        f"DMARC _dmarc.{domain}", _check_dmarc, lk, domain, dmarc_policy, dkim_ok, envelope
+    )
+    if relay:
+        rows += _guarded(
+            f"CNAME {relay['name']}",
+            _check_cname,
+            lk,
+            relay["name"],
+            relay["target"],
+            "the relay's bounces need it",
+        )
+    return rows
+
+
+def _tlsa_rows(hostname, port, certs, probe, resolver_args, key_kept):
+    """The TLSA rows of one port and its stale records (a failed lookup: one error row)."""
+    served = (probe["address"], _probe_port(probe, port), probe["timeout"])
+    try:
+        rows, check = _check_tlsa(hostname, port, certs, served, resolver_args, key_kept)
+    except _LookupFailed as exc:
+        return [_error_row(f"TLSA {_tlsa_name(hostname, port, 'tcp')}", exc)], []
+    return rows, [r["record"] for r in check["records"] if not r["matches"]]
 
 
 def spf(domain, nameservers=None, dns_port=53, timeout=DEFAULT_TIMEOUT):

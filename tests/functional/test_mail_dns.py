@@ -462,3 +462,21 @@ def test_the_rollover_row_tells_whether_the_set_survives_the_next_key(
             row["why"]
             == "unknown whether the source's next renewal keeps the key (key_kept not given)"
         )
+
+
+def test_a_failed_lookup_is_its_own_error_row_and_the_audit_goes_on(
+    salt_call, dns_server, deployed
+):
+    """NSD refuses the reverse zone of an address it does not serve: that PTR row is an
+    error (not "no record"), every other row is still there and passes."""
+    elsewhere = "198.18.0.25"
+    _publish(salt_call, dns_server, deployed, a=f"mail IN A {elsewhere}")
+    ret = _audit(salt_call, dns_server, deployed, f"addresses=[{elsewhere}]")
+    assert ret.returncode == 1
+    assert (ret.data["ok"], ret.data["failed"], ret.data["errors"]) == (False, 0, 1)
+    (error,) = [row for row in ret.data["rows"] if row["result"] == "error"]
+    assert error["record"] == f"PTR {elsewhere}"
+    assert error["found"] == "lookup failed"
+    assert error["why"] == ("cannot look up PTR 25.0.18.198.in-addr.arpa: REFUSED from 127.0.0.1")
+    records = [row["record"] for row in ret.data["rows"]]
+    assert f"TLSA _25._tcp.{HOST} coverage" in records and f"DMARC _dmarc.{DOMAIN}" in records
