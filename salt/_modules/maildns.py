@@ -65,6 +65,13 @@ except ImportError:
     HAS_DNSPYTHON = False
 
 try:
+    from publicsuffixlist import PublicSuffixList
+
+    HAS_PSL = True
+except ImportError:
+    HAS_PSL = False
+
+try:
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -1145,11 +1152,29 @@ def _report_domains(tags):
     return addresses
 
 
+_PSL = []
+
+
+def _org_domain(name):
+    """The organisational domain of ``name`` (RFC 7489 3.2): one label below its public
+    suffix, from the Public Suffix List that the ``publicsuffixlist`` package ships
+    (updated with its releases); a public suffix itself is its own."""
+    if not HAS_PSL:
+        raise CommandExecutionError(
+            "the DMARC and CAA checks need the publicsuffixlist package "
+            "(salt-pip install publicsuffixlist)"
+        )
+    if not _PSL:
+        _PSL.append(PublicSuffixList())
+    return _PSL[0].privatesuffix(name) or name
+
+
 def _aligned(domain, other, mode):
-    """DMARC identifier alignment, organisational domain approximated by suffix."""
+    """DMARC identifier alignment: strict, the same name; relaxed, the same
+    organisational domain (so a.co.uk and b.co.uk are not aligned)."""
     if mode == "s":
         return other == domain
-    return other == domain or other.endswith("." + domain) or domain.endswith("." + other)
+    return _org_domain(other) == _org_domain(domain)
 
 
 def _check_dmarc(lk, domain, policy, dkim_ok, envelope):
@@ -1231,6 +1256,130 @@ def _check_dmarc_reports(lk, domain, tags):
                 "" if ok else f"{target} has not agreed to receive reports (RFC 7489 7.1)",
             )
         )
+    return rows
+
+
+# TLS reporting, CAA -----------------------------------------------------------
+
+#: CAA issuer domains (RFC 8659 4.2) of the CAs that mail hosts' certificates
+#: usually come from, by the organisation in the issuer's name.
+CAA_DOMAINS = {
+    "Let's Encrypt": "letsencrypt.org",
+    "ZeroSSL": "sectigo.com",
+    "Sectigo Limited": "sectigo.com",
+    "Google Trust Services": "pki.goog",
+    "Google Trust Services LLC": "pki.goog",
+    "Buypass AS-983163327": "buypass.com",
+    "DigiCert Inc": "digicert.com",
+}
+_URI_MAILTO = re.compile(
+    r"^mailto:[^@\s,;!]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}(![0-9]+[kmgt]?)?$", re.I
+)
+_URI_HTTPS = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s,;]*)?$", re.I)
+
+
+def _check_tls_rpt(lk, domain):
+    """RFC 8460: one v=TLSRPTv1 TXT record at _smtp._tls.<domain>, rua= URIs that parse."""
+    name = f"_smtp._tls.{domain}"
+    record = f"TLS-RPT {name}"
+    expected = "one v=TLSRPTv1 record with rua= mailto: or https: URIs"
+    texts = [t for t in lk.txt(name)[0] if t.replace(" ", "").lower().startswith("v=tlsrptv1")]
+    if len(texts) != 1:
+        why = "no v=TLSRPTv1 record" if not texts else "more than one: senders ignore them all"
+        return _row(record, expected, f"{len(texts)} records", False, why)
+    try:
+        tags = _tags(texts[0], name)
+    except ValueError as exc:
+        return _row(record, expected, texts[0], False, str(exc))
+    uris = [u.strip() for u in tags.get("rua", "").split(",") if u.strip()]
+    bad = [u for u in uris if not (_URI_MAILTO.match(u) or _URI_HTTPS.match(u))]
+    why = (
+        "no rua=: reports go nowhere"
+        if not uris
+        else f"not a mailto: or https: URI: {', '.join(bad)}"
+        if bad
+        else ""
+    )
+    return _row(record, expected, texts[0], not why, why)
+
+
+def _caa_issuer(certs, given):
+    """The CAA domain the deployed certificate's CA is known by (or ``given``)."""
+    if given:
+        return _dns_name(given, "caa_issuer"), None
+    path = (certs or {}).get("deployed")
+    if not path:
+        return None, "no deployed certificate to find its CA: give caa_issuer"
+    issuer = __salt__["certsync.info"](path)["issuer"]
+    org = next((p[2:] for p in re.split(r"(?<!\\),", issuer) if p.startswith("O=")), "")
+    org = org.replace("\\", "")
+    if org not in CAA_DOMAINS:
+        return None, f"the CAA domain of the issuer {issuer!r} is not known: give caa_issuer"
+    return CAA_DOMAINS[org], None
+
+
+def _relevant_caa(lk, hostname):
+    """RFC 8659 3: the first non-empty CAA RRset climbing from ``hostname``; the climb
+    stops at the organisational domain (public suffixes publish no CAA)."""
+    org = _org_domain(hostname)
+    labels = hostname.split(".")
+    for i in range(len(labels)):
+        name = ".".join(labels[i:])
+        records = lk.get(name, "CAA")[0]
+        if records:
+            return name, records
+        if name == org:
+            break
+    return None, []
+
+
+def _check_caa(lk, hostname, issuer, problem, wildcard=False):
+    """The relevant CAA set lets the deployed certificate's CA issue (``issuewild`` for a
+    wildcard), marks no unknown property critical, and its iodef URIs parse."""
+    name, records = _relevant_caa(lk, hostname)
+    record = f"CAA {name or hostname}"
+    expected = f"{issuer or 'the CA'} may issue{' wildcards' if wildcard else ''}"
+    if not records:
+        return [_row(record, expected, "none", True, "no CAA record: any CA may issue")]
+    found = "; ".join(
+        f"{rd.flags} {rd.tag.decode(errors='replace')} {rd.value.decode(errors='replace')}"
+        for rd in records
+    )
+    known = {"issue", "issuewild", "iodef", "contactemail", "contactphone", "issuemail"}
+    critical = [
+        rd.tag.decode(errors="replace")
+        for rd in records
+        if rd.flags & 128 and rd.tag.decode(errors="replace").lower() not in known
+    ]
+    values = {}
+    for rd in records:
+        tag = rd.tag.decode(errors="replace").lower()
+        value = rd.value.decode(errors="replace").split(";")[0].strip().lower()
+        values.setdefault(tag, []).append(value)
+    allowed = values.get("issuewild") if wildcard and "issuewild" in values else values.get("issue")
+    if problem:
+        why = problem
+    elif critical:
+        why = f"unknown critical property {', '.join(critical)}: no CA may issue"
+    elif allowed is not None and issuer not in allowed:
+        shown = ", ".join(a or '";"' for a in allowed)
+        why = f"allows {shown}, not {issuer}: the next renewal will be refused"
+    else:
+        why = ""
+    rows = [_row(record, expected, found, not why, why)]
+    for rd in records:
+        if rd.tag.decode(errors="replace").lower() == "iodef":
+            uri = rd.value.decode(errors="replace")
+            ok = bool(_URI_MAILTO.match(uri) or re.match(r"^https?://[^\s]+$", uri))
+            rows.append(
+                _row(
+                    f"CAA {name} iodef",
+                    "a mailto: or http(s): URI",
+                    uri,
+                    ok,
+                    "" if ok else "CAs cannot report to it",
+                )
+            )
     return rows
 
 
@@ -1500,6 +1649,9 @@ def audit(
     timeout=DEFAULT_TIMEOUT,
     dnssec=False,
     key_kept=None,
+    tls_rpt=False,
+    caa=False,
+    caa_issuer=None,
 ):
     """
     Check the mail DNS of ``domain`` served by ``hostname``; one row per
@@ -1569,12 +1721,29 @@ def audit(
         ``3 1 1`` when the key is kept; a lone ``3 1 1`` fails when
         ``key_kept`` is False. Default: unknown (passes, with a note).
 
+    tls_rpt
+        Check ``_smtp._tls.<domain>`` (RFC 8460): exactly one ``v=TLSRPTv1``
+        record whose ``rua=`` URIs are ``mailto:`` or ``https:``.
+
+    caa, caa_issuer
+        Check the CAA records relevant to ``hostname`` (RFC 8659: the first
+        set found climbing towards the organisational domain) let the CA of
+        the deployed certificate issue (``issuewild`` for a wildcard), mark
+        no unknown property critical, and have ``iodef`` URIs that parse; no
+        CAA at all passes with a note. The CA's CAA domain is ``caa_issuer``,
+        or known from the deployed certificate's issuer (Let's Encrypt:
+        ``letsencrypt.org``).
+
+    DMARC alignment and report authorisation use the organisational domain
+    from the Public Suffix List (the ``publicsuffixlist`` package).
+
     CLI Example:
 
     .. code-block:: bash
 
         salt mailcow-host maildns.audit example.com mail.example.com \\
-            dkim_selectors='[dkim]' dmarc_policy=reject tlsa_ports='[25]'
+            dkim_selectors='[dkim]' dmarc_policy=reject tlsa_ports='[25]' \\
+            tls_rpt=True caa=True
     """
     domain, hostname = _dns_name(domain, "domain"), _dns_name(hostname, "hostname")
     mx = _name_list(mx or [hostname], "mx")
@@ -1596,6 +1765,19 @@ def audit(
     rows = _guarded(f"MX {domain}", _check_mx, lk, domain, mx)
     rows += _host_rows(lk, hostname, addresses)
     rows += _sender_rows(lk, domain, accept, selectors, dmarc_policy, relay)
+    if tls_rpt:
+        rows += _guarded(f"TLS-RPT _smtp._tls.{domain}", _check_tls_rpt, lk, domain)
+    if caa:
+        issuer, problem = _caa_issuer(certs, caa_issuer)
+        wildcard = any(
+            san.startswith("*.")
+            for san in (
+                __salt__["certsync.info"](certs["deployed"])["sans"]
+                if (certs or {}).get("deployed")
+                else []
+            )
+        )
+        rows += _guarded(f"CAA {hostname}", _check_caa, lk, hostname, issuer, problem, wildcard)
     if autoconfig:
         https = (probe_address, _probe_port(probe, 443), timeout)
         rows += _guarded(

@@ -23,6 +23,8 @@ HOST = f"mail.{DOMAIN}"
 RELAY = "relay.test"
 REVERSE = "2.0.192.in-addr.arpa"
 ADDRESS = "192.0.2.25"
+#: The CAA domain the test CA goes by.
+CA_DOMAIN = "test-ca.example"
 
 
 def _txt(text):
@@ -72,6 +74,8 @@ def _zone(salt_call, deployed, **change):
         "srv": "_autodiscover._tcp IN SRV 0 1 443 mail",
         "return_path": f"bounces IN CNAME rp.{RELAY}.",
         "tlsa": f"_25._tcp.mail IN TLSA {tlsa}",
+        "tlsrpt": "_smtp._tls IN TXT " + _txt(f"v=TLSRPTv1; rua=mailto:tlsrpt@{DOMAIN}"),
+        "caa": f'@ IN CAA 0 issue "{CA_DOMAIN}"\n@ IN CAA 0 iodef "mailto:security@{DOMAIN}"',
     }
     relay = {
         "spf": f"_spf IN TXT {_txt('v=spf1 ip4:198.51.100.0/24 -all')}",
@@ -101,6 +105,9 @@ def _audit(salt_call, dns_server, deployed, *extra):
         f'certs={{"deployed": "{deployed}"}}',
         "nameservers=[127.0.0.1]",
         f"dns_port={dns_server.port}",
+        "tls_rpt=True",
+        "caa=True",
+        f"caa_issuer={CA_DOMAIN}",
         *extra,
     )
     assert isinstance(ret.data, dict), ret
@@ -130,6 +137,11 @@ def test_a_correct_zone_passes_every_row(salt_call, dns_server, deployed):
     assert relay_dkim == f"rsa 2048-bit via CNAME s1378202.dkim.{RELAY}"
     assert rows[f"TLSA _25._tcp.{HOST} coverage"]["result"] == "pass"
     assert ret.data["stale_tlsa"] == {"25": []}
+    assert rows[f"TLS-RPT _smtp._tls.{DOMAIN}"]["result"] == "pass"
+    assert rows[f"CAA {DOMAIN}"]["found"] == (
+        f"0 issue {CA_DOMAIN}; 0 iodef mailto:security@{DOMAIN}"
+    )
+    assert rows[f"CAA {DOMAIN} iodef"]["result"] == "pass"
 
 
 @pytest.mark.parametrize(
@@ -210,6 +222,42 @@ def test_a_correct_zone_passes_every_row(salt_call, dns_server, deployed):
                 "mail clients find their settings there"
             },
             id="autodiscover-not-cname",
+        ),
+        pytest.param(
+            {"tlsrpt": None},
+            {f"TLS-RPT _smtp._tls.{DOMAIN}": "no v=TLSRPTv1 record"},
+            id="tls-rpt-missing",
+        ),
+        pytest.param(
+            {"tlsrpt": "_smtp._tls IN TXT " + _txt("v=TLSRPTv1; rua=ftp://reports.example")},
+            {f"TLS-RPT _smtp._tls.{DOMAIN}": "not a mailto: or https: URI: ftp://reports.example"},
+            id="tls-rpt-bad-uri",
+        ),
+        pytest.param(
+            {"caa": '@ IN CAA 0 issue "other-ca.example"'},
+            {
+                f"CAA {DOMAIN}": f"allows other-ca.example, not {CA_DOMAIN}: "
+                "the next renewal will be refused"
+            },
+            id="caa-other-ca",
+        ),
+        pytest.param(
+            {"caa": f'@ IN CAA 0 issue "{CA_DOMAIN}"\n@ IN CAA 128 tbs "unknown"'},
+            {f"CAA {DOMAIN}": "unknown critical property tbs: no CA may issue"},
+            id="caa-unknown-critical",
+        ),
+        pytest.param(
+            {"caa": f'@ IN CAA 0 issue "{CA_DOMAIN}"\n@ IN CAA 0 iodef "ftp://x.example"'},
+            {f"CAA {DOMAIN} iodef": "CAs cannot report to it"},
+            id="caa-bad-iodef",
+        ),
+        pytest.param(
+            {"caa": f'mail IN CAA 0 issue "other-ca.example"\n@ IN CAA 0 issue "{CA_DOMAIN}"'},
+            {
+                f"CAA {HOST}": f"allows other-ca.example, not {CA_DOMAIN}: "
+                "the next renewal will be refused"
+            },
+            id="caa-closest-set-wins",
         ),
     ],
 )
@@ -483,3 +531,12 @@ def test_a_failed_lookup_is_its_own_error_row_and_the_audit_goes_on(
     )
     records = [row["record"] for row in ret.data["rows"]]
     assert f"TLSA _25._tcp.{HOST} coverage" in records and f"DMARC _dmarc.{DOMAIN}" in records
+
+
+def test_no_caa_at_all_passes_with_a_note(salt_call, dns_server, deployed):
+    _publish(salt_call, dns_server, deployed, caa=None)
+    ret = _audit(salt_call, dns_server, deployed)
+    rows = {row["record"]: row for row in ret.data["rows"]}
+    assert rows[f"CAA {HOST}"]["result"] == "pass"
+    assert rows[f"CAA {HOST}"]["why"] == "no CAA record: any CA may issue"
+    assert ret.data["ok"] is True

@@ -99,3 +99,27 @@ def test_an_update_for_a_name_outside_its_zone_is_refused():
         maildns_mod.tlsa_update(HOST, {**UPDATE, "zone": "example.org"}, add=["3 1 1 " + "ab" * 32])
     with pytest.raises(SaltInvocationError, match="is not TLSA record data"):
         maildns_mod.tlsa_update(HOST, UPDATE, add=["3 1 1 zz"])
+
+
+@pytest.mark.parametrize(
+    ("domain", "other", "aligned"),
+    [
+        ("example.com", "bounces.example.com", True),
+        ("mail.example.com", "bounces.example.com", True),  # siblings share example.com
+        ("example.co.uk", "bounces.example.co.uk", True),
+        ("a.co.uk", "b.co.uk", False),  # co.uk is a public suffix, not an organisation
+        ("example.com", "example.net", False),
+        ("shop.github.io", "other.github.io", False),  # the PSL's private section
+    ],
+)
+def test_relaxed_alignment_by_the_public_suffix_list(domain, other, aligned):
+    assert maildns_mod._aligned(domain, other, "r") is aligned
+    assert maildns_mod._aligned(domain, domain, "s") is True
+    assert maildns_mod._aligned(domain, other, "s") is False
+
+
+def test_organisational_domains():
+    org = maildns_mod._org_domain
+    assert org("mail.example.co.uk") == "example.co.uk"
+    assert org("mail.wittenberger.us") == "wittenberger.us"
+    assert org("co.uk") == "co.uk"
