@@ -34,10 +34,13 @@ import base64
 import contextlib
 import datetime
 import hashlib
+import http.client
 import ipaddress
 import json
 import os
 import re
+import socket
+import ssl
 import tempfile
 import time
 
@@ -1383,6 +1386,141 @@ def _check_caa(lk, hostname, issuer, problem, wildcard=False):
     return rows
 
 
+# MTA-STS (RFC 8461) -------------------------------------------------------------
+
+STS_MAX_AGE = 31557600
+STS_MAX_BYTES = 64 * 1024
+STS_MODES = ("enforce", "testing", "none")
+_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+
+
+def _check_sts_txt(lk, domain):
+    name = f"_mta-sts.{domain}"
+    record = f"MTA-STS {name}"
+    expected = "one v=STSv1 record with an id (1-32 letters and digits)"
+    texts = [t for t in lk.txt(name)[0] if t.replace(" ", "").lower().startswith("v=stsv1")]
+    if len(texts) != 1:
+        why = "no v=STSv1 record" if not texts else "more than one: senders ignore MTA-STS"
+        return _row(record, expected, f"{len(texts)} records", False, why)
+    try:
+        tags = _tags(texts[0], name)
+    except ValueError as exc:
+        return _row(record, expected, texts[0], False, str(exc))
+    ok = bool(_STS_ID.match(tags.get("id", "")))
+    return _row(record, expected, texts[0], ok, "" if ok else "id= is missing or malformed")
+
+
+def _fetch_sts_policy(name, address, port, ca_file, timeout):
+    """``(text, None)``, or ``(None, why)``: the policy over HTTPS, certificate verified for
+    ``name``, no redirect followed, text/plain, at most 64 KiB (RFC 8461 3.3)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        return None, f"cannot connect to {address}:{port}: {exc.strerror or exc}"
+    try:
+        with context.wrap_socket(sock, server_hostname=name) as tls:
+            request = (
+                f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {name}\r\n"
+                "User-Agent: certsync\r\nConnection: close\r\n\r\n"
+            )
+            tls.sendall(request.encode())
+            response = http.client.HTTPResponse(tls)
+            response.begin()
+            if response.status != 200:
+                redirect = 300 <= response.status < 400
+                return None, f"HTTP {response.status}" + (
+                    " (a policy is never behind a redirect)" if redirect else ""
+                )
+            kind = response.getheader("Content-Type", "")
+            if not kind.lower().startswith("text/plain"):
+                return None, f"Content-Type {kind!r}, not text/plain"
+            body = response.read(STS_MAX_BYTES + 1)
+    except ssl.SSLCertVerificationError as exc:
+        return None, f"the certificate is not verified for {name}: {exc.verify_message}"
+    except (OSError, http.client.HTTPException) as exc:
+        return None, f"HTTPS to {address}:{port} failed: {exc}"
+    finally:
+        sock.close()
+    if len(body) > STS_MAX_BYTES:
+        return None, "the policy is larger than 64 KiB"
+    return body.decode("utf-8", "replace"), None
+
+
+def _parse_sts_policy(text):
+    """``(fields, mx patterns, problems)`` of a policy file."""
+    fields, patterns, problems = {}, [], []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            problems.append(f"{line.strip()[:60]!r} is not a key: value line")
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "mx":
+            patterns.append(value.lower().rstrip("."))
+        else:
+            fields.setdefault(key, value)
+    if fields.get("version") != "STSv1":
+        problems.append(f"version is {fields.get('version')!r}, not STSv1")
+    if fields.get("mode") not in STS_MODES:
+        problems.append(f"mode is {fields.get('mode')!r}, not one of {', '.join(STS_MODES)}")
+    age = fields.get("max_age", "")
+    if not age.isdigit() or int(age) > STS_MAX_AGE:
+        problems.append(f"max_age {age!r} is not a number of seconds up to {STS_MAX_AGE}")
+    if not patterns and fields.get("mode") != "none":
+        problems.append("no mx: line")
+    return fields, patterns, problems
+
+
+def _sts_matches(pattern, host):
+    """RFC 8461 4.1: a pattern is a host name, or ``*.`` and one label more."""
+    if pattern.startswith("*."):
+        return host.count(".") > pattern.count(".") - 1 and host.split(".", 1)[1] == pattern[2:]
+    return host == pattern
+
+
+def _check_mta_sts(lk, domain, target, ca_file, timeout):
+    """The TXT record, the policy fetched over verified HTTPS, and its mx patterns
+    against every MX host."""
+    rows = [_check_sts_txt(lk, domain)]
+    name = f"mta-sts.{domain}"
+    url = f"https://{name}/.well-known/mta-sts.txt"
+    expected = f"version STSv1, mode {'/'.join(STS_MODES)}, max_age up to {STS_MAX_AGE}"
+    address, port = target or (next(iter(lk.addresses(name)), None), 443)
+    if address is None:
+        rows.append(
+            _row(f"MTA-STS policy {url}", expected, "nothing", False, f"{name} has no address")
+        )
+        return rows
+    text, error = _fetch_sts_policy(name, address, port, ca_file, timeout)
+    served = _check_https_name(name, address, port, timeout, "senders get no policy")
+    if error:
+        rows.append(_row(f"MTA-STS policy {url}", expected, "not fetched", False, error))
+        return [*rows, served]
+    fields, patterns, problems = _parse_sts_policy(text)
+    found = f"mode={fields.get('mode')} max_age={fields.get('max_age')} mx={', '.join(patterns)}"
+    rows.append(_row(f"MTA-STS policy {url}", expected, found, not problems, "; ".join(problems)))
+    hosts = sorted({_name(rd.exchange) for rd in lk.get(domain, "MX")[0]} - {""})
+    uncovered = [h for h in hosts if not any(_sts_matches(p, h) for p in patterns)]
+    stray = [p for p in patterns if not any(_sts_matches(p, h) for h in hosts)]
+    why = "; ".join(
+        part
+        for part in (
+            uncovered
+            and f"MX {', '.join(uncovered)} not in the policy: enforcing senders "
+            "will not deliver there",
+            stray and f"{', '.join(stray)} matches no MX host",
+        )
+        if part
+    )
+    rows.append(
+        _row(f"MTA-STS {domain} mx", "every MX host, nothing else", ", ".join(hosts), not why, why)
+    )
+    return [*rows, served]
+
+
 # Client set-up and relay ------------------------------------------------------
 
 
@@ -1424,16 +1562,16 @@ def _check_clients(lk, domain, hostname, https=None):
     return rows
 
 
-def _check_https_name(name, address, port, timeout):
+def _check_https_name(name, address, port, timeout, refused="clients refuse the settings"):
     """What is served over HTTPS for ``name`` (SNI) must cover it: mailcow's nginx serves
-    autoconfig/autodiscover with the top-level pair."""
+    autoconfig/autodiscover and mta-sts with the top-level pair."""
     served = __salt__["tlsprobe.fetch"](name, "https", port or 443, address, timeout)
     record = f"HTTPS {name}"
     expected = "a certificate covering it"
     if not served.get("ok"):
         return _row(record, expected, "nothing", False, f"not fetched: {served.get('error')}")
     covered = any(__salt__["certsync.name_matches"](san, name) for san in served["sans"])
-    why = "" if covered else "clients refuse the settings: the certificate does not cover it"
+    why = "" if covered else f"{refused}: the certificate does not cover it"
     return _row(record, expected, ", ".join(served["sans"]) or "no DNS SAN", covered, why)
 
 
@@ -1652,6 +1790,8 @@ def audit(
     tls_rpt=False,
     caa=False,
     caa_issuer=None,
+    mta_sts=False,
+    ca_file=None,
 ):
     """
     Check the mail DNS of ``domain`` served by ``hostname``; one row per
@@ -1734,6 +1874,17 @@ def audit(
         or known from the deployed certificate's issuer (Let's Encrypt:
         ``letsencrypt.org``).
 
+    mta_sts, ca_file
+        Check MTA-STS (RFC 8461): exactly one ``v=STSv1`` TXT record at
+        ``_mta-sts.<domain>`` with an ``id``; the policy fetched from
+        ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` with the
+        certificate verified (against ``ca_file``, default the system's CAs;
+        no redirect, ``text/plain``, at most 64 KiB): ``version: STSv1``, a
+        ``mode``, ``max_age`` up to a year, ``mx`` patterns covering every MX
+        host and none matching no MX; and that the certificate served for
+        ``mta-sts.<domain>`` covers it. Fetched from ``probe_address`` and
+        ``probe_ports[443]`` when given, else from the name's address.
+
     DMARC alignment and report authorisation use the organisational domain
     from the Public Suffix List (the ``publicsuffixlist`` package).
 
@@ -1767,6 +1918,17 @@ def audit(
     rows += _sender_rows(lk, domain, accept, selectors, dmarc_policy, relay)
     if tls_rpt:
         rows += _guarded(f"TLS-RPT _smtp._tls.{domain}", _check_tls_rpt, lk, domain)
+    if mta_sts:
+        target = (probe_address, _probe_port(probe, 443)) if probe_address else None
+        rows += _guarded(
+            f"MTA-STS {domain}",
+            _check_mta_sts,
+            lk,
+            domain,
+            target if target and target[1] else None,
+            ca_file,
+            timeout,
+        )
     if caa:
         issuer, problem = _caa_issuer(certs, caa_issuer)
         wildcard = any(

@@ -134,6 +134,7 @@ class MailcowStack:
         self.project_conf = f"CertsyncTest{suffix}"
         self.project = self.project_conf.lower()
         self.ssl_dir = self.root / "data" / "assets" / "ssl"
+        self.web_dir = self.root / "data" / "web"
         self.nginx_seclevel = nginx_seclevel
         self.acme = acme
         self.relay = relay
@@ -143,6 +144,7 @@ class MailcowStack:
         write_pair(self.ssl_dir, serving)
         write_sni_dir(self.ssl_dir, serving, names or NAMES)
         (self.ssl_dir / "acme").mkdir()
+        (self.web_dir / ".well-known").mkdir(parents=True)
         with warnings.catch_warnings():  # mailcow still ships one; nothing here reads it
             warnings.simplefilter("ignore")
             params = dh.generate_parameters(generator=2, key_size=512)
@@ -208,6 +210,8 @@ class MailcowStack:
                     for name, port in ports.items()
                 }
             extra = {}
+            if conf == "nginx":
+                extra = {"volumes": {str(self.web_dir): {"bind": "/web", "mode": "ro"}}}
             if conf == "postfix" and self.relay is not None:
                 extra = {
                     "network": self.relay.network_name,

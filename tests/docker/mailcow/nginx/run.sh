@@ -5,6 +5,8 @@
 # file, named by it, except the dir whose domains holds MAILCOW_HOSTNAME.
 # nginx listens on HTTPS_PORT inside the container, as mailcow's does.
 # TLS_SECLEVEL sets OpenSSL's security level (Debian's default: 2).
+# /web is mailcow's data/web: an MTA-STS policy placed at
+# .well-known/mta-sts.txt there is served as text/plain.
 set -e
 conf=/etc/nginx/nginx.conf
 port=${HTTPS_PORT:-443}
@@ -15,7 +17,8 @@ port=${HTTPS_PORT:-443}
   echo "  ssl_ciphers DEFAULT:@SECLEVEL=${TLS_SECLEVEL:-2};"
   echo "  server { listen $port ssl default_server; server_name _;"
   echo "    ssl_certificate /etc/ssl/mail/cert.pem; ssl_certificate_key /etc/ssl/mail/key.pem;"
-  echo "    return 200 'mailcow-like'; }"
+  echo "    location = /.well-known/mta-sts.txt { root /web; default_type text/plain; }"
+  echo "    location / { return 200 'mailcow-like'; } }"
   for dir in /etc/ssl/mail/*/; do
     [ -f "${dir}domains" ] && [ -f "${dir}cert.pem" ] && [ -f "${dir}key.pem" ] || continue
     names=$(cat "${dir}domains")
