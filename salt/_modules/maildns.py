@@ -1672,6 +1672,47 @@ def _check_tlsa(hostname, port, certs, served, resolver_args, key_kept=None):
     return rows, check
 
 
+def _check_tlsa_per_address(lk, hostname, port, probe, mapping, resolver_args):
+    """The certificate each address of ``hostname`` serves on ``port`` must match a TLSA
+    record: one address serving a stale certificate fails its own row."""
+    mapping = mapping if isinstance(mapping, dict) else {}
+    chains, rows = {}, []
+    name = _tlsa_name(hostname, port, "tcp")
+    with contextlib.ExitStack() as stack:
+        for address in lk.addresses(hostname):
+            connect = str(mapping.get(address, address))
+            served = (connect, _probe_port(probe, port), probe["timeout"])
+            path, error = stack.enter_context(_served_chain(hostname, port, *served))
+            if path:
+                chains[address] = path
+            else:
+                rows.append(
+                    _row(
+                        f"TLSA {name} at {address}",
+                        "a served certificate a record matches",
+                        "nothing",
+                        False,
+                        f"not fetched from {connect}: {error}",
+                    )
+                )
+        matching = (
+            tlsa_check(hostname, chains, port=port, **resolver_args)["matching"] if chains else {}
+        )
+    for address in chains:
+        ok = matching.get(address, False)
+        why = "" if ok else "serves a certificate no TLSA record matches: DANE senders fail here"
+        rows.append(
+            _row(
+                f"TLSA {name} at {address}",
+                "a served certificate a record matches",
+                "matches" if ok else "no match",
+                ok,
+                why,
+            )
+        )
+    return sorted(rows, key=lambda row: row["record"])
+
+
 def _rollover_row(name, check, anchors, key_kept):
     """Does the TLSA set survive the next certificate? current + next 3 1 1, 3 1 1 + a
     2 1 1 of the issuing intermediate, or a lone 3 1 1 whose key the source keeps."""
@@ -1792,14 +1833,16 @@ def audit(
     caa_issuer=None,
     mta_sts=False,
     ca_file=None,
+    probe_addresses=None,
 ):
     """
     Check the mail DNS of ``domain`` served by ``hostname``; one row per
     record: ``record``, ``expected``, ``found``, ``result`` (``pass``,
     ``fail``, or ``error`` when a lookup got no answer: timeout, SERVFAIL,
     REFUSED, which is not the same as no record), ``why``. A failed lookup
-    makes only its own row an error; the audit goes on. ``ok`` is True when
-    every row passes; the CLI exits non-zero otherwise.
+    makes only its own row an error; the audit goes on. Every MX host gets
+    A/AAAA and PTR rows. ``ok`` is True when every row passes; the CLI exits
+    non-zero otherwise.
 
     domain
         The mail domain (the part after ``@``).
@@ -1848,6 +1891,12 @@ def audit(
     probe_address, probe_ports
         Where to fetch the served certificate for a TLSA port (``{25:
         2525}`` when it is mapped elsewhere). Default: not fetched.
+
+    probe_addresses
+        Fetch the certificate served on each TLSA port from every address
+        of ``hostname`` and match it: ``True`` connects to each address, a
+        mapping connects to ``mapping[address]`` instead (NAT, tests). A host
+        serving a stale certificate on one address fails that row.
 
     nameservers, dns_port, timeout, dnssec
         The resolver (default: the system's), and whether to require the AD
@@ -1915,6 +1964,9 @@ def audit(
     probe = {"address": probe_address, "ports": probe_ports or {}, "timeout": timeout}
     rows = _guarded(f"MX {domain}", _check_mx, lk, domain, mx)
     rows += _host_rows(lk, hostname, addresses)
+    for host in _mx_hosts(lk, domain):
+        if host != hostname:
+            rows += _host_rows(lk, host, [])
     rows += _sender_rows(lk, domain, accept, selectors, dmarc_policy, relay)
     if tls_rpt:
         rows += _guarded(f"TLS-RPT _smtp._tls.{domain}", _check_tls_rpt, lk, domain)
@@ -1962,6 +2014,17 @@ def audit(
             hostname, port, certs or {}, probe, resolver_args, key_kept
         )
         rows += tlsa_rows
+        if probe_addresses:
+            rows += _guarded(
+                f"TLSA {_tlsa_name(hostname, port, 'tcp')} per address",
+                _check_tlsa_per_address,
+                lk,
+                hostname,
+                port,
+                probe,
+                probe_addresses,
+                resolver_args,
+            )
     failed = sum(row["result"] == "fail" for row in rows)
     errors = sum(row["result"] == "error" for row in rows)
     if failed or errors:
@@ -1980,8 +2043,16 @@ def _probe_port(probe, port):
     return ports.get(port) or ports.get(str(port))
 
 
+def _mx_hosts(lk, domain):
+    """The MX hosts of ``domain`` (none when the lookup failed: the MX row says so)."""
+    try:
+        return sorted({_name(rd.exchange) for rd in lk.get(domain, "MX")[0]} - {""})
+    except _LookupFailed:
+        return []
+
+
 def _host_rows(lk, hostname, addresses):
-    """A/AAAA of the mail host, and each address's PTR (a failed lookup: its own row)."""
+    """A and AAAA of a mail host, and each address's PTR (a failed lookup: its own row)."""
     try:
         rows, found = _check_addresses(lk, hostname, addresses)
     except _LookupFailed as exc:

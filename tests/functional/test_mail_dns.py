@@ -540,3 +540,73 @@ def test_no_caa_at_all_passes_with_a_note(salt_call, dns_server, deployed):
     assert rows[f"CAA {HOST}"]["result"] == "pass"
     assert rows[f"CAA {HOST}"]["why"] == "no CAA record: any CA may issue"
     assert ret.data["ok"] is True
+
+
+def _two_servers(first, second, bound=5):
+    """TLS servers on 127.0.0.1 and 127.0.0.2 at one port number."""
+    for _ in range(bound):
+        one = TLSServer(first / "cert.pem", first / "key.pem")
+        try:
+            return one, TLSServer(second / "cert.pem", second / "key.pem", "127.0.0.2", one.port)
+        except OSError:
+            one.close()
+    raise RuntimeError("no port free on both 127.0.0.1 and 127.0.0.2")
+
+
+def test_every_address_of_the_mail_host_must_serve_a_matching_certificate(
+    salt_call, dns_server, deployed, ca, tmp_path
+):
+    """An MX host with two addresses (192.0.2.25, .26, reached at 127.0.0.1 and .2):
+    one serves a stale certificate and fails its own row."""
+    second = "192.0.2.26"
+    stale = ca.leaf(HOST, key_kind="ec-p256")
+    current_dir, stale_dir = tmp_path / "current", tmp_path / "stale"
+    write_pair(stale_dir, stale)
+    current_dir.mkdir()
+    for name in ("cert.pem", "key.pem"):
+        (current_dir / name).write_bytes((deployed.parent / name).read_bytes())
+    tlsa = salt_call("certsync.tlsa", str(deployed)).data
+    _publish(
+        salt_call,
+        dns_server,
+        deployed,
+        a=f"mail IN A {ADDRESS}\nmail IN A {second}",
+        tlsa=f"_465._tcp.mail IN TLSA {tlsa}",
+        reverse__ptr=f"25 IN PTR {HOST}.\n26 IN PTR {HOST}.",
+    )
+    one, two = _two_servers(current_dir, stale_dir)
+    try:
+        ret = _audit(
+            salt_call,
+            dns_server,
+            deployed,
+            f"addresses=[{ADDRESS}, {second}]",
+            "tlsa_ports=[465]",
+            f"probe_ports={{465: {one.port}}}",
+            "probe_address=127.0.0.1",
+            f'probe_addresses={{"{ADDRESS}": 127.0.0.1, "{second}": 127.0.0.2}}',
+        )
+    finally:
+        one.close()
+        two.close()
+    rows = {row["record"]: row for row in ret.data["rows"]}
+    assert rows[f"PTR {second}"]["result"] == "pass"
+    assert rows[f"TLSA _465._tcp.{HOST} at {ADDRESS}"]["result"] == "pass"
+    assert _failing(ret) == {
+        f"TLSA _465._tcp.{HOST} at {second}": "serves a certificate no TLSA record matches: "
+        "DANE senders fail here"
+    }
+
+
+def test_every_mx_host_gets_address_and_ptr_rows(salt_call, dns_server, deployed):
+    _publish(
+        salt_call,
+        dns_server,
+        deployed,
+        mx=f"@ IN MX 10 {HOST}.\n@ IN MX 20 backup.{DOMAIN}.",
+        a=f"mail IN A {ADDRESS}\nbackup IN A 192.0.2.27",
+    )
+    ret = _audit(salt_call, dns_server, deployed, f"mx=[{HOST}, backup.{DOMAIN}]")
+    assert _failing(ret) == {"PTR 192.0.2.27": "no PTR record at 27.2.0.192.in-addr.arpa"}
+    rows = {row["record"]: row for row in ret.data["rows"]}
+    assert rows[f"A/AAAA backup.{DOMAIN}"]["found"] == "192.0.2.27"

@@ -10,16 +10,17 @@ MAX_CONNECTIONS = 50
 
 
 class TLSServer:
-    """Serve ``certfile``/``keyfile`` (implicit TLS) on 127.0.0.1 until closed.
+    """Serve ``certfile``/``keyfile`` (implicit TLS) on ``address`` (127.0.0.1) and
+    ``port`` (any free one) until closed.
 
     Bounded: at most MAX_CONNECTIONS handshakes, each accept waits at most
     ACCEPT_TIMEOUT seconds.
     """
 
-    def __init__(self, certfile, keyfile):
+    def __init__(self, certfile, keyfile, address="127.0.0.1", port=0):
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(str(certfile), str(keyfile))
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server((address, port))
         self.sock.settimeout(ACCEPT_TIMEOUT)
         self.port = self.sock.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
