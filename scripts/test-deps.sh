@@ -5,7 +5,8 @@
 # pebble (NPM's ACME client against Let's Encrypt's test server), docker-compose
 # (mailcow's documented way to recreate acme-mailcow), promtool (Debian's
 # prometheus), nftables and iproute2 (the egress tests' firewall and network
-# namespaces), installed when missing; dockerd started (as root) when no
+# namespaces), unbound and ldnsutils (a validating resolver, a zone signer),
+# installed when missing; dockerd started (as root) when no
 # engine answers. Idempotent.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +25,8 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v certbot >/dev/null 2>&1 || missing+=(certbot)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+[ -x /usr/sbin/unbound ] || missing+=(unbound)
+command -v ldns-signzone >/dev/null 2>&1 || missing+=(ldnsutils)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -108,6 +108,21 @@ def _resolver(nameservers, dns_port, timeout, dnssec):
     return resolver
 
 
+class _Bogus(CommandExecutionError):
+    """The answer exists but does not validate (DNSSEC bogus)."""
+
+
+def _validates_only_unchecked(resolver, name):
+    """True when the validating resolver answers ``name`` with checking disabled (CD)
+    though it failed with checking on: the data is there, its signatures are bogus."""
+    resolver.flags = (resolver.flags or dns.flags.RD) | dns.flags.CD
+    try:
+        resolver.resolve(name, "TLSA")
+    except dns.exception.DNSException:
+        return False
+    return True
+
+
 def _tlsa_name(hostname, port, protocol):
     if not __salt__["certsync.is_dns_name"](hostname):
         raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
@@ -145,6 +160,11 @@ def tlsa(
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return {"name": name, "records": [], "ttl": None, "ad": None}
     except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+        if dnssec and _validates_only_unchecked(resolver, name):
+            raise _Bogus(
+                f"the TLSA records at {name} fail DNSSEC validation (bogus: a broken or "
+                "expired signature): DANE senders will not deliver"
+            ) from None
         raise _LookupFailed(f"cannot look up TLSA {name}: {_failure_reason(exc)}") from None
     except dns.resolver.YXDOMAIN as exc:
         raise CommandExecutionError(f"cannot look up TLSA {name}: {exc}") from None
@@ -724,6 +744,8 @@ def _guarded(record, check, *args):
         rows = check(*args)
     except _LookupFailed as exc:
         return [_error_row(record, exc)]
+    except _Bogus as exc:
+        return [_row(record, "an answer that validates", "bogus", False, str(exc))]
     return rows if isinstance(rows, list) else [rows]
 
 
@@ -2090,10 +2112,13 @@ def _sender_rows(lk, domain, accept, selectors, dmarc_policy, relay):
 def _tlsa_rows(hostname, port, certs, probe, resolver_args, key_kept):
     """The TLSA rows of one port and its stale records (a failed lookup: one error row)."""
     served = (probe["address"], _probe_port(probe, port), probe["timeout"])
+    name = _tlsa_name(hostname, port, "tcp")
     try:
         rows, check = _check_tlsa(hostname, port, certs, served, resolver_args, key_kept)
     except _LookupFailed as exc:
-        return [_error_row(f"TLSA {_tlsa_name(hostname, port, 'tcp')}", exc)], []
+        return [_error_row(f"TLSA {name}", exc)], []
+    except _Bogus as exc:
+        return [_row(f"TLSA {name} DNSSEC", "records that validate", "bogus", False, str(exc))], []
     return rows, [r["record"] for r in check["records"] if not r["matches"]]
 
 

@@ -12,6 +12,7 @@ import shutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support.dnssec import ValidatingResolver, ZoneSigner, change_data
 from support.mailcow_stack import free_port
 from support.nsd import AuthoritativeDNS
 from support.pki import TestCA, write_pair
@@ -92,7 +93,7 @@ def _zone(salt_call, deployed, **change):
     return [v for v in records.values() if v], {RELAY: lines["r"], REVERSE: lines["p"]}
 
 
-def _audit(salt_call, dns_server, deployed, *extra):
+def _audit(salt_call, dns_server, deployed, *extra, port=None):
     ret = salt_call(
         "maildns.audit",
         DOMAIN,
@@ -104,7 +105,7 @@ def _audit(salt_call, dns_server, deployed, *extra):
         "tlsa_ports=[25]",
         f'certs={{"deployed": "{deployed}"}}',
         "nameservers=[127.0.0.1]",
-        f"dns_port={dns_server.port}",
+        f"dns_port={port or dns_server.port}",
         "tls_rpt=True",
         "caa=True",
         f"caa_issuer={CA_DOMAIN}",
@@ -610,3 +611,33 @@ def test_every_mx_host_gets_address_and_ptr_rows(salt_call, dns_server, deployed
     assert _failing(ret) == {"PTR 192.0.2.27": "no PTR record at 27.2.0.192.in-addr.arpa"}
     rows = {row["record"]: row for row in ret.data["rows"]}
     assert rows[f"A/AAAA backup.{DOMAIN}"]["found"] == "192.0.2.27"
+
+
+def test_dnssec_through_a_validating_resolver(salt_call, dns_server, deployed, tmp_path):
+    """The zone signed with ldns' signer, unbound validating it: the TLSA answer carries
+    the AD bit; a TLSA record changed after signing fails validation and its row."""
+    signer = ZoneSigner(tmp_path / "keys", DOMAIN)
+    records, extra = _zone(salt_call, deployed)
+    dns_server.publish(records, extra=extra, signer=signer)
+    zones = {zone: dns_server.port for zone in (DOMAIN, RELAY, REVERSE)}
+    resolver = ValidatingResolver(tmp_path / "unbound", [signer.trust_anchor()], zones)
+    resolver.start(DOMAIN)
+    try:
+        ret = _audit(salt_call, dns_server, deployed, "dnssec=True", port=resolver.port)
+        assert _failing(ret) == {}, ret.data
+        rows = {row["record"]: row for row in ret.data["rows"]}
+        assert rows[f"TLSA _25._tcp.{HOST} DNSSEC"]["found"] == "AD"
+
+        data = salt_call("certsync.tlsa", str(deployed)).data.split()[-1]
+        forged = ("0" if data[0] != "0" else "1") + data[1:]
+        dns_server.publish(
+            records, extra=extra, signer=signer, tamper=change_data("TLSA", data, forged)
+        )
+        ret = _audit(salt_call, dns_server, deployed, "dnssec=True", port=resolver.port)
+    finally:
+        resolver.stop()
+    assert ret.returncode == 1
+    assert _failing(ret) == {
+        f"TLSA _25._tcp.{HOST} DNSSEC": f"the TLSA records at _25._tcp.{HOST} fail DNSSEC "
+        "validation (bogus: a broken or expired signature): DANE senders will not deliver"
+    }

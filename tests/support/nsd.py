@@ -57,9 +57,11 @@ class AuthoritativeDNS:
             + "".join(f"zone:\n  name: {z}\n  zonefile: {z}.zone\n" for z in self.zones)
         )
 
-    def publish(self, records, ttl=300, extra=None):
+    def publish(self, records, ttl=300, extra=None, signer=None, tamper=None):
         """Serve the zone with ``records`` (zone-file lines relative to the
-        origin), and each extra zone with its lines from ``extra``."""
+        origin), and each extra zone with its lines from ``extra``; with
+        ``signer`` (support.dnssec.ZoneSigner) the zone is signed first, and
+        ``tamper`` edits the signed text."""
         self.serial += 1
         extra = extra or {}
         for zone in self.zones:
@@ -73,6 +75,8 @@ class AuthoritativeDNS:
                 *(records if zone == self.zone else extra.get(zone, [])),
             ]
             (self.root / f"{zone}.zone").write_text("\n".join(lines) + "\n")
+        if signer is not None:
+            signer.sign(self.root / f"{self.zone}.zone", tamper)
         self.stop()
         self.proc = subprocess.Popen(
             [NSD, "-d", "-c", str(self.root / "nsd.conf")],
