@@ -641,3 +641,30 @@ def test_dnssec_through_a_validating_resolver(salt_call, dns_server, deployed, t
         f"TLSA _25._tcp.{HOST} DNSSEC": f"the TLSA records at _25._tcp.{HOST} fail DNSSEC "
         "validation (bogus: a broken or expired signature): DANE senders will not deliver"
     }
+
+
+def test_the_table_outputter_marks_and_aligns_each_row(salt_call, dns_server, deployed):
+    _publish(salt_call, dns_server, deployed, dmarc=None)
+    ret = salt_call(
+        "--out=certsync_table",
+        "--no-color",
+        "maildns.audit",
+        DOMAIN,
+        HOST,
+        f"addresses=[{ADDRESS}]",
+        "dkim_selectors=[dkim]",
+        "nameservers=[127.0.0.1]",
+        f"dns_port={dns_server.port}",
+    )
+    assert ret.returncode == 1
+    lines = ret.stdout.strip().splitlines()
+    assert lines[0] == "local:"
+    table, summary = lines[1:-1], lines[-1]
+    assert {line[4:8] for line in table} <= {"PASS", "FAIL", "ERR "}
+    assert f"    FAIL  DMARC _dmarc.{DOMAIN}" in "\n".join(table)
+    # "    MARK  record<padded>  found<padded>  why": every column starts at one offset
+    width = max(len(line[10:].split("  ", 1)[0]) for line in table)
+    found_at = 10 + width + 2
+    assert all(line[found_at - 2 : found_at] == "  " for line in table), "\n".join(table)
+    assert all(line[found_at] != " " for line in table), "\n".join(table)
+    assert summary.startswith("    ") and "1 fail, 0 error" in summary

@@ -1,0 +1,57 @@
+"""The certsync_table outputter on certsync.status returns (loader mocked)."""
+
+import pytest
+from support.loader import load_loader_module
+
+table = load_loader_module("output", "certsync_table")
+FP, OTHER = "ab" * 32, "cd" * 32
+
+
+@pytest.fixture
+def configure_loader_modules():
+    return {table: {"__opts__": {"color": False}}}
+
+
+def test_a_consumer_status():
+    ret = {
+        "role": "consumer",
+        "deployed": FP,
+        "days_left": 60,
+        "served": {"smtp": FP, "imaps": OTHER},
+        "uncovered": {"autodiscover.example.test": {"missing": ["autodiscover.example.test"]}},
+        "relay": {"relay": "mail.smtp2go.com:2525", "ok": True, "sent": 3, "blocked": []},
+    }
+    lines = table.output({"mailcow": ret}).splitlines()
+    assert lines[0] == "mailcow:"
+    assert [line[4:8] for line in lines[1:]] == ["INFO", "FAIL", "PASS", "FAIL", "PASS"]
+    assert lines[2].split()[1:4] == ["served", "imaps", OTHER[:16] + "..."]
+    assert lines[5].split()[1:5] == ["relay", "mail.smtp2go.com:2525", "sent", "3"]
+
+
+def test_a_source_status_and_the_fleet():
+    source = {
+        "role": "source",
+        "fingerprint": FP,
+        "days_left": 80,
+        "renewal": {"next_renewal_keeps_key": False, "why": "reuse_key is not set"},
+    }
+    lines = table.output({"npm": source}).splitlines()
+    assert lines[2].split()[:6] == ["FAIL", "next", "renewal", "makes", "a", "new"]
+    fleet = {
+        "result": False,
+        "sources": {"npm": {"result": True, "fingerprint": FP}},
+        "consumers": {
+            "mailcow": {
+                "agree": False,
+                "deployed_fingerprint": OTHER,
+                "error": "mailcow did not answer",
+            }
+        },
+    }
+    lines = table.output(fleet).splitlines()
+    assert [line.split()[0] for line in lines] == ["PASS", "FAIL"]
+    assert lines[1].endswith("mailcow did not answer")
+
+
+def test_anything_else_goes_to_the_nested_outputter():
+    assert "True" in table.output({"minion": True})
