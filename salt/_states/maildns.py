@@ -39,6 +39,12 @@ OPTIONS = (
     "certs",
     "probe_address",
     "probe_ports",
+    "probe_addresses",
+    "mta_sts",
+    "tls_rpt",
+    "caa",
+    "caa_issuer",
+    "ca_file",
     "nameservers",
     "dns_port",
     "timeout",
@@ -71,8 +77,9 @@ def records_ok(name, hostname, **options):
 
     The other options are those of ``maildns.audit``: mx, addresses,
     spf_all, dkim_selectors, dmarc_policy, return_path, autoconfig,
-    tlsa_ports, certs, probe_address, probe_ports, nameservers, dns_port,
-    timeout, dnssec, key_kept.
+    tlsa_ports, certs, probe_address, probe_ports, probe_addresses,
+    nameservers, dns_port, timeout, dnssec, key_kept, mta_sts, tls_rpt, caa,
+    caa_issuer, ca_file. A lookup that fails is listed too (``error``).
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     given = {key: value for key, value in options.items() if not key.startswith("__")}
@@ -92,7 +99,7 @@ def records_ok(name, hostname, **options):
         ret["result"] = True
         ret["comment"] = f"All {len(rows)} DNS checks of {name} pass"
         return ret
-    failures = [_line(row) for row in rows if row["result"] == "fail"]
+    failures = [_line(row) for row in rows if row["result"] != "pass"]
     ret["comment"] = "\n".join(
         [f"{len(failures)} of {len(rows)} DNS checks of {name} fail:", *failures]
     )

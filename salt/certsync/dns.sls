@@ -1,5 +1,6 @@
 {#- The mail DNS audit on a consumer: MX, A/AAAA, PTR, SPF, DKIM, DMARC,
-    client autoconfiguration, the relay's return path and TLSA, checked
+    client autoconfiguration, the relay's return path, TLSA, and when the
+    pillar asks MTA-STS, TLS-RPT and CAA, checked
     against the `certsync:dns` pillar. Read-only: a failing record fails
     this state and names the record. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
@@ -32,6 +33,15 @@ certsync-mail-dns:
     - autoconfig: {{ dns.autoconfig | json }}
     - dns_port: {{ dns.dns_port }}
     - dnssec: {{ dns.dnssec | json }}
+{%- for option in ["mta_sts", "tls_rpt", "caa", "caa_issuer", "ca_file", "probe_addresses"] %}
+{%-   if dns.get(option) %}
+    - {{ option }}: {{ dns[option] | json }}
+{%-   endif %}
+{%- endfor %}
+{%- if dns.get("caa") and not dns.tlsa_ports %}
+    - certs:
+        deployed: {{ (consumer.mailcow_dir ~ "/data/assets/ssl/cert.pem") | json }}
+{%- endif %}
 {%- if dns.tlsa_ports %}
     - certs:
         deployed: {{ (consumer.mailcow_dir ~ "/data/assets/ssl/cert.pem") | json }}

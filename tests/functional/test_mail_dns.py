@@ -385,6 +385,9 @@ def test_the_formula_audits_the_dns_from_pillar(salt_call, dns_server, deployed,
         "tlsa_ports": [25],
         "nameservers": ["127.0.0.1"],
         "dns_port": dns_server.port,
+        "tls_rpt": True,
+        "caa": True,
+        "caa_issuer": CA_DOMAIN,
     }
     consumer = {"mailcow_dir": str(tmp_path / "mailcow"), "endpoints": ["smtp"]}  # no HTTPS
     pillar = {
