@@ -349,10 +349,13 @@ def test_records_ok_state_lists_each_failure(salt_call, dns_server, deployed):
     assert ret["result"] is False
     assert ret["changes"] == {}
     lines = ret["comment"].splitlines()
-    assert lines[0].startswith("2 of ") and lines[0].endswith(f"DNS checks of {DOMAIN} fail:")
+    assert lines[0].startswith("3 of ") and lines[0].endswith(f"DNS checks of {DOMAIN} fail:")
     assert lines[1:] == [
         f"  MX {DOMAIN}: expected {HOST}, found 10 mx.elsewhere.test: "
         "MX points elsewhere: mx.elsewhere.test",
+        # every MX host's addresses are looked up; NSD refuses the foreign name
+        "  A/AAAA mx.elsewhere.test: expected an answer, found lookup failed: cannot look up "
+        f"A mx.elsewhere.test: REFUSED from Do53:127.0.0.1@{dns_server.port}",
         f"  DMARC _dmarc.{DOMAIN}: expected one v=DMARC1 TXT record, found 0 records: "
         "no v=DMARC1 record",
     ]
