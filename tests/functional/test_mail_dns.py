@@ -674,3 +674,31 @@ def test_the_table_outputter_marks_and_aligns_each_row(salt_call, dns_server, de
     assert all(line[found_at - 2 : found_at] == "  " for line in table), "\n".join(table)
     assert all(line[found_at] != " " for line in table), "\n".join(table)
     assert summary.startswith("    ") and "1 fail, 0 error" in summary
+
+
+def test_caa_for_a_wildcard_certificate_reads_issuewild(salt_call, dns_server, ca, tmp_path):
+    wildcard = ca.leaf(HOST, sans=[HOST, f"*.{DOMAIN}"])
+    write_pair(tmp_path / "wild", wildcard)
+    cert = tmp_path / "wild" / "cert.pem"
+    resolver = ("nameservers=[127.0.0.1]", f"dns_port={dns_server.port}")
+
+    def caa_row(caa):
+        _publish(salt_call, dns_server, cert, caa=caa)
+        ret = salt_call(
+            "maildns.audit",
+            DOMAIN,
+            HOST,
+            "caa=True",
+            f"caa_issuer={CA_DOMAIN}",
+            f'certs={{"deployed": "{cert}"}}',
+            "autoconfig=False",
+            *resolver,
+        )
+        (row,) = [r for r in ret.data["rows"] if r["record"] == f"CAA {DOMAIN}"]
+        return row["result"], row["why"]
+
+    assert caa_row(f'@ IN CAA 0 issue "{CA_DOMAIN}"') == ("pass", "")
+    assert caa_row(f'@ IN CAA 0 issue "{CA_DOMAIN}"\n@ IN CAA 0 issuewild ";"') == (
+        "fail",
+        f'allows ";", not {CA_DOMAIN}: the next renewal will be refused',
+    )
