@@ -1,6 +1,9 @@
 """The certsync_table outputter on certsync.status returns (loader mocked)."""
 
+import copy
+
 import pytest
+import salt.config
 from support.loader import load_loader_module
 
 table = load_loader_module("output", "certsync_table")
@@ -9,7 +12,9 @@ FP, OTHER = "ab" * 32, "cd" * 32
 
 @pytest.fixture
 def configure_loader_modules():
-    return {table: {"__opts__": {"color": False}}}
+    opts = copy.deepcopy(salt.config.DEFAULT_MINION_OPTS)
+    opts["color"] = False
+    return {table: {"__opts__": opts}}
 
 
 def test_a_consumer_status():
