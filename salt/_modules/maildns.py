@@ -1303,19 +1303,29 @@ _URI_MAILTO = re.compile(
 _URI_HTTPS = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s,;]*)?$", re.I)
 
 
+def _versioned_txt(lk, name, version, record, expected):
+    """``(text, tags, None)`` of the one TXT record at ``name`` starting ``v=<version>``,
+    or ``(None, None, failing row)``: none, several (receivers then ignore them all), or
+    one whose tags do not parse."""
+    prefix = f"v={version}".lower()
+    texts = [t for t in lk.txt(name)[0] if t.replace(" ", "").lower().startswith(prefix)]
+    if len(texts) != 1:
+        why = f"no v={version} record" if not texts else "more than one: senders ignore them all"
+        return None, None, _row(record, expected, f"{len(texts)} records", False, why)
+    try:
+        return texts[0], _tags(texts[0], name), None
+    except ValueError as exc:
+        return None, None, _row(record, expected, texts[0], False, str(exc))
+
+
 def _check_tls_rpt(lk, domain):
     """RFC 8460: one v=TLSRPTv1 TXT record at _smtp._tls.<domain>, rua= URIs that parse."""
     name = f"_smtp._tls.{domain}"
     record = f"TLS-RPT {name}"
     expected = "one v=TLSRPTv1 record with rua= mailto: or https: URIs"
-    texts = [t for t in lk.txt(name)[0] if t.replace(" ", "").lower().startswith("v=tlsrptv1")]
-    if len(texts) != 1:
-        why = "no v=TLSRPTv1 record" if not texts else "more than one: senders ignore them all"
-        return _row(record, expected, f"{len(texts)} records", False, why)
-    try:
-        tags = _tags(texts[0], name)
-    except ValueError as exc:
-        return _row(record, expected, texts[0], False, str(exc))
+    text, tags, failed = _versioned_txt(lk, name, "TLSRPTv1", record, expected)
+    if failed:
+        return failed
     uris = [u.strip() for u in tags.get("rua", "").split(",") if u.strip()]
     bad = [u for u in uris if not (_URI_MAILTO.match(u) or _URI_HTTPS.match(u))]
     why = (
@@ -1325,7 +1335,7 @@ def _check_tls_rpt(lk, domain):
         if bad
         else ""
     )
-    return _row(record, expected, texts[0], not why, why)
+    return _row(record, expected, text, not why, why)
 
 
 def _caa_issuer(certs, given):
@@ -1420,16 +1430,11 @@ def _check_sts_txt(lk, domain):
     name = f"_mta-sts.{domain}"
     record = f"MTA-STS {name}"
     expected = "one v=STSv1 record with an id (1-32 letters and digits)"
-    texts = [t for t in lk.txt(name)[0] if t.replace(" ", "").lower().startswith("v=stsv1")]
-    if len(texts) != 1:
-        why = "no v=STSv1 record" if not texts else "more than one: senders ignore MTA-STS"
-        return _row(record, expected, f"{len(texts)} records", False, why)
-    try:
-        tags = _tags(texts[0], name)
-    except ValueError as exc:
-        return _row(record, expected, texts[0], False, str(exc))
+    text, tags, failed = _versioned_txt(lk, name, "STSv1", record, expected)
+    if failed:
+        return failed
     ok = bool(_STS_ID.match(tags.get("id", "")))
-    return _row(record, expected, texts[0], ok, "" if ok else "id= is missing or malformed")
+    return _row(record, expected, text, ok, "" if ok else "id= is missing or malformed")
 
 
 def _fetch_sts_policy(name, address, port, ca_file, timeout):
