@@ -1504,7 +1504,7 @@ def _parse_sts_policy(text):
 def _sts_matches(pattern, host):
     """RFC 8461 4.1: a pattern is a host name, or ``*.`` and one label more."""
     if pattern.startswith("*."):
-        return host.count(".") > pattern.count(".") - 1 and host.split(".", 1)[1] == pattern[2:]
+        return "." in host and host.split(".", 1)[1] == pattern[2:]
     return host == pattern
 
 
@@ -1529,7 +1529,7 @@ def _check_mta_sts(lk, domain, target, ca_file, timeout):
     fields, patterns, problems = _parse_sts_policy(text)
     found = f"mode={fields.get('mode')} max_age={fields.get('max_age')} mx={', '.join(patterns)}"
     rows.append(_row(f"MTA-STS policy {url}", expected, found, not problems, "; ".join(problems)))
-    hosts = sorted({_name(rd.exchange) for rd in lk.get(domain, "MX")[0]} - {""})
+    hosts = _mx_hosts(lk, domain)
     uncovered = [h for h in hosts if not any(_sts_matches(p, h) for p in patterns)]
     stray = [p for p in patterns if not any(_sts_matches(p, h) for h in hosts)]
     why = "; ".join(
