@@ -1907,7 +1907,7 @@ def _formula_settings():
 def consumer_settings():
     """
     This consumer's settings: its entry under ``certsync:consumers`` merged
-    over ``consumer_defaults``, with the ``hostname``, the ``source`` minion
+    over ``consumer_defaults`` (``relay`` key by key), with the ``hostname``, the ``source`` minion
     and ``dest`` (the directory mailcow reads the pair from).
 
     CLI Example:
@@ -1925,7 +1925,12 @@ def _consumer_settings(cfg):
         raise CommandExecutionError(
             f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
         )
-    settings = {**cfg.get("consumer_defaults", {}), **(consumers[__opts__["id"]] or {})}
+    defaults, own = cfg.get("consumer_defaults", {}), consumers[__opts__["id"]] or {}
+    settings = {**defaults, **own}
+    # key by key, as map.jinja merges it: a relay given as {host, port} keeps the defaults
+    settings["relay"] = salt.utils.dictupdate.update(
+        dict(defaults.get("relay") or {}), dict(own.get("relay") or {})
+    )
     settings.update(
         hostname=cfg["hostname"],
         source=(cfg.get("source") or {}).get("minion"),
@@ -2039,11 +2044,11 @@ def _relay_view(settings, relay):
     """Is mail leaving through the relay (postfix's log and queue), and is the way out
     open (the egress check)? ``ok`` is False when the last attempt failed or a
     target is blocked."""
-    target = f"{relay['host']}:{relay.get('port', 587)}"
+    target = f"{relay['host']}:{relay['port']}"
     view = {"relay": target}
     try:
         status = __salt__["mailcow.relay_status"](
-            relay=target, window=relay.get("window", 86400), path=settings["mailcow_dir"]
+            relay=target, window=relay["window"], path=settings["mailcow_dir"]
         )
         view.update(status["relays"].get(target.lower()) or {"sent": 0})
         view["queue"] = status["queue"]

@@ -71,10 +71,6 @@ METRICS = {
     "certsync_mail_queue_oldest_deferred_age_seconds": "Age of the oldest deferred message "
     "in postfix-mailcow's queue (0 when none).",
 }
-#: relay_failing: failures must last this long (seconds); the log window read.
-RELAY_GRACE = 900
-RELAY_WINDOW = 86400
-
 try:
     from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
     from prometheus_client.core import GaugeMetricFamily
@@ -249,15 +245,11 @@ def _relay(settings, now):
     relay = settings.get("relay") or {}
     if not relay.get("host"):
         return None
-    target = f"{relay['host']}:{relay.get('port', 25)}"
-    report = {
-        "relay": target,
-        "grace": float(relay.get("grace", RELAY_GRACE)),
-        "checked": now,
-    }
+    target = f"{relay['host']}:{relay['port']}"
+    report = {"relay": target, "grace": float(relay["grace"]), "checked": now}
     try:
         status = __salt__["mailcow.relay_status"](
-            relay=target, window=relay.get("window", RELAY_WINDOW), path=settings["mailcow_dir"]
+            relay=target, window=relay["window"], path=settings["mailcow_dir"]
         )
     except (CommandExecutionError, SaltInvocationError, KeyError) as exc:
         return {**report, "error": str(exc)}

@@ -53,3 +53,22 @@ def test_no_relay_no_egress_and_no_firewall_unless_asked(salt_call):
     states = _rendered(salt_call, {"relay": {"host": "mail.smtp2go.com", "port": 2525}})
     assert "certsync-egress" in states
     assert not [name for name in states if name.startswith("certsync-egress-allow-")]
+
+
+def test_consumer_settings_merge_the_relay_key_by_key(salt_call, tmp_path):
+    """The monitor and certsync.status read the relay from consumer_settings: a pillar
+    naming only host and port keeps the formula's defaults for the rest, as the SLS does."""
+    (tmp_path / "top.sls").write_text(json.dumps({"base": {"*": ["certsync"]}}))
+    consumer = {"mailcow_dir": str(tmp_path), "relay": {"host": "mail.smtp2go.com", "port": 2525}}
+    pillar = {"certsync": {"hostname": "mail.example.test", "consumers": {ME: consumer}}}
+    (tmp_path / "certsync.sls").write_text(json.dumps(pillar))
+    ret = salt_call(f"--pillar-root={tmp_path}", "certsync.consumer_settings")
+    assert ret.returncode == 0, ret
+    relay = ret.data["relay"]
+    assert (relay["host"], relay["port"], relay["grace"], relay["window"]) == (
+        "mail.smtp2go.com",
+        2525,
+        900,
+        86400,
+    )
+    assert relay["firewall"]["manage"] is False

@@ -56,6 +56,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
                 "host": NAME,
                 "port": PORT,
                 "grace": 0,
+                "window": 86400,
                 "address": stack.relay.host_address,
                 "cafile": ca_file,
             },
