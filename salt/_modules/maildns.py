@@ -1338,14 +1338,14 @@ def _check_tls_rpt(lk, domain):
     return _row(record, expected, text, not why, why)
 
 
-def _caa_issuer(certs, given):
-    """The CAA domain the deployed certificate's CA is known by (or ``given``)."""
+def _caa_issuer(deployed, given):
+    """The CAA domain the deployed certificate's CA (``certsync.info`` of it, or None)
+    is known by, or ``given``."""
     if given:
         return _dns_name(given, "caa_issuer"), None
-    path = (certs or {}).get("deployed")
-    if not path:
+    if not deployed:
         return None, "no deployed certificate to find its CA: give caa_issuer"
-    issuer = __salt__["certsync.info"](path)["issuer"]
+    issuer = deployed["issuer"]
     org = next((p[2:] for p in re.split(r"(?<!\\),", issuer) if p.startswith("O=")), "")
     org = org.replace("\\", "")
     if org not in CAA_DOMAINS:
@@ -2009,15 +2009,10 @@ def audit(
             timeout,
         )
     if caa:
-        issuer, problem = _caa_issuer(certs, caa_issuer)
-        wildcard = any(
-            san.startswith("*.")
-            for san in (
-                __salt__["certsync.info"](certs["deployed"])["sans"]
-                if (certs or {}).get("deployed")
-                else []
-            )
-        )
+        path = (certs or {}).get("deployed")
+        deployed = __salt__["certsync.info"](path) if path else None
+        issuer, problem = _caa_issuer(deployed, caa_issuer)
+        wildcard = any(san.startswith("*.") for san in (deployed or {}).get("sans", []))
         rows += _guarded(f"CAA {hostname}", _check_caa, lk, hostname, issuer, problem, wildcard)
     if autoconfig:
         https = (probe_address, _probe_port(probe, 443), timeout)
