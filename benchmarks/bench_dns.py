@@ -43,6 +43,15 @@ DOMAIN, HOST, RELAY, REVERSE = (
 )
 
 
+#: What both audits expect of the zone.
+RECORDS = {
+    "addresses": ["192.0.2.25"],
+    "dkim_selectors": ["dkim", "s1"],
+    "dmarc_policy": "reject",
+    "return_path": {"name": f"bounces.{DOMAIN}", "target": f"rp.{RELAY}"},
+}
+
+
 def txt(text):
     return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
 
@@ -147,10 +156,7 @@ def main():
                 report = maildns.audit(
                     DOMAIN,
                     HOST,
-                    addresses=["192.0.2.25"],
-                    dkim_selectors=["dkim", "s1"],
-                    dmarc_policy="reject",
-                    return_path={"name": f"bounces.{DOMAIN}", "target": f"rp.{RELAY}"},
+                    **RECORDS,
                     tlsa_ports=[25],
                     certs={"deployed": cert},
                     **resolver,
@@ -178,10 +184,7 @@ def every(maildns, tmp, cert, resolver, rounds):
             report = maildns.audit(
                 DOMAIN,
                 HOST,
-                addresses=["192.0.2.25"],
-                dkim_selectors=["dkim", "s1"],
-                dmarc_policy="reject",
-                return_path={"name": f"bounces.{DOMAIN}", "target": f"rp.{RELAY}"},
+                **RECORDS,
                 tlsa_ports=[465],
                 certs={"deployed": cert},
                 probe_address="127.0.0.1",
