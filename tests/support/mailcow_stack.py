@@ -35,6 +35,14 @@ from cryptography.hazmat.primitives.asymmetric import dh
 from .loader import load_loader_module
 from .pki import write_pair, write_sni_dir
 
+#: The resolver of a container on Docker's default bridge: its own loopback,
+#: where nothing answers, so a lookup fails at once and stays on the host
+#: (postfix's smtpd looks up every client's name; through the host's resolver
+#: that stalled a handshake 5-7 s). mailcow has unbound-mailcow for this. On a
+#: network of our own, Docker's resolver answers (the relay's alias) and a
+#: loopback upstream would stall it instead: those keep Docker's.
+NO_RESOLVER = ["127.0.0.1"]
+
 CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "docker" / "mailcow"
 BUILD_SCRIPT = CONF_DIR.parent / "build-image.sh"
 HOST = "mail.example.test"
@@ -236,6 +244,7 @@ class MailcowStack:
                 },
                 # Fixed host ports, as mailcow has: a restart keeps them.
                 ports=published,
+                dns=None if "network" in extra else NO_RESOLVER,
                 **extra,
             )
             self.containers[service] = container
