@@ -1665,7 +1665,8 @@ def seal_payload(fullchain, key, recipients):
     The mine payload for consumers: the chain, its fingerprint, SPKI hash and
     ``not_after``, and the private key sealed with HPKE to each consumer's
     recipient key, bound to the source id, the consumer id and the
-    fingerprint. Called by :py:func:`publish` through ``mine.send``.
+    fingerprint. :py:func:`publish` makes one such payload per consumer,
+    holding only that consumer's sealed key.
 
     recipients
         Mapping of consumer id to its public recipient key (base64), as
@@ -1680,6 +1681,13 @@ def seal_payload(fullchain, key, recipients):
     """
     if not isinstance(recipients, dict) or not recipients:
         raise SaltInvocationError("recipients must map consumer ids to public keys")
+    common, sealed = _sealed_for(fullchain, key, recipients)
+    return {**common, "sealed": sealed}
+
+
+def _sealed_for(fullchain, key, recipients):
+    """The payload's common part, and the key sealed to each recipient: the pair
+    is read and parsed once, whatever the number of consumers."""
     certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
     leaf = certs[0]
     fingerprint = _fingerprint(leaf)
@@ -1695,7 +1703,7 @@ def seal_payload(fullchain, key, recipients):
         sealed[consumer] = base64.b64encode(
             suite.encrypt(key_pem, public, info=_seal_info(source, consumer, fingerprint))
         ).decode()
-    return {
+    common = {
         "version": 1,
         "source": source,
         "fingerprint": fingerprint,
@@ -1703,8 +1711,22 @@ def seal_payload(fullchain, key, recipients):
         "not_after": _iso(leaf.not_valid_after_utc),
         "sans": _dns_sans(leaf),
         "chain_pem": cert_pem.decode("ascii"),
-        "sealed": sealed,
     }
+    return common, sealed
+
+
+def sealed_entry(entry):
+    """
+    Return ``entry``, one consumer's payload already sealed by
+    :py:func:`publish`, after checking its shape: the mine function behind
+    the single ``mine.update`` that sends every consumer's entry in one
+    round trip to the master. Not for the command line.
+    """
+    consumers = list((entry or {}).get("sealed") or {}) if isinstance(entry, dict) else []
+    if len(consumers) != 1:
+        raise SaltInvocationError("a sealed entry holds the key sealed to exactly one consumer")
+    _checked_entry(entry, __opts__["id"], consumers[0])
+    return entry
 
 
 def _publication_record(hostname):
@@ -1729,7 +1751,9 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     """
     Publish the certificate for the ``consumers``: one mine entry per
     consumer (``certsync_cert_<id>``), readable only by that consumer, holding
-    the chain and the private key sealed to it (see :py:func:`seal_payload`).
+    the chain and the private key sealed to it (see :py:func:`seal_payload`),
+    all sent in one ``mine.update``: one round trip, whatever the number of
+    consumers, and the pair is read once.
     When the certificate or a consumer's recipient key changed since the last
     publication from this minion (or with ``force``), fire
     ``certsync/published`` with the fingerprint, ``not_after`` and the
@@ -1763,19 +1787,8 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     __context__.pop("retcode", None)
     if test:
         return ret
-    for consumer in ret["consumers"]:
-        sent = __salt__["mine.send"](
-            cert_mine_name(consumer),
-            fullchain,
-            key,
-            # As a keyword: mine.send's call_function takes a positional dict for kwargs.
-            recipients={consumer: recipients[consumer]},
-            mine_function="certsync.seal_payload",
-            allow_tgt=[consumer],
-            allow_tgt_type="list",
-        )
-        if sent is not True:
-            raise CommandExecutionError(f"mine.send of the certificate for {consumer} failed")
+    if ret["consumers"]:
+        _send_entries(fullchain, key, {c: recipients[c] for c in ret["consumers"]})
     if ret["consumers"] and (ret["changed"] or force):
         __salt__["event.send"](
             "certsync/published",
@@ -1784,6 +1797,25 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     os.makedirs(os.path.dirname(record), mode=0o700, exist_ok=True)
     _write_private(record, json.dumps({"digest": digest}).encode())
     return ret
+
+
+def _send_entries(fullchain, key, recipients):
+    """One entry per consumer, readable by it alone, all in one ``mine.update``
+    (one round trip to the master, not one per consumer)."""
+    common, sealed = _sealed_for(fullchain, key, recipients)
+    functions = {
+        cert_mine_name(consumer): {
+            "mine_function": "certsync.sealed_entry",
+            "entry": {**common, "sealed": {consumer: blob}},
+            "allow_tgt": [consumer],
+            "allow_tgt_type": "list",
+        }
+        for consumer, blob in sealed.items()
+    }
+    if __salt__["mine.update"](mine_functions=functions) is not True:
+        raise CommandExecutionError(
+            f"mine.update of the certificate for {', '.join(sorted(sealed))} failed"
+        )
 
 
 def _checked_entry(entry, source, consumer):

@@ -5,6 +5,7 @@ import copy
 import os
 
 import pytest
+import salt.utils.mine
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from support.loader import certsync_mod
 from support.pki import write_pair
@@ -19,12 +20,26 @@ class Mine:
         self.entries = {}  # (minion, name) -> (data, allow_tgt)
         self.events = []
         self.lookups = 0
+        self.round_trips = 0  # requests that store mine data on the master
 
     def send(self, name, *args, mine_function, allow_tgt, allow_tgt_type, **kwargs):
         assert allow_tgt_type == "list"
         assert not any(isinstance(arg, dict) for arg in args), "mine.send reads dicts as kwargs"
+        self.round_trips += 1
         data = certsync_mod.__salt__[mine_function](*args, **kwargs)
         self.entries[(certsync_mod.__opts__["id"], name)] = (data, allow_tgt)
+        return True
+
+    def update(self, clear=False, mine_functions=None):
+        """As Salt's mine.update: each definition parsed by Salt's own helper and
+        called; every entry stored in one request."""
+        assert not clear
+        self.round_trips += 1
+        for name, definition in mine_functions.items():
+            function, args, kwargs, acl = salt.utils.mine.parse_function_definition(definition)
+            assert acl["allow_tgt_type"] == "list"
+            data = certsync_mod.__salt__[function](*args, **kwargs)
+            self.entries[(certsync_mod.__opts__["id"], name)] = (data, acl["allow_tgt"])
         return True
 
     def get(self, tgt, name, tgt_type="glob"):
@@ -55,9 +70,11 @@ def configure_loader_modules(tmp_path, mine):
             },
             "__salt__": {
                 "mine.send": mine.send,
+                "mine.update": mine.update,
                 "mine.get": mine.get,
                 "event.send": lambda tag, data: mine.events.append((tag, data)),
                 "certsync.seal_payload": certsync_mod.seal_payload,
+                "certsync.sealed_entry": certsync_mod.sealed_entry,
                 "certsync.recipient_key": certsync_mod.recipient_key,
             },
         }
@@ -105,6 +122,32 @@ def test_the_consumer_opens_its_key(tmp_path, good, published, mine):
     with open(opened["privkey"], "rb") as handle:
         assert handle.read() == good.key_pem()
     assert os.stat(opened["privkey"]).st_mode & 0o777 == 0o600
+
+
+def test_every_consumer_is_published_in_one_round_trip(tmp_path, good, mine):
+    consumers = [f"mailcow-{n}" for n in range(5)]
+    for consumer in consumers:
+        as_minion(consumer, tmp_path)
+        certsync_mod.publish_recipient_key([SOURCE])
+    as_minion(SOURCE, tmp_path)
+    mine.round_trips, mine.lookups = 0, 0
+    fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
+    done = certsync_mod.publish(fullchain, key, consumers, "mail.example.test")
+    assert done["consumers"] == consumers
+    assert (mine.round_trips, mine.lookups) == (1, 1)
+    for consumer in consumers:
+        entry, allowed = mine.entries[(SOURCE, certsync_mod.cert_mine_name(consumer))]
+        assert allowed == [consumer]
+        assert list(entry["sealed"]) == [consumer]
+        assert _open_as(consumer, tmp_path, good.fingerprint)["fingerprint"] == good.fingerprint
+
+
+def test_a_sealed_entry_holds_one_consumer(published, mine):
+    entry, _ = mine.entries[(SOURCE, certsync_mod.cert_mine_name(CONSUMER))]
+    assert certsync_mod.sealed_entry(entry) is entry
+    both = dict(entry, sealed={CONSUMER: "x", OTHER: "y"})
+    with pytest.raises(SaltInvocationError, match="exactly one consumer"):
+        certsync_mod.sealed_entry(both)
 
 
 def test_each_entry_is_readable_by_its_consumer_only(tmp_path, published, mine):
