@@ -3,6 +3,8 @@ Time certsync's hot operations and print the figures (no pass/fail):
 
 - certsync.validate and certsync.info, in-process, per key type;
 - a no-op certsync.deployed run in-process (the state a schedule repeats);
+- the source beacon's tick when nothing changed (what the formula's 1 s
+  beacon interval costs the NPM minion);
 - hostile input: a 256 KiB file of 14,000 BEGIN lines (and one of BEGIN/END
   fragments) refused, and find_source over 4 live/ dirs of such files;
 - the same no-op run through a real `salt-call --local` (process start included).
@@ -23,7 +25,12 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from salt.exceptions import CommandExecutionError  # noqa: E402
-from support.loader import certsync_mod, certsync_state, salt_functions  # noqa: E402
+from support.loader import (  # noqa: E402
+    certsync_beacon,
+    certsync_mod,
+    certsync_state,
+    salt_functions,
+)
 from support.pki import TestCA, write_pair  # noqa: E402
 
 HOST = "mail.example.test"
@@ -108,6 +115,16 @@ def main():
         assert noop["result"] is True and not noop["changes"], noop
         results["deployed no-op, in-process"] = timed(
             lambda: certsync_state.deployed(str(dest), HOST, source=str(source)), args.runs
+        )
+
+        certsync_beacon.__context__ = {}
+        certsync_beacon.__opts__ = {"cachedir": str(tmp / "beacon-cache")}
+        certsync_beacon.__salt__ = salt_functions(certsync_mod, "certsync")
+        watch = [{"hostname": HOST}, {"source": str(source)}]
+        assert certsync_beacon.beacon(watch)[0]["tag"] == "renewed"
+        assert certsync_beacon.beacon(watch) == []
+        results["source beacon tick, nothing renewed"] = timed(
+            lambda: certsync_beacon.beacon(watch), args.runs
         )
 
         config = tmp / "salt-config"

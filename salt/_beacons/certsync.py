@@ -14,7 +14,7 @@ material) when the certificate covering ``hostname`` has a new fingerprint.
       certsync:
         - hostname: mail.example.com
         - live_dir: /etc/letsencrypt/live   # or: source: /etc/letsencrypt/live/npm-5
-        - interval: 10
+        - interval: 1
 
 Between changes it only ``stat``\\ s the ``fullchain.pem`` files (through NPM's
 ``live/`` symlinks); it parses them only when one changed. The last fingerprint

@@ -75,7 +75,6 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None):
                 "minion": source_id,
                 "live_dir": str(live_dir),
                 "dir": NPM_DIR,
-                "beacon_interval": 1,
             },
             "consumers": consumers,
         }
