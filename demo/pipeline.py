@@ -54,7 +54,8 @@ def say(text):
 
 def _job_line(tag, data):
     if tag.endswith("/new"):
-        return f"state.apply certsync on {', '.join(data.get('minions', []))}"
+        mods = next((arg for arg in data.get("arg") or [] if isinstance(arg, str)), "")
+        return f"state.apply {mods} on {', '.join(data.get('minions', []))}"
     line = f"{data.get('id')} finished state.apply (success: {data.get('success')})"
     returned = data.get("return")
     if isinstance(returned, dict):
@@ -104,7 +105,7 @@ def start_fleet(work, salt, certbot, knot):
     # The formula's own schedule (every 30 minutes, splay 5): the bus does the work.
     settings = {**stack_settings(stack), "dane": knot.dane(max_wait=60)}
     write_pillar(work / "pillar", "npm", {"mailcow": settings}, certbot.live_dir, False)
-    salt.write_master(work / "pillar", {"npm": ["mailcow"]})
+    salt.write_master(work / "pillar")
     say("starting salt-master and the minions npm and mailcow")
     salt.start_master()
     for minion_id in ("npm", "mailcow"):

@@ -1,7 +1,7 @@
 # The system certsync replaces: Nginx Proxy Manager on the minion `npm`
 # issues mail.wittenberger.us (its cert dir is live/npm-5); mailcow-dockerized
 # on the minion `mailcow` serves it on every mail protocol and its web UI.
-# The master's certsync_routes must say the same: {npm: [mailcow]}.
+# The master's reactor routes by this pillar alone (salt-run certsync.routes).
 # Every key is documented in pillar.example.
 certsync:
   hostname: mail.wittenberger.us

@@ -1,23 +1,175 @@
 """
-Fleet view of certsync, from the master
-=======================================
+certsync on the master: routes from the pillar, the reactor's targets, the fleet view
+====================================================================================
 
-Reads the routes from the master's ``certsync_routes`` ({source id:
-[consumer ids]}) and asks every minion for its part (``certsync.status``).
+The pillar is the one place that names the source and its consumers: the
+source minion's ``certsync:source:minion`` (itself) and ``certsync:consumers``.
+The routes are read from the pillar the master compiles for the source, at
+each event, so a changed pillar takes effect at the next event with nothing
+else kept in step. The reactor SLS (``salt://certsync/reactor/``) hand the
+sender's id to :py:func:`on_renewed`, :py:func:`on_recipient` and
+:py:func:`on_published`, which target only what that pillar names: an event
+never names its targets.
+
+:py:func:`status` asks every minion of every route for its part
+(``certsync.status``).
 """
+
+import logging
+import re
 
 import salt.cache
 import salt.client
+import salt.key
+import salt.pillar
 import salt.utils.mine
+import salt.utils.minions
+import salt.version
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync"
 
 #: Mine entry a source publishes for one consumer (certsync module's cert_mine_name).
 CERT_MINE_PREFIX = "certsync_cert_"
+#: A minion id as the certsync module accepts one.
+_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 
 
 def __virtual__():
     return __virtualname__
+
+
+def _is_minion_id(value):
+    return isinstance(value, str) and bool(_MINION_ID.fullmatch(value))
+
+
+def _certsync_pillar(minion):
+    """The ``certsync`` pillar the master compiles for ``minion`` now (grains from
+    the master's cache, as ``pillar.show_pillar`` takes them)."""
+    grains = salt.utils.minions.get_minion_data(minion, __opts__)[1] or {}
+    pillar = salt.pillar.get_pillar(__opts__, grains, minion, saltenv="base").compile_pillar()
+    found = pillar.get("certsync") if isinstance(pillar, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _source_minion(cfg):
+    source = cfg.get("source")
+    return source.get("minion") if isinstance(source, dict) else None
+
+
+def _consumers_of(source):
+    """The consumers ``source``'s own pillar names, when it names ``source`` as the source."""
+    if not _is_minion_id(source):
+        return []
+    cfg = _certsync_pillar(source)
+    consumers = cfg.get("consumers")
+    if _source_minion(cfg) != source or not isinstance(consumers, dict):
+        return []
+    return sorted(c for c in consumers if _is_minion_id(c) and c != source)
+
+
+def _sources_of(consumer):
+    """The source ``consumer``'s pillar names, when that source's pillar names it back."""
+    if not _is_minion_id(consumer):
+        return []
+    source = _source_minion(_certsync_pillar(consumer))
+    return [source] if _is_minion_id(source) and consumer in _consumers_of(source) else []
+
+
+def routes(source=None):
+    """
+    The routes the reactor follows, ``{source id: [consumer ids]}``, from the
+    pillar the master compiles now: for ``source``, or for every accepted
+    minion whose cached pillar names it as the source.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run certsync.routes
+        salt-run certsync.routes source=npm-host
+    """
+    if source is not None:
+        return {source: _consumers_of(source)}
+    found = {}
+    for minion in sorted(salt.key.get_key(__opts__).list_status("accepted").get("minions", [])):
+        cached = (salt.utils.minions.get_minion_data(minion, __opts__)[2] or {}).get("certsync")
+        if isinstance(cached, dict) and _source_minion(cached) == minion:
+            consumers = _consumers_of(minion)
+            if consumers:
+                found[minion] = consumers
+    return found
+
+
+def _apply(targets, mods, pillar=None):
+    """``state.apply <mods>`` on ``targets`` (queued behind a running one), not waited for.
+
+    ``mods`` is the part of the formula a renewal needs (``certsync.published``
+    on the source, ``certsync.deployed`` on the consumers): the same states as
+    the role's, with no provisioning (beacons, schedule, mailcow.conf), which
+    the role's scheduled run keeps."""
+    if not targets:
+        return {"targets": [], "jid": None}
+    kwarg = {"queue": True, **({"pillar": pillar} if pillar else {})}
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    jid = client.cmd_async(targets, "state.apply", [mods], tgt_type="list", kwarg=kwarg)
+    log.info("certsync: state.apply %s on %s (job %s)", mods, ", ".join(targets), jid)
+    return {"targets": targets, "jid": jid}
+
+
+def on_renewed(source):
+    """
+    A source saw a new certificate (its beacon's ``certsync/renewed``): when its
+    pillar names it as the source of some consumers, it applies
+    ``certsync.published``. For the reactor; by hand it re-publishes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run certsync.on_renewed npm-host
+    """
+    return _apply([source] if _consumers_of(source) else [], "certsync.published")
+
+
+def on_recipient(consumer):
+    """
+    A consumer made a new recipient key (``certsync/recipient``): its source,
+    when the source's pillar names this consumer, publishes again.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run certsync.on_recipient mailcow-host
+    """
+    return _apply(_sources_of(consumer), "certsync.published")
+
+
+def on_published(source, fingerprint=None):
+    """
+    A source published (``certsync/published``): the consumers its pillar
+    names apply ``certsync.deployed``, told which certificate to expect (``fingerprint``,
+    when it is a SHA-256 hex digest; the mine entry decides what is deployed).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run certsync.on_published npm-host
+    """
+    announced = fingerprint if isinstance(fingerprint, str) else ""
+    announced = announced if re.fullmatch(r"[0-9a-f]{64}", announced) else ""
+    event = {"certsync_event": {"source": source, "fingerprint": announced}}
+    return _apply(_consumers_of(source), "certsync.deployed", pillar=event)
+
+
+def _mine_of(cache, minion):
+    """A minion's mine data in the master's cache: Salt 3007 moved it to a bank of its own."""
+    if salt.version.__saltstack_version__.major >= 3007:
+        return cache.fetch("mine", minion)
+    return cache.fetch(f"minions/{minion}", "mine")
 
 
 def _mine_fingerprint(cache, source, consumer):
@@ -27,7 +179,7 @@ def _mine_fingerprint(cache, source, consumer):
     by the entry's ACL (only the consumer may read it). Nothing but the
     fingerprint leaves this function.
     """
-    entry = (cache.fetch("mine", source) or {}).get(CERT_MINE_PREFIX + consumer)
+    entry = (_mine_of(cache, source) or {}).get(CERT_MINE_PREFIX + consumer)
     if isinstance(entry, dict) and salt.utils.mine.MINE_ITEM_ACL_ID in entry:
         entry = entry.get(salt.utils.mine.MINE_ITEM_ACL_DATA)
     return entry.get("fingerprint") if isinstance(entry, dict) else None
@@ -51,15 +203,19 @@ def status(timeout=60):
 
         salt-run certsync.status
     """
-    routes = __opts__.get("certsync_routes") or {}
-    if not routes:
-        return {"result": False, "retcode": 1, "comment": "certsync_routes is not set"}
-    minions = sorted(set(routes) | {c for consumers in routes.values() for c in consumers})
+    known = routes()
+    if not known:
+        return {
+            "result": False,
+            "retcode": 1,
+            "comment": "no minion's pillar names it as the certsync source of any consumer",
+        }
+    minions = sorted(set(known) | {c for consumers in known.values() for c in consumers})
     client = salt.client.get_local_client(__opts__["conf_file"])
     views = client.cmd(minions, "certsync.status", tgt_type="list", timeout=int(timeout))
     cache = salt.cache.factory(__opts__)
     consumers_report, sources_report, ok = {}, {}, True
-    for source, consumers in sorted(routes.items()):
+    for source, consumers in sorted(known.items()):
         src = views.get(source)
         src = src if isinstance(src, dict) else {}
         source_fp = src.get("fingerprint")

@@ -1,18 +1,25 @@
 {#- The mailcow minion: a recipient key for the sealed private key,
-    SKIP_LETS_ENCRYPT=y and acme-mailcow recreated to honour it, and the
-    certificate from the source's mine entry
-    deployed, reloaded and verified on the wire; a schedule re-converges when
-    an event was lost. #}
+    SKIP_LETS_ENCRYPT=y and acme-mailcow recreated to honour it, the
+    certificate from the source's mine entry deployed (certsync.deployed),
+    alerts, and a schedule that re-converges when an event was lost. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
-{%- set announced = salt["pillar.get"]("certsync_event", {}) %}
-{%- if certsync.dns.domain or consumer.relay.host %}
+
 include:
-{%-   if certsync.dns.domain %}
+  - certsync.deployed
+{%- if certsync.dns.domain %}
   - certsync.dns
-{%-   endif %}
-{%-   if consumer.relay.host %}
+{%- endif %}
+{%- if consumer.relay.host %}
   - certsync.egress
-{%-   endif %}
+{%- endif %}
+
+extend:
+  certsync-deployed:
+    certsync.deployed:
+      - require:
+        - certsync: certsync-recipient-key
+{%- if consumer.services %}
+        - mailcow: certsync-acme-stood-down
 {%- endif %}
 
 certsync-recipient-key:
@@ -32,34 +39,6 @@ certsync-acme-stood-down:
     - name: {{ consumer.mailcow_dir | json }}
     - require:
       - mailcow: certsync-mailcow-conf
-{%- endif %}
-
-certsync-deployed:
-  certsync.deployed:
-    - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
-    - hostname: {{ certsync.hostname | json }}
-    - source_minion: {{ certsync.source.minion | json }}
-{%- if announced.get("source") == certsync.source.minion and announced.get("fingerprint") %}
-    - fingerprint: {{ announced.fingerprint | json }}
-{%- endif %}
-    - min_days: {{ consumer.min_days }}
-    - sni: {{ consumer.sni | json }}
-    - mailcow_dir: {{ consumer.mailcow_dir | json }}
-    - services: {{ consumer.services | json }}
-{%- if consumer.reload_commands %}
-    - reload_commands: {{ consumer.reload_commands | json }}
-{%- endif %}
-    - endpoints: {{ consumer.endpoints | json }}
-    - probe_address: {{ consumer.probe_address | json }}
-    - verify_timeout: {{ consumer.verify_timeout }}
-    - dane: {{ consumer.dane | json }}
-{%- if consumer.mail_domains %}
-    - mail_domains: {{ consumer.mail_domains | json }}
-{%- endif %}
-    - require:
-      - certsync: certsync-recipient-key
-{%- if consumer.services %}
-      - mailcow: certsync-acme-stood-down
 {%- endif %}
 
 certsync-alerts:

@@ -4,15 +4,8 @@
 {%- from "certsync/map.jinja" import certsync with context %}
 {%- set src = certsync.source %}
 
-certsync-published:
-  certsync.published:
-    - name: {{ certsync.hostname | json }}
-    - consumers: {{ certsync.consumers.keys() | list | json }}
-{%- if src.dir %}
-    - source: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
-{%- else %}
-    - live_dir: {{ src.live_dir | json }}
-{%- endif %}
+include:
+  - certsync.published
 
 {%- if src.reuse_key %}
 

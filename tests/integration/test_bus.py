@@ -11,19 +11,21 @@ import pathlib
 import time
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from saltfactories.utils import random_string
 from support.acme import NpmCertbot
 from support.fleet import (
     HOST,
     BusRecorder,
+    file_only_settings,
     master_config,
     stack_settings,
     wait_until,
     write_pillar,
 )
 from support.mailcow_stack import NAMES, MailcowStack
-from support.pki import issue
+from support.pki import issue, write_pair
 
 CONVERGE_TIMEOUT = 120
 NPM_ID = 5
@@ -77,7 +79,8 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pe
         docker_engine, mailcow_image, fleet.root / "mailcow", snakeoil, acme=True
     )
     fleet.stack.start()
-    fleet.ids = {role: random_string(f"{role}-") for role in ("npm", "mailcow", "other")}
+    roles = ("npm", "mailcow", "other", "spare")  # spare: a consumer the pillar adds later
+    fleet.ids = {role: random_string(f"{role}-") for role in roles}
     source, consumer = fleet.ids["npm"], fleet.ids["mailcow"]
     pillar_dir = fleet.root / "pillar"
     fleet.textfile = fleet.root / "textfile" / "certsync.prom"
@@ -85,8 +88,9 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pe
     alerts = {"days": 21, "interval": 1, "grace": 0, "textfile": str(fleet.textfile)}
     settings = {**stack_settings(fleet.stack), "alerts": alerts}
     write_pillar(pillar_dir, source, {consumer: settings}, fleet.live_dir)
+    fleet.pillar_dir, fleet.settings = pillar_dir, settings
     fleet.master = salt_factories.salt_master_daemon(
-        random_string("master-"), overrides=master_config(pillar_dir, {source: [consumer]})
+        random_string("master-"), overrides=master_config(pillar_dir)
     )
     fleet.minions = {
         role: fleet.master.salt_minion_daemon(minion_id, overrides={"log_level_logfile": "debug"})
@@ -188,7 +192,9 @@ def test_the_key_is_nowhere_in_plaintext_on_the_master_or_the_bus(fleet):
     source_log = pathlib.Path(fleet.minions["npm"].config["log_file"])
     consumer_log = pathlib.Path(fleet.minions["mailcow"].config["log_file"])
     files = [*_files_under(master_root), source_log, consumer_log]
-    assert any("mine" in path.parts for path in files), "the master's mine cache was not scanned"
+    # Salt 3007+ keeps the mine under mine/<id>, 3006 as minions/<id>/mine.p
+    mine = [path for path in files if "mine" in path.parts or path.name == "mine.p"]
+    assert mine, "the master's mine cache was not scanned"
     event_blob = "\n".join(repr(event) for event in fleet.bus.events).encode()
     tags = {event["tag"] for event in fleet.bus.events}
     assert "certsync/published" in tags, sorted(tags)
@@ -327,3 +333,70 @@ def test_the_recipient_key_is_private(fleet):
     assert path.stat().st_mode & 0o777 == 0o600
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     assert type(key).__name__.startswith("X25519")
+
+
+def _deployed_fingerprint(ssl_dir):
+    cert = ssl_dir / "cert.pem"
+    return x509.load_pem_x509_certificate(cert.read_bytes()).fingerprint(hashes.SHA256()).hex()
+
+
+def _applied_on(fleet, mark):
+    """The minions a state.apply was sent to since the bus recorder's event ``mark``."""
+    return {
+        minion
+        for event in fleet.bus.events[mark:]
+        if event["tag"].startswith("salt/job/")
+        and event["tag"].endswith("/new")
+        and event["data"].get("fun") == "state.apply"
+        for minion in event["data"].get("minions", [])
+    }
+
+
+def test_the_routes_follow_the_pillar_alone(fleet):
+    """Add a consumer, then remove one, in the pillar only: each renewal reaches exactly
+    the consumers the pillar names (the master's config names none)."""
+    source, consumer, spare = fleet.ids["npm"], fleet.ids["mailcow"], fleet.ids["spare"]
+    checkout = fleet.root / "spare-mailcow"
+    spare_ssl = checkout / "data" / "assets" / "ssl"
+    write_pair(spare_ssl, issue(HOST, sans=[HOST], key_kind="ec-p256"))
+    (checkout / "mailcow.conf").write_text("SKIP_LETS_ENCRYPT=y\n")
+    both = {consumer: fleet.settings, spare: file_only_settings(checkout)}
+    try:
+        write_pillar(fleet.pillar_dir, source, both, fleet.live_dir)
+        routes = fleet.master.salt_run_cli(timeout=120).run("certsync.routes")
+        assert routes.data == {source: sorted(both)}, routes
+        # provisioning the new host: its recipient key goes out, the source seals for it
+        fleet.salt(spare, "state.apply", "certsync")
+        current = fleet.issued[-1].fingerprint
+        wait_until(
+            lambda: _deployed_fingerprint(spare_ssl) == current,
+            CONVERGE_TIMEOUT,
+            interval=1,
+            what="the added consumer to deploy",
+        )
+
+        mark = len(fleet.bus.events)
+        renewed = fleet.renew()
+        fleet.wait_served(renewed.fingerprint)
+        wait_until(
+            lambda: _deployed_fingerprint(spare_ssl) == renewed.fingerprint,
+            CONVERGE_TIMEOUT,
+            interval=1,
+            what="the renewal on the added consumer",
+        )
+        assert {consumer, spare} <= _applied_on(fleet, mark)
+
+        write_pillar(fleet.pillar_dir, source, {spare: both[spare]}, fleet.live_dir)
+        mark = len(fleet.bus.events)
+        again = fleet.renew()
+        wait_until(
+            lambda: _deployed_fingerprint(spare_ssl) == again.fingerprint,
+            CONVERGE_TIMEOUT,
+            interval=1,
+            what="the renewal on the remaining consumer",
+        )
+        time.sleep(5)  # time for a reaction that must not come
+        assert consumer not in _applied_on(fleet, mark)
+        assert set(fleet.served().values()) == {renewed.fingerprint}
+    finally:
+        write_pillar(fleet.pillar_dir, source, {consumer: fleet.settings}, fleet.live_dir)

@@ -20,8 +20,8 @@ class SaltDaemons:
         self.master_dir = work / "master"
         self.procs = []
 
-    def write_master(self, pillar_dir, routes):
-        config = master_config(pillar_dir, routes)
+    def write_master(self, pillar_dir):
+        config = master_config(pillar_dir)
         ports = dict(zip(("publish_port", "ret_port"), free_ports(2), strict=True))
         config.update(
             root_dir=str(self.master_dir),

@@ -21,8 +21,12 @@ class _Client:
 
 
 class _Cache:
-    def fetch(self, bank, minion):
-        return {"certsync_cert_mailcow": {"fingerprint": FP}} if minion == "npm" else {}
+    """The master's cache: the source's mine where this Salt keeps it (3006 or 3007+)."""
+
+    def fetch(self, bank, key):
+        if (bank, key) in (("mine", "npm"), ("minions/npm", "mine")):
+            return {"certsync_cert_mailcow": {"fingerprint": FP}}
+        return {}
 
 
 def _views(keeps_key, tlsa_records):
@@ -53,7 +57,8 @@ def run(monkeypatch):
     def status(views):
         monkeypatch.setattr(runner.salt.client, "get_local_client", lambda _: _Client(views))
         monkeypatch.setattr(runner.salt.cache, "factory", lambda _: _Cache())
-        runner.__opts__ = {"certsync_routes": {"npm": ["mailcow"]}, "conf_file": "master"}
+        monkeypatch.setattr(runner, "routes", lambda: {"npm": ["mailcow"]})
+        runner.__opts__ = {"conf_file": "master"}
         return runner.status()
 
     return status

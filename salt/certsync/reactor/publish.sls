@@ -1,22 +1,11 @@
 {#- On `salt/beacon/*/certsync/renewed` (a source saw a new certificate) and
     `certsync/recipient` (a consumer made a new recipient key): the source
-    publishes again. Targets come from the master's `certsync_routes`
-    ({source id: [consumer ids]}), never from the event: the sender's id is
-    only looked up there. #}
-{%- set routes = opts.get("certsync_routes") or {} %}
+    publishes again. The runner finds it in the pillar the master compiles
+    for the sender; the event only says who sent it. #}
 {%- set sender = data.get("id", "") %}
-{%- set sources = [] %}
-{%- if tag.startswith("salt/beacon/") %}
-{%-   if sender in routes %}{% do sources.append(sender) %}{% endif %}
-{%- else %}
-{%-   for source, consumers in routes | dictsort if sender in consumers %}{% do sources.append(source) %}{% endfor %}
-{%- endif %}
-{%- if sources %}
+{%- if sender is string and sender %}
 certsync-publish:
-  local.state.apply:
-    - tgt: {{ sources | json }}
-    - tgt_type: list
+  runner.certsync.{{ "on_renewed" if tag.startswith("salt/beacon/") else "on_recipient" }}:
     - args:
-      - mods: certsync
-      - queue: true
+      - {{ ("source" if tag.startswith("salt/beacon/") else "consumer") }}: {{ sender | json }}
 {%- endif %}

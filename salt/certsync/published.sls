@@ -1,0 +1,23 @@
+{#- The source's publication alone: the certificate sealed for every
+    consumer in the mine, certsync/published when it changed. What a renewal
+    triggers (the reactor applies certsync.published); certsync.source
+    includes it. #}
+{%- from "certsync/map.jinja" import certsync, role with context %}
+{%- set src = certsync.source %}
+{%- if role == "source" %}
+
+certsync-published:
+  certsync.published:
+    - name: {{ certsync.hostname | json }}
+    - consumers: {{ certsync.consumers.keys() | list | json }}
+{%- if src.dir %}
+    - source: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
+{%- else %}
+    - live_dir: {{ src.live_dir | json }}
+{%- endif %}
+{%- else %}
+
+certsync-published:
+  test.fail_without_changes:
+    - name: This minion is not the certsync source in pillar (certsync:source:minion).
+{%- endif %}

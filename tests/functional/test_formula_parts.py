@@ -1,0 +1,71 @@
+"""What a renewal applies (certsync.published, certsync.deployed) is the role's
+own state, with the same arguments, and nothing of its provisioning."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.functional
+ME = "certsync-functional"
+
+
+def _rendered(salt_call, sls, pillar):
+    ret = salt_call("state.show_sls", sls, f"pillar={json.dumps({'certsync': pillar})}")
+    assert ret.returncode == 0 and isinstance(ret.data, dict), ret
+    return ret.data
+
+
+def _args(state):
+    """A rendered state's arguments, without its requisites and order."""
+    (fun,) = [key for key in state if not key.startswith("__")]
+    return {
+        key: value
+        for arg in state[fun]
+        if isinstance(arg, dict)
+        for key, value in arg.items()
+        if key not in ("require", "order")
+    }
+
+
+CONSUMER = {
+    "hostname": "mail.example.test",
+    "source": {"minion": "npm"},
+    "consumers": {ME: {"mailcow_dir": "/srv/mailcow", "dane": True, "reload_commands": {}}},
+}
+SOURCE = {
+    "hostname": "mail.example.test",
+    "source": {"minion": ME, "dir": "npm-5"},
+    "consumers": {"mailcow": {}, "mailcow-2": {}},
+}
+
+
+def test_the_consumer_deploy_is_the_roles_own(salt_call):
+    role = _rendered(salt_call, "certsync.consumer", CONSUMER)
+    alone = _rendered(salt_call, "certsync.deployed", CONSUMER)
+    assert sorted(alone) == ["certsync-deployed"]
+    assert _args(alone["certsync-deployed"]) == _args(role["certsync-deployed"])
+    assert _args(alone["certsync-deployed"])["name"] == "/srv/mailcow/data/assets/ssl"
+    # ordered after the recipient key and acme-mailcow (show_sls leaves the extend
+    # unreconciled; a run applies it)
+    (extended,) = (e["certsync-deployed"] for e in role["__extend__"] if "certsync-deployed" in e)
+    required = [r for arg in extended["certsync"] if isinstance(arg, dict) for r in arg["require"]]
+    assert required == [
+        {"certsync": "certsync-recipient-key"},
+        {"mailcow": "certsync-acme-stood-down"},
+    ]
+
+
+def test_the_source_publication_is_the_roles_own(salt_call):
+    role = _rendered(salt_call, "certsync.source", SOURCE)
+    alone = _rendered(salt_call, "certsync.published", SOURCE)
+    assert sorted(alone) == ["certsync-published"]
+    assert _args(alone["certsync-published"]) == _args(role["certsync-published"])
+    assert _args(alone["certsync-published"])["consumers"] == ["mailcow", "mailcow-2"]
+
+
+@pytest.mark.parametrize(
+    ("sls", "pillar"), [("certsync.deployed", SOURCE), ("certsync.published", CONSUMER)]
+)
+def test_the_other_role_gets_a_failing_state_not_a_render_error(salt_call, sls, pillar):
+    (state,) = _rendered(salt_call, sls, pillar).values()
+    assert "fail_without_changes" in state["test"]

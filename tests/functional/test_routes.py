@@ -1,0 +1,119 @@
+"""
+The routes the reactor follows, read from the pillar the master compiles
+(Salt's own pillar compiler on a master config rooted here; no daemons). The
+LocalClient that would run the jobs is a recorder.
+"""
+
+import json
+
+import pytest
+import salt.config
+from support.loader import load_loader_module
+
+pytestmark = pytest.mark.functional
+runner = load_loader_module("runners", "certsync")
+
+
+class Pillar:
+    """A pillar tree: top.sls gives every minion the certsync pillar."""
+
+    def __init__(self, root):
+        self.root = root
+        root.mkdir()
+
+    def write(self, source, consumers, minions=None):
+        top = {"base": {m: ["certsync"] for m in minions or [source, *consumers]}}
+        pillar = {"certsync": {"source": {"minion": source}, "consumers": consumers}}
+        (self.root / "top.sls").write_text(json.dumps(top))
+        (self.root / "certsync.sls").write_text(json.dumps(pillar))
+
+
+class Jobs:
+    """What the runner asks the master to run."""
+
+    def __init__(self):
+        self.sent = []
+
+    def cmd_async(self, targets, fun, args, tgt_type, kwarg):
+        self.sent.append((sorted(targets), fun, args, tgt_type, kwarg))
+        return "20261126000000000000"
+
+
+@pytest.fixture
+def pillar(tmp_path, monkeypatch):
+    tree = Pillar(tmp_path / "pillar")
+    config = tmp_path / "master"
+    config.write_text(
+        json.dumps(
+            {
+                "root_dir": str(tmp_path / "root"),
+                "pillar_roots": {"base": [str(tree.root)]},
+                "file_roots": {"base": [str(tmp_path / "files")]},
+            }
+        )
+    )
+    runner.__opts__ = salt.config.master_config(str(config))
+    tree.jobs = Jobs()
+    monkeypatch.setattr(runner.salt.client, "get_local_client", lambda _: tree.jobs)
+    return tree
+
+
+def test_the_routes_follow_the_pillar(pillar):
+    pillar.write("npm", {"mailcow": {}, "mailcow-2": {}})
+    assert runner.routes("npm") == {"npm": ["mailcow", "mailcow-2"]}
+    pillar.write("npm", {"mailcow-2": {}, "mailcow-3": {"services": []}})
+    assert runner.routes("npm") == {"npm": ["mailcow-2", "mailcow-3"]}
+
+
+def test_a_publication_reaches_exactly_the_consumers_of_the_pillar(pillar):
+    pillar.write("npm", {"mailcow": {}, "mailcow-2": {}})
+    done = runner.on_published("npm", "ab" * 32)
+    assert done["targets"] == ["mailcow", "mailcow-2"]
+    event = {"certsync_event": {"source": "npm", "fingerprint": "ab" * 32}}
+    assert pillar.jobs.sent == [
+        (
+            ["mailcow", "mailcow-2"],
+            "state.apply",
+            ["certsync.deployed"],
+            "list",
+            {"queue": True, "pillar": event},
+        )
+    ]
+
+
+def test_a_minion_that_is_no_source_reaches_nobody(pillar):
+    pillar.write("npm", {"mailcow": {}})
+    assert runner.on_published("mailcow") == {"targets": [], "jid": None}
+    assert runner.on_renewed("mailcow") == {"targets": [], "jid": None}
+    assert runner.on_renewed("intruder") == {"targets": [], "jid": None}
+    assert pillar.jobs.sent == []
+
+
+def test_a_renewal_and_a_new_recipient_key_make_the_source_publish(pillar):
+    pillar.write("npm", {"mailcow": {}})
+    assert runner.on_renewed("npm")["targets"] == ["npm"]
+    assert runner.on_recipient("mailcow")["targets"] == ["npm"]
+    assert [job[:3] for job in pillar.jobs.sent] == [
+        (["npm"], "state.apply", ["certsync.published"]),
+    ] * 2
+
+
+def test_a_consumer_the_source_does_not_name_moves_nothing(pillar):
+    # its own pillar names npm, npm's does not name it back
+    pillar.write("npm", {"mailcow": {}}, minions=["npm", "mailcow", "stranger"])
+    assert runner.on_recipient("stranger") == {"targets": [], "jid": None}
+    assert pillar.jobs.sent == []
+
+
+@pytest.mark.parametrize("fingerprint", [None, "zz", "AB" * 32, {"x": 1}, "ab" * 33], ids=repr)
+def test_only_a_sha256_fingerprint_is_passed_on(pillar, fingerprint):
+    pillar.write("npm", {"mailcow": {}})
+    runner.on_published("npm", fingerprint)
+    assert pillar.jobs.sent[0][4]["pillar"]["certsync_event"]["fingerprint"] == ""
+
+
+@pytest.mark.parametrize("bad", ["-x", "a b", "", None, "x" * 300])
+def test_a_malformed_id_in_the_pillar_or_the_event_is_ignored(pillar, bad):
+    pillar.write("npm", {"mailcow": {}, **({bad: {}} if isinstance(bad, str) else {})})
+    assert runner.routes("npm") == {"npm": ["mailcow"]}
+    assert runner.on_renewed(bad)["targets"] == []
