@@ -9,10 +9,19 @@ each timed from the moment certbot has moved NPM's live/ links (certbot
 returned) until every consumer has it and the stack serves it on all nine
 endpoints. Prints p50/p95/max, and certbot's own run time apart.
 
+``--publish N`` (default 100): the source's publication for N consumers whose
+recipient keys are in the master's mine (accepted minion keys, entries in the
+master's cache; the consumers need not run), each timed from the master's
+``certsync.publish`` call to its return, with the source minion's CPU seconds.
+
 Needs a Docker engine, certbot and pebble (scripts/test-deps.sh). Run: scripts/bench.sh
 """
 
 import argparse
+import base64
+import contextlib
+import datetime
+import math
 import pathlib
 import statistics
 import sys
@@ -22,13 +31,21 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+import psutil  # noqa: E402
+import salt.cache  # noqa: E402
+import salt.client  # noqa: E402
+import salt.utils.mine  # noqa: E402
+import salt.version  # noqa: E402
+import salt.wheel  # noqa: E402
 from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: E402
 from figures import figures  # noqa: E402
 from support.acme import NpmCertbot, Pebble  # noqa: E402
 from support.daemons import SaltDaemons  # noqa: E402
 from support.fleet import (  # noqa: E402
     HOST,
+    BusRecorder,
     file_only_settings,
     stack_settings,
     wait_until,
@@ -46,27 +63,76 @@ def deployed_fingerprint(ssl_dir):
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def measure(size, renewals, image, work, certbot_times):
-    pebble = Pebble(work / "pebble", TestCA("bench pebble listener")).start()
-    certbot = NpmCertbot(work / "npm", pebble)
-    certbot.issue(5, NAMES)
-    first, live_dir = certbot.current(5), certbot.live_dir
-    snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
-    stack = MailcowStack(docker_client(), image, work / "mailcow-0", snakeoil).start()
-    consumers, ssl_dirs = {"mailcow-0": stack_settings(stack)}, []
+def _stamp(event):
+    """When the master fired an event (its ``_stamp``, UTC), as a Unix time."""
+    stamp = event["data"].get("_stamp", "")
+    when = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def _first(events, match):
+    return next((_stamp(e) for e in events if match(e["tag"], e["data"])), math.nan)
+
+
+def timeline(events, source, consumer, fingerprint, began, installed, served):
+    """Seconds from certbot's return to each step of one renewal."""
+    steps = {
+        "detected": _first(
+            events, lambda tag, data: tag == f"salt/beacon/{source}/certsync/renewed"
+        ),
+        "published": _first(
+            events,
+            lambda tag, data: (
+                tag == "certsync/published"
+                and (data.get("data") or {}).get("fingerprint") == fingerprint
+            ),
+        ),
+        "consumer started": _first(
+            events,
+            lambda tag, data: (
+                tag.startswith("salt/job/")
+                and tag.endswith("/new")
+                and data.get("fun") == "state.apply"
+                and consumer in data.get("minions", [])
+            ),
+        ),
+        "installed": installed,
+        "served": served,
+    }
+    return {step: when - began for step, when in steps.items()}
+
+
+def _consumers(size, work, stack, snakeoil):
+    """mailcow-0 with the stack; the others deploy files only. Pillar settings, ssl dirs."""
+    consumers, ssl_dirs = {"mailcow-0": stack_settings(stack)}, [stack.ssl_dir]
     for number in range(1, size):
         checkout = work / f"mailcow-{number}"
         write_pair(checkout / "data" / "assets" / "ssl", snakeoil)
         (checkout / "mailcow.conf").write_text("SKIP_LETS_ENCRYPT=n\n")
         consumers[f"mailcow-{number}"] = file_only_settings(checkout)
         ssl_dirs.append(checkout / "data" / "assets" / "ssl")
+    return consumers, ssl_dirs
+
+
+def measure(size, renewals, image, work, certbot_times):
+    """Per renewal: seconds from certbot's return to served everywhere, its
+    timeline, and the CPU seconds each daemon spent on it."""
+    pebble = Pebble(work / "pebble", TestCA("bench pebble listener")).start()
+    certbot = NpmCertbot(work / "npm", pebble)
+    certbot.issue(5, NAMES)
+    first, live_dir = certbot.current(5), certbot.live_dir
+    snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
+    stack = MailcowStack(docker_client(), image, work / "mailcow-0", snakeoil).start()
+    consumers, ssl_dirs = _consumers(size, work, stack, snakeoil)
     write_pillar(work / "pillar", "npm", consumers, live_dir, False)
     salt = SaltDaemons(work / "salt")
-    salt.write_master(work / "pillar", {"npm": sorted(consumers)})
+    salt.write_master(work / "pillar")
+    bus = None
     try:
         salt.start_master()
         for minion_id in ["npm", *consumers]:
             salt.start_minion(minion_id)
+        pids = dict(zip(["master", "npm", *consumers], (p.pid for p in salt.procs), strict=True))
         everyone = {"npm", *consumers}
         wait_until(
             lambda: (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys() >= everyone,
@@ -85,11 +151,14 @@ def measure(size, renewals, image, work, certbot_times):
             ) == {fingerprint}
 
         wait_until(lambda: everywhere(first.fingerprint), 180, interval=0.5, what="the first cert")
+        bus = BusRecorder(salt.opts).start()
         samples = []
         for _ in range(renewals):
-            began = time.monotonic()
+            time.sleep(3)  # the last run's jobs are done and reaped
+            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            mark, began = len(bus.events), time.monotonic()
             certbot.renew(5)
-            start = time.monotonic()
+            start, wall = time.monotonic(), time.time()
             certbot_times.append(start - began)
             renewed = certbot.current(5)
             wait_until(
@@ -98,31 +167,147 @@ def measure(size, renewals, image, work, certbot_times):
                 interval=0.1,
                 what="the renewal everywhere",
             )
-            samples.append(time.monotonic() - start)
+            served = time.monotonic() - start
+            time.sleep(3)  # the jobs' processes exit and are reaped: their CPU time counts
+            steps = timeline(
+                bus.events[mark:],
+                "npm",
+                "mailcow-0",
+                renewed.fingerprint,
+                wall,
+                (stack.ssl_dir / "cert.pem").stat().st_mtime,
+                wall + served,
+            )
+            spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+            samples.append({"total": served, "steps": steps, "cpu": spent})
         return samples
     finally:
+        if bus is not None:
+            bus.stop()
         salt.stop()
         stack.remove()
         pebble.stop()
+
+
+def cpu_seconds(pid):
+    """CPU seconds of a process, its reaped children and its live descendants."""
+    process = psutil.Process(pid)
+    total = sum(process.cpu_times()[:4])
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
+def store_recipient_key(cache, consumer, source):
+    """A consumer's recipient key in the master's mine, readable by ``source``, as
+    the master stores what ``certsync.publish_recipient_key`` sends."""
+    public = x25519.X25519PrivateKey.generate().public_key()
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    entry = {"kem": "X25519", "public": base64.b64encode(raw).decode(), "id": consumer}
+    data = {
+        "certsync_recipient": salt.utils.mine.wrap_acl_structure(
+            entry, allow_tgt=[source], allow_tgt_type="list"
+        )
+    }
+    if salt.version.__saltstack_version__.major >= 3007:
+        cache.store("mine", consumer, data)
+    else:  # Salt 3006 keeps a minion's mine beside its grains and pillar
+        cache.store(f"minions/{consumer}", "mine", data)
+
+
+def measure_publish(count, runs, work):
+    """Wall and source-minion CPU seconds of ``certsync.publish`` for ``count`` consumers."""
+    pair = issue(HOST, sans=[HOST], key_kind="ec-p384")
+    fullchain, key = write_pair(work / "live", pair, "fullchain.pem", "privkey.pem")
+    salt_daemons = SaltDaemons(work / "salt")
+    salt_daemons.write_master(work / "pillar")
+    try:
+        salt_daemons.start_master()
+        salt_daemons.start_minion("npm")
+        wait_until(
+            lambda: (salt_daemons.run("salt", "npm", "test.ping", check=False)[1] or {}).get("npm"),
+            120,
+            interval=1,
+            what="the source minion",
+        )
+        salt_daemons.run("salt", "npm", "saltutil.sync_all")
+        opts = salt_daemons.opts
+        wheel, cache = salt.wheel.WheelClient(opts), salt.cache.factory(opts)
+        consumers = [f"mailcow-{n:03d}" for n in range(count)]
+        for consumer in consumers:
+            wheel.cmd("key.gen_accept", [consumer], kwarg={"keysize": 2048})
+            store_recipient_key(cache, consumer, "npm")
+        client = salt.client.LocalClient(mopts=opts)
+        minion_pid = salt_daemons.procs[-1].pid
+        walls, cpus = [], []
+        for _ in range(runs):
+            cpu_before, began = cpu_seconds(minion_pid), time.monotonic()
+            done = client.cmd(
+                "npm",
+                "certsync.publish",
+                [str(fullchain), str(key), consumers, HOST],
+                kwarg={"force": True},
+                timeout=120,
+            )["npm"]
+            walls.append(time.monotonic() - began)
+            time.sleep(0.5)  # the job's process is reaped: its CPU time counts
+            cpus.append(cpu_seconds(minion_pid) - cpu_before)
+            if not isinstance(done, dict) or len(done.get("consumers", [])) != count:
+                raise RuntimeError(f"certsync.publish did not publish for {count}: {done}")
+        return walls, cpus
+    finally:
+        salt_daemons.stop()
+
+
+def _p50(values):
+    return statistics.median(values)
+
+
+def report(size, samples):
+    """One size's figures: the total, its timeline, CPU seconds per daemon (p50s)."""
+    totals = sorted(sample["total"] for sample in samples)
+    p95 = totals[int(0.95 * (len(totals) - 1))]
+    print(
+        f"{size} consumer(s), {len(totals)} renewals: renewal -> served on all 9 endpoints "
+        f"p50 {_p50(totals):.2f} s, p95 {p95:.2f} s, max {totals[-1]:.2f} s",
+        flush=True,
+    )
+    steps = " | ".join(
+        f"{step} {_p50([s['steps'][step] for s in samples]):.2f}" for step in samples[0]["steps"]
+    )
+    print(f"  timeline p50, s after certbot returned: {steps}")
+    cpu = {name: _p50([s["cpu"][name] for s in samples]) for name in samples[0]["cpu"]}
+    others = [v for name, v in cpu.items() if name.startswith("mailcow-") and name != "mailcow-0"]
+    line = f"master {cpu['master']:.2f}, npm {cpu['npm']:.2f}, mailcow-0 {cpu['mailcow-0']:.2f}"
+    if others:
+        line += f", other consumers {_p50(others):.2f} each"
+    print(f"  CPU s per renewal, p50: {line}", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--renewals", type=int, default=10)
     parser.add_argument("--sizes", default="1,4,8")
+    parser.add_argument("--publish", type=int, default=100, help="consumers (0: skip)")
     args = parser.parse_args()
+    if args.publish:
+        with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
+            walls, cpus = measure_publish(args.publish, args.renewals, pathlib.Path(tmp))
+        print(
+            f"publish for {args.publish} consumers, {len(walls)} runs: wall "
+            f"p50 {statistics.median(walls):.2f} s, max {max(walls):.2f} s; source minion "
+            f"CPU p50 {statistics.median(cpus):.2f} s",
+            flush=True,
+        )
+    if not args.sizes:
+        return
     image = build_image()
-    print(f"{'consumers':>9}  {'renewals':>8}  {'p50 s':>7}  {'p95 s':>7}  {'max s':>7}")
     certbot_times = []
     for size in (int(n) for n in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
-            samples = sorted(measure(size, args.renewals, image, pathlib.Path(tmp), certbot_times))
-        p95 = samples[int(0.95 * (len(samples) - 1))]
-        print(
-            f"{size:>9}  {len(samples):>8}  {statistics.median(samples):>7.2f}  {p95:>7.2f}"
-            f"  {samples[-1]:>7.2f}",
-            flush=True,
-        )
+            samples = measure(size, args.renewals, image, pathlib.Path(tmp), certbot_times)
+        report(size, samples)
 
     spent = figures(t * 1000 for t in certbot_times)
     print(f"certbot renew itself (not in the figures above): {spent}")
