@@ -143,7 +143,8 @@ def measure(size, renewals, image, work, certbot_times):
         salt.run("salt-run", "saltutil.sync_all")
         salt.run("salt", "*", "saltutil.sync_all")
         salt.run("salt", "-L", ",".join(consumers), "state.apply", "certsync")
-        salt.run("salt", "npm", "state.apply", "certsync")
+        # queued behind the publication the consumers' new recipient keys set off
+        salt.run("salt", "npm", "state.apply", "certsync", "queue=True")
 
         def everywhere(fingerprint):
             return all(deployed_fingerprint(d) == fingerprint for d in ssl_dirs) and set(
@@ -236,8 +237,9 @@ def measure_publish(count, runs, work):
         wheel, cache = salt.wheel.WheelClient(opts), salt.cache.factory(opts)
         consumers = [f"mailcow-{n:03d}" for n in range(count)]
         for consumer in consumers:
-            wheel.cmd("key.gen_accept", [consumer], kwarg={"keysize": 2048})
+            wheel.cmd("key.gen_accept", [consumer], kwarg={"keysize": 2048}, print_event=False)
             store_recipient_key(cache, consumer, "npm")
+        wheel.destroy()
         client = salt.client.LocalClient(mopts=opts)
         minion_pid = salt_daemons.procs[-1].pid
         walls, cpus = [], []

@@ -1,7 +1,8 @@
 {#- The source's publication alone: the certificate sealed for every
-    consumer in the mine, certsync/published when it changed. What a renewal
-    triggers (the reactor applies certsync.published); certsync.source
-    includes it. #}
+    consumer in the mine, certsync/published when it changed, and certbot told
+    again to keep the key (a re-issue from NPM's UI rewrites the lineage's
+    renewal file without reuse_key). What a renewal triggers (the reactor
+    applies certsync.published); certsync.source includes it. #}
 {%- from "certsync/map.jinja" import certsync, role with context %}
 {%- set src = certsync.source %}
 {%- if role == "source" %}
@@ -14,6 +15,17 @@ certsync-published:
     - source: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
 {%- else %}
     - live_dir: {{ src.live_dir | json }}
+{%- endif %}
+{%- if src.reuse_key %}
+
+certsync-key-reused:
+  certsync.key_reused:
+{%-   if src.dir %}
+    - name: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
+{%-   else %}
+    - name: {{ src.live_dir | json }}
+    - hostname: {{ certsync.hostname | json }}
+{%-   endif %}
 {%- endif %}
 {%- else %}
 

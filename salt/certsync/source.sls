@@ -1,23 +1,11 @@
-{#- The NPM minion: publish the certificate for the consumers, make certbot
-    keep the key across renewals (reuse_key), watch for renewals with the
-    beacon, re-publish on a schedule as a safety net. #}
+{#- The NPM minion: publish the certificate for the consumers and make
+    certbot keep the key across renewals (certsync.published), watch for
+    renewals with the beacon, re-publish on a schedule as a safety net. #}
 {%- from "certsync/map.jinja" import certsync with context %}
 {%- set src = certsync.source %}
 
 include:
   - certsync.published
-
-{%- if src.reuse_key %}
-
-certsync-key-reused:
-  certsync.key_reused:
-{%-   if src.dir %}
-    - name: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
-{%-   else %}
-    - name: {{ src.live_dir | json }}
-    - hostname: {{ certsync.hostname | json }}
-{%-   endif %}
-{%- endif %}
 
 certsync-beacon:
   beacon.present:
