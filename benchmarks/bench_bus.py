@@ -191,12 +191,13 @@ def measure(size, renewals, image, work, certbot_times):
 
 
 def cpu_seconds(pid):
-    """CPU seconds of a process, its reaped children and its live descendants."""
+    """CPU seconds of a process and all its descendants, live or reaped: a
+    minion's jobs run in processes its process manager forks and reaps."""
+    total = 0.0
     process = psutil.Process(pid)
-    total = sum(process.cpu_times()[:4])
-    for child in process.children(recursive=True):
+    for member in [process, *process.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += sum(child.cpu_times()[:2])
+            total += sum(member.cpu_times()[:4])  # user, system, reaped children's
     return total
 
 
