@@ -37,8 +37,7 @@ import salt.client  # noqa: E402
 import salt.utils.mine  # noqa: E402
 import salt.version  # noqa: E402
 import salt.wheel  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: E402
 from figures import figures  # noqa: E402
 from support.acme import NpmCertbot, Pebble  # noqa: E402
@@ -46,6 +45,7 @@ from support.daemons import SaltDaemons  # noqa: E402
 from support.fleet import (  # noqa: E402
     HOST,
     BusRecorder,
+    deployed_fingerprint,
     file_only_settings,
     stack_settings,
     wait_until,
@@ -53,14 +53,6 @@ from support.fleet import (  # noqa: E402
 )
 from support.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
 from support.pki import TestCA, issue, write_pair  # noqa: E402
-
-
-def deployed_fingerprint(ssl_dir):
-    try:
-        cert = x509.load_pem_x509_certificate((ssl_dir / "cert.pem").read_bytes())
-    except (OSError, ValueError):
-        return None
-    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 def _stamp(event):

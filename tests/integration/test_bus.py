@@ -11,13 +11,13 @@ import pathlib
 import time
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from saltfactories.utils import random_string
 from support.acme import NpmCertbot
 from support.fleet import (
     HOST,
     BusRecorder,
+    deployed_fingerprint,
     file_only_settings,
     master_config,
     stack_settings,
@@ -335,11 +335,6 @@ def test_the_recipient_key_is_private(fleet):
     assert type(key).__name__.startswith("X25519")
 
 
-def _deployed_fingerprint(ssl_dir):
-    cert = ssl_dir / "cert.pem"
-    return x509.load_pem_x509_certificate(cert.read_bytes()).fingerprint(hashes.SHA256()).hex()
-
-
 def _applied_on(fleet, mark):
     """The minions a state.apply was sent to since the bus recorder's event ``mark``."""
     return {
@@ -369,7 +364,7 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         fleet.salt(spare, "state.apply", "certsync")
         current = fleet.issued[-1].fingerprint
         wait_until(
-            lambda: _deployed_fingerprint(spare_ssl) == current,
+            lambda: deployed_fingerprint(spare_ssl) == current,
             CONVERGE_TIMEOUT,
             interval=1,
             what="the added consumer to deploy",
@@ -379,7 +374,7 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         renewed = fleet.renew()
         fleet.wait_served(renewed.fingerprint)
         wait_until(
-            lambda: _deployed_fingerprint(spare_ssl) == renewed.fingerprint,
+            lambda: deployed_fingerprint(spare_ssl) == renewed.fingerprint,
             CONVERGE_TIMEOUT,
             interval=1,
             what="the renewal on the added consumer",
@@ -390,7 +385,7 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         mark = len(fleet.bus.events)
         again = fleet.renew()
         wait_until(
-            lambda: _deployed_fingerprint(spare_ssl) == again.fingerprint,
+            lambda: deployed_fingerprint(spare_ssl) == again.fingerprint,
             CONVERGE_TIMEOUT,
             interval=1,
             what="the renewal on the remaining consumer",

@@ -10,6 +10,8 @@ import threading
 import time
 
 import salt.utils.event
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 SALT_TREE = pathlib.Path(__file__).resolve().parents[2] / "salt"
 HOST = "mail.example.test"
@@ -27,6 +29,15 @@ def wait_until(predicate, timeout, interval=0.5, what="condition"):
             break
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def deployed_fingerprint(ssl_dir):
+    """The SHA-256 fingerprint of ``ssl_dir/cert.pem``; None while it is missing or unreadable."""
+    try:
+        cert = x509.load_pem_x509_certificate((pathlib.Path(ssl_dir) / "cert.pem").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 def master_config(pillar_dir):
