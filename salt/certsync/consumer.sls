@@ -5,6 +5,7 @@
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
 
 include:
+  - certsync.schedule
   - certsync.deployed
 {%- if certsync.dns.domain %}
   - certsync.dns
@@ -51,13 +52,3 @@ certsync-alerts:
 {%- if consumer.alerts.textfile %}
     - textfile: {{ consumer.alerts.textfile | json }}
 {%- endif %}
-
-certsync-schedule:
-  schedule.present:
-    - name: certsync
-    - function: state.apply
-    - job_args:
-      - certsync
-    - minutes: {{ certsync.schedule.minutes }}
-    - splay: {{ certsync.schedule.splay }}
-    - run_on_start: true

@@ -5,6 +5,7 @@
 {%- set src = certsync.source %}
 
 include:
+  - certsync.schedule
   - certsync.published
 
 certsync-beacon:
@@ -18,13 +19,3 @@ certsync-beacon:
 {%- else %}
     - live_dir: {{ src.live_dir | json }}
 {%- endif %}
-
-certsync-schedule:
-  schedule.present:
-    - name: certsync
-    - function: state.apply
-    - job_args:
-      - certsync
-    - minutes: {{ certsync.schedule.minutes }}
-    - splay: {{ certsync.schedule.splay }}
-    - run_on_start: true

@@ -63,6 +63,7 @@ def test_the_source_publication_is_the_roles_own(salt_call):
     for state in alone:
         assert _args(alone[state]) == _args(role[state])
     assert _args(alone["certsync-published"])["consumers"] == ["mailcow", "mailcow-2"]
+    assert _args(role["certsync-schedule"])["minutes"] == 30  # the same safety net
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,42 @@ def test_the_source_publication_is_the_roles_own(salt_call):
 def test_the_other_role_gets_a_failing_state_not_a_render_error(salt_call, sls, pillar):
     (state,) = _rendered(salt_call, sls, pillar).values()
     assert "fail_without_changes" in state["test"]
+
+
+def _schedule(salt_call, schedule=None):
+    pillar = {**CONSUMER, **({"schedule": schedule} if schedule is not None else {})}
+    return _rendered(salt_call, "certsync.consumer", pillar)["certsync-schedule"]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (None, {"minutes": 30, "splay": 300}),  # the defaults
+        ({"minutes": 0, "seconds": 20, "splay": 1}, {"seconds": 20, "splay": 1}),
+        ({"hours": 12}, {"hours": 12, "splay": 300}),  # not the defaults' 30 minutes on top
+        ({"splay": 60}, {"minutes": 30, "splay": 60}),
+    ],
+)
+def test_the_schedule_runs_every_interval_the_pillar_gives(salt_call, schedule, expected):
+    args = _args(_schedule(salt_call, schedule))
+    assert args["function"] == "state.apply" and args["job_args"] == ["certsync"]
+    assert args["run_on_start"] is True
+    assert {k: v for k, v in args.items() if k in [*expected, "seconds", "minutes", "hours"]} == (
+        expected
+    )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "named"),
+    [
+        ({"minutes": 0}, ""),  # would run the formula back to back
+        ({"minutes": "often"}, "minutes often"),
+        ({"minutes": -5}, "minutes -5"),
+        ({"minutes": 30, "splay": "x"}, "splay x"),
+    ],
+)
+def test_a_schedule_without_a_whole_interval_fails_saying_so(salt_call, schedule, named):
+    state = _schedule(salt_call, schedule)
+    assert "fail_without_changes" in state["test"]
+    message = _args(state)["name"]
+    assert "certsync:schedule" in message and named in message

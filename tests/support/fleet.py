@@ -71,7 +71,7 @@ def file_only_settings(mailcow_dir):
     return {"mailcow_dir": str(mailcow_dir), "services": [], "endpoints": []}
 
 
-TEST_SCHEDULE = {"minutes": 0, "seconds": 20, "splay": 1}
+TEST_SCHEDULE = {"seconds": 20, "splay": 1}
 
 
 def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None):
