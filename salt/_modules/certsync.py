@@ -1799,6 +1799,53 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     return ret
 
 
+def publish_source(hostname, consumers, source=None, live_dir=None, keep_key=True, test=False):
+    """
+    What a renewal needs on the source, in one call and without a state run
+    (the master's runner sends it on ``certsync/renewed``, with the settings
+    the source's pillar gives): take the pair from ``source`` (a lineage
+    directory) or from the directory under ``live_dir`` whose certificate
+    covers ``hostname`` (:py:func:`find_source`), :py:func:`publish` it for the
+    ``consumers`` and, with ``keep_key`` (the formula's
+    ``certsync:source:reuse_key``), make certbot keep its key again
+    (:py:func:`set_reuse_key`: a re-issue from NPM's UI rewrites the renewal
+    file). The formula's ``certsync.published`` SLS does the same as states.
+
+    Returns what :py:func:`publish` returns, the lineage directory
+    (``source``) and ``reuse_key`` (``changed`` and the renewal file, or the
+    ``error``); exits non-zero when a consumer has no recipient key or
+    reuse_key could not be set. Never any key material.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync.publish_source mail.example.com '[mailcow-host]' \\
+            live_dir=/opt/npm/letsencrypt/live
+    """
+    if bool(source) == bool(live_dir):
+        raise SaltInvocationError("give exactly one of source (a lineage directory) and live_dir")
+    for what, value in (("source", source), ("live_dir", live_dir)):
+        if value and not (isinstance(value, str) and os.path.isabs(value)):
+            raise SaltInvocationError(f"{what} must be an absolute path, not {_shown(repr(value))}")
+    lineage = source or find_source(hostname, live_dir)["dir"]
+    fullchain = os.path.join(lineage, "fullchain.pem")
+    ret = publish(
+        fullchain, os.path.join(lineage, "privkey.pem"), consumers, hostname=hostname, test=test
+    )
+    ret["source"] = lineage
+    failed = bool(ret["missing_recipient_key"])
+    if keep_key:
+        try:
+            ret["reuse_key"] = set_reuse_key(lineage, test=test)
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            ret["reuse_key"] = {"error": str(exc)}
+            failed = True
+    if failed:
+        __context__["retcode"] = 1
+    return ret
+
+
 def _send_entries(fullchain, key, recipients):
     """One entry per consumer, readable by it alone, all in one ``mine.update``
     (one round trip to the master, not one per consumer)."""

@@ -20,10 +20,14 @@ import re
 
 import salt.cache
 import salt.client
+import salt.fileserver
 import salt.key
 import salt.pillar
+import salt.utils.dictupdate
+import salt.utils.files
 import salt.utils.mine
 import salt.utils.minions
+import salt.utils.yaml
 import salt.version
 
 log = logging.getLogger(__name__)
@@ -58,15 +62,21 @@ def _source_minion(cfg):
     return source.get("minion") if isinstance(source, dict) else None
 
 
-def _consumers_of(source):
-    """The consumers ``source``'s own pillar names, when it names ``source`` as the source."""
+def _source_config(source):
+    """``source``'s certsync pillar and the consumers it names, when it names
+    ``source`` as the source (no consumers otherwise)."""
     if not _is_minion_id(source):
-        return []
+        return {}, []
     cfg = _certsync_pillar(source)
     consumers = cfg.get("consumers")
     if _source_minion(cfg) != source or not isinstance(consumers, dict):
-        return []
-    return sorted(c for c in consumers if _is_minion_id(c) and c != source)
+        return cfg, []
+    return cfg, sorted(c for c in consumers if _is_minion_id(c) and c != source)
+
+
+def _consumers_of(source):
+    """The consumers ``source``'s own pillar names, when it names ``source`` as the source."""
+    return _source_config(source)[1]
 
 
 def _sources_of(consumer):
@@ -105,10 +115,9 @@ def routes(source=None):
 def _apply(targets, mods, pillar=None):
     """``state.apply <mods>`` on ``targets`` (queued behind a running one), not waited for.
 
-    ``mods`` is the part of the formula a renewal needs (``certsync.published``
-    on the source, ``certsync.deployed`` on the consumers): the same states as
-    the role's, with no provisioning (beacons, schedule, mailcow.conf), which
-    the role's scheduled run keeps."""
+    ``mods`` is the part of the formula a renewal needs on the consumers
+    (``certsync.deployed``): the role's own state, with no provisioning
+    (beacons, schedule, mailcow.conf), which the role's scheduled run keeps."""
     if not targets:
         return {"targets": [], "jid": None}
     kwarg = {"queue": True, **({"pillar": pillar} if pillar else {})}
@@ -118,11 +127,47 @@ def _apply(targets, mods, pillar=None):
     return {"targets": targets, "jid": jid}
 
 
+def _formula_defaults():
+    """The formula's defaults (``salt://certsync/defaults.yaml``, which map.jinja
+    merges the pillar over), from the master's own file server."""
+    found = salt.fileserver.Fileserver(__opts__).find_file("certsync/defaults.yaml", "base")
+    path = found.get("path") if isinstance(found, dict) else None
+    if not path:
+        return {}
+    with salt.utils.files.fopen(path) as handle:
+        loaded = salt.utils.yaml.safe_load(handle)
+    defaults = loaded.get("certsync") if isinstance(loaded, dict) else None
+    return defaults if isinstance(defaults, dict) else {}
+
+
+def _publish(source, cfg, consumers):
+    """``certsync.publish_source`` on ``source`` with its pillar's settings (over the
+    formula's defaults, as the SLS has them), not waited for: no state run."""
+    settings = salt.utils.dictupdate.merge(_formula_defaults(), cfg)
+    src = settings.get("source") if isinstance(settings.get("source"), dict) else {}
+    live_dir, lineage = src.get("live_dir"), src.get("dir")
+    kwarg = {
+        "hostname": settings.get("hostname"),
+        "consumers": consumers,
+        "keep_key": src.get("reuse_key") is not False,
+    }
+    if lineage:
+        kwarg["source"] = f"{live_dir}/{lineage}"
+    else:
+        kwarg["live_dir"] = live_dir
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    jid = client.cmd_async([source], "certsync.publish_source", [], tgt_type="list", kwarg=kwarg)
+    log.info("certsync: certsync.publish_source on %s (job %s)", source, jid)
+    return {"targets": [source], "jid": jid}
+
+
 def on_renewed(source):
     """
     A source saw a new certificate (its beacon's ``certsync/renewed``): when its
-    pillar names it as the source of some consumers, it applies
-    ``certsync.published``. For the reactor; by hand it re-publishes.
+    pillar names it as the source of some consumers, it publishes
+    (``certsync.publish_source`` with the settings of that pillar: the
+    publication alone, without a state run). For the reactor; by hand it
+    re-publishes.
 
     CLI Example:
 
@@ -130,13 +175,15 @@ def on_renewed(source):
 
         salt-run certsync.on_renewed npm-host
     """
-    return _apply([source] if _consumers_of(source) else [], "certsync.published")
+    cfg, consumers = _source_config(source)
+    return _publish(source, cfg, consumers) if consumers else {"targets": [], "jid": None}
 
 
 def on_recipient(consumer):
     """
     A consumer made a new recipient key (``certsync/recipient``): its source,
-    when the source's pillar names this consumer, publishes again.
+    when the source's pillar names this consumer, publishes again, as on a
+    renewal.
 
     CLI Example:
 
@@ -144,7 +191,8 @@ def on_recipient(consumer):
 
         salt-run certsync.on_recipient mailcow-host
     """
-    return _apply(_sources_of(consumer), "certsync.published")
+    sources = _sources_of(consumer)
+    return on_renewed(sources[0]) if sources else {"targets": [], "jid": None}
 
 
 def on_published(source, fingerprint=None):

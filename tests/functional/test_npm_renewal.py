@@ -136,3 +136,35 @@ def test_a_path_that_is_no_lineage_dir_is_refused(salt_call, bad):
     code, ret = salt_call.state("certsync.key_reused", name=bad or "''")
     assert (code != 0, ret["result"]) == (True, False)
     assert "lineage" in ret["comment"]
+
+
+def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_certbot, lineage):
+    """What the runner sends on a renewal: the pair found by name, published, and
+    reuse_key set again; a consumer without a recipient key is said, with exit 1."""
+    conf = npm_certbot.renewal_conf(5)
+    before = conf.read_text()
+    args = ["certsync.publish_source", HOST, '["mailcow"]', f"live_dir={npm_certbot.live_dir}"]
+    dry = salt_call(*args, "test=True")
+    assert dry.data["reuse_key"]["changed"] is True and conf.read_text() == before, dry
+    ret = salt_call(*args)
+    assert ret.returncode == 1, ret
+    assert ret.data["source"] == str(lineage)
+    assert ret.data["fingerprint"] == npm_certbot.current(5).fingerprint
+    assert ret.data["missing_recipient_key"] == ["mailcow"]
+    assert ret.data["reuse_key"]["changed"] is True
+    assert salt_call("certsync.renewal", str(lineage)).data["next_renewal_keeps_key"] is True
+    assert "PRIVATE KEY" not in ret.stdout
+    kept = salt_call(*args, "keep_key=False")
+    assert "reuse_key" not in kept.data
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ([], "give exactly one of source"),
+        (["live_dir=relative/live"], "live_dir must be an absolute path"),
+    ],
+)
+def test_publish_source_refuses_a_place_it_cannot_use(salt_call, where, message):
+    ret = salt_call("certsync.publish_source", HOST, '["mailcow"]', *where)
+    assert ret.returncode != 0 and message in ret.stdout + ret.stderr, ret

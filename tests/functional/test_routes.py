@@ -8,6 +8,7 @@ import json
 
 import pytest
 import salt.config
+from support.fleet import SALT_TREE
 from support.loader import load_loader_module
 
 pytestmark = pytest.mark.functional
@@ -21,9 +22,15 @@ class Pillar:
         self.root = root
         root.mkdir()
 
-    def write(self, source, consumers, minions=None):
+    def write(self, source, consumers, minions=None, **source_settings):
         top = {"base": {m: ["certsync"] for m in minions or [source, *consumers]}}
-        pillar = {"certsync": {"source": {"minion": source}, "consumers": consumers}}
+        pillar = {
+            "certsync": {
+                "hostname": "mail.example.test",
+                "source": {"minion": source, **source_settings},
+                "consumers": consumers,
+            }
+        }
         (self.root / "top.sls").write_text(json.dumps(top))
         (self.root / "certsync.sls").write_text(json.dumps(pillar))
 
@@ -48,7 +55,7 @@ def pillar(tmp_path, monkeypatch):
             {
                 "root_dir": str(tmp_path / "root"),
                 "pillar_roots": {"base": [str(tree.root)]},
-                "file_roots": {"base": [str(tmp_path / "files")]},
+                "file_roots": {"base": [str(SALT_TREE)]},  # the formula's defaults.yaml
             }
         )
     )
@@ -90,12 +97,31 @@ def test_a_minion_that_is_no_source_reaches_nobody(pillar):
 
 
 def test_a_renewal_and_a_new_recipient_key_make_the_source_publish(pillar):
-    pillar.write("npm", {"mailcow": {}})
+    pillar.write("npm", {"mailcow": {}, "mailcow-2": {}})
     assert runner.on_renewed("npm")["targets"] == ["npm"]
     assert runner.on_recipient("mailcow")["targets"] == ["npm"]
-    assert [job[:3] for job in pillar.jobs.sent] == [
-        (["npm"], "state.apply", ["certsync.published"]),
-    ] * 2
+    # the publication alone, no state run, with the pillar over the formula's defaults
+    publication = {
+        "hostname": "mail.example.test",
+        "consumers": ["mailcow", "mailcow-2"],
+        "live_dir": "/etc/letsencrypt/live",
+        "keep_key": True,
+    }
+    assert pillar.jobs.sent == [(["npm"], "certsync.publish_source", [], "list", publication)] * 2
+
+
+def test_the_publication_takes_the_lineage_and_reuse_key_from_the_pillar(pillar):
+    pillar.write(
+        "npm", {"mailcow": {}}, live_dir="/etc/nginx/letsencrypt/live", dir="npm-5", reuse_key=False
+    )
+    runner.on_renewed("npm")
+    (job,) = pillar.jobs.sent
+    assert job[4] == {
+        "hostname": "mail.example.test",
+        "consumers": ["mailcow"],
+        "source": "/etc/nginx/letsencrypt/live/npm-5",
+        "keep_key": False,
+    }
 
 
 def test_a_consumer_the_source_does_not_name_moves_nothing(pillar):
