@@ -79,14 +79,6 @@ def _consumers_of(source):
     return _source_config(source)[1]
 
 
-def _sources_of(consumer):
-    """The source ``consumer``'s pillar names, when that source's pillar names it back."""
-    if not _is_minion_id(consumer):
-        return []
-    source = _source_minion(_certsync_pillar(consumer))
-    return [source] if _is_minion_id(source) and consumer in _consumers_of(source) else []
-
-
 def routes(source=None):
     """
     The routes the reactor follows, ``{source id: [consumer ids]}``, from the
@@ -143,6 +135,8 @@ def _formula_defaults():
 def _publish(source, cfg, consumers):
     """``certsync.publish_source`` on ``source`` with its pillar's settings (over the
     formula's defaults, as the SLS has them), not waited for: no state run."""
+    if not consumers:
+        return {"targets": [], "jid": None}
     settings = salt.utils.dictupdate.merge(_formula_defaults(), cfg)
     src = settings.get("source") if isinstance(settings.get("source"), dict) else {}
     live_dir, lineage = src.get("live_dir"), src.get("dir")
@@ -175,8 +169,7 @@ def on_renewed(source):
 
         salt-run certsync.on_renewed npm-host
     """
-    cfg, consumers = _source_config(source)
-    return _publish(source, cfg, consumers) if consumers else {"targets": [], "jid": None}
+    return _publish(source, *_source_config(source))
 
 
 def on_recipient(consumer):
@@ -191,8 +184,12 @@ def on_recipient(consumer):
 
         salt-run certsync.on_recipient mailcow-host
     """
-    sources = _sources_of(consumer)
-    return on_renewed(sources[0]) if sources else {"targets": [], "jid": None}
+    if not _is_minion_id(consumer):
+        return {"targets": [], "jid": None}
+    source = _source_minion(_certsync_pillar(consumer))
+    cfg, consumers = _source_config(source)
+    # only when the source's pillar names this consumer back
+    return _publish(source, cfg, consumers if consumer in consumers else [])
 
 
 def on_published(source, fingerprint=None):
