@@ -73,6 +73,8 @@ PROTOCOLS = {
     "https": (443, "implicit"),
 }
 DEFAULT_TIMEOUT = 10
+#: wait_for's first pause between rounds (seconds); it doubles up to ``interval``.
+FIRST_PAUSE = 0.1
 #: ManageSieve greeting limits: a server that talks longer is not one.
 SIEVE_MAX_LINES = 64
 SIEVE_MAX_LINE = 1024
@@ -456,22 +458,33 @@ def probe(
 
         salt mailcow-host tlsprobe.probe mail.example.com endpoints=imaps,smtp,https
     """
-    items = _endpoint_list(endpoints)
+    results = _run_probes(
+        hostname, _probe_plan(endpoints, names), address, timeout, ca_file, workers
+    )
+    if not all(result["ok"] for result in results.values()):
+        __context__["retcode"] = 1
+    return results
+
+
+def _probe_plan(endpoints, names):
+    """{result key: (protocol, port or "address:port", SNI)} for every endpoint and name."""
     plan = {}
-    for name, port, own_address in items:
+    for name, port, own_address in _endpoint_list(endpoints):
         for sni in _sni_names(names):
             key = name if sni is None else f"{name}/{sni or '-'}"
             plan[key] = (name, f"{own_address}:{port}" if own_address else port, sni)
+    return plan
+
+
+def _run_probes(hostname, plan, address, timeout, ca_file=None, workers=None):
+    """Run the probes of ``plan`` concurrently: {result key: fetch result}."""
     workers = int(workers or len(plan))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
             key: pool.submit(fetch, hostname, name, port, address, timeout, ca_file, False, sni)
             for key, (name, port, sni) in plan.items()
         }
-        results = {key: future.result() for key, future in futures.items()}
-    if not all(result["ok"] for result in results.values()):
-        __context__["retcode"] = 1
-    return results
+        return {key: future.result() for key, future in futures.items()}
 
 
 def _sni_names(names):
@@ -501,11 +514,14 @@ def wait_for(
 ):
     """
     Probe ``endpoints`` (for each of ``names``, see :py:func:`probe`) until
-    every one serves ``fingerprint`` or ``timeout`` seconds pass (at most
-    ``timeout / interval + 1`` rounds).
+    every one serves ``fingerprint`` or ``timeout`` seconds pass. The first
+    round probes everything; each later one only what did not serve
+    ``fingerprint`` yet, after a pause that starts at 0.1 s and doubles up to
+    ``interval`` seconds (a reloaded service usually serves its new
+    certificate within a fraction of a second).
 
-    Returns ``ok``, the rounds and seconds it took, and the last probe of
-    every endpoint.
+    Returns ``ok``, the rounds and seconds it took, the probes made, and the
+    last probe of every endpoint.
 
     CLI Example:
 
@@ -514,24 +530,37 @@ def wait_for(
         salt mailcow-host tlsprobe.wait_for mail.example.com 5f1c...e2 timeout=30
     """
     timeout = _check_timeout(timeout)
-    interval = max(0.1, float(interval))
-    deadline = time.monotonic() + timeout
-    max_rounds = int(timeout / interval) + 1
+    interval = max(FIRST_PAUSE, float(interval))
+    plan = _probe_plan(endpoints, names)
     start = time.monotonic()
-    rounds = 0
-    while rounds < max_rounds:
+    deadline = start + timeout
+    max_rounds = _max_rounds(timeout, interval)
+    results, stale, rounds, probes, pause = {}, dict(plan), 0, 0, FIRST_PAUSE
+    while True:
         rounds += 1
-        results = probe(hostname, endpoints, address, min(probe_timeout, timeout), names=names)
-        ok = all(r.get("fingerprint") == fingerprint for r in results.values())
-        if ok or time.monotonic() + interval > deadline:
+        probes += len(stale)
+        results.update(_run_probes(hostname, stale, address, min(probe_timeout, timeout)))
+        stale = {k: v for k, v in stale.items() if results[k].get("fingerprint") != fingerprint}
+        if not stale or rounds >= max_rounds or time.monotonic() + pause > deadline:
             break
-        time.sleep(interval)
+        time.sleep(pause)
+        pause = min(interval, pause * 2)
+    ok = not stale
     __context__.pop("retcode", None)
     if not ok:
         __context__["retcode"] = 1
     return {
         "ok": ok,
         "rounds": rounds,
+        "probes": probes,
         "seconds": round(time.monotonic() - start, 2),
-        "served": results,
+        "served": {key: results[key] for key in plan},
     }
+
+
+def _max_rounds(timeout, interval):
+    """Rounds that fit in ``timeout`` with pauses from FIRST_PAUSE doubling to ``interval``."""
+    rounds, pause, spent = 1, FIRST_PAUSE, 0.0
+    while spent + pause <= timeout:
+        rounds, spent, pause = rounds + 1, spent + pause, min(interval, pause * 2)
+    return rounds

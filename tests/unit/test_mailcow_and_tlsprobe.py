@@ -7,6 +7,8 @@ from unittest.mock import patch
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from support.loader import certsync_mod, mailcow_mod, mailcow_state, tlsprobe_mod
+from support.pki import write_pair
+from support.tlsserver import TLSServer
 
 CONF = (
     "# mailcow.conf\nMAILCOW_HOSTNAME=mail.example.test\nSKIP_LETS_ENCRYPT=n\n# ENABLE_SSL_SNI=y\n"
@@ -232,3 +234,49 @@ def test_a_silent_server_times_out_within_the_bound():
     assert ret["ok"] is False
     assert "timed out" in ret["error"]
     assert ret["elapsed_ms"] < 5000
+
+
+def _server(tmp_path, pair, name):
+    cert, key = write_pair(tmp_path / name, pair, "cert.pem", "key.pem")
+    return TLSServer(cert, key)
+
+
+def test_wait_for_probes_again_only_what_is_still_stale(tmp_path, ca, good):
+    old = ca.leaf("mail.example.test")
+    with _server(tmp_path, good, "new") as ready, _server(tmp_path, old, "old") as lagging:
+        pauses = []
+
+        def reloaded(seconds):  # the lagging service picks the new pair up while we wait
+            pauses.append(seconds)
+            lagging.context = ready.context
+
+        endpoints = {"https": f"127.0.0.1:{ready.port}", "imaps": f"127.0.0.1:{lagging.port}"}
+        with patch.object(tlsprobe_mod.time, "sleep", reloaded):
+            ret = tlsprobe_mod.wait_for(
+                "mail.example.test", good.fingerprint, endpoints, "127.0.0.1", timeout=30
+            )
+    assert ret["ok"] is True
+    assert (ret["rounds"], ret["probes"], pauses) == (2, 3, [tlsprobe_mod.FIRST_PAUSE])
+    assert {r["fingerprint"] for r in ret["served"].values()} == {good.fingerprint}
+    assert "retcode" not in tlsprobe_mod.__context__
+
+
+def test_wait_for_gives_up_within_its_rounds_and_says_what_is_stale(tmp_path, ca, good):
+    old = ca.leaf("mail.example.test")
+    with _server(tmp_path, old, "old") as stale:
+        pauses = []
+        with patch.object(tlsprobe_mod.time, "sleep", pauses.append):
+            ret = tlsprobe_mod.wait_for(
+                "mail.example.test",
+                good.fingerprint,
+                {"https": f"127.0.0.1:{stale.port}"},
+                "127.0.0.1",
+                timeout=10,
+                interval=4,
+            )
+    assert ret["ok"] is False
+    # pauses 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 fit in 10 s, another 4 would not
+    assert ret["rounds"] == tlsprobe_mod._max_rounds(10, 4) == 7
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
+    assert ret["served"]["https"]["fingerprint"] == old.fingerprint
+    assert tlsprobe_mod.__context__["retcode"] == 1
