@@ -31,7 +31,9 @@ import re
 import stat
 import time
 
+import salt.channel.client
 import salt.utils.dictupdate
+import salt.utils.mine
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -1508,6 +1510,8 @@ def set_reuse_key(lineage_dir, test=False):
 # --------------------------------------------------------------------------
 
 RECIPIENT_MINE = "certsync_recipient"
+#: Seconds to wait for the master to store mine entries.
+MINE_TIMEOUT = 60
 CERT_MINE_PREFIX = "certsync_cert_"
 RECIPIENT_KEY_FILE = "certsync_recipient.pem"
 _SEAL_CONTEXT = b"certsync/v1 sealed private key"
@@ -1617,15 +1621,41 @@ def publish_recipient_key(sources, test=False):
     if test:
         return {"sources": sources, "created": not os.path.lexists(_recipient_key_path())}
     info = recipient_key()
-    sent = __salt__["mine.send"](
-        RECIPIENT_MINE,
-        mine_function="certsync.recipient_key",
-        allow_tgt=sources,
-        allow_tgt_type="list",
-    )
-    if sent is not True:
-        raise CommandExecutionError("mine.send of the recipient key failed")
+    entry = {k: info[k] for k in ("kem", "public", "id")}
+    _store_in_mine({RECIPIENT_MINE: entry}, sources)
     return {"sources": sources, "created": info["created"], "public": info["public"]}
+
+
+def _store_in_mine(entries, readers):
+    """
+    Store ``entries`` (mine name -> data) in this minion's mine on the master,
+    each readable only by ``readers`` (a list of ids, or a mapping of entry name
+    to its list), and return once the master has stored them.
+
+    This is the request ``mine.send`` and ``mine.update`` end in (``_mine``,
+    the same as Salt's ``mine.get`` sends its ``_mine_get``), made from the job
+    itself: those functions hand it to the minion's own process as an event
+    and then sleep half a second, without knowing whether the master stored
+    anything, so an event fired after them could reach the master before the
+    entry it announces.
+    """
+    if __opts__.get("file_client") == "local":
+        raise CommandExecutionError("the certsync mine entries need a master: this minion has none")
+    data = {
+        name: salt.utils.mine.wrap_acl_structure(
+            entry,
+            allow_tgt=readers[name] if isinstance(readers, dict) else readers,
+            allow_tgt_type="list",
+        )
+        for name, entry in entries.items()
+    }
+    load = {"cmd": "_mine", "id": __opts__["id"], "data": data, "clear": False}
+    with salt.channel.client.ReqChannel.factory(__opts__) as channel:
+        stored = channel.send(load, timeout=MINE_TIMEOUT)
+    if stored is not True:
+        raise CommandExecutionError(
+            f"the master did not store the mine entries {', '.join(sorted(entries))}: {stored!r}"
+        )
 
 
 def _minion_list(ids, what):
@@ -1715,20 +1745,6 @@ def _sealed_for(fullchain, key, recipients):
     return common, sealed
 
 
-def sealed_entry(entry):
-    """
-    Return ``entry``, one consumer's payload already sealed by
-    :py:func:`publish`, after checking its shape: the mine function behind
-    the single ``mine.update`` that sends every consumer's entry in one
-    round trip to the master. Not for the command line.
-    """
-    consumers = list((entry or {}).get("sealed") or {}) if isinstance(entry, dict) else []
-    if len(consumers) != 1:
-        raise SaltInvocationError("a sealed entry holds the key sealed to exactly one consumer")
-    _checked_entry(entry, __opts__["id"], consumers[0])
-    return entry
-
-
 def _publication_record(hostname):
     name = f"published-{hostname or 'default'}.json"
     return os.path.join(__opts__["cachedir"], "certsync", name)
@@ -1752,8 +1768,9 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     Publish the certificate for the ``consumers``: one mine entry per
     consumer (``certsync_cert_<id>``), readable only by that consumer, holding
     the chain and the private key sealed to it (see :py:func:`seal_payload`),
-    all sent in one ``mine.update``: one round trip, whatever the number of
-    consumers, and the pair is read once.
+    all stored in one request to the master, answered once they are stored:
+    one round trip, whatever the number of consumers, and the pair is read
+    once.
     When the certificate or a consumer's recipient key changed since the last
     publication from this minion (or with ``force``), fire
     ``certsync/published`` with the fingerprint, ``not_after`` and the
@@ -1847,22 +1864,16 @@ def publish_source(hostname, consumers, source=None, live_dir=None, keep_key=Tru
 
 
 def _send_entries(fullchain, key, recipients):
-    """One entry per consumer, readable by it alone, all in one ``mine.update``
-    (one round trip to the master, not one per consumer)."""
+    """One entry per consumer, readable by it alone, all in one request to the
+    master (one round trip, not one per consumer)."""
     common, sealed = _sealed_for(fullchain, key, recipients)
-    functions = {
-        cert_mine_name(consumer): {
-            "mine_function": "certsync.sealed_entry",
-            "entry": {**common, "sealed": {consumer: blob}},
-            "allow_tgt": [consumer],
-            "allow_tgt_type": "list",
-        }
-        for consumer, blob in sealed.items()
-    }
-    if __salt__["mine.update"](mine_functions=functions) is not True:
-        raise CommandExecutionError(
-            f"mine.update of the certificate for {', '.join(sorted(sealed))} failed"
-        )
+    entries, readers = {}, {}
+    for consumer, blob in sealed.items():
+        name = cert_mine_name(consumer)
+        entries[name] = {**common, "sealed": {consumer: blob}}
+        _checked_entry(entries[name], __opts__["id"], consumer)
+        readers[name] = [consumer]
+    _store_in_mine(entries, readers)
 
 
 def _checked_entry(entry, source, consumer):

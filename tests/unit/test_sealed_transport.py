@@ -5,6 +5,7 @@ import copy
 import os
 
 import pytest
+import salt.channel.client
 import salt.utils.mine
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from support.loader import certsync_mod
@@ -22,25 +23,10 @@ class Mine:
         self.lookups = 0
         self.round_trips = 0  # requests that store mine data on the master
 
-    def send(self, name, *args, mine_function, allow_tgt, allow_tgt_type, **kwargs):
-        assert allow_tgt_type == "list"
-        assert not any(isinstance(arg, dict) for arg in args), "mine.send reads dicts as kwargs"
-        self.round_trips += 1
-        data = certsync_mod.__salt__[mine_function](*args, **kwargs)
-        self.entries[(certsync_mod.__opts__["id"], name)] = (data, allow_tgt)
-        return True
-
-    def update(self, clear=False, mine_functions=None):
-        """As Salt's mine.update: each definition parsed by Salt's own helper and
-        called; every entry stored in one request."""
-        assert not clear
-        self.round_trips += 1
-        for name, definition in mine_functions.items():
-            function, args, kwargs, acl = salt.utils.mine.parse_function_definition(definition)
-            assert acl["allow_tgt_type"] == "list"
-            data = certsync_mod.__salt__[function](*args, **kwargs)
-            self.entries[(certsync_mod.__opts__["id"], name)] = (data, acl["allow_tgt"])
-        return True
+    def channel(self, opts):
+        """What ``salt.channel.client.ReqChannel.factory`` gives the module: a
+        request channel to this master."""
+        return _Channel(self, opts)
 
     def get(self, tgt, name, tgt_type="glob"):
         self.lookups += 1
@@ -53,9 +39,34 @@ class Mine:
         }
 
 
+class _Channel:
+    """A request channel to the Mine: stores ``_mine`` loads as the master does."""
+
+    def __init__(self, mine, opts):
+        self.mine, self.opts = mine, opts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def send(self, load, timeout=None):
+        assert (load["cmd"], load["id"], load["clear"]) == ("_mine", self.opts["id"], False)
+        self.mine.round_trips += 1
+        for name, wrapped in load["data"].items():
+            assert wrapped[salt.utils.mine.MINE_ITEM_ACL_ID] == 1
+            assert wrapped["allow_tgt_type"] == "list"
+            data = wrapped[salt.utils.mine.MINE_ITEM_ACL_DATA]
+            self.mine.entries[(load["id"], name)] = (data, wrapped["allow_tgt"])
+        return True
+
+
 @pytest.fixture
-def mine():
-    return Mine()
+def mine(monkeypatch):
+    mine = Mine()
+    monkeypatch.setattr(salt.channel.client.ReqChannel, "factory", mine.channel)
+    return mine
 
 
 @pytest.fixture
@@ -69,12 +80,9 @@ def configure_loader_modules(tmp_path, mine):
                 "cachedir": str(tmp_path / "cache"),
             },
             "__salt__": {
-                "mine.send": mine.send,
-                "mine.update": mine.update,
                 "mine.get": mine.get,
                 "event.send": lambda tag, data: mine.events.append((tag, data)),
                 "certsync.seal_payload": certsync_mod.seal_payload,
-                "certsync.sealed_entry": certsync_mod.sealed_entry,
                 "certsync.recipient_key": certsync_mod.recipient_key,
             },
         }
@@ -142,12 +150,23 @@ def test_every_consumer_is_published_in_one_round_trip(tmp_path, good, mine):
         assert _open_as(consumer, tmp_path, good.fingerprint)["fingerprint"] == good.fingerprint
 
 
-def test_a_sealed_entry_holds_one_consumer(published, mine):
-    entry, _ = mine.entries[(SOURCE, certsync_mod.cert_mine_name(CONSUMER))]
-    assert certsync_mod.sealed_entry(entry) is entry
-    both = dict(entry, sealed={CONSUMER: "x", OTHER: "y"})
-    with pytest.raises(SaltInvocationError, match="exactly one consumer"):
-        certsync_mod.sealed_entry(both)
+def test_a_master_that_does_not_store_is_an_error(tmp_path, good, mine, monkeypatch):
+    as_minion(CONSUMER, tmp_path)
+    certsync_mod.publish_recipient_key([SOURCE])
+    as_minion(SOURCE, tmp_path)
+    fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
+    monkeypatch.setattr(_Channel, "send", lambda self, load, timeout=None: {})
+    with pytest.raises(CommandExecutionError, match="did not store the mine entries certsync_cert"):
+        certsync_mod.publish(fullchain, key, [CONSUMER], "mail.example.test")
+    assert mine.events == []  # nothing announced that the master does not hold
+
+
+def test_a_masterless_minion_has_no_mine_to_publish_to(tmp_path, mine):
+    as_minion(CONSUMER, tmp_path)
+    certsync_mod.__opts__["file_client"] = "local"
+    with pytest.raises(CommandExecutionError, match="need a master"):
+        certsync_mod.publish_recipient_key([SOURCE])
+    assert mine.round_trips == 0
 
 
 def test_each_entry_is_readable_by_its_consumer_only(tmp_path, published, mine):
