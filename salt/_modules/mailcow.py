@@ -16,6 +16,7 @@ needs another one.
 """
 
 import calendar
+import concurrent.futures
 import email.message
 import email.utils
 import io
@@ -344,8 +345,8 @@ def _tail(output):
 def reload(services=None, path=DEFAULT_DIR, commands=None):
     """
     Run each service's own reload inside its container (``postfix reload``,
-    ``doveadm reload``, ``nginx -s reload``) and report exit code and output
-    per service. Exits non-zero on the CLI when one fails.
+    ``doveadm reload``, ``nginx -s reload``), all at once, and report exit
+    code and output per service. Exits non-zero on the CLI when one fails.
 
     services
         Compose service names. Default: postfix-mailcow, dovecot-mailcow,
@@ -367,30 +368,35 @@ def reload(services=None, path=DEFAULT_DIR, commands=None):
     if unknown:
         raise SaltInvocationError(f"no reload command known for {', '.join(unknown)}")
     found = _find(_client(), project_name(path), services)
-    results = {}
-    for service in services:
-        container = found[service]
-        container.reload()
-        if container.status != "running":
-            results[service] = {
-                "ok": False,
-                "error": f"container {container.name} is {container.status}",
-            }
-            continue
-        try:
-            exit_code, output = container.exec_run(table[service])
-        except docker.errors.APIError as exc:
-            results[service] = {"ok": False, "error": f"exec in {container.name} failed: {exc}"}
-            continue
-        results[service] = {
-            "ok": exit_code == 0,
-            "exit_code": exit_code,
-            "command": " ".join(table[service]),
-            "output": _tail(output),
-        }
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(services)) as pool:
+        futures = {s: pool.submit(_reload_one, found[s].id, table[s]) for s in services}
+        results = {service: future.result() for service, future in futures.items()}
     if not all(r["ok"] for r in results.values()):
         __context__["retcode"] = 1
     return results
+
+
+def _reload_one(container_id, argv):
+    """Run ``argv`` in a running container, over a Docker connection of its own
+    (the reloads run at once, and a docker-py client is not shared by threads)."""
+    client = _client()
+    try:
+        container = client.containers.get(container_id)
+        if container.status != "running":
+            return {"ok": False, "error": f"container {container.name} is {container.status}"}
+        exit_code, output = container.exec_run(argv)
+    except docker.errors.NotFound:
+        return {"ok": False, "error": f"container {container_id[:12]} is gone"}
+    except docker.errors.APIError as exc:
+        return {"ok": False, "error": f"exec in container {container_id[:12]} failed: {exc}"}
+    finally:
+        client.close()
+    return {
+        "ok": exit_code == 0,
+        "exit_code": exit_code,
+        "command": " ".join(argv),
+        "output": _tail(output),
+    }
 
 
 def restart(services=None, path=DEFAULT_DIR, timeout=30):
