@@ -23,6 +23,7 @@ import contextlib
 import datetime
 import math
 import pathlib
+import random
 import statistics
 import sys
 import tempfile
@@ -147,7 +148,9 @@ def measure(size, renewals, image, work, certbot_times):
         bus = BusRecorder(salt.opts).start()
         samples = []
         for _ in range(renewals):
-            time.sleep(3)  # the last run's jobs are done and reaped
+            # the last run's jobs are done and reaped; then a random phase against the
+            # source beacon's 1 s interval, so detection is not locked to one phase
+            time.sleep(3 + random.random())
             cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
             mark, began = len(bus.events), time.monotonic()
             certbot.renew(5)
