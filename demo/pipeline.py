@@ -52,14 +52,23 @@ def say(text):
     print(f"[{time.monotonic() - START:7.2f}s] {text}", flush=True)
 
 
+#: The jobs the timeline shows: the roles' runs, and what the reactor sends on a renewal.
+JOBS = ("state.apply", "certsync.publish_source", "certsync_deploy.deployed")
+
+
 def _job_line(tag, data):
+    fun = data.get("fun")
     if tag.endswith("/new"):
         mods = next((arg for arg in data.get("arg") or [] if isinstance(arg, str)), "")
-        return f"state.apply {mods} on {', '.join(data.get('minions', []))}"
-    line = f"{data.get('id')} finished state.apply (success: {data.get('success')})"
+        return f"{' '.join(filter(None, [fun, mods]))} on {', '.join(data.get('minions', []))}"
+    line = f"{data.get('id')} finished {fun} (success: {data.get('success')})"
     returned = data.get("return")
     if isinstance(returned, dict):
-        failed = [s["comment"].splitlines()[0] for s in returned.values() if s["result"] is False]
+        failed = [
+            s["comment"].splitlines()[0]
+            for s in returned.values()
+            if isinstance(s, dict) and s.get("result") is False and s.get("comment")
+        ]
         line += "".join(f"; {comment}" for comment in failed)
     elif returned and not data.get("success"):
         line += f"; {str(returned)[:200]}"
@@ -76,7 +85,7 @@ def show_timeline(bus, seen, since):
             print(f"           +{stamp:6.2f}s bus: {tag} {extra[:16]}")
         elif (
             tag.startswith("salt/job/")
-            and data.get("fun") == "state.apply"
+            and data.get("fun") in JOBS
             and (tag.endswith("/new") or data.get("id"))
         ):
             print(f"           +{stamp:6.2f}s bus: {_job_line(tag, data)}")

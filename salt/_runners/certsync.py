@@ -9,12 +9,14 @@ each event, so a changed pillar takes effect at the next event with nothing
 else kept in step. The reactor SLS (``salt://certsync/reactor/``) hand the
 sender's id to :py:func:`on_renewed`, :py:func:`on_recipient` and
 :py:func:`on_published`, which target only what that pillar names: an event
-never names its targets.
+never names its targets. The consumers' deploy arguments come from the same
+pillar (the top file gives every certsync minion the same ``certsync`` pillar).
 
 :py:func:`status` asks every minion of every route for its part
 (``certsync.status``).
 """
 
+import json
 import logging
 import re
 
@@ -36,6 +38,19 @@ __virtualname__ = "certsync"
 
 #: Mine entry a source publishes for one consumer (certsync module's cert_mine_name).
 CERT_MINE_PREFIX = "certsync_cert_"
+#: Consumer settings salt://certsync/deployed.sls always passes to certsync.deployed,
+DEPLOY_SETTINGS = (
+    "min_days",
+    "sni",
+    "mailcow_dir",
+    "services",
+    "endpoints",
+    "probe_address",
+    "verify_timeout",
+    "dane",
+)
+#: and those it passes only when they are set.
+DEPLOY_IF_SET = ("reload_commands", "mail_domains")
 #: A minion id as the certsync module accepts one.
 _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 
@@ -104,21 +119,6 @@ def routes(source=None):
     return found
 
 
-def _apply(targets, mods, pillar=None):
-    """``state.apply <mods>`` on ``targets`` (queued behind a running one), not waited for.
-
-    ``mods`` is the part of the formula a renewal needs on the consumers
-    (``certsync.deployed``): the role's own state, with no provisioning
-    (beacons, schedule, mailcow.conf), which the role's scheduled run keeps."""
-    if not targets:
-        return {"targets": [], "jid": None}
-    kwarg = {"queue": True, **({"pillar": pillar} if pillar else {})}
-    client = salt.client.get_local_client(__opts__["conf_file"])
-    jid = client.cmd_async(targets, "state.apply", [mods], tgt_type="list", kwarg=kwarg)
-    log.info("certsync: state.apply %s on %s (job %s)", mods, ", ".join(targets), jid)
-    return {"targets": targets, "jid": jid}
-
-
 def _formula_defaults():
     """The formula's defaults (``salt://certsync/defaults.yaml``, which map.jinja
     merges the pillar over), from the master's own file server."""
@@ -132,13 +132,22 @@ def _formula_defaults():
     return defaults if isinstance(defaults, dict) else {}
 
 
+def _settings(cfg):
+    """A pillar's certsync settings over the formula's defaults, as map.jinja merges them."""
+    return salt.utils.dictupdate.merge(_formula_defaults(), cfg)
+
+
+def _mapping(value):
+    return value if isinstance(value, dict) else {}
+
+
 def _publish(source, cfg, consumers):
     """``certsync.publish_source`` on ``source`` with its pillar's settings (over the
     formula's defaults, as the SLS has them), not waited for: no state run."""
     if not consumers:
         return {"targets": [], "jid": None}
-    settings = salt.utils.dictupdate.merge(_formula_defaults(), cfg)
-    src = settings.get("source") if isinstance(settings.get("source"), dict) else {}
+    settings = _settings(cfg)
+    src = _mapping(settings.get("source"))
     live_dir, lineage = src.get("live_dir"), src.get("dir")
     kwarg = {
         "hostname": settings.get("hostname"),
@@ -192,11 +201,31 @@ def on_recipient(consumer):
     return _publish(source, cfg, consumers if consumer in consumers else [])
 
 
+def _deploy_args(settings, consumer, source, fingerprint):
+    """The arguments the formula's ``certsync.deployed`` SLS gives ``consumer``'s
+    state (its ``consumers`` entry over ``consumer_defaults``, as map.jinja has it)."""
+    entry = {**_mapping(settings.get("consumer_defaults"))}
+    entry.update(_mapping(_mapping(settings.get("consumers")).get(consumer)))
+    args = {
+        "name": f"{entry.get('mailcow_dir')}/data/assets/ssl",
+        "hostname": settings.get("hostname"),
+        "source_minion": source,
+        **({"fingerprint": fingerprint} if fingerprint else {}),
+        **{key: entry.get(key) for key in DEPLOY_SETTINGS},
+    }
+    args.update({key: entry[key] for key in DEPLOY_IF_SET if entry.get(key)})
+    return args
+
+
 def on_published(source, fingerprint=None):
     """
-    A source published (``certsync/published``): the consumers its pillar
-    names apply ``certsync.deployed``, told which certificate to expect (``fingerprint``,
-    when it is a SHA-256 hex digest; the mine entry decides what is deployed).
+    A source published (``certsync/published``): each consumer its pillar
+    names deploys the publication (``certsync_deploy.deployed``: the
+    ``certsync.deployed`` state function without a state run), with the
+    arguments the formula's SLS would give it from the same pillar, told which
+    certificate to expect (``fingerprint``, when it is a SHA-256 hex digest;
+    the mine entry decides what is deployed). Consumers with the same
+    arguments share one job. Not waited for; returns the targets and the jobs.
 
     CLI Example:
 
@@ -206,8 +235,20 @@ def on_published(source, fingerprint=None):
     """
     announced = fingerprint if isinstance(fingerprint, str) else ""
     announced = announced if re.fullmatch(r"[0-9a-f]{64}", announced) else ""
-    event = {"certsync_event": {"source": source, "fingerprint": announced}}
-    return _apply(_consumers_of(source), "certsync.deployed", pillar=event)
+    cfg, consumers = _source_config(source)
+    if not consumers:
+        return {"targets": [], "jobs": {}}
+    settings, groups = _settings(cfg), {}
+    for consumer in consumers:
+        args = _deploy_args(settings, consumer, source, announced)
+        groups.setdefault(json.dumps(args, sort_keys=True), (args, []))[1].append(consumer)
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    jobs = {}
+    for args, targets in groups.values():
+        jid = client.cmd_async(targets, "certsync_deploy.deployed", [], tgt_type="list", kwarg=args)
+        log.info("certsync: certsync_deploy.deployed on %s (job %s)", ", ".join(targets), jid)
+        jobs[jid] = targets
+    return {"targets": consumers, "jobs": jobs}
 
 
 def _mine_of(cache, minion):

@@ -1,9 +1,10 @@
 {#- The consumer's deploy alone: the certificate from the source's mine
-    entry validated, installed, reloaded and verified on the wire. What a
-    renewal triggers (the reactor applies certsync.deployed); certsync.consumer
-    includes it and orders it after the recipient key and acme-mailcow. #}
+    entry validated, installed, reloaded and verified on the wire.
+    certsync.consumer includes it and orders it after the recipient key and
+    acme-mailcow. On a renewal the runner sends the consumers the same state
+    function with the same arguments, without a state run
+    (certsync_deploy.deployed; the runner's _deploy_args mirrors this file). #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
-{%- set announced = salt["pillar.get"]("certsync_event", {}) %}
 {%- if consumer %}
 
 certsync-deployed:
@@ -11,10 +12,7 @@ certsync-deployed:
     - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
     - hostname: {{ certsync.hostname | json }}
     - source_minion: {{ certsync.source.minion | json }}
-{%- if announced.get("source") == certsync.source.minion and announced.get("fingerprint") %}
-    - fingerprint: {{ announced.fingerprint | json }}
-{%- endif %}
-    - min_days: {{ consumer.min_days }}
+    - min_days: {{ consumer.min_days | json }}
     - sni: {{ consumer.sni | json }}
     - mailcow_dir: {{ consumer.mailcow_dir | json }}
     - services: {{ consumer.services | json }}
@@ -23,7 +21,7 @@ certsync-deployed:
 {%- endif %}
     - endpoints: {{ consumer.endpoints | json }}
     - probe_address: {{ consumer.probe_address | json }}
-    - verify_timeout: {{ consumer.verify_timeout }}
+    - verify_timeout: {{ consumer.verify_timeout | json }}
     - dane: {{ consumer.dane | json }}
 {%- if consumer.mail_domains %}
     - mail_domains: {{ consumer.mail_domains | json }}

@@ -4,9 +4,14 @@ own state, with the same arguments, and nothing of its provisioning."""
 import json
 
 import pytest
+import salt.utils.dictupdate
+import salt.utils.yaml
+from support.fleet import SALT_TREE
+from support.loader import load_loader_module
 
 pytestmark = pytest.mark.functional
 ME = "certsync-functional"
+runner = load_loader_module("runners", "certsync")
 
 
 def _rendered(salt_call, sls, pillar):
@@ -53,6 +58,34 @@ def test_the_consumer_deploy_is_the_roles_own(salt_call):
         {"certsync": "certsync-recipient-key"},
         {"mailcow": "certsync-acme-stood-down"},
     ]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {},
+        {
+            "mailcow_dir": "/srv/mailcow",
+            "dane": {"port": 25, "nameservers": ["127.0.0.1"]},
+            "reload_commands": {"nginx-mailcow": ["nginx", "-s", "reload"]},
+            "mail_domains": ["example.test"],
+            "min_days": 14,
+            "sni": False,
+            "endpoints": {"smtp": 2525, "https": "127.0.0.1:8443"},
+            "services": [],
+            "verify_timeout": 5,
+        },
+    ],
+    ids=["defaults", "every-setting"],
+)
+def test_a_renewal_deploys_with_the_arguments_of_the_sls(salt_call, entry):
+    """The runner's deploy job (certsync_deploy.deployed) gives the state what
+    certsync.deployed.sls gives it, from the same pillar over the same defaults."""
+    pillar = {**CONSUMER, "consumers": {ME: entry}}
+    (state,) = _rendered(salt_call, "certsync.deployed", pillar).values()
+    defaults = salt.utils.yaml.safe_load((SALT_TREE / "certsync" / "defaults.yaml").read_text())
+    settings = salt.utils.dictupdate.merge(defaults["certsync"], pillar)
+    assert runner._deploy_args(settings, ME, "npm", "") == _args(state)
 
 
 def test_the_source_publication_is_the_roles_own(salt_call):

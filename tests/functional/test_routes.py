@@ -35,6 +35,9 @@ class Pillar:
         (self.root / "certsync.sls").write_text(json.dumps(pillar))
 
 
+JID = "20261126000000000000"
+
+
 class Jobs:
     """What the runner asks the master to run."""
 
@@ -43,7 +46,7 @@ class Jobs:
 
     def cmd_async(self, targets, fun, args, tgt_type, kwarg):
         self.sent.append((sorted(targets), fun, args, tgt_type, kwarg))
-        return "20261126000000000000"
+        return JID
 
 
 @pytest.fixture
@@ -72,25 +75,58 @@ def test_the_routes_follow_the_pillar(pillar):
     assert runner.routes("npm") == {"npm": ["mailcow-2", "mailcow-3"]}
 
 
+#: The consumer's deploy arguments from the formula's defaults (defaults.yaml).
+DEFAULT_DEPLOY = {
+    "name": "/opt/mailcow-dockerized/data/assets/ssl",
+    "hostname": "mail.example.test",
+    "source_minion": "npm",
+    "min_days": 7,
+    "sni": True,
+    "mailcow_dir": "/opt/mailcow-dockerized",
+    "services": ["postfix-mailcow", "dovecot-mailcow", "nginx-mailcow"],
+    "endpoints": [
+        "smtp",
+        "submission",
+        "smtps",
+        "imap",
+        "imaps",
+        "pop3",
+        "pop3s",
+        "sieve",
+        "https",
+    ],
+    "probe_address": "127.0.0.1",
+    "verify_timeout": 60,
+    "dane": False,
+}
+
+
 def test_a_publication_reaches_exactly_the_consumers_of_the_pillar(pillar):
     pillar.write("npm", {"mailcow": {}, "mailcow-2": {}})
     done = runner.on_published("npm", "ab" * 32)
-    assert done["targets"] == ["mailcow", "mailcow-2"]
-    event = {"certsync_event": {"source": "npm", "fingerprint": "ab" * 32}}
+    assert done == {"targets": ["mailcow", "mailcow-2"], "jobs": {JID: ["mailcow", "mailcow-2"]}}
+    # the deploy alone, no state run: one job for the consumers with the same settings
+    deploy = {**DEFAULT_DEPLOY, "fingerprint": "ab" * 32}
     assert pillar.jobs.sent == [
-        (
-            ["mailcow", "mailcow-2"],
-            "state.apply",
-            ["certsync.deployed"],
-            "list",
-            {"queue": True, "pillar": event},
-        )
+        (["mailcow", "mailcow-2"], "certsync_deploy.deployed", [], "list", deploy)
     ]
+
+
+def test_each_consumer_deploys_with_its_own_settings(pillar):
+    own = {"mailcow_dir": "/srv/mailcow", "dane": True, "mail_domains": ["example.test"]}
+    pillar.write("npm", {"mailcow": {}, "mailcow-2": own, "mailcow-3": {"reload_commands": {}}})
+    runner.on_published("npm", "ab" * 32)
+    sent = {tuple(targets): kwarg for targets, fun, _, _, kwarg in pillar.jobs.sent}
+    deploy = {**DEFAULT_DEPLOY, "fingerprint": "ab" * 32}
+    assert sent == {
+        ("mailcow", "mailcow-3"): deploy,  # an empty reload_commands is not passed, as in the SLS
+        ("mailcow-2",): {**deploy, **own, "name": "/srv/mailcow/data/assets/ssl"},
+    }
 
 
 def test_a_minion_that_is_no_source_reaches_nobody(pillar):
     pillar.write("npm", {"mailcow": {}})
-    assert runner.on_published("mailcow") == {"targets": [], "jid": None}
+    assert runner.on_published("mailcow") == {"targets": [], "jobs": {}}
     assert runner.on_renewed("mailcow") == {"targets": [], "jid": None}
     assert runner.on_renewed("intruder") == {"targets": [], "jid": None}
     assert pillar.jobs.sent == []
@@ -135,7 +171,7 @@ def test_a_consumer_the_source_does_not_name_moves_nothing(pillar):
 def test_only_a_sha256_fingerprint_is_passed_on(pillar, fingerprint):
     pillar.write("npm", {"mailcow": {}})
     runner.on_published("npm", fingerprint)
-    assert pillar.jobs.sent[0][4]["pillar"]["certsync_event"]["fingerprint"] == ""
+    assert "fingerprint" not in pillar.jobs.sent[0][4]
 
 
 @pytest.mark.parametrize("bad", ["-x", "a b", "", None, "x" * 300])

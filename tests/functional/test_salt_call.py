@@ -77,6 +77,48 @@ def test_deployed_installs_renews_and_is_idempotent(salt_call, tmp_path, ca, goo
         assert handle.read() == renewed.fullchain_pem()
 
 
+def _served_pair(dest):
+    with open(os.path.join(dest, "cert.pem"), "rb") as handle:
+        return handle.read()
+
+
+def test_the_renewal_deploy_is_the_state_without_a_state_run(
+    salt_call, tmp_path, ca, good, serving
+):
+    """certsync_deploy.deployed (what the runner sends a consumer on a renewal) runs the
+    state function itself: the same plan with test=True, install, record, refusal."""
+    layout = cases.make_layout(tmp_path, ca, serving)
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    args = [layout.dest, f"hostname={HOST}", f"source={layout.source}"]
+
+    def deploy(*more):
+        ret = salt_call("certsync_deploy.deployed", *args, *more)
+        (state,) = ret.data.values() if isinstance(ret.data, dict) else [{}]
+        return ret, state
+
+    planned, state = deploy("test=True")
+    assert (planned.returncode, state["result"]) == (0, None), planned
+    assert state["changes"]["new"]["fingerprint"] == good.fingerprint
+    assert _served_pair(layout.dest) == serving.fullchain_pem()
+    done, state = deploy()
+    assert (done.returncode, state["result"]) == (0, True), done
+    assert state["changes"]["old"]["fingerprint"] == serving.fingerprint
+    assert _served_pair(layout.dest) == good.fullchain_pem()
+    assert "PRIVATE KEY" not in done.stdout
+    record = salt_call("certsync_monitor.last_deploy", layout.dest).data
+    assert (record["result"], record["installed"]) == (True, True), record
+
+    write_pair(layout.source, ca.leaf("www.example.test"), "fullchain.pem", "privkey.pem")
+    refused, state = deploy()
+    assert (refused.returncode, state["result"]) == (1, False), refused
+    assert "does not cover mail.example.test" in state["comment"]
+    assert _served_pair(layout.dest) == good.fullchain_pem()
+    assert salt_call("certsync_monitor.last_deploy", layout.dest).data["result"] is False
+    unknown, _ = deploy("colour=blue")
+    assert unknown.returncode != 0
+    assert "certsync.deployed" in unknown.stderr and "colour" in unknown.stderr
+
+
 def test_deployed_from_an_sls_with_live_dir(salt_call, tmp_path, ca, good, serving):
     layout = cases.make_layout(tmp_path, ca, serving)
     live_dir = os.path.dirname(layout.source)

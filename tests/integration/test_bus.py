@@ -29,6 +29,8 @@ from support.pki import issue, write_pair
 
 CONVERGE_TIMEOUT = 120
 NPM_ID = 5
+#: What the reactor sends a consumer on a renewal: the deploy without a state run.
+DEPLOY = "certsync_deploy.deployed"
 
 
 class Fleet:
@@ -226,7 +228,7 @@ def test_a_forged_published_event_from_the_third_minion_installs_nothing(fleet, 
     applied = [
         e.data
         for e in jobs
-        if e.data.get("fun") == "state.apply" and consumer in e.data.get("minions", [])
+        if e.data.get("fun") in ("state.apply", DEPLOY) and consumer in e.data.get("minions", [])
     ]
     assert applied == []
     assert (fleet.stack.ssl_dir / "cert.pem").read_bytes() == before
@@ -244,10 +246,13 @@ def test_an_invalid_certificate_is_refused_and_the_old_keeps_serving(fleet, even
         )
         for event in rets:
             returned = event.data.get("return")
-            if event.data.get("fun") != "state.apply" or not isinstance(returned, dict):
+            if event.data.get("fun") not in ("state.apply", DEPLOY) or not isinstance(
+                returned, dict
+            ):
                 continue
-            for key, state in returned.items():
-                if "certsync-deployed" in key and state["result"] is False:
+            for key, state in returned.items():  # the reactor's deploy, or a scheduled run's
+                refused = isinstance(state, dict) and state.get("result") is False
+                if refused and key.startswith("certsync_|-") and key.endswith("_|-deployed"):
                     return state
         return None
 
@@ -336,25 +341,35 @@ def test_the_recipient_key_is_private(fleet):
 
 
 def _deployed_by_reactor(fleet, mark, fingerprint):
-    """The minions the reactor sent ``certsync.deployed`` to for ``fingerprint``, from the
-    job events since the bus recorder's event ``mark`` (waited for: a consumer's own
-    scheduled run may deploy the publication before the reactor's job is sent)."""
+    """The minions the reactor sent its deploy to for ``fingerprint``: the jobs the
+    runner's ``on_published`` returned, each announcing that fingerprint, from the
+    events since the bus recorder's ``mark`` (waited for: a consumer's own scheduled
+    run may deploy the publication before the reactor's jobs are sent)."""
 
     def targets():
-        for event in fleet.bus.events[mark:]:
+        events = fleet.bus.events[mark:]
+        announced = {}
+        for event in events:
             data = event["data"]
             if not (event["tag"].startswith("salt/job/") and event["tag"].endswith("/new")):
                 continue
-            args = data.get("arg") or []
-            if data.get("fun") != "state.apply" or args[:1] != ["certsync.deployed"]:
+            kwargs = next((a for a in data.get("arg") or [] if isinstance(a, dict)), {})
+            if data.get("fun") == DEPLOY and kwargs.get("fingerprint") == fingerprint:
+                announced[data.get("jid")] = set(data.get("minions", []))
+        for event in events:
+            returned = event["data"].get("return")
+            if not (
+                event["tag"].startswith("salt/run/")
+                and event["data"].get("fun") == "runner.certsync.on_published"
+                and isinstance(returned, dict)
+            ):
                 continue
-            kwargs = next((a for a in args if isinstance(a, dict)), {})
-            announced = kwargs.get("pillar", {}).get("certsync_event", {})
-            if announced.get("fingerprint") == fingerprint:
-                return set(data.get("minions", []))
+            jobs = returned.get("jobs") or {}
+            if jobs and set(jobs) <= set(announced):
+                return set().union(*(announced[jid] for jid in jobs))
         return None
 
-    return wait_until(targets, CONVERGE_TIMEOUT, interval=1, what="the reactor's deploy job")
+    return wait_until(targets, CONVERGE_TIMEOUT, interval=1, what="the reactor's deploy jobs")
 
 
 def test_the_routes_follow_the_pillar_alone(fleet):
