@@ -203,9 +203,15 @@ def on_recipient(consumer):
 
 def _deploy_args(settings, consumer, source, fingerprint):
     """The arguments the formula's ``certsync.deployed`` SLS gives ``consumer``'s
-    state (its ``consumers`` entry over ``consumer_defaults``, as map.jinja has it)."""
-    entry = {**_mapping(settings.get("consumer_defaults"))}
-    entry.update(_mapping(_mapping(settings.get("consumers")).get(consumer)))
+    state (its ``consumers`` entry over ``consumer_defaults``, as map.jinja has it).
+    A pillar the SLS could not render either is a ValueError saying what is wrong."""
+    defaults = settings.get("consumer_defaults")
+    entry = _mapping(settings.get("consumers")).get(consumer)
+    if not isinstance(defaults, dict):
+        raise ValueError(f"certsync:consumer_defaults is not a mapping: {_shown(defaults)}")
+    if entry is not None and not isinstance(entry, dict):
+        raise ValueError(f"certsync:consumers:{consumer} is not a mapping: {_shown(entry)}")
+    entry = {**defaults, **(entry or {})}
     args = {
         "name": f"{entry.get('mailcow_dir')}/data/assets/ssl",
         "hostname": settings.get("hostname"),
@@ -217,6 +223,10 @@ def _deploy_args(settings, consumer, source, fingerprint):
     return args
 
 
+def _shown(value):
+    return repr(value)[:80]
+
+
 def on_published(source, fingerprint=None):
     """
     A source published (``certsync/published``): each consumer its pillar
@@ -225,7 +235,9 @@ def on_published(source, fingerprint=None):
     arguments the formula's SLS would give it from the same pillar, told which
     certificate to expect (``fingerprint``, when it is a SHA-256 hex digest;
     the mine entry decides what is deployed). Consumers with the same
-    arguments share one job. Not waited for; returns the targets and the jobs.
+    arguments share one job. Not waited for; returns the targets and the jobs,
+    and under ``refused`` the consumers whose pillar entry the SLS could not
+    render either (not a mapping), with the reason.
 
     CLI Example:
 
@@ -238,9 +250,14 @@ def on_published(source, fingerprint=None):
     cfg, consumers = _source_config(source)
     if not consumers:
         return {"targets": [], "jobs": {}}
-    settings, groups = _settings(cfg), {}
+    settings, groups, refused = _settings(cfg), {}, {}
     for consumer in consumers:
-        args = _deploy_args(settings, consumer, source, announced)
+        try:
+            args = _deploy_args(settings, consumer, source, announced)
+        except ValueError as exc:
+            log.error("certsync: no deploy for %s: %s", consumer, exc)
+            refused[consumer] = str(exc)
+            continue
         groups.setdefault(json.dumps(args, sort_keys=True), (args, []))[1].append(consumer)
     client = salt.client.get_local_client(__opts__["conf_file"])
     jobs = {}
@@ -248,7 +265,8 @@ def on_published(source, fingerprint=None):
         jid = client.cmd_async(targets, "certsync_deploy.deployed", [], tgt_type="list", kwarg=args)
         log.info("certsync: certsync_deploy.deployed on %s (job %s)", ", ".join(targets), jid)
         jobs[jid] = targets
-    return {"targets": consumers, "jobs": jobs}
+    done = {"targets": sorted(t for targets in jobs.values() for t in targets), "jobs": jobs}
+    return {**done, "refused": refused} if refused else done
 
 
 def _mine_of(cache, minion):

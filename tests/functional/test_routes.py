@@ -179,3 +179,27 @@ def test_a_malformed_id_in_the_pillar_or_the_event_is_ignored(pillar, bad):
     pillar.write("npm", {"mailcow": {}, **({bad: {}} if isinstance(bad, str) else {})})
     assert runner.routes("npm") == {"npm": ["mailcow"]}
     assert runner.on_renewed(bad)["targets"] == []
+
+
+def test_a_consumer_entry_the_sls_could_not_render_is_refused_by_name(pillar):
+    pillar.write("npm", {"mailcow": ["not", "a", "mapping"], "mailcow-2": None})
+    done = runner.on_published("npm", "ab" * 32)
+    assert done["targets"] == ["mailcow-2"]  # an empty entry takes the defaults, as in the SLS
+    assert done["refused"] == {
+        "mailcow": "certsync:consumers:mailcow is not a mapping: ['not', 'a', 'mapping']"
+    }
+    assert [job[0] for job in pillar.jobs.sent] == [["mailcow-2"]]
+
+
+def test_consumer_defaults_that_are_no_mapping_deploy_nothing(pillar):
+    pillar.write("npm", {"mailcow": {}})
+    written = json.loads((pillar.root / "certsync.sls").read_text())
+    written["certsync"]["consumer_defaults"] = "everything"
+    (pillar.root / "certsync.sls").write_text(json.dumps(written))
+    done = runner.on_published("npm", "ab" * 32)
+    assert done == {
+        "targets": [],
+        "jobs": {},
+        "refused": {"mailcow": "certsync:consumer_defaults is not a mapping: 'everything'"},
+    }
+    assert pillar.jobs.sent == []
