@@ -30,7 +30,7 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the harness
 
 import psutil  # noqa: E402
 import salt.cache  # noqa: E402
@@ -41,9 +41,10 @@ import salt.wheel  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: E402
 from figures import figures  # noqa: E402
-from support.acme import NpmCertbot, Pebble  # noqa: E402
-from support.daemons import SaltDaemons  # noqa: E402
-from support.fleet import (  # noqa: E402
+
+from harness.acme import NpmCertbot, Pebble  # noqa: E402
+from harness.daemons import SaltDaemons  # noqa: E402
+from harness.fleet import (  # noqa: E402
     HOST,
     BusRecorder,
     deployed_fingerprint,
@@ -52,8 +53,8 @@ from support.fleet import (  # noqa: E402
     wait_until,
     write_pillar,
 )
-from support.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
-from support.pki import TestCA, issue, write_pair  # noqa: E402
+from harness.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
+from harness.pki import TestCA, issue, write_pair  # noqa: E402
 
 
 def _stamp(event):

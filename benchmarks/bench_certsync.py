@@ -22,16 +22,17 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the harness
 
 from salt.exceptions import CommandExecutionError  # noqa: E402
-from support.loader import (  # noqa: E402
+
+from harness.loader import (  # noqa: E402
     certsync_beacon,
     certsync_mod,
     certsync_state,
     salt_functions,
 )
-from support.pki import TestCA, write_pair  # noqa: E402
+from harness.pki import TestCA, write_pair  # noqa: E402
 
 HOST = "mail.example.test"
 

@@ -26,14 +26,15 @@ import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the harness
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from figures import figures  # noqa: E402
-from support.loader import certsync_mod, load_loader_module, tlsprobe_mod  # noqa: E402
-from support.nsd import AuthoritativeDNS  # noqa: E402
-from support.pki import TestCA, write_pair  # noqa: E402
+
+from harness.loader import certsync_mod, load_loader_module, tlsprobe_mod  # noqa: E402
+from harness.nsd import AuthoritativeDNS  # noqa: E402
+from harness.pki import TestCA, write_pair  # noqa: E402
 
 DOMAIN, HOST, RELAY, REVERSE = (
     "example.test",

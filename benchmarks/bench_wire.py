@@ -20,12 +20,13 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the harness
 
 from figures import figures  # noqa: E402
-from support.loader import certsync_mod, mailcow_mod, tlsprobe_mod  # noqa: E402
-from support.mailcow_stack import HOST, NAMES, MailcowStack, build_image, docker_client  # noqa: E402
-from support.pki import TestCA, write_pair  # noqa: E402
+
+from harness.loader import certsync_mod, mailcow_mod, tlsprobe_mod  # noqa: E402
+from harness.mailcow_stack import HOST, NAMES, MailcowStack, build_image, docker_client  # noqa: E402
+from harness.pki import TestCA, write_pair  # noqa: E402
 
 
 def timed_ms(func):

@@ -27,20 +27,20 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the harness
 
-from support.acme import NpmCertbot, Pebble  # noqa: E402
-from support.daemons import SaltDaemons  # noqa: E402
-from support.fleet import (  # noqa: E402
+from harness.acme import NpmCertbot, Pebble  # noqa: E402
+from harness.daemons import SaltDaemons  # noqa: E402
+from harness.fleet import (  # noqa: E402
     HOST,
     BusRecorder,
     stack_settings,
     wait_until,
     write_pillar,
 )
-from support.knot import UpdatableDNS  # noqa: E402
-from support.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
-from support.pki import TestCA, issue  # noqa: E402
+from harness.knot import UpdatableDNS  # noqa: E402
+from harness.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
+from harness.pki import TestCA, issue  # noqa: E402
 
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 2

@@ -15,7 +15,7 @@ v3006=.venv/salt3006/bin
 
 echo "== system packages, the Docker engine and the mailcow-like image"
 scripts/test-deps.sh
-tests/docker/build-image.sh
+harness/docker/build-image.sh
 
 echo "== lint"
 "$v3008/ruff" check .

@@ -8,10 +8,12 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SALT_TREE = REPO / "salt"
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the harness
 
-from support.acme import NpmCertbot, Pebble  # noqa: E402
-from support.pki import TestCA  # noqa: E402
 from support.salt_call import salt_call  # noqa: E402, F401  (fixture)
+
+from harness.acme import NpmCertbot, Pebble  # noqa: E402
+from harness.pki import TestCA  # noqa: E402
 
 
 def pytest_configure(config):

@@ -9,7 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from support import cases
-from support.pki import write_pair
+
+from harness.pki import write_pair
 
 pytestmark = pytest.mark.functional
 PROCESSES = 4

@@ -9,8 +9,9 @@ import pathlib
 
 import pytest
 from support import cases
-from support.nsd import AuthoritativeDNS
-from support.pki import write_pair
+
+from harness.nsd import AuthoritativeDNS
+from harness.pki import write_pair
 
 pytestmark = pytest.mark.functional
 HOST = cases.HOST

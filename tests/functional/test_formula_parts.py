@@ -6,8 +6,9 @@ import json
 import pytest
 import salt.utils.dictupdate
 import salt.utils.yaml
-from support.fleet import SALT_TREE
-from support.loader import load_loader_module
+
+from harness.fleet import SALT_TREE
+from harness.loader import load_loader_module
 
 pytestmark = pytest.mark.functional
 ME = "certsync-functional"

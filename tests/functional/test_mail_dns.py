@@ -13,10 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from support.dnssec import ValidatingResolver, ZoneSigner, change_data
-from support.mailcow_stack import free_port
-from support.nsd import AuthoritativeDNS
-from support.pki import TestCA, write_pair
 from support.tlsserver import TLSServer
+
+from harness.mailcow_stack import free_port
+from harness.nsd import AuthoritativeDNS
+from harness.pki import TestCA, write_pair
 
 pytestmark = pytest.mark.functional
 DOMAIN = "example.test"

@@ -8,8 +8,9 @@ import json
 
 import pytest
 import salt.config
-from support.fleet import SALT_TREE
-from support.loader import load_loader_module
+
+from harness.fleet import SALT_TREE
+from harness.loader import load_loader_module
 
 pytestmark = pytest.mark.functional
 runner = load_loader_module("runners", "certsync")

@@ -5,7 +5,8 @@ import os
 import pytest
 import salt.version
 from support import cases
-from support.pki import write_npm_tree, write_pair
+
+from harness.pki import write_npm_tree, write_pair
 
 pytestmark = pytest.mark.functional
 HOST = cases.HOST

@@ -1,8 +1,9 @@
 """Real Docker: the mailcow-like image and stacks of its containers."""
 
 import pytest
-from support.mailcow_stack import MailcowStack, build_image, docker_client
 from support.relay import SmtpRelay
+
+from harness.mailcow_stack import MailcowStack, build_image, docker_client
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from saltfactories.utils import random_string
-from support.acme import NpmCertbot
-from support.fleet import (
+
+from harness.acme import NpmCertbot
+from harness.fleet import (
     HOST,
     BusRecorder,
     deployed_fingerprint,
@@ -24,8 +25,8 @@ from support.fleet import (
     wait_until,
     write_pillar,
 )
-from support.mailcow_stack import NAMES, MailcowStack
-from support.pki import issue, write_pair
+from harness.mailcow_stack import NAMES, MailcowStack
+from harness.pki import issue, write_pair
 
 CONVERGE_TIMEOUT = 120
 NPM_ID = 5

@@ -10,8 +10,9 @@ import threading
 import time
 
 import pytest
-from support.knot import UpdatableDNS
-from support.mailcow_stack import HOST, NAMES
+
+from harness.knot import UpdatableDNS
+from harness.mailcow_stack import HOST, NAMES
 
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 2

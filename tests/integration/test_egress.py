@@ -15,8 +15,9 @@ import sys
 import pytest
 import yaml
 from support.netns import HostPair
-from support.pki import TestCA, write_pair
 from support.relay import NAME
+
+from harness.pki import TestCA, write_pair
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 PORT = 2525

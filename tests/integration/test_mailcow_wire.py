@@ -13,8 +13,9 @@ import threading
 import time
 
 import pytest
-from support.mailcow_stack import HOST, NAMES
-from support.pki import TestCA, write_pair, write_sni_dir
+
+from harness.mailcow_stack import HOST, NAMES
+from harness.pki import TestCA, write_pair, write_sni_dir
 
 ALL = ["smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "sieve", "https"]
 MAIL = ["smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "sieve"]

@@ -6,8 +6,9 @@ salt-call --local; only its MTA-STS rows are looked at here.
 """
 
 import pytest
-from support.mailcow_stack import HOST, NAMES, MailcowStack
-from support.nsd import AuthoritativeDNS
+
+from harness.mailcow_stack import HOST, NAMES, MailcowStack
+from harness.nsd import AuthoritativeDNS
 
 DOMAIN = "example.test"
 STS = f"mta-sts.{DOMAIN}"

@@ -6,9 +6,10 @@ mailcow.relay_test and mailcow.relay_status through salt-call --local.
 """
 
 import pytest
-from support.mailcow_stack import HOST, NAMES
-from support.pki import TestCA
 from support.relay import NAME, PORT
+
+from harness.mailcow_stack import HOST, NAMES
+from harness.pki import TestCA
 
 RELAY = f"{NAME}:{PORT}"
 TO = "someone@example.net"

@@ -6,7 +6,9 @@ real smarthost (tests/support/relay.py); the mine is a stand-in.
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support.loader import (
+from support.relay import NAME, PORT
+
+from harness.loader import (
     certsync_beacon,
     certsync_mod,
     load_loader_module,
@@ -14,8 +16,7 @@ from support.loader import (
     monitor_mod,
     tlsprobe_mod,
 )
-from support.mailcow_stack import HOST, NAMES
-from support.relay import NAME, PORT
+from harness.mailcow_stack import HOST, NAMES
 
 RELAY = f"{NAME}:{PORT}"
 TO = "someone@example.net"

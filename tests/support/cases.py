@@ -11,7 +11,7 @@ import os
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .pki import DAY, NOW, TestCA, issue, write_npm_tree, write_pair
+from harness.pki import DAY, NOW, TestCA, issue, write_npm_tree, write_pair
 
 HOST = "mail.example.test"
 

@@ -14,7 +14,7 @@ import dns.exception
 import dns.flags
 import dns.resolver
 
-from .mailcow_stack import free_port
+from harness.mailcow_stack import free_port
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 KEYGEN = shutil.which("ldns-keygen") or "/usr/bin/ldns-keygen"

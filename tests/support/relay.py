@@ -20,9 +20,9 @@ import uuid
 
 import docker
 
-from .pki import write_pair
+from harness.pki import write_pair
 
-CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "docker" / "relay"
+CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "harness" / "docker" / "relay"
 NAME = "relay.example.test"
 PORT = 2525
 READY_TIMEOUT = 60

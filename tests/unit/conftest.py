@@ -1,7 +1,8 @@
 """Loader-mocked fixtures: the real execution module behind the state's __salt__."""
 
 import pytest
-from support.loader import certsync_mod, certsync_state, salt_functions
+
+from harness.loader import certsync_mod, certsync_state, salt_functions
 
 
 @pytest.fixture

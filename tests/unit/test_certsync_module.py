@@ -9,8 +9,9 @@ import tempfile
 import pytest
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from support.loader import certsync_mod
-from support.pki import DAY, NOW, write_npm_tree, write_pair, write_sni_dir
+
+from harness.loader import certsync_mod
+from harness.pki import DAY, NOW, write_npm_tree, write_pair, write_sni_dir
 
 KEY_KINDS = ["rsa-2048", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519", "ed448"]
 
@@ -162,7 +163,7 @@ def test_validate_reports_every_problem_at_once(tmp_path, ca):
 
 
 def test_validate_against_a_trust_bundle(tmp_path, ca, good):
-    from support.pki import TestCA
+    from harness.pki import TestCA
 
     fullchain, key = _files(tmp_path, good)
     bundle = tmp_path / "roots.pem"

@@ -5,7 +5,8 @@ from unittest.mock import patch
 
 import pytest
 from support import cases
-from support.loader import (
+
+from harness.loader import (
     certsync_mod,
     certsync_state,
     mailcow_mod,
@@ -13,7 +14,7 @@ from support.loader import (
     salt_functions,
     tlsprobe_mod,
 )
-from support.pki import write_npm_tree, write_pair, write_sni_dir
+from harness.pki import write_npm_tree, write_pair, write_sni_dir
 
 HOST = cases.HOST
 

@@ -6,9 +6,10 @@ from unittest.mock import patch
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from support.loader import certsync_mod, mailcow_mod, mailcow_state, tlsprobe_mod
-from support.pki import write_pair
 from support.tlsserver import TLSServer
+
+from harness.loader import certsync_mod, mailcow_mod, mailcow_state, tlsprobe_mod
+from harness.pki import write_pair
 
 CONF = (
     "# mailcow.conf\nMAILCOW_HOSTNAME=mail.example.test\nSKIP_LETS_ENCRYPT=n\n# ENABLE_SSL_SNI=y\n"

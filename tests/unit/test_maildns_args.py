@@ -2,7 +2,8 @@
 
 import pytest
 from salt.exceptions import SaltInvocationError
-from support.loader import certsync_mod, load_loader_module
+
+from harness.loader import certsync_mod, load_loader_module
 
 maildns_mod = load_loader_module("modules", "maildns")
 DOMAIN, HOST = "example.test", "mail.example.test"

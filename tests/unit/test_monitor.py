@@ -13,10 +13,11 @@ from unittest.mock import patch
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from salt.exceptions import SaltInvocationError
-from support.loader import certsync_beacon, certsync_mod, monitor_mod, tlsprobe_mod
-from support.mailcow_stack import free_port
-from support.pki import DAY, NOW, write_pair, write_sni_dir
 from support.tlsserver import TLSServer
+
+from harness.loader import certsync_beacon, certsync_mod, monitor_mod, tlsprobe_mod
+from harness.mailcow_stack import free_port
+from harness.pki import DAY, NOW, write_pair, write_sni_dir
 
 HOST = "mail.example.test"
 ME, SOURCE = "mailcow", "npm"

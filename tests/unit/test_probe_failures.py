@@ -5,7 +5,8 @@ import socket
 import threading
 
 import pytest
-from support.loader import tlsprobe_mod
+
+from harness.loader import tlsprobe_mod
 
 HOST = "mail.example.test"
 

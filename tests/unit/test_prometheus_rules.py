@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 import yaml
-from support.loader import monitor_mod
+
+from harness.loader import monitor_mod
 
 RULES_DIR = pathlib.Path(__file__).resolve().parents[2] / "prometheus"
 RULES = RULES_DIR / "certsync.rules.yml"

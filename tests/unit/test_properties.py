@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from support.loader import certsync_mod, tlsprobe_mod
+
+from harness.loader import certsync_mod, tlsprobe_mod
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LABELS = [b"CERTIFICATE", b"PRIVATE KEY", b"EC PRIVATE KEY", b"X509 CRL", b"A" * 70]

@@ -6,7 +6,8 @@ look-alike's real postfix 3.7 wrote them, with Docker's timestamps.
 
 import pytest
 from salt.exceptions import SaltInvocationError
-from support.loader import mailcow_mod
+
+from harness.loader import mailcow_mod
 
 STAMP = "2026-11-26T15:10:54.078723712Z Nov 26 15:10:54 mail "
 TLS = (

@@ -8,8 +8,9 @@ import pytest
 import salt.channel.client
 import salt.utils.mine
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from support.loader import certsync_mod
-from support.pki import write_pair
+
+from harness.loader import certsync_mod
+from harness.pki import write_pair
 
 SOURCE, CONSUMER, OTHER = "npm", "mailcow", "intruder"
 

@@ -4,7 +4,8 @@ The runner asks the minions through Salt's LocalClient and reads the master's
 mine cache; both are stood in for here with what minions answer."""
 
 import pytest
-from support.loader import load_loader_module
+
+from harness.loader import load_loader_module
 
 runner = load_loader_module("runners", "certsync")
 FP = "ab" * 32

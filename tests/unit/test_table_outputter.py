@@ -4,7 +4,8 @@ import copy
 
 import pytest
 import salt.config
-from support.loader import load_loader_module
+
+from harness.loader import load_loader_module
 
 table = load_loader_module("output", "certsync_table")
 FP, OTHER = "ab" * 32, "cd" * 32

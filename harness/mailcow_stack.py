@@ -11,7 +11,7 @@ names, ``IP:PORT`` forms included.
   ``dhparams.pem`` and ``acme/``; tests add other per-name dirs.
 - postfix builds ``tls_server_sni_maps`` with ``postmap -F`` at start (a
   snapshot of the files), dovecot a ``local_name`` block per name, nginx a
-  server block per dir except the hostname's (``tests/docker/mailcow/``).
+  server block per dir except the hostname's (``harness/docker/mailcow/``).
 - With ``acme=True``, acme-mailcow is created by ``docker-compose`` from a
   compose file in the checkout (``.env`` -> ``mailcow.conf``, as mailcow
   has it): unless created with ``SKIP_LETS_ENCRYPT=y`` it copies
@@ -43,7 +43,7 @@ from .pki import write_pair, write_sni_dir
 #: loopback upstream would stall it instead: those keep Docker's.
 NO_RESOLVER = ["127.0.0.1"]
 
-CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "docker" / "mailcow"
+CONF_DIR = pathlib.Path(__file__).resolve().parent / "docker" / "mailcow"
 BUILD_SCRIPT = CONF_DIR.parent / "build-image.sh"
 HOST = "mail.example.test"
 #: What mailcow's own certificates cover for the mail domain example.test.

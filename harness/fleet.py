@@ -13,7 +13,7 @@ import salt.utils.event
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-SALT_TREE = pathlib.Path(__file__).resolve().parents[2] / "salt"
+SALT_TREE = pathlib.Path(__file__).resolve().parents[1] / "salt"
 HOST = "mail.example.test"
 NPM_DIR = "npm-5"
 

@@ -3,7 +3,7 @@
 import importlib.util
 import pathlib
 
-SALT_TREE = pathlib.Path(__file__).resolve().parents[2] / "salt"
+SALT_TREE = pathlib.Path(__file__).resolve().parents[1] / "salt"
 
 
 def load_loader_module(kind, name):

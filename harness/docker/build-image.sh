@@ -6,7 +6,7 @@
 #
 # The image tag and the cached root filesystem tarball are keyed on a hash of
 # this script, so changing the recipe rebuilds it; configuration is bind-
-# mounted at run time (tests/docker/mailcow/) and is not part of the image.
+# mounted at run time (harness/docker/mailcow/) and is not part of the image.
 #
 # Prints the image tag on stdout.
 set -euo pipefail
