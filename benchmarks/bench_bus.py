@@ -12,7 +12,7 @@ endpoints. Prints p50/p95/max, and certbot's own run time apart.
 ``--publish N`` (default 100): the source's publication for N consumers whose
 recipient keys are in the master's mine (accepted minion keys, entries in the
 master's cache; the consumers need not run), each timed from the master's
-``certsync.publish`` call to its return, with the source minion's CPU seconds.
+``certsync_mine.publish`` call to its return, with the source minion's CPU seconds.
 
 Needs a Docker engine, certbot and pebble (scripts/test-deps.sh). Run: scripts/bench.sh
 """
@@ -199,7 +199,7 @@ def cpu_seconds(pid):
 
 def store_recipient_key(cache, consumer, source):
     """A consumer's recipient key in the master's mine, readable by ``source``, as
-    the master stores what ``certsync.publish_recipient_key`` sends."""
+    the master stores what ``certsync_mine.publish_recipient_key`` sends."""
     public = x25519.X25519PrivateKey.generate().public_key()
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     entry = {"kem": "X25519", "public": base64.b64encode(raw).decode(), "id": consumer}
@@ -215,7 +215,7 @@ def store_recipient_key(cache, consumer, source):
 
 
 def measure_publish(count, runs, work):
-    """Wall and source-minion CPU seconds of ``certsync.publish`` for ``count`` consumers."""
+    """Wall and source-minion CPU seconds of ``certsync_mine.publish`` for ``count`` consumers."""
     pair = issue(HOST, sans=[HOST], key_kind="ec-p384")
     fullchain, key = write_pair(work / "live", pair, "fullchain.pem", "privkey.pem")
     salt_daemons = SaltDaemons(work / "salt")
@@ -244,7 +244,7 @@ def measure_publish(count, runs, work):
             cpu_before, began = cpu_seconds(minion_pid), time.monotonic()
             done = client.cmd(
                 "npm",
-                "certsync.publish",
+                "certsync_mine.publish",
                 [str(fullchain), str(key), consumers, HOST],
                 kwarg={"force": True},
                 timeout=120,
@@ -253,7 +253,7 @@ def measure_publish(count, runs, work):
             time.sleep(0.5)  # the job's process is reaped: its CPU time counts
             cpus.append(cpu_seconds(minion_pid) - cpu_before)
             if not isinstance(done, dict) or len(done.get("consumers", [])) != count:
-                raise RuntimeError(f"certsync.publish did not publish for {count}: {done}")
+                raise RuntimeError(f"certsync_mine.publish did not publish for {count}: {done}")
         return walls, cpus
     finally:
         salt_daemons.stop()

@@ -53,7 +53,7 @@ def say(text):
 
 
 #: The jobs the timeline shows: the roles' runs, and what the reactor sends on a renewal.
-JOBS = ("state.apply", "certsync.publish_source", "certsync_deploy.deployed")
+JOBS = ("state.apply", "certsync_mine.publish_source", "certsync_deploy.deployed")
 
 
 def _job_line(tag, data):

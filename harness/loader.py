@@ -22,6 +22,7 @@ tlsprobe_mod = load_loader_module("modules", "tlsprobe")
 mailcow_state = load_loader_module("states", "mailcow")
 monitor_mod = load_loader_module("modules", "certsync_monitor")
 certsync_beacon = load_loader_module("beacons", "certsync")
+mine_mod = load_loader_module("modules", "certsync_mine")
 
 
 def salt_functions(module, virtualname):

@@ -23,7 +23,6 @@ import datetime
 import fcntl
 import hashlib
 import itertools
-import json
 import logging
 import math
 import os
@@ -31,9 +30,8 @@ import re
 import stat
 import time
 
-import salt.channel.client
+import salt.utils.args
 import salt.utils.dictupdate
-import salt.utils.mine
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -1506,18 +1504,13 @@ def set_reuse_key(lineage_dir, test=False):
 
 
 # --------------------------------------------------------------------------
-# Transport over the Salt mine: the key sealed to each consumer (HPKE)
+# Sealing a private key to a consumer, and opening it there (HPKE)
 # --------------------------------------------------------------------------
 
-RECIPIENT_MINE = "certsync_recipient"
-#: Seconds to wait for the master to store mine entries.
-MINE_TIMEOUT = 60
-CERT_MINE_PREFIX = "certsync_cert_"
 RECIPIENT_KEY_FILE = "certsync_recipient.pem"
 _SEAL_CONTEXT = b"certsync/v1 sealed private key"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
-MAX_SEALED_BYTES = 64 * 1024
 
 
 def _hpke():
@@ -1532,11 +1525,6 @@ def _hpke():
             f"cryptography {cryptography.__version__}"
         ) from None
     return hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
-
-
-def cert_mine_name(consumer):
-    """The mine entry a source publishes for ``consumer``."""
-    return CERT_MINE_PREFIX + _check_minion_id(consumer)
 
 
 def _check_minion_id(minion_id):
@@ -1580,11 +1568,13 @@ def _load_or_create_recipient_key():
     return key, True
 
 
-def recipient_key():
+def recipient_key(test=False):
     """
     Return this consumer's public recipient key for sealed private keys,
     creating the key pair on first use (``certsync_recipient.pem``, 0600, in
-    the minion's ``pki_dir``). Only the public half leaves the host.
+    the minion's ``pki_dir``). Only the public half leaves the host. With
+    ``test=True`` nothing is made: ``created`` says whether the key would be,
+    and ``public`` is there when the key exists.
 
     CLI Example:
 
@@ -1592,6 +1582,8 @@ def recipient_key():
 
         salt mailcow-host certsync.recipient_key
     """
+    if test and not os.path.lexists(_recipient_key_path()):
+        return {"kem": "X25519", "id": __opts__["id"], "created": True}
     key, created = _load_or_create_recipient_key()
     public = key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -1604,68 +1596,6 @@ def recipient_key():
     }
 
 
-def publish_recipient_key(sources, test=False):
-    """
-    Put this consumer's public recipient key in the mine
-    (``certsync_recipient``), readable only by the ``sources`` minion ids.
-    With ``test=True`` nothing is made or sent; ``created`` says whether the
-    key would be created.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host certsync.publish_recipient_key '[npm-host]'
-    """
-    sources = _minion_list(sources, "sources")
-    if test:
-        return {"sources": sources, "created": not os.path.lexists(_recipient_key_path())}
-    info = recipient_key()
-    entry = {k: info[k] for k in ("kem", "public", "id")}
-    _store_in_mine({RECIPIENT_MINE: entry}, sources)
-    return {"sources": sources, "created": info["created"], "public": info["public"]}
-
-
-def _store_in_mine(entries, readers):
-    """
-    Store ``entries`` (mine name -> data) in this minion's mine on the master,
-    each readable only by ``readers`` (a list of ids, or a mapping of entry name
-    to its list), and return once the master has stored them.
-
-    This is the request ``mine.send`` and ``mine.update`` end in (``_mine``,
-    the same as Salt's ``mine.get`` sends its ``_mine_get``), made from the job
-    itself: those functions hand it to the minion's own process as an event
-    and then sleep half a second, without knowing whether the master stored
-    anything, so an event fired after them could reach the master before the
-    entry it announces.
-    """
-    if __opts__.get("file_client") == "local":
-        raise CommandExecutionError("the certsync mine entries need a master: this minion has none")
-    data = {
-        name: salt.utils.mine.wrap_acl_structure(
-            entry,
-            allow_tgt=readers[name] if isinstance(readers, dict) else readers,
-            allow_tgt_type="list",
-        )
-        for name, entry in entries.items()
-    }
-    load = {"cmd": "_mine", "id": __opts__["id"], "data": data, "clear": False}
-    with salt.channel.client.ReqChannel.factory(__opts__) as channel:
-        stored = channel.send(load, timeout=MINE_TIMEOUT)
-    if stored is not True:
-        raise CommandExecutionError(
-            f"the master did not store the mine entries {', '.join(sorted(entries))}: {stored!r}"
-        )
-
-
-def _minion_list(ids, what):
-    if isinstance(ids, str):
-        ids = [item.strip() for item in ids.split(",") if item.strip()]
-    if not isinstance(ids, (list, tuple)) or not ids:
-        raise SaltInvocationError(f"{what} must be a non-empty list of minion ids")
-    return sorted({_check_minion_id(item) for item in ids})
-
-
 def _public_key(encoded):
     """An X25519 public key from its base64 form; ValueError when it is not one."""
     from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
@@ -1674,20 +1604,6 @@ def _public_key(encoded):
         return x25519.X25519PublicKey.from_public_bytes(base64.b64decode(encoded, validate=True))
     except (TypeError, binascii.Error) as exc:
         raise ValueError(str(exc)) from None
-
-
-def _recipients(consumers):
-    """The consumers' public recipient keys from the mine (base64), and who has none."""
-    found = __salt__["mine.get"](consumers, RECIPIENT_MINE, tgt_type="list") or {}
-    keys, missing = {}, []
-    for consumer in consumers:
-        entry = found.get(consumer)
-        try:
-            _public_key(entry["public"])
-            keys[consumer] = entry["public"]
-        except (TypeError, KeyError, ValueError):
-            missing.append(consumer)
-    return keys, missing
 
 
 def seal_payload(fullchain, key, recipients):
@@ -1745,239 +1661,92 @@ def _sealed_for(fullchain, key, recipients):
     return common, sealed
 
 
-def _publication_record(hostname):
-    name = f"published-{hostname or 'default'}.json"
-    return os.path.join(__opts__["cachedir"], "certsync", name)
-
-
-def _publication_digest(fingerprint, recipients):
-    text = json.dumps({"fingerprint": fingerprint, "recipients": recipients}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _read_record(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle).get("digest")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
+def open_sealed(source, fingerprint, chain_pem, sealed, dest):
     """
-    Publish the certificate for the ``consumers``: one mine entry per
-    consumer (``certsync_cert_<id>``), readable only by that consumer, holding
-    the chain and the private key sealed to it (see :py:func:`seal_payload`),
-    all stored in one request to the master, answered once they are stored:
-    one round trip, whatever the number of consumers, and the pair is read
-    once.
-    When the certificate or a consumer's recipient key changed since the last
-    publication from this minion (or with ``force``), fire
-    ``certsync/published`` with the fingerprint, ``not_after`` and the
-    consumers, never key material.
-
-    The source publishes what it has; every consumer validates before it
-    installs. ``problems`` lists what :py:func:`validate` finds (with
-    ``hostname``), as a warning. With ``test=True`` nothing is sent; the
-    return says whether anything changed.
+    Open the private key ``source`` sealed to this minion for the certificate
+    ``fingerprint`` (see :py:func:`seal_payload`) and write the pair into the
+    private directory ``dest``: ``fullchain.pem`` (``chain_pem``, which must
+    be that certificate) and ``privkey.pem`` (0600), for :py:func:`validate`
+    and :py:func:`install`. What ``certsync_mine.fetch_published`` does with
+    the mine entry it read and checked. Returns the paths, the fingerprint and
+    ``not_after``, never key material.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt npm-host certsync.publish /etc/letsencrypt/live/npm-5/fullchain.pem \\
-            /etc/letsencrypt/live/npm-5/privkey.pem '[mailcow-host]' mail.example.com
+        salt mailcow-host certsync.open_sealed npm-host <fingerprint> "$chain_pem" "$sealed" \\
+            /var/cache/salt/minion/certsync/staging
     """
-    consumers = _minion_list(consumers, "consumers")
-    leaf = read_certs(fullchain)[0]
-    recipients, missing = _recipients(consumers)
-    digest = _publication_digest(_fingerprint(leaf), recipients)
-    record = _publication_record(hostname)
-    ret = {
-        "fingerprint": _fingerprint(leaf),
-        "not_after": _iso(leaf.not_valid_after_utc),
-        "consumers": sorted(recipients),
-        "missing_recipient_key": missing,
-        "changed": digest != _read_record(record),
-        "problems": validate(fullchain, key, hostname)["problems"] if hostname else [],
-    }
-    __context__.pop("retcode", None)
-    if test:
-        return ret
-    if ret["consumers"]:
-        _send_entries(fullchain, key, {c: recipients[c] for c in ret["consumers"]})
-    if ret["consumers"] and (ret["changed"] or force):
-        __salt__["event.send"](
-            "certsync/published",
-            {k: ret[k] for k in ("fingerprint", "not_after", "consumers")},
-        )
-    os.makedirs(os.path.dirname(record), mode=0o700, exist_ok=True)
-    _write_private(record, json.dumps({"digest": digest}).encode())
-    return ret
-
-
-def publish_source(hostname, consumers, source=None, live_dir=None, keep_key=True, test=False):
-    """
-    What a renewal needs on the source, in one call and without a state run
-    (the master's runner sends it on ``certsync/renewed``, with the settings
-    the source's pillar gives): take the pair from ``source`` (a lineage
-    directory) or from the directory under ``live_dir`` whose certificate
-    covers ``hostname`` (:py:func:`find_source`), :py:func:`publish` it for the
-    ``consumers`` and, with ``keep_key`` (the formula's
-    ``certsync:source:reuse_key``), make certbot keep its key again
-    (:py:func:`set_reuse_key`: a re-issue from NPM's UI rewrites the renewal
-    file). The formula's ``certsync.published`` SLS does the same as states.
-
-    Returns what :py:func:`publish` returns, the lineage directory
-    (``source``) and ``reuse_key`` (``changed`` and the renewal file, or the
-    ``error``); exits non-zero when a consumer has no recipient key or
-    reuse_key could not be set. Never any key material.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt npm-host certsync.publish_source mail.example.com '[mailcow-host]' \\
-            live_dir=/opt/npm/letsencrypt/live
-    """
-    if bool(source) == bool(live_dir):
-        raise SaltInvocationError("give exactly one of source (a lineage directory) and live_dir")
-    for what, value in (("source", source), ("live_dir", live_dir)):
-        if value and not (isinstance(value, str) and os.path.isabs(value)):
-            raise SaltInvocationError(f"{what} must be an absolute path, not {_shown(repr(value))}")
-    lineage = source or find_source(hostname, live_dir)["dir"]
-    fullchain = os.path.join(lineage, "fullchain.pem")
-    ret = publish(
-        fullchain, os.path.join(lineage, "privkey.pem"), consumers, hostname=hostname, test=test
-    )
-    ret["source"] = lineage
-    failed = bool(ret["missing_recipient_key"])
-    if keep_key:
-        try:
-            ret["reuse_key"] = set_reuse_key(lineage, test=test)
-        except (CommandExecutionError, SaltInvocationError) as exc:
-            ret["reuse_key"] = {"error": str(exc)}
-            failed = True
-    if failed:
-        __context__["retcode"] = 1
-    return ret
-
-
-def _send_entries(fullchain, key, recipients):
-    """One entry per consumer, readable by it alone, all in one request to the
-    master (one round trip, not one per consumer)."""
-    common, sealed = _sealed_for(fullchain, key, recipients)
-    entries, readers = {}, {}
-    for consumer, blob in sealed.items():
-        name = cert_mine_name(consumer)
-        entries[name] = {**common, "sealed": {consumer: blob}}
-        _checked_entry(entries[name], __opts__["id"], consumer)
-        readers[name] = [consumer]
-    _store_in_mine(entries, readers)
-
-
-def _checked_entry(entry, source, consumer):
-    """Check a mine entry's shape and claims before anything is opened."""
-    if not isinstance(entry, dict) or entry.get("version") != 1:
-        raise CommandExecutionError(f"the mine entry from {source} is not a certsync v1 entry")
-    fingerprint = entry.get("fingerprint")
-    if not isinstance(fingerprint, str) or not _HEX64.fullmatch(fingerprint):
-        raise CommandExecutionError(f"the mine entry from {source} has no valid fingerprint")
-    if entry.get("source") != source:
-        raise CommandExecutionError(
-            f"the mine entry from {source} claims to come from {entry.get('source')!r}"
-        )
-    chain_pem, sealed = entry.get("chain_pem"), (entry.get("sealed") or {}).get(consumer)
-    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_PEM_BYTES:
-        raise CommandExecutionError(f"the mine entry from {source} has no usable chain")
-    if not isinstance(sealed, str) or len(sealed) > MAX_SEALED_BYTES:
-        raise CommandExecutionError(
-            f"the mine entry from {source} holds no key sealed for {consumer}"
-        )
-    return fingerprint, chain_pem.encode("ascii", "replace"), sealed
-
-
-def _mine_entry(source):
-    """The checked (fingerprint, chain PEM, sealed key) ``source`` published for this minion."""
     source, consumer = _check_minion_id(source), __opts__["id"]
-    name = cert_mine_name(consumer)
-    entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
-    if entry is None:
-        raise CommandExecutionError(f"the mine holds no {name} entry from {source}")
-    return _checked_entry(entry, source, consumer)
-
-
-def published_fingerprint(source):
-    """
-    The fingerprint of the certificate ``source`` published for this minion
-    in the mine (nothing is opened or written).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host certsync.published_fingerprint npm-host
-    """
-    return _mine_entry(source)[0]
-
-
-def fetch_published(source, dest, fingerprint=None):
-    """
-    Read the certificate ``source`` published for this minion from the mine,
-    check it, open the sealed key and write ``fullchain.pem`` and
-    ``privkey.pem`` (0600) into the private directory ``dest`` for
-    :py:func:`validate` and :py:func:`install`.
-
-    source
-        The source minion id.
-
-    dest
-        An existing directory only root can read (e.g. under the cachedir).
-
-    fingerprint
-        When given (from the ``certsync/published`` event), the entry must be
-        for this certificate.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host certsync.fetch_published npm-host /var/cache/salt/minion/certsync/staging
-    """
-    if fingerprint and not _HEX64.fullmatch(str(fingerprint)):
-        raise SaltInvocationError(f"fingerprint {fingerprint!r} is not a SHA-256 hex digest")
-    consumer = __opts__["id"]
-    claimed, chain_pem, sealed = _mine_entry(source)
-    if fingerprint and fingerprint != claimed:
-        raise CommandExecutionError(
-            f"the mine entry from {source} is for {claimed[:16]}..., not for the announced "
-            f"{str(fingerprint)[:16]}..."
-        )
+    if not (isinstance(fingerprint, str) and _HEX64.fullmatch(fingerprint)):
+        shown = _shown(repr(fingerprint))
+        raise SaltInvocationError(f"fingerprint {shown} is not a SHA-256 hex digest")
+    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_PEM_BYTES:
+        raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_PEM_BYTES} bytes")
     fullchain = os.path.join(dest, "fullchain.pem")
-    _write_private(fullchain, chain_pem)
+    _write_private(fullchain, chain_pem.encode("ascii", "replace"))
     leaf = read_certs(fullchain)[0]
-    if _fingerprint(leaf) != claimed:
+    if _fingerprint(leaf) != fingerprint:
         raise CommandExecutionError(
             f"the chain in the mine entry from {source} does not match its fingerprint"
         )
     key, _ = _load_or_create_recipient_key()
     try:
         key_pem = _hpke().decrypt(
-            base64.b64decode(sealed, validate=True), key, info=_seal_info(source, consumer, claimed)
+            base64.b64decode(sealed, validate=True),
+            key,
+            info=_seal_info(source, consumer, fingerprint),
         )
-    except (ValueError, binascii.Error, InvalidTag):
+    except (ValueError, TypeError, binascii.Error, InvalidTag):
         raise CommandExecutionError(
             f"the key sealed by {source} does not open for {consumer} and certificate "
-            f"{claimed[:16]}... (sealed for another consumer or certificate, or corrupted)"
+            f"{fingerprint[:16]}... (sealed for another consumer or certificate, or corrupted)"
         ) from None
     _write_private(os.path.join(dest, "privkey.pem"), key_pem)
     return {
         "source": source,
-        "fingerprint": claimed,
+        "fingerprint": fingerprint,
         "not_after": _iso(leaf.not_valid_after_utc),
         "fullchain": fullchain,
         "privkey": os.path.join(dest, "privkey.pem"),
     }
+
+
+# --------------------------------------------------------------------------
+# Names that moved to certsync_mine (the sealed transport over the mine),
+# kept for existing command lines and SLS, deprecated
+# --------------------------------------------------------------------------
+
+
+def _moved(name, args, kwargs):
+    log.warning("certsync.%s is deprecated: use certsync_mine.%s", name, name)
+    return __salt__[f"certsync_mine.{name}"](*args, **salt.utils.args.clean_kwargs(**kwargs))
+
+
+def publish(*args, **kwargs):
+    """Deprecated: ``certsync_mine.publish`` (same arguments)."""
+    return _moved("publish", args, kwargs)
+
+
+def publish_source(*args, **kwargs):
+    """Deprecated: ``certsync_mine.publish_source`` (same arguments)."""
+    return _moved("publish_source", args, kwargs)
+
+
+def publish_recipient_key(*args, **kwargs):
+    """Deprecated: ``certsync_mine.publish_recipient_key`` (same arguments)."""
+    return _moved("publish_recipient_key", args, kwargs)
+
+
+def published_fingerprint(*args, **kwargs):
+    """Deprecated: ``certsync_mine.published_fingerprint`` (same arguments)."""
+    return _moved("published_fingerprint", args, kwargs)
+
+
+def fetch_published(*args, **kwargs):
+    """Deprecated: ``certsync_mine.fetch_published`` (same arguments)."""
+    return _moved("fetch_published", args, kwargs)
 
 
 def _write_private(path, data):

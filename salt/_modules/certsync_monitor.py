@@ -167,7 +167,7 @@ def _source_fingerprint(source):
     if not source:
         return None, "no source minion in the pillar"
     try:
-        return __salt__["certsync.published_fingerprint"](source), None
+        return __salt__["certsync_mine.published_fingerprint"](source), None
     except (CommandExecutionError, SaltInvocationError) as exc:
         return None, str(exc)
 

@@ -142,7 +142,7 @@ def _mapping(value):
 
 
 def _publish(source, cfg, consumers):
-    """``certsync.publish_source`` on ``source`` with its pillar's settings (over the
+    """``certsync_mine.publish_source`` on ``source`` with its pillar's settings (over the
     formula's defaults, as the SLS has them), not waited for: no state run."""
     if not consumers:
         return {"targets": [], "jid": None}
@@ -159,8 +159,10 @@ def _publish(source, cfg, consumers):
     else:
         kwarg["live_dir"] = live_dir
     client = salt.client.get_local_client(__opts__["conf_file"])
-    jid = client.cmd_async([source], "certsync.publish_source", [], tgt_type="list", kwarg=kwarg)
-    log.info("certsync: certsync.publish_source on %s (job %s)", source, jid)
+    jid = client.cmd_async(
+        [source], "certsync_mine.publish_source", [], tgt_type="list", kwarg=kwarg
+    )
+    log.info("certsync: certsync_mine.publish_source on %s (job %s)", source, jid)
     return {"targets": [source], "jid": jid}
 
 
@@ -168,7 +170,7 @@ def on_renewed(source):
     """
     A source saw a new certificate (its beacon's ``certsync/renewed``): when its
     pillar names it as the source of some consumers, it publishes
-    (``certsync.publish_source`` with the settings of that pillar: the
+    (``certsync_mine.publish_source`` with the settings of that pillar: the
     publication alone, without a state run). For the reactor; by hand it
     re-publishes.
 

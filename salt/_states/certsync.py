@@ -80,7 +80,7 @@ def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
         staging = os.path.join(__opts__["cachedir"], "certsync")
         os.makedirs(staging, mode=0o700, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="staging-", dir=staging) as private:
-            found = __salt__["certsync.fetch_published"](source_minion, private)
+            found = __salt__["certsync_mine.fetch_published"](source_minion, private)
             origin = f"the mine of {source_minion}"
             if fingerprint and fingerprint != found["fingerprint"]:
                 # A queued run for an older announcement: the mine holds the newer one.
@@ -521,7 +521,7 @@ def deployed(
     source_minion
         Instead of ``source``: the id of the source minion whose mine entry
         for this minion holds the chain and the sealed key (see
-        ``certsync.publish``). The key is opened into a private staging
+        ``certsync_mine.publish``). The key is opened into a private staging
         directory under the cachedir, removed after the run.
 
     fingerprint
@@ -789,7 +789,7 @@ def published(name, consumers, source=None, live_dir=None, force=False):
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
         fullchain, key, origin = _resolve_source(source, name, live_dir)
-        done = __salt__["certsync.publish"](
+        done = __salt__["certsync_mine.publish"](
             fullchain, key, consumers, hostname=name, force=force, test=__opts__["test"]
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
@@ -840,7 +840,7 @@ def recipient_published(name, sources):
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
-        done = __salt__["certsync.publish_recipient_key"](sources, test=__opts__["test"])
+        done = __salt__["certsync_mine.publish_recipient_key"](sources, test=__opts__["test"])
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret

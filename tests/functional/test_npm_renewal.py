@@ -143,7 +143,7 @@ def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_cer
     reuse_key set again; a consumer without a recipient key is said, with exit 1."""
     conf = npm_certbot.renewal_conf(5)
     before = conf.read_text()
-    args = ["certsync.publish_source", HOST, '["mailcow"]', f"live_dir={npm_certbot.live_dir}"]
+    args = ["certsync_mine.publish_source", HOST, '["mailcow"]', f"live_dir={npm_certbot.live_dir}"]
     dry = salt_call(*args, "test=True")
     assert dry.data["reuse_key"]["changed"] is True and conf.read_text() == before, dry
     ret = salt_call(*args)
@@ -156,6 +156,9 @@ def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_cer
     assert "PRIVATE KEY" not in ret.stdout
     kept = salt_call(*args, "keep_key=False")
     assert "reuse_key" not in kept.data
+    # the name it had before the transport got its own module still works
+    old = salt_call("certsync.publish_source", *args[1:], "keep_key=False")
+    assert old.returncode == 1 and old.data == kept.data, old
 
 
 @pytest.mark.parametrize(
@@ -166,5 +169,5 @@ def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_cer
     ],
 )
 def test_publish_source_refuses_a_place_it_cannot_use(salt_call, where, message):
-    ret = salt_call("certsync.publish_source", HOST, '["mailcow"]', *where)
+    ret = salt_call("certsync_mine.publish_source", HOST, '["mailcow"]', *where)
     assert ret.returncode != 0 and message in ret.stdout + ret.stderr, ret

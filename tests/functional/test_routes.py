@@ -144,7 +144,9 @@ def test_a_renewal_and_a_new_recipient_key_make_the_source_publish(pillar):
         "live_dir": "/etc/letsencrypt/live",
         "keep_key": True,
     }
-    assert pillar.jobs.sent == [(["npm"], "certsync.publish_source", [], "list", publication)] * 2
+    assert (
+        pillar.jobs.sent == [(["npm"], "certsync_mine.publish_source", [], "list", publication)] * 2
+    )
 
 
 def test_the_publication_takes_the_lineage_and_reuse_key_from_the_pillar(pillar):

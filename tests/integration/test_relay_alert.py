@@ -74,7 +74,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
             "__context__": {},
             "__salt__": {
                 "certsync.consumer_settings": settings,
-                "certsync.published_fingerprint": lambda source: serving,
+                "certsync_mine.published_fingerprint": lambda source: serving,
                 "tlsprobe.probe": tlsprobe_mod.probe,
                 "mailcow.relay_status": mailcow_mod.relay_status,
             },

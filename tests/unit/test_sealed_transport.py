@@ -9,7 +9,7 @@ import salt.channel.client
 import salt.utils.mine
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from harness.loader import certsync_mod
+from harness.loader import certsync_mod, mine_mod, salt_functions
 from harness.pki import write_pair
 
 SOURCE, CONSUMER, OTHER = "npm", "mailcow", "intruder"
@@ -72,28 +72,25 @@ def mine(monkeypatch):
 
 @pytest.fixture
 def configure_loader_modules(tmp_path, mine):
+    functions = {
+        "mine.get": mine.get,
+        "event.send": lambda tag, data: mine.events.append((tag, data)),
+        **salt_functions(certsync_mod, "certsync"),
+        **salt_functions(mine_mod, "certsync_mine"),
+    }
+    opts = {"id": SOURCE, "pki_dir": str(tmp_path / "pki"), "cachedir": str(tmp_path / "cache")}
+    context = {}
     return {
-        certsync_mod: {
-            "__context__": {},
-            "__opts__": {
-                "id": SOURCE,
-                "pki_dir": str(tmp_path / "pki"),
-                "cachedir": str(tmp_path / "cache"),
-            },
-            "__salt__": {
-                "mine.get": mine.get,
-                "event.send": lambda tag, data: mine.events.append((tag, data)),
-                "certsync.seal_payload": certsync_mod.seal_payload,
-                "certsync.recipient_key": certsync_mod.recipient_key,
-            },
-        }
+        module: {"__context__": context, "__opts__": opts, "__salt__": functions}
+        for module in (certsync_mod, mine_mod)
     }
 
 
 def as_minion(minion_id, tmp_path):
-    certsync_mod.__opts__["id"] = minion_id
-    certsync_mod.__opts__["pki_dir"] = str(tmp_path / minion_id / "pki")
-    certsync_mod.__opts__["cachedir"] = str(tmp_path / minion_id / "cache")
+    for module in (certsync_mod, mine_mod):
+        module.__opts__["id"] = minion_id
+        module.__opts__["pki_dir"] = str(tmp_path / minion_id / "pki")
+        module.__opts__["cachedir"] = str(tmp_path / minion_id / "cache")
 
 
 @pytest.fixture
@@ -101,17 +98,17 @@ def published(tmp_path, good):
     """The consumer's recipient key in the mine, then the source's publication."""
     for consumer in (CONSUMER, OTHER):
         as_minion(consumer, tmp_path)
-        certsync_mod.publish_recipient_key([SOURCE])
+        mine_mod.publish_recipient_key([SOURCE])
     as_minion(SOURCE, tmp_path)
     fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
-    return certsync_mod.publish(fullchain, key, [CONSUMER, OTHER], "mail.example.test")
+    return mine_mod.publish(fullchain, key, [CONSUMER, OTHER], "mail.example.test")
 
 
 def _open_as(minion, tmp_path, fingerprint=None):
     as_minion(minion, tmp_path)
     staging = tmp_path / minion / "staging"
     staging.mkdir(parents=True, exist_ok=True)
-    return certsync_mod.fetch_published(SOURCE, str(staging), fingerprint)
+    return mine_mod.fetch_published(SOURCE, str(staging), fingerprint)
 
 
 def test_the_consumer_opens_its_key(tmp_path, good, published, mine):
@@ -137,15 +134,15 @@ def test_every_consumer_is_published_in_one_round_trip(tmp_path, good, mine):
     consumers = [f"mailcow-{n}" for n in range(5)]
     for consumer in consumers:
         as_minion(consumer, tmp_path)
-        certsync_mod.publish_recipient_key([SOURCE])
+        mine_mod.publish_recipient_key([SOURCE])
     as_minion(SOURCE, tmp_path)
     mine.round_trips, mine.lookups = 0, 0
     fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
-    done = certsync_mod.publish(fullchain, key, consumers, "mail.example.test")
+    done = mine_mod.publish(fullchain, key, consumers, "mail.example.test")
     assert done["consumers"] == consumers
     assert (mine.round_trips, mine.lookups) == (1, 1)
     for consumer in consumers:
-        entry, allowed = mine.entries[(SOURCE, certsync_mod.cert_mine_name(consumer))]
+        entry, allowed = mine.entries[(SOURCE, mine_mod.cert_mine_name(consumer))]
         assert allowed == [consumer]
         assert list(entry["sealed"]) == [consumer]
         assert _open_as(consumer, tmp_path, good.fingerprint)["fingerprint"] == good.fingerprint
@@ -153,41 +150,41 @@ def test_every_consumer_is_published_in_one_round_trip(tmp_path, good, mine):
 
 def test_a_master_that_does_not_store_is_an_error(tmp_path, good, mine, monkeypatch):
     as_minion(CONSUMER, tmp_path)
-    certsync_mod.publish_recipient_key([SOURCE])
+    mine_mod.publish_recipient_key([SOURCE])
     as_minion(SOURCE, tmp_path)
     fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
     monkeypatch.setattr(_Channel, "send", lambda self, load, timeout=None: {})
     with pytest.raises(CommandExecutionError, match="did not store the mine entries certsync_cert"):
-        certsync_mod.publish(fullchain, key, [CONSUMER], "mail.example.test")
+        mine_mod.publish(fullchain, key, [CONSUMER], "mail.example.test")
     assert mine.events == []  # nothing announced that the master does not hold
 
 
 def test_a_masterless_minion_has_no_mine_to_publish_to(tmp_path, mine):
     as_minion(CONSUMER, tmp_path)
-    certsync_mod.__opts__["file_client"] = "local"
+    mine_mod.__opts__["file_client"] = "local"
     with pytest.raises(CommandExecutionError, match="need a master"):
-        certsync_mod.publish_recipient_key([SOURCE])
+        mine_mod.publish_recipient_key([SOURCE])
     assert mine.round_trips == 0
 
 
 def test_each_entry_is_readable_by_its_consumer_only(tmp_path, published, mine):
     as_minion(OTHER, tmp_path)
-    assert mine.get(SOURCE, certsync_mod.cert_mine_name(CONSUMER)) == {}
+    assert mine.get(SOURCE, mine_mod.cert_mine_name(CONSUMER)) == {}
     as_minion("bystander", tmp_path)
-    assert mine.get(SOURCE, certsync_mod.cert_mine_name(OTHER)) == {}
+    assert mine.get(SOURCE, mine_mod.cert_mine_name(OTHER)) == {}
 
 
 def test_a_blob_replayed_for_another_consumer_does_not_open(tmp_path, published, mine):
-    entry_for_other, _ = mine.entries[(SOURCE, certsync_mod.cert_mine_name(OTHER))]
+    entry_for_other, _ = mine.entries[(SOURCE, mine_mod.cert_mine_name(OTHER))]
     forged = copy.deepcopy(entry_for_other)
     forged["sealed"] = {CONSUMER: entry_for_other["sealed"][OTHER]}
-    mine.entries[(SOURCE, certsync_mod.cert_mine_name(CONSUMER))] = (forged, [CONSUMER])
+    mine.entries[(SOURCE, mine_mod.cert_mine_name(CONSUMER))] = (forged, [CONSUMER])
     with pytest.raises(CommandExecutionError, match="does not open for mailcow"):
         _open_as(CONSUMER, tmp_path)
 
 
 def test_a_blob_rebound_to_another_certificate_does_not_open(tmp_path, ca, published, mine):
-    name = certsync_mod.cert_mine_name(CONSUMER)
+    name = mine_mod.cert_mine_name(CONSUMER)
     entry, allowed = mine.entries[(SOURCE, name)]
     other = ca.leaf("mail.example.test")
     forged = dict(entry, fingerprint=other.fingerprint, chain_pem=other.fullchain_pem().decode())
@@ -208,7 +205,7 @@ def test_a_blob_rebound_to_another_certificate_does_not_open(tmp_path, ca, publi
     ],
 )
 def test_a_malformed_entry_is_refused(tmp_path, published, mine, change, message):
-    name = certsync_mod.cert_mine_name(CONSUMER)
+    name = mine_mod.cert_mine_name(CONSUMER)
     entry, allowed = mine.entries[(SOURCE, name)]
     mine.entries[(SOURCE, name)] = (dict(entry, **change), allowed)
     with pytest.raises(CommandExecutionError, match=message):
@@ -216,7 +213,7 @@ def test_a_malformed_entry_is_refused(tmp_path, published, mine, change, message
 
 
 def test_a_chain_that_is_not_the_claimed_certificate_is_refused(tmp_path, ca, published, mine):
-    name = certsync_mod.cert_mine_name(CONSUMER)
+    name = mine_mod.cert_mine_name(CONSUMER)
     entry, allowed = mine.entries[(SOURCE, name)]
     swapped = dict(entry, chain_pem=ca.leaf("mail.example.test").fullchain_pem().decode())
     mine.entries[(SOURCE, name)] = (swapped, allowed)
@@ -236,14 +233,14 @@ def test_publishing_again_is_quiet_until_something_changes(tmp_path, ca, good, p
         str(tmp_path / "live" / "fullchain.pem"),
         str(tmp_path / "live" / "privkey.pem"),
     )
-    again = certsync_mod.publish(fullchain, key, [CONSUMER, OTHER], "mail.example.test")
+    again = mine_mod.publish(fullchain, key, [CONSUMER, OTHER], "mail.example.test")
     assert again["changed"] is False
     assert len(mine.events) == 1
     renewed = ca.leaf("mail.example.test", key=good.key)
     write_pair(tmp_path / "live", renewed, "fullchain.pem", "privkey.pem")
-    assert certsync_mod.publish(fullchain, key, [CONSUMER, OTHER], test=True)["changed"] is True
+    assert mine_mod.publish(fullchain, key, [CONSUMER, OTHER], test=True)["changed"] is True
     assert len(mine.events) == 1
-    certsync_mod.publish(fullchain, key, [CONSUMER, OTHER])
+    mine_mod.publish(fullchain, key, [CONSUMER, OTHER])
     assert mine.events[-1][1]["fingerprint"] == renewed.fingerprint
 
 
@@ -257,7 +254,7 @@ def test_no_plaintext_key_leaves_the_source(tmp_path, good, published, mine):
 
 def test_a_missing_recipient_key_is_reported(tmp_path, good):
     fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
-    ret = certsync_mod.publish(fullchain, key, [CONSUMER], "mail.example.test")
+    ret = mine_mod.publish(fullchain, key, [CONSUMER], "mail.example.test")
     assert ret["missing_recipient_key"] == [CONSUMER]
     assert ret["consumers"] == []
 
@@ -275,14 +272,14 @@ def test_the_recipient_key_is_made_once_and_private(tmp_path):
 
 def test_hostile_minion_ids_are_refused():
     with pytest.raises(SaltInvocationError, match="is not a usable minion id"):
-        certsync_mod.cert_mine_name("../x")
+        mine_mod.cert_mine_name("../x")
 
 
 def test_one_mine_lookup_per_publication(tmp_path, ca, good, published, mine):
     renewed = ca.leaf("mail.example.test", key=good.key)
     fullchain, key = write_pair(tmp_path / "live", renewed, "fullchain.pem", "privkey.pem")
     before = mine.lookups
-    certsync_mod.publish(fullchain, key, [CONSUMER, OTHER])
+    mine_mod.publish(fullchain, key, [CONSUMER, OTHER])
     assert mine.lookups - before == 1
 
 
@@ -295,8 +292,20 @@ def test_an_unusable_recipient_key_is_refused(tmp_path, good):
 def test_recipient_key_in_test_mode_makes_and_sends_nothing(tmp_path, mine):
     as_minion(CONSUMER, tmp_path)
     path = tmp_path / CONSUMER / "pki" / "certsync_recipient.pem"
-    assert certsync_mod.publish_recipient_key([SOURCE], test=True)["created"] is True
+    assert mine_mod.publish_recipient_key([SOURCE], test=True)["created"] is True
     assert not path.exists()
     assert mine.entries == {}
+    mine_mod.publish_recipient_key([SOURCE])
+    assert mine_mod.publish_recipient_key([SOURCE], test=True)["created"] is False
+
+
+def test_the_old_names_still_publish_and_say_they_moved(tmp_path, good, mine, caplog):
+    as_minion(CONSUMER, tmp_path)
     certsync_mod.publish_recipient_key([SOURCE])
-    assert certsync_mod.publish_recipient_key([SOURCE], test=True)["created"] is False
+    as_minion(SOURCE, tmp_path)
+    fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
+    with caplog.at_level("WARNING"):
+        done = certsync_mod.publish(fullchain, key, [CONSUMER], hostname="mail.example.test")
+    assert done["consumers"] == [CONSUMER]
+    assert "certsync.publish is deprecated: use certsync_mine.publish" in caplog.text
+    assert (SOURCE, mine_mod.cert_mine_name(CONSUMER)) in mine.entries

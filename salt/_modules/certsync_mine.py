@@ -1,0 +1,360 @@
+"""
+The sealed transport over the Salt mine
+=======================================
+
+How a certificate travels from the source (NPM's minion) to its consumers
+without SSH: each consumer puts a public recipient key in the mine, readable
+by its source alone; the source publishes one entry per consumer, readable by
+that consumer alone, holding the chain and the private key sealed to it (the
+``certsync`` module seals and opens, with HPKE); the consumer reads its entry,
+checks it and opens the key into a private directory. The entries go to the
+master in one request per publication, whatever the number of consumers.
+
+:depends: the ``certsync`` execution module
+
+The ``certsync.publish``, ``certsync.publish_source``,
+``certsync.publish_recipient_key``, ``certsync.published_fingerprint`` and
+``certsync.fetch_published`` names still work and say they are deprecated.
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import re
+
+import salt.channel.client
+import salt.utils.atomicfile
+import salt.utils.mine
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "certsync_mine"
+
+RECIPIENT_MINE = "certsync_recipient"
+CERT_MINE_PREFIX = "certsync_cert_"
+#: Seconds to wait for the master to store mine entries.
+MINE_TIMEOUT = 60
+MAX_SEALED_BYTES = 64 * 1024
+MAX_CHAIN_BYTES = 256 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
+
+
+def __virtual__():
+    if "certsync.seal_payload" not in __salt__:
+        return (False, "certsync_mine needs the certsync execution module")
+    return __virtualname__
+
+
+def cert_mine_name(consumer):
+    """The mine entry a source publishes for ``consumer``."""
+    return CERT_MINE_PREFIX + _check_minion_id(consumer)
+
+
+def _check_minion_id(minion_id):
+    if not isinstance(minion_id, str) or not _MINION_ID.fullmatch(minion_id):
+        raise SaltInvocationError(f"{minion_id!r} is not a usable minion id")
+    return minion_id
+
+
+def publish_recipient_key(sources, test=False):
+    """
+    Put this consumer's public recipient key in the mine
+    (``certsync_recipient``), readable only by the ``sources`` minion ids.
+    With ``test=True`` nothing is made or sent; ``created`` says whether the
+    key would be created.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_mine.publish_recipient_key '[npm-host]'
+    """
+    sources = _minion_list(sources, "sources")
+    if test:
+        return {
+            "sources": sources,
+            "created": __salt__["certsync.recipient_key"](test=True)["created"],
+        }
+    info = __salt__["certsync.recipient_key"]()
+    entry = {k: info[k] for k in ("kem", "public", "id")}
+    _store_in_mine({RECIPIENT_MINE: entry}, sources)
+    return {"sources": sources, "created": info["created"], "public": info["public"]}
+
+
+def _store_in_mine(entries, readers):
+    """
+    Store ``entries`` (mine name -> data) in this minion's mine on the master,
+    each readable only by ``readers`` (a list of ids, or a mapping of entry name
+    to its list), and return once the master has stored them.
+
+    This is the request ``mine.send`` and ``mine.update`` end in (``_mine``,
+    the same as Salt's ``mine.get`` sends its ``_mine_get``), made from the job
+    itself: those functions hand it to the minion's own process as an event
+    and then sleep half a second, without knowing whether the master stored
+    anything, so an event fired after them could reach the master before the
+    entry it announces.
+    """
+    if __opts__.get("file_client") == "local":
+        raise CommandExecutionError("the certsync mine entries need a master: this minion has none")
+    data = {
+        name: salt.utils.mine.wrap_acl_structure(
+            entry,
+            allow_tgt=readers[name] if isinstance(readers, dict) else readers,
+            allow_tgt_type="list",
+        )
+        for name, entry in entries.items()
+    }
+    load = {"cmd": "_mine", "id": __opts__["id"], "data": data, "clear": False}
+    with salt.channel.client.ReqChannel.factory(__opts__) as channel:
+        stored = channel.send(load, timeout=MINE_TIMEOUT)
+    if stored is not True:
+        raise CommandExecutionError(
+            f"the master did not store the mine entries {', '.join(sorted(entries))}: {stored!r}"
+        )
+
+
+def _minion_list(ids, what):
+    if isinstance(ids, str):
+        ids = [item.strip() for item in ids.split(",") if item.strip()]
+    if not isinstance(ids, (list, tuple)) or not ids:
+        raise SaltInvocationError(f"{what} must be a non-empty list of minion ids")
+    return sorted({_check_minion_id(item) for item in ids})
+
+
+def _recipients(consumers):
+    """The consumers' public recipient keys from the mine (base64 of 32 bytes, an
+    X25519 public key), and who has none."""
+    found = __salt__["mine.get"](consumers, RECIPIENT_MINE, tgt_type="list") or {}
+    keys, missing = {}, []
+    for consumer in consumers:
+        entry = found.get(consumer)
+        public = entry.get("public") if isinstance(entry, dict) else None
+        try:
+            usable = len(base64.b64decode(public, validate=True)) == 32
+        except (TypeError, ValueError, binascii.Error):
+            usable = False
+        if usable:
+            keys[consumer] = public
+        else:
+            missing.append(consumer)
+    return keys, missing
+
+
+def _publication_record(hostname):
+    name = f"published-{hostname or 'default'}.json"
+    return os.path.join(__opts__["cachedir"], "certsync", name)
+
+
+def _publication_digest(fingerprint, recipients):
+    text = json.dumps({"fingerprint": fingerprint, "recipients": recipients}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_record(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
+    """
+    Publish the certificate for the ``consumers``: one mine entry per
+    consumer (``certsync_cert_<id>``), readable only by that consumer, holding
+    the chain and the private key sealed to it (see ``certsync.seal_payload``),
+    all stored in one request to the master, answered once they are stored:
+    one round trip, whatever the number of consumers, and the pair is read
+    once.
+    When the certificate or a consumer's recipient key changed since the last
+    publication from this minion (or with ``force``), fire
+    ``certsync/published`` with the fingerprint, ``not_after`` and the
+    consumers, never key material.
+
+    The source publishes what it has; every consumer validates before it
+    installs. ``problems`` lists what ``certsync.validate`` finds (with
+    ``hostname``), as a warning. With ``test=True`` nothing is sent; the
+    return says whether anything changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_mine.publish /etc/letsencrypt/live/npm-5/fullchain.pem \\
+            /etc/letsencrypt/live/npm-5/privkey.pem '[mailcow-host]' mail.example.com
+    """
+    consumers = _minion_list(consumers, "consumers")
+    cert = __salt__["certsync.info"](fullchain)
+    recipients, missing = _recipients(consumers)
+    digest = _publication_digest(cert["fingerprint"], recipients)
+    record = _publication_record(hostname)
+    problems = __salt__["certsync.validate"](fullchain, key, hostname) if hostname else {}
+    ret = {
+        "fingerprint": cert["fingerprint"],
+        "not_after": cert["not_after"],
+        "consumers": sorted(recipients),
+        "missing_recipient_key": missing,
+        "changed": digest != _read_record(record),
+        "problems": problems.get("problems", []),
+    }
+    __context__.pop("retcode", None)
+    if test:
+        return ret
+    if ret["consumers"]:
+        _send_entries(fullchain, key, {c: recipients[c] for c in ret["consumers"]})
+    if ret["consumers"] and (ret["changed"] or force):
+        __salt__["event.send"](
+            "certsync/published",
+            {k: ret[k] for k in ("fingerprint", "not_after", "consumers")},
+        )
+    os.makedirs(os.path.dirname(record), mode=0o700, exist_ok=True)
+    with salt.utils.atomicfile.atomic_open(record, "w") as handle:
+        json.dump({"digest": digest}, handle)
+    return ret
+
+
+def publish_source(hostname, consumers, source=None, live_dir=None, keep_key=True, test=False):
+    """
+    What a renewal needs on the source, in one call and without a state run
+    (the master's runner sends it on ``certsync/renewed``, with the settings
+    the source's pillar gives): take the pair from ``source`` (a lineage
+    directory) or from the directory under ``live_dir`` whose certificate
+    covers ``hostname`` (``certsync.find_source``), :py:func:`publish` it for the
+    ``consumers`` and, with ``keep_key`` (the formula's
+    ``certsync:source:reuse_key``), make certbot keep its key again
+    (``certsync.set_reuse_key``: a re-issue from NPM's UI rewrites the renewal
+    file). The formula's ``certsync.published`` SLS does the same as states.
+
+    Returns what :py:func:`publish` returns, the lineage directory
+    (``source``) and ``reuse_key`` (``changed`` and the renewal file, or the
+    ``error``); exits non-zero when a consumer has no recipient key or
+    reuse_key could not be set. Never any key material.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_mine.publish_source mail.example.com '[mailcow-host]' \\
+            live_dir=/opt/npm/letsencrypt/live
+    """
+    if bool(source) == bool(live_dir):
+        raise SaltInvocationError("give exactly one of source (a lineage directory) and live_dir")
+    for what, value in (("source", source), ("live_dir", live_dir)):
+        if value and not (isinstance(value, str) and os.path.isabs(value)):
+            raise SaltInvocationError(f"{what} must be an absolute path, not {repr(value)[:300]}")
+    lineage = source or __salt__["certsync.find_source"](hostname, live_dir)["dir"]
+    fullchain = os.path.join(lineage, "fullchain.pem")
+    ret = publish(
+        fullchain, os.path.join(lineage, "privkey.pem"), consumers, hostname=hostname, test=test
+    )
+    ret["source"] = lineage
+    failed = bool(ret["missing_recipient_key"])
+    if keep_key:
+        try:
+            ret["reuse_key"] = __salt__["certsync.set_reuse_key"](lineage, test=test)
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            ret["reuse_key"] = {"error": str(exc)}
+            failed = True
+    if failed:
+        __context__["retcode"] = 1
+    return ret
+
+
+def _send_entries(fullchain, key, recipients):
+    """One entry per consumer, readable by it alone, all in one request to the
+    master (one round trip, not one per consumer); the pair is read once."""
+    payload = __salt__["certsync.seal_payload"](fullchain, key, recipients)
+    common = {k: v for k, v in payload.items() if k != "sealed"}
+    entries, readers = {}, {}
+    for consumer, blob in payload["sealed"].items():
+        name = cert_mine_name(consumer)
+        entries[name] = {**common, "sealed": {consumer: blob}}
+        _checked_entry(entries[name], __opts__["id"], consumer)
+        readers[name] = [consumer]
+    _store_in_mine(entries, readers)
+
+
+def _checked_entry(entry, source, consumer):
+    """Check a mine entry's shape and claims before anything is opened."""
+    if not isinstance(entry, dict) or entry.get("version") != 1:
+        raise CommandExecutionError(f"the mine entry from {source} is not a certsync v1 entry")
+    fingerprint = entry.get("fingerprint")
+    if not isinstance(fingerprint, str) or not _HEX64.fullmatch(fingerprint):
+        raise CommandExecutionError(f"the mine entry from {source} has no valid fingerprint")
+    if entry.get("source") != source:
+        raise CommandExecutionError(
+            f"the mine entry from {source} claims to come from {entry.get('source')!r}"
+        )
+    chain_pem, sealed = entry.get("chain_pem"), (entry.get("sealed") or {}).get(consumer)
+    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_CHAIN_BYTES:
+        raise CommandExecutionError(f"the mine entry from {source} has no usable chain")
+    if not isinstance(sealed, str) or len(sealed) > MAX_SEALED_BYTES:
+        raise CommandExecutionError(
+            f"the mine entry from {source} holds no key sealed for {consumer}"
+        )
+    return fingerprint, chain_pem, sealed
+
+
+def _mine_entry(source):
+    """The checked (fingerprint, chain PEM, sealed key) ``source`` published for this minion."""
+    source, consumer = _check_minion_id(source), __opts__["id"]
+    name = cert_mine_name(consumer)
+    entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
+    if entry is None:
+        raise CommandExecutionError(f"the mine holds no {name} entry from {source}")
+    return _checked_entry(entry, source, consumer)
+
+
+def published_fingerprint(source):
+    """
+    The fingerprint of the certificate ``source`` published for this minion
+    in the mine (nothing is opened or written).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_mine.published_fingerprint npm-host
+    """
+    return _mine_entry(source)[0]
+
+
+def fetch_published(source, dest, fingerprint=None):
+    """
+    Read the certificate ``source`` published for this minion from the mine,
+    check it, open the sealed key and write ``fullchain.pem`` and
+    ``privkey.pem`` (0600) into the private directory ``dest`` for
+    ``certsync.validate`` and ``certsync.install`` (``certsync.open_sealed``
+    opens the key).
+
+    source
+        The source minion id.
+
+    dest
+        An existing directory only root can read (e.g. under the cachedir).
+
+    fingerprint
+        When given (from the ``certsync/published`` event), the entry must be
+        for this certificate.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_mine.fetch_published npm-host \\
+            /var/cache/salt/minion/certsync/staging
+    """
+    if fingerprint and not _HEX64.fullmatch(str(fingerprint)):
+        raise SaltInvocationError(f"fingerprint {fingerprint!r} is not a SHA-256 hex digest")
+    claimed, chain_pem, sealed = _mine_entry(source)
+    if fingerprint and fingerprint != claimed:
+        raise CommandExecutionError(
+            f"the mine entry from {source} is for {claimed[:16]}..., not for the announced "
+            f"{str(fingerprint)[:16]}..."
+        )
+    return __salt__["certsync.open_sealed"](source, claimed, chain_pem, sealed, dest)
