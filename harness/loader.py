@@ -1,4 +1,5 @@
-"""Import certsync's loader modules as plain modules for loader-mocked tests."""
+"""Import certsync's loader modules as plain modules for loader-mocked tests and
+in-process use (the benchmarks, the mailcow look-alike's probes)."""
 
 import importlib.util
 import pathlib
@@ -6,23 +7,19 @@ import pathlib
 SALT_TREE = pathlib.Path(__file__).resolve().parents[1] / "salt"
 
 
+#: What ``__utils__`` holds on a minion that synced salt://_utils (filled below).
+UTILS = {}
+
+
 def load_loader_module(kind, name):
-    """Import ``salt/_<kind>/<name>.py`` under a name of its own."""
+    """Import ``salt/_<kind>/<name>.py`` under a name of its own, with salt://_utils
+    in its ``__utils__`` as a minion's loader gives it."""
     path = SALT_TREE / f"_{kind}" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"certsync_test_{kind}_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    module.__utils__ = UTILS
     spec.loader.exec_module(module)
     return module
-
-
-certsync_mod = load_loader_module("modules", "certsync")
-certsync_state = load_loader_module("states", "certsync")
-mailcow_mod = load_loader_module("modules", "mailcow")
-tlsprobe_mod = load_loader_module("modules", "tlsprobe")
-mailcow_state = load_loader_module("states", "mailcow")
-monitor_mod = load_loader_module("modules", "certsync_monitor")
-certsync_beacon = load_loader_module("beacons", "certsync")
-mine_mod = load_loader_module("modules", "certsync_mine")
 
 
 def salt_functions(module, virtualname):
@@ -34,3 +31,17 @@ def salt_functions(module, virtualname):
         and not name.startswith("_")
         and getattr(func, "__module__", None) == module.__name__
     }
+
+
+UTILS.update(salt_functions(load_loader_module("utils", "certsync_util"), "certsync_util"))
+certsync_mod = load_loader_module("modules", "certsync")
+certsync_state = load_loader_module("states", "certsync")
+mailcow_mod = load_loader_module("modules", "mailcow")
+tlsprobe_mod = load_loader_module("modules", "tlsprobe")
+mailcow_state = load_loader_module("states", "mailcow")
+monitor_mod = load_loader_module("modules", "certsync_monitor")
+certsync_beacon = load_loader_module("beacons", "certsync")
+mine_mod = load_loader_module("modules", "certsync_mine")
+
+#: The modules that call ``__utils__``: a loader mock empties it unless told otherwise.
+UTILS_USERS = (certsync_mod, tlsprobe_mod, monitor_mod)

@@ -45,6 +45,7 @@ import logging
 import os
 import time
 
+import salt.utils.atomicfile
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,8 @@ def _read_record(path):
 
 def _write_record(path, record):
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temp = f"{path}.{os.getpid()}"
-    with open(temp, "w", encoding="utf-8") as handle:
+    with salt.utils.atomicfile.atomic_open(path, "w") as handle:
         json.dump(record, handle)
-    os.replace(temp, path)
 
 
 def _last_announced(hostname):

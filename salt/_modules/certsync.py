@@ -77,6 +77,8 @@ _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 def __virtual__():
     if not HAS_CRYPTOGRAPHY:
         return (False, "certsync needs the cryptography library, release 42 or newer")
+    if "certsync_util.spki_sha256" not in __utils__:
+        return (False, "certsync needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -245,16 +247,6 @@ def _read_key(path):
 # --------------------------------------------------------------------------
 
 
-def _spki_der(public_key):
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _spki_sha256(public_key):
-    return hashlib.sha256(_spki_der(public_key)).hexdigest()
-
-
 def _fingerprint(cert):
     return cert.fingerprint(hashes.SHA256()).hex()
 
@@ -320,7 +312,7 @@ def _cert_summary(cert, now):
         "not_after": _iso(cert.not_valid_after_utc),
         "days_left": _days_left(cert, now),
         "fingerprint": _fingerprint(cert),
-        "spki_sha256": _spki_sha256(cert.public_key()),
+        "spki_sha256": __utils__["certsync_util.spki_sha256"](cert.public_key()),
         "key_type": kind,
         "key_size": size,
         "key_curve": curve,
@@ -506,7 +498,7 @@ def _unusable(leaf, privkey, now):
         key = _read_key(privkey)
     except CommandExecutionError as exc:
         return f"its key is not usable ({exc})"
-    if _spki_der(key.public_key()) != _spki_der(leaf.public_key()):
+    if not __utils__["certsync_util.same_key"](key.public_key(), leaf.public_key()):
         return "its privkey.pem does not match the certificate"
     return None
 
@@ -532,14 +524,14 @@ def check_pair(cert, key):
     """
     leaf = read_certs(cert)[0]
     private_key = _read_key(key)
-    match = _spki_der(leaf.public_key()) == _spki_der(private_key.public_key())
+    match = __utils__["certsync_util.same_key"](leaf.public_key(), private_key.public_key())
     if not match:
         __context__["retcode"] = 1
     return {
         "match": match,
         "cert_key": _key_label(leaf.public_key()),
         "key": _key_label(private_key.public_key()),
-        "spki_sha256": _spki_sha256(leaf.public_key()),
+        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
     }
 
 
@@ -694,9 +686,8 @@ def _validate_loaded(certs, private_key, hostname, min_days, origins):
     problems += _name_problems(leaf, hostname, cert_origin)
     problems += _key_problems(leaf.public_key(), cert_origin)
     problems += _usage_problems(certs, cert_origin)
-    if private_key is not None and _spki_der(leaf.public_key()) != _spki_der(
-        private_key.public_key()
-    ):
+    same_key = __utils__["certsync_util.same_key"]
+    if private_key is not None and not same_key(leaf.public_key(), private_key.public_key()):
         problems.append(
             f"{key_origin}: the private key ({_key_label(private_key.public_key())}) does "
             f"not match the certificate's public key ({_key_label(leaf.public_key())})"
@@ -759,7 +750,7 @@ def validate(fullchain, key, hostname, min_days=7, ca_file=None):
         leaf = certs[0]
         ret.update(
             fingerprint=_fingerprint(leaf),
-            spki_sha256=_spki_sha256(leaf.public_key()),
+            spki_sha256=__utils__["certsync_util.spki_sha256"](leaf.public_key()),
             sans=_dns_sans(leaf),
             not_after=_iso(leaf.not_valid_after_utc),
             days_left=_days_left(leaf, _now()),
@@ -829,7 +820,7 @@ def tlsa(cert, usage=3, selector=1, mtype=1):
     if selector == 0:
         data = chosen.public_bytes(serialization.Encoding.DER)
     else:
-        data = _spki_der(chosen.public_key())
+        data = __utils__["certsync_util.spki_der"](chosen.public_key())
     if mtype == 1:
         data = hashlib.sha256(data).digest()
     elif mtype == 2:
@@ -856,7 +847,7 @@ def _canonical_pair(fullchain, key):
     """Read a source pair; return the PEM bytes certsync writes for it."""
     certs = read_certs(fullchain)
     private_key = _read_key(key)
-    if _spki_der(certs[0].public_key()) != _spki_der(private_key.public_key()):
+    if not __utils__["certsync_util.same_key"](certs[0].public_key(), private_key.public_key()):
         raise CommandExecutionError(
             f"{key}: the private key does not match the certificate in {fullchain}"
         )
@@ -1000,34 +991,11 @@ def deployed_info(dest):
         return None
     return {
         "fingerprint": _fingerprint(leaf),
-        "spki_sha256": _spki_sha256(leaf.public_key()),
+        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
         "not_after": _iso(leaf.not_valid_after_utc),
         "days_left": _days_left(leaf, _now()),
         "sans": _dns_sans(leaf),
     }
-
-
-def _write_temp(dest, name, data, mode, owner):
-    """Write ``data`` to a new temp file in ``dest`` with ``mode`` from the start."""
-    path = os.path.join(dest, f".{name}.certsync-{os.getpid()}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    fd = os.open(path, flags, 0o600)
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    os.close(fd)
-    return path
 
 
 def _owner(path):
@@ -1070,7 +1038,9 @@ def _replace_pair(dest, contents):
     try:
         for name, data in contents.items():
             owner = _owner(os.path.join(dest, name))
-            temps.append((_write_temp(dest, name, data, modes[name], owner), name))
+            temps.append(
+                (__utils__["certsync_util.write_temp"](dest, name, data, modes[name], owner), name)
+            )
         for temp, name in temps:
             os.replace(temp, os.path.join(dest, name))
         temps = []
@@ -1175,7 +1145,7 @@ def _check_previous(dest, contents):
         raise CommandExecutionError(
             f"{_shown(key_origin)}: not a usable private key; nothing restored"
         ) from None
-    if _spki_der(key.public_key()) != _spki_der(certs[0].public_key()):
+    if not __utils__["certsync_util.same_key"](key.public_key(), certs[0].public_key()):
         raise CommandExecutionError(
             f"{_shown(dest)}: the previous key does not match the previous certificate; "
             "nothing restored"
@@ -1448,7 +1418,7 @@ def renewal(lineage_dir):
     else:
         ret["current"] = {
             "key": _key_label(leaf.public_key()),
-            "spki_sha256": _spki_sha256(leaf.public_key()),
+            "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
             "names": _dns_sans(leaf),
             "not_after": _iso(leaf.not_valid_after_utc),
         }
@@ -1488,7 +1458,7 @@ def set_reuse_key(lineage_dir, test=False):
     if not test:
         st = os.stat(path)
         try:
-            temp = _write_temp(
+            temp = __utils__["certsync_util.write_temp"](
                 os.path.dirname(path),
                 os.path.basename(path),
                 ("\n".join(lines) + "\n").encode("utf-8"),
@@ -1562,8 +1532,7 @@ def _load_or_create_recipient_key():
         serialization.NoEncryption(),
     )
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temp = _write_temp(os.path.dirname(path), RECIPIENT_KEY_FILE, pem, 0o600, None)
-    os.replace(temp, path)
+    __utils__["certsync_util.replace_file"](path, pem, 0o600)
     log.info("certsync: created the recipient key %s", path)
     return key, True
 
@@ -1653,7 +1622,7 @@ def _sealed_for(fullchain, key, recipients):
         "version": 1,
         "source": source,
         "fingerprint": fingerprint,
-        "spki_sha256": _spki_sha256(leaf.public_key()),
+        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
         "not_after": _iso(leaf.not_valid_after_utc),
         "sans": _dns_sans(leaf),
         "chain_pem": cert_pem.decode("ascii"),
@@ -1685,7 +1654,7 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
     if not isinstance(chain_pem, str) or len(chain_pem) > MAX_PEM_BYTES:
         raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_PEM_BYTES} bytes")
     fullchain = os.path.join(dest, "fullchain.pem")
-    _write_private(fullchain, chain_pem.encode("ascii", "replace"))
+    __utils__["certsync_util.replace_file"](fullchain, chain_pem.encode("ascii", "replace"))
     leaf = read_certs(fullchain)[0]
     if _fingerprint(leaf) != fingerprint:
         raise CommandExecutionError(
@@ -1703,7 +1672,7 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
             f"the key sealed by {source} does not open for {consumer} and certificate "
             f"{fingerprint[:16]}... (sealed for another consumer or certificate, or corrupted)"
         ) from None
-    _write_private(os.path.join(dest, "privkey.pem"), key_pem)
+    __utils__["certsync_util.replace_file"](os.path.join(dest, "privkey.pem"), key_pem)
     return {
         "source": source,
         "fingerprint": fingerprint,
@@ -1747,12 +1716,6 @@ def published_fingerprint(*args, **kwargs):
 def fetch_published(*args, **kwargs):
     """Deprecated: ``certsync_mine.fetch_published`` (same arguments)."""
     return _moved("fetch_published", args, kwargs)
-
-
-def _write_private(path, data):
-    directory = os.path.dirname(path)
-    temp = _write_temp(directory, os.path.basename(path), data, 0o600, None)
-    os.replace(temp, path)
 
 
 def _formula_settings():
@@ -1843,7 +1806,7 @@ def status():
         return {
             "role": "source",
             "fingerprint": _fingerprint(leaf),
-            "spki_sha256": _spki_sha256(leaf.public_key()),
+            "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
             "not_after": _iso(leaf.not_valid_after_utc),
             "days_left": _days_left(leaf, now),
             "renewal": renewal_view,
@@ -1931,10 +1894,8 @@ def _relay_view(settings, relay):
 
 def _tlsa_status(hostname, dest, dane):
     """The published TLSA records against the deployed certificate: which are stale."""
-    options = {"port": 25, "nameservers": None, "dns_port": 53}
-    options.update(dane if isinstance(dane, dict) else {})
-    options = {key: options[key] for key in ("port", "nameservers", "dns_port")}
     try:
+        options = __salt__["maildns.dane_lookup"](dane)
         check = __salt__["maildns.tlsa_check"](
             hostname, {"deployed": os.path.join(dest, CERT_FILE)}, **options
         )

@@ -138,25 +138,8 @@ def record_deploy(dest, result, installed=False, summary="", dane_pending=None):
     }
     path = _record_path(dest)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    _write_atomically(path, json.dumps(record), 0o600)
+    __utils__["certsync_util.replace_file"](path, json.dumps(record).encode(), 0o600)
     return record
-
-
-def _write_atomically(path, text, mode):
-    directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
 
 
 def _epoch(iso):

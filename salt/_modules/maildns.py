@@ -466,6 +466,22 @@ def _lookup_args(options):
     return {k: options[k] for k in ("port", "nameservers", "dns_port")}
 
 
+def dane_lookup(dane=True):
+    """
+    Where the TLSA records of a ``dane`` setting (as certsync.deployed takes
+    it: ``True`` or a mapping) are looked up, checked and with their
+    defaults: ``port`` (25), ``nameservers`` (None: the system's resolver)
+    and ``dns_port`` (53). A bad or unknown setting is an error naming it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host maildns.dane_lookup '{nameservers: [127.0.0.1], dns_port: 5353}'
+    """
+    return _lookup_args(_dane_options(dane))
+
+
 def _rollover_path(hostname, port):
     digest = hashlib.sha256(f"{hostname.lower()}/{port}".encode()).hexdigest()[:16]
     return os.path.join(__opts__["cachedir"], "certsync", f"tlsa-rollover-{digest}.json")

@@ -38,7 +38,6 @@ certificate), so that per-name certificates are checked too.
 
 import concurrent.futures
 import datetime
-import hashlib
 import imaplib
 import ipaddress
 import poplib
@@ -85,6 +84,8 @@ _SNI_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[
 def __virtual__():
     if not HAS_CRYPTOGRAPHY:
         return (False, "tlsprobe needs the cryptography library, release 42 or newer")
+    if "certsync_util.spki_sha256" not in __utils__:
+        return (False, "tlsprobe needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -227,14 +228,6 @@ def _iso(when):
     return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _spki_sha256(cert):
-    return hashlib.sha256(
-        cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    ).hexdigest()
-
-
 def _verify(certs, sni, ca_file):
     with open(ca_file, "rb") as handle:
         roots = x509.load_pem_x509_certificates(handle.read())
@@ -261,7 +254,7 @@ def _describe(tls, sni, ca_file, pem):
         sans = []
     ret = {
         "fingerprint": leaf.fingerprint(hashes.SHA256()).hex(),
-        "spki_sha256": _spki_sha256(leaf),
+        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
         "subject": leaf.subject.rfc4514_string(),
         "sans": sans,
         "not_after": _iso(leaf.not_valid_after_utc),

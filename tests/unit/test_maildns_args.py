@@ -124,3 +124,30 @@ def test_organisational_domains():
     assert org("mail.example.co.uk") == "example.co.uk"
     assert org("mail.wittenberger.us") == "wittenberger.us"
     assert org("co.uk") == "co.uk"
+
+
+@pytest.mark.parametrize(
+    ("dane", "expected"),
+    [
+        (True, {"port": 25, "nameservers": None, "dns_port": 53}),
+        (
+            {"nameservers": ["127.0.0.1"], "dns_port": 5353, "max_wait": 60},
+            {"port": 25, "nameservers": ["127.0.0.1"], "dns_port": 5353},
+        ),
+    ],
+)
+def test_dane_lookup_has_the_deploys_defaults(dane, expected):
+    assert maildns_mod.dane_lookup(dane) == expected
+
+
+@pytest.mark.parametrize(
+    ("dane", "message"),
+    [
+        ({"colour": "blue"}, "unknown dane settings: colour"),
+        ({"dns_port": 70000}, "dane dns_port"),
+        ("yes", "dane must be true or a mapping"),
+    ],
+)
+def test_dane_lookup_names_a_bad_setting(dane, message):
+    with pytest.raises(SaltInvocationError, match=message):
+        maildns_mod.dane_lookup(dane)
