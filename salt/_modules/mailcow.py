@@ -17,6 +17,7 @@ needs another one.
 
 import calendar
 import concurrent.futures
+import contextvars
 import email.message
 import email.utils
 import io
@@ -369,7 +370,10 @@ def reload(services=None, path=DEFAULT_DIR, commands=None):
         raise SaltInvocationError(f"no reload command known for {', '.join(unknown)}")
     found = _find(_client(), project_name(path), services)
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(services)) as pool:
-        futures = {s: pool.submit(_reload_one, found[s].id, table[s]) for s in services}
+        futures = {  # each in a copy of this call's context, where the loader's dunders live
+            s: pool.submit(contextvars.copy_context().run, _reload_one, found[s].id, table[s])
+            for s in services
+        }
         results = {service: future.result() for service, future in futures.items()}
     if not all(r["ok"] for r in results.values()):
         __context__["retcode"] = 1

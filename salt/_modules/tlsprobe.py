@@ -37,6 +37,7 @@ certificate), so that per-name certificates are checked too.
 """
 
 import concurrent.futures
+import contextvars
 import datetime
 import imaplib
 import ipaddress
@@ -470,11 +471,24 @@ def _probe_plan(endpoints, names):
 
 
 def _run_probes(hostname, plan, address, timeout, ca_file=None, workers=None):
-    """Run the probes of ``plan`` concurrently: {result key: fetch result}."""
+    """Run the probes of ``plan`` concurrently: {result key: fetch result}. Each
+    runs in a copy of this call's context: the loader's dunders (``__utils__``)
+    live in context variables, which a pool's thread does not inherit."""
     workers = int(workers or len(plan))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
-            key: pool.submit(fetch, hostname, name, port, address, timeout, ca_file, False, sni)
+            key: pool.submit(
+                contextvars.copy_context().run,
+                fetch,
+                hostname,
+                name,
+                port,
+                address,
+                timeout,
+                ca_file,
+                False,
+                sni,
+            )
             for key, (name, port, sni) in plan.items()
         }
         return {key: future.result() for key, future in futures.items()}

@@ -5,6 +5,7 @@ import os
 import pytest
 import salt.version
 from support import cases
+from support.tlsserver import TLSServer
 
 from harness.pki import write_npm_tree, write_pair
 
@@ -149,3 +150,15 @@ def test_bad_input_through_salt_call(name, salt_call, tmp_path, ca, good, servin
     assert ret["result"] is False
     assert expect in ret["comment"]
     assert cases.snapshot(layout.root) == before
+
+
+def test_probes_in_threads_still_reach_the_loaders_dunders(salt_call, tmp_path, good):
+    """tlsprobe probes from a thread pool; through Salt's loader (not the unit tests'
+    plain modules) each probe must still see __utils__ (the SPKI hash)."""
+    cert, key = write_pair(tmp_path, good, "cert.pem", "key.pem")
+    with TLSServer(cert, key) as server:
+        endpoints = f'{{"https": "127.0.0.1:{server.port}", "imaps": "127.0.0.1:{server.port}"}}'
+        ret = salt_call("tlsprobe.probe", HOST, endpoints)
+    assert ret.returncode == 0, ret
+    spki = salt_call("certsync.info", cert).data["spki_sha256"]
+    assert {r["spki_sha256"] for r in ret.data.values()} == {spki}, ret
