@@ -166,6 +166,8 @@ def measure(size, renewals, image, work, certbot_times):
             )
             served = time.monotonic() - start
             time.sleep(3)  # the jobs' processes exit and are reaped: their CPU time counts
+            if not everywhere(renewed.fingerprint):  # a deploy that rolled back is no figure
+                raise RuntimeError(f"renewal {renewed.fingerprint[:16]} served, then not kept")
             steps = timeline(
                 bus.events[mark:],
                 "npm",
