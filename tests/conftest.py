@@ -13,6 +13,7 @@ sys.path.insert(0, str(REPO))  # the harness
 from support.salt_call import salt_call  # noqa: E402, F401  (fixture)
 
 from harness.acme import NpmCertbot, Pebble  # noqa: E402
+from harness.loader import UTILS, UTILS_USERS  # noqa: E402
 from harness.pki import TestCA  # noqa: E402
 
 
@@ -64,3 +65,12 @@ def pebble(tmp_path_factory):
 def npm_certbot(tmp_path, pebble):
     """NPM's certbot (its ini and command lines) with a fresh letsencrypt tree."""
     return NpmCertbot(tmp_path / "npm", pebble)
+
+
+@pytest.fixture(autouse=True)
+def loader_utils(setup_loader_mock):
+    """salt://_utils in ``__utils__``, as a minion's loader has it: a test's loader
+    mock (configure_loader_modules) leaves ``__utils__`` empty unless told otherwise."""
+    for module in UTILS_USERS:
+        if not module.__utils__:
+            module.__utils__.update(UTILS)  # the mock's own dict, gone after the test
