@@ -267,7 +267,8 @@ def publish_source(hostname, consumers, source=None, live_dir=None, keep_key=Tru
 
 def _send_entries(fullchain, key, recipients):
     """One entry per consumer, readable by it alone, all in one request to the
-    master (one round trip, not one per consumer); the pair is read once."""
+    master (one round trip, not one per consumer); the pair is read and sealed once for
+    all of them."""
     payload = __salt__["certsync.seal_payload"](fullchain, key, recipients)
     common = {k: v for k, v in payload.items() if k != "sealed"}
     entries, readers = {}, {}
