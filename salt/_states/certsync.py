@@ -184,16 +184,19 @@ class _Serving:
     """Reload services and check endpoints for one mailcow installation."""
 
     def __init__(self, hostname, services, mailcow, endpoints, address, timeout):
-        if services is not None and "mailcow.reload" not in __salt__:
+        # a files-only deploy (no services, no endpoints) never loads Docker's or the probe's module
+        self.services = _names(services, "services", "compose service names")
+        if self.services and "mailcow.reload" not in __salt__:
             raise SaltInvocationError("services given but the mailcow module is not available")
-        if endpoints is not None and "tlsprobe.probe" not in __salt__:
+        if endpoints and "tlsprobe.probe" not in __salt__:
             raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
         self.hostname = hostname
-        self.services = _names(services, "services", "compose service names")
         self.mailcow_dir, self.commands, self.mail_domains = mailcow
         _check_commands(self.commands)
         self.mail_domains = _names(self.mail_domains, "mail_domains", "domains") or None
-        self.endpoints = _conf_endpoints(endpoints, self.mailcow_dir) if services else endpoints
+        self.endpoints = (
+            _conf_endpoints(endpoints, self.mailcow_dir) if self.services else endpoints
+        )
         if self.endpoints:
             __salt__["tlsprobe.endpoint_list"](self.endpoints)
         self.address = address

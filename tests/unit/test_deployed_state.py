@@ -256,6 +256,53 @@ def test_every_argument_is_checked_before_anything_is_touched(layout, good, args
     assert cases.snapshot(layout.root) == before
 
 
+class _Looked(dict):
+    """A ``__salt__`` that notes every name asked for: Salt's loader loads a
+    module when one of its names is looked up."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.asked = set()
+
+    def __contains__(self, key):
+        self.asked.add(key)
+        return super().__contains__(key)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def test_a_files_only_deploy_needs_neither_docker_nor_the_probe(layout, good):
+    """services: [] and endpoints: [] (what a consumer without containers has) install
+    without loading the mailcow or tlsprobe module, so a host without Docker's library works."""
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    looked = _Looked(certsync_state.__salt__)
+    with patch.object(certsync_state, "__salt__", looked):
+        ret = certsync_state.deployed(
+            layout.dest, HOST, source=layout.source, services=[], endpoints=[]
+        )
+    assert ret["result"] is True, ret["comment"]
+    assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
+    assert not {k for k in looked.asked if k.startswith(("mailcow.", "tlsprobe."))}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"services": ["postfix-mailcow"]}, "services given but the mailcow module is not"),
+        ({"endpoints": ["smtp"]}, "endpoints given but the tlsprobe module is not"),
+    ],
+)
+def test_services_or_endpoints_without_their_module_are_refused(layout, good, args, message):
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    before = cases.snapshot(layout.root)
+    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, **args)
+    assert ret["result"] is False
+    assert message in ret["comment"]
+    assert cases.snapshot(layout.root) == before
+
+
 def test_an_unexpected_error_after_the_install_restores_the_previous_pair(layout, good, serving):
     """Whatever escapes while serving (here a TypeError), the old pair comes back."""
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
