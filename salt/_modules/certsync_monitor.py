@@ -71,13 +71,6 @@ METRICS = {
     "certsync_mail_queue_oldest_deferred_age_seconds": "Age of the oldest deferred message "
     "in postfix-mailcow's queue (0 when none).",
 }
-try:
-    from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
-    from prometheus_client.core import GaugeMetricFamily
-
-    HAS_PROMETHEUS_CLIENT = True
-except ImportError:
-    HAS_PROMETHEUS_CLIENT = False
 
 
 def __virtual__():
@@ -371,35 +364,45 @@ def _relay_samples(host, relay):
     yield "certsync_mail_queue_oldest_deferred_age_seconds", host, age
 
 
+def _prometheus():
+    """prometheus_client, imported when metrics are asked for: a deploy, which
+    records its run through this module, does not pay for the import."""
+    try:
+        import prometheus_client.core  # noqa: PLC0415 (only metrics need it)
+    except ImportError:
+        raise CommandExecutionError(
+            "the Prometheus metrics need the prometheus_client library (salt-pip install "
+            "prometheus-client on Salt's onedir packages)"
+        ) from None
+    return prometheus_client
+
+
 class _Report:
     """A prometheus_client collector of one report's samples (gauges)."""
 
-    def __init__(self, report):
+    def __init__(self, report, family):
         self.report = report
+        self.family = family
 
     def collect(self):
         families = {}
         for name, labels, value in _samples(self.report):
             if name not in families:
-                families[name] = GaugeMetricFamily(name, METRICS[name], labels=sorted(labels))
+                families[name] = self.family(name, METRICS[name], labels=sorted(labels))
             families[name].add_metric([str(labels[k]) for k in sorted(labels)], float(value))
         return [families[name] for name in METRICS if name in families]
 
 
 def _registry(report):
-    if not HAS_PROMETHEUS_CLIENT:
-        raise CommandExecutionError(
-            "the Prometheus metrics need the prometheus_client library (salt-pip install "
-            "prometheus-client on Salt's onedir packages)"
-        )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Report(report))
+    prometheus = _prometheus()
+    registry = prometheus.CollectorRegistry(auto_describe=False)
+    registry.register(_Report(report, prometheus.core.GaugeMetricFamily))
     return registry
 
 
 def render(report):
     """The Prometheus text exposition of a :py:func:`check` report."""
-    return generate_latest(_registry(report)).decode()
+    return _prometheus().generate_latest(_registry(report)).decode()
 
 
 def textfile(path, days=DEFAULT_DAYS, report=None):
@@ -428,7 +431,7 @@ def textfile(path, days=DEFAULT_DAYS, report=None):
     report = report or check(days)
     registry = _registry(report)
     # prometheus_client writes a temporary file beside ``path`` and renames it
-    write_to_textfile(str(path), registry)
+    _prometheus().write_to_textfile(str(path), registry)
     os.chmod(str(path), 0o644)
     samples = sum(len(family.samples) for family in registry.collect())
     return {"path": str(path), "samples": samples}
