@@ -301,23 +301,34 @@ def _str_list(values, error):
     return list(values)
 
 
-def _find(client, project, services):
-    """Map each service to its container; raise naming those missing."""
+def _find_ids(client, project, services):
+    """Map each service to its container's id, from one listing of the project
+    (a summary per container: mailcow runs some twenty); raise naming those missing."""
     found = {}
-    for container in client.containers.list(
-        all=True, filters={"label": f"{PROJECT_LABEL}={project}"}
-    ):
-        if container.labels.get(ONEOFF_LABEL, "False") == "True":
+    for summary in client.api.containers(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}):
+        labels = summary.get("Labels") or {}
+        if labels.get(ONEOFF_LABEL, "False") == "True":
             continue  # `docker compose run`: not the service's container
-        service = container.labels.get(SERVICE_LABEL)
+        service = labels.get(SERVICE_LABEL)
         if service in services:
-            found.setdefault(service, container)
+            found.setdefault(service, summary["Id"])
     missing = [s for s in services if s not in found]
     if missing:
         raise CommandExecutionError(
             f"no container for {', '.join(missing)} in compose project {project!r}"
         )
     return found
+
+
+def _find(client, project, services):
+    """Map each service to its container (inspected); raise naming those missing."""
+    ids = _find_ids(client, project, services)
+    try:
+        return {service: client.containers.get(ids[service]) for service in services}
+    except docker.errors.NotFound as exc:
+        raise CommandExecutionError(
+            f"a container of compose project {project!r} went away while it was read: {exc}"
+        ) from None
 
 
 def containers(services=None, path=DEFAULT_DIR):
@@ -368,10 +379,10 @@ def reload(services=None, path=DEFAULT_DIR, commands=None):
     unknown = [s for s in services if s not in table]
     if unknown:
         raise SaltInvocationError(f"no reload command known for {', '.join(unknown)}")
-    found = _find(_client(), project_name(path), services)
+    found = _find_ids(_client(), project_name(path), services)
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(services)) as pool:
         futures = {  # each in a copy of this call's context, where the loader's dunders live
-            s: pool.submit(contextvars.copy_context().run, _reload_one, found[s].id, table[s])
+            s: pool.submit(contextvars.copy_context().run, _reload_one, found[s], table[s])
             for s in services
         }
         results = {service: future.result() for service, future in futures.items()}
@@ -492,7 +503,6 @@ def acme_status(path=DEFAULT_DIR):
         if "no container for" not in str(exc):
             raise
         return {"exists": False, "running": False, "skip_lets_encrypt": None, "fights": False}
-    container.reload()
     running = container.status in ("running", "restarting")
     skip = _skips(_env(container))
     return {
