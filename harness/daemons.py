@@ -2,6 +2,7 @@
 with their own configs under a work dir and driven with the salt CLIs."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -60,11 +61,16 @@ class SaltDaemons:
 
     def _spawn(self, daemon, config_dir):
         log = open(config_dir / f"{daemon}.out", "wb")  # noqa: SIM115 (lives with the daemon)
+        # As a service runs: Python caches the bytecode of the synced modules, so a job's
+        # process loads them instead of compiling them (a shell's PYTHONDONTWRITEBYTECODE
+        # would make every job compile every module it loads).
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.procs.append(
             subprocess.Popen(
                 [str(BIN / daemon), "-c", str(config_dir), "-l", "quiet"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         )
 
