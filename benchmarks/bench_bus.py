@@ -286,6 +286,28 @@ def report(size, samples):
     print(f"  CPU s per renewal, p50: {line}", flush=True)
 
 
+def report_scale(by_size):
+    """Each size's p50 over the one-consumer p50: renewal to served, and detected to
+    served (the beacon's phase, up to its 1 s interval, is the same at every size)."""
+    if 1 not in by_size:
+        return
+
+    def p50s(samples):
+        return (
+            _p50([s["total"] for s in samples]),
+            _p50([s["total"] - s["steps"]["detected"] for s in samples]),
+        )
+
+    one_total, one_after = p50s(by_size[1])
+    for size, samples in by_size.items():
+        if size != 1:
+            total, after = p50s(samples)
+            print(
+                f"{size} consumers / 1 consumer, p50: renewal -> served {total / one_total:.2f}x; "
+                f"detected -> served {after / one_after:.2f}x"
+            )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--renewals", type=int, default=10)
@@ -304,11 +326,13 @@ def main():
     if not args.sizes:
         return
     image = build_image()
-    certbot_times = []
+    certbot_times, by_size = [], {}
     for size in (int(n) for n in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
             samples = measure(size, args.renewals, image, pathlib.Path(tmp), certbot_times)
         report(size, samples)
+        by_size[size] = samples
+    report_scale(by_size)
 
     spent = figures(t * 1000 for t in certbot_times)
     print(f"certbot renew itself (not in the figures above): {spent}")
