@@ -556,7 +556,9 @@ def deployed(
     services
         Compose services to reload after an install (and to restart when a
         reload does not take), e.g. ``[postfix-mailcow, dovecot-mailcow,
-        nginx-mailcow]``. Default: none, only the files are managed.
+        nginx-mailcow]``. Default: none, only the files are managed (an
+        empty list is the same; the ``mailcow`` module, and docker-py, are
+        then not needed).
 
     mailcow_dir
         The mailcow-dockerized checkout (for the compose project name).
