@@ -116,8 +116,8 @@ def everywhere(stack, ssl_dirs, fingerprint, seen=None):
         return False
     seen = set() if seen is None else seen
     stale = [name for name in stack.endpoints if name not in seen]
-    served = stack.probe(endpoints=stale) if stale else {}
-    seen.update(name for name, r in served.items() if r.get("fingerprint") == fingerprint)
+    served = stack.served(stale) if stale else {}
+    seen.update(name for name, served_fp in served.items() if served_fp == fingerprint)
     return seen >= set(stack.endpoints)
 
 
@@ -179,9 +179,8 @@ def measure(size, renewals, image, work, certbot_times):
             )
             served = time.monotonic() - start
             time.sleep(3)  # the jobs' processes exit and are reaped: their CPU time counts
-            if not everywhere(
-                stack, ssl_dirs, renewed.fingerprint
-            ):  # a deploy that rolled back is no figure
+            # a deploy that rolled back after the wait saw it is no figure
+            if not everywhere(stack, ssl_dirs, renewed.fingerprint):
                 raise RuntimeError(f"renewal {renewed.fingerprint[:16]} served, then not kept")
             steps = timeline(
                 bus.events[mark:],

@@ -305,9 +305,9 @@ class MailcowStack:
                 raise RuntimeError(f"stack not ready: {failing}\n{logs}")
             time.sleep(0.5)
 
-    def served(self):
-        results = _tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=5)
-        return {name: result.get("fingerprint") for name, result in results.items()}
+    def served(self, endpoints=None):
+        """What each endpoint (or each of ``endpoints``) serves for the hostname: {name: fp}."""
+        return self.served_names(None, endpoints)
 
     def fetch(self, endpoint, timeout=2):
         """One probe of one endpoint (tlsprobe.fetch's result; ok False on failure)."""
