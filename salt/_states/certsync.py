@@ -250,10 +250,10 @@ class _Serving:
         return waited["ok"]
 
     def _stale_services(self, fingerprint):
-        stale = {
+        stale = {  # a name not probed: its endpoint's hostname is stale, or it is fine
             ENDPOINT_SERVICES.get(name.split("/")[0])
             for name, result in self.last.items()
-            if result.get("fingerprint") != fingerprint
+            if result.get("fingerprint") != fingerprint and result.get("probed") is not False
         }
         chosen = [s for s in self.services if s in stale]
         return chosen or list(self.services)

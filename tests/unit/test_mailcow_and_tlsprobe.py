@@ -281,3 +281,70 @@ def test_wait_for_gives_up_within_its_rounds_and_says_what_is_stale(tmp_path, ca
     assert pauses == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
     assert ret["served"]["https"]["fingerprint"] == old.fingerprint
     assert tlsprobe_mod.__context__["retcode"] == 1
+
+
+def test_wait_for_probes_the_hostname_everywhere_before_the_other_names(tmp_path, ca, good):
+    old = ca.leaf("mail.example.test")
+    with _server(tmp_path, good, "new") as ready, _server(tmp_path, old, "old") as lagging:
+        rounds, pauses = [], []
+        run_probes = tlsprobe_mod._run_probes
+
+        def recorded(hostname, plan, *args):
+            rounds.append(sorted(plan))
+            return run_probes(hostname, plan, *args)
+
+        def reloaded(seconds):
+            pauses.append(seconds)
+            lagging.context = ready.context
+
+        endpoints = {"https": f"127.0.0.1:{ready.port}", "imaps": f"127.0.0.1:{lagging.port}"}
+        with (
+            patch.object(tlsprobe_mod, "_run_probes", recorded),
+            patch.object(tlsprobe_mod.time, "sleep", reloaded),
+        ):
+            ret = tlsprobe_mod.wait_for(
+                "mail.example.test",
+                good.fingerprint,
+                endpoints,
+                "127.0.0.1",
+                names=["mail.example.test", "autoconfig.example.test"],
+            )
+    assert ret["ok"] is True
+    assert rounds == [
+        ["https/mail.example.test", "imaps/mail.example.test"],
+        ["imaps/mail.example.test"],  # after a pause; then the other names at once
+        ["https/autoconfig.example.test", "imaps/autoconfig.example.test"],
+    ]
+    assert (ret["rounds"], ret["probes"], pauses) == (3, 5, [tlsprobe_mod.FIRST_PAUSE])
+    assert {r["fingerprint"] for r in ret["served"].values()} == {good.fingerprint}
+
+
+def test_wait_for_reports_the_other_names_not_probed_while_the_hostname_is_stale(
+    tmp_path, ca, good
+):
+    old = ca.leaf("mail.example.test")
+    with (
+        _server(tmp_path, old, "old") as stale,
+        patch.object(tlsprobe_mod.time, "sleep", lambda _: None),
+    ):
+        ret = tlsprobe_mod.wait_for(
+            "mail.example.test",
+            good.fingerprint,
+            {"smtps": f"127.0.0.1:{stale.port}"},
+            "127.0.0.1",
+            timeout=1,
+            names=["mail.example.test", ""],
+        )
+    assert ret["ok"] is False
+    assert ret["rounds"] == tlsprobe_mod._max_rounds(1, 1)
+    assert ret["served"]["smtps/mail.example.test"]["fingerprint"] == old.fingerprint
+    assert ret["served"]["smtps/-"] == {
+        "protocol": "smtps",
+        "address": "127.0.0.1",
+        "port": stale.port,
+        "sni": "",
+        "ok": False,
+        "probed": False,
+        "error": "not probed: mail.example.test was not served on every endpoint yet",
+    }
+    assert tlsprobe_mod.__context__["retcode"] == 1
