@@ -19,6 +19,7 @@ pillar (the top file gives every certsync minion the same ``certsync`` pillar).
 import json
 import logging
 import re
+import threading
 
 import salt.cache
 import salt.client
@@ -53,6 +54,8 @@ DEPLOY_SETTINGS = (
 DEPLOY_IF_SET = ("reload_commands", "mail_domains")
 #: A minion id as the certsync module accepts one.
 _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
+#: The reactor runs its runner calls in threads that share this module's __context__.
+_SHARED = threading.Lock()
 
 
 def __virtual__():
@@ -67,6 +70,7 @@ def _certsync_pillar(minion):
     """The ``certsync`` pillar the master compiles for ``minion`` now (grains from
     the master's cache, as ``pillar.show_pillar`` takes them)."""
     grains = salt.utils.minions.get_minion_data(minion, __opts__)[1] or {}
+    # no shared loader: salt['grains.get'] in a pillar SLS must see this minion's grains
     pillar = salt.pillar.get_pillar(__opts__, grains, minion, saltenv="base").compile_pillar()
     found = pillar.get("certsync") if isinstance(pillar, dict) else None
     return found if isinstance(found, dict) else {}
@@ -141,6 +145,19 @@ def _mapping(value):
     return value if isinstance(value, dict) else {}
 
 
+def _send(targets, fun, kwarg):
+    """``fun`` on ``targets`` (a list), not waited for: the job id. The LocalClient
+    is made once per runner loader, which the reactor keeps (making one loads
+    Salt's execution modules: some 25 ms at every event)."""
+    with _SHARED:
+        if "certsync.local_client" not in __context__:
+            __context__["certsync.local_client"] = salt.client.get_local_client(
+                mopts=dict(__opts__)
+            )
+        client = __context__["certsync.local_client"]
+        return client.cmd_async(targets, fun, [], tgt_type="list", kwarg=kwarg)
+
+
 def _publish(source, cfg, consumers):
     """``certsync_mine.publish_source`` on ``source`` with its pillar's settings (over the
     formula's defaults, as the SLS has them), not waited for: no state run."""
@@ -158,10 +175,7 @@ def _publish(source, cfg, consumers):
         kwarg["source"] = f"{live_dir}/{lineage}"
     else:
         kwarg["live_dir"] = live_dir
-    client = salt.client.get_local_client(__opts__["conf_file"])
-    jid = client.cmd_async(
-        [source], "certsync_mine.publish_source", [], tgt_type="list", kwarg=kwarg
-    )
+    jid = _send([source], "certsync_mine.publish_source", kwarg)
     log.info("certsync: certsync_mine.publish_source on %s (job %s)", source, jid)
     return {"targets": [source], "jid": jid}
 
@@ -261,10 +275,9 @@ def on_published(source, fingerprint=None):
             refused[consumer] = str(exc)
             continue
         groups.setdefault(json.dumps(args, sort_keys=True), (args, []))[1].append(consumer)
-    client = salt.client.get_local_client(__opts__["conf_file"])
     jobs = {}
     for args, targets in groups.values():
-        jid = client.cmd_async(targets, "certsync_deploy.deployed", [], tgt_type="list", kwarg=args)
+        jid = _send(targets, "certsync_deploy.deployed", args)
         log.info("certsync: certsync_deploy.deployed on %s (job %s)", ", ".join(targets), jid)
         jobs[jid] = targets
     done = {"targets": sorted(t for targets in jobs.values() for t in targets), "jobs": jobs}

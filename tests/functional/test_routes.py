@@ -64,8 +64,9 @@ def pillar(tmp_path, monkeypatch):
         )
     )
     runner.__opts__ = salt.config.master_config(str(config))
+    runner.__context__ = {}  # what the runner keeps between calls: a fresh master
     tree.jobs = Jobs()
-    monkeypatch.setattr(runner.salt.client, "get_local_client", lambda _: tree.jobs)
+    monkeypatch.setattr(runner.salt.client, "get_local_client", lambda **_: tree.jobs)
     return tree
 
 
