@@ -589,11 +589,11 @@ def _stages(plan, hostname):
 
 
 def _not_probed(hostname, protocol, port, sni, address):
-    own_address, _, own_port = str(port).rpartition(":")
+    own_address, own_port = _address_port(protocol, port)
     return {
         "protocol": protocol,
         "address": own_address or address or hostname,
-        "port": int(own_port),
+        "port": own_port,
         "sni": sni,
         "ok": False,
         "probed": False,
