@@ -112,7 +112,7 @@ def start_fleet(work, salt, certbot, knot):
     knot.start([f"_25._tcp.mail IN TLSA {record}"], ttl=TTL)
     say(f"Knot serves example.test on 127.0.0.1:{knot.port}: {TLSA_NAME} TLSA {record[:22]}...")
     # The formula's own schedule (every 30 minutes, splay 5): the bus does the work.
-    settings = {**stack_settings(stack), "dane": knot.dane(max_wait=60)}
+    settings = {**stack_settings(stack), "dane": knot.pillar_dane(max_wait=60)}
     write_pillar(work / "pillar", "npm", {"mailcow": settings}, certbot.live_dir, False)
     salt.write_master(work / "pillar")
     say("starting salt-master and the minions npm and mailcow")

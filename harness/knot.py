@@ -107,15 +107,10 @@ class UpdatableDNS:
             return set()
         return {f"{r.usage} {r.selector} {r.mtype} {r.cert.hex()}" for r in answer}
 
-    def update_settings(self, secret=None):
-        """The ``dane: update`` settings of certsync.deployed for this server."""
-        return {
-            "server": "127.0.0.1",
-            "port": self.port,
-            "zone": self.zone,
-            "tsig_name": TSIG_NAME,
-            "tsig_secret": secret or self.secret,
-        }
+    def update_settings(self):
+        """The ``dane: update`` argument of certsync.deployed for this server (the TSIG
+        secret is never an argument: see :py:meth:`pillar_dane`)."""
+        return {"server": "127.0.0.1", "port": self.port, "zone": self.zone, "tsig_name": TSIG_NAME}
 
     def dane(self, port=25, **extra):
         """The whole ``dane`` argument: lookups and updates against this server."""
@@ -126,6 +121,12 @@ class UpdatableDNS:
             "update": self.update_settings(),
             **extra,
         }
+
+    def pillar_dane(self, secret=None, **extra):
+        """``dane`` as a consumer's pillar holds it: the argument and the TSIG secret."""
+        dane = self.dane(**extra)
+        dane["update"]["tsig_secret"] = secret or self.secret
+        return dane
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

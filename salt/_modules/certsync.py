@@ -1730,7 +1730,9 @@ def consumer_settings():
     """
     This consumer's settings: its entry under ``certsync:consumers`` merged
     over ``consumer_defaults`` (``relay`` key by key), with the ``hostname``, the ``source`` minion
-    and ``dest`` (the directory mailcow reads the pair from).
+    and ``dest`` (the directory mailcow reads the pair from). Credentials
+    (``tsig_secret``, ``api_token``, ``password``) are shown as ``**********``,
+    as ``pillar.get`` shows them.
 
     CLI Example:
 
@@ -1738,7 +1740,7 @@ def consumer_settings():
 
         salt mailcow-host certsync.consumer_settings
     """
-    return _consumer_settings(_formula_settings())
+    return __utils__["certsync_util.masked_credentials"](_consumer_settings(_formula_settings()))
 
 
 def _consumer_settings(cfg):
@@ -1813,7 +1815,8 @@ def status():
         }
     if me not in (cfg.get("consumers") or {}):
         return {"role": None}
-    settings = _consumer_settings(cfg)
+    # no credentials passed on: the modules that use them read them from the pillar
+    settings = __utils__["certsync_util.without_credentials"](_consumer_settings(cfg))
     dest = settings["dest"]
     deployed = deployed_info(dest)
     ret = {"role": "consumer", "deployed": deployed and deployed["fingerprint"]}

@@ -91,6 +91,8 @@ DEFAULT_TIMEOUT = 5
 def __virtual__():
     if not HAS_DNSPYTHON or not HAS_CRYPTOGRAPHY:
         return (False, "the maildns module needs dnspython and cryptography")
+    if "certsync_util.consumer_setting" not in __utils__:
+        return (False, "maildns needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -236,19 +238,41 @@ def _record_for(path, usage, selector, mtype):
 
 #: TSIG algorithms an update may be signed with (RFC 8945); hmac-sha256 by default.
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224")
-UPDATE_KEYS = {"server", "port", "zone", "tsig_name", "tsig_secret", "tsig_algorithm", "timeout"}
+UPDATE_KEYS = {"server", "port", "zone", "tsig_name", "tsig_algorithm", "timeout"}
+
+
+def _tsig_secret():
+    """The TSIG secret from this minion's own pillar (its ``dane:update:tsig_secret``
+    under ``certsync:consumers:<id>``, else ``certsync:consumer_defaults``): never an
+    argument, which Salt would keep in its job cache and print in its logs."""
+    secret, where = __utils__["certsync_util.consumer_setting"](
+        __pillar__.get("certsync"), __opts__["id"], "dane", "update", "tsig_secret"
+    )
+    if not secret:
+        raise SaltInvocationError(f"no TSIG secret in this minion's pillar at {where}")
+    try:
+        return base64.b64decode(str(secret), validate=True)
+    except ValueError:
+        raise SaltInvocationError(f"{where} is not base64 (the secret is not shown)") from None
 
 
 def _update_settings(update):
-    """Checked RFC 2136 settings; no message ever holds the TSIG secret."""
+    """Checked RFC 2136 settings, with the TSIG secret from this minion's pillar; no
+    message ever holds the secret."""
     if not isinstance(update, dict):
         raise SaltInvocationError(
-            "update must be a mapping of server, port, zone, tsig_name, tsig_secret"
+            "update must be a mapping of server, port, zone, tsig_name, tsig_algorithm"
+        )
+    if "tsig_secret" in update:
+        raise SaltInvocationError(
+            "tsig_secret is not taken as an argument (Salt keeps arguments in its job "
+            "cache and logs): set it in this minion's pillar, "
+            f"certsync:consumers:{__opts__['id']}:dane:update:tsig_secret"
         )
     unknown = set(update) - UPDATE_KEYS
     if unknown:
         raise SaltInvocationError(f"unknown update settings: {', '.join(sorted(unknown))}")
-    missing = [k for k in ("server", "zone", "tsig_name", "tsig_secret") if not update.get(k)]
+    missing = [k for k in ("server", "zone", "tsig_name") if not update.get(k)]
     if missing:
         raise SaltInvocationError(f"update settings lack {', '.join(missing)}")
     try:
@@ -263,10 +287,6 @@ def _update_settings(update):
             f"tsig_algorithm {algorithm!r} is not one of {', '.join(TSIG_ALGORITHMS)}"
         )
     try:
-        secret = base64.b64decode(str(update["tsig_secret"]), validate=True)
-    except ValueError:
-        raise SaltInvocationError("tsig_secret is not base64 (the secret is not shown)") from None
-    try:
         keyname = dns.name.from_text(str(update["tsig_name"]))
     except dns.exception.DNSException:
         raise SaltInvocationError(f"tsig_name {update['tsig_name']!r} is not a DNS name") from None
@@ -274,7 +294,7 @@ def _update_settings(update):
         "server": server,
         "port": _port_number(update.get("port", 53), "update port"),
         "zone": dns.name.from_text(_dns_name(update["zone"], "update zone")),
-        "key": dns.tsig.Key(keyname, secret, dns.name.from_text(algorithm)),
+        "key": dns.tsig.Key(keyname, _tsig_secret(), dns.name.from_text(algorithm)),
         "timeout": _seconds(update.get("timeout", DEFAULT_TIMEOUT), "update timeout"),
     }
 
@@ -314,9 +334,12 @@ def tlsa_update(hostname, update, add=None, delete=None, port=25, protocol="tcp"
     error naming the reason (the secret is never shown).
 
     update
-        ``{server, port (53), zone, tsig_name, tsig_secret, tsig_algorithm
-        (hmac-sha256), timeout}``: the primary server taking updates for the
-        zone and the TSIG key it accepts.
+        ``{server, port (53), zone, tsig_name, tsig_algorithm (hmac-sha256),
+        timeout}``: the primary server taking updates for the zone and the
+        name of the TSIG key it accepts. The key's secret is never an
+        argument: it is read from this minion's pillar,
+        ``certsync:consumers:<id>:dane:update:tsig_secret`` (or
+        ``certsync:consumer_defaults:dane:update:tsig_secret``).
 
     add / delete
         Lists of record data, e.g. ``["3 1 1 <hex>"]``.
@@ -329,7 +352,7 @@ def tlsa_update(hostname, update, add=None, delete=None, port=25, protocol="tcp"
     .. code-block:: bash
 
         salt mailcow-host maildns.tlsa_update mail.example.com \
-            '{server: 192.0.2.53, zone: example.com, tsig_name: certsync, tsig_secret: ...}' \
+            '{server: 192.0.2.53, zone: example.com, tsig_name: certsync}' \
             add='["3 1 1 0123..."]'
     """
     settings = _update_settings(update)

@@ -59,6 +59,12 @@ _SHARED = threading.Lock()
 
 
 def __virtual__():
+    if "certsync_util.without_credentials" not in (__utils__ or {}):
+        # never send a consumer's credentials along: the shared rule must be here
+        return (
+            False,
+            "the certsync runner needs salt://_utils/certsync_util.py: salt-run saltutil.sync_all",
+        )
     return __virtualname__
 
 
@@ -236,7 +242,9 @@ def _deploy_args(settings, consumer, source, fingerprint):
         **{key: entry.get(key) for key in DEPLOY_SETTINGS},
     }
     args.update({key: entry[key] for key in DEPLOY_IF_SET if entry.get(key)})
-    return args
+    # a job's arguments are kept in the job cache and logged: the consumer reads its
+    # credentials (dane:update:tsig_secret) from its own pillar
+    return __utils__["certsync_util.without_credentials"](args)
 
 
 def _shown(value):

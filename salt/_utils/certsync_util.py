@@ -4,14 +4,16 @@ Helpers the certsync loader modules share
 
 Synced to minions with ``saltutil.sync_utils`` (or ``sync_all``) and called
 through ``__utils__["certsync_util.<name>"]`` by the ``certsync``,
-``tlsprobe`` and ``certsync_monitor`` execution modules: one copy of the
-SubjectPublicKeyInfo hash (what a ``TLSA 3 1 1`` record pins) and of the
-atomic, private file writes.
+``tlsprobe``, ``certsync_monitor`` and ``maildns`` execution modules: one
+copy of the SubjectPublicKeyInfo hash (what a ``TLSA 3 1 1`` record pins), of
+the atomic, private file writes, and of the rule that credentials stay in the
+pillar of the minion that uses them.
 """
 
 import contextlib
 import hashlib
 import os
+import secrets
 
 from cryptography.hazmat.primitives import serialization
 
@@ -37,10 +39,9 @@ def write_temp(dest, name, data, mode, owner=None):
     """Write ``data`` (bytes) to a new temp file in ``dest`` beside ``name``, with
     ``mode`` (and ``owner``, a (uid, gid)) from the start, synced; return its path.
     Never follows a symlink planted at the temp name."""
-    path = os.path.join(dest, f".{name}.certsync-{os.getpid()}")
+    # unique per call: two jobs in one process (multiprocessing: False) share a pid
+    path = os.path.join(dest, f".{name}.certsync-{os.getpid()}-{secrets.token_hex(4)}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
     fd = os.open(path, flags, 0o600)
     try:
         if owner is not None:
@@ -69,3 +70,63 @@ def replace_file(path, data, mode=0o600):
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+#: Settings that are credentials: read from the pillar of the minion that uses them,
+#: never sent as a job's argument, never shown (Salt keeps arguments in its job cache).
+CREDENTIAL_KEYS = frozenset({"tsig_secret", "api_token", "password"})
+#: What stands for a credential in a return, as Salt's pillar.get masks.
+MASK = "**********"
+_DROP = object()
+
+
+def _walk_credentials(value, replace):
+    """A copy of ``value`` with each credential key's value given to ``replace``
+    (which returns the stand-in, or ``_DROP`` to leave the key out)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in CREDENTIAL_KEYS:
+                stand_in = replace(item)
+                if stand_in is not _DROP:
+                    out[key] = stand_in
+            else:
+                out[key] = _walk_credentials(item, replace)
+        return out
+    if isinstance(value, list):
+        return [_walk_credentials(item, replace) for item in value]
+    return value
+
+
+def without_credentials(value):
+    """A copy of ``value`` (mappings and lists, at any depth) with every credential
+    key left out: what may travel as a job's arguments."""
+    return _walk_credentials(value, lambda _: _DROP)
+
+
+def masked_credentials(value):
+    """A copy of ``value`` with every credential that is set shown as ``**********``:
+    what a return that shows settings may hold."""
+    return _walk_credentials(value, lambda item: MASK if item else item)
+
+
+def consumer_setting(cfg, minion_id, *path):
+    """A consumer's own setting from its ``certsync`` pillar (``cfg``):
+    ``consumers:<minion_id>`` over ``consumer_defaults`` (key by key at the top, as
+    map.jinja merges them), then ``path`` followed down; None where anything on the
+    way is missing. Returns the setting and the pillar key it was looked up at."""
+    cfg = cfg if isinstance(cfg, dict) else {}
+    defaults = (
+        cfg.get("consumer_defaults") if isinstance(cfg.get("consumer_defaults"), dict) else {}
+    )
+    consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
+    own = consumers.get(minion_id) if isinstance(consumers.get(minion_id), dict) else {}
+    top = path[0]
+    where, value = (
+        (f"certsync:consumers:{minion_id}", own)
+        if top in own
+        else ("certsync:consumer_defaults", defaults)
+    )
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value, ":".join([where, *map(str, path)])

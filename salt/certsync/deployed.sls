@@ -4,7 +4,7 @@
     acme-mailcow. On a renewal the runner sends the consumers the same state
     function with the same arguments, without a state run
     (certsync_deploy.deployed; the runner's _deploy_args mirrors this file). #}
-{%- from "certsync/map.jinja" import certsync, consumer with context %}
+{%- from "certsync/map.jinja" import certsync, consumer, dane_args with context %}
 {%- if consumer %}
 
 certsync-deployed:
@@ -22,7 +22,7 @@ certsync-deployed:
     - endpoints: {{ consumer.endpoints | json }}
     - probe_address: {{ consumer.probe_address | json }}
     - verify_timeout: {{ consumer.verify_timeout | json }}
-    - dane: {{ consumer.dane | json }}
+    - dane: {{ dane_args | json }}
 {%- if consumer.mail_domains %}
     - mail_domains: {{ consumer.mail_domains | json }}
 {%- endif %}

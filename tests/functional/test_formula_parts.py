@@ -33,6 +33,8 @@ def _args(state):
     }
 
 
+TSIG_SECRET = "c2VjcmV0LWluLXRoZS1waWxsYXI="  # noqa: S105 (a test TSIG secret)
+UPDATE = {"server": "127.0.0.1", "port": 5353, "zone": "example.test", "tsig_name": "certsync"}
 CONSUMER = {
     "hostname": "mail.example.test",
     "source": {"minion": "npm"},
@@ -76,17 +78,22 @@ def test_the_consumer_deploy_is_the_roles_own(salt_call):
             "services": [],
             "verify_timeout": 5,
         },
+        {"dane": {"max_wait": 60, "update": {**UPDATE, "tsig_secret": TSIG_SECRET}}},
     ],
-    ids=["defaults", "every-setting"],
+    ids=["defaults", "every-setting", "dane-update"],
 )
 def test_a_renewal_deploys_with_the_arguments_of_the_sls(salt_call, entry):
     """The runner's deploy job (certsync_deploy.deployed) gives the state what
-    certsync.deployed.sls gives it, from the same pillar over the same defaults."""
+    certsync.deployed.sls gives it, from the same pillar over the same defaults, and
+    neither holds a credential (maildns reads the TSIG secret from the pillar)."""
     pillar = {**CONSUMER, "consumers": {ME: entry}}
     (state,) = _rendered(salt_call, "certsync.deployed", pillar).values()
     defaults = salt.utils.yaml.safe_load((SALT_TREE / "certsync" / "defaults.yaml").read_text())
     settings = salt.utils.dictupdate.merge(defaults["certsync"], pillar)
     assert runner._deploy_args(settings, ME, "npm", "") == _args(state)
+    assert TSIG_SECRET not in json.dumps(_args(state))
+    if "update" in json.dumps(entry):
+        assert _args(state)["dane"] == {"max_wait": 60, "update": UPDATE}
 
 
 def test_the_source_publication_is_the_roles_own(salt_call):

@@ -72,3 +72,17 @@ def test_consumer_settings_merge_the_relay_key_by_key(salt_call, tmp_path):
         86400,
     )
     assert relay["firewall"]["manage"] is False
+
+
+def test_consumer_settings_show_credentials_masked(salt_call):
+    """As pillar.get shows them: the TSIG secret is set, its value is not in the return."""
+    secret = "bWFza2VkLWluLXRoZS1yZXR1cm4="  # noqa: S105 (a test TSIG secret)
+    update = {"server": "127.0.0.1", "zone": "example.test", "tsig_name": "k"}
+    update["tsig_secret"] = secret
+    consumer = {"mailcow_dir": "/srv/mailcow", "services": [], "dane": {"update": update}}
+    pillar = {"certsync": {"hostname": "mail.example.test", "consumers": {ME: consumer}}}
+    with salt_call.pillar(pillar):
+        ret = salt_call("--out=json", "certsync.consumer_settings")
+    assert ret.returncode == 0, ret
+    assert ret.data["dane"]["update"] == {**update, "tsig_secret": "**********"}
+    assert secret not in ret.stdout

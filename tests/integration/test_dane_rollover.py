@@ -66,10 +66,16 @@ class Sampler(threading.Thread):
         return self.samples
 
 
-def _deploy(salt_call, stack, npm_certbot, dane):
-    return salt_call.state(
-        **stack.state_args(source=str(npm_certbot.lineage(5)), dane=json.dumps(dane))
-    )
+def _deploy(salt_call, stack, npm_certbot, knot, secret=None, **dane):
+    """certsync.deployed with DANE through ``knot``; the TSIG secret (the server's, or
+    ``secret``) only in the consumer's pillar, as the formula has it."""
+    update = {"tsig_secret": secret or knot.secret}
+    with salt_call.pillar({"certsync": {"consumer_defaults": {"dane": {"update": update}}}}):
+        return salt_call.state(
+            **stack.state_args(
+                source=str(npm_certbot.lineage(5)), dane=json.dumps(knot.dane(**dane))
+            )
+        )
 
 
 def test_a_key_change_rolls_over_with_a_match_at_every_sample(
@@ -79,7 +85,7 @@ def test_a_key_change_rolls_over_with_a_match_at_every_sample(
     sampler = Sampler(stack, knot)
     sampler.start()
     time.sleep(0.5)
-    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=30))
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)
     time.sleep(0.5)
     samples = sampler.finish()
     assert (code, ret["result"]) == (0, True), ret["comment"]
@@ -107,15 +113,14 @@ def test_a_key_change_rolls_over_with_a_match_at_every_sample(
         f"{len(sampler.failed)} handshakes failed during the reload: {sampler.failed}"
     )
 
-    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=30))
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)
     assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
 
 
 def test_a_wrong_tsig_key_changes_nothing(salt_call, npm_certbot, knot, rollover):
     stack, first, _, old_record, _ = rollover
     before = (stack.ssl_dir / "cert.pem").read_bytes()
-    wrong = {**knot.dane(), "update": knot.update_settings(secret=WRONG_SECRET)}
-    code, ret = _deploy(salt_call, stack, npm_certbot, wrong)
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, secret=WRONG_SECRET)
     assert code != 0
     assert ret["result"] is False
     assert ret["changes"] == {}
@@ -133,7 +138,7 @@ def test_the_dns_server_stopped_mid_cycle(salt_call, npm_certbot, knot, rollover
     stack, first, new, old_record, new_record = rollover
     before = (stack.ssl_dir / "cert.pem").read_bytes()
 
-    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=0))
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=0)
     assert ret["result"] is False, ret
     assert ret["changes"] == {"tlsa": {"added": new_record}}
     assert "DANE rollover under way" in ret["comment"]
@@ -142,7 +147,7 @@ def test_the_dns_server_stopped_mid_cycle(salt_call, npm_certbot, knot, rollover
     assert last["dane_pending"] == f"{TLSA_NAME}. IN TLSA {new_record}"
 
     knot.stop()
-    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=5))
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=5)
     assert (code != 0, ret["result"], ret["changes"]) == (True, False, {}), ret
     assert ret["comment"].startswith("Nothing deployed: cannot look up TLSA")
     assert (stack.ssl_dir / "cert.pem").read_bytes() == before
@@ -150,7 +155,7 @@ def test_the_dns_server_stopped_mid_cycle(salt_call, npm_certbot, knot, rollover
 
     knot.start()
     assert knot.tlsa(TLSA_NAME) == {old_record, new_record}
-    code, ret = _deploy(salt_call, stack, npm_certbot, knot.dane(max_wait=30))
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)
     assert (code, ret["result"]) == (0, True), ret["comment"]
     assert ret["changes"]["tlsa"] == {"removed": [old_record]}
     assert knot.tlsa(TLSA_NAME) == {new_record}

@@ -1,5 +1,7 @@
 """salt-call --local against the repo's salt/ tree, as an operator would run it."""
 
+import contextlib
+import json
 import pathlib
 
 import pytest
@@ -27,19 +29,33 @@ class LocalCall:
         (state_ret,) = ret.data.values()
         return ret.returncode, state_ret
 
+    @contextlib.contextmanager
+    def pillar(self, data):
+        """This minion's pillar is ``data`` inside the block (each salt-call --local
+        compiles it anew), empty again after it."""
+        self.pillar_file.write_text(json.dumps(data))
+        try:
+            yield
+        finally:
+            self.pillar_file.write_text("{}")
+
 
 @pytest.fixture(scope="session")
 def salt_call(salt_factories, tmp_path_factory):
-    sls_dir = tmp_path_factory.mktemp("sls")
+    sls_dir, pillar_dir = tmp_path_factory.mktemp("sls"), tmp_path_factory.mktemp("pillar")
+    (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - test_pillar\n")
+    (pillar_dir / "test_pillar.sls").write_text("{}")
     minion = salt_factories.salt_minion_daemon(
         "certsync-functional",
         overrides={
             "file_client": "local",
             "file_roots": {"base": [str(SALT_TREE), str(sls_dir)]},
+            "pillar_roots": {"base": [str(pillar_dir)]},
         },
     )
     call = LocalCall(minion.salt_call_cli(timeout=120))
     call.sls_dir = sls_dir
+    call.pillar_file = pillar_dir / "test_pillar.sls"
     call.config_file = minion.config_file
     synced = call("saltutil.sync_all")
     assert synced.returncode == 0, synced

@@ -3,7 +3,7 @@
 import pytest
 from salt.exceptions import SaltInvocationError
 
-from harness.loader import certsync_mod, load_loader_module
+from harness.loader import UTILS, certsync_mod, load_loader_module
 
 maildns_mod = load_loader_module("modules", "maildns")
 DOMAIN, HOST = "example.test", "mail.example.test"
@@ -23,6 +23,9 @@ def configure_loader_modules(monkeypatch):
         maildns_mod: {
             "__salt__": {"certsync.is_dns_name": certsync_mod.is_dns_name},
             "__context__": {},
+            "__utils__": UTILS,
+            "__opts__": {"id": ME},
+            "__pillar__": PILLAR,
         }
     }
 
@@ -63,12 +66,10 @@ def test_comma_separated_strings_are_lists():
 
 
 SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQ="  # noqa: S105 (a test TSIG secret)
-UPDATE = {
-    "server": "127.0.0.1",
-    "zone": DOMAIN,
-    "tsig_name": "certsync",
-    "tsig_secret": SECRET,
-}
+UPDATE = {"server": "127.0.0.1", "zone": DOMAIN, "tsig_name": "certsync"}
+ME = "mailcow"
+#: The consumer's pillar: the secret is read from there, never from an argument.
+PILLAR = {"certsync": {"consumers": {ME: {"dane": {"update": {"tsig_secret": SECRET}}}}}}
 
 
 @pytest.mark.parametrize(
@@ -81,8 +82,9 @@ UPDATE = {
         ({"max_wait": float("nan")}, "dane max_wait must be between 0 and 86400"),
         ({"update": "yes"}, "update must be a mapping"),
         ({"update": {**UPDATE, "server": "ns1.example.test"}}, "must be an IP address"),
-        ({"update": {**UPDATE, "tsig_secret": ""}}, "update settings lack tsig_secret"),
-        ({"update": {**UPDATE, "tsig_secret": "not base64!"}}, "tsig_secret is not base64"),
+        ({"update": {**UPDATE, "tsig_secret": SECRET}}, "tsig_secret is not taken as an arg"),
+        ({"update": {**UPDATE, "tsig_secret": ""}}, "tsig_secret is not taken as an argument"),
+        ({"update": {**UPDATE, "tsig_name": ""}}, "update settings lack tsig_name"),
         ({"update": {**UPDATE, "tsig_algorithm": "hmac-md5"}}, "tsig_algorithm 'hmac-md5'"),
         ({"update": {**UPDATE, "zone": "-bad-"}}, "update zone '-bad-' is not a valid DNS name"),
         ({"update": {**UPDATE, "port": 99999}}, "update port 99999 is out of range"),
@@ -93,6 +95,50 @@ def test_dane_settings_are_checked_and_never_show_the_secret(dane, message):
     with pytest.raises(SaltInvocationError, match=message) as caught:
         maildns_mod._dane_options(dane)
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("pillar", "message"),
+    [
+        ({}, "no TSIG secret in this minion's pillar at certsync:consumer_defaults:dane"),
+        (
+            {"certsync": {"consumers": {ME: {"dane": {"update": {"tsig_secret": ""}}}}}},
+            f"no TSIG secret in this minion's pillar at certsync:consumers:{ME}:dane:update",
+        ),
+        (
+            {"certsync": {"consumers": {ME: {"dane": {"update": {"tsig_secret": "no b64!"}}}}}},
+            f"certsync:consumers:{ME}:dane:update:tsig_secret is not base64",
+        ),
+        (
+            {"certsync": {"consumers": {ME: {"dane": True}}, "consumer_defaults": PILLAR}},
+            f"no TSIG secret in this minion's pillar at certsync:consumers:{ME}:dane",
+        ),
+    ],
+)
+def test_the_tsig_secret_comes_from_the_pillar_and_is_never_shown(monkeypatch, pillar, message):
+    monkeypatch.setattr(maildns_mod, "__pillar__", pillar)
+    with pytest.raises(SaltInvocationError, match=message) as caught:
+        maildns_mod._update_settings(UPDATE)
+    assert "no b64!" not in str(caught.value)
+
+
+DEFAULT_DANE = {"dane": {"update": {"tsig_secret": SECRET}}}
+
+
+@pytest.mark.parametrize(
+    "pillar",
+    [
+        PILLAR,
+        {"certsync": {"consumer_defaults": DEFAULT_DANE}},
+        # an own entry without dane takes consumer_defaults' dane, as map.jinja merges
+        {"certsync": {"consumers": {ME: {"sni": True}}, "consumer_defaults": DEFAULT_DANE}},
+    ],
+)
+def test_the_key_is_made_with_the_pillars_secret(monkeypatch, pillar):
+    monkeypatch.setattr(maildns_mod, "__pillar__", pillar)
+    settings = maildns_mod._update_settings(UPDATE)
+    assert settings["key"].secret == b"secret-secret-secret"
+    assert str(settings["key"].name) == "certsync."
 
 
 def test_an_update_for_a_name_outside_its_zone_is_refused():

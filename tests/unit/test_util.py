@@ -49,3 +49,57 @@ def test_a_missing_directory_is_an_error_not_a_partial_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         replace_file(str(tmp_path / "gone" / "x"), b"data")
     assert os.listdir(tmp_path) == []
+
+
+SETTINGS = {
+    "dane": {"port": 25, "update": {"zone": "example.test", "tsig_secret": "c2VjcmV0"}},
+    "relay": [{"host": "smtp.example.test", "password": "hunter2"}, {"password": ""}],
+    "api_token": None,
+}
+
+
+def test_credentials_are_left_out_of_what_travels_at_any_depth():
+    assert UTILS["certsync_util.without_credentials"](SETTINGS) == {
+        "dane": {"port": 25, "update": {"zone": "example.test"}},
+        "relay": [{"host": "smtp.example.test"}, {}],
+    }
+    assert "tsig_secret" in SETTINGS["dane"]["update"]  # a copy: the settings are unchanged
+
+
+def test_credentials_that_are_set_are_masked_in_what_is_shown():
+    masked = UTILS["certsync_util.masked_credentials"](SETTINGS)
+    assert masked["dane"]["update"] == {"zone": "example.test", "tsig_secret": "**********"}
+    assert masked["relay"] == [
+        {"host": "smtp.example.test", "password": "**********"},
+        {"password": ""},
+    ]
+    assert masked["api_token"] is None  # not set: nothing to hide, shown as it is
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        (
+            {"consumers": {"m": {"dane": {"update": {"tsig_secret": "own"}}}}},
+            ("own", "consumers:m"),
+        ),
+        (
+            {"consumer_defaults": {"dane": {"update": {"tsig_secret": "d"}}}},
+            ("d", "consumer_defaults"),
+        ),
+        (  # an own dane replaces the defaults' as a whole, as map.jinja merges
+            {
+                "consumers": {"m": {"dane": True}},
+                "consumer_defaults": {"dane": {"update": {"tsig_secret": "d"}}},
+            },
+            (None, "consumers:m"),
+        ),
+        ({"consumers": {"m": None}, "consumer_defaults": "x"}, (None, "consumer_defaults")),
+        ("not a mapping", (None, "consumer_defaults")),
+    ],
+)
+def test_a_consumer_setting_is_its_own_over_the_defaults(cfg, expected):
+    value, where = UTILS["certsync_util.consumer_setting"](
+        cfg, "m", "dane", "update", "tsig_secret"
+    )
+    assert (value, where) == (expected[0], f"certsync:{expected[1]}:dane:update:tsig_secret")

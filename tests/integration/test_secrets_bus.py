@@ -1,0 +1,114 @@
+"""
+No credential in a job: a renewal with a new key rolled over through RFC 2136,
+end to end over the Salt bus (a real master with the reactor, the NPM minion
+with the real certbot, the mailcow minion with the look-alike, Knot taking the
+TSIG-signed updates), every daemon logging at ``trace``. The TSIG secret lives
+in the consumer's pillar only: afterwards it is in no job's arguments or
+return (``jobs.list_job``, the master's job cache), no event, no log line.
+"""
+
+import base64
+import pathlib
+
+import pytest
+from saltfactories.utils import random_string
+
+from harness.fleet import BusRecorder, master_config, stack_settings, wait_until, write_pillar
+from harness.knot import UpdatableDNS
+from harness.mailcow_stack import HOST, NAMES
+
+TLSA_NAME = f"_25._tcp.{HOST}"
+CONVERGE_TIMEOUT = 120
+
+
+@pytest.fixture
+def knot(tmp_path):
+    server = UpdatableDNS(tmp_path / "knot")
+    yield server
+    server.stop()
+
+
+def _files_under(root):
+    return [p for p in pathlib.Path(root).rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def test_a_dane_rollover_over_the_bus_keeps_the_tsig_secret_out_of_jobs_events_and_logs(
+    salt_factories, tmp_path, npm_certbot, make_stack, knot
+):
+    npm_certbot.issue(5, NAMES)
+    first = npm_certbot.current(5)
+    stack = make_stack(first, acme=True)
+    old_record = f"3 1 1 {first.spki_sha256}"
+    knot.start([f"_25._tcp.mail IN TLSA {old_record}"], ttl=2)
+
+    source, consumer = random_string("npm-"), random_string("mailcow-")
+    settings = {**stack_settings(stack), "dane": knot.pillar_dane(max_wait=30)}
+    pillar_dir = tmp_path / "pillar"
+    write_pillar(pillar_dir, source, {consumer: settings}, npm_certbot.live_dir, schedule=False)
+    trace = {"log_level_logfile": "trace"}
+    master = salt_factories.salt_master_daemon(
+        random_string("master-"), overrides={**master_config(pillar_dir), **trace}
+    )
+    minions = [master.salt_minion_daemon(m, overrides=trace) for m in (source, consumer)]
+    with master.started():
+        bus = BusRecorder(master.config).start()
+        try:
+            for minion in minions:
+                minion.start()
+            cli = master.salt_cli(timeout=120)
+            assert master.salt_run_cli().run("saltutil.sync_all").returncode == 0
+            for minion_id in (source, consumer):
+                assert cli.run("saltutil.sync_all", minion_tgt=minion_id).returncode == 0
+            cli.run("state.apply", "certsync", minion_tgt=source)  # beacon, reuse_key
+            cli.run("state.apply", "certsync", minion_tgt=consumer)  # recipient key
+            wait_until(
+                lambda: set(stack.served().values()) == {first.fingerprint},
+                CONVERGE_TIMEOUT,
+                interval=1,
+                what="the first certificate served",
+            )
+
+            # names edited in NPM's UI: a new key, rolled over through the zone
+            npm_certbot.issue(5, [*NAMES, "webmail.example.test"])
+            new = npm_certbot.current(5)
+            new_record = f"3 1 1 {new.spki_sha256}"
+            wait_until(
+                lambda: (
+                    set(stack.served().values()) == {new.fingerprint}
+                    and knot.tlsa(TLSA_NAME) == {new_record}
+                ),
+                CONVERGE_TIMEOUT,
+                interval=1,
+                what="the new key served and the old TLSA record removed",
+            )
+            jobs = master.salt_run_cli(timeout=120).run("jobs.list_jobs")
+            assert jobs.returncode == 0 and jobs.data, jobs
+            shown = [
+                master.salt_run_cli(timeout=120).run("jobs.list_job", jid).stdout
+                for jid in jobs.data
+            ]
+        finally:
+            bus.stop()
+            for minion in minions:
+                minion.terminate()
+    deploys = [e for e in bus.events if e["data"].get("fun") == "certsync_deploy.deployed"]
+    assert deploys, "the reactor sent no deploy job"
+
+    raw = base64.b64decode(knot.secret)
+    needles = {
+        "base64": knot.secret.encode(),
+        "hex": raw.hex().encode(),
+        "bytes repr": repr(raw)[2:-1].encode(),
+    }
+    cache = _files_under(pathlib.Path(master.config["cachedir"]) / "jobs")
+    assert cache, "the master's job cache was not scanned"
+    logs = [pathlib.Path(d.config["log_file"]) for d in (master, *minions)]
+    assert all(b"[TRACE" in log.read_bytes() for log in logs), "a daemon did not log at trace"
+    places = {
+        **{str(path): path.read_bytes() for path in [*cache, *logs]},
+        "jobs.list_job": "\n".join(shown).encode(),
+        "the event bus": "\n".join(repr(e) for e in bus.events).encode(),
+    }
+    for where, blob in places.items():
+        for form, needle in needles.items():
+            assert needle not in blob, f"the TSIG secret ({form}) in {where}"
