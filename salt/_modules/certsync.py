@@ -1015,17 +1015,23 @@ def _fsync_dir(dest):
 
 
 def _keep_previous(dest):
-    """Hard-link the current pair to ``*.certsync-prev``, each by an atomic rename of a
-    fresh link, so that a prev file is never missing or half-replaced."""
+    """Copy the current pair to ``*.certsync-prev``: each a fresh file with its
+    canonical mode (the key 0600, whatever mode the live one had: a hard link would
+    keep a hand copy's 0644) and the live file's owner, renamed into place, so that
+    a prev file is never missing, half-replaced, or more readable than a key may be."""
+    modes = {CERT_FILE: CERT_MODE, KEY_FILE: KEY_MODE}
     for name in (CERT_FILE, KEY_FILE):
-        path, prev = os.path.join(dest, name), os.path.join(dest, name + PREV_SUFFIX)
+        path = os.path.join(dest, name)
         if not os.path.lexists(path):
             continue
-        temp = os.path.join(dest, f".{name}.certsync-link-{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
+        temp = __utils__["certsync_util.write_temp"](
+            dest, name + PREV_SUFFIX, _read_file(path, follow=False), modes[name], _owner(path)
+        )
+        try:
+            os.replace(temp, path + PREV_SUFFIX)
+        except BaseException:
             os.unlink(temp)
-        os.link(path, temp)
-        os.replace(temp, prev)
+            raise
 
 
 def _replace_pair(dest, contents):
@@ -1057,8 +1063,9 @@ def install(fullchain, key, dest):
     (mode 0644) and ``key.pem`` (mode 0600), atomically: each file is written
     to a temp file in ``dest`` that has its final mode from the first byte,
     synced, then renamed over the old one. The previous pair is kept as
-    ``cert.pem.certsync-prev``/``key.pem.certsync-prev`` for
-    :py:func:`rollback`. The owner of an existing file is kept.
+    ``cert.pem.certsync-prev``/``key.pem.certsync-prev`` (0644/0600) for
+    :py:func:`rollback`. The owner of an existing file is kept, in its
+    ``*.certsync-prev`` copy too.
 
     Refuses a ``dest`` that is missing or a symlink, a ``cert.pem``/``key.pem``
     that is a symlink, and a key that does not match the certificate. Run

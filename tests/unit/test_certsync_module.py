@@ -213,6 +213,44 @@ def test_install_is_atomic_with_modes_and_keeps_previous(tmp_path, ca, good):
     assert (dest / "key.pem").stat().st_mode & 0o777 == 0o600
 
 
+def _key_files(dest, keys):
+    """Every file under ``dest`` that holds one of ``keys`` (PEM bytes)."""
+    return [p for p in dest.rglob("*") if p.is_file() and any(k in p.read_bytes() for k in keys)]
+
+
+@pytest.mark.parametrize("key_mode", [0o644, 0o640, 0o604, 0o600, 0o400, 0o666], ids=oct)
+@pytest.mark.parametrize("cert_mode", [0o644, 0o600], ids=oct)
+@pytest.mark.parametrize("owner", [(0, 0), (1000, 1000), (0, 101)], ids=str)
+def test_every_key_file_is_private_and_owned_as_the_live_one(
+    tmp_path, ca, good, key_mode, cert_mode, owner
+):
+    """A hand copy often leaves key.pem 0644: neither the new key nor the kept previous
+    one (the key still in service when the key is reused) may stay readable by others."""
+    if os.geteuid() != 0:
+        pytest.skip("changing owners needs root")
+    dest = tmp_path / "ssl"
+    old = ca.leaf("mail.example.test")
+    write_pair(dest, old)
+    for name, mode in (("key.pem", key_mode), ("cert.pem", cert_mode)):
+        os.chown(dest / name, *owner)
+        os.chmod(dest / name, mode)
+    fullchain, key = _files(tmp_path, good)
+    certsync_mod.install(fullchain, key, str(dest))
+    keys = [old.key_pem(), good.key_pem()]
+    assert sorted(p.name for p in _key_files(dest, keys)) == ["key.pem", "key.pem.certsync-prev"]
+    for path in _key_files(dest, keys):
+        st = path.stat()
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o600, *owner), path.name
+        assert st.st_nlink == 1, f"{path.name} is a hard link"
+    for name in ("cert.pem", "cert.pem.certsync-prev"):
+        st = (dest / name).stat()
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o644, *owner), name
+    certsync_mod.rollback(str(dest))
+    for path in _key_files(dest, keys):
+        assert path.stat().st_mode & 0o777 == 0o600, path.name
+    assert [p.name for p in dest.iterdir() if ".certsync-" in p.name and p.name[0] == "."] == []
+
+
 def test_install_keeps_the_owner(tmp_path, ca, good):
     dest = tmp_path / "ssl"
     write_pair(dest, ca.leaf("mail.example.test"))
