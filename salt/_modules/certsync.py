@@ -46,6 +46,13 @@ try:
 except ImportError:
     HAS_CRYPTOGRAPHY = False
 
+try:  # the parser certbot reads its renewal files with
+    import configobj
+
+    HAS_CONFIGOBJ = True
+except ImportError:
+    HAS_CONFIGOBJ = False
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync"
@@ -94,9 +101,11 @@ def _shown(text, limit=300):
     return escaped if len(escaped) <= limit else escaped[:limit] + "..."
 
 
-def _read_file(path, follow=True):
+def _read_file(path, follow=True, limit=None, what="a PEM file"):
     """Read a regular file (through symlinks unless ``follow`` is False), capped at
-    MAX_PEM_BYTES."""
+    ``limit`` bytes (MAX_PEM_BYTES); a special file (a FIFO, a device) is refused
+    before anything is read from it."""
+    limit = limit or MAX_PEM_BYTES
     shown = _shown(path)
     flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
@@ -119,13 +128,11 @@ def _read_file(path, follow=True):
         raise CommandExecutionError(f"{shown}: not a regular file")
     with os.fdopen(fd, "rb") as handle:
         try:
-            data = handle.read(MAX_PEM_BYTES + 1)
+            data = handle.read(limit + 1)
         except OSError as exc:
             raise CommandExecutionError(f"{shown}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_PEM_BYTES:
-        raise CommandExecutionError(
-            f"{shown}: larger than {MAX_PEM_BYTES} bytes, too large for a PEM file"
-        )
+    if len(data) > limit:
+        raise CommandExecutionError(f"{shown}: larger than {limit} bytes, too large for {what}")
     return data
 
 
@@ -1273,8 +1280,12 @@ def sni_inventory(dest):
 #: The largest renewal file certsync reads; certbot writes about 1 KiB.
 MAX_RENEWAL_BYTES = 64 * 1024
 _LINEAGE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,200}")
-_RENEWAL_KEY = re.compile(r"^(\s*)([A-Za-z0-9_.-]+)(\s*=\s*)(.*?)\s*$")
 _RENEWAL_SECTION = re.compile(r"^\s*(\[+)\s*([^\[\]]+?)\s*(\]+)\s*(#.*)?$")
+_REUSE_KEY_LINE = re.compile(r"""^(\s*)(["']?)reuse_key\2\s*=""")
+#: The renewal parameters certbot restores as booleans and integers before it renews
+#: (certbot/_internal/renewal.py); a value that does not parse makes it skip the file.
+CERTBOT_BOOLS = ("must_staple", "allow_subset_of_names", "reuse_key", "autorenew")
+CERTBOT_INTS = ("rsa_key_size", "http01_port")
 #: Where certbot points a lineage's files, relative to its config dir.
 _LINEAGE_PATHS = {
     "archive_dir": ("archive", "{}"),
@@ -1299,71 +1310,80 @@ def _renewal_location(lineage_dir):
 
 
 def _read_renewal(path, lineage):
-    """The renewal file's lines, parsed; raise when missing, malformed or foreign."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_RENEWAL_BYTES + 1)
-    except FileNotFoundError:
+    """The renewal file's text and certbot's reading of it (:py:func:`_certbot_reading`);
+    raise when it is missing, no regular file, too large, or not this lineage's."""
+    if not os.path.lexists(path):
         raise CommandExecutionError(
             f"{path}: no such file: certbot keeps no renewal configuration for {lineage}"
-        ) from None
-    except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_RENEWAL_BYTES:
-        raise CommandExecutionError(f"{path}: larger than {MAX_RENEWAL_BYTES} bytes")
+        )
+    data = _read_file(path, limit=MAX_RENEWAL_BYTES, what="a renewal file")
     try:
-        lines = data.decode("utf-8").splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandExecutionError(f"{path}: not UTF-8 text, not a renewal file") from None
-    parsed = _parse_renewal(lines, path)
-    _check_lineage_paths(parsed["top"], path, lineage)
-    return lines, parsed
+    reading = _certbot_reading(text, path)
+    _check_lineage_paths(reading, path, lineage)
+    return text, reading
 
 
-def _parse_renewal(lines, path):
-    """
-    The top-level keys, the keys directly under ``[renewalparams]`` and where
-    that section starts and ``reuse_key`` stands (ConfigObj's layout: a
-    ``[[sub]]`` section holds every key up to the next section line).
-    """
-    parsed = {"top": {}, "params": {}, "params_line": None, "reuse_line": None}
-    section = ()
-    for number, line in enumerate(lines):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        header = _RENEWAL_SECTION.match(line)
-        if header:
-            depth = len(header.group(1))
-            if depth != len(header.group(3)) or depth > len(section) + 1:
-                raise CommandExecutionError(f"{path}: line {number + 1}: malformed section line")
-            section = (*section[: depth - 1], header.group(2))
-            if section == ("renewalparams",):
-                parsed["params_line"] = number
-            continue
-        pair = _RENEWAL_KEY.match(line)
-        if not pair:
-            raise CommandExecutionError(
-                f"{path}: line {number + 1}: neither 'key = value' nor a section, "
-                "not a certbot renewal file"
-            )
-        if not section:
-            parsed["top"][pair.group(2)] = pair.group(4)
-        elif section == ("renewalparams",):
-            parsed["params"][pair.group(2)] = pair.group(4)
-            if pair.group(2) == "reuse_key":
-                parsed["reuse_line"] = number
-    if parsed["params_line"] is None:
-        raise CommandExecutionError(f"{path}: no [renewalparams] section, not a renewal file")
-    return parsed
+def _refused(path, why):
+    return CommandExecutionError(
+        f"{path}: certbot refuses this renewal file ({why}): it skips the lineage, which "
+        "does not renew until the file is fixed"
+    )
 
 
-def _check_lineage_paths(top, path, lineage):
+def _certbot_reading(text, path):
+    """The renewal file as certbot reads it: ConfigObj with certbot's options, then the
+    checks certbot makes before it renews (``[renewalparams]``, an ``authenticator``, and
+    True or False for its booleans, a number for its integers). What certbot refuses
+    is a CommandExecutionError naming the line or the value."""
+    if not HAS_CONFIGOBJ:
+        raise CommandExecutionError(
+            "reading certbot's renewal file needs configobj, the parser certbot uses "
+            "(salt-pip install configobj)"
+        )
+    try:
+        reading = configobj.ConfigObj(text.splitlines(), encoding="utf-8", default_encoding="utf-8")
+        params = reading.get("renewalparams")
+        if not isinstance(params, configobj.Section):
+            raise CommandExecutionError(f"{path}: no [renewalparams] section, not a renewal file")
+        if "authenticator" not in params:
+            raise _refused(path, "[renewalparams] names no authenticator")
+        for name in CERTBOT_BOOLS:
+            value = params.get(name)
+            if name in params and not (
+                isinstance(value, str) and value.lower() in ("true", "false")
+            ):
+                raise _refused(path, f"{name} = {_quoted(value)}: certbot wants True or False")
+        for name in CERTBOT_INTS:
+            if name in params and not _is_int(params.get(name)):
+                raise _refused(path, f"{name} = {_quoted(params.get(name))}: not a number")
+        reading.dict()  # every value interpolated, as certbot's reads do
+    except configobj.ConfigObjError as exc:  # duplicates, bad lines, interpolation
+        raise _refused(path, str(exc).rstrip(".")) from None
+    return reading
+
+
+def _is_int(value):
+    try:
+        int(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _reuse_key(reading):
+    """Whether certbot renew keeps the key, by certbot's own rule (``value.lower()``)."""
+    return str(reading["renewalparams"].get("reuse_key", "False")).lower() == "true"
+
+
+def _check_lineage_paths(reading, path, lineage):
     """The file must point at this lineage, by its relative layout (NPM's paths are
     the container's /etc/letsencrypt/..., not the minion's)."""
     for key, parts in _LINEAGE_PATHS.items():
-        value = top.get(key)
-        if not value:
+        value = reading.get(key)
+        if not isinstance(value, str) or not value:
             raise CommandExecutionError(f"{path}: no {key!r} line, not a certbot renewal file")
         tail = [part.format(lineage) for part in parts]
         if os.path.normpath(value).split(os.sep)[-len(tail) :] != tail:
@@ -1376,10 +1396,6 @@ def _check_lineage_paths(top, path, lineage):
 def _quoted(text):
     """Untrusted text for a message: one line, bounded, control characters escaped."""
     return repr(str(text)[:200])
-
-
-def _is_true(value):
-    return str(value).strip().lower() in ("true", "yes", "on", "1")
 
 
 def renewal(lineage_dir):
@@ -1406,9 +1422,9 @@ def renewal(lineage_dir):
         salt npm-host certsync.renewal /etc/nginx/letsencrypt/live/npm-5
     """
     _, lineage, path = _renewal_location(lineage_dir)
-    _, parsed = _read_renewal(path, lineage)
-    params = parsed["params"]
-    reuse = _is_true(params.get("reuse_key", "False"))
+    _, reading = _read_renewal(path, lineage)
+    params = reading["renewalparams"]
+    reuse = _reuse_key(reading)
     ret = {
         "lineage": lineage,
         "renewal_file": path,
@@ -1438,6 +1454,39 @@ def renewal(lineage_dir):
     return ret
 
 
+def _with_reuse_key(text, reading, path):
+    """``text`` with ``reuse_key = True`` under ``[renewalparams]``: its ``reuse_key``
+    line's value replaced (indent and inline comment kept), or a line added right
+    after the section line; every other line as it was. The result is read again as
+    certbot reads it: anything but the same file with reuse_key True is refused."""
+    lines = text.splitlines()
+    section, params_line, reuse_line = (), None, None
+    for number, line in enumerate(lines):
+        header = _RENEWAL_SECTION.match(line)
+        if header:
+            section = (*section[: len(header.group(1)) - 1], header.group(2))
+            params_line = number if section == ("renewalparams",) else params_line
+        elif section == ("renewalparams",) and _REUSE_KEY_LINE.match(line):
+            reuse_line = number
+    if reuse_line is not None:
+        comment = reading["renewalparams"].inline_comments.get("reuse_key") or ""
+        indent = _REUSE_KEY_LINE.match(lines[reuse_line]).group(1)
+        lines[reuse_line] = f"{indent}reuse_key = True" + (f"  {comment}" if comment else "")
+    elif params_line is not None:
+        lines.insert(params_line + 1, "reuse_key = True")
+    edited = "\n".join(lines) + "\n"
+    again = _certbot_reading(edited, path)
+    before, after = reading.dict(), again.dict()
+    before["renewalparams"].pop("reuse_key", None)
+    after["renewalparams"].pop("reuse_key", None)
+    if not _reuse_key(again) or before != after:
+        raise CommandExecutionError(
+            f"{path}: cannot set reuse_key = True by editing one line of this file; nothing "
+            "written: set it under [renewalparams] by hand"
+        )
+    return edited
+
+
 def set_reuse_key(lineage_dir, test=False):
     """
     Make certbot keep a lineage's key across renewals: ``reuse_key = True``
@@ -1452,23 +1501,18 @@ def set_reuse_key(lineage_dir, test=False):
         salt npm-host certsync.set_reuse_key /etc/nginx/letsencrypt/live/npm-5
     """
     _, lineage, path = _renewal_location(lineage_dir)
-    lines, parsed = _read_renewal(path, lineage)
+    text, reading = _read_renewal(path, lineage)
     ret = {"changed": False, "renewal_file": path, "lineage": lineage}
-    if _is_true(parsed["params"].get("reuse_key", "False")):
+    if _reuse_key(reading):
         return ret
-    if parsed["reuse_line"] is not None:
-        number = parsed["reuse_line"]
-        indent = _RENEWAL_KEY.match(lines[number]).group(1)
-        lines[number] = f"{indent}reuse_key = True"
-    else:
-        lines.insert(parsed["params_line"] + 1, "reuse_key = True")
+    edited = _with_reuse_key(text, reading, path)
     if not test:
         st = os.stat(path)
         try:
             temp = __utils__["certsync_util.write_temp"](
                 os.path.dirname(path),
                 os.path.basename(path),
-                ("\n".join(lines) + "\n").encode("utf-8"),
+                edited.encode("utf-8"),
                 stat.S_IMODE(st.st_mode),
                 (st.st_uid, st.st_gid),
             )

@@ -393,7 +393,8 @@ def _pins_source_key(row, source_fp):
 
 
 def _source_row(view, pinned):
-    """The source's certificate and renewal; False when its next renewal breaks a pinned key."""
+    """The source's certificate and renewal; False when certbot will not renew it (its
+    renewal file refused or missing) or its next renewal breaks a pinned key."""
     renewal = view.get("renewal") or {}
     row = {
         "fingerprint": view.get("fingerprint"),
@@ -404,6 +405,9 @@ def _source_row(view, pinned):
     }
     if not view:
         row["error"] = "the source did not answer"
+    elif renewal.get("error"):  # e.g. a renewal file certbot refuses: no renewal at all
+        row["result"] = False
+        row["error"] = f"certbot's renewal of this lineage: {renewal['error']}"
     elif pinned and renewal.get("next_renewal_keeps_key") is not True:
         row["result"] = False
         row["error"] = (

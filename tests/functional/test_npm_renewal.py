@@ -97,8 +97,11 @@ def test_a_reissue_from_npms_ui_still_changes_the_key(salt_call, npm_certbot, li
         (lambda text: None, "no such file: certbot keeps no renewal configuration for npm-5"),
         (lambda text: "\xff\xfe".encode("latin-1"), "not UTF-8 text"),
         (lambda text: text.replace("[renewalparams]", "[other]"), "no [renewalparams] section"),
-        (lambda text: text + "just words\n", "neither 'key = value' nor a section"),
-        (lambda text: text.replace("[[webroot_map]]", "[[webroot_map]"), "malformed section"),
+        (lambda text: text + "just words\n", "matched as neither section nor keyword"),
+        (
+            lambda text: text.replace("[[webroot_map]]", "[[webroot_map]"),
+            "certbot refuses this renewal file (Cannot compute the section depth at line",
+        ),
         (
             lambda text: text.replace("live/npm-5/cert.pem", "live/npm-6/cert.pem"),
             "belongs to another lineage (want .../live/npm-5/cert.pem)",
@@ -171,3 +174,17 @@ def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_cer
 def test_publish_source_refuses_a_place_it_cannot_use(salt_call, where, message):
     ret = salt_call("certsync_mine.publish_source", HOST, '["mailcow"]', *where)
     assert ret.returncode != 0 and message in ret.stdout + ret.stderr, ret
+
+
+def test_a_fifo_in_place_of_the_renewal_file_is_refused_at_once(salt_call, npm_certbot, lineage):
+    """A plain open() of a FIFO waits for a writer forever: the read is refused before."""
+    conf = npm_certbot.renewal_conf(5)
+    conf.unlink()
+    os.mkfifo(conf)
+    described = salt_call("certsync.renewal", str(lineage))
+    assert described.returncode != 0
+    assert f"{conf}: not a regular file" in described.stderr + str(described.data)
+    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    assert (code != 0, ret["result"]) == (True, False)
+    assert f"{conf}: not a regular file" in ret["comment"]
+    assert stat.S_ISFIFO(os.lstat(conf).st_mode)

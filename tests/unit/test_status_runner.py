@@ -92,3 +92,14 @@ def test_a_consumer_whose_mail_does_not_leave_fails_the_fleet(run, relay_ok):
     ret = run(views)
     assert ret["consumers"]["mailcow"]["relay"]["ok"] is relay_ok
     assert (ret["result"], ret["consumers"]["mailcow"]["agree"]) == (relay_ok, relay_ok)
+
+
+def test_a_renewal_file_certbot_refuses_fails_the_source_row(run):
+    """certbot skips the lineage, so it never renews: with DANE or without."""
+    views = _views(keeps_key=True, tlsa_records=None)
+    refused = "/etc/nginx/letsencrypt/renewal/npm-5.conf: certbot refuses this renewal file (x)"
+    views["npm"]["renewal"] = {"error": refused}
+    ret = run(views)
+    assert (ret["result"], ret["retcode"]) == (False, 1)
+    assert ret["sources"]["npm"]["result"] is False
+    assert ret["sources"]["npm"]["error"] == f"certbot's renewal of this lineage: {refused}"
