@@ -44,4 +44,4 @@ certsync_beacon = load_loader_module("beacons", "certsync")
 mine_mod = load_loader_module("modules", "certsync_mine")
 
 #: The modules that call ``__utils__``: a loader mock empties it unless told otherwise.
-UTILS_USERS = (certsync_mod, tlsprobe_mod, monitor_mod)
+UTILS_USERS = (certsync_mod, tlsprobe_mod, monitor_mod, mailcow_mod, mine_mod, certsync_state)

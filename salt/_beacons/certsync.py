@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 
 import salt.utils.atomicfile
@@ -52,6 +53,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds a mismatch must last before it is an alert (a renewal converges in seconds).
 DEFAULT_GRACE = 600
+#: A DNS host name (it also names the beacon's record file in the cachedir).
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z"
+)
 
 __virtualname__ = "certsync"
 
@@ -81,10 +87,16 @@ def validate(config):
         if cfg.get("textfile") and not str(cfg["textfile"]).endswith(".prom"):
             return False, "certsync beacon: textfile must be a *.prom file"
         return True, "Valid beacon configuration"
-    if not cfg.get("hostname"):
+    hostname = cfg.get("hostname")
+    if not hostname:
         return False, "certsync beacon: hostname is required"
+    if not isinstance(hostname, str) or not _HOSTNAME.match(hostname):
+        return False, f"certsync beacon: hostname {hostname!r} is not a DNS host name"
     if bool(cfg.get("source")) == bool(cfg.get("live_dir")):
         return False, "certsync beacon: give exactly one of source and live_dir"
+    where = cfg.get("source") or cfg.get("live_dir")
+    if not isinstance(where, str) or not os.path.isabs(where):
+        return False, f"certsync beacon: source or live_dir must be an absolute path, not {where!r}"
     return True, "Valid beacon configuration"
 
 
@@ -199,6 +211,9 @@ def beacon(config):
     cfg = _config(config)
     if "alert_days" in cfg:
         return _alerts(cfg)
+    valid, why = validate(config)
+    if not valid:  # Salt validates first; the record's file name depends on it
+        return [{"tag": "error", "error": why}]
     seen = __context__.setdefault("certsync.beacon", {})
     signature = _signature(cfg)
     if seen.get(cfg["hostname"]) == signature:

@@ -360,7 +360,7 @@ def is_dns_name(name, wildcard=False):
     return (
         len(labels) >= 2
         and all(_LABEL.fullmatch(label) for label in labels)
-        and not labels[-1].isdigit()
+        and not re.fullmatch(r"[0-9]+", labels[-1])
     )
 
 
@@ -759,6 +759,7 @@ def validate(fullchain, key, hostname, min_days=7, ca_file=None):
             fingerprint=_fingerprint(leaf),
             spki_sha256=__utils__["certsync_util.spki_sha256"](leaf.public_key()),
             sans=_dns_sans(leaf),
+            not_before=_iso(leaf.not_valid_before_utc),
             not_after=_iso(leaf.not_valid_after_utc),
             days_left=_days_left(leaf, _now()),
             chain_length=len(certs),
@@ -999,6 +1000,7 @@ def deployed_info(dest):
     return {
         "fingerprint": _fingerprint(leaf),
         "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
+        "not_before": _iso(leaf.not_valid_before_utc),
         "not_after": _iso(leaf.not_valid_after_utc),
         "days_left": _days_left(leaf, _now()),
         "sans": _dns_sans(leaf),
@@ -1176,10 +1178,7 @@ def _domains(directory):
     if not os.path.isfile(path) or os.path.islink(path):
         return None
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_DOMAINS_BYTES + 1)
-        if len(data) > MAX_DOMAINS_BYTES:
-            raise CommandExecutionError(f"{path}: larger than {MAX_DOMAINS_BYTES} bytes")
+        data = __utils__["certsync_util.read_regular"](path, MAX_DOMAINS_BYTES, follow=False)
         return [name.lower() for name in data.decode("utf-8").split()]
     except UnicodeDecodeError:
         raise CommandExecutionError(f"{path}: not UTF-8 text") from None

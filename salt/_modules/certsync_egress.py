@@ -18,6 +18,7 @@ it through (chain ``output`` of table ``inet filter``, as the formula's
 ``certsync.egress`` state manages it).
 """
 
+import re
 import smtplib
 import socket
 import ssl
@@ -31,6 +32,8 @@ CLIENT_NAME = "certsync-egress.invalid"
 
 
 def __virtual__():
+    if "certsync_util.seconds" not in __utils__:
+        return (False, "certsync_egress needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -38,19 +41,14 @@ def _host_port(value, name):
     text = str(value or "").strip()
     host, _, port = text.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in host:
+    ascii_port = re.fullmatch(r"[0-9]{1,5}", port)
+    if not host or not ascii_port or not 0 < int(port) < 65536 or " " in host:
         raise SaltInvocationError(f"{name} must be 'host:port', not {value!r}")
     return host, int(port)
 
 
 def _timeout(value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"timeout must be a number, not {value!r}") from None
-    if not 0 < value <= 60:
-        raise SaltInvocationError(f"timeout must be between 0 and 60 seconds, not {value}")
-    return value
+    return __utils__["certsync_util.seconds"](value, "timeout", 60)
 
 
 def _addresses(host, port, given):

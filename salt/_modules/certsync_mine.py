@@ -47,6 +47,8 @@ _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 def __virtual__():
     if "certsync.seal_payload" not in __salt__:
         return (False, "certsync_mine needs the certsync execution module")
+    if "certsync_util.read_regular" not in __utils__:
+        return (False, "certsync_mine needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -156,11 +158,7 @@ def _publication_digest(fingerprint, recipients):
 
 
 def _read_record(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle).get("digest")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return (__utils__["certsync_util.read_json_record"](path) or {}).get("digest")
 
 
 def publish(fullchain, key, consumers, hostname=None, force=False, test=False):

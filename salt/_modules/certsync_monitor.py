@@ -96,20 +96,16 @@ def last_deploy(dest):
 
         salt mailcow-host certsync_monitor.last_deploy /opt/mailcow-dockerized/data/assets/ssl
     """
-    try:
-        with open(_record_path(dest), encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return __utils__["certsync_util.read_json_record"](_record_path(dest))
 
 
-def record_deploy(dest, result, installed=False, summary="", dane_pending=None):
+def record_deploy(dest, result, installed=False, summary="", dane_pending=None, certificate=None):
     """
     Note the result of a ``certsync.deployed`` run for ``dest`` (the state
     calls this; ``summary`` is its comment's first line, never key material;
     ``dane_pending`` the TLSA record the DANE gate waits for, when it held
-    the deploy).
+    the deploy; ``certificate`` the ``fingerprint`` and ``not_before`` of the
+    certificate it installed, kept until the next install).
 
     CLI Example:
 
@@ -128,11 +124,19 @@ def record_deploy(dest, result, installed=False, summary="", dane_pending=None):
         "last_success": now if result else previous.get("last_success"),
         "last_install": now if result and installed else previous.get("last_install"),
         "dane_pending": str(dane_pending)[:300] if dane_pending and not result else None,
+        "certificate": _installed(certificate) if installed else previous.get("certificate"),
     }
     path = _record_path(dest)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     __utils__["certsync_util.replace_file"](path, json.dumps(record).encode(), 0o600)
     return record
+
+
+def _installed(certificate):
+    """The fingerprint and issue time of the certificate a deploy installed (what keeps
+    an older publication from replacing it)."""
+    certificate = certificate if isinstance(certificate, dict) else {}
+    return {key: str(certificate.get(key) or "")[:64] for key in ("fingerprint", "not_before")}
 
 
 def _epoch(iso):

@@ -22,6 +22,7 @@ import email.message
 import email.utils
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -78,7 +79,11 @@ PORT_KEYS = {
 }
 _UNSPECIFIED = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 (bind addresses, not a listener)
 _CONF_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-_CONF_VALUE = re.compile(r"^[A-Za-z0-9_.,:/@+-]*$")
+_CONF_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A port number as mailcow.conf and postfix write one: ASCII digits only.
+_PORT = re.compile(r"[0-9]{1,5}")
+_HOST = re.compile(r"[a-z0-9.-]+")
+_CONF_VALUE = re.compile(r"[A-Za-z0-9_.,:/@+-]*")
 MAX_CONF_BYTES = 256 * 1024
 OUTPUT_TAIL = 2000
 
@@ -86,6 +91,8 @@ OUTPUT_TAIL = 2000
 def __virtual__():
     if not HAS_DOCKER:
         return (False, "the mailcow module needs the docker Python package (Docker SDK)")
+    if "certsync_util.read_regular" not in __utils__:
+        return (False, "mailcow needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -101,16 +108,13 @@ def _conf_path(path):
 def _read_conf(path):
     conf = _conf_path(path)
     try:
-        with open(conf, "rb") as handle:
-            data = handle.read(MAX_CONF_BYTES + 1)
+        data = __utils__["certsync_util.read_regular"](conf, MAX_CONF_BYTES)
     except FileNotFoundError:
         raise CommandExecutionError(
             f"{conf}: no such file (is {path} a mailcow checkout?)"
         ) from None
     except OSError as exc:
         raise CommandExecutionError(f"{conf}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_CONF_BYTES:
-        raise CommandExecutionError(f"{conf}: larger than {MAX_CONF_BYTES} bytes")
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
@@ -155,10 +159,10 @@ def conf_set(key, value, path=DEFAULT_DIR, test=False):
 
         salt mailcow-host mailcow.conf_set SKIP_LETS_ENCRYPT y
     """
-    if not _CONF_LINE.match(f"{key}=x"):
+    if not isinstance(key, str) or not _CONF_KEY.fullmatch(key):
         raise SaltInvocationError(f"{key!r} is not a valid mailcow.conf key")
     value = str(value)
-    if not _CONF_VALUE.match(value):
+    if not _CONF_VALUE.fullmatch(value):
         raise SaltInvocationError(
             f"value {value!r} for {key}: only letters, digits and _.,:/@+- are allowed"
         )
@@ -259,7 +263,7 @@ def endpoints(path=DEFAULT_DIR, protocols=None):
         address, _, port = value.rpartition(":")
         if protocol == "https":
             address = values.get("HTTPS_BIND") or address
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
             raise CommandExecutionError(f"{_conf_path(path)}: {key}={value!r} is not a port")
         address = address.strip("[]")
         found[protocol] = int(port) if address in _UNSPECIFIED else f"{address}:{port}"
@@ -427,13 +431,13 @@ def restart(services=None, path=DEFAULT_DIR, timeout=30):
         salt mailcow-host mailcow.restart services=nginx-mailcow
     """
     services = _services(services)
-    timeout = int(timeout)
+    timeout = __utils__["certsync_util.seconds"](timeout, "timeout", 600)
     found = _find(_client(), project_name(path), services)
     results = {}
     for service in services:
         container = found[service]
         try:
-            container.restart(timeout=min(10, timeout))
+            container.restart(timeout=min(10, math.ceil(timeout)))
         except docker.errors.APIError as exc:
             results[service] = {"ok": False, "error": f"restart of {container.name} failed: {exc}"}
             continue
@@ -674,23 +678,36 @@ RELAY_TEST_TIMEOUT = 120
 CONTAINER_TMP = "/tmp"  # noqa: S108
 #: At most this many log lines are read per call, newest first.
 MAX_LOG_LINES = 100_000
+#: The syslog header postfix writes before its tag ("Nov 26 15:10:54 mail "), then the
+#: tag: any syslog_name (postfix, postfix/submission, mailcow's enforced-tls-smtp for
+#: its smtp_enforced_tls transport), the agent and its pid. Matched at the start of the
+#: line, so text a client put into another line (smtpd's "non-SMTP command from ...:
+#: <what the client sent>") cannot pass for a delivery.
+_SYSLOG = (
+    r"(?:[A-Z][a-z]{2} [ 0-9]?[0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}T\S+)"
+    r" \S+ (?P<syslog>[\w.-]+(?:/[\w.-]+)*)/(?P<agent>[\w.-]+)\[(?P<pid>[0-9]+)\]: "
+)
 #: A delivery attempt: "QID: to=<...>, relay=host[ip]:port, ..., dsn=..., status=... (why)".
 _DELIVERY = re.compile(
-    r"postfix/(?:[\w.-]+/)*(?P<agent>[\w.-]+)\[(?P<pid>\d+)\]: (?P<qid>[0-9A-Za-z]{5,20}): "
-    r"to=<[^>]*>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), (?:conn_use=\d+, )?"
-    r"delay=[\d.]+, delays=[\d./]+, dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
-    r"status=(?P<status>[a-z]+) \((?P<reason>.*)\)$"
+    _SYSLOG + r"(?P<qid>[0-9A-Za-z]{5,20}): "
+    r"to=<[^>]*>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>\S+), (?:conn_use=[0-9]+, )?"
+    r"delay=[0-9.]+, delays=[0-9./]+, dsn=(?P<dsn>[0-9]\.[0-9]{1,3}\.[0-9]{1,3}), "
+    r"status=(?P<status>[a-z]+) \((?P<reason>.*)\)\Z",
+    re.ASCII,
 )
 _TLS = re.compile(
-    r"postfix/(?:[\w.-]+/)*[\w.-]+\[(?P<pid>\d+)\]: (?P<level>Trusted|Untrusted|Verified|Anonymous)"
-    r" TLS connection established to (?P<peer>\S+?):"
+    _SYSLOG + r"(?P<level>Trusted|Untrusted|Verified|Anonymous)"
+    r" TLS connection established to (?P<peer>\S+?):",
+    re.ASCII,
 )
-_RELAY_AT = re.compile(r"^(?P<host>[^\s\[\]]+)\[[^\]]*\]:(?P<port>\d+)$")
-_RELAY_IN_REASON = re.compile(r"(?:connect to|host) (?P<host>[^\s\[\]]+)\[[^\]]*\]:(?P<port>\d+)")
+_RELAY_AT = re.compile(r"(?P<host>[^\s\[\]]+)\[[^\]]*\]:(?P<port>[0-9]{1,5})")
+_RELAY_IN_REASON = re.compile(
+    r"(?:connect to|host) (?P<host>[^\s\[\]]+)\[[^\]]*\]:(?P<port>[0-9]{1,5})"
+)
 _NAME_IN_REASON = re.compile(r"Name service error for name=(?P<host>[^\s]+) ")
 _LOCAL_AGENTS = {"lmtp", "local", "virtual", "pipe", "discard", "error", "retry"}
 _ADDRESS = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~][A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@[A-Za-z0-9.-]+$"
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~][A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@[A-Za-z0-9.-]+"
 )
 #: postfix's reason -> what went wrong, first match wins.
 _PROBLEMS = (
@@ -718,7 +735,7 @@ def _relay_key(relay):
         raise SaltInvocationError(f"relay must be 'host:port', not {relay!r}")
     host, _, port = relay.strip().rpartition(":") if ":" in relay else (relay.strip(), "", "")
     host = host.strip("[]").lower()
-    if not host or (port and not port.isdigit()) or not re.match(r"^[a-z0-9.-]+$", host):
+    if not host or (port and not _PORT.fullmatch(port)) or not _HOST.fullmatch(host):
         raise SaltInvocationError(f"relay must be 'host:port', not {relay!r}")
     return f"{host}:{int(port)}" if port else host
 
@@ -726,10 +743,10 @@ def _relay_key(relay):
 def _attempt(line):
     """One delivery attempt of a log line (docker timestamp first), or None."""
     stamp, _, text = line.partition(" ")
-    match = _DELIVERY.search(text)
+    match = _DELIVERY.match(text)
     if not match:
         return None
-    at = _RELAY_AT.match(match["relay"])
+    at = _RELAY_AT.fullmatch(match["relay"])
     found = at or _RELAY_IN_REASON.search(match["reason"])
     if found:
         relay = f"{found['host'].lower()}:{int(found['port'])}"
@@ -766,7 +783,8 @@ def _log_lines(container, since):
     raw = container.logs(
         stdout=True, stderr=True, timestamps=True, since=int(since), tail=MAX_LOG_LINES
     )
-    return raw.decode("utf-8", "replace").splitlines()
+    # lines end at "\n" alone: splitlines() would also split a reply at U+2028 and the like
+    return raw.decode("utf-8", "replace").rstrip("\n").split("\n")
 
 
 def _postfix(path):
@@ -895,7 +913,7 @@ def relay_status(relay=None, window=RELAY_WINDOW, path=DEFAULT_DIR):
 
 
 def _address(value, name):
-    if not isinstance(value, str) or not _ADDRESS.match(value) or len(value) > 254:
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value) or len(value) > 254:
         raise SaltInvocationError(f"{name} must be a plain mail address, not {value!r}")
     return value
 
@@ -960,7 +978,7 @@ def _tls_level(lines, attempt):
     """postfix's "<level> TLS connection established" by the same smtp process."""
     level = None
     for line in lines:
-        found = _TLS.search(line.partition(" ")[2])
+        found = _TLS.match(line.partition(" ")[2])
         if found and found["pid"] == attempt["pid"]:
             level = found["level"]
         if f": {attempt['qid']}: to=<" in line:

@@ -35,6 +35,7 @@ import contextlib
 import datetime
 import hashlib
 import http.client
+import io
 import ipaddress
 import json
 import os
@@ -86,6 +87,8 @@ except ImportError:
 __virtualname__ = "maildns"
 
 DEFAULT_TIMEOUT = 5
+#: The longest a single lookup or fetch may be given.
+MAX_TIMEOUT = 60
 
 
 def __virtual__():
@@ -102,8 +105,8 @@ def _resolver(nameservers, dns_port, timeout, dnssec):
         resolver.nameservers = _as_list(nameservers, "nameservers")
     else:
         resolver = dns.resolver.Resolver()
-    resolver.port = int(dns_port)
-    resolver.lifetime = resolver.timeout = float(timeout)
+    resolver.port = _port_number(dns_port, "dns_port")
+    resolver.lifetime = resolver.timeout = _seconds(timeout, "timeout", MAX_TIMEOUT)
     if dnssec:
         resolver.use_edns(0, dns.flags.DO, 1232)
         resolver.flags = dns.flags.RD | dns.flags.AD
@@ -309,14 +312,19 @@ def _port_number(value, what):
     return number
 
 
-def _seconds(value, what):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{what} must be a number of seconds, not {value!r}") from None
-    if not 0 < number <= 3600:
-        raise SaltInvocationError(f"{what} must be between 0 and 3600 seconds")
-    return number
+def _seconds(value, what, maximum=3600):
+    return __utils__["certsync_util.seconds"](value, what, maximum)
+
+
+#: What dnspython raises when a server answers badly or not at all: its own errors,
+#: the socket's, EOFError (TCP closed mid-message), ValueError (a malformed message).
+_BROKEN_SERVER = (
+    (dns.exception.DNSException, OSError, EOFError, ValueError) if HAS_DNSPYTHON else ()
+)
+
+
+def _server_error(exc):
+    return str(exc) or f"{type(exc).__name__} (the server closed the connection?)"
 
 
 def _tlsa_rdata(record):
@@ -377,8 +385,10 @@ def tlsa_update(hostname, update, add=None, delete=None, port=25, protocol="tcp"
             f"the update of {name} at {where} failed: the server did not accept TSIG key "
             f"{settings['key'].name} ({type(exc).__name__}: wrong name, secret or algorithm?)"
         ) from None
-    except (dns.exception.DNSException, OSError) as exc:
-        raise CommandExecutionError(f"the update of {name} at {where} failed: {exc}") from None
+    except _BROKEN_SERVER as exc:
+        raise CommandExecutionError(
+            f"the update of {name} at {where} failed: {_server_error(exc)}"
+        ) from None
     rcode = response.rcode()
     if rcode != dns.rcode.NOERROR:
         raise CommandExecutionError(
@@ -428,7 +438,7 @@ def tlsa_servers(
             raise CommandExecutionError(f"the name server {ns} of {zone} has no address")
         for address in addresses:
             servers[f"{ns}/{address}"] = _ask_authoritative(
-                name, address, _port_number(auth_port, "auth_port"), float(timeout)
+                name, address, _port_number(auth_port, "auth_port"), _seconds(timeout, "timeout")
             )
     if not servers:
         raise CommandExecutionError(f"{zone} has no NS records")
@@ -440,8 +450,8 @@ def _ask_authoritative(name, address, port, timeout):
     query.flags &= ~dns.flags.RD
     try:
         response, _ = dns.query.udp_with_fallback(query, address, port=port, timeout=timeout)
-    except (dns.exception.DNSException, OSError) as exc:
-        return {"error": f"no answer from {address}:{port}: {exc}"}
+    except _BROKEN_SERVER as exc:
+        return {"error": f"no answer from {address}:{port}: {_server_error(exc)}"}
     if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         return {"error": f"{address}:{port} answered {dns.rcode.to_text(response.rcode())}"}
     if not response.flags & dns.flags.AA:
@@ -511,12 +521,7 @@ def _rollover_path(hostname, port):
 
 
 def _load_rollover(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return __utils__["certsync_util.read_json_record"](path) or {}
 
 
 def _save_rollover(path, record):
@@ -737,12 +742,14 @@ _TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", re.S)
 
 
 def _row(record, expected, found, ok, why=""):
+    """One audit row; what was found (and why it fails) is the zone's text, escaped."""
+    printable = __utils__["certsync_util.printable"]
     return {
         "record": record,
         "expected": expected,
-        "found": found,
+        "found": printable(found),
         "result": "pass" if ok else "fail",
-        "why": why,
+        "why": printable(why),
     }
 
 
@@ -1201,7 +1208,8 @@ def _dmarc_tags(text, origin):
             raise ValueError(f"{origin}: {tag}= must be r or s")
     if tags.get("sp") and tags["sp"].lower() not in DMARC_POLICIES:
         raise ValueError(f"{origin}: sp= must be one of {', '.join(DMARC_POLICIES)}")
-    if not tags.get("pct", "100").isdigit() or int(tags.get("pct", "100")) > 100:
+    pct = tags.get("pct", "100")
+    if not re.fullmatch(r"[0-9]{1,3}", pct) or int(pct) > 100:
         raise ValueError(f"{origin}: pct= must be 0-100")
     return tags
 
@@ -1336,10 +1344,8 @@ CAA_DOMAINS = {
     "Buypass AS-983163327": "buypass.com",
     "DigiCert Inc": "digicert.com",
 }
-_URI_MAILTO = re.compile(
-    r"^mailto:[^@\s,;!]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}(![0-9]+[kmgt]?)?$", re.I
-)
-_URI_HTTPS = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s,;]*)?$", re.I)
+_URI_MAILTO = re.compile(r"mailto:[^@\s,;!]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}(![0-9]+[kmgt]?)?", re.I)
+_URI_HTTPS = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s,;]*)?", re.I)
 
 
 def _versioned_txt(lk, name, version, record, expected):
@@ -1366,7 +1372,7 @@ def _check_tls_rpt(lk, domain):
     if failed:
         return failed
     uris = [u.strip() for u in tags.get("rua", "").split(",") if u.strip()]
-    bad = [u for u in uris if not (_URI_MAILTO.match(u) or _URI_HTTPS.match(u))]
+    bad = [u for u in uris if not (_URI_MAILTO.fullmatch(u) or _URI_HTTPS.fullmatch(u))]
     why = (
         "no rua=: reports go nowhere"
         if not uris
@@ -1444,7 +1450,7 @@ def _check_caa(lk, hostname, issuer, problem, wildcard=False):
     for rd in records:
         if rd.tag.decode(errors="replace").lower() == "iodef":
             uri = rd.value.decode(errors="replace")
-            ok = bool(_URI_MAILTO.match(uri) or re.match(r"^https?://[^\s]+$", uri))
+            ok = bool(_URI_MAILTO.fullmatch(uri) or re.fullmatch(r"https?://[^\s]+", uri))
             rows.append(
                 _row(
                     f"CAA {name} iodef",
@@ -1462,7 +1468,7 @@ def _check_caa(lk, hostname, issuer, problem, wildcard=False):
 STS_MAX_AGE = 31557600
 STS_MAX_BYTES = 64 * 1024
 STS_MODES = ("enforce", "testing", "none")
-_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_STS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 
 
 def _check_sts_txt(lk, domain):
@@ -1472,14 +1478,24 @@ def _check_sts_txt(lk, domain):
     text, tags, failed = _versioned_txt(lk, name, "STSv1", record, expected)
     if failed:
         return failed
-    ok = bool(_STS_ID.match(tags.get("id", "")))
+    ok = bool(_STS_ID.fullmatch(tags.get("id", "")))
     return _row(record, expected, text, ok, "" if ok else "id= is missing or malformed")
+
+
+#: Room for the status line and headers of a policy response, beside the body.
+STS_HEADER_BYTES = 16 * 1024
 
 
 def _fetch_sts_policy(name, address, port, ca_file, timeout):
     """``(text, None)``, or ``(None, why)``: the policy over HTTPS, certificate verified for
-    ``name``, no redirect followed, text/plain, at most 64 KiB (RFC 8461 3.3)."""
-    context = ssl.create_default_context(cafile=ca_file)
+    ``name``, no redirect followed, text/plain, at most 64 KiB (RFC 8461 3.3), all of it
+    (connect, handshake, response) within ``timeout`` seconds: a server that sends a
+    byte now and then cannot hold the audit longer."""
+    deadline = time.monotonic() + timeout
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        return None, f"ca_file {ca_file}: not a readable PEM bundle ({exc})"
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
@@ -1490,20 +1506,24 @@ def _fetch_sts_policy(name, address, port, ca_file, timeout):
                 f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {name}\r\n"
                 "User-Agent: certsync\r\nConnection: close\r\n\r\n"
             )
+            tls.settimeout(max(deadline - time.monotonic(), 0.001))
             tls.sendall(request.encode())
-            response = http.client.HTTPResponse(tls)
-            response.begin()
-            if response.status != 200:
-                redirect = 300 <= response.status < 400
-                return None, f"HTTP {response.status}" + (
-                    " (a policy is never behind a redirect)" if redirect else ""
-                )
-            kind = response.getheader("Content-Type", "")
-            if not kind.lower().startswith("text/plain"):
-                return None, f"Content-Type {kind!r}, not text/plain"
-            body = response.read(STS_MAX_BYTES + 1)
+            raw = _read_until_closed(tls, deadline, STS_MAX_BYTES + STS_HEADER_BYTES)
+        response = http.client.HTTPResponse(_Received(raw))
+        response.begin()
+        if response.status != 200:
+            redirect = 300 <= response.status < 400
+            return None, f"HTTP {response.status}" + (
+                " (a policy is never behind a redirect)" if redirect else ""
+            )
+        kind = response.getheader("Content-Type", "")
+        if not kind.lower().startswith("text/plain"):
+            return None, f"Content-Type {kind!r}, not text/plain"
+        body = response.read(STS_MAX_BYTES + 1)
     except ssl.SSLCertVerificationError as exc:
         return None, f"the certificate is not verified for {name}: {exc.verify_message}"
+    except TimeoutError:
+        return None, f"HTTPS to {address}:{port}: no whole response within {timeout:g} s"
     except (OSError, http.client.HTTPException) as exc:
         return None, f"HTTPS to {address}:{port} failed: {exc}"
     finally:
@@ -1511,6 +1531,33 @@ def _fetch_sts_policy(name, address, port, ca_file, timeout):
     if len(body) > STS_MAX_BYTES:
         return None, "the policy is larger than 64 KiB"
     return body.decode("utf-8", "replace"), None
+
+
+def _read_until_closed(sock, deadline, limit):
+    """What ``sock`` sends until it closes, at most ``limit`` bytes (then stops reading),
+    by ``deadline`` (time.monotonic()) or TimeoutError."""
+    chunks, size = [], 0
+    while size <= limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+class _Received:
+    """A received HTTP response, handed to http.client as the socket it reads."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def makefile(self, *_args, **_kwargs):
+        return io.BytesIO(self.data)
 
 
 def _parse_sts_policy(text):
@@ -1533,7 +1580,7 @@ def _parse_sts_policy(text):
     if fields.get("mode") not in STS_MODES:
         problems.append(f"mode is {fields.get('mode')!r}, not one of {', '.join(STS_MODES)}")
     age = fields.get("max_age", "")
-    if not age.isdigit() or int(age) > STS_MAX_AGE:
+    if not re.fullmatch(r"[0-9]{1,9}", age) or int(age) > STS_MAX_AGE:
         problems.append(f"max_age {age!r} is not a number of seconds up to {STS_MAX_AGE}")
     if not patterns and fields.get("mode") != "none":
         problems.append("no mx: line")

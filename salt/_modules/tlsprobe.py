@@ -338,13 +338,7 @@ def _address_port(name, given):
 
 
 def _check_timeout(timeout):
-    try:
-        timeout = float(timeout)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"timeout must be a number, not {timeout!r}") from None
-    if not 0 < timeout <= 300:
-        raise SaltInvocationError("timeout must be between 0 and 300 seconds")
-    return timeout
+    return __utils__["certsync_util.seconds"](timeout, "timeout", 300)
 
 
 def fetch(

@@ -14,6 +14,8 @@ JSON and YAML (``--out=json``, ``--out=yaml``) are unchanged.
     salt-run certsync.status --out=certsync_table
 """
 
+import unicodedata
+
 import salt.output
 import salt.utils.color
 
@@ -41,13 +43,26 @@ def _mark(mark, colors):
     return f"{colors[COLORS.get(mark, 'ENDC')]}{text}{colors['ENDC']}"
 
 
+def _printable(text):
+    """Control and format characters (ESC, C1, DEL, bidi overrides) as their escapes:
+    a cell from a DNS record or a log cannot drive the terminal."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in ("Cc", "Cf")
+        else char
+        for char in text
+    )
+
+
 def _short(value, width=FOUND_WIDTH):
     text = " ".join(str(value if value is not None else "").split())
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _table(lines, colors):
-    """``lines``: (mark, first column, second, third); the columns aligned."""
+    """``lines``: (mark, first column, second, third); the columns aligned, every cell
+    escaped (``_printable``)."""
+    lines = [(mark, *(_printable(str(cell)) for cell in cells)) for mark, *cells in lines]
     first = max((len(line[1]) for line in lines), default=0)
     second = max((len(line[2]) for line in lines), default=0)
     return [
@@ -171,5 +186,7 @@ def output(data, **kwargs):
             rendered = [salt.output.out_format({minion: ret}, "nested", __opts__).rstrip()]
             blocks.append("\n".join(rendered))
             continue
-        blocks.append("\n".join([f"{minion}:", *("    " + line for line in rendered)]))
+        blocks.append(
+            "\n".join([f"{_printable(str(minion))}:", *("    " + line for line in rendered)])
+        )
     return "\n".join(blocks)

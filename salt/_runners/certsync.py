@@ -51,7 +51,7 @@ DEPLOY_SETTINGS = (
     "dane",
 )
 #: and those it passes only when they are set.
-DEPLOY_IF_SET = ("reload_commands", "mail_domains")
+DEPLOY_IF_SET = ("reload_commands", "mail_domains", "allow_older")
 #: A minion id as the certsync module accepts one.
 _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 #: The reactor runs its runner calls in threads that share this module's __context__.

@@ -28,7 +28,6 @@ fails saying which endpoint served what. ``changes`` carries fingerprints,
 import contextlib
 import fcntl
 import logging
-import math
 import os
 import tempfile
 import time
@@ -59,6 +58,8 @@ ENDPOINT_SERVICES = {
 def __virtual__():
     if "certsync.validate" not in __salt__:
         return (False, "the certsync execution module is not available")
+    if "certsync_util.seconds" not in __utils__:
+        return (False, "certsync states need salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -303,13 +304,7 @@ def _check_commands(commands):
 
 
 def _seconds(value, what):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{what} must be a number of seconds, not {value!r}") from None
-    if not math.isfinite(number) or not 0 < number <= 3600:
-        raise SaltInvocationError(f"{what} must be between 0 and 3600 seconds, not {value!r}")
-    return number
+    return __utils__["certsync_util.seconds"](value, what, 3600)
 
 
 @contextlib.contextmanager
@@ -499,6 +494,7 @@ def deployed(
     fingerprint=None,
     dane=None,
     mail_domains=None,
+    allow_older=False,
 ):
     """
     Make the certificate pair in ``name`` match the source pair, and make the
@@ -592,6 +588,12 @@ def deployed(
     ports and addresses from it (``SMTP_PORT=IP:PORT`` ...); nothing is
     deployed while acme-mailcow runs without ``SKIP_LETS_ENCRYPT=y``.
 
+    allow_older
+        Deploy the source's certificate even when it was issued before the
+        one certsync installed and serves now. Default: False: an older
+        publication (a master's mine cache restored from a backup) is refused
+        and the newer certificate keeps serving.
+
     Per-name directories (``sni``): mailcow serves ``name/<dir>/`` for the
     names in its ``domains`` file. A directory whose names the certificate
     all covers is kept in step; one it does not cover is left alone and
@@ -615,7 +617,7 @@ def deployed(
             _deploy_lock(name),
             _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair,
         ):
-            ret = _deploy(ret, serving, pair, (min_days, sni, ca_file, dane, hold))
+            ret = _deploy(ret, serving, pair, (min_days, sni, ca_file, dane, hold, allow_older))
         ret["comment"] = "\n".join([ret["comment"], *hold.get("notes", [])])
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret.update(result=False, changes={}, comment=f"Nothing deployed: {exc}")
@@ -634,13 +636,15 @@ def _record_run(name, ret, dane_pending=None):
     """Note the run's result for monitoring (certsync_monitor); a dry run is not a run."""
     if __opts__["test"] or "certsync_monitor.record_deploy" not in __salt__:
         return
+    installed = bool(ret["changes"].get("new"))  # even when a later step failed
     try:
         __salt__["certsync_monitor.record_deploy"](
             name,
             ret["result"],
-            bool(ret["result"] and ret["changes"]),
+            installed,
             ret["comment"],
             dane_pending=dane_pending,
+            certificate=__salt__["certsync.deployed_info"](name) if installed else None,
         )
     except OSError as exc:
         log.warning("certsync: cannot record the result of the run for %s: %s", name, exc)
@@ -649,7 +653,7 @@ def _record_run(name, ret, dane_pending=None):
 def _deploy(ret, serving, pair, options):
     """Validate, plan, install and serve one source pair."""
     fullchain, key, origin = pair
-    min_days, sni, ca_file, dane, hold = options
+    min_days, sni, ca_file, dane, hold, allow_older = options
     name, hostname = ret["name"], serving.hostname
     validation = __salt__["certsync.validate"](
         fullchain, key, hostname, min_days=min_days, ca_file=ca_file
@@ -667,10 +671,14 @@ def _deploy(ret, serving, pair, options):
         ret = _converge_served(ret, serving, validation, origin)
         verified = serving.endpoints and ret["result"] is not False
         return _dane_retire(ret, hostname, dane) if dane and verified else ret
+    old = __salt__["certsync.deployed_info"](name)
+    older = not allow_older and _older_than_served(name, old, validation)
+    if older:
+        ret["comment"] = older
+        return ret
     held = dane and _dane_gate(ret, hostname, fullchain, hold, dane)
     if held:
         return held
-    old = __salt__["certsync.deployed_info"](name)
     ret["changes"] = {
         **ret["changes"],
         "old": _summary(old or {}),
@@ -699,6 +707,26 @@ def _deploy(ret, serving, pair, options):
     if dane:
         ret["comment"] += "\nDANE: no endpoints verified, so no old TLSA record is removed"
     return ret
+
+
+def _older_than_served(name, served, validation):
+    """Why the source's certificate must not replace what is served, or None: certsync
+    installed what is served (its deploy record says so) and the source's certificate
+    was issued before it (an older mine entry, e.g. a restored master cache)."""
+    if not served or "certsync_monitor.last_deploy" not in __salt__:
+        return None
+    installed = (__salt__["certsync_monitor.last_deploy"](name) or {}).get("certificate") or {}
+    if installed.get("fingerprint") != served["fingerprint"]:
+        return None  # not certsync's own (mailcow's, a hand copy): nothing to compare
+    if not validation.get("not_before") or validation["not_before"] >= served["not_before"]:
+        return None
+    return (
+        f"Nothing deployed: the source's certificate {_short(validation['fingerprint'])} was "
+        f"issued {validation['not_before']}, before the one certsync installed and serves "
+        f"({_short(served['fingerprint'])}, issued {served['not_before']}): an older "
+        "publication (a restored master cache?) never replaces a newer certificate. "
+        "To deploy it anyway: allow_older: true"
+    )
 
 
 def _dane_settings(dane):

@@ -11,11 +11,17 @@ pillar of the minion that uses them.
 """
 
 import contextlib
+import errno
 import hashlib
+import json
+import math
 import os
 import secrets
+import stat
+import unicodedata
 
 from cryptography.hazmat.primitives import serialization
+from salt.exceptions import SaltInvocationError
 
 
 def spki_der(public_key):
@@ -33,6 +39,72 @@ def spki_sha256(public_key):
 def same_key(public_key, other):
     """Whether two ``cryptography`` public keys are the same key."""
     return spki_der(public_key) == spki_der(other)
+
+
+def printable(value):
+    """``value`` (a string, or lists and mappings of them) with every control or format
+    character (C0 and C1 controls, ESC, DEL, bidi overrides, zero-width marks) written
+    as its escape (``\\x1b``, ``\\u202e``): text from outside (a DNS record, a log
+    line) cannot move the cursor, retitle the terminal or reorder what it shows."""
+    if isinstance(value, str):
+        return "".join(
+            char.encode("unicode_escape").decode("ascii")
+            if unicodedata.category(char) in ("Cc", "Cf")
+            else char
+            for char in value
+        )
+    if isinstance(value, list):
+        return [printable(item) for item in value]
+    if isinstance(value, dict):
+        return {printable(key): printable(item) for key, item in value.items()}
+    return value
+
+
+def seconds(value, what, maximum):
+    """``value`` as seconds: a finite number above 0 and at most ``maximum``, written
+    in ASCII; anything else (``nan``, ``inf``, ``1e9``, ``abc``, ``²``, a bool) is a
+    SaltInvocationError naming ``what``."""
+    number = None
+    if not isinstance(value, bool) and (not isinstance(value, str) or value.isascii()):
+        with contextlib.suppress(TypeError, ValueError):
+            number = float(value)
+    if number is None:
+        raise SaltInvocationError(f"{what} must be a number of seconds, not {value!r}"[:200])
+    if not (math.isfinite(number) and 0 < number <= maximum):
+        raise SaltInvocationError(
+            f"{what} must be between 0 and {maximum:g} seconds, not {value!r}"[:200]
+        )
+    return number
+
+
+def read_regular(path, limit, follow=True):
+    """At most ``limit`` bytes of the regular file ``path`` (through a symlink unless
+    ``follow`` is False). Opened non-blocking, so a FIFO or a device planted at the
+    path is refused at once (OSError "not a regular file") instead of waiting for a
+    writer; a larger file is an OSError "larger than <limit> bytes"."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags | (0 if follow else os.O_NOFOLLOW))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
+    return data
+
+
+#: The largest JSON record certsync keeps in the cachedir.
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def read_json_record(path):
+    """A JSON object certsync keeps under the cachedir; None when it is missing, no
+    regular file, too large, not JSON or not an object (a record is only a hint)."""
+    try:
+        record = json.loads(read_regular(path, MAX_RECORD_BYTES))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def write_temp(dest, name, data, mode, owner=None):

@@ -26,6 +26,9 @@ certsync-deployed:
 {%- if consumer.mail_domains %}
     - mail_domains: {{ consumer.mail_domains | json }}
 {%- endif %}
+{%- if consumer.allow_older %}
+    - allow_older: {{ consumer.allow_older | json }}
+{%- endif %}
 {%- else %}
 
 certsync-deployed:

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.relay import NAME, PORT
 
 from harness.loader import (
+    UTILS,
     certsync_beacon,
     certsync_mod,
     load_loader_module,
@@ -80,7 +81,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
             },
         },
         certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
-        egress_mod: {"__opts__": opts, "__context__": {}},
+        egress_mod: {"__opts__": opts, "__context__": {}, "__utils__": UTILS},
         certsync_mod: {
             "__opts__": opts,
             "__context__": {},

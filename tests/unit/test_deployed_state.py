@@ -216,6 +216,46 @@ def test_runs_are_recorded_for_monitoring(tmp_path, layout, good):
         assert again["last_install"] == installed["time"] < again["last_success"]
 
 
+def test_an_older_publication_never_replaces_what_certsync_installed(tmp_path, ca, layout):
+    """A restored master cache hands back a genuine, valid, but older entry."""
+    from harness.pki import DAY, NOW
+
+    older = ca.leaf(HOST, not_before=NOW - 20 * DAY)
+    newer = ca.leaf(HOST, not_before=NOW - 1 * DAY)
+    funcs = {
+        "certsync_monitor.record_deploy": monitor_mod.record_deploy,
+        "certsync_monitor.last_deploy": monitor_mod.last_deploy,
+    }
+    opts = {"cachedir": str(tmp_path / "cache")}
+    with (
+        patch.object(monitor_mod, "__opts__", opts, create=True),
+        patch.dict(certsync_state.__salt__, funcs),
+    ):
+        write_pair(layout.source, older, "fullchain.pem", "privkey.pem")
+        # what mailcow served before certsync (issued later than the source's) is no
+        # certsync install: the first deploy goes through
+        assert certsync_state.deployed(layout.dest, HOST, source=layout.source)["result"] is True
+        write_pair(layout.source, newer, "fullchain.pem", "privkey.pem")
+        assert certsync_state.deployed(layout.dest, HOST, source=layout.source)["result"] is True
+        assert monitor_mod.last_deploy(layout.dest)["certificate"]["fingerprint"] == (
+            newer.fingerprint
+        )
+
+        write_pair(layout.source, older, "fullchain.pem", "privkey.pem")
+        before = cases.snapshot(layout.dest)
+        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        assert (ret["result"], ret["changes"]) == (False, {}), ret
+        assert ret["comment"].startswith(
+            f"Nothing deployed: the source's certificate {older.fingerprint[:16]}... was issued"
+        )
+        assert "allow_older: true" in ret["comment"]
+        assert cases.snapshot(layout.dest) == before
+
+        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, allow_older=True)
+        assert ret["result"] is True, ret["comment"]
+        assert ret["changes"]["new"]["fingerprint"] == older.fingerprint
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -6,6 +6,7 @@ from salt.exceptions import SaltInvocationError
 from harness.loader import UTILS, certsync_mod, load_loader_module
 
 maildns_mod = load_loader_module("modules", "maildns")
+REAL_RESOLVER = maildns_mod._resolver
 DOMAIN, HOST = "example.test", "mail.example.test"
 
 
@@ -197,3 +198,149 @@ def test_dane_lookup_has_the_deploys_defaults(dane, expected):
 def test_dane_lookup_names_a_bad_setting(dane, message):
     with pytest.raises(SaltInvocationError, match=message):
         maildns_mod.dane_lookup(dane)
+
+
+class _ClosingServer:
+    """A DNS server on loopback that reads one TCP query and closes without an answer;
+    over UDP it answers every query truncated (TC), so clients retry over TCP."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.port = self.tcp.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        for sock in (self.tcp, self.udp):
+            sock.settimeout(5)
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._tcp, self._udp)]
+        for thread in self.threads:
+            thread.start()
+
+    def _tcp(self):
+        for _ in range(3):  # bounded: a few clients at most
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65535)  # read the query, then close: the client sees EOF
+
+    def _udp(self):
+        import dns.flags
+        import dns.message
+
+        for _ in range(3):
+            try:
+                wire, peer = self.udp.recvfrom(65535)
+            except OSError:
+                return
+            reply = dns.message.make_response(dns.message.from_wire(wire))
+            reply.flags |= dns.flags.TC
+            self.udp.sendto(reply.to_wire(), peer)
+
+    def close(self):
+        self.tcp.close()
+        self.udp.close()
+
+
+@pytest.fixture
+def closing_server():
+    server = _ClosingServer()
+    yield server
+    server.close()
+
+
+def test_a_server_closing_the_update_connection_is_that_servers_failure(closing_server):
+    update = {**UPDATE, "port": closing_server.port, "timeout": 5}
+    with pytest.raises(Exception) as caught:
+        maildns_mod.tlsa_update(HOST, update, add=["3 1 1 " + "ab" * 32])
+    assert type(caught.value).__name__ == "CommandExecutionError", caught.value
+    assert f"at 127.0.0.1:{closing_server.port} failed" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_a_truncated_answer_then_a_closed_connection_is_that_servers_failure(closing_server):
+    import dns.name
+
+    answer = maildns_mod._ask_authoritative(
+        dns.name.from_text(f"_25._tcp.{HOST}"), "127.0.0.1", closing_server.port, 5
+    )
+    assert answer["error"].startswith(f"no answer from 127.0.0.1:{closing_server.port}: ")
+
+
+@pytest.mark.parametrize(
+    "timeout", ["nan", float("nan"), float("inf"), "-inf", 1e9, 0, -1, "abc", "²", "٣", True, None]
+)
+def test_every_dns_timeout_is_bounded(monkeypatch, timeout):
+    """A lookup or an authoritative query never runs on an unbounded or garbage timeout."""
+    import dns.resolver
+
+    monkeypatch.setattr(maildns_mod, "_resolver", REAL_RESOLVER)  # its checks, no lookup
+    monkeypatch.setattr(dns.resolver.Resolver, "resolve", NoDNS.resolve)
+    with pytest.raises(SaltInvocationError, match="timeout must be"):
+        maildns_mod.tlsa_servers(HOST, DOMAIN, timeout=timeout)
+    with pytest.raises(SaltInvocationError, match="timeout must be"):
+        maildns_mod.tlsa(HOST, timeout=timeout)
+    with pytest.raises(SaltInvocationError, match="timeout must be"):
+        maildns_mod.audit(DOMAIN, hostname=HOST, timeout=timeout)
+
+
+def test_a_policy_server_dripping_bytes_is_cut_off_at_the_total_timeout(tmp_path, ca):
+    """One byte every 0.3 s keeps a per-read timeout waiting for ever: the whole fetch
+    has one deadline."""
+    import socket
+    import ssl
+    import threading
+    import time
+
+    from harness.pki import write_pair
+
+    name = "mta-sts.example.test"
+    cert, key = write_pair(tmp_path, ca.leaf(name, sans=[name]), "cert.pem", "key.pem")
+    (tmp_path / "ca.pem").write_bytes(ca.root_pem())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    port = server.getsockname()[1]
+
+    def drip():
+        conn, _ = server.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(4096)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nversion: STSv1\r\n":
+                try:
+                    tls.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    text, why = maildns_mod._fetch_sts_policy(name, "127.0.0.1", port, str(tmp_path / "ca.pem"), 2)
+    elapsed = time.monotonic() - started
+    server.close()
+    assert (text, why) == (None, f"HTTPS to 127.0.0.1:{port}: no whole response within 2 s")
+    assert elapsed < 15, elapsed  # the 75 bytes would take 22 s
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate\n"], ids=["missing", "not-pem"])
+def test_a_bad_ca_file_is_a_failed_row_not_a_traceback(tmp_path, content):
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
+    text, why = maildns_mod._fetch_sts_policy("mta-sts.example.test", "127.0.0.1", 9, str(path), 2)
+    assert text is None and why.startswith(f"ca_file {path}: not a readable PEM bundle")
+
+
+@pytest.mark.parametrize(
+    "text", ["\x1b]0;t\x07\x1b[2J\x1b[32mPASS", "a\x9bb", "x\u202ey", "\x7f\x00\u200b", "ok\nPASS"]
+)
+def test_what_a_zone_holds_reaches_rows_escaped(text):
+    row = maildns_mod._row("DKIM s1", "a key", [text], False, f"bad key: {text}")
+    for shown in (row["found"][0], row["why"]):
+        assert shown.isprintable(), repr(shown)
+        assert "\\" in shown  # the control character is shown as its escape

@@ -133,3 +133,53 @@ def test_judging_a_sent_attempt():
     assert judge(attempt, "Trusted", "mail.smtp2go.com:2525", True) == (
         "not relayed through mail.smtp2go.com:2525 (went to relay.example.test:2525)"
     )
+
+
+FORGED = (
+    STAMP
+    + "postfix/smtpd[77]: warning: non-SMTP command from unknown[198.51.100.9]: "
+    + SENT.removeprefix(STAMP.split(" ", 1)[0] + " ")
+)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        FORGED,  # a client's text inside smtpd's warning
+        STAMP + "postfix/smtpd[77]: NOQUEUE: reject: " + SENT.split("postfix/smtp[132]: ")[1],
+        SENT.replace("mail postfix/smtp", "mail x postfix/smtp"),  # not at the header's place
+        SENT.replace("[132]", "[1²]"),  # a pid in other digits than ASCII
+        SENT + "\ntrailing",
+    ],
+    ids=["non-smtp-command", "other-tag-text", "shifted", "unicode-digit", "two-lines"],
+)
+def test_a_delivery_is_a_line_postfix_wrote_at_its_start(line):
+    assert mailcow_mod._attempt(line) is None
+
+
+def test_mailcows_enforced_tls_transport_is_counted():
+    """smtp_enforced_tls logs as enforced-tls-smtp/smtp (master.cf's syslog_name)."""
+    line = SENT.replace("postfix/smtp[132]", "enforced-tls-smtp/smtp[132]")
+    attempt = mailcow_mod._attempt(line)
+    assert (attempt["agent"], attempt["relay"], attempt["status"]) == (
+        "smtp",
+        "relay.example.test:2525",
+        "sent",
+    )
+    tls = TLS.replace("postfix/smtp[132]", "enforced-tls-smtp/smtp[132]")
+    assert mailcow_mod._tls_level([tls, line], attempt) == "Trusted"
+
+
+class _Logs:
+    def __init__(self, raw):
+        self.raw = raw
+
+    def logs(self, **_):
+        return self.raw
+
+
+def test_log_lines_end_at_a_newline_only():
+    reply = SENT.replace("queued as", "queued\u2028as")
+    lines = mailcow_mod._log_lines(_Logs(f"{TLS}\n{reply}\n".encode()), 0)
+    assert lines == [TLS, reply]
+    assert mailcow_mod._attempt(lines[1])["reason"] == "250 2.0.0 Ok: queued\u2028as 1708318A1AB"

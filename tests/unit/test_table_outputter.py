@@ -61,3 +61,25 @@ def test_a_source_status_and_the_fleet():
 
 def test_anything_else_goes_to_the_nested_outputter():
     assert "True" in table.output({"minion": True})
+
+
+HOSTILE = [
+    "\x1b]0;owned\x07\x1b[2J\x1b[32mPASS",  # retitle, clear the screen, a fake green PASS
+    "v=DKIM1; p=\x9b31m",  # a C1 control sequence introducer
+    "txt\u202egnp.exe",  # a right-to-left override
+    "del\x7f and nul\x00 and\u200b zero-width",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_text_from_a_zone_cannot_drive_the_terminal(text):
+    audit = {
+        "domain": "example.test",
+        "ok": False,
+        "rows": [
+            {"record": "DKIM s1", "expected": "a key", "found": text, "result": "fail", "why": text}
+        ],
+    }
+    shown = table.output({f"mail{text}": audit})
+    assert all(ch == "\n" or ch.isprintable() for ch in shown), repr(shown)
+    assert "\\x1b" in shown or "\\x9b" in shown or "\\u202e" in shown or "\\x7f" in shown
