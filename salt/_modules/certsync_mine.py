@@ -289,7 +289,9 @@ def _checked_entry(entry, source, consumer):
         raise CommandExecutionError(
             f"the mine entry from {source} claims to come from {entry.get('source')!r}"
         )
-    chain_pem, sealed = entry.get("chain_pem"), (entry.get("sealed") or {}).get(consumer)
+    sealed_for = entry.get("sealed")  # untrusted: whatever type the entry holds
+    sealed = sealed_for.get(consumer) if isinstance(sealed_for, dict) else None
+    chain_pem = entry.get("chain_pem")
     if not isinstance(chain_pem, str) or len(chain_pem) > MAX_CHAIN_BYTES:
         raise CommandExecutionError(f"the mine entry from {source} has no usable chain")
     if not isinstance(sealed, str) or len(sealed) > MAX_SEALED_BYTES:

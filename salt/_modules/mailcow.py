@@ -191,21 +191,21 @@ def _replace_key(lines, key, value):
 
 
 def _write_conf(path, lines):
+    """mailcow.conf replaced atomically, its mode and owner kept (a temp file of a name
+    of its own beside it: a leftover from a killed run is never in the way)."""
     conf = _conf_path(path)
-    temp = f"{conf}.certsync-{os.getpid()}"
-    st = os.stat(conf)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.fchown(fd, st.st_uid, st.st_gid)
-        os.fchmod(fd, st.st_mode & 0o7777)
-        os.write(fd, ("\n".join(lines) + "\n").encode("utf-8"))
-        os.fsync(fd)
+        st = os.stat(conf)
+        temp = __utils__["certsync_util.write_temp"](
+            os.path.dirname(conf),
+            os.path.basename(conf),
+            ("\n".join(lines) + "\n").encode("utf-8"),
+            st.st_mode & 0o7777,
+            (st.st_uid, st.st_gid),
+        )
+        os.replace(temp, conf)
     except OSError as exc:
-        os.close(fd)
-        os.unlink(temp)
         raise CommandExecutionError(f"{conf}: cannot write: {exc.strerror}") from None
-    os.close(fd)
-    os.replace(temp, conf)
 
 
 def project_name(path=DEFAULT_DIR):

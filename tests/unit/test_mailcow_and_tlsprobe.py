@@ -90,6 +90,9 @@ def test_endpoints_come_from_mailcow_conf(checkout):
     [
         ("SMTP_PORT=abc", "SMTP_PORT='abc' is not a port"),
         ("IMAP_PORT=1.2.3.4:0", "IMAP_PORT=.1.2.3.4:0. is not a port"),
+        ("SMTP_PORT=2\u00b2", "SMTP_PORT='2\u00b2' is not a port"),  # isdigit() took it
+        ("SMTP_PORT=\u0662\u0665", "SMTP_PORT='\u0662\u0665' is not a port"),  # Arabic 25
+        ("SMTPS_PORT=127.0.0.1:99999", "SMTPS_PORT='127.0.0.1:99999' is not a port"),
     ],
 )
 def test_a_bad_port_in_mailcow_conf_names_the_file(checkout, line, message):
@@ -141,12 +144,25 @@ def test_conf_set_replaces_in_place_and_keeps_the_rest(checkout):
         ("SKIP LETS", "y", "is not a valid mailcow.conf key"),
         ("SKIP_LETS_ENCRYPT", "y\nEVIL=1", "only letters, digits"),
         ("SKIP_LETS_ENCRYPT", "$(reboot)", "only letters, digits"),
+        ("SKIP_LETS_ENCRYPT", "y\n", "only letters, digits"),  # $ matched before a \n
+        ("SKIP_LETS_ENCRYPT", " y", "only letters, digits"),
+        ("SKIP_LETS_ENCRYPT\n", "y", "is not a valid mailcow.conf key"),
+        (" SKIP_LETS_ENCRYPT", "y", "is not a valid mailcow.conf key"),
+        ("SKIP_LETS_ENCRYPT=x", "y", "is not a valid mailcow.conf key"),
+        (7, "y", "is not a valid mailcow.conf key"),
     ],
 )
 def test_conf_set_refuses_hostile_input(checkout, key, value, message):
     with pytest.raises(SaltInvocationError, match=message):
         mailcow_mod.conf_set(key, value, str(checkout))
     assert (checkout / "mailcow.conf").read_text() == CONF
+
+
+def test_a_leftover_temp_file_of_a_killed_run_is_not_in_the_way(checkout):
+    for name in (f"mailcow.conf.certsync-{os.getpid()}", f".mailcow.conf.certsync-{os.getpid()}"):
+        (checkout / name).write_text("left by a killed run\n")
+    assert mailcow_mod.conf_set("SKIP_LETS_ENCRYPT", "y", str(checkout))["changed"] is True
+    assert "SKIP_LETS_ENCRYPT=y" in (checkout / "mailcow.conf").read_text()
 
 
 def test_conf_missing_names_the_file(tmp_path):

@@ -117,7 +117,7 @@ def test_relay_keys(relay, key):
     assert mailcow_mod._relay_key(relay) == key
 
 
-@pytest.mark.parametrize("relay", ["", "host:port", "a b:25", ":25", 25])
+@pytest.mark.parametrize("relay", ["", "host:port", "a b:25", ":25", 25, "host:\u00b2"])
 def test_bad_relays_are_refused(relay):
     with pytest.raises(SaltInvocationError, match="relay must be 'host:port'"):
         mailcow_mod._relay_key(relay)
@@ -183,3 +183,21 @@ def test_log_lines_end_at_a_newline_only():
     lines = mailcow_mod._log_lines(_Logs(f"{TLS}\n{reply}\n".encode()), 0)
     assert lines == [TLS, reply]
     assert mailcow_mod._attempt(lines[1])["reason"] == "250 2.0.0 Ok: queued\u2028as 1708318A1AB"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "victim@example.net\n",  # $ matched before it: the header block ended early
+        "victim@example.net\nBcc: x@example.org",
+        "victim@example.net\r",
+        " victim@example.net",
+        "victim@exa mple.net",
+        "<victim@example.net>",
+        "a" * 250 + "@example.net",
+        ["victim@example.net"],
+    ],
+)
+def test_a_test_message_goes_to_a_plain_address_only(address):
+    with pytest.raises(SaltInvocationError, match="must be a plain mail address"):
+        mailcow_mod._address(address, "to")

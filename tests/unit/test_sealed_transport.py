@@ -201,6 +201,13 @@ def test_a_blob_rebound_to_another_certificate_does_not_open(tmp_path, ca, publi
         ({"source": "elsewhere"}, "claims to come from 'elsewhere'"),
         ({"chain_pem": "x" * 300_000}, "has no usable chain"),
         ({"sealed": {}}, "holds no key sealed for mailcow"),
+        ({"sealed": ["mailcow"]}, "holds no key sealed for mailcow"),
+        ({"sealed": "mailcow"}, "holds no key sealed for mailcow"),
+        ({"sealed": True}, "holds no key sealed for mailcow"),
+        ({"sealed": 7}, "holds no key sealed for mailcow"),
+        ({"sealed": {CONSUMER: ["x"]}}, "holds no key sealed for mailcow"),
+        ({"fingerprint": "ab" * 32 + "\n"}, "has no valid fingerprint"),
+        ({"chain_pem": ["-----BEGIN CERTIFICATE-----"]}, "has no usable chain"),
         ({"sealed": {CONSUMER: "!!not base64!!"}}, "does not open for mailcow"),
     ],
 )
