@@ -1023,21 +1023,46 @@ def _fsync_dir(dest):
         os.close(fd)
 
 
+#: What a killed run can leave in a destination: the temp files of write_temp
+#: (``.cert.pem.certsync-<pid>-<hex>``, ``.key.pem.certsync-prev.certsync-...``).
+_STALE_TEMP = re.compile(r"\.(cert|key)\.pem(\.certsync-prev)?\.certsync-[0-9]+-[0-9a-f]+")
+
+
+def _remove_stale_temps(dest):
+    """Remove the temp files of runs that were killed. Called under the destination's
+    lock, so no other run is writing any."""
+    for name in os.listdir(dest):
+        if _STALE_TEMP.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dest, name))
+
+
 def _keep_previous(dest):
     """Copy the current pair to ``*.certsync-prev``: each a fresh file with its
     canonical mode (the key 0600, whatever mode the live one had: a hard link would
     keep a hand copy's 0644) and the live file's owner, renamed into place, so that
-    a prev file is never missing, half-replaced, or more readable than a key may be."""
+    a prev file is never missing, half-replaced, or more readable than a key may be.
+    A current pair that does not match (a run killed between its two renames) is
+    not kept: the last whole pair stays the previous one."""
     modes = {CERT_FILE: CERT_MODE, KEY_FILE: KEY_MODE}
-    for name in (CERT_FILE, KEY_FILE):
-        path = os.path.join(dest, name)
-        if not os.path.lexists(path):
-            continue
+    paths = {
+        name: os.path.join(dest, name)
+        for name in modes
+        if os.path.lexists(os.path.join(dest, name))
+    }
+    contents = {name: _read_file(path, follow=False) for name, path in paths.items()}
+    if len(contents) == 2:
+        try:
+            _check_pair(dest, contents)
+        except CommandExecutionError as exc:
+            log.warning("certsync: %s: not kept as the previous pair (%s)", _shown(dest), exc)
+            return
+    for name, data in contents.items():
         temp = __utils__["certsync_util.write_temp"](
-            dest, name + PREV_SUFFIX, _read_file(path, follow=False), modes[name], _owner(path)
+            dest, name + PREV_SUFFIX, data, modes[name], _owner(paths[name])
         )
         try:
-            os.replace(temp, path + PREV_SUFFIX)
+            os.replace(temp, paths[name] + PREV_SUFFIX)
         except BaseException:
             os.unlink(temp)
             raise
@@ -1102,6 +1127,7 @@ def install(fullchain, key, dest):
     with _locked(dest):
         previous = deployed_info(dest)
         try:
+            _remove_stale_temps(dest)
             _keep_previous(dest)
             _replace_pair(dest, {CERT_FILE: cert_pem, KEY_FILE: key_pem})
         except OSError as exc:
@@ -1147,12 +1173,18 @@ def rollback(dest):
 
 def _check_previous(dest, contents):
     """The previous pair must be a certificate and the key that matches it."""
-    origin = os.path.join(dest, CERT_FILE + PREV_SUFFIX)
+    _check_pair(dest, contents, PREV_SUFFIX)
+
+
+def _check_pair(dest, contents, suffix=""):
+    """``contents`` (file name -> bytes of ``cert.pem<suffix>``/``key.pem<suffix>``) must
+    be a certificate and the key that matches it; else CommandExecutionError."""
+    origin = os.path.join(dest, CERT_FILE + suffix)
     blocks = _pem_blocks(contents[CERT_FILE], origin)
     certs = _load_certs(blocks, origin)
     if not certs or any(label in _KEY_LABELS for label, _ in blocks):
         raise CommandExecutionError(f"{_shown(origin)}: not a certificate file; nothing restored")
-    key_origin = os.path.join(dest, KEY_FILE + PREV_SUFFIX)
+    key_origin = os.path.join(dest, KEY_FILE + suffix)
     try:
         key = serialization.load_pem_private_key(
             _key_block(_pem_blocks(contents[KEY_FILE], key_origin), key_origin), password=None
@@ -1163,8 +1195,8 @@ def _check_previous(dest, contents):
         ) from None
     if not __utils__["certsync_util.same_key"](key.public_key(), certs[0].public_key()):
         raise CommandExecutionError(
-            f"{_shown(dest)}: the previous key does not match the previous certificate; "
-            "nothing restored"
+            f"{_shown(dest)}: the {'previous ' if suffix else ''}key does not match the "
+            f"{'previous ' if suffix else ''}certificate; nothing restored"
         )
 
 
