@@ -63,7 +63,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 mkdir -p "$(dirname "$log")"
 echo "certsync: starting dockerd (log: $log)" >&2
-nohup dockerd >"$log" 2>&1 &
+# --live-restore: containers keep running while dockerd restarts (the fault campaign
+# restarts it during a deploy's reload)
+nohup dockerd --live-restore >"$log" 2>&1 &
 for _ in $(seq 1 120); do
     if engine_answers; then
         exit 0

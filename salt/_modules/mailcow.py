@@ -36,6 +36,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 try:
     import docker
     import docker.errors
+    import requests.exceptions  # docker-py's transport: its connection errors are these
 
     HAS_DOCKER = True
 except ImportError:
@@ -282,7 +283,7 @@ def _client():
             docker.DockerClient(base_url=url, timeout=60) if url else docker.from_env(timeout=60)
         )
         client.ping()
-    except docker.errors.DockerException as exc:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         where = url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise CommandExecutionError(f"the Docker daemon at {where} is unreachable: {exc}") from None
     return client
@@ -408,6 +409,8 @@ def _reload_one(container_id, argv):
         return {"ok": False, "error": f"container {container_id[:12]} is gone"}
     except docker.errors.APIError as exc:
         return {"ok": False, "error": f"exec in container {container_id[:12]} failed: {exc}"}
+    except requests.exceptions.RequestException as exc:  # the engine went away meanwhile
+        return {"ok": False, "error": f"the Docker daemon stopped answering: {exc}"}
     finally:
         client.close()
     return {

@@ -11,7 +11,8 @@ import pathlib
 import time
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from saltfactories.utils import random_string
 
 from harness.acme import NpmCertbot
@@ -329,6 +330,67 @@ def test_consumer_down_during_a_renewal(fleet, event_listener):
         wait_until(published, 60, interval=1, what="the source to publish the renewal")
         time.sleep(5)
         assert set(fleet.served().values()) != {renewed.fingerprint}
+    finally:
+        consumer.start()
+    fleet.wait_served(renewed.fingerprint)
+
+
+def _whole_pair(directory):
+    """The fingerprint of the certificate in ``directory`` when ``key.pem`` is its key."""
+    cert = x509.load_pem_x509_certificate((directory / "cert.pem").read_bytes())
+    key = serialization.load_pem_private_key((directory / "key.pem").read_bytes(), None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+        return None
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def test_master_down_between_the_publication_and_the_deploy(fleet, event_listener):
+    """The source published; the master stops as the reactor would send the deploy. The
+    pair stays whole, and the deploy comes (the reactor's, or the schedule's)."""
+    start = time.time()
+    renewed = fleet.renew()
+
+    def published():
+        events = event_listener.get_events(
+            [(fleet.master.id, "certsync/published")], after_time=start
+        )
+        return any(e.data["data"]["fingerprint"] == renewed.fingerprint for e in events)
+
+    wait_until(published, 60, interval=0.02, what="the source to publish the renewal")
+    fleet.master.terminate()
+    try:
+        time.sleep(3)
+        known = {issued.fingerprint for issued in fleet.issued}
+        assert _whole_pair(fleet.stack.ssl_dir) in known
+        assert set(fleet.served().values()) <= known
+    finally:
+        fleet.master.start()
+    fleet.wait_served(renewed.fingerprint)
+
+
+def test_consumer_restarted_during_its_deploy_job(fleet, event_listener):
+    """The consumer minion (and its job) killed while the reactor's deploy runs: the pair
+    stays whole; once it is back, the deploy is done again (its schedule)."""
+    consumer = fleet.minions["mailcow"]
+    start = time.time()
+    renewed = fleet.renew()
+
+    def deploy_started():
+        events = event_listener.get_events([(fleet.master.id, "salt/job/*/new")], after_time=start)
+        return any(
+            e.data.get("fun") == DEPLOY and fleet.ids["mailcow"] in e.data.get("minions", [])
+            for e in events
+        )
+
+    wait_until(deploy_started, 60, interval=0.02, what="the deploy job to start")
+    time.sleep(0.2)  # into the job: opening the entry, the install, the reload
+    consumer.terminate()
+    try:
+        known = {issued.fingerprint for issued in fleet.issued}
+        assert _whole_pair(fleet.stack.ssl_dir) in known
+        assert set(fleet.served().values()) <= known
     finally:
         consumer.start()
     fleet.wait_served(renewed.fingerprint)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -180,3 +181,71 @@ def test_a_second_deploy_during_one_waits_its_turn(salt_call, make_stack, ca, tm
     held = _held(stack.ssl_dir, old, new)
     assert held is not None
     assert set(stack.served().values()) == {held.fingerprint}
+
+
+def _restart_dockerd(docker_engine):
+    """Stop the running dockerd and start it again with the same command line."""
+    (pid,) = [p for p in os.listdir("/proc") if p.isdigit() and _comm(p) == "dockerd"][:1]
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        argv = [part.decode() for part in handle.read().split(b"\0") if part]
+    os.kill(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    for _ in range(600):  # bounded: 60 s
+        with contextlib.suppress(Exception):
+            if docker_engine.ping():
+                return
+        time.sleep(0.1)
+    raise AssertionError("dockerd did not come back within 60 s")
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def test_the_docker_daemon_restarted_during_the_reload(
+    salt_call, make_stack, ca, tmp_path, docker_engine
+):
+    if not docker_engine.info().get("LiveRestoreEnabled"):
+        pytest.skip("dockerd runs without --live-restore: a restart would stop every container")
+    old = ca.leaf(HOST, sans=NAMES)
+    new = ca.leaf(HOST, sans=NAMES, key_kind="ec-p384")
+    stack = make_stack(old)
+    source = os.path.dirname(write_pair(tmp_path / "src", new, "fullchain.pem", "privkey.pem")[0])
+    restarted = threading.Event()
+
+    def restart_once_installed():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _pair(stack.ssl_dir)[0] == new.fullchain_pem():
+                _restart_dockerd(docker_engine)
+                restarted.set()
+                return
+            time.sleep(0.005)
+
+    saboteur = threading.Thread(target=restart_once_installed, daemon=True)
+    saboteur.start()
+    code, ret = salt_call.state(**stack.state_args(source=source))
+    saboteur.join(90)
+    assert restarted.is_set(), "the install was never seen"
+    print(f"dockerd restarted during the reload: result {ret['result']}: {ret['comment']}")
+    held = _held(stack.ssl_dir, old, new)
+    assert held is not None, "a mixed pair on disk"
+    served = set(stack.served().values())
+    assert served <= {old.fingerprint, new.fingerprint}, served
+    if ret["result"] is False:
+        assert ret["changes"] == {} and held is old
+    code, ret = salt_call.state(**stack.state_args(source=source))
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert set(stack.served().values()) == {new.fingerprint}
