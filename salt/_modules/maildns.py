@@ -324,7 +324,9 @@ _BROKEN_SERVER = (
 
 
 def _server_error(exc):
-    return str(exc) or f"{type(exc).__name__} (the server closed the connection?)"
+    if isinstance(exc, EOFError):
+        return "the server closed the connection without an answer"
+    return str(exc) or type(exc).__name__
 
 
 def _tlsa_rdata(record):

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from support.dnsproxy import ClosingAfterUpdate
 
 from harness.knot import UpdatableDNS
 from harness.mailcow_stack import HOST, NAMES
@@ -160,3 +161,29 @@ def test_the_dns_server_stopped_mid_cycle(salt_call, npm_certbot, knot, rollover
     assert ret["changes"]["tlsa"] == {"removed": [old_record]}
     assert knot.tlsa(TLSA_NAME) == {new_record}
     assert set(stack.served().values()) == {new.fingerprint}
+
+
+def test_a_server_closing_the_connection_after_the_final_delete(
+    salt_call, npm_certbot, knot, rollover
+):
+    """The delete of the old record is done, but the server closes TCP instead of
+    answering (dnspython: EOFError): the state says what happened on the host."""
+    stack, _, new, old_record, new_record = rollover
+    proxy = ClosingAfterUpdate(knot.port, close_on=2)  # the add answered, the delete not
+    try:
+        update = {**knot.update_settings(), "port": proxy.port}
+        code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30, update=update)
+    finally:
+        proxy.stop()
+    assert (code != 0, ret["result"]) == (True, False), ret
+    assert ret["changes"]["new"]["fingerprint"] == new.fingerprint  # installed, and served:
+    assert set(stack.served().values()) == {new.fingerprint}
+    assert "DANE: the old TLSA record is still published" in ret["comment"]
+    assert "failed: the server closed the connection without an answer" in ret["comment"]
+    assert "Nothing deployed" not in ret["comment"]
+    assert salt_call("certsync_monitor.last_deploy", str(stack.ssl_dir)).data["installed"] is True
+    assert knot.tlsa(TLSA_NAME) == {new_record}  # the server did delete it
+
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)  # the next run
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert ret["changes"] == {"tlsa": {"removed": [old_record]}}
