@@ -30,6 +30,12 @@ def __virtual__():
     return __virtualname__
 
 
+def _nested(data):
+    """Salt's ``nested`` outputter. Asked by name with the command line's opts, Salt hands
+    back the outputter ``--out`` names (this one): itself again, until RecursionError."""
+    return salt.output.out_format(data, "nested", {**__opts__, "output": "nested"}).rstrip()
+
+
 def _colors():
     if __opts__.get("no_color") or not __opts__.get("color", True):
         return None
@@ -183,7 +189,7 @@ def output(data, **kwargs):
     for minion, ret in data.items() if isinstance(data, dict) else [("", data)]:
         rendered = _render(ret, colors)
         if rendered is None:
-            rendered = [salt.output.out_format({minion: ret}, "nested", __opts__).rstrip()]
+            rendered = [_nested({minion: ret})]
             blocks.append("\n".join(rendered))
             continue
         blocks.append(

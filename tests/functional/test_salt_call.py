@@ -162,3 +162,16 @@ def test_probes_in_threads_still_reach_the_loaders_dunders(salt_call, tmp_path, 
     assert ret.returncode == 0, ret
     spki = salt_call("certsync.info", cert).data["spki_sha256"]
     assert {r["spki_sha256"] for r in ret.data.values()} == {spki}, ret
+
+
+def test_the_table_outputter_falls_back_to_nested_for_real(salt_call, tmp_path, good):
+    """--out=certsync_table on returns it has no table for (certsync.info, a minion with no
+    certsync role): Salt's nested outputter prints them. Asked for by name with the
+    command line's options, Salt handed back certsync_table itself: RecursionError."""
+    fullchain = write_pair(tmp_path, good, "fullchain.pem", "privkey.pem")[0]
+    for args in (["certsync.info", fullchain], ["certsync.status"], ["test.ping"]):
+        ret = salt_call("--out=certsync_table", *args)
+        assert "RecursionError" not in ret.stdout + ret.stderr, ret
+        assert ret.stdout.startswith("local:"), ret.stdout[:300]
+    info = salt_call("--out=certsync_table", "certsync.info", fullchain)
+    assert good.fingerprint in info.stdout
