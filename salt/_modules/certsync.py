@@ -61,6 +61,10 @@ __virtualname__ = "certsync"
 MAX_PEM_BYTES = 256 * 1024
 #: Suffix of the copy of the previous pair that :py:func:`rollback` restores.
 PREV_SUFFIX = ".certsync-prev"
+#: A per-name dir's list of the names mailcow serves from it, and mailcow's own list
+#: as it was before certsync first rewrote it (kept, never overwritten).
+DOMAINS_FILE = "domains"
+MAILCOW_DOMAINS_FILE = "domains.mailcow"
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 CERT_MODE = 0o644
@@ -946,13 +950,14 @@ def _read_deployed(dest):
     return found
 
 
-def compare(fullchain, key, dest):
+def compare(fullchain, key, dest, domains=None):
     """
     Compare a source pair with the pair deployed in ``dest``
     (``cert.pem``/``key.pem``) without changing anything.
 
     Returns ``current`` (True when ``dest`` holds exactly what
-    :py:func:`install` would write, with modes 0644/0600), ``differences``,
+    :py:func:`install` would write, with modes 0644/0600, and with ``domains``
+    given a ``domains`` file listing exactly those names), ``differences``,
     and the deployed certificate's fingerprint, ``not_after`` and SANs when
     it can be read.
 
@@ -975,6 +980,9 @@ def compare(fullchain, key, dest):
             differences.append(f"{name} content differs")
         elif have_mode != mode:
             differences.append(f"{name} has mode {have_mode:04o}, want {mode:04o}")
+    if domains is not None and _domains(dest) != list(domains):
+        listed = ", ".join(_domains(dest) or []) or "nothing"
+        differences.append(f"domains lists {listed}, not {', '.join(domains)}")
     return {
         "current": not differences,
         "differences": differences,
@@ -1025,7 +1033,9 @@ def _fsync_dir(dest):
 
 #: What a killed run can leave in a destination: the temp files of write_temp
 #: (``.cert.pem.certsync-<pid>-<hex>``, ``.key.pem.certsync-prev.certsync-...``).
-_STALE_TEMP = re.compile(r"\.(cert|key)\.pem(\.certsync-prev)?\.certsync-[0-9]+-[0-9a-f]+")
+_STALE_TEMP = re.compile(
+    r"\.(cert\.pem|key\.pem|domains)(\.certsync-prev|\.mailcow)?\.certsync-[0-9]+-[0-9a-f]+"
+)
 
 
 def _remove_stale_temps(dest):
@@ -1091,7 +1101,34 @@ def _replace_pair(dest, contents):
                 os.unlink(temp)
 
 
-def install(fullchain, key, dest):
+def _replace_domains(dest, names):
+    """Write ``dest/domains`` (0644, its owner kept) listing ``names``: mailcow's own list
+    kept once as ``domains.mailcow``, the one replaced as ``domains.certsync-prev``."""
+    path = os.path.join(dest, DOMAINS_FILE)
+    current = _read_file(path, follow=False) if os.path.lexists(path) else None
+    for keep, data in ((MAILCOW_DOMAINS_FILE, current), (DOMAINS_FILE + PREV_SUFFIX, current)):
+        target = os.path.join(dest, keep)
+        if data is None or (keep == MAILCOW_DOMAINS_FILE and os.path.lexists(target)):
+            continue
+        temp = __utils__["certsync_util.write_temp"](dest, keep, data, CERT_MODE, _owner(path))
+        os.replace(temp, target)
+    data = (" ".join(names) + "\n").encode("ascii")
+    temp = __utils__["certsync_util.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
+    os.replace(temp, path)
+
+
+def _restore_domains(dest):
+    """Put back the ``domains`` file the last install replaced, if it replaced one."""
+    prev = os.path.join(dest, DOMAINS_FILE + PREV_SUFFIX)
+    if not os.path.lexists(prev):
+        return
+    path = os.path.join(dest, DOMAINS_FILE)
+    data = _read_file(prev, follow=False)
+    temp = __utils__["certsync_util.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
+    os.replace(temp, path)
+
+
+def install(fullchain, key, dest, domains=None):
     """
     Install a certificate chain and its key into ``dest`` as ``cert.pem``
     (mode 0644) and ``key.pem`` (mode 0600), atomically: each file is written
@@ -1100,6 +1137,11 @@ def install(fullchain, key, dest):
     ``cert.pem.certsync-prev``/``key.pem.certsync-prev`` (0644/0600) for
     :py:func:`rollback`. The owner of an existing file is kept, in its
     ``*.certsync-prev`` copy too.
+
+    With ``domains`` (a list of names), ``dest`` is a mailcow per-name dir
+    certsync keeps: its ``domains`` file is written with those names after the
+    pair (the one it replaces kept as ``domains.certsync-prev``, and mailcow's
+    own list, the first time, as ``domains.mailcow``).
 
     Refuses a ``dest`` that is missing or a symlink, a ``cert.pem``/``key.pem``
     that is a symlink, and a key that does not match the certificate. Run
@@ -1130,6 +1172,8 @@ def install(fullchain, key, dest):
             _remove_stale_temps(dest)
             _keep_previous(dest)
             _replace_pair(dest, {CERT_FILE: cert_pem, KEY_FILE: key_pem})
+            if domains is not None:
+                _replace_domains(dest, domains)
         except OSError as exc:
             raise CommandExecutionError(f"{_shown(dest)}: install failed: {exc}") from None
     new = _fingerprint(certs[0])
@@ -1164,6 +1208,7 @@ def rollback(dest):
         _check_previous(dest, contents)
         try:
             _replace_pair(dest, contents)
+            _restore_domains(dest)
         except OSError as exc:
             raise CommandExecutionError(f"{_shown(dest)}: rollback failed: {exc}") from None
     restored = deployed_info(dest)
@@ -1206,7 +1251,11 @@ MAX_DOMAINS_BYTES = 16 * 1024
 
 def _domains(directory):
     """The names a mailcow per-name dir serves (its ``domains`` file); None without one."""
-    path = os.path.join(directory, "domains")
+    return _domains_file(os.path.join(directory, DOMAINS_FILE))
+
+
+def _domains_file(path):
+    """The names in a ``domains`` file (lower-case); None when there is none."""
     if not os.path.isfile(path) or os.path.islink(path):
         return None
     try:
@@ -1218,7 +1267,7 @@ def _domains(directory):
         raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def sni_plan(dest, fullchain):
+def sni_plan(dest, fullchain, hostname=None):
     """
     What to do with mailcow's per-name directories ``dest/<name>/``. mailcow
     (postfix, dovecot, nginx) serves each directory's pair for the names in
@@ -1229,22 +1278,35 @@ def sni_plan(dest, fullchain):
     missing, its own certificate's fingerprint and expiry). Only real
     directories named by a valid DNS name, holding a ``domains`` file, count.
 
+    hostname
+        mailcow's ``MAILCOW_HOSTNAME``. Its own directory (``dest/<hostname>/``,
+        left by mailcow's ACME client, which nothing renews once it is stood
+        down) is taken over whenever the certificate covers the hostname: it
+        is in ``update``, with the names its ``domains`` file is to list in
+        ``domains`` (the hostname and the certificate's other names), and the
+        names mailcow's own list had that the certificate does not cover in
+        ``dropped`` (mailcow serves the top-level pair for them from then on).
+
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' certsync.sni_plan /opt/mailcow-dockerized/data/assets/ssl \
-            /etc/letsencrypt/live/npm-5/fullchain.pem
+            /etc/letsencrypt/live/npm-5/fullchain.pem hostname=mail.example.com
     """
     _check_dest(dest)
     leaf = read_certs(fullchain)[0]
-    plan = {"update": [], "names": {}, "uncovered": {}}
+    plan = {"update": [], "names": {}, "uncovered": {}, "domains": {}, "dropped": {}}
+    own_dir = str(hostname).lower() if hostname and _covers(leaf, str(hostname)) else None
     for entry in sorted(os.listdir(dest)):
         directory = os.path.join(dest, entry)
         if not is_dns_name(entry) or os.path.islink(directory) or not os.path.isdir(directory):
             continue
         names = _domains(directory)
         if not names:
+            continue
+        if entry.lower() == own_dir:
+            _take_over(plan, directory, leaf, own_dir)
             continue
         missing = [
             _shown(name) for name in names if not is_dns_name(name) or not _covers(leaf, name)
@@ -1263,6 +1325,23 @@ def sni_plan(dest, fullchain):
             "days_left": own.get("days_left"),
         }
     return plan
+
+
+def _take_over(plan, directory, leaf, hostname):
+    """The hostname's own dir, kept by certsync: its ``domains`` the certificate's names
+    (the hostname first; wildcards left to the top-level pair, which has them too)."""
+    names = [hostname] + [
+        n.lower() for n in _dns_sans(leaf) if "*" not in n and n.lower() != hostname
+    ]
+    names = list(dict.fromkeys(names))
+    plan["update"].append(directory)
+    plan["names"][directory] = names
+    plan["domains"][directory] = names
+    mailcows = _domains_file(os.path.join(directory, MAILCOW_DOMAINS_FILE))
+    listed = mailcows if mailcows is not None else (_domains(directory) or [])
+    dropped = [_shown(n) for n in listed if not is_dns_name(n) or not _covers(leaf, n)]
+    if dropped:
+        plan["dropped"][os.path.basename(directory)] = {"dir": directory, "names": dropped}
 
 
 def sni_dirs(dest, fullchain):
@@ -1859,7 +1938,8 @@ def status():
     how certbot will renew it (:py:func:`renewal`: is the key kept?); on
     a consumer, the deployed certificate and what every endpoint serves, the
     per-name dirs left alone (``uncovered``) and the names mailcow serves
-    with the top-level pair that the certificate lacks (``missing_names``),
+    with the top-level pair that the certificate lacks (``missing_names``, the
+    names dropped from the hostname's own dir among them),
     with a ``relay`` in the pillar whether mail leaves through it
     (``mailcow.relay_status``) and the way out is open
     (``certsync_egress.check``), and
@@ -1930,12 +2010,14 @@ def status():
 def _mailcow_view(settings, deployed):
     """The per-name dirs left alone, and the names mailcow serves that the deployed
     certificate lacks (MAILCOW_HOSTNAME, ADDITIONAL_SAN, autodiscover/autoconfig)."""
-    view, dest = {}, settings["dest"]
-    if settings.get("sni", True):
-        try:
-            view["uncovered"] = sni_plan(dest, os.path.join(dest, CERT_FILE))["uncovered"]
-        except CommandExecutionError as exc:
-            view["uncovered"] = {"error": str(exc)}
+    view, dest, dropped = {}, settings["dest"], []
+    try:
+        plan = sni_plan(dest, os.path.join(dest, CERT_FILE), hostname=settings["hostname"])
+        dropped = [name for row in plan["dropped"].values() for name in row["names"]]
+        if settings.get("sni", True):
+            view["uncovered"] = plan["uncovered"]
+    except CommandExecutionError as exc:
+        view["uncovered"] = {"error": str(exc)}
     conf = os.path.join(settings["mailcow_dir"], "mailcow.conf")
     if settings.get("services") and os.path.isfile(conf) and "mailcow.missing_names" in __salt__:
         try:
@@ -1944,6 +2026,8 @@ def _mailcow_view(settings, deployed):
             )
         except (CommandExecutionError, SaltInvocationError) as exc:
             view["missing_names"] = [f"error: {exc}"]
+    if dropped:  # dropped from the hostname's own dir: served the top-level pair now
+        view["missing_names"] = list(dict.fromkeys([*view.get("missing_names", []), *dropped]))
     return view
 
 

@@ -196,17 +196,26 @@ def check(days=DEFAULT_DAYS, timeout=10):
         row["matches_source"] = bool(source_fp) and row["fingerprint"] == source_fp
         endpoints[name] = row
     last = last_deploy(settings["dest"])
-    uncovered = _uncovered(settings)
+    uncovered, dropped = _uncovered(settings)
     conditions = _conditions(endpoints, days, source_fp, source_error, last)
     relay = _relay(settings, now)
     if relay is not None:
         conditions["relay_failing"] = _relay_failing(relay, now)
     conditions["uncovered"] = {
-        "active": bool(uncovered),
+        "active": bool(uncovered or dropped),
         "detail": "; ".join(
-            f"SNI dir {entry} ({', '.join(row['missing'])} not covered) serves a certificate "
-            f"that expires {row['not_after'] or 'unknown'}"
-            for entry, row in sorted(uncovered.items())
+            [
+                *(
+                    f"SNI dir {entry} ({', '.join(row['missing'])} not covered) serves a "
+                    f"certificate that expires {row['not_after'] or 'unknown'}"
+                    for entry, row in sorted(uncovered.items())
+                ),
+                *(
+                    f"{', '.join(row['names'])} dropped from the hostname's SNI dir {entry}: "
+                    "served the certificate, which does not cover them"
+                    for entry, row in sorted(dropped.items())
+                ),
+            ]
         ),
     }
     return {
@@ -215,6 +224,7 @@ def check(days=DEFAULT_DAYS, timeout=10):
         "endpoints": endpoints,
         "last_deploy": last,
         "uncovered": uncovered,
+        "dropped": dropped,
         "relay": relay,
         "conditions": conditions,
     }
@@ -255,14 +265,19 @@ def _relay_failing(relay, now):
 
 
 def _uncovered(settings):
-    """mailcow's per-name dirs that the deployed certificate does not cover (left alone)."""
+    """mailcow's per-name dirs that the deployed certificate does not cover (left
+    alone), and the names certsync dropped from the hostname's own dir (mailcow serves
+    them the top-level pair, which lacks them)."""
     cert = os.path.join(settings["dest"], "cert.pem")
-    if not settings.get("sni", True) or not os.path.isfile(cert):
-        return {}
+    if not os.path.isfile(cert):
+        return {}, {}
     try:
-        return __salt__["certsync.sni_plan"](settings["dest"], cert)["uncovered"]
+        plan = __salt__["certsync.sni_plan"](
+            settings["dest"], cert, hostname=settings.get("hostname")
+        )
     except (CommandExecutionError, SaltInvocationError):
-        return {}
+        return {}, {}
+    return (plan["uncovered"] if settings.get("sni", True) else {}), plan["dropped"]
 
 
 def _served(settings, timeout):

@@ -111,17 +111,19 @@ def _summary(validation):
     return {key: validation.get(key) for key in ("fingerprint", "not_after", "sans")}
 
 
-def _sni_layout(fullchain, name, sni):
-    """The directories to keep in step (``name`` and the per-name dirs the certificate
-    covers), the names those serve, and the per-name dirs left alone."""
-    if not sni:
-        return {"dirs": [name], "names": [], "uncovered": {}}
-    plan = __salt__["certsync.sni_plan"](name, fullchain)
-    names = [n for directory in plan["update"] for n in plan["names"][directory]]
+def _sni_layout(fullchain, name, sni, hostname):
+    """The directories to keep in step (``name``, the hostname's own per-name dir,
+    and with ``sni`` the per-name dirs the certificate covers), the names those serve,
+    the ``domains`` lists certsync writes, and the per-name dirs left alone."""
+    plan = __salt__["certsync.sni_plan"](name, fullchain, hostname=hostname)
+    kept = plan["update"] if sni else [d for d in plan["update"] if d in plan["domains"]]
+    names = [n for directory in kept for n in plan["names"][directory]]
     return {
-        "dirs": [name, *plan["update"]],
+        "dirs": [name, *kept],
         "names": list(dict.fromkeys(names)),
-        "uncovered": plan["uncovered"],
+        "uncovered": plan["uncovered"] if sni else {},
+        "domains": plan["domains"],
+        "dropped": plan["dropped"],
     }
 
 
@@ -134,22 +136,35 @@ def _uncovered_lines(uncovered):
     ]
 
 
-def _plan(fullchain, key, dirs):
-    """Return the list of directories whose pair differs from the source."""
+def _dropped_lines(dropped):
+    return [
+        f"Warning: SNI dir {entry} is mailcow's own for the hostname and is kept by certsync "
+        f"now (nothing renews it once mailcow's ACME client is stood down); its list had "
+        f"{', '.join(row['names'])}, which the certificate does not cover: mailcow serves "
+        "them the top-level pair (this certificate), so clients asking for them get a name "
+        "mismatch until the source's certificate covers them"
+        for entry, row in sorted(dropped.items())
+    ]
+
+
+def _plan(fullchain, key, dirs, domains):
+    """Return the list of directories whose pair (or ``domains`` list) differs."""
     plan = []
     for directory in dirs:
-        comparison = __salt__["certsync.compare"](fullchain, key, directory)
+        comparison = __salt__["certsync.compare"](
+            fullchain, key, directory, domains=domains.get(directory)
+        )
         if not comparison["current"]:
             plan.append((directory, comparison))
     return plan
 
 
-def _apply(fullchain, key, plan):
+def _apply(fullchain, key, plan, domains):
     """Install into each planned directory; on failure restore those done."""
     done = []
     try:
         for directory, _ in plan:
-            __salt__["certsync.install"](fullchain, key, directory)
+            __salt__["certsync.install"](fullchain, key, directory, domains=domains.get(directory))
             done.append(directory)
     except CommandExecutionError as exc:
         restore_errors = _restore(done)
@@ -544,7 +559,13 @@ def deployed(
     sni
         With mailcow's ``ENABLE_SSL_SNI=y``, per-name directories
         ``name/<dns-name>/`` that already exist for a name the certificate
-        covers are kept in step too. Default: True.
+        covers are kept in step too. Default: True. The hostname's own
+        directory (``name/<hostname>/``, which mailcow's ACME client leaves on
+        every host where it ran and serves whatever ``ENABLE_SSL_SNI`` says) is
+        kept either way: certsync writes the pair there and a ``domains`` file
+        listing the hostname and the certificate's other names; the names
+        mailcow's list had that the certificate does not cover are named in a
+        warning (mailcow's list is kept as ``domains.mailcow``).
 
     ca_file
         Optional PEM bundle of trusted roots the chain must verify against.
@@ -595,11 +616,11 @@ def deployed(
         and the newer certificate keeps serving.
 
     Per-name directories (``sni``): mailcow serves ``name/<dir>/`` for the
-    names in its ``domains`` file. A directory whose names the certificate
-    all covers is kept in step; one it does not cover is left alone and
-    reported. The wire check probes every endpoint for the hostname, each
-    name of the updated directories (SNI) and without SNI (the top-level
-    pair).
+    names in its ``domains`` file. The hostname's own is kept (see ``sni``);
+    another whose names the certificate all covers is kept in step; one it
+    does not cover is left alone and reported. The wire check probes every
+    endpoint for the hostname, each name of the updated directories (SNI) and
+    without SNI (the top-level pair).
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     hold = {}  # the DANE gate's record to publish, or its steps done
@@ -663,10 +684,14 @@ def _deploy(ret, serving, pair, options):
             validation["problems"]
         )
         return ret
-    layout = _sni_layout(fullchain, name, sni)
+    layout = _sni_layout(fullchain, name, sni, hostname)
     serving.names = [hostname, *layout["names"], ""]  # and without SNI: the top-level pair
-    hold["notes"] = _uncovered_lines(layout["uncovered"]) + _mailcow_checks(serving, validation)
-    plan = _plan(fullchain, key, layout["dirs"])
+    hold["notes"] = [
+        *_uncovered_lines(layout["uncovered"]),
+        *_dropped_lines(layout["dropped"]),
+        *_mailcow_checks(serving, validation),
+    ]
+    plan = _plan(fullchain, key, layout["dirs"], layout["domains"])
     if not plan:
         ret = _converge_served(ret, serving, validation, origin)
         verified = serving.endpoints and ret["result"] is not False
@@ -688,7 +713,7 @@ def _deploy(ret, serving, pair, options):
     if __opts__["test"]:
         return _test_plan(ret, serving, plan, origin)
     serving.preflight()
-    done = _apply(fullchain, key, plan)
+    done = _apply(fullchain, key, plan, layout["domains"])
     new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
     try:
         served = not serving.active or serving.make_served(new)

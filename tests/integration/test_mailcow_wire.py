@@ -153,28 +153,38 @@ def test_a_dir_with_names_not_covered_is_left_alone_and_reported(
     assert set(stack.served_names(EVERY_NAME).values()) == {new.fingerprint}
 
 
-def test_a_stale_per_name_dir_shadowing_the_mail_protocols_is_named(
-    salt_call, make_stack, source, ca, old
+@pytest.mark.parametrize("sni", [True, False], ids=["sni", "no-sni"])
+def test_a_typical_mailcows_hostname_dir_is_taken_over_on_the_first_deploy(
+    salt_call, make_stack, source, ca, old, sni
 ):
-    """ssl/<hostname>/ lists a name the new certificate lacks, so it is left alone; postfix
-    and dovecot serve it for the hostname (nginx skips that dir): the failure says so."""
-    stack = make_stack(old, names=[*NAMES, "webmail.example.org"])
-    new = ca.leaf(HOST, sans=NAMES, key=old.key)
-    before = (stack.ssl_dir / "cert.pem").read_bytes()
-    args = stack.state_args(source=_renew(source, new), verify_timeout="5")
+    """mailcow's ACME client left ssl/<hostname>/ listing the hostname, autodiscover and
+    autoconfig, which postfix and dovecot serve for the hostname itself; NPM's certificate
+    covers the hostname only. The first deploy takes the dir over and the hostname is
+    served the new certificate everywhere, with and without SNI; nothing else changes."""
+    stack = make_stack(old)  # ssl/<hostname>/ lists NAMES
+    new = ca.leaf(HOST, sans=[HOST])  # and a new key
+    others = {
+        p: p.read_bytes() for p in [stack.root / "mailcow.conf", stack.ssl_dir / "dhparams.pem"]
+    }
+    args = stack.state_args(source=_renew(source, new), sni=str(sni))
     _, ret = salt_call.state(**args)
-    assert ret["result"] is False
-    comment = ret["comment"]
-    shadow = (
-        f"WRONG, serves {old.fingerprint[:16]}... (the previous pair, also the pair in SNI "
-        f"dir {HOST})"
+    assert ret["result"] is True, ret["comment"]
+    dropped = [n for n in NAMES if n != HOST]
+    assert (
+        f"Warning: SNI dir {HOST} is mailcow's own for the hostname and is kept by certsync now"
+    ) in ret["comment"]
+    assert (
+        f"its list had {', '.join(dropped)}, which the certificate does not cover"
+        in (ret["comment"])
     )
-    for endpoint in MAIL:
-        assert f"{endpoint}/{HOST} (127.0.0.1:{stack.endpoints[endpoint]}): {shadow}" in comment
-    assert f"https/{HOST} (127.0.0.1:{stack.endpoints['https']}): ok" in comment
-    assert f"Left alone: SNI dir {HOST} lists webmail.example.org" in comment
-    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
-    assert stack.served() == dict.fromkeys(ALL, old.fingerprint)
+    assert (stack.ssl_dir / HOST / "domains").read_text() == f"{HOST}\n"
+    assert (stack.ssl_dir / HOST / "domains.mailcow").read_text().split() == NAMES
+    assert set(stack.served_names([HOST, ""]).values()) == {new.fingerprint}
+    assert {p: p.read_bytes() for p in others} == others
+    status = salt_call(
+        "certsync.sni_plan", str(stack.ssl_dir), str(stack.ssl_dir / "cert.pem"), f"hostname={HOST}"
+    ).data
+    assert status["dropped"][HOST]["names"] == dropped and status["uncovered"] == {}
 
 
 def test_a_certificate_lacking_names_mailcow_serves_is_flagged(salt_call, make_stack, source, ca):

@@ -108,7 +108,7 @@ def test_sni_dirs_are_kept_in_step_by_their_domains(layout, ca, good, serving):
     of the dir's names; otherwise left alone and reported; no domains file, not served."""
     sni = write_sni_dir(layout.dest, serving, ["autodiscover.example.test"])
     stranger = write_sni_dir(layout.dest, serving, ["other.example.test"])
-    mixed = write_sni_dir(layout.dest, serving, ["mail.example.test", "mail.example.org"])
+    other = write_sni_dir(layout.dest, serving, ["www.example.test", "mail.example.org"])
     bare = os.path.join(layout.dest, "autodiscover.example.org")
     write_pair(bare, serving)  # no domains file: mailcow does not serve it
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
@@ -116,15 +116,45 @@ def test_sni_dirs_are_kept_in_step_by_their_domains(layout, ca, good, serving):
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"]["dirs"] == [layout.dest, sni]
     assert _read(os.path.join(sni, "cert.pem")) == good.fullchain_pem()
-    for untouched in (stranger, mixed, bare):
+    for untouched in (stranger, other, bare):
         assert _read(os.path.join(untouched, "cert.pem")) == serving.fullchain_pem()
     assert (
-        "Left alone: SNI dir mail.example.test lists mail.example.org, which the certificate "
-        f"does not cover; it keeps serving {serving.fingerprint[:16]}... (expires "
+        "Left alone: SNI dir www.example.test lists www.example.test, mail.example.org, which "
+        f"the certificate does not cover; it keeps serving {serving.fingerprint[:16]}... (expires "
     ) in ret["comment"]
-    assert "for mail.example.test, mail.example.org" in ret["comment"]
     assert "Left alone: SNI dir other.example.test lists other.example.test" in ret["comment"]
     assert "autodiscover.example.org" not in ret["comment"]
+
+
+def test_the_hostnames_own_dir_is_taken_over(layout, ca, good, serving):
+    """mailcow's ACME client left ssl/<hostname>/ listing names an NPM certificate does not
+    cover: postfix and dovecot serve it for the hostname itself. certsync keeps it: the pair,
+    a domains file of what the certificate covers, and a warning naming what it dropped."""
+    own = write_sni_dir(
+        layout.dest, serving, [HOST, "autoconfig.example.test", "autodiscover.example.test"]
+    )
+    mailcows = _read(os.path.join(own, "domains"))
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")  # mail., autodiscover.
+    for sni in (True, False):  # served whatever ENABLE_SSL_SNI says: kept either way
+        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, sni=sni)
+        assert ret["result"] is True, ret["comment"]
+        if sni:
+            assert ret["changes"]["dirs"] == [layout.dest, own]
+        else:
+            assert ret["changes"] == {}, ret  # nothing more to do: the same plan
+        assert _read(os.path.join(own, "cert.pem")) == good.fullchain_pem()
+        assert (
+            _read(os.path.join(own, "domains")) == b"mail.example.test autodiscover.example.test\n"
+        )
+        assert _read(os.path.join(own, "domains.mailcow")) == mailcows
+        assert (
+            f"Warning: SNI dir {HOST} is mailcow's own for the hostname and is kept by certsync now"
+        ) in ret["comment"]
+        assert "its list had autoconfig.example.test, which the certificate" in ret["comment"]
+    # a rollback puts back the list it replaced, with the pair
+    certsync_mod.rollback(own)
+    assert _read(os.path.join(own, "domains")) == mailcows
+    assert _read(os.path.join(own, "cert.pem")) == serving.fullchain_pem()
 
 
 def test_sni_can_be_turned_off(layout, good, serving):
@@ -155,11 +185,11 @@ def test_failure_midway_rolls_back_what_was_installed(layout, good, serving):
     real_install = certsync_mod.install
     calls = []
 
-    def install_then_fail(fullchain, key, dest):
+    def install_then_fail(fullchain, key, dest, domains=None):
         calls.append(dest)
         if len(calls) == 2:
             raise certsync_mod.CommandExecutionError(f"{dest}: install failed: disk full")
-        return real_install(fullchain, key, dest)
+        return real_install(fullchain, key, dest, domains=domains)
 
     with patch.dict(certsync_state.__salt__, {"certsync.install": install_then_fail}):
         ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
