@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint; then every test (unit, functional,
-# integration with real daemons and Docker) on Salt 3006 LTS and on Salt 3008.
+# integration with real daemons and Docker) on Salt 3008, and on Salt 3006 LTS
+# all but those marked one_release (their subject does not change with the
+# release: the fault campaign, the certbot differential).
 # Builds and starts what it needs on a fresh machine (venvs; Debian's
 # docker.io, debootstrap, nsd, knot, certbot and pebble; dockerd; the
 # mailcow-like test image).
@@ -25,8 +27,8 @@ if [ "${#sls[@]}" -gt 0 ]; then
     "$v3008/salt-lint" "${sls[@]}"
 fi
 
-echo "== Salt 3006 LTS: every test"
-"$v3006/python" -m pytest -p no:cacheprovider tests "$@"
+echo "== Salt 3006 LTS: every test but the one_release ones (fault campaign, certbot differential)"
+"$v3006/python" -m pytest -p no:cacheprovider -m "not one_release" tests "$@"
 
 echo "== Salt 3008: every test"
 "$v3008/python" -m pytest -p no:cacheprovider tests "$@"

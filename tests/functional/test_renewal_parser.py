@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.one_release]
 NAMES = ["mail.example.test", "autodiscover.example.test"]
 REFUSED, KEEPS, NEW_KEY = "refused", "keeps the key", "a new key"
 

@@ -22,6 +22,7 @@ import pytest
 from harness.mailcow_stack import HOST, NAMES
 from harness.pki import DAY, NOW, write_pair
 
+pytestmark = pytest.mark.one_release
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 
 

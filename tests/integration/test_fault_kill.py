@@ -22,6 +22,8 @@ from harness.fleet import master_config, wait_until
 from harness.mailcow_stack import HOST, NAMES
 from harness.pki import write_pair
 
+pytestmark = pytest.mark.one_release
+
 HOOK = pathlib.Path(__file__).resolve().parents[1] / "support" / "fault_hook"
 POINTS = 50
 JOB_TIMEOUT = 90

@@ -76,6 +76,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
             "__salt__": {
                 "certsync.consumer_settings": settings,
                 "certsync_mine.published_fingerprint": lambda source: serving,
+                "certsync.sni_plan": certsync_mod.sni_plan,
                 "tlsprobe.probe": tlsprobe_mod.probe,
                 "mailcow.relay_status": mailcow_mod.relay_status,
             },
