@@ -51,6 +51,7 @@ def master_config(pillar_dir):
             {"certsync/recipient": ["salt://certsync/reactor/publish.sls"]},
             {"certsync/published": ["salt://certsync/reactor/deploy.sls"]},
             {"salt/beacon/*/certsync/alert/*": ["salt://certsync/reactor/alert.sls"]},
+            {"salt/beacon/*/certsync/error": ["salt://certsync/reactor/alert.sls"]},
         ],
         "log_level_logfile": "debug",
     }
@@ -74,9 +75,10 @@ def file_only_settings(mailcow_dir):
 TEST_SCHEDULE = {"seconds": 20, "splay": 1}
 
 
-def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None):
+def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None, **source):
     """The certsync pillar: ``consumers`` maps ids to their settings. ``schedule``:
-    None for a short schedule (tests), False for the formula's default."""
+    None for a short schedule (tests), False for the formula's default. ``source``:
+    more source settings (``reuse_key``)."""
     pillar_dir = pathlib.Path(pillar_dir)
     pillar_dir.mkdir(parents=True, exist_ok=True)
     top = {"base": {minion: ["certsync"] for minion in [source_id, *consumers]}}
@@ -87,6 +89,7 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None):
                 "minion": source_id,
                 "live_dir": str(live_dir),
                 "dir": NPM_DIR,
+                **source,
             },
             "consumers": consumers,
         }

@@ -23,10 +23,12 @@ not fire it again; the certsync schedule covers a lost event.
 
 On a consumer (``alert_days`` set) it runs ``certsync_monitor.check`` and fires
 ``salt/beacon/<minion id>/certsync/alert/<condition>`` once when a condition
-starts (``expiry``, ``mismatch``, ``deploy_failed``, ``dane_pending``,
-``uncovered``; again only after it cleared); a mismatch must last ``grace``
-seconds first (default 600: a renewal is served seconds after the source has
-it). With ``textfile`` it
+starts (``expiry``, ``mismatch``, ``unreachable``, ``deploy_failed``,
+``dane_pending``, ``uncovered``, ``relay_failing``; again only after it
+cleared); a mismatch or an unreachable endpoint must last ``grace`` seconds
+first (default 600: a renewal is served seconds after the source has it, a
+restarted service answers again within seconds). A failure of the beacon
+itself is ``salt/beacon/<minion id>/certsync/error``. With ``textfile`` it
 also writes the Prometheus metrics there.
 
 .. code-block:: yaml
@@ -51,6 +53,8 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
+#: Conditions that must last DEFAULT_GRACE (or ``grace``) seconds before they alert.
+GRACED = ("mismatch", "unreachable")
 #: Seconds a mismatch must last before it is an alert (a renewal converges in seconds).
 DEFAULT_GRACE = 600
 #: A DNS host name (it also names the beacon's record file in the cachedir).
@@ -185,9 +189,9 @@ def _alerts(cfg):
         for name, state in report["conditions"].items()
         if state["active"]
     }
-    # A renewal is served a few seconds after the source has it: a mismatch
-    # counts only once it outlasts the grace period.
-    due = {name for name in since if name != "mismatch" or now - since[name] >= grace}
+    # A renewal is served a few seconds after the source has it, a restarted service
+    # answers again within seconds: these count only once they outlast the grace.
+    due = {name for name in since if name not in GRACED or now - since[name] >= grace}
     before = record.get("fired") if isinstance(record.get("fired"), list) else []
     fired = {name for name in since if name in before}
     new = sorted(due - fired)

@@ -13,7 +13,11 @@ fingerprint its source published in the mine, and the result of the last
 ``expiry``
     an endpoint serves a certificate with fewer than ``days`` days left;
 ``mismatch``
-    an endpoint serves another certificate than the source's (or none);
+    an endpoint serves another certificate than the source's;
+``unreachable``
+    an endpoint answers no TLS handshake (refused, timed out, another
+    protocol): a port that is off, or a service that is down. No deploy
+    restarts a service for it;
 ``deploy_failed``
     the last ``certsync.deployed`` run failed;
 ``dane_pending``
@@ -165,8 +169,8 @@ def _check_days(days):
 def check(days=DEFAULT_DAYS, timeout=10):
     """
     The alert conditions of this consumer (``expiry``, ``mismatch``,
-    ``deploy_failed``), each with ``active`` and a ``detail`` line, and what
-    each endpoint serves.
+    ``unreachable``, ``deploy_failed``, ...: see the module's docs), each with
+    ``active`` and a ``detail`` line, and what each endpoint serves.
 
     days
         Alert when a served certificate has fewer days left. Default: 21.
@@ -308,11 +312,10 @@ def _conditions(endpoints, days, source_fp, source_error, last):
     else:
         differ = [
             f"{name} serves {row['fingerprint'][:16]}..."
-            if row["ok"]
-            else f"{name} serves nothing ({row['error']})"
             for name, row in endpoints.items()
-            if not row["matches_source"]
+            if row["ok"] and not row["matches_source"]
         ]
+    unreachable = [f"{name} ({row['error']})" for name, row in endpoints.items() if not row["ok"]]
     pending = (last or {}).get("dane_pending")
     failed = last is not None and not last["result"] and not pending
     return {
@@ -326,6 +329,10 @@ def _conditions(endpoints, days, source_fp, source_error, last):
             + "; ".join(differ)
             if differ
             else "",
+        },
+        "unreachable": {
+            "active": bool(unreachable),
+            "detail": f"answers no TLS handshake: {'; '.join(unreachable)}" if unreachable else "",
         },
         "deploy_failed": {
             "active": failed,

@@ -27,6 +27,8 @@ fails saying which endpoint served what. ``changes`` carries fingerprints,
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -41,6 +43,9 @@ __virtualname__ = "certsync"
 DEFAULT_MAILCOW_DIR = "/opt/mailcow-dockerized"
 DEPLOY_LOCK = ".certsync-deploy.lock"
 LOCK_TIMEOUT = 120
+#: At most one restart of a service per this many seconds (a certificate that never
+#: takes must not restart mail in a loop from the schedule).
+RESTART_BACKOFF = 3600
 #: Which mailcow service serves which endpoint, to restart only those stale.
 ENDPOINT_SERVICES = {
     "smtp": "postfix-mailcow",
@@ -220,6 +225,7 @@ class _Serving:
         self.names = None  # SNI names to probe with (None: hostname only)
         self.log = []
         self.last = {}  # the latest probe results, by endpoint
+        self.unreachable = {}  # endpoint: why it answered nothing before the deploy
 
     @property
     def active(self):
@@ -246,12 +252,56 @@ class _Serving:
         )
         return not failed
 
-    def _restart(self, services):
+    def set_aside_unreachable(self):
+        """Probe before anything changes. An endpoint that answers nothing (refused,
+        timed out, no TLS) is off, not stale: reported, never waited for, never a
+        reason to reload or restart. Returns what the others serve."""
+        served = self.served()
+        by_endpoint = {}
+        for key, result in served.items():
+            by_endpoint.setdefault(key.split("/")[0], []).append(result)
+        self.unreachable = {
+            endpoint: _why_unreachable(results[0])
+            for endpoint, results in by_endpoint.items()
+            if not any(r.get("fingerprint") for r in results)
+        }
+        if len(self.unreachable) == len(by_endpoint):
+            raise CommandExecutionError(
+                "no endpoint answers, so nothing could be verified: "
+                + "; ".join(f"{e} ({why})" for e, why in sorted(self.unreachable.items()))
+            )
+        self.endpoints = {
+            protocol: f"{address}:{port}" if address else port
+            for protocol, port, address in __salt__["tlsprobe.endpoint_list"](self.endpoints)
+            if protocol not in self.unreachable
+        }
+        return {k: r for k, r in served.items() if k.split("/")[0] not in self.unreachable}
+
+    def unreachable_lines(self):
+        return [
+            f"Not reachable, not checked: {endpoint} ({why}); certsync never restarts a "
+            "service for it (take it out of endpoints if it is off on purpose)"
+            for endpoint, why in sorted(self.unreachable.items())
+        ]
+
+    def _restart(self, services, restoring=False):
+        recent = {} if restoring else _recent_restarts(self.mailcow_dir)
+        held = [s for s in services if s in recent]
+        if held:
+            self.log.append(
+                f"not restarted {', '.join(held)}: restarted at "
+                f"{', '.join(recent[s] for s in held)}, at most one restart per {RESTART_BACKOFF} s"
+            )
+        services = [s for s in services if s not in recent]
+        if not services:
+            return False
         results = __salt__["mailcow.restart"](services, self.mailcow_dir)
+        _note_restarts(self.mailcow_dir, services)
         failed = [f"{s}: {r.get('error')}" for s, r in results.items() if not r["ok"]]
         self.log.append(
             "restarted " + ", ".join(services) + (f" ({'; '.join(failed)})" if failed else "")
         )
+        return True
 
     def _wait(self, fingerprint):
         waited = __salt__["tlsprobe.wait_for"](
@@ -266,16 +316,20 @@ class _Serving:
         return waited["ok"]
 
     def _stale_services(self, fingerprint):
-        stale = {  # a name not probed: its endpoint's hostname is stale, or it is fine
+        """The services of the endpoints that do not serve ``fingerprint``: each answered
+        before the deploy (set_aside_unreachable), so it serves another certificate now,
+        or the reload stopped it. A name not probed: its endpoint's hostname is stale."""
+        stale = {
             ENDPOINT_SERVICES.get(name.split("/")[0])
             for name, result in self.last.items()
             if result.get("fingerprint") != fingerprint and result.get("probed") is not False
         }
-        chosen = [s for s in self.services if s in stale]
-        return chosen or list(self.services)
+        return [s for s in self.services if s in stale]
 
-    def make_served(self, fingerprint):
-        """Reload, check, restart what is stale, check again. True when served everywhere."""
+    def make_served(self, fingerprint, restoring=False):
+        """Reload, check, restart what is stale, check again. True when served everywhere.
+        A service restarted within the back-off is not restarted again, unless
+        ``restoring`` the pair that served before."""
         self.last = {}
         reloaded = self._reload() if self.services else True
         if not self.endpoints:
@@ -286,8 +340,13 @@ class _Serving:
             return False
         if not self.last:
             self.last = self.served()
-        self._restart(self._stale_services(fingerprint))
-        return self._wait(fingerprint)
+        stale = self._stale_services(fingerprint)
+        return bool(stale) and self._restart(stale, restoring) and self._wait(fingerprint)
+
+
+def _why_unreachable(result):
+    where = f"{result.get('address')}:{result.get('port')}"
+    return f"{where}: {result.get('error') or 'no certificate'}"
 
 
 def _names(values, what, kind):
@@ -320,6 +379,31 @@ def _check_commands(commands):
 
 def _seconds(value, what):
     return __utils__["certsync_util.seconds"](value, what, 3600)
+
+
+def _restarts_path(mailcow_dir):
+    digest = hashlib.sha256(os.path.abspath(mailcow_dir).encode()).hexdigest()[:16]
+    return os.path.join(__opts__["cachedir"], "certsync", f"restarts-{digest}.json")
+
+
+def _recent_restarts(mailcow_dir):
+    """{service: when (ISO)} of the restarts certsync made within RESTART_BACKOFF."""
+    record = __utils__["certsync_util.read_json_record"](_restarts_path(mailcow_dir)) or {}
+    now = time.time()
+    return {
+        service: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+        for service, when in record.items()
+        if isinstance(when, (int, float)) and 0 <= now - when < RESTART_BACKOFF
+    }
+
+
+def _note_restarts(mailcow_dir, services):
+    path = _restarts_path(mailcow_dir)
+    record = __utils__["certsync_util.read_json_record"](path) or {}
+    record = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+    record.update(dict.fromkeys(services, time.time()))
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    __utils__["certsync_util.replace_file"](path, json.dumps(record).encode(), 0o600)
 
 
 @contextlib.contextmanager
@@ -439,7 +523,7 @@ def _fail_and_roll_back(ret, serving, name, done, new, old):
     else:
         lines.append(f"Restored the previous pair {_short(old)} in: {', '.join(done)}")
         serving.log = []
-        if old and serving.make_served(old):
+        if old and serving.make_served(old, restoring=True):
             lines.append(f"The previous pair {_short(old)} is served again on every endpoint")
         elif old:
             lines.append(
@@ -456,17 +540,18 @@ def _fail_and_roll_back(ret, serving, name, done, new, old):
 # --------------------------------------------------------------------------
 
 
-def _converge_served(ret, serving, validation, origin):
-    """The files are current: make sure every endpoint serves them too."""
+def _converge_served(ret, serving, validation, origin, served):
+    """The files are current: make sure every endpoint that answers serves them too."""
     new = validation["fingerprint"]
     ret["result"] = True
     ret["comment"] = f"Certificate {new} from {origin} is already deployed"
     if not serving.endpoints:
         return ret
-    served = serving.served()
     stale = sorted(n for n, r in served.items() if r.get("fingerprint") != new)
     if not stale:
-        ret["comment"] += " and served on every endpoint"
+        ret["comment"] += " and served on every endpoint" + (
+            " that answers" if serving.unreachable else ""
+        )
         return ret
     names = _pair_names(ret["name"], new, None)
     report = "\n".join(_indented(_served_report(served, new, names)))
@@ -588,7 +673,15 @@ def deployed(
     endpoints
         Endpoints to verify on the wire (see the ``tlsprobe`` module): names
         such as ``[smtp, imaps, https]``, ``protocol:port`` strings or a
-        protocol-to-port mapping. Default: none, nothing is probed.
+        protocol-to-port mapping. Default: none, nothing is probed. They are
+        probed once before anything changes: one that answers no TLS
+        handshake then (refused, timed out, another protocol: a port that is
+        off) is named in the comment and left out of the run; it never causes
+        a reload or a restart. When none answers, nothing is deployed.
+        A service is restarted only for endpoints that served another
+        certificate after the reload (or stopped answering), and at most
+        once an hour (a record in the cachedir), except to bring the previous
+        pair back in a roll back.
 
     probe_address
         Where the probes connect. Default: ``hostname``.
@@ -691,9 +784,11 @@ def _deploy(ret, serving, pair, options):
         *_dropped_lines(layout["dropped"]),
         *_mailcow_checks(serving, validation),
     ]
+    served = serving.set_aside_unreachable() if serving.endpoints else {}
+    hold["notes"] += serving.unreachable_lines()
     plan = _plan(fullchain, key, layout["dirs"], layout["domains"])
     if not plan:
-        ret = _converge_served(ret, serving, validation, origin)
+        ret = _converge_served(ret, serving, validation, origin, served)
         verified = serving.endpoints and ret["result"] is not False
         return _dane_retire(ret, hostname, dane) if dane and verified else ret
     old = __salt__["certsync.deployed_info"](name)
@@ -711,7 +806,7 @@ def _deploy(ret, serving, pair, options):
         "dirs": [directory for directory, _ in plan],
     }
     if __opts__["test"]:
-        return _test_plan(ret, serving, plan, origin)
+        return _test_plan(ret, serving, plan, origin, served)
     serving.preflight()
     done = _apply(fullchain, key, plan, layout["domains"])
     new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
@@ -808,7 +903,7 @@ def _restore_after_error(ret, done, exc):
     return ret
 
 
-def _test_plan(ret, serving, plan, origin):
+def _test_plan(ret, serving, plan, origin, served):
     ret["result"] = None
     lines = [f"Would install the pair from {origin}: {_describe_plan(plan)}"]
     if serving.services:
@@ -818,7 +913,7 @@ def _test_plan(ret, serving, plan, origin):
         old = ret["changes"]["old"]["fingerprint"]
         names = _pair_names(ret["name"], new, old)
         lines.append("Served now:")
-        lines += _indented(_served_report(serving.served(), new, names))
+        lines += _indented(_served_report(served, new, names))
     ret["comment"] = "\n".join(lines)
     return ret
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness.mailcow_stack import HOST, NAMES
+from harness.mailcow_stack import HOST, NAMES, free_port
 from harness.pki import TestCA, write_pair, write_sni_dir
 
 ALL = ["smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "sieve", "https"]
@@ -113,6 +113,66 @@ def test_service_that_fails_with_the_new_pair_rolls_back(salt_call, make_stack, 
     )
     assert (stack.ssl_dir / "cert.pem").read_bytes() == before
     assert stack.served() == dict.fromkeys(ALL, old.fingerprint)
+
+
+def test_a_port_that_is_off_on_purpose_is_reported_and_never_restarts_mail(
+    salt_call, make_stack, source, ca, old
+):
+    """pop3 is off (nothing listens): the deploy, the dry run and the converging run
+    name it and go on with the endpoints that answer; nothing is restarted for it."""
+    stack = make_stack(old)
+    started = stack.started_at()
+    endpoints = {name: f"127.0.0.1:{port}" for name, port in stack.endpoints.items()}
+    endpoints["pop3"] = f"127.0.0.1:{free_port()}"
+    args = {"endpoints": json.dumps(endpoints), "verify_timeout": "5"}
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    code, ret = salt_call.state(**stack.state_args(source=_renew(source, new), **args))
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert f"Not reachable, not checked: pop3 ({endpoints['pop3']}: " in ret["comment"]
+    assert "restarted" not in ret["comment"]
+    assert ret["changes"]["served"] == _keys([e for e in ALL if e != "pop3"], EVERY_NAME)
+    for test in (True, False):
+        code, again = salt_call.state(test=test, **stack.state_args(source=str(source), **args))
+        assert (code, again["result"], again["changes"]) == (0, True, {}), again["comment"]
+        assert "already deployed and served on every endpoint that answers" in again["comment"]
+        assert "Not reachable, not checked: pop3" in again["comment"]
+        assert "reload" not in again["comment"]
+    assert stack.started_at() == started
+
+
+def test_every_endpoint_refusing_is_an_error_and_changes_nothing(
+    salt_call, make_stack, source, ca, old
+):
+    stack = make_stack(old)
+    before = (stack.ssl_dir / "cert.pem").read_bytes()
+    refused = json.dumps({"smtps": f"127.0.0.1:{free_port()}", "https": free_port()})
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    _, ret = salt_call.state(**stack.state_args(source=_renew(source, new), endpoints=refused))
+    assert ret["result"] is False
+    assert ret["comment"].startswith(
+        "Nothing deployed: no endpoint answers, so nothing could be verified: https ("
+    )
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
+
+
+def test_a_service_is_restarted_at_most_once_an_hour(salt_call, make_stack, source, ca, old):
+    """A certificate that a reload does not bring: the first run restarts dovecot, the
+    next within the hour does not, rolls back, and the pair that served keeps serving."""
+    stack = make_stack(old)
+    args = {"reload_commands": json.dumps({"dovecot-mailcow": ["true"]}), "verify_timeout": "5"}
+    first = ca.leaf(HOST, sans=NAMES, key_kind="ec-p256")
+    _, ret = salt_call.state(**stack.state_args(source=_renew(source, first), **args))
+    assert ret["result"] is True, ret["comment"]
+    assert "restarted dovecot-mailcow" in ret["comment"]
+    started = stack.started_at()
+    second = ca.leaf(HOST, sans=NAMES, key_kind="ec-p256")
+    _, ret = salt_call.state(**stack.state_args(source=_renew(source, second), **args))
+    assert ret["result"] is False
+    assert "not restarted dovecot-mailcow: restarted at " in ret["comment"]
+    assert "at most one restart per 3600 s" in ret["comment"]
+    assert f"The previous pair {first.fingerprint[:16]}... is served again" in ret["comment"]
+    assert stack.started_at() == started
+    assert stack.served() == dict.fromkeys(ALL, first.fingerprint)
 
 
 def test_postfix_reload_alone_keeps_the_sni_map_stale(salt_call, make_stack, source, ca, old):

@@ -380,7 +380,10 @@ def test_an_unexpected_error_after_the_install_restores_the_previous_pair(layout
     def broken_probe(*args, **kwargs):
         raise TypeError("a bug in a probe")
 
-    funcs = {"tlsprobe.probe": broken_probe, "tlsprobe.wait_for": broken_probe}
+    def served_before(*args, **kwargs):
+        return {"smtp/-": {"fingerprint": serving.fingerprint}}
+
+    funcs = {"tlsprobe.probe": served_before, "tlsprobe.wait_for": broken_probe}
     funcs["tlsprobe.endpoint_list"] = tlsprobe_mod.endpoint_list
     with patch.dict(certsync_state.__salt__, funcs):
         ret = certsync_state.deployed(

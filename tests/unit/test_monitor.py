@@ -136,6 +136,23 @@ def test_served_differs_from_source(ca, fleet, serve):
     )
 
 
+def test_an_endpoint_that_answers_nothing_is_unreachable_not_a_mismatch(ca, fleet, serve):
+    leaf = ca.leaf(HOST)
+    serve(leaf)
+    fleet.published = leaf.fingerprint
+    fleet.endpoints["smtps"] = free_port()  # nothing listens: refused
+    report = monitor_mod.check()
+    assert _active(report) == {"unreachable"}
+    assert report["conditions"]["unreachable"]["detail"].startswith(
+        "answers no TLS handshake: smtps ("
+    )
+    config = [{"alert_days": 14, "grace": 600}]
+    start = time.time()
+    assert certsync_beacon.beacon(config) == []  # a restart: seconds, not an alert
+    with patch.object(certsync_beacon.time, "time", return_value=start + 601):
+        assert [e["tag"] for e in certsync_beacon.beacon(config)] == ["alert/unreachable"]
+
+
 def test_failed_deploy(ca, fleet, serve):
     leaf = ca.leaf(HOST)
     serve(leaf)
@@ -253,7 +270,7 @@ def test_textfile_parses_as_prometheus_text(ca, fleet, serve, tmp_path):
     written = monitor_mod.textfile(str(path), days=21)
     text = path.read_text()
     families = _families(text)
-    assert written == {"path": str(path), "samples": 14}
+    assert written == {"path": str(path), "samples": 15}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert os.listdir(path.parent) == ["certsync.prom"]
 
@@ -278,6 +295,7 @@ def test_textfile_parses_as_prometheus_text(ca, fleet, serve, tmp_path):
     assert alerts == {
         "expiry": 1.0,
         "mismatch": 0.0,
+        "unreachable": 0.0,
         "deploy_failed": 0.0,
         "dane_pending": 0.0,
         "uncovered": 0.0,
@@ -295,6 +313,8 @@ def test_textfile_after_a_failed_run_and_an_unreachable_endpoint(ca, fleet, serv
     families = _families(path.read_text())
     probes = {s.labels["endpoint"]: s.value for s in families["certsync_probe_success"].samples}
     assert probes == {"https": 1.0, "imaps": 1.0, "smtps": 0.0}
+    alerts = {s.labels["condition"]: s.value for s in families["certsync_alert"].samples}
+    assert (alerts["unreachable"], alerts["mismatch"]) == (1.0, 1.0)
     assert families["certsync_last_deploy_success"].samples[0].value == 0.0
     assert "certsync_last_successful_deploy_timestamp_seconds" not in families
 
