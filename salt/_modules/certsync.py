@@ -1634,6 +1634,27 @@ def set_reuse_key(lineage_dir, test=False):
     return {**ret, "changed": True}
 
 
+def reuse_key_wanted():
+    """
+    Whether the formula makes certbot keep the source's key (``reuse_key =
+    True``), from this minion's pillar: ``certsync:source:reuse_key`` true or
+    false, or ``auto`` (the default): only when a consumer has ``dane`` on,
+    since a published TLSA 3 1 1 record pins the key. Returns ``wanted`` and
+    ``why``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync.reuse_key_wanted
+    """
+    try:
+        wanted, why = __utils__["certsync_util.reuse_key_wanted"](_formula_settings())
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
+    return {"wanted": wanted, "why": why}
+
+
 # --------------------------------------------------------------------------
 # Sealing a private key to a consumer, and opening it there (HPKE)
 # --------------------------------------------------------------------------

@@ -172,10 +172,15 @@ def _publish(source, cfg, consumers):
     settings = _settings(cfg)
     src = _mapping(settings.get("source"))
     live_dir, lineage = src.get("live_dir"), src.get("dir")
+    try:
+        keep_key = __utils__["certsync_util.reuse_key_wanted"](settings)[0]
+    except ValueError as exc:
+        log.error("certsync: no publication from %s: %s", source, exc)
+        return {"targets": [], "jid": None, "refused": str(exc)}
     kwarg = {
         "hostname": settings.get("hostname"),
         "consumers": consumers,
-        "keep_key": src.get("reuse_key") is not False,
+        "keep_key": keep_key,
     }
     if lineage:
         kwarg["source"] = f"{live_dir}/{lineage}"

@@ -202,3 +202,25 @@ def consumer_setting(cfg, minion_id, *path):
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
     return value, ":".join([where, *map(str, path)])
+
+
+def reuse_key_wanted(cfg):
+    """Whether certbot must keep the source's key at renewal (``reuse_key = True``),
+    from the ``certsync`` pillar over the formula's defaults (``cfg``):
+    ``source:reuse_key`` true or false, or ``auto``: true when a consumer has
+    ``dane`` on (a published TLSA record pins the key), else certbot's default.
+    Returns (wanted, why); a value that is none of these is a ValueError."""
+    cfg = cfg if isinstance(cfg, dict) else {}
+    source = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
+    setting = source.get("reuse_key", "auto")
+    if isinstance(setting, bool):
+        return setting, f"certsync:source:reuse_key is {str(setting).lower()}"
+    if setting != "auto":
+        raise ValueError(
+            f"certsync:source:reuse_key must be true, false or auto, not {str(setting)[:40]!r}"
+        )
+    consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
+    pinning = sorted(c for c in consumers if consumer_setting(cfg, c, "dane")[0])
+    if pinning:
+        return True, f"reuse_key auto: DANE is on for {', '.join(pinning)}"
+    return False, "reuse_key auto: no consumer has DANE on, certbot's default is left"

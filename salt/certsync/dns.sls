@@ -46,7 +46,7 @@ certsync-mail-dns:
     - certs:
         deployed: {{ (consumer.mailcow_dir ~ "/data/assets/ssl/cert.pem") | json }}
     - probe_address: {{ consumer.probe_address | json }}
-    - key_kept: {{ certsync.source.reuse_key | json }}
+    - key_kept: {{ salt["certsync.reuse_key_wanted"]()["wanted"] | json }}
 {%- endif %}
 {%- if https and consumer.probe_address %}
 {%-   if not dns.tlsa_ports %}

@@ -1,7 +1,8 @@
 {#- The source's publication alone: the certificate sealed for every
-    consumer in the mine, certsync/published when it changed, and certbot told
-    again to keep the key (a re-issue from NPM's UI rewrites the lineage's
-    renewal file without reuse_key). What a renewal triggers (the reactor
+    consumer in the mine, certsync/published when it changed, and, when
+    certsync:source:reuse_key says so (auto: a consumer has DANE on), certbot
+    told again to keep the key (a re-issue from NPM's UI rewrites the
+    lineage's renewal file without reuse_key). What a renewal triggers (the reactor
     applies certsync.published); certsync.source includes it. #}
 {%- from "certsync/map.jinja" import certsync, role with context %}
 {%- set src = certsync.source %}
@@ -16,7 +17,7 @@ certsync-published:
 {%- else %}
     - live_dir: {{ src.live_dir | json }}
 {%- endif %}
-{%- if src.reuse_key %}
+{%- if salt["certsync.reuse_key_wanted"]()["wanted"] %}
 
 certsync-key-reused:
   certsync.key_reused:

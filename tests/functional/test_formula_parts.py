@@ -96,9 +96,32 @@ def test_a_renewal_deploys_with_the_arguments_of_the_sls(salt_call, entry):
         assert _args(state)["dane"] == {"max_wait": 60, "update": UPDATE}
 
 
+@pytest.mark.parametrize(
+    ("source", "consumer", "key_reused"),
+    [
+        ({}, {}, False),
+        ({}, {"dane": True}, True),
+        ({"reuse_key": True}, {}, True),
+        ({"reuse_key": False}, {"dane": True}, False),
+    ],
+    ids=["auto-no-dane", "auto-dane", "forced-on", "forced-off"],
+)
+def test_certbots_config_is_changed_only_when_reuse_key_says_so(
+    salt_call, source, consumer, key_reused
+):
+    pillar = {
+        **SOURCE,
+        "source": {**SOURCE["source"], **source},
+        "consumers": {"mailcow": consumer, "mailcow-2": {}},
+    }
+    states = _rendered(salt_call, "certsync.published", pillar)
+    assert ("certsync-key-reused" in states) is key_reused
+
+
 def test_the_source_publication_is_the_roles_own(salt_call):
-    role = _rendered(salt_call, "certsync.source", SOURCE)
-    alone = _rendered(salt_call, "certsync.published", SOURCE)
+    pillar = {**SOURCE, "source": {**SOURCE["source"], "reuse_key": True}}
+    role = _rendered(salt_call, "certsync.source", pillar)
+    alone = _rendered(salt_call, "certsync.published", pillar)
     # a re-issue from NPM's UI drops reuse_key: a renewal's run sets it again
     assert sorted(alone) == ["certsync-key-reused", "certsync-published"]
     for state in alone:

@@ -143,11 +143,41 @@ def test_a_renewal_and_a_new_recipient_key_make_the_source_publish(pillar):
         "hostname": "mail.example.test",
         "consumers": ["mailcow", "mailcow-2"],
         "live_dir": "/etc/letsencrypt/live",
-        "keep_key": True,
+        "keep_key": False,  # reuse_key auto, and no consumer has DANE on
     }
     assert (
         pillar.jobs.sent == [(["npm"], "certsync_mine.publish_source", [], "list", publication)] * 2
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "consumers", "keep_key"),
+    [
+        ({}, {"mailcow": {}}, False),
+        ({}, {"mailcow": {}, "mailcow-2": {"dane": True}}, True),
+        ({}, {"mailcow": {"dane": {"port": 25}}}, True),
+        ({"reuse_key": False}, {"mailcow": {"dane": True}}, False),
+        ({"reuse_key": True}, {"mailcow": {}}, True),
+    ],
+    ids=["auto-no-dane", "auto-one-dane", "auto-dane-mapping", "forced-off", "forced-on"],
+)
+def test_reuse_key_follows_dane_unless_forced(pillar, source, consumers, keep_key):
+    """A new recipient key (the mailcow side) changes certbot's config only when the
+    source's setting says so."""
+    pillar.write("npm", consumers, **source)
+    runner.on_recipient("mailcow")
+    (job,) = pillar.jobs.sent
+    assert job[4]["keep_key"] is keep_key
+
+
+def test_a_bad_reuse_key_setting_publishes_nothing_and_says_why(pillar):
+    pillar.write("npm", {"mailcow": {}}, reuse_key="yes")
+    assert runner.on_renewed("npm") == {
+        "targets": [],
+        "jid": None,
+        "refused": "certsync:source:reuse_key must be true, false or auto, not 'yes'",
+    }
+    assert pillar.jobs.sent == []
 
 
 def test_the_publication_takes_the_lineage_and_reuse_key_from_the_pillar(pillar):

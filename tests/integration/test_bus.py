@@ -91,7 +91,8 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pe
     fleet.textfile.parent.mkdir()
     alerts = {"days": 21, "interval": 1, "grace": 0, "textfile": str(fleet.textfile)}
     settings = {**stack_settings(fleet.stack), "alerts": alerts}
-    write_pillar(pillar_dir, source, {consumer: settings}, fleet.live_dir)
+    # no DANE here: reuse_key forced on, so that a renewal keeps the key (auto: only with DANE)
+    write_pillar(pillar_dir, source, {consumer: settings}, fleet.live_dir, reuse_key=True)
     fleet.pillar_dir, fleet.settings = pillar_dir, settings
     fleet.master = salt_factories.salt_master_daemon(
         random_string("master-"), overrides=master_config(pillar_dir)
@@ -445,7 +446,7 @@ def test_the_routes_follow_the_pillar_alone(fleet):
     (checkout / "mailcow.conf").write_text("SKIP_LETS_ENCRYPT=y\n")
     both = {consumer: fleet.settings, spare: file_only_settings(checkout)}
     try:
-        write_pillar(fleet.pillar_dir, source, both, fleet.live_dir)
+        write_pillar(fleet.pillar_dir, source, both, fleet.live_dir, reuse_key=True)
         routes = fleet.master.salt_run_cli(timeout=120).run("certsync.routes")
         assert routes.data == {source: sorted(both)}, routes
         # provisioning the new host: its recipient key goes out, the source seals for it
@@ -469,7 +470,7 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         )
         assert _deployed_by_reactor(fleet, mark, renewed.fingerprint) == {consumer, spare}
 
-        write_pillar(fleet.pillar_dir, source, {spare: both[spare]}, fleet.live_dir)
+        write_pillar(fleet.pillar_dir, source, {spare: both[spare]}, fleet.live_dir, reuse_key=True)
         mark = len(fleet.bus.events)
         again = fleet.renew()
         wait_until(
@@ -481,4 +482,6 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         assert _deployed_by_reactor(fleet, mark, again.fingerprint) == {spare}
         assert set(fleet.served().values()) == {renewed.fingerprint}
     finally:
-        write_pillar(fleet.pillar_dir, source, {consumer: fleet.settings}, fleet.live_dir)
+        write_pillar(
+            fleet.pillar_dir, source, {consumer: fleet.settings}, fleet.live_dir, reuse_key=True
+        )
