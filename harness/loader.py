@@ -33,7 +33,8 @@ def salt_functions(module, virtualname):
     }
 
 
-UTILS.update(salt_functions(load_loader_module("utils", "certsync_util"), "certsync_util"))
+for _name in ("certsync_util", "certsync_settings"):
+    UTILS.update(salt_functions(load_loader_module("utils", _name), _name))
 certsync_mod = load_loader_module("modules", "certsync")
 certsync_state = load_loader_module("states", "certsync")
 mailcow_mod = load_loader_module("modules", "mailcow")

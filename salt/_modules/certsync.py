@@ -1649,7 +1649,7 @@ def reuse_key_wanted():
         salt npm-host certsync.reuse_key_wanted
     """
     try:
-        wanted, why = __utils__["certsync_util.reuse_key_wanted"](_formula_settings())
+        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](_formula_settings())
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
     return {"wanted": wanted, "why": why}
@@ -1900,12 +1900,47 @@ def fetch_published(*args, **kwargs):
     return _moved("fetch_published", args, kwargs)
 
 
+def _formula_defaults():
+    """The formula's defaults.yaml (``certsync``), from the master's file server."""
+    text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
+    return (salt.utils.yaml.safe_load(text) or {}).get("certsync", {})
+
+
+def _certsync_pillar():
+    # __pillar__ itself, not pillar.get: Salt 3008 masks what pillar.get returns.
+    found = __pillar__.get("certsync")
+    return dict(found) if isinstance(found, dict) else {}
+
+
 def _formula_settings():
     """The certsync pillar merged over the formula's defaults.yaml."""
-    text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
-    defaults = (salt.utils.yaml.safe_load(text) or {}).get("certsync", {})
-    # __pillar__ itself, not pillar.get: Salt 3008 masks what pillar.get returns.
-    return salt.utils.dictupdate.update(defaults, dict(__pillar__.get("certsync") or {}))
+    return salt.utils.dictupdate.update(_formula_defaults(), _certsync_pillar())
+
+
+def check_settings():
+    """
+    This minion's ``certsync`` pillar against the formula's ``defaults.yaml``:
+    every key the formula does not know (with the closest one it knows), a
+    missing ``hostname``, entries that are no mapping; and this minion's
+    ``role`` (``source``, ``consumer`` or None) with the reason. ``valid`` is
+    False on any problem, and when the pillar names a source or consumers but
+    not this minion (unless ``certsync:no_role`` is true). Credentials are
+    never part of the answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.check_settings
+    """
+    defaults = _formula_defaults()
+    problems = __utils__["certsync_settings.problems"](_certsync_pillar(), defaults)
+    cfg = salt.utils.dictupdate.update(defaults, _certsync_pillar())
+    role, why = __utils__["certsync_settings.role"](cfg, __opts__["id"])
+    valid = not problems and (role is not None or cfg.get("no_role") is True)
+    if not valid:
+        __context__["retcode"] = 1
+    return {"valid": valid, "role": role, "why": why, "problems": problems}
 
 
 def consumer_settings():
@@ -1957,7 +1992,9 @@ def status():
     This minion's part in certsync, as the pillar describes it, for
     ``salt-run certsync.status``: on the source, the certificate it holds and
     how certbot will renew it (:py:func:`renewal`: is the key kept?); on
-    a consumer, the deployed certificate and what every endpoint serves, the
+    a consumer, the deployed certificate and what every endpoint serves
+    (``served``; ``unreachable``: the endpoints that answer no TLS handshake,
+    with the error), the
     per-name dirs left alone (``uncovered``) and the names mailcow serves
     with the top-level pair that the certificate lacks (``missing_names``, the
     names dropped from the hostname's own dir among them),
@@ -1967,7 +2004,7 @@ def status():
     with DANE on (pillar ``dane``) the TLSA records: whether one matches the
     deployed certificate, which are ``stale`` (match it no more: remove) and,
     when the last deploy was held back for it, the record ``pending``
-    publication.
+    publication. On a minion with neither role: ``role`` None and ``why``.
 
     CLI Example:
 
@@ -1997,7 +2034,7 @@ def status():
             "renewal": renewal_view,
         }
     if me not in (cfg.get("consumers") or {}):
-        return {"role": None}
+        return {"role": None, "why": __utils__["certsync_settings.role"](cfg, me)[1]}
     # no credentials passed on: the modules that use them read them from the pillar
     settings = __utils__["certsync_util.without_credentials"](_consumer_settings(cfg))
     dest = settings["dest"]
@@ -2012,10 +2049,14 @@ def status():
             cfg["hostname"], settings["endpoints"], settings.get("probe_address"), timeout=5
         )
         __context__.pop("retcode", None)
-    ret["served"] = {
-        name: probe.get("fingerprint") or f"error: {probe.get('error')}"
+    ret["served"] = {n: p["fingerprint"] for n, p in probes.items() if p.get("fingerprint")}
+    unreachable = {
+        name: probe.get("error") or "no certificate"
         for name, probe in probes.items()
+        if not probe.get("fingerprint")
     }
+    if unreachable:  # off, or down: no certificate to compare
+        ret["unreachable"] = unreachable
     relay = settings.get("relay") or {}
     if relay.get("host"):
         ret["relay"] = _relay_view(settings, relay)

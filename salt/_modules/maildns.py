@@ -94,8 +94,8 @@ MAX_TIMEOUT = 60
 def __virtual__():
     if not HAS_DNSPYTHON or not HAS_CRYPTOGRAPHY:
         return (False, "the maildns module needs dnspython and cryptography")
-    if "certsync_util.consumer_setting" not in __utils__:
-        return (False, "maildns needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    if "certsync_settings.consumer_setting" not in __utils__:
+        return (False, "maildns needs salt://_utils/certsync_settings.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -248,7 +248,7 @@ def _tsig_secret():
     """The TSIG secret from this minion's own pillar (its ``dane:update:tsig_secret``
     under ``certsync:consumers:<id>``, else ``certsync:consumer_defaults``): never an
     argument, which Salt would keep in its job cache and print in its logs."""
-    secret, where = __utils__["certsync_util.consumer_setting"](
+    secret, where = __utils__["certsync_settings.consumer_setting"](
         __pillar__.get("certsync"), __opts__["id"], "dane", "update", "tsig_secret"
     )
     if not secret:

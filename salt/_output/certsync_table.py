@@ -105,6 +105,8 @@ def _consumer(ret):
     for endpoint, served in sorted((ret.get("served") or {}).items()):
         ok = served == deployed
         lines.append(("PASS" if ok else "FAIL", f"served {endpoint}", _fingerprint(served), ""))
+    for endpoint, why in sorted((ret.get("unreachable") or {}).items()):
+        lines.append(("FAIL", f"served {endpoint}", "unreachable", str(why)))
     for entry, row in sorted((ret.get("uncovered") or {}).items()):
         missing = ", ".join(row.get("missing", [])) if isinstance(row, dict) else str(row)
         lines.append(("FAIL", f"per-name dir {entry}", "left alone", f"not covered: {missing}"))
@@ -174,6 +176,8 @@ def _render(ret, colors):
         return _table(_consumer(ret), colors)
     if isinstance(ret, dict) and ret.get("role") == "source":
         return _table(_source(ret), colors)
+    if isinstance(ret, dict) and "role" in ret and ret["role"] is None and "why" in ret:
+        return _table([("INFO", "certsync role", "none", str(ret["why"]))], colors)
     if isinstance(ret, dict) and "consumers" in ret and "sources" in ret:
         return _table(_fleet(ret), colors)
     return None

@@ -99,6 +99,26 @@ def _source_config(source):
     return cfg, sorted(c for c in consumers if _is_minion_id(c) and c != source)
 
 
+def _why_no_consumers(source, cfg):
+    """Why ``source`` routes to nobody, from the pillar the master compiles for it."""
+    if not _is_minion_id(source):
+        return f"{_shown(source)} is no minion id"
+    if not cfg:
+        return (
+            f"the master compiles no certsync pillar for {source}: is it assigned to that "
+            "minion id in the pillar's top.sls?"
+        )
+    named = _source_minion(cfg)
+    if named != source:
+        return f"{source}'s certsync pillar names {_shown(named or '')} as certsync:source:minion"
+    return f"{source}'s certsync pillar names no consumer under certsync:consumers"
+
+
+def _nobody(why, **empty):
+    log.warning("certsync: %s", why)
+    return {"targets": [], **empty, "why": why}
+
+
 def _consumers_of(source):
     """The consumers ``source``'s own pillar names, when it names ``source`` as the source."""
     return _source_config(source)[1]
@@ -167,13 +187,11 @@ def _send(targets, fun, kwarg):
 def _publish(source, cfg, consumers):
     """``certsync_mine.publish_source`` on ``source`` with its pillar's settings (over the
     formula's defaults, as the SLS has them), not waited for: no state run."""
-    if not consumers:
-        return {"targets": [], "jid": None}
     settings = _settings(cfg)
     src = _mapping(settings.get("source"))
     live_dir, lineage = src.get("live_dir"), src.get("dir")
     try:
-        keep_key = __utils__["certsync_util.reuse_key_wanted"](settings)[0]
+        keep_key = __utils__["certsync_settings.reuse_key_wanted"](settings)[0]
     except ValueError as exc:
         log.error("certsync: no publication from %s: %s", source, exc)
         return {"targets": [], "jid": None, "refused": str(exc)}
@@ -205,7 +223,10 @@ def on_renewed(source):
 
         salt-run certsync.on_renewed npm-host
     """
-    return _publish(source, *_source_config(source))
+    cfg, consumers = _source_config(source)
+    if not consumers:
+        return _nobody(_why_no_consumers(source, cfg), jid=None)
+    return _publish(source, cfg, consumers)
 
 
 def on_recipient(consumer):
@@ -221,11 +242,25 @@ def on_recipient(consumer):
         salt-run certsync.on_recipient mailcow-host
     """
     if not _is_minion_id(consumer):
-        return {"targets": [], "jid": None}
+        return _nobody(f"{_shown(consumer)} is no minion id", jid=None)
     source = _source_minion(_certsync_pillar(consumer))
+    if not source:
+        return _nobody(
+            f"{consumer}'s certsync pillar names no source (certsync:source:minion)", jid=None
+        )
     cfg, consumers = _source_config(source)
     # only when the source's pillar names this consumer back
-    return _publish(source, cfg, consumers if consumer in consumers else [])
+    if consumer not in consumers:
+        why = (
+            _why_no_consumers(source, cfg)
+            if not consumers
+            else (
+                f"{source}'s certsync pillar does not name {consumer} under certsync:consumers "
+                f"(it names {', '.join(consumers)})"
+            )
+        )
+        return _nobody(why, jid=None)
+    return _publish(source, cfg, consumers)
 
 
 def _deploy_args(settings, consumer, source, fingerprint):
@@ -278,7 +313,7 @@ def on_published(source, fingerprint=None):
     announced = announced if re.fullmatch(r"[0-9a-f]{64}", announced) else ""
     cfg, consumers = _source_config(source)
     if not consumers:
-        return {"targets": [], "jobs": {}}
+        return _nobody(_why_no_consumers(source, cfg), jobs={})
     settings, groups, refused = _settings(cfg), {}, {}
     for consumer in consumers:
         try:
@@ -345,6 +380,7 @@ def status(timeout=60):
     minions = sorted(set(known) | {c for consumers in known.values() for c in consumers})
     client = salt.client.get_local_client(__opts__["conf_file"])
     views = client.cmd(minions, "certsync.status", tgt_type="list", timeout=int(timeout))
+    accepted = set(salt.key.get_key(__opts__).list_status("accepted").get("minions", []))
     cache = salt.cache.factory(__opts__)
     consumers_report, sources_report, ok = {}, {}, True
     for source, consumers in sorted(known.items()):
@@ -360,21 +396,25 @@ def status(timeout=60):
                 "mine_fingerprint": _mine_fingerprint(cache, source, consumer),
                 "deployed_fingerprint": view.get("deployed"),
                 "served": view.get("served", {}),
+                "unreachable": view.get("unreachable", {}),
                 "days_left": view.get("days_left"),
                 "uncovered": view.get("uncovered", {}),
                 "missing_names": view.get("missing_names", []),
             }
-            wanted = {source_fp}
-            seen = {row["mine_fingerprint"], row["deployed_fingerprint"], *row["served"].values()}
-            row["agree"] = source_fp is not None and seen == wanted
-            if view.get("tlsa"):
-                row["tlsa"] = view["tlsa"]
-                row["agree"] = row["agree"] and view["tlsa"].get("deployed_matches") is True
-            if view.get("relay"):
-                row["relay"] = view["relay"]
-                row["agree"] = row["agree"] and view["relay"].get("ok") is True
-            if not view:
-                row["error"] = f"{consumer} did not answer: {views.get(consumer)!r}"
+            row.update({key: view[key] for key in ("tlsa", "relay") if view.get(key)})
+            if view or consumer in views:
+                problems = _consumer_problems(source, view, row) if view else []
+                problems = problems or ([] if view else [f"answered {views[consumer]!r}"[:200]])
+            elif consumer not in accepted:
+                problems = [
+                    f"no minion with the id {consumer!r} is accepted on this master (salt-key "
+                    "-L): the pillar must name the consumer by its minion id"
+                ]
+            else:
+                problems = [f"{consumer} did not answer within {int(timeout)} s"]
+            row["agree"] = not problems
+            if problems:
+                row["error"] = "; ".join(problems)
             ok = ok and row["agree"]
             consumers_report[consumer] = row
         pinned = [c for c in consumers if _pins_source_key(consumers_report[c], source_fp)]
@@ -386,6 +426,40 @@ def status(timeout=60):
         "sources": sources_report,
         "consumers": consumers_report,
     }
+
+
+def _consumer_problems(source, view, row):
+    """Why a consumer that answered does not agree with its source, one phrase each."""
+    if view.get("role") != "consumer":
+        return [f"it does not take itself for a consumer: {view.get('why', 'no reason given')}"]
+    source_fp = row["source_fingerprint"]
+    if source_fp is None:
+        return [f"the source {source} did not give its certificate's fingerprint"]
+    problems = []
+    for what, key in (
+        ("the mine entry for it holds", "mine_fingerprint"),
+        ("deployed", "deployed_fingerprint"),
+    ):
+        if row[key] != source_fp:
+            problems.append(f"{what} {_short(row[key])}, not the source's {_short(source_fp)}")
+    problems += [
+        f"{endpoint} serves {_short(fingerprint)}"
+        for endpoint, fingerprint in sorted(row["served"].items())
+        if fingerprint != source_fp
+    ]
+    problems += [
+        f"{endpoint} answers no TLS handshake ({why})"
+        for endpoint, why in sorted(row["unreachable"].items())
+    ]
+    if row.get("tlsa") and row["tlsa"].get("deployed_matches") is not True:
+        problems.append("no TLSA record matches the deployed certificate")
+    if row.get("relay") and row["relay"].get("ok") is not True:
+        problems.append(f"mail does not leave through the relay {row['relay'].get('relay')}")
+    return problems
+
+
+def _short(fingerprint):
+    return f"{fingerprint[:16]}..." if isinstance(fingerprint, str) and fingerprint else "nothing"
 
 
 def _pins_source_key(row, source_fp):

@@ -918,6 +918,32 @@ def _test_plan(ret, serving, plan, origin, served):
     return ret
 
 
+def settings_valid(name="certsync"):
+    """
+    The formula's first state: fail, naming each problem, when this minion's
+    ``certsync`` pillar has a key the formula does not know (with the closest
+    one it knows), lacks ``hostname``, or names a source or consumers but not
+    this minion's id (``certsync.check_settings``). A minion meant to have no
+    role says so with ``certsync:no_role: true``.
+
+    .. code-block:: yaml
+
+        certsync-settings:
+          certsync.settings_valid: []
+    """
+    checked = __salt__["certsync.check_settings"]()
+    role = checked["role"] or "none"
+    ret = {"name": name, "changes": {}, "result": checked["valid"], "comment": ""}
+    if checked["valid"]:
+        ret["comment"] = f"The certsync pillar is valid; role: {role} ({checked['why']})"
+        return ret
+    lines = [*checked["problems"]]
+    if not checked["role"] and checked["why"] not in lines:
+        lines.append(checked["why"])
+    ret["comment"] = "The certsync pillar needs fixing:\n" + "\n".join(f"- {x}" for x in lines)
+    return ret
+
+
 def published(name, consumers, source=None, live_dir=None, force=False):
     """
     Publish the certificate for ``name`` (the mail host name) from this

@@ -128,9 +128,29 @@ def test_each_consumer_deploys_with_its_own_settings(pillar):
 
 def test_a_minion_that_is_no_source_reaches_nobody(pillar):
     pillar.write("npm", {"mailcow": {}})
-    assert runner.on_published("mailcow") == {"targets": [], "jobs": {}}
-    assert runner.on_renewed("mailcow") == {"targets": [], "jid": None}
-    assert runner.on_renewed("intruder") == {"targets": [], "jid": None}
+    names_npm = "mailcow's certsync pillar names 'npm' as certsync:source:minion"
+    assert runner.on_published("mailcow") == {"targets": [], "jobs": {}, "why": names_npm}
+    assert runner.on_renewed("mailcow") == {"targets": [], "jid": None, "why": names_npm}
+    assert runner.on_renewed("intruder") == {
+        "targets": [],
+        "jid": None,
+        "why": "the master compiles no certsync pillar for intruder: is it assigned to that "
+        "minion id in the pillar's top.sls?",
+    }
+    assert pillar.jobs.sent == []
+
+
+def test_a_consumer_keyed_by_another_id_is_told_why_nothing_moves(pillar):
+    """Salt's default minion id is the FQDN; the pillar says mailcow."""
+    pillar.write("npm", {"mailcow": {}}, minions=["npm", "mailcow", "mail.example.test"])
+    assert runner.on_recipient("mail.example.test")["why"] == (
+        "npm's certsync pillar does not name mail.example.test under certsync:consumers "
+        "(it names mailcow)"
+    )
+    pillar.write("npm", {}, minions=["npm", "mailcow"])
+    assert runner.on_recipient("mailcow")["why"] == (
+        "npm's certsync pillar names no consumer under certsync:consumers"
+    )
     assert pillar.jobs.sent == []
 
 
@@ -197,7 +217,12 @@ def test_the_publication_takes_the_lineage_and_reuse_key_from_the_pillar(pillar)
 def test_a_consumer_the_source_does_not_name_moves_nothing(pillar):
     # its own pillar names npm, npm's does not name it back
     pillar.write("npm", {"mailcow": {}}, minions=["npm", "mailcow", "stranger"])
-    assert runner.on_recipient("stranger") == {"targets": [], "jid": None}
+    assert runner.on_recipient("stranger") == {
+        "targets": [],
+        "jid": None,
+        "why": "npm's certsync pillar does not name stranger under certsync:consumers "
+        "(it names mailcow)",
+    }
     assert pillar.jobs.sent == []
 
 

@@ -30,6 +30,15 @@ class _Cache:
         return {}
 
 
+class _Keys:
+    def __init__(self, accepted):
+        self.accepted = accepted
+
+    def list_status(self, status):
+        assert status == "accepted"
+        return {"minions": self.accepted}
+
+
 def _views(keeps_key, tlsa_records):
     consumer = {
         "role": "consumer",
@@ -55,9 +64,11 @@ def _views(keeps_key, tlsa_records):
 
 @pytest.fixture
 def run(monkeypatch):
-    def status(views):
+    def status(views, accepted=None):
+        accepted = ["npm", *views] if accepted is None else accepted
         monkeypatch.setattr(runner.salt.client, "get_local_client", lambda _: _Client(views))
         monkeypatch.setattr(runner.salt.cache, "factory", lambda _: _Cache())
+        monkeypatch.setattr(runner.salt.key, "get_key", lambda _: _Keys(accepted))
         monkeypatch.setattr(runner, "routes", lambda: {"npm": ["mailcow"]})
         runner.__opts__ = {"conf_file": "master"}
         return runner.status()
@@ -103,3 +114,43 @@ def test_a_renewal_file_certbot_refuses_fails_the_source_row(run):
     assert (ret["result"], ret["retcode"]) == (False, 1)
     assert ret["sources"]["npm"]["result"] is False
     assert ret["sources"]["npm"]["error"] == f"certbot's renewal of this lineage: {refused}"
+
+
+def test_every_consumer_that_does_not_agree_says_why(run):
+    views = _views(keeps_key=True, tlsa_records=None)
+    views["mailcow"]["served"] = {"smtp": FP, "imaps": "cd" * 32}
+    views["mailcow"]["unreachable"] = {"pop3": "ConnectionRefusedError: [Errno 111]"}
+    row = run(views)["consumers"]["mailcow"]
+    assert row["agree"] is False
+    assert row["error"] == (
+        "imaps serves cdcdcdcdcdcdcdcd...; pop3 answers no TLS handshake "
+        "(ConnectionRefusedError: [Errno 111])"
+    )
+
+
+@pytest.mark.parametrize(
+    ("view", "accepted", "error"),
+    [
+        (
+            None,
+            ["npm", "mail.example.test"],
+            "no minion with the id 'mailcow' is accepted on this master (salt-key -L): the "
+            "pillar must name the consumer by its minion id",
+        ),
+        (None, ["npm", "mailcow"], "mailcow did not answer within 60 s"),
+        (
+            {"role": None, "why": "this minion's id is 'mailcow', but ..."},
+            ["npm", "mailcow"],
+            "it does not take itself for a consumer: this minion's id is 'mailcow', but ...",
+        ),
+    ],
+    ids=["id-not-accepted", "silent", "no-role"],
+)
+def test_a_consumer_that_is_not_there_says_why(run, view, accepted, error):
+    views = _views(keeps_key=True, tlsa_records=None)
+    if view is None:
+        del views["mailcow"]
+    else:
+        views["mailcow"] = view
+    row = run(views, accepted)["consumers"]["mailcow"]
+    assert (row["agree"], row["error"]) == (False, error)

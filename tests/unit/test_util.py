@@ -2,14 +2,17 @@
 
 import hashlib
 import os
+import pathlib
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 
 from harness.loader import UTILS
 
 replace_file = UTILS["certsync_util.replace_file"]
 write_temp = UTILS["certsync_util.write_temp"]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_spki_hash_is_the_tlsa_3_1_1_data(good, ca):
@@ -99,7 +102,23 @@ def test_credentials_that_are_set_are_masked_in_what_is_shown():
     ],
 )
 def test_a_consumer_setting_is_its_own_over_the_defaults(cfg, expected):
-    value, where = UTILS["certsync_util.consumer_setting"](
+    value, where = UTILS["certsync_settings.consumer_setting"](
         cfg, "m", "dane", "update", "tsig_secret"
     )
     assert (value, where) == (expected[0], f"certsync:{expected[1]}:dane:update:tsig_secret")
+
+
+@pytest.mark.parametrize("path", ["pillar.example", "pillar/certsync.sls"])
+def test_the_documented_pillars_hold_only_known_settings(path):
+    defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
+    pillar = yaml.safe_load((ROOT / path).read_text())["certsync"]
+    assert UTILS["certsync_settings.problems"](pillar, defaults) == []
+
+
+def test_every_default_is_documented_in_pillar_example():
+    """Every key of defaults.yaml appears in pillar.example, at the same place."""
+    defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
+    example = yaml.safe_load((ROOT / "pillar.example").read_text())["certsync"]
+    example_defaults = {**example, "consumers": {}}
+    missing = UTILS["certsync_settings.problems"](defaults, example_defaults)
+    assert [m for m in missing if "hostname is not set" not in m] == []

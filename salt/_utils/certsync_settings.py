@@ -1,0 +1,140 @@
+"""
+The certsync pillar, read as the formula reads it
+=================================================
+
+Synced with ``saltutil.sync_utils`` and called through
+``__utils__["certsync_settings.<name>"]`` by the ``certsync`` execution
+module and the runner: which keys the formula knows (``defaults.yaml``), and
+the decisions taken from the merged settings that more than one place needs.
+"""
+
+import difflib
+
+#: Mappings whose keys are the operator's own: mailcow.conf keys, service
+#: names, minion ids, ports, DNS settings checked where they are used.
+FREE_FORM = frozenset(
+    {
+        "consumers",
+        "mailcow_conf",
+        "reload_commands",
+        "endpoints",
+        "dane",
+        "probe_addresses",
+        "return_path",
+    }
+)
+#: Keys the defaults leave out on purpose (each has a meaning when absent).
+OPTIONAL = {"certsync:schedule": ("seconds", "hours", "days")}
+
+
+def _closest(key, known):
+    found = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _unknown(given, known, path, problems):
+    if not isinstance(given, dict) or not isinstance(known, dict):
+        return
+    allowed = [*known, *OPTIONAL.get(path, ())]
+    for key, value in given.items():
+        where = f"{path}:{key}"
+        if key not in allowed:
+            closest = _closest(key, allowed)
+            problems.append(
+                f"{where} is no certsync setting"
+                + (f": did you mean {path}:{closest}?" if closest else "")
+            )
+        elif key not in FREE_FORM and isinstance(known.get(key), dict) and known[key]:
+            _unknown(value, known[key], where, problems)
+
+
+def problems(pillar, defaults):
+    """What is wrong with the ``certsync`` pillar against the formula's ``defaults``
+    (both the ``certsync`` mapping): each unknown key with the closest known one, a
+    missing hostname, a consumers entry that is no mapping. A list of sentences."""
+    if not isinstance(pillar, dict):
+        return [f"certsync must be a mapping, not {type(pillar).__name__}"]
+    found = []
+    _unknown(pillar, defaults, "certsync", found)
+    consumers = pillar.get("consumers")
+    if consumers is not None and not isinstance(consumers, dict):
+        found.append("certsync:consumers must map minion ids to their settings")
+    for minion, entry in (consumers if isinstance(consumers, dict) else {}).items():
+        if entry is not None and not isinstance(entry, dict):
+            found.append(f"certsync:consumers:{minion} must be a mapping (or empty)")
+            continue
+        _unknown(entry, defaults.get("consumer_defaults"), f"certsync:consumers:{minion}", found)
+    if not pillar.get("hostname"):
+        found.append("certsync:hostname is not set: the mail host name the certificate covers")
+    return found
+
+
+def consumer_setting(cfg, minion_id, *path):
+    """A consumer's own setting from its ``certsync`` pillar (``cfg``):
+    ``consumers:<minion_id>`` over ``consumer_defaults`` (key by key at the top, as
+    map.jinja merges them), then ``path`` followed down; None where anything on the
+    way is missing. Returns the setting and the pillar key it was looked up at."""
+    cfg = cfg if isinstance(cfg, dict) else {}
+    defaults = (
+        cfg.get("consumer_defaults") if isinstance(cfg.get("consumer_defaults"), dict) else {}
+    )
+    consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
+    own = consumers.get(minion_id) if isinstance(consumers.get(minion_id), dict) else {}
+    top = path[0]
+    where, value = (
+        (f"certsync:consumers:{minion_id}", own)
+        if top in own
+        else ("certsync:consumer_defaults", defaults)
+    )
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value, ":".join([where, *map(str, path)])
+
+
+def reuse_key_wanted(cfg):
+    """Whether certbot must keep the source's key at renewal (``reuse_key = True``),
+    from the ``certsync`` pillar over the formula's defaults (``cfg``):
+    ``source:reuse_key`` true or false, or ``auto``: true when a consumer has
+    ``dane`` on (a published TLSA record pins the key), else certbot's default.
+    Returns (wanted, why); a value that is none of these is a ValueError."""
+    cfg = cfg if isinstance(cfg, dict) else {}
+    source = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
+    setting = source.get("reuse_key", "auto")
+    if isinstance(setting, bool):
+        return setting, f"certsync:source:reuse_key is {str(setting).lower()}"
+    if setting != "auto":
+        raise ValueError(
+            f"certsync:source:reuse_key must be true, false or auto, not {str(setting)[:40]!r}"
+        )
+    consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
+    pinning = sorted(c for c in consumers if consumer_setting(cfg, c, "dane")[0])
+    if pinning:
+        return True, f"reuse_key auto: DANE is on for {', '.join(pinning)}"
+    return False, "reuse_key auto: no consumer has DANE on, certbot's default is left"
+
+
+def role(cfg, minion_id):
+    """This minion's role in the merged settings ``cfg``, and why: ``source``,
+    ``consumer`` or None (with the ids the pillar names, to spot a minion id that
+    differs from the pillar's, e.g. Salt's default FQDN id)."""
+    source = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
+    consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
+    if source.get("minion") and source.get("minion") == minion_id:
+        return "source", f"{minion_id} is certsync:source:minion"
+    if minion_id in consumers:
+        return "consumer", f"{minion_id} is in certsync:consumers"
+    if cfg.get("no_role") is True:
+        return None, "certsync:no_role is set: this minion has no certsync role on purpose"
+    named = [f"source {source['minion']!r}"] if source.get("minion") else []
+    if consumers:
+        named.append("consumers " + ", ".join(repr(str(c)) for c in sorted(consumers, key=str)))
+    if not named:
+        return None, (
+            f"the certsync pillar of {minion_id!r} names no source and no consumer: is it "
+            "assigned to this minion (pillar top.sls)?"
+        )
+    return None, (
+        f"this minion's id is {minion_id!r}, but the certsync pillar names "
+        f"{' and '.join(named)}: add it there under its own id (Salt's default id is the "
+        "FQDN), or set certsync:no_role: true for a minion without a role"
+    )

@@ -1,0 +1,97 @@
+"""A misconfigured certsync pillar is named, not a silent no-op (salt-call --local):
+unknown keys with the closest known one, a missing hostname, a pillar naming other
+minion ids than this one."""
+
+import pytest
+
+pytestmark = pytest.mark.functional
+ME = "certsync-functional"
+HOST = "mail.example.test"
+
+
+def _settings_state(ret):
+    (state,) = [v for k, v in ret.data.items() if "certsync-settings" in k]
+    return state
+
+
+def test_typos_are_named_with_the_key_meant(salt_call, tmp_path):
+    pillar = {
+        "certsync": {
+            "hostnmae": HOST,
+            "source": {"minion": "npm"},
+            "consumer_default": {"min_days": 3},
+            "consumers": {ME: {"mailcow_dir": str(tmp_path), "min_day": 3, "alert": {}}},
+            "dns": {"domian": "example.test"},
+        }
+    }
+    pillar["certsync"]["consumers"][ME]["probe_adress"] = "127.0.0.1"
+    with salt_call.pillar(pillar):
+        checked = salt_call("certsync.check_settings")
+        applied = salt_call("state.apply", "certsync", "test=True")
+    assert checked.returncode == 1
+    assert checked.data["valid"] is False and checked.data["role"] == "consumer"
+    assert checked.data["problems"] == [
+        "certsync:hostnmae is no certsync setting: did you mean certsync:hostname?",
+        "certsync:consumer_default is no certsync setting: did you mean "
+        "certsync:consumer_defaults?",
+        "certsync:dns:domian is no certsync setting: did you mean certsync:dns:domain?",
+        f"certsync:consumers:{ME}:min_day is no certsync setting: did you mean "
+        f"certsync:consumers:{ME}:min_days?",
+        f"certsync:consumers:{ME}:alert is no certsync setting: did you mean "
+        f"certsync:consumers:{ME}:alerts?",
+        f"certsync:consumers:{ME}:probe_adress is no certsync setting: did you mean "
+        f"certsync:consumers:{ME}:probe_address?",
+        "certsync:hostname is not set: the mail host name the certificate covers",
+    ]
+    assert applied.returncode != 0
+    state = _settings_state(applied)
+    assert state["result"] is False
+    assert state["comment"].startswith("The certsync pillar needs fixing:\n- certsync:hostnmae")
+    blocked = [v for k, v in applied.data.items() if "certsync-recipient-key" in k]
+    assert blocked and blocked[0]["result"] is False
+    assert "One or more requisite failed" in blocked[0]["comment"]
+
+
+@pytest.mark.parametrize(
+    ("certsync", "why"),
+    [
+        (
+            {"hostname": HOST, "source": {"minion": "npm"}, "consumers": {"mailcow": {}}},
+            f"this minion's id is {ME!r}, but the certsync pillar names source 'npm' and "
+            "consumers 'mailcow': add it there under its own id (Salt's default id is the "
+            "FQDN), or set certsync:no_role: true for a minion without a role",
+        ),
+        (
+            {"hostname": HOST},
+            f"the certsync pillar of {ME!r} names no source and no consumer: is it assigned to "
+            "this minion (pillar top.sls)?",
+        ),
+    ],
+    ids=["other-ids", "empty"],
+)
+def test_a_pillar_that_does_not_name_this_minion_fails(salt_call, certsync, why):
+    with salt_call.pillar({"certsync": certsync}):
+        applied = salt_call("state.apply", "certsync")
+        status = salt_call("certsync.status")
+        table = salt_call("--out=certsync_table", "certsync.status")
+    assert applied.returncode != 0
+    state = _settings_state(applied)
+    assert (state["result"], state["comment"]) == (
+        False,
+        f"The certsync pillar needs fixing:\n- {why}",
+    )
+    assert status.data == {"role": None, "why": why}
+    assert "INFO  certsync role  none" in table.stdout and why in table.stdout
+
+
+def test_a_minion_without_a_role_on_purpose_passes(salt_call):
+    pillar = {"certsync": {"hostname": HOST, "source": {"minion": "npm"}, "no_role": True}}
+    with salt_call.pillar(pillar):
+        applied = salt_call("state.apply", "certsync")
+    assert applied.returncode == 0, applied
+    state = _settings_state(applied)
+    assert state["result"] is True
+    assert state["comment"] == (
+        "The certsync pillar is valid; role: none (certsync:no_role is set: this minion has "
+        "no certsync role on purpose)"
+    )
