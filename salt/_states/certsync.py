@@ -447,8 +447,9 @@ def _conf_endpoints(endpoints, mailcow_dir):
 def _mailcow_checks(serving, validation):
     """
     What mailcow.conf says: MAILCOW_HOSTNAME must be ``hostname``, no acme-mailcow
-    may run without SKIP_LETS_ENCRYPT=y. Returns warnings for the names mailcow serves
-    with the top-level pair that the certificate lacks.
+    may run without SKIP_LETS_ENCRYPT=y (in a dry run a note: the formula stands it down
+    first). Returns the notes and the warnings for the names mailcow serves with the
+    top-level pair that the certificate lacks.
     """
     if not serving.services or not _has_conf(serving.mailcow_dir):
         return []
@@ -462,7 +463,14 @@ def _mailcow_checks(serving, validation):
             f"{serving.hostname!r}: one of them is wrong"
         )
     acme = __salt__["mailcow.acme_status"](serving.mailcow_dir)
-    if acme["fights"]:
+    notes = []
+    if acme["fights"] and __opts__["test"]:  # the formula's state before this one stands it down
+        notes.append(
+            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y: the real run "
+            "deploys only once it is stood down (the formula's certsync-acme-stood-down does "
+            "that first; alone: mailcow.acme_stood_down)"
+        )
+    elif acme["fights"]:
         raise CommandExecutionError(
             f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y in its environment "
             "and would overwrite the pair: set SKIP_LETS_ENCRYPT=y in mailcow.conf and run "
@@ -470,16 +478,16 @@ def _mailcow_checks(serving, validation):
             "does both)"
         )
     if not configured:
-        return []
+        return notes
     lacking = __salt__["mailcow.missing_names"](
         validation["sans"], serving.mailcow_dir, serving.mail_domains
     )
-    if not lacking:
-        return []
-    return [
-        f"Warning: the certificate lacks {', '.join(lacking)}, which mailcow's nginx serves "
-        "with the top-level pair (client autoconfiguration over HTTPS breaks)"
-    ]
+    if lacking:
+        notes.append(
+            f"Warning: the certificate lacks {', '.join(lacking)}, which mailcow's nginx serves "
+            "with the top-level pair (client autoconfiguration over HTTPS breaks)"
+        )
+    return notes
 
 
 def _indented(lines):
@@ -779,6 +787,7 @@ def _deploy(ret, serving, pair, options):
         return ret
     layout = _sni_layout(fullchain, name, sni, hostname)
     serving.names = [hostname, *layout["names"], ""]  # and without SNI: the top-level pair
+    serving.preflight()  # in a dry run too: a service that is not there fails both
     hold["notes"] = [
         *_uncovered_lines(layout["uncovered"]),
         *_dropped_lines(layout["dropped"]),
@@ -807,7 +816,6 @@ def _deploy(ret, serving, pair, options):
     }
     if __opts__["test"]:
         return _test_plan(ret, serving, plan, origin, served)
-    serving.preflight()
     done = _apply(fullchain, key, plan, layout["domains"])
     new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
     try:

@@ -308,6 +308,26 @@ def test_acme_mailcow_is_stood_down_before_any_deploy(salt_call, make_stack, sou
     assert set(stack.served_names(EVERY_NAME).values()) == {new.fingerprint}
 
 
+def test_a_dry_run_tells_what_the_real_run_does(salt_call, make_stack, source, ca, old):
+    """acme-mailcow still active: the dry run plans the deploy and says it waits for
+    acme-mailcow to be stood down (the formula's state before it does that); a service
+    the compose project lacks fails the dry run as it fails the real run."""
+    stack = make_stack(old, acme=True)
+    new = ca.leaf(HOST, sans=NAMES, key=old.key)
+    before = (stack.ssl_dir / "cert.pem").read_bytes()
+    args = stack.state_args(source=_renew(source, new))
+    code, ret = salt_call.state(test=True, **args)
+    assert (code, ret["result"]) == (0, None), ret["comment"]
+    assert ret["comment"].startswith(f"Would install the pair from {source}")
+    assert "acme-mailcow (" in ret["comment"]
+    assert "the real run deploys only once it is stood down" in ret["comment"]
+    for test in (True, False):
+        code, ret = salt_call.state(test=test, **{**args, "services": '["postfix"]'})
+        assert (code != 0, ret["result"]) == (True, False), ret["comment"]
+        assert f"no container for postfix in compose project {stack.project!r}" in ret["comment"]
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == before
+
+
 def test_acme_mailcow_is_stopped_where_compose_cannot_recreate_it(salt_call, make_stack, old):
     stack = make_stack(old, acme=True)
     (stack.root / "docker-compose.yml").unlink()
