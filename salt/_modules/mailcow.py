@@ -91,7 +91,11 @@ OUTPUT_TAIL = 2000
 
 def __virtual__():
     if not HAS_DOCKER:
-        return (False, "the mailcow module needs the docker Python package (Docker SDK)")
+        return (
+            False,
+            "the mailcow module needs the Docker SDK for Python: install docker "
+            "(salt-pip install docker), then restart the minion",
+        )
     if "certsync_util.read_regular" not in __utils__:
         return (False, "mailcow needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__

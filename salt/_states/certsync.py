@@ -208,7 +208,10 @@ class _Serving:
         # a files-only deploy (no services, no endpoints) never loads Docker's or the probe's module
         self.services = _names(services, "services", "compose service names")
         if self.services and "mailcow.reload" not in __salt__:
-            raise SaltInvocationError("services given but the mailcow module is not available")
+            raise SaltInvocationError(
+                "services given but the mailcow module is not available: install docker "
+                "(salt-pip install docker), then restart the minion"
+            )
         if endpoints and "tlsprobe.probe" not in __salt__:
             raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
         self.hostname = hostname

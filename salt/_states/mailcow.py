@@ -21,7 +21,11 @@ __virtualname__ = "mailcow"
 
 def __virtual__():
     if "mailcow.conf_set" not in __salt__:
-        return (False, "the mailcow execution module is not available")
+        return (
+            False,
+            "the mailcow execution module is not available: install docker "
+            "(salt-pip install docker) and run saltutil.sync_all",
+        )
     return __virtualname__
 
 

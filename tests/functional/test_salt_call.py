@@ -175,3 +175,27 @@ def test_the_table_outputter_falls_back_to_nested_for_real(salt_call, tmp_path, 
         assert ret.stdout.startswith("local:"), ret.stdout[:300]
     info = salt_call("--out=certsync_table", "certsync.info", fullchain)
     assert good.fingerprint in info.stdout
+
+
+def test_a_missing_docker_sdk_says_how_to_install_it(salt_call, tmp_path, ca, good, serving):
+    """The Docker SDK hidden from the minion's Python: the states that need it say what
+    to install, where Salt alone would say `'mailcow' __virtual__ returned False`."""
+    shadow = tmp_path / "no-docker" / "docker"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    env = {"PYTHONPATH": str(shadow.parent)}
+    layout = cases.make_layout(tmp_path, ca, serving)
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    _, ret = salt_call.state(
+        env=env, name=layout.dest, hostname=HOST, source=layout.source, services="postfix-mailcow"
+    )
+    assert ret["result"] is False
+    assert "install docker (salt-pip install docker)" in ret["comment"], ret["comment"]
+    sls = salt_call.sls_dir / "certsync_no_docker.sls"
+    sls.write_text(f"conf:\n  mailcow.conf_set:\n    - name: {tmp_path}\n    - settings: {{A: b}}\n")
+    conf = salt_call("state.apply", "certsync_no_docker", env=env)
+    assert conf.returncode != 0
+    assert "'mailcow' __virtual__ returned False: the mailcow execution module is not " in str(
+        conf.data
+    ), conf
+    assert "install docker (salt-pip install docker)" in str(conf.data), conf
