@@ -192,7 +192,7 @@ def test_a_missing_docker_sdk_says_how_to_install_it(salt_call, tmp_path, ca, go
     assert ret["result"] is False
     assert "install docker (salt-pip install docker)" in ret["comment"], ret["comment"]
     sls = salt_call.sls_dir / "certsync_no_docker.sls"
-    sls.write_text(f"conf:\n  mailcow.conf_set:\n    - name: {tmp_path}\n    - settings: {{A: b}}\n")
+    sls.write_text(f"conf:\n  mailcow.conf_set:\n    - name: {tmp_path}\n    - settings: {{A: b}}")
     conf = salt_call("state.apply", "certsync_no_docker", env=env)
     assert conf.returncode != 0
     assert "'mailcow' __virtual__ returned False: the mailcow execution module is not " in str(
