@@ -1185,27 +1185,24 @@ def install(fullchain, key, dest, domains=None):
     }
 
 
-def rollback(dest):
+def restore_previous(dest):
     """
-    Restore the pair that :py:func:`install` replaced in ``dest`` (from
-    ``*.certsync-prev``), atomically, under the destination's lock. Refuses
+    Restore the pair that :py:func:`install` replaced in the one directory
+    ``dest`` (from ``*.certsync-prev``), atomically, under its lock. Refuses
     unless both previous files are there as real files (never read through a
     symlink) and hold a valid certificate and its matching key; what is
-    serving is never deleted.
+    serving is never deleted. :py:func:`rollback` does this for every
+    directory of a deploy.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' certsync.rollback /opt/mailcow-dockerized/data/assets/ssl
+        salt '*' certsync.restore_previous /opt/mailcow-dockerized/data/assets/ssl/mail.example.com
     """
     dest = _check_dest(dest)
     with _locked(dest):
-        contents = {
-            name: _read_file(os.path.join(dest, name + PREV_SUFFIX), follow=False)
-            for name in (CERT_FILE, KEY_FILE)
-        }
-        _check_previous(dest, contents)
+        contents = _previous_pair(dest)
         try:
             _replace_pair(dest, contents)
             _restore_domains(dest)
@@ -1214,6 +1211,83 @@ def rollback(dest):
     restored = deployed_info(dest)
     log.warning("certsync: rolled %s back to %s", _shown(dest), restored["fingerprint"])
     return {"dest": dest, "restored": restored["fingerprint"]}
+
+
+def _previous_pair(dest):
+    """The bytes of ``dest``'s previous pair, checked: a certificate and its key."""
+    contents = {
+        name: _read_file(os.path.join(dest, name + PREV_SUFFIX), follow=False)
+        for name in (CERT_FILE, KEY_FILE)
+    }
+    _check_previous(dest, contents)
+    return contents
+
+
+def rollback_plan(dest):
+    """
+    What :py:func:`rollback` would restore: ``dest`` and each per-name
+    directory under it that holds the same certificate as ``dest`` (the one
+    deploy installed it in all of them) and keeps a previous pair; for each,
+    the fingerprint it holds and the one it would get back. Every previous
+    pair is checked first; one that is missing or broken is an error naming
+    it, and nothing is restored.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.rollback_plan /opt/mailcow-dockerized/data/assets/ssl
+    """
+    dest = _check_dest(dest)
+    current = deployed_info(dest)
+    if current is None:
+        raise CommandExecutionError(
+            f"{_shown(dest)}: no certificate deployed; nothing to roll back"
+        )
+    dirs = [dest] + [
+        os.path.join(dest, name)
+        for name, fingerprint in sni_inventory(dest).items()
+        if fingerprint == current["fingerprint"]
+        and os.path.lexists(os.path.join(dest, name, CERT_FILE + PREV_SUFFIX))
+    ]
+    plan = []
+    for directory in dirs:
+        previous = _previous_pair(directory)
+        leaf = _load_certs(
+            _pem_blocks(previous[CERT_FILE], directory), os.path.join(directory, CERT_FILE)
+        )[0]
+        plan.append(
+            {"dir": directory, "holds": current["fingerprint"], "restores": _fingerprint(leaf)}
+        )
+    return plan
+
+
+def rollback(dest):
+    """
+    Undo the deploy that installed the certificate ``dest`` holds, as one step:
+    ``dest``'s previous pair back, and in every per-name directory that holds
+    the same certificate (see :py:func:`rollback_plan`; all previous pairs are
+    checked before any file changes). Files only: ``certsync_deploy.rollback``
+    (or ``state.apply certsync.rollback``) also reloads, verifies on the wire
+    and pauses the deploys. Returns the directories and fingerprints.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.rollback /opt/mailcow-dockerized/data/assets/ssl
+    """
+    plan = rollback_plan(dest)
+    done = []
+    for step in reversed(plan):  # per-name dirs first, the top-level pair last
+        try:
+            restore_previous(step["dir"])
+        except CommandExecutionError as exc:
+            raise CommandExecutionError(
+                f"{exc}; rolled back before it: {', '.join(done) or 'nothing'}"
+            ) from None
+        done.append(step["dir"])
+    return {"dest": plan[0]["dir"], "restored": plan[0]["restores"], "dirs": plan}
 
 
 def _check_previous(dest, contents):
@@ -2004,7 +2078,8 @@ def status():
     with DANE on (pillar ``dane``) the TLSA records: whether one matches the
     deployed certificate, which are ``stale`` (match it no more: remove) and,
     when the last deploy was held back for it, the record ``pending``
-    publication. On a minion with neither role: ``role`` None and ``why``.
+    publication; ``paused`` when deploys are paused (a roll back, or the
+    pillar). On a minion with neither role: ``role`` None and ``why``.
 
     CLI Example:
 
@@ -2016,23 +2091,7 @@ def status():
     me, now = __opts__["id"], _now()
     source = cfg.get("source") or {}
     if me == source.get("minion"):
-        if source.get("dir"):
-            lineage_dir = os.path.join(source["live_dir"], source["dir"])
-        else:
-            lineage_dir = find_source(cfg["hostname"], source["live_dir"])["dir"]
-        leaf = read_certs(os.path.join(lineage_dir, "fullchain.pem"))[0]
-        try:
-            renewal_view = renewal(lineage_dir)
-        except (CommandExecutionError, SaltInvocationError) as exc:
-            renewal_view = {"error": str(exc)}
-        return {
-            "role": "source",
-            "fingerprint": _fingerprint(leaf),
-            "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
-            "not_after": _iso(leaf.not_valid_after_utc),
-            "days_left": _days_left(leaf, now),
-            "renewal": renewal_view,
-        }
+        return _source_status(cfg["hostname"], source, now)
     if me not in (cfg.get("consumers") or {}):
         return {"role": None, "why": __utils__["certsync_settings.role"](cfg, me)[1]}
     # no credentials passed on: the modules that use them read them from the pillar
@@ -2040,23 +2099,11 @@ def status():
     dest = settings["dest"]
     deployed = deployed_info(dest)
     ret = {"role": "consumer", "deployed": deployed and deployed["fingerprint"]}
+    ret.update(_paused_view(settings))
     if deployed:
         ret["days_left"] = deployed["days_left"]
         ret.update(_mailcow_view(settings, deployed))
-    probes = {}
-    if settings.get("endpoints"):
-        probes = __salt__["tlsprobe.probe"](
-            cfg["hostname"], settings["endpoints"], settings.get("probe_address"), timeout=5
-        )
-        __context__.pop("retcode", None)
-    ret["served"] = {n: p["fingerprint"] for n, p in probes.items() if p.get("fingerprint")}
-    unreachable = {
-        name: probe.get("error") or "no certificate"
-        for name, probe in probes.items()
-        if not probe.get("fingerprint")
-    }
-    if unreachable:  # off, or down: no certificate to compare
-        ret["unreachable"] = unreachable
+    ret.update(_served_view(settings, cfg["hostname"]))
     relay = settings.get("relay") or {}
     if relay.get("host"):
         ret["relay"] = _relay_view(settings, relay)
@@ -2067,6 +2114,56 @@ def status():
             if last.get("dane_pending"):
                 ret["tlsa"]["pending"] = last["dane_pending"]
     return ret
+
+
+def _source_status(hostname, source, now):
+    """The source's part: its certificate, and how certbot will renew it."""
+    if source.get("dir"):
+        lineage_dir = os.path.join(source["live_dir"], source["dir"])
+    else:
+        lineage_dir = find_source(hostname, source["live_dir"])["dir"]
+    leaf = read_certs(os.path.join(lineage_dir, "fullchain.pem"))[0]
+    try:
+        renewal_view = renewal(lineage_dir)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        renewal_view = {"error": str(exc)}
+    return {
+        "role": "source",
+        "fingerprint": _fingerprint(leaf),
+        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
+        "not_after": _iso(leaf.not_valid_after_utc),
+        "days_left": _days_left(leaf, now),
+        "renewal": renewal_view,
+    }
+
+
+def _served_view(settings, hostname):
+    """``served``: what each endpoint serves; ``unreachable``: those that answer no
+    TLS handshake (off, or down: no certificate to compare), with the error."""
+    probes = {}
+    if settings.get("endpoints"):
+        probes = __salt__["tlsprobe.probe"](
+            hostname, settings["endpoints"], settings.get("probe_address"), timeout=5
+        )
+        __context__.pop("retcode", None)
+    view = {"served": {n: p["fingerprint"] for n, p in probes.items() if p.get("fingerprint")}}
+    unreachable = {
+        name: probe.get("error") or "no certificate"
+        for name, probe in probes.items()
+        if not probe.get("fingerprint")
+    }
+    if unreachable:
+        view["unreachable"] = unreachable
+    return view
+
+
+def _paused_view(settings):
+    """``paused``: why deploys are paused (a roll back, the pillar), when they are."""
+    monitor = __salt__.get("certsync_monitor.paused")
+    pause = monitor(settings["dest"]) if monitor else None
+    if pause:
+        return {"paused": pause["reason"]}
+    return {"paused": "paused: true in the pillar"} if settings.get("paused") else {}
 
 
 def _mailcow_view(settings, deployed):

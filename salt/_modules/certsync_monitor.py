@@ -41,6 +41,7 @@ atomically, with ``prometheus_client``'s own writer. The ``certsync`` beacon
 Settings come from the formula's pillar (``certsync:consumers:<id>``).
 """
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -83,9 +84,65 @@ def __virtual__():
     return __virtualname__
 
 
-def _record_path(dest):
+def _record_path(dest, kind="deploy"):
     digest = hashlib.sha256(os.path.abspath(dest).encode()).hexdigest()[:16]
-    return os.path.join(__opts__["cachedir"], "certsync", f"deploy-{digest}.json")
+    return os.path.join(__opts__["cachedir"], "certsync", f"{kind}-{digest}.json")
+
+
+def _write_record(path, record):
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    __utils__["certsync_util.replace_file"](path, json.dumps(record).encode(), 0o600)
+
+
+def paused(dest):
+    """
+    Whether deploys into ``dest`` are paused (by ``certsync.rolled_back``, the
+    formula's ``certsync.rollback``): ``since`` (Unix time) and ``reason``, or
+    None. ``certsync.deployed`` deploys nothing while they are.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.paused /opt/mailcow-dockerized/data/assets/ssl
+    """
+    record = __utils__["certsync_util.read_json_record"](_record_path(dest, "paused"))
+    if not record or not isinstance(record.get("since"), (int, float)):
+        return None
+    return {"since": record["since"], "reason": str(record.get("reason", ""))[:300]}
+
+
+def pause(dest, reason):
+    """
+    Pause the deploys into ``dest`` (the schedule's, the reactor's) until
+    :py:func:`resume`. Returns the pause.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.pause /opt/mailcow-dockerized/data/assets/ssl \
+            reason="rolled back by hand"
+    """
+    record = {"since": time.time(), "reason": str(reason)[:300]}
+    _write_record(_record_path(dest, "paused"), record)
+    return record
+
+
+def resume(dest):
+    """
+    Let deploys into ``dest`` run again. Returns the pause it ended, or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.resume /opt/mailcow-dockerized/data/assets/ssl
+    """
+    was = paused(dest)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_record_path(dest, "paused"))
+    return was
 
 
 def last_deploy(dest):
@@ -130,9 +187,7 @@ def record_deploy(dest, result, installed=False, summary="", dane_pending=None, 
         "dane_pending": str(dane_pending)[:300] if dane_pending and not result else None,
         "certificate": _installed(certificate) if installed else previous.get("certificate"),
     }
-    path = _record_path(dest)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    __utils__["certsync_util.replace_file"](path, json.dumps(record).encode(), 0o600)
+    _write_record(_record_path(dest), record)
     return record
 
 

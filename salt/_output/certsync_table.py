@@ -102,6 +102,8 @@ def _fingerprint(value):
 def _consumer(ret):
     deployed = ret.get("deployed")
     lines = [("INFO", "deployed", _fingerprint(deployed), f"{ret.get('days_left')} days left")]
+    if ret.get("paused"):
+        lines.append(("INFO", "deploys", "paused", str(ret["paused"])))
     for endpoint, served in sorted((ret.get("served") or {}).items()):
         ok = served == deployed
         lines.append(("PASS" if ok else "FAIL", f"served {endpoint}", _fingerprint(served), ""))

@@ -51,7 +51,7 @@ DEPLOY_SETTINGS = (
     "dane",
 )
 #: and those it passes only when they are set.
-DEPLOY_IF_SET = ("reload_commands", "mail_domains", "allow_older")
+DEPLOY_IF_SET = ("reload_commands", "mail_domains", "allow_older", "paused")
 #: A minion id as the certsync module accepts one.
 _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 #: The reactor runs its runner calls in threads that share this module's __context__.
@@ -397,6 +397,7 @@ def status(timeout=60):
                 "deployed_fingerprint": view.get("deployed"),
                 "served": view.get("served", {}),
                 "unreachable": view.get("unreachable", {}),
+                "paused": view.get("paused"),
                 "days_left": view.get("days_left"),
                 "uncovered": view.get("uncovered", {}),
                 "missing_names": view.get("missing_names", []),
@@ -455,6 +456,8 @@ def _consumer_problems(source, view, row):
         problems.append("no TLSA record matches the deployed certificate")
     if row.get("relay") and row["relay"].get("ok") is not True:
         problems.append(f"mail does not leave through the relay {row['relay'].get('relay')}")
+    if problems and view.get("paused"):  # why it differs; paused alone is no problem
+        problems.insert(0, f"deploys are paused ({view['paused']})")
     return problems
 
 

@@ -184,7 +184,7 @@ def _restore(directories):
     errors = []
     for directory in reversed(directories):
         try:
-            __salt__["certsync.rollback"](directory)
+            __salt__["certsync.restore_previous"](directory)
         except CommandExecutionError as exc:
             errors.append(str(exc))
     return errors
@@ -606,6 +606,7 @@ def deployed(
     dane=None,
     mail_domains=None,
     allow_older=False,
+    paused=False,
 ):
     """
     Make the certificate pair in ``name`` match the source pair, and make the
@@ -719,6 +720,11 @@ def deployed(
         publication (a master's mine cache restored from a backup) is refused
         and the newer certificate keeps serving.
 
+    paused
+        Deploy nothing, and say so (pillar ``paused: true``). Deploys are
+        also paused after a roll back (``certsync.rolled_back``) until
+        ``certsync.resumed`` (``state.apply certsync.resume``).
+
     Per-name directories (``sni``): mailcow serves ``name/<dir>/`` for the
     names in its ``domains`` file. The hostname's own is kept (see ``sni``);
     another whose names the certificate all covers is kept in step; one it
@@ -728,6 +734,9 @@ def deployed(
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     hold = {}  # the DANE gate's record to publish, or its steps done
+    held = _paused(name, paused)
+    if held:
+        return {**ret, "result": True, "comment": held}
     try:
         serving = _Serving(
             hostname,
@@ -755,6 +764,22 @@ def deployed(
         )
     _record_run(name, ret, hold.get("record"))
     return ret
+
+
+def _paused(name, by_pillar):
+    """Why deploys into ``name`` are paused (the pillar, or a roll back), or None."""
+    if by_pillar:
+        return "Paused by the pillar (paused: true): nothing deployed"
+    pause = (
+        __salt__["certsync_monitor.paused"](name) if "certsync_monitor.paused" in __salt__ else None
+    )
+    if not pause:
+        return None
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pause["since"]))
+    return (
+        f"Paused since {since} ({pause['reason']}): nothing deployed. To deploy again: "
+        "salt <this minion> state.apply certsync.resume"
+    )
 
 
 def _record_run(name, ret, dane_pending=None):
@@ -926,6 +951,115 @@ def _test_plan(ret, serving, plan, origin, served):
         lines.append("Served now:")
         lines += _indented(_served_report(served, new, names))
     ret["comment"] = "\n".join(lines)
+    return ret
+
+
+def rolled_back(
+    name,
+    hostname,
+    services=None,
+    mailcow_dir=DEFAULT_MAILCOW_DIR,
+    reload_commands=None,
+    endpoints=None,
+    probe_address=None,
+    verify_timeout=60,
+):
+    """
+    Undo the deploy of the certificate ``name`` holds, and keep it undone: the
+    previous pair back in ``name`` and in every per-name directory the same
+    deploy changed, as one step (``certsync.rollback``), then the services
+    reloaded (restarted where the reload does not take) and every endpoint
+    checked on the wire; deploys into ``name`` (the schedule's, the reactor's)
+    are paused until ``certsync.resumed``. The arguments are
+    ``certsync.deployed``'s. With ``test=True`` the comment gives the plan.
+
+    .. code-block:: yaml
+
+        mailcow-rolled-back:
+          certsync.rolled_back:
+            - name: /opt/mailcow-dockerized/data/assets/ssl
+            - hostname: mail.example.com
+            - services: [postfix-mailcow, dovecot-mailcow, nginx-mailcow]
+            - endpoints: [smtp, imaps, https]
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        serving = _Serving(
+            hostname,
+            services,
+            (mailcow_dir, reload_commands, None),
+            endpoints,
+            probe_address,
+            verify_timeout,
+        )
+        with _deploy_lock(name):
+            plan = __salt__["certsync.rollback_plan"](name)
+            steps = [
+                f"{step['dir']}: {_short(step['holds'])} -> {_short(step['restores'])}"
+                for step in plan
+            ]
+            serving.preflight()
+            if __opts__["test"]:
+                ret["result"] = None
+                ret["comment"] = "\n".join(
+                    ["Would roll back:", *_indented(steps)]
+                    + ([f"Would reload {', '.join(serving.services)}"] if serving.services else [])
+                    + ["Would pause the deploys until certsync.resumed"]
+                )
+                return ret
+            restored = __salt__["certsync.rollback"](name)
+            __salt__["certsync_monitor.pause"](
+                name, f"rolled back from {_short(plan[0]['holds'])} by certsync.rolled_back"
+            )
+            serving.names = [hostname, *(os.path.basename(s["dir"]) for s in plan[1:]), ""]
+            served = not serving.active or serving.make_served(restored["restored"], True)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = f"Nothing rolled back: {exc}"
+        return ret
+    ret["changes"] = {
+        "rolled_back": {"old": plan[0]["holds"], "new": plan[0]["restores"]},
+        "dirs": [step["dir"] for step in plan],
+        "paused": True,
+    }
+    ret["result"] = bool(served)
+    lines = ["Rolled back:", *_indented(steps)]
+    if serving.log:
+        lines.append("; ".join(serving.log))
+    if serving.endpoints:
+        verdict = "served on every endpoint" if served else "NOT served everywhere"
+        lines.append(f"The previous pair {_short(restored['restored'])} is {verdict}")
+        lines += _indented(_served_report(serving.last, restored["restored"], {}))
+    lines.append(
+        "Deploys are paused (schedule and reactor deploy nothing); to deploy again: "
+        "salt <this minion> state.apply certsync.resume"
+    )
+    ret["comment"] = "\n".join(lines)
+    return ret
+
+
+def resumed(name):
+    """
+    Let deploys into ``name`` run again after a roll back
+    (``certsync.rolled_back``). The formula's ``certsync.resume`` applies it,
+    then the deploy.
+
+    .. code-block:: yaml
+
+        mailcow-resumed:
+          certsync.resumed:
+            - name: /opt/mailcow-dockerized/data/assets/ssl
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    pause = __salt__["certsync_monitor.paused"](name)
+    if not pause:
+        ret["comment"] = f"Deploys into {name} are not paused"
+        return ret
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"Would resume the deploys into {name}")
+        return ret
+    __salt__["certsync_monitor.resume"](name)
+    ret["changes"] = {"paused": {"old": True, "new": False}}
+    ret["comment"] = f"Deploys into {name} resumed (paused for: {pause['reason']})"
     return ret
 
 

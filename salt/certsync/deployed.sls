@@ -29,6 +29,9 @@ certsync-deployed:
 {%- if consumer.allow_older %}
     - allow_older: {{ consumer.allow_older | json }}
 {%- endif %}
+{%- if consumer.paused %}
+    - paused: {{ consumer.paused | json }}
+{%- endif %}
 {%- else %}
 
 certsync-deployed:

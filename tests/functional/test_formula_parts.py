@@ -77,6 +77,8 @@ def test_the_consumer_deploy_is_the_roles_own(salt_call):
             "endpoints": {"smtp": 2525, "https": "127.0.0.1:8443"},
             "services": [],
             "verify_timeout": 5,
+            "allow_older": True,
+            "paused": True,
         },
         {"dane": {"max_wait": 60, "update": {**UPDATE, "tsig_secret": TSIG_SECRET}}},
     ],
@@ -175,3 +177,17 @@ def test_a_schedule_without_a_whole_interval_fails_saying_so(salt_call, schedule
     assert "fail_without_changes" in state["test"]
     message = _args(state)["name"]
     assert "certsync:schedule" in message and named in message
+
+
+def test_the_way_back_and_forth_renders_for_a_consumer(salt_call):
+    """certsync.rollback: the deploy's own directory and settings; certsync.resume:
+    the pause lifted, then the role's deploy."""
+    deploy = _args(_rendered(salt_call, "certsync.deployed", CONSUMER)["certsync-deployed"])
+    (rolled,) = _rendered(salt_call, "certsync.rollback", CONSUMER).values()
+    args = _args(rolled)
+    assert "rolled_back" in rolled["certsync"]
+    for key in ("name", "hostname", "mailcow_dir", "services", "endpoints", "probe_address"):
+        assert args[key] == deploy[key], key
+    resume = _rendered(salt_call, "certsync.resume", CONSUMER)
+    assert sorted(resume) == ["certsync-deployed", "certsync-resumed"]
+    assert _args(resume["certsync-resumed"])["name"] == deploy["name"]

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from harness.fleet import stack_settings
 from harness.mailcow_stack import HOST, NAMES, free_port
 from harness.pki import TestCA, write_pair, write_sni_dir
 
@@ -173,6 +174,54 @@ def test_a_service_is_restarted_at_most_once_an_hour(salt_call, make_stack, sour
     assert f"The previous pair {first.fingerprint[:16]}... is served again" in ret["comment"]
     assert stack.started_at() == started
     assert stack.served() == dict.fromkeys(ALL, first.fingerprint)
+
+
+def test_a_rollback_undoes_the_whole_deploy_serves_it_and_pauses(
+    salt_call, make_stack, source, ca, old
+):
+    """state.apply certsync.rollback: the top-level pair and the hostname's dir (both
+    changed by the deploy) back as one step, reloaded, served on every endpoint and
+    name; deploys paused until certsync.resumed."""
+    stack = make_stack(old)
+    new = ca.leaf(HOST, sans=NAMES, key_kind="ec-p256")
+    _, ret = salt_call.state(**stack.state_args(source=_renew(source, new)))
+    assert ret["result"] is True, ret["comment"]
+    dirs = [str(stack.ssl_dir), str(stack.ssl_dir / HOST)]
+    assert ret["changes"]["dirs"] == dirs
+    consumer = {**stack_settings(stack), "verify_timeout": 15}
+    pillar = {"certsync": {"hostname": HOST, "source": {"minion": "npm"}}}
+    pillar["certsync"]["consumers"] = {salt_call.minion_id: consumer}
+    with salt_call.pillar(pillar):
+        dry = salt_call("state.apply", "certsync.rollback", "test=True")
+        done = salt_call("state.apply", "certsync.rollback")
+    (planned,) = dry.data.values()
+    assert planned["result"] is None and planned["changes"] == {}, planned
+    assert planned["comment"].startswith("Would roll back:\n")
+    assert (
+        f"{dirs[1]}: {new.fingerprint[:16]}... -> {old.fingerprint[:16]}..." in (planned["comment"])
+    )
+    (rolled,) = done.data.values()
+    assert (done.returncode, rolled["result"]) == (0, True), rolled["comment"]
+    assert rolled["changes"] == {
+        "rolled_back": {"old": new.fingerprint, "new": old.fingerprint},
+        "dirs": dirs,
+        "paused": True,
+    }
+    assert "Deploys are paused" in rolled["comment"]
+    for directory in dirs:
+        assert (pathlib.Path(directory) / "cert.pem").read_bytes() == old.fullchain_pem()
+    assert set(stack.served_names(EVERY_NAME).values()) == {old.fingerprint}
+
+    _, held = salt_call.state(**stack.state_args(source=str(source)))
+    assert (held["result"], held["changes"]) == (True, {})
+    assert held["comment"].startswith("Paused since ")
+    assert "state.apply certsync.resume" in held["comment"]
+    assert (stack.ssl_dir / "cert.pem").read_bytes() == old.fullchain_pem()
+    _, resumed = salt_call.state("certsync.resumed", name=str(stack.ssl_dir))
+    assert resumed["changes"] == {"paused": {"old": True, "new": False}}
+    _, again = salt_call.state(**stack.state_args(source=str(source)))
+    assert again["result"] is True and again["changes"]["dirs"] == dirs, again["comment"]
+    assert set(stack.served_names(EVERY_NAME).values()) == {new.fingerprint}
 
 
 def test_postfix_reload_alone_keeps_the_sni_map_stale(salt_call, make_stack, source, ca, old):

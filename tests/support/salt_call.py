@@ -54,6 +54,7 @@ def salt_call(salt_factories, tmp_path_factory):
         },
     )
     call = LocalCall(minion.salt_call_cli(timeout=120))
+    call.minion_id = minion.id
     call.sls_dir = sls_dir
     call.pillar_file = pillar_dir / "test_pillar.sls"
     call.config_file = minion.config_file

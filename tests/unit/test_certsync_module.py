@@ -207,7 +207,7 @@ def test_install_is_atomic_with_modes_and_keeps_previous(tmp_path, ca, good):
         "key.pem.certsync-prev",
     ]
     assert certsync_mod.compare(fullchain, key, str(dest))["current"] is True
-    assert certsync_mod.rollback(str(dest))["restored"] == old.fingerprint
+    assert certsync_mod.restore_previous(str(dest))["restored"] == old.fingerprint
     assert (dest / "cert.pem").read_bytes() == old.fullchain_pem()
     assert (dest / "key.pem").read_bytes() == old.key_pem()
     assert (dest / "key.pem").stat().st_mode & 0o777 == 0o600
@@ -245,7 +245,7 @@ def test_every_key_file_is_private_and_owned_as_the_live_one(
     for name in ("cert.pem", "cert.pem.certsync-prev"):
         st = (dest / name).stat()
         assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o644, *owner), name
-    certsync_mod.rollback(str(dest))
+    certsync_mod.restore_previous(str(dest))
     for path in _key_files(dest, keys):
         assert path.stat().st_mode & 0o777 == 0o600, path.name
     assert [p.name for p in dest.iterdir() if ".certsync-" in p.name and p.name[0] == "."] == []
@@ -267,7 +267,7 @@ def test_rollback_without_a_previous_pair_refuses_and_keeps_what_serves(tmp_path
     fullchain, key = _files(tmp_path, good)
     certsync_mod.install(fullchain, key, str(dest))
     with pytest.raises(CommandExecutionError, match=r"cert\.pem\.certsync-prev: no such file"):
-        certsync_mod.rollback(str(dest))
+        certsync_mod.restore_previous(str(dest))
     assert (dest / "cert.pem").read_bytes() == good.fullchain_pem()
 
 
@@ -305,7 +305,7 @@ def test_rollback_refuses_an_incomplete_or_foreign_previous_pair(
     certsync_mod.install(fullchain, key, str(dest))
     damage(dest, ca.leaf("mail.example.test"))
     with pytest.raises(CommandExecutionError, match=message):
-        certsync_mod.rollback(str(dest))
+        certsync_mod.restore_previous(str(dest))
     assert (dest / "cert.pem").read_bytes() == good.fullchain_pem()
     assert (dest / "key.pem").read_bytes() == good.key_pem()
     assert (dest / "cert.pem").stat().st_mode & 0o777 == 0o644
@@ -319,7 +319,7 @@ def test_a_trailing_slash_does_not_bypass_the_symlink_refusal(tmp_path, ca, good
     fullchain, key = _files(tmp_path, good)
     for call in (
         lambda: certsync_mod.install(fullchain, key, str(tmp_path / "link") + suffix),
-        lambda: certsync_mod.rollback(str(tmp_path / "link") + suffix),
+        lambda: certsync_mod.restore_previous(str(tmp_path / "link") + suffix),
     ):
         with pytest.raises(CommandExecutionError, match="link: is a symlink on the way"):
             call()

@@ -152,7 +152,7 @@ def test_the_hostnames_own_dir_is_taken_over(layout, ca, good, serving):
         ) in ret["comment"]
         assert "its list had autoconfig.example.test, which the certificate" in ret["comment"]
     # a rollback puts back the list it replaced, with the pair
-    certsync_mod.rollback(own)
+    certsync_mod.restore_previous(own)
     assert _read(os.path.join(own, "domains")) == mailcows
     assert _read(os.path.join(own, "cert.pem")) == serving.fullchain_pem()
 

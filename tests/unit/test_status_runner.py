@@ -154,3 +154,15 @@ def test_a_consumer_that_is_not_there_says_why(run, view, accepted, error):
         views["mailcow"] = view
     row = run(views, accepted)["consumers"]["mailcow"]
     assert (row["agree"], row["error"]) == (False, error)
+
+
+def test_a_paused_consumer_says_so_when_it_lags(run):
+    views = _views(keeps_key=True, tlsa_records=None)
+    views["mailcow"]["paused"] = "rolled back from abababababababab... by certsync.rolled_back"
+    assert run(views)["consumers"]["mailcow"]["agree"] is True  # nothing differs
+    views["mailcow"]["deployed"] = "cd" * 32
+    row = run(views)["consumers"]["mailcow"]
+    assert row["error"].startswith(
+        "deploys are paused (rolled back from abababababababab... by certsync.rolled_back); "
+        "deployed cdcdcdcdcdcdcdcd..., not the source's abababababababab..."
+    )

@@ -1,0 +1,13 @@
+{#- After `certsync.rollback`: let the deploys run again, and deploy now. #}
+{%- from "certsync/map.jinja" import consumer with context %}
+
+include:
+  - certsync.deployed
+{%- if consumer %}
+
+certsync-resumed:
+  certsync.resumed:
+    - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
+    - require_in:
+      - certsync: certsync-deployed
+{%- endif %}

@@ -1,0 +1,26 @@
+{#- The way back on a consumer: `salt <id> state.apply certsync.rollback`
+    undoes the last deploy (the previous pair back in data/assets/ssl and in
+    every per-name dir the same deploy changed), reloads, checks on the wire,
+    and pauses the deploys (schedule and reactor) until
+    `state.apply certsync.resume`. test=True shows the plan. #}
+{%- from "certsync/map.jinja" import certsync, consumer with context %}
+{%- if consumer %}
+
+certsync-rolled-back:
+  certsync.rolled_back:
+    - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
+    - hostname: {{ certsync.hostname | json }}
+    - mailcow_dir: {{ consumer.mailcow_dir | json }}
+    - services: {{ consumer.services | json }}
+{%- if consumer.reload_commands %}
+    - reload_commands: {{ consumer.reload_commands | json }}
+{%- endif %}
+    - endpoints: {{ consumer.endpoints | json }}
+    - probe_address: {{ consumer.probe_address | json }}
+    - verify_timeout: {{ consumer.verify_timeout | json }}
+{%- else %}
+
+certsync-rolled-back:
+  test.fail_without_changes:
+    - name: This minion is no certsync consumer in pillar (certsync:consumers).
+{%- endif %}
