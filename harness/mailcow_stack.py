@@ -105,17 +105,17 @@ def free_port():
     return free_ports(1)[0]
 
 
-def build_image():
-    """Build (or reuse) the test image; return its tag."""
+def build_image(recipe="mailcow-like"):
+    """Build (or reuse) a test image (docker/build-image.sh's recipe); return its tag."""
     proc = subprocess.run(
-        [shutil.which("bash") or "/bin/bash", str(BUILD_SCRIPT)],
+        [shutil.which("bash") or "/bin/bash", str(BUILD_SCRIPT), recipe],
         capture_output=True,
         text=True,
         check=False,
         timeout=1800,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"building the mailcow-like image failed:\n{proc.stderr}")
+        raise RuntimeError(f"building the {recipe} image failed:\n{proc.stderr}")
     return proc.stdout.strip().splitlines()[-1]
 
 

@@ -5,7 +5,7 @@
 # release: the fault campaign, the certbot differential).
 # Builds and starts what it needs on a fresh machine (venvs; Debian's
 # docker.io, debootstrap, nsd, knot, certbot and pebble; dockerd; the
-# mailcow-like test image).
+# mailcow-like test image, a systemd host image).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -18,6 +18,7 @@ v3006=.venv/salt3006/bin
 echo "== system packages, the Docker engine and the mailcow-like image"
 scripts/test-deps.sh
 harness/docker/build-image.sh
+harness/docker/build-image.sh systemd-host
 
 echo "== lint"
 "$v3008/ruff" check .

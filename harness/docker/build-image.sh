@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Build (or reuse) the mailcow-like test image: a Debian bookworm root
-# filesystem made by debootstrap with real postfix (and the SASL client
-# mechanisms a relayhost login needs), dovecot and nginx,
-# imported with `docker import`. No registry is needed.
+# Build (or reuse) a test image: a Debian bookworm root filesystem made by
+# debootstrap, imported with `docker import`. No registry is needed.
+#
+#   build-image.sh [mailcow-like]   real postfix (and the SASL client mechanisms
+#                                   a relayhost login needs), dovecot and nginx
+#   build-image.sh systemd-host     systemd (run as PID 1) and python3: a host
+#                                   on which Salt's service states drive systemd
 #
 # The image tag and the cached root filesystem tarball are keyed on a hash of
-# this script, so changing the recipe rebuilds it; configuration is bind-
+# this script, so changing a recipe rebuilds it; configuration is bind-
 # mounted at run time (harness/docker/mailcow/) and is not part of the image.
 #
 # Prints the image tag on stdout.
@@ -15,11 +18,20 @@ repo=$(cd "$here/../.." && pwd)
 cache=${CERTSYNC_CACHE:-$repo/.cache}/images
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=postfix,libsasl2-modules,dovecot-imapd,dovecot-pop3d,dovecot-managesieved,nginx-light,ca-certificates,procps
+recipe=${1:-mailcow-like}
+case "$recipe" in
+    mailcow-like)
+        packages=postfix,libsasl2-modules,dovecot-imapd,dovecot-pop3d,dovecot-managesieved,nginx-light,ca-certificates,procps
+        command='["/bin/bash"]' ;;
+    systemd-host)
+        packages=systemd,systemd-sysv,dbus,python3,passwd
+        command='["/lib/systemd/systemd"]' ;;
+    *) echo "build-image.sh: unknown recipe $recipe (mailcow-like, systemd-host)" >&2; exit 2 ;;
+esac
 
 key=$(sha256sum "$0" | cut -c1-12)
-tag="certsync/mailcow-like:$key"
-tarball="$cache/mailcow-like-$key.tar"
+tag="certsync/$recipe:$key"
+tarball="$cache/$recipe-$key.tar"
 
 if docker image inspect "$tag" >/dev/null 2>&1; then
     echo "$tag"
@@ -31,13 +43,13 @@ if [ ! -s "$tarball" ]; then
     rootfs=$(mktemp -d "$cache/rootfs.XXXXXX")
     trap 'rm -rf "$rootfs"' EXIT
     DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase \
-        --include="$packages" "$suite" "$rootfs" "$mirror" > "$cache/debootstrap.log" 2>&1 \
-        || { tail -30 "$cache/debootstrap.log" >&2; exit 1; }
+        --include="$packages" "$suite" "$rootfs" "$mirror" > "$cache/debootstrap-$recipe.log" 2>&1 \
+        || { tail -30 "$cache/debootstrap-$recipe.log" >&2; exit 1; }
     # Services run in the foreground under the container's own command;
     # nothing may start at image build time.
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" --numeric-owner -cf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"
 fi
-docker import --change 'CMD ["/bin/bash"]' "$tarball" "$tag" >/dev/null
+docker import --change "CMD $command" "$tarball" "$tag" >/dev/null
 echo "$tag"

@@ -5,6 +5,7 @@
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
 
 include:
+  - certsync.rsync_retired
   - certsync.schedule
   - certsync.deployed
 {%- if certsync.dns.domain %}

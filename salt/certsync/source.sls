@@ -5,6 +5,7 @@
 {%- set src = certsync.source %}
 
 include:
+  - certsync.rsync_retired
   - certsync.schedule
   - certsync.published
 

@@ -1,0 +1,43 @@
+{#- Retire the deployment certsync replaces, on each role, where its parts
+    exist: the source's mailcow-cert-push timer and service, the consumer's
+    mailcow-cert-deploy timer and service (stopped and disabled with Salt's
+    service states: both scripts write the same files as certsync, and its
+    lock does not cover them), and on the consumer the forced-command
+    `rsync --server ... <staging_dir>/` line of the `user`'s authorized_keys
+    (every other line kept). The staging dir is left alone, and named.
+    Off with certsync:rsync_retired:enabled: false. Included by both roles. #}
+{%- from "certsync/map.jinja" import certsync, role with context %}
+{%- set retired = certsync.rsync_retired %}
+{%- set units = retired.get(role ~ "_units", []) if role else [] %}
+{%- if retired.enabled %}
+{%-   for unit in units if salt["service.available"](unit) %}
+
+certsync-rsync-retired-{{ unit }}-stopped:
+  service.dead:
+    - name: {{ unit | json }}
+
+certsync-rsync-retired-{{ unit }}-disabled:
+  service.disabled:
+    - name: {{ unit | json }}
+{%-   endfor %}
+{%-   if role == "consumer" %}
+{%-     set home = (salt["user.info"](retired.user) or {}).get("home") %}
+{%-     set keys = retired.authorized_keys or (home ~ "/.ssh/authorized_keys" if home else "") %}
+{%-     if keys and salt["file.file_exists"](keys) %}
+
+certsync-rsync-retired-forced-command:
+  file.line:
+    - name: {{ keys | json }}
+    - mode: delete
+    - match: {{ ('command="rsync --server [^"]* ' ~ (retired.staging_dir | regex_escape) ~ '/?"') | json }}
+{%-     endif %}
+{%-     if salt["file.directory_exists"](retired.staging_dir) %}
+
+certsync-rsync-retired-staging-left:
+  test.show_notification:
+    - text: >-
+        The old deployment's staging dir {{ retired.staging_dir }} is left as it is
+        (it may hold a copy of the private key): remove it when you no longer need it.
+{%-     endif %}
+{%-   endif %}
+{%- endif %}

@@ -1,0 +1,131 @@
+"""Migration from the deployment certsync replaces (SLS certsync.rsync_retired) on a
+host with systemd as PID 1 (a container): Salt's service states stop and disable the
+old timers for real, and file.line takes the forced-command rsync line out of the
+certsync user's real authorized_keys, every other line kept."""
+
+import pathlib
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from harness.systemd_host import SystemdHost
+
+OLD = pathlib.Path(__file__).resolve().parents[1] / "support" / "rsync_deployment"
+PUSH = ["mailcow-cert-push.timer", "mailcow-cert-push.service"]
+DEPLOY = ["mailcow-cert-deploy.timer", "mailcow-cert-deploy.service"]
+KEYS = "/home/certsync/.ssh/authorized_keys"
+
+
+def _public_key(comment):
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    openssh = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return f"{openssh.decode()} {comment}"
+
+
+@pytest.fixture(scope="module")
+def host(docker_engine, tmp_path_factory):
+    """The old deployment on one host: both timers enabled and waiting, the certsync
+    user with its forced-command key among others, its staging dir."""
+    work = tmp_path_factory.mktemp("systemd-host")
+    machine = SystemdHost(docker_engine, work).start()
+    kept = [
+        f"{_public_key('admin@laptop')}\n",
+        f'restrict,command="/usr/bin/true" {_public_key("backup@nas")}\n',
+    ]
+    forced = (
+        'command="rsync --server -logDtprLze.iLsfxCIvu . /home/certsync/incoming/",restrict '
+        f"{_public_key('root@npm')}\n"
+    )
+    (work / "authorized_keys").write_text(kept[0] + forced + kept[1])
+    setup = (
+        f"cp {OLD}/*.service {OLD}/*.timer /etc/systemd/system/ && systemctl daemon-reload"
+        f" && systemctl enable --now {PUSH[0]} {DEPLOY[0]}"
+        " && useradd -m certsync && mkdir -p /home/certsync/incoming"
+        f" && install -D -m 600 {work}/authorized_keys {KEYS}"
+    )
+    done = machine.sh(setup)
+    assert done.exit_code == 0, done.output.decode()
+    machine.kept = "".join(kept)
+    try:
+        yield machine
+    finally:
+        machine.remove()
+
+
+def _unit(host, verb, unit):
+    return host.sh(f"systemctl {verb} {unit}").output.decode().strip()
+
+
+def _pillar(minion, role):
+    certsync = {"hostname": "mail.example.test"}
+    if role == "source":
+        certsync.update(source={"minion": minion}, consumers={"mailcow": {}})
+    else:
+        certsync.update(source={"minion": "npm"}, consumers={minion: {}})
+    return {"certsync": certsync}
+
+
+def _states(ret):
+    return {key.split("_|-")[1]: value for key, value in ret.items()}
+
+
+def test_the_consumer_stops_and_disables_the_deploy_timer_and_drops_the_rsync_key(host):
+    assert _unit(host, "is-active", DEPLOY[0]) == "active"
+    code, dry = host.salt_call(
+        "mailcow",
+        _pillar("mailcow", "consumer"),
+        "state.apply",
+        "certsync.rsync_retired",
+        "test=True",
+    )
+    assert code == 0, dry
+    assert (
+        _states(dry)["certsync-rsync-retired-mailcow-cert-deploy.timer-stopped"]["result"] is None
+    )
+    assert _unit(host, "is-active", DEPLOY[0]) == "active"
+    code, ret = host.salt_call(
+        "mailcow", _pillar("mailcow", "consumer"), "state.apply", "certsync.rsync_retired"
+    )
+    states = _states(ret)
+    assert code == 0, ret
+    assert sorted(states) == sorted(
+        [f"certsync-rsync-retired-{u}-{step}" for u in DEPLOY for step in ("stopped", "disabled")]
+        + ["certsync-rsync-retired-forced-command", "certsync-rsync-retired-staging-left"]
+    )
+    assert states["certsync-rsync-retired-mailcow-cert-deploy.timer-stopped"]["changes"], ret
+    assert _unit(host, "is-active", DEPLOY[0]) == "inactive"
+    assert _unit(host, "is-enabled", DEPLOY[0]) == "disabled"
+    assert _unit(host, "is-active", PUSH[0]) == "active"  # the source's: not this role's
+    assert host.sh(f"cat {KEYS}").output.decode() == host.kept
+    assert (
+        "/home/certsync/incoming is left"
+        in states["certsync-rsync-retired-staging-left"]["comment"]
+    )
+    assert host.sh("test -d /home/certsync/incoming").exit_code == 0
+    _, again = host.salt_call(
+        "mailcow", _pillar("mailcow", "consumer"), "state.apply", "certsync.rsync_retired"
+    )
+    assert not [s for s in again.values() if s["changes"]], again
+
+
+def test_the_source_stops_and_disables_the_push_timer(host):
+    code, ret = host.salt_call(
+        "npm", _pillar("npm", "source"), "state.apply", "certsync.rsync_retired"
+    )
+    assert code == 0, ret
+    assert sorted(_states(ret)) == sorted(
+        f"certsync-rsync-retired-{u}-{step}" for u in PUSH for step in ("stopped", "disabled")
+    )
+    assert _unit(host, "is-active", PUSH[0]) == "inactive"
+    assert _unit(host, "is-enabled", PUSH[0]) == "disabled"
+
+
+def test_nothing_is_rendered_where_the_old_units_never_were(host):
+    done = host.sh(f"rm /etc/systemd/system/{PUSH[0]} /etc/systemd/system/{PUSH[1]}")
+    assert done.exit_code == 0
+    host.sh("systemctl daemon-reload")
+    code, ret = host.salt_call(
+        "npm", _pillar("npm", "source"), "state.show_sls", "certsync.rsync_retired"
+    )
+    assert (code, ret) == (0, {})
