@@ -9,8 +9,10 @@
 {%- from "certsync/map.jinja" import certsync, role with context %}
 {%- set retired = certsync.rsync_retired %}
 {%- set units = retired.get(role ~ "_units", []) if role else [] %}
+{#- systemd's offline mode (systemctl, no systemd running) answers no unit query #}
+{%- set offline = "service.offline" in salt and salt["service.offline"]() %}
 {%- if retired.enabled %}
-{%-   for unit in units if salt["service.available"](unit) %}
+{%-   for unit in units if not offline and salt["service.available"](unit) %}
 
 certsync-rsync-retired-{{ unit }}-stopped:
   service.dead:
