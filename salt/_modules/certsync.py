@@ -23,6 +23,7 @@ import datetime
 import fcntl
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -1434,6 +1435,46 @@ def sni_dirs(dest, fullchain):
     return sni_plan(dest, fullchain)["update"]
 
 
+#: certsync's own files in a destination and its per-name dirs: what an uninstall
+#: removes (``domains`` and ``domains.mailcow`` stay: mailcow serves by the first).
+_LEFTOVER = re.compile(
+    rf"(cert\.pem|key\.pem|domains){re.escape(PREV_SUFFIX)}|{re.escape(LOCK_FILE)}"
+    r"|\.certsync-deploy\.lock|" + _STALE_TEMP.pattern
+)
+
+
+def leftovers(dest, remove=False):
+    """
+    certsync's own files in ``dest`` and its per-name directories: the
+    previous pairs (``*.certsync-prev``), the lock files and temp files of
+    killed runs; with ``remove=True`` they are deleted (what the formula's
+    ``certsync.absent`` does). The pairs mailcow serves, ``domains`` and
+    ``domains.mailcow`` are never touched. Returns the paths.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync.leftovers /opt/mailcow-dockerized/data/assets/ssl
+    """
+    dest = _check_dest(dest)
+    dirs = [dest] + [
+        os.path.join(dest, name)
+        for name in sorted(os.listdir(dest))
+        if os.path.isdir(os.path.join(dest, name)) and not os.path.islink(os.path.join(dest, name))
+    ]
+    found = [
+        os.path.join(directory, name)
+        for directory in dirs
+        for name in sorted(os.listdir(directory))
+        if _LEFTOVER.fullmatch(name)
+    ]
+    for path in found if remove else []:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return found
+
+
 def sni_inventory(dest):
     """
     Every per-name directory ``dest/<name>/`` holding a readable ``cert.pem``,
@@ -1644,14 +1685,7 @@ def _with_reuse_key(text, reading, path):
     after the section line; every other line as it was. The result is read again as
     certbot reads it: anything but the same file with reuse_key True is refused."""
     lines = text.splitlines()
-    section, params_line, reuse_line = (), None, None
-    for number, line in enumerate(lines):
-        header = _RENEWAL_SECTION.match(line)
-        if header:
-            section = (*section[: len(header.group(1)) - 1], header.group(2))
-            params_line = number if section == ("renewalparams",) else params_line
-        elif section == ("renewalparams",) and _REUSE_KEY_LINE.match(line):
-            reuse_line = number
+    params_line, reuse_line = _renewalparams_lines(text)
     if reuse_line is not None:
         comment = reading["renewalparams"].inline_comments.get("reuse_key") or ""
         indent = _REUSE_KEY_LINE.match(lines[reuse_line]).group(1)
@@ -1676,7 +1710,9 @@ def set_reuse_key(lineage_dir, test=False):
     Make certbot keep a lineage's key across renewals: ``reuse_key = True``
     under ``[renewalparams]`` of its renewal file, every other line and
     comment kept. Written atomically (temp file, fsync, rename), the file's
-    mode and owner kept. Returns ``changed``, the renewal file and the lineage.
+    mode and owner kept; the line it replaced (or none) is noted in the
+    cachedir for :py:func:`unset_reuse_key`. Returns ``changed``, the renewal
+    file and the lineage.
 
     CLI Example:
 
@@ -1691,21 +1727,93 @@ def set_reuse_key(lineage_dir, test=False):
         return ret
     edited = _with_reuse_key(text, reading, path)
     if not test:
-        st = os.stat(path)
-        try:
-            temp = __utils__["certsync_util.write_temp"](
-                os.path.dirname(path),
-                os.path.basename(path),
-                edited.encode("utf-8"),
-                stat.S_IMODE(st.st_mode),
-                (st.st_uid, st.st_gid),
-            )
-            os.replace(temp, path)
-            _fsync_dir(os.path.dirname(path))
-        except OSError as exc:
-            raise CommandExecutionError(f"{path}: cannot write: {exc.strerror}") from None
+        index = _reuse_key_index(edited)
+        replaced = text.splitlines()[index] if _reuse_key_index(text) == index else None
+        _write_renewal(path, edited)
+        __utils__["certsync_util.replace_file"](
+            _reuse_key_record(lineage),
+            json.dumps({"file": path, "replaced": replaced}).encode(),
+            0o600,
+        )
         log.info("certsync: set reuse_key = True in %s", _shown(path))
     return {**ret, "changed": True}
+
+
+def unset_reuse_key(lineage_dir, test=False):
+    """
+    Undo :py:func:`set_reuse_key`: the ``reuse_key`` line certsync wrote in
+    the lineage's renewal file removed (or the line it replaced put back), the
+    rest of the file byte for byte as it is. A ``reuse_key`` certsync did not
+    set (no note of it in the cachedir) is left alone, and ``why`` says so.
+    Returns ``changed``, the renewal file and the lineage.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync.unset_reuse_key /etc/nginx/letsencrypt/live/npm-5
+    """
+    _, lineage, path = _renewal_location(lineage_dir)
+    ret = {"changed": False, "renewal_file": path, "lineage": lineage}
+    note = __utils__["certsync_util.read_json_record"](_reuse_key_record(lineage)) or {}
+    if note.get("file") != path:
+        return {**ret, "why": "certsync did not set reuse_key in this file: left as it is"}
+    text, _ = _read_renewal(path, lineage)
+    index = _reuse_key_index(text)
+    lines = text.splitlines(keepends=True)
+    if index is None or _REUSE_KEY_LINE.match(lines[index]) is None:
+        return {**ret, "why": "no reuse_key line under [renewalparams] any more"}
+    replaced = note.get("replaced")
+    if isinstance(replaced, str) and _REUSE_KEY_LINE.match(replaced):
+        lines[index] = replaced + "\n"
+    else:
+        del lines[index]
+    if not test:
+        _write_renewal(path, "".join(lines))
+        os.unlink(_reuse_key_record(lineage))
+        log.info("certsync: removed the reuse_key it set from %s", _shown(path))
+    return {**ret, "changed": True}
+
+
+def _reuse_key_record(lineage):
+    directory = os.path.join(__opts__["cachedir"], "certsync")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return os.path.join(directory, f"reuse-key-{lineage}.json")
+
+
+def _renewalparams_lines(text):
+    """The line numbers of ``[renewalparams]`` and of the (last) ``reuse_key`` under it
+    (None where there is none)."""
+    section, params_line, reuse_line = (), None, None
+    for number, line in enumerate(text.splitlines()):
+        header = _RENEWAL_SECTION.match(line)
+        if header:
+            section = (*section[: len(header.group(1)) - 1], header.group(2))
+            params_line = number if section == ("renewalparams",) else params_line
+        elif section == ("renewalparams",) and _REUSE_KEY_LINE.match(line):
+            reuse_line = number
+    return params_line, reuse_line
+
+
+def _reuse_key_index(text):
+    return _renewalparams_lines(text)[1]
+
+
+def _write_renewal(path, text):
+    """Replace the renewal file atomically, its mode and owner kept."""
+    st = os.stat(path)
+    try:
+        temp = __utils__["certsync_util.write_temp"](
+            os.path.dirname(path),
+            os.path.basename(path),
+            text.encode("utf-8"),
+            stat.S_IMODE(st.st_mode),
+            (st.st_uid, st.st_gid),
+        )
+        os.replace(temp, path)
+        _fsync_dir(os.path.dirname(path))
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot write: {exc.strerror}") from None
 
 
 def reuse_key_wanted():

@@ -120,6 +120,34 @@ def _store_in_mine(entries, readers):
         )
 
 
+def withdraw(consumers=None, test=False):
+    """
+    Remove this minion's certsync entries from the mine on the master: its
+    recipient key (``certsync_recipient``) and the publication for each of
+    ``consumers`` (``certsync_cert_<id>``). What the formula's
+    ``certsync.absent`` does; removing an entry that is not there is no error.
+    Returns the entry names.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_mine.withdraw '[mailcow-host]'
+    """
+    consumers = _minion_list(consumers, "consumers") if consumers else []
+    names = [RECIPIENT_MINE, *(cert_mine_name(c) for c in consumers)]
+    if test:
+        return {"withdrawn": names}
+    if __opts__.get("file_client") == "local":
+        raise CommandExecutionError("the certsync mine entries need a master: this minion has none")
+    with salt.channel.client.ReqChannel.factory(__opts__) as channel:
+        for name in names:
+            load = {"cmd": "_mine_delete", "id": __opts__["id"], "fun": name}
+            if channel.send(load, timeout=MINE_TIMEOUT) is not True:
+                raise CommandExecutionError(f"the master did not remove the mine entry {name}")
+    return {"withdrawn": names}
+
+
 def _minion_list(ids, what):
     if isinstance(ids, str):
         ids = [item.strip() for item in ids.split(",") if item.strip()]

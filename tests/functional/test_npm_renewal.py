@@ -188,3 +188,29 @@ def test_a_fifo_in_place_of_the_renewal_file_is_refused_at_once(salt_call, npm_c
     assert (code != 0, ret["result"]) == (True, False)
     assert f"{conf}: not a regular file" in ret["comment"]
     assert stat.S_ISFIFO(os.lstat(conf).st_mode)
+
+
+@pytest.mark.parametrize("before", [None, "reuse_key = False"], ids=["no-line", "false"])
+def test_unset_reuse_key_gives_back_certbots_file_byte_for_byte(
+    salt_call, npm_certbot, lineage, before
+):
+    """What certsync.absent does on the source: the line certsync wrote goes (or the one
+    it replaced comes back), the rest of certbot's file as certbot wrote it."""
+    conf = npm_certbot.renewal_conf(5)
+    if before:
+        conf.write_text(
+            conf.read_text().replace("[renewalparams]\n", f"[renewalparams]\n{before}\n")
+        )
+    original = conf.read_bytes()
+    untouched = salt_call("certsync.unset_reuse_key", str(lineage))
+    assert untouched.data["changed"] is False
+    assert untouched.data["why"] == "certsync did not set reuse_key in this file: left as it is"
+    assert salt_call("certsync.set_reuse_key", str(lineage)).data["changed"] is True
+    assert conf.read_bytes() != original
+    dry = salt_call("certsync.unset_reuse_key", str(lineage), "test=True")
+    assert dry.data["changed"] is True and conf.read_bytes() != original
+    done = salt_call("certsync.unset_reuse_key", str(lineage))
+    assert done.data["changed"] is True, done
+    assert conf.read_bytes() == original
+    again = salt_call("certsync.unset_reuse_key", str(lineage))
+    assert again.data["changed"] is False

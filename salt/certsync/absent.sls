@@ -1,0 +1,60 @@
+{#- Uninstall certsync from this minion, by the role the pillar gives it:
+    `salt <id> state.apply certsync.absent`. Removes the beacon and the
+    schedule (and their minion.d entries), the mine entries, the recipient
+    key, certsync's files beside mailcow's pair and in the cachedir, and the
+    reuse_key line it wrote in certbot's renewal file. Leaves mailcow's own
+    files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair.
+    Remove the minion from the certsync pillar afterwards. #}
+{%- from "certsync/map.jinja" import certsync, consumer, role with context %}
+{%- set src = certsync.source %}
+
+certsync-beacon-absent:
+  beacon.absent:
+    - name: certsync
+    - save: true
+
+certsync-schedule-absent:
+  schedule.absent:
+    - name: certsync
+
+certsync-mine-entries-removed:
+  certsync_removed.mine_entries:
+    - consumers: {{ (certsync.consumers.keys() | list if role == "source" else []) | json }}
+{%- if role == "source" %}
+
+certsync-reuse-key-removed:
+  certsync_removed.reuse_key:
+{%-   if src.dir %}
+    - name: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
+{%-   else %}
+    - name: {{ src.live_dir | json }}
+    - hostname: {{ certsync.hostname | json }}
+{%-   endif %}
+{%- elif role == "consumer" %}
+
+certsync-recipient-key-absent:
+  file.absent:
+    - name: {{ (opts.pki_dir ~ "/certsync_recipient.pem") | json }}
+    - require:
+      - certsync_removed: certsync-mine-entries-removed
+
+certsync-leftovers-removed:
+  certsync_removed.leftovers:
+    - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
+
+certsync-mailcow-conf-left:
+  test.show_notification:
+    - text: >-
+        mailcow.conf keeps SKIP_LETS_ENCRYPT={{ consumer.mailcow_conf.get("SKIP_LETS_ENCRYPT", "y") }}
+        and the deployed pair: to have mailcow's own ACME client issue again, set
+        SKIP_LETS_ENCRYPT=n and run `docker compose up -d` in {{ consumer.mailcow_dir }}
+{%- endif %}
+
+certsync-cachedir-absent:
+  file.absent:
+    - name: {{ (opts.cachedir ~ "/certsync") | json }}
+    - require:
+      - certsync_removed: certsync-mine-entries-removed
+{%- if role == "source" %}
+      - certsync_removed: certsync-reuse-key-removed
+{%- endif %}
