@@ -31,7 +31,6 @@ import re
 import stat
 import time
 
-import salt.utils.args
 import salt.utils.dictupdate
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -225,7 +224,7 @@ def _key_block(blocks, origin):
     return keys[0]
 
 
-def read_certs(path):
+def _read_certs(path):
     """Parse a PEM file of certificates; raise unless it holds at least one."""
     blocks = _pem_blocks(_read_file(path), path)
     if any(label in _KEY_LABELS | _ENCRYPTED_LABELS for label, _ in blocks):
@@ -420,7 +419,7 @@ def info(path):
 
         salt '*' certsync.info /etc/letsencrypt/live/npm-5/fullchain.pem
     """
-    certs = read_certs(path)
+    certs = _read_certs(path)
     ret = _cert_summary(certs[0], _now())
     ret["path"] = path
     ret["chain_length"] = len(certs)
@@ -467,7 +466,7 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
             continue
         shown = _shown(entry)
         try:
-            leaf = read_certs(fullchain)[0]
+            leaf = _read_certs(fullchain)[0]
         except CommandExecutionError as exc:
             skipped[shown] = str(exc)
             continue
@@ -534,7 +533,7 @@ def check_pair(cert, key):
         salt '*' certsync.check_pair /etc/letsencrypt/live/npm-5/fullchain.pem \
             /etc/letsencrypt/live/npm-5/privkey.pem
     """
-    leaf = read_certs(cert)[0]
+    leaf = _read_certs(cert)[0]
     private_key = _read_key(key)
     match = __utils__["certsync_util.same_key"](leaf.public_key(), private_key.public_key())
     if not match:
@@ -674,7 +673,7 @@ def _name_problems(leaf, hostname, origin):
 
 
 def _trust_problems(certs, hostname, ca_file, now):
-    roots = read_certs(ca_file)
+    roots = _read_certs(ca_file)
     try:
         verifier = (
             verification.PolicyBuilder()
@@ -751,7 +750,7 @@ def validate(fullchain, key, hostname, min_days=7, ca_file=None):
     ret = {"valid": False, "problems": [], "fullchain": fullchain, "key": key}
     certs = private_key = None
     try:
-        certs = read_certs(fullchain)
+        certs = _read_certs(fullchain)
     except CommandExecutionError as exc:
         ret["problems"].append(str(exc))
     try:
@@ -823,7 +822,7 @@ def tlsa(cert, usage=3, selector=1, mtype=1):
             f"unsupported TLSA parameters {usage} {selector} {mtype} "
             "(usage 0-3, selector 0-1, matching type 0-2)"
         )
-    certs = read_certs(cert)
+    certs = _read_certs(cert)
     chosen = certs[0] if usage in (1, 3) else certs[-1]
     if usage in (0, 2) and len(certs) == 1 and chosen.issuer != chosen.subject:
         raise CommandExecutionError(
@@ -858,7 +857,7 @@ def _check_choice(name, value):
 
 def _canonical_pair(fullchain, key):
     """Read a source pair; return the PEM bytes certsync writes for it."""
-    certs = read_certs(fullchain)
+    certs = _read_certs(fullchain)
     private_key = _read_key(key)
     if not __utils__["certsync_util.same_key"](certs[0].public_key(), private_key.public_key()):
         raise CommandExecutionError(
@@ -1003,7 +1002,7 @@ def deployed_info(dest):
         salt '*' certsync.deployed_info /opt/mailcow-dockerized/data/assets/ssl
     """
     try:
-        leaf = read_certs(os.path.join(dest, CERT_FILE))[0]
+        leaf = _read_certs(os.path.join(dest, CERT_FILE))[0]
     except CommandExecutionError:
         return None
     return {
@@ -1370,7 +1369,7 @@ def sni_plan(dest, fullchain, hostname=None):
             /etc/letsencrypt/live/npm-5/fullchain.pem hostname=mail.example.com
     """
     _check_dest(dest)
-    leaf = read_certs(fullchain)[0]
+    leaf = _read_certs(fullchain)[0]
     plan = {"update": [], "names": {}, "uncovered": {}, "domains": {}, "dropped": {}}
     own_dir = str(hostname).lower() if hostname and _covers(leaf, str(hostname)) else None
     for entry in sorted(os.listdir(dest)):
@@ -1660,7 +1659,7 @@ def renewal(lineage_dir):
         "next_renewal_keeps_key": reuse,
     }
     try:
-        leaf = read_certs(os.path.join(os.path.normpath(lineage_dir), "cert.pem"))[0]
+        leaf = _read_certs(os.path.join(os.path.normpath(lineage_dir), "cert.pem"))[0]
     except CommandExecutionError as exc:
         ret["current"] = {"error": str(exc)}
     else:
@@ -2019,7 +2018,7 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
         raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_PEM_BYTES} bytes")
     fullchain = os.path.join(dest, "fullchain.pem")
     __utils__["certsync_util.replace_file"](fullchain, chain_pem.encode("ascii", "replace"))
-    leaf = read_certs(fullchain)[0]
+    leaf = _read_certs(fullchain)[0]
     if _fingerprint(leaf) != fingerprint:
         raise CommandExecutionError(
             f"the chain in the mine entry from {source} does not match its fingerprint"
@@ -2044,42 +2043,6 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
         "fullchain": fullchain,
         "privkey": os.path.join(dest, "privkey.pem"),
     }
-
-
-# --------------------------------------------------------------------------
-# Names that moved to certsync_mine (the sealed transport over the mine),
-# kept for existing command lines and SLS, deprecated
-# --------------------------------------------------------------------------
-
-
-def _moved(name, args, kwargs):
-    log.warning("certsync.%s is deprecated: use certsync_mine.%s", name, name)
-    return __salt__[f"certsync_mine.{name}"](*args, **salt.utils.args.clean_kwargs(**kwargs))
-
-
-def publish(*args, **kwargs):
-    """Deprecated: ``certsync_mine.publish`` (same arguments)."""
-    return _moved("publish", args, kwargs)
-
-
-def publish_source(*args, **kwargs):
-    """Deprecated: ``certsync_mine.publish_source`` (same arguments)."""
-    return _moved("publish_source", args, kwargs)
-
-
-def publish_recipient_key(*args, **kwargs):
-    """Deprecated: ``certsync_mine.publish_recipient_key`` (same arguments)."""
-    return _moved("publish_recipient_key", args, kwargs)
-
-
-def published_fingerprint(*args, **kwargs):
-    """Deprecated: ``certsync_mine.published_fingerprint`` (same arguments)."""
-    return _moved("published_fingerprint", args, kwargs)
-
-
-def fetch_published(*args, **kwargs):
-    """Deprecated: ``certsync_mine.fetch_published`` (same arguments)."""
-    return _moved("fetch_published", args, kwargs)
 
 
 def _formula_defaults():
@@ -2230,7 +2193,7 @@ def _source_status(hostname, source, now):
         lineage_dir = os.path.join(source["live_dir"], source["dir"])
     else:
         lineage_dir = find_source(hostname, source["live_dir"])["dir"]
-    leaf = read_certs(os.path.join(lineage_dir, "fullchain.pem"))[0]
+    leaf = _read_certs(os.path.join(lineage_dir, "fullchain.pem"))[0]
     try:
         renewal_view = renewal(lineage_dir)
     except (CommandExecutionError, SaltInvocationError) as exc:

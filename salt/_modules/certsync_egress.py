@@ -62,7 +62,7 @@ def _addresses(host, port, given):
     return list(dict.fromkeys(info[4][0] for info in infos)), None
 
 
-def rule(address, port):
+def _rule(address, port):
     """The nftables rule (``inet filter output``) that allows TCP to ``address:port``."""
     family = "ip6" if ":" in address else "ip"
     return f"nft add rule inet filter output {family} daddr {address} tcp dport {port} accept"
@@ -118,7 +118,7 @@ def _try(target, host, port, addresses, timeout, starttls=None):
         row = {"target": target, "host": host, "address": address, "port": port}
         row.update(ok=error is None, error=error)
         if error and sock is None:
-            row["rule"] = rule(address, port)
+            row["rule"] = _rule(address, port)
         rows.append(row)
     return rows
 

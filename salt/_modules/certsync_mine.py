@@ -11,10 +11,6 @@ checks it and opens the key into a private directory. The entries go to the
 master in one request per publication, whatever the number of consumers.
 
 :depends: the ``certsync`` execution module
-
-The ``certsync.publish``, ``certsync.publish_source``,
-``certsync.publish_recipient_key``, ``certsync.published_fingerprint`` and
-``certsync.fetch_published`` names still work and say they are deprecated.
 """
 
 import base64
@@ -52,7 +48,7 @@ def __virtual__():
     return __virtualname__
 
 
-def cert_mine_name(consumer):
+def _cert_mine_name(consumer):
     """The mine entry a source publishes for ``consumer``."""
     return CERT_MINE_PREFIX + _check_minion_id(consumer)
 
@@ -135,7 +131,7 @@ def withdraw(consumers=None, test=False):
         salt npm-host certsync_mine.withdraw '[mailcow-host]'
     """
     consumers = _minion_list(consumers, "consumers") if consumers else []
-    names = [RECIPIENT_MINE, *(cert_mine_name(c) for c in consumers)]
+    names = [RECIPIENT_MINE, *(_cert_mine_name(c) for c in consumers)]
     if test:
         return {"withdrawn": names}
     if __opts__.get("file_client") == "local":
@@ -299,7 +295,7 @@ def _send_entries(fullchain, key, recipients):
     common = {k: v for k, v in payload.items() if k != "sealed"}
     entries, readers = {}, {}
     for consumer, blob in payload["sealed"].items():
-        name = cert_mine_name(consumer)
+        name = _cert_mine_name(consumer)
         entries[name] = {**common, "sealed": {consumer: blob}}
         _checked_entry(entries[name], __opts__["id"], consumer)
         readers[name] = [consumer]
@@ -332,7 +328,7 @@ def _checked_entry(entry, source, consumer):
 def _mine_entry(source):
     """The checked (fingerprint, chain PEM, sealed key) ``source`` published for this minion."""
     source, consumer = _check_minion_id(source), __opts__["id"]
-    name = cert_mine_name(consumer)
+    name = _cert_mine_name(consumer)
     entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
     if entry is None:
         raise CommandExecutionError(f"the mine holds no {name} entry from {source}")

@@ -481,11 +481,6 @@ def _registry(report):
     return registry
 
 
-def render(report):
-    """The Prometheus text exposition of a :py:func:`check` report."""
-    return _prometheus().generate_latest(_registry(report)).decode()
-
-
 def textfile(path, days=DEFAULT_DAYS, report=None):
     """
     Write the metrics to ``path`` for node_exporter's textfile collector

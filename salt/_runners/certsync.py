@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync"
 
-#: Mine entry a source publishes for one consumer (certsync module's cert_mine_name).
+#: Mine entry a source publishes for one consumer (certsync_mine's _cert_mine_name).
 CERT_MINE_PREFIX = "certsync_cert_"
 #: Consumer settings salt://certsync/deployed.sls always passes to certsync.deployed,
 DEPLOY_SETTINGS = (

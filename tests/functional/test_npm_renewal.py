@@ -159,9 +159,6 @@ def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_cer
     assert "PRIVATE KEY" not in ret.stdout
     kept = salt_call(*args, "keep_key=False")
     assert "reuse_key" not in kept.data
-    # the name it had before the transport got its own module still works
-    old = salt_call("certsync.publish_source", *args[1:], "keep_key=False")
-    assert old.returncode == 1 and old.data == kept.data, old
 
 
 @pytest.mark.parametrize(

@@ -326,12 +326,12 @@ def test_textfile_refuses_what_node_exporter_would_not_read(tmp_path):
         monitor_mod.textfile(str(tmp_path / "missing" / "certsync.prom"))
 
 
-def test_metrics_without_prometheus_client_say_what_to_install(fleet):
+def test_metrics_without_prometheus_client_say_what_to_install(fleet, tmp_path):
     """prometheus_client is imported only for metrics: recording a deploy works without it."""
     missing = {"prometheus_client": None, "prometheus_client.core": None}  # import fails
     with patch.dict("sys.modules", missing):
         with pytest.raises(monitor_mod.CommandExecutionError, match="salt-pip install prometheus"):
-            monitor_mod.render({"host": ME})
+            monitor_mod.textfile(str(tmp_path / "certsync.prom"), report={"hostname": HOST})
         record = monitor_mod.record_deploy(fleet.dest, True, installed=True)
     assert monitor_mod.last_deploy(fleet.dest) == record
 

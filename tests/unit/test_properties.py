@@ -43,7 +43,7 @@ def test_reading_certificates_only_refuses_with_salts_error(tmp_path_factory, da
     path = tmp_path_factory.mktemp("pem") / "fullchain.pem"
     path.write_bytes(data)
     try:
-        certs = certsync_mod.read_certs(str(path))
+        certs = certsync_mod._read_certs(str(path))
     except CommandExecutionError as exc:
         assert str(path) in str(exc)
         assert "\n" not in str(exc)

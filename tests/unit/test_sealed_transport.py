@@ -142,7 +142,7 @@ def test_every_consumer_is_published_in_one_round_trip(tmp_path, good, mine):
     assert done["consumers"] == consumers
     assert (mine.round_trips, mine.lookups) == (1, 1)
     for consumer in consumers:
-        entry, allowed = mine.entries[(SOURCE, mine_mod.cert_mine_name(consumer))]
+        entry, allowed = mine.entries[(SOURCE, mine_mod._cert_mine_name(consumer))]
         assert allowed == [consumer]
         assert list(entry["sealed"]) == [consumer]
         assert _open_as(consumer, tmp_path, good.fingerprint)["fingerprint"] == good.fingerprint
@@ -169,22 +169,22 @@ def test_a_masterless_minion_has_no_mine_to_publish_to(tmp_path, mine):
 
 def test_each_entry_is_readable_by_its_consumer_only(tmp_path, published, mine):
     as_minion(OTHER, tmp_path)
-    assert mine.get(SOURCE, mine_mod.cert_mine_name(CONSUMER)) == {}
+    assert mine.get(SOURCE, mine_mod._cert_mine_name(CONSUMER)) == {}
     as_minion("bystander", tmp_path)
-    assert mine.get(SOURCE, mine_mod.cert_mine_name(OTHER)) == {}
+    assert mine.get(SOURCE, mine_mod._cert_mine_name(OTHER)) == {}
 
 
 def test_a_blob_replayed_for_another_consumer_does_not_open(tmp_path, published, mine):
-    entry_for_other, _ = mine.entries[(SOURCE, mine_mod.cert_mine_name(OTHER))]
+    entry_for_other, _ = mine.entries[(SOURCE, mine_mod._cert_mine_name(OTHER))]
     forged = copy.deepcopy(entry_for_other)
     forged["sealed"] = {CONSUMER: entry_for_other["sealed"][OTHER]}
-    mine.entries[(SOURCE, mine_mod.cert_mine_name(CONSUMER))] = (forged, [CONSUMER])
+    mine.entries[(SOURCE, mine_mod._cert_mine_name(CONSUMER))] = (forged, [CONSUMER])
     with pytest.raises(CommandExecutionError, match="does not open for mailcow"):
         _open_as(CONSUMER, tmp_path)
 
 
 def test_a_blob_rebound_to_another_certificate_does_not_open(tmp_path, ca, published, mine):
-    name = mine_mod.cert_mine_name(CONSUMER)
+    name = mine_mod._cert_mine_name(CONSUMER)
     entry, allowed = mine.entries[(SOURCE, name)]
     other = ca.leaf("mail.example.test")
     forged = dict(entry, fingerprint=other.fingerprint, chain_pem=other.fullchain_pem().decode())
@@ -212,7 +212,7 @@ def test_a_blob_rebound_to_another_certificate_does_not_open(tmp_path, ca, publi
     ],
 )
 def test_a_malformed_entry_is_refused(tmp_path, published, mine, change, message):
-    name = mine_mod.cert_mine_name(CONSUMER)
+    name = mine_mod._cert_mine_name(CONSUMER)
     entry, allowed = mine.entries[(SOURCE, name)]
     mine.entries[(SOURCE, name)] = (dict(entry, **change), allowed)
     with pytest.raises(CommandExecutionError, match=message):
@@ -220,7 +220,7 @@ def test_a_malformed_entry_is_refused(tmp_path, published, mine, change, message
 
 
 def test_a_chain_that_is_not_the_claimed_certificate_is_refused(tmp_path, ca, published, mine):
-    name = mine_mod.cert_mine_name(CONSUMER)
+    name = mine_mod._cert_mine_name(CONSUMER)
     entry, allowed = mine.entries[(SOURCE, name)]
     swapped = dict(entry, chain_pem=ca.leaf("mail.example.test").fullchain_pem().decode())
     mine.entries[(SOURCE, name)] = (swapped, allowed)
@@ -279,7 +279,7 @@ def test_the_recipient_key_is_made_once_and_private(tmp_path):
 
 def test_hostile_minion_ids_are_refused():
     with pytest.raises(SaltInvocationError, match="is not a usable minion id"):
-        mine_mod.cert_mine_name("../x")
+        mine_mod._cert_mine_name("../x")
 
 
 def test_one_mine_lookup_per_publication(tmp_path, ca, good, published, mine):
@@ -304,15 +304,3 @@ def test_recipient_key_in_test_mode_makes_and_sends_nothing(tmp_path, mine):
     assert mine.entries == {}
     mine_mod.publish_recipient_key([SOURCE])
     assert mine_mod.publish_recipient_key([SOURCE], test=True)["created"] is False
-
-
-def test_the_old_names_still_publish_and_say_they_moved(tmp_path, good, mine, caplog):
-    as_minion(CONSUMER, tmp_path)
-    certsync_mod.publish_recipient_key([SOURCE])
-    as_minion(SOURCE, tmp_path)
-    fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
-    with caplog.at_level("WARNING"):
-        done = certsync_mod.publish(fullchain, key, [CONSUMER], hostname="mail.example.test")
-    assert done["consumers"] == [CONSUMER]
-    assert "certsync.publish is deprecated: use certsync_mine.publish" in caplog.text
-    assert (SOURCE, mine_mod.cert_mine_name(CONSUMER)) in mine.entries

@@ -1,0 +1,42 @@
+"""Every public function of certsync's execution modules and runner is one an operator
+can call from the CLI, and its docstring shows how (a CLI Example, as Salt's own
+modules do); what is only a helper is private."""
+
+import inspect
+
+import pytest
+
+from harness.loader import load_loader_module
+
+MODULES = [
+    ("modules", name)
+    for name in (
+        "certsync",
+        "certsync_deploy",
+        "certsync_egress",
+        "certsync_mine",
+        "certsync_monitor",
+        "mailcow",
+        "maildns",
+        "tlsprobe",
+    )
+] + [("runners", "certsync")]
+
+
+def _public(module):
+    return {
+        name: func
+        for name, func in vars(module).items()
+        if inspect.isfunction(func)
+        and not name.startswith("_")
+        and func.__module__ == module.__name__
+    }
+
+
+@pytest.mark.parametrize(("kind", "name"), MODULES, ids=[f"{k}/{n}" for k, n in MODULES])
+def test_every_public_function_has_a_cli_example(kind, name):
+    module = load_loader_module(kind, name)
+    functions = _public(module)
+    assert functions, f"{kind}/{name}: no public function found"
+    lacking = sorted(f for f, fn in functions.items() if "CLI Example" not in (fn.__doc__ or ""))
+    assert lacking == [], f"{kind}/{name}: no CLI Example in {', '.join(lacking)}"
