@@ -1819,9 +1819,9 @@ def reuse_key_wanted():
     """
     Whether the formula makes certbot keep the source's key (``reuse_key =
     True``), from this minion's pillar: ``certsync:source:reuse_key`` true or
-    false, or ``auto`` (the default): only when a consumer has ``dane`` on,
-    since a published TLSA 3 1 1 record pins the key. Returns ``wanted`` and
-    ``why``.
+    false, or ``auto`` (the default): only when a published TLSA 3 1 1 record
+    pins the key (a consumer has ``dane`` on, or ``dns:tlsa_ports`` is set).
+    Returns ``wanted`` and ``why``.
 
     CLI Example:
 

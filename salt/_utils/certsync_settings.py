@@ -94,8 +94,9 @@ def consumer_setting(cfg, minion_id, *path):
 def reuse_key_wanted(cfg):
     """Whether certbot must keep the source's key at renewal (``reuse_key = True``),
     from the ``certsync`` pillar over the formula's defaults (``cfg``):
-    ``source:reuse_key`` true or false, or ``auto``: true when a consumer has
-    ``dane`` on (a published TLSA record pins the key), else certbot's default.
+    ``source:reuse_key`` true or false, or ``auto``: true when a published TLSA
+    record pins the key (a consumer has ``dane`` on, or the DNS audit checks TLSA
+    records: ``dns:tlsa_ports``), else certbot's default.
     Returns (wanted, why); a value that is none of these is a ValueError."""
     cfg = cfg if isinstance(cfg, dict) else {}
     source = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
@@ -110,7 +111,10 @@ def reuse_key_wanted(cfg):
     pinning = sorted(c for c in consumers if consumer_setting(cfg, c, "dane")[0])
     if pinning:
         return True, f"reuse_key auto: DANE is on for {', '.join(pinning)}"
-    return False, "reuse_key auto: no consumer has DANE on, certbot's default is left"
+    dns = cfg.get("dns") if isinstance(cfg.get("dns"), dict) else {}
+    if dns.get("tlsa_ports"):
+        return True, "reuse_key auto: the DNS audit checks published TLSA records (dns:tlsa_ports)"
+    return False, "reuse_key auto: no TLSA record pins the key (no dane, no dns:tlsa_ports)"
 
 
 def role(cfg, minion_id):

@@ -171,20 +171,32 @@ def test_a_renewal_and_a_new_recipient_key_make_the_source_publish(pillar):
 
 
 @pytest.mark.parametrize(
-    ("source", "consumers", "keep_key"),
+    ("source", "consumers", "dns", "keep_key"),
     [
-        ({}, {"mailcow": {}}, False),
-        ({}, {"mailcow": {}, "mailcow-2": {"dane": True}}, True),
-        ({}, {"mailcow": {"dane": {"port": 25}}}, True),
-        ({"reuse_key": False}, {"mailcow": {"dane": True}}, False),
-        ({"reuse_key": True}, {"mailcow": {}}, True),
+        ({}, {"mailcow": {}}, None, False),
+        ({}, {"mailcow": {}, "mailcow-2": {"dane": True}}, None, True),
+        ({}, {"mailcow": {"dane": {"port": 25}}}, None, True),
+        ({"reuse_key": False}, {"mailcow": {"dane": True}}, None, False),
+        ({"reuse_key": True}, {"mailcow": {}}, None, True),
+        ({}, {"mailcow": {}}, {"tlsa_ports": [25]}, True),
     ],
-    ids=["auto-no-dane", "auto-one-dane", "auto-dane-mapping", "forced-off", "forced-on"],
+    ids=[
+        "auto-no-dane",
+        "auto-one-dane",
+        "auto-dane-mapping",
+        "forced-off",
+        "forced-on",
+        "auto-tlsa-audit",
+    ],
 )
-def test_reuse_key_follows_dane_unless_forced(pillar, source, consumers, keep_key):
+def test_reuse_key_follows_dane_unless_forced(pillar, source, consumers, dns, keep_key):
     """A new recipient key (the mailcow side) changes certbot's config only when the
-    source's setting says so."""
+    source's setting says so (auto: a TLSA record pins the key, by DANE or the audit)."""
     pillar.write("npm", consumers, **source)
+    if dns:
+        written = json.loads((pillar.root / "certsync.sls").read_text())
+        written["certsync"]["dns"] = dns
+        (pillar.root / "certsync.sls").write_text(json.dumps(written))
     runner.on_recipient("mailcow")
     (job,) = pillar.jobs.sent
     assert job[4]["keep_key"] is keep_key
