@@ -177,6 +177,33 @@ def test_the_table_outputter_falls_back_to_nested_for_real(salt_call, tmp_path, 
     assert good.fingerprint in info.stdout
 
 
+def test_the_table_outputter_prints_every_shape_a_public_function_returns(
+    salt_call, tmp_path, ca, good, serving
+):
+    """One function per return shape of the certsync modules: a mapping, a list, a list
+    of lists, a string, a boolean, None, a nested mapping, an error: each printed (a
+    table where one exists, Salt's nested outputter otherwise), never a traceback."""
+    layout = cases.make_layout(tmp_path, ca, serving)
+    fullchain, key = write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    calls = [
+        ["certsync.info", fullchain],  # a mapping
+        ["certsync.validate", fullchain, key, HOST],  # a mapping with a list
+        ["certsync.leftovers", layout.dest],  # a list
+        ["certsync.sni_inventory", layout.dest],  # a mapping, maybe empty
+        ["tlsprobe.endpoint_list", "smtp,imaps"],  # a list of lists
+        ["certsync.tlsa", fullchain],  # a string
+        ["certsync.check_settings"],  # nested, with a None role
+        ["certsync_monitor.paused", layout.dest],  # None
+        ["certsync.rollback_plan", layout.dest],  # an error: nothing kept to restore
+        ["certsync.status"],  # no role on this minion: a table row with the reason
+    ]
+    for args in calls:
+        ret = salt_call("--out=certsync_table", *args)
+        printed = ret.stdout + ret.stderr
+        assert "Traceback" not in printed and "RecursionError" not in printed, (args, printed)
+        assert printed.strip(), args
+
+
 def test_a_missing_docker_sdk_says_how_to_install_it(salt_call, tmp_path, ca, good, serving):
     """The Docker SDK hidden from the minion's Python: the states that need it say what
     to install, where Salt alone would say `'mailcow' __virtual__ returned False`."""
