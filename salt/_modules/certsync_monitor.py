@@ -129,6 +129,46 @@ def pause(dest, reason):
     return record
 
 
+def restarts(mailcow_dir, within=3600):
+    """
+    The services of the mailcow checkout ``mailcow_dir`` that ``certsync.deployed``
+    restarted within the last ``within`` seconds: {service: when, Unix time}. The
+    state restarts a service at most once an hour from these.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.restarts /opt/mailcow-dockerized
+    """
+    record = __utils__["certsync_util.read_json_record"](_record_path(mailcow_dir, "restarts"))
+    now = time.time()
+    return {
+        service: when
+        for service, when in (record or {}).items()
+        if isinstance(when, (int, float)) and 0 <= now - when < within
+    }
+
+
+def note_restarts(mailcow_dir, services):
+    """
+    Note that ``certsync.deployed`` restarted ``services`` of ``mailcow_dir`` now
+    (what :py:func:`restarts` reads). Returns the record.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.note_restarts /opt/mailcow-dockerized '[postfix-mailcow]'
+    """
+    path = _record_path(mailcow_dir, "restarts")
+    record = __utils__["certsync_util.read_json_record"](path) or {}
+    record = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+    record.update(dict.fromkeys(services, time.time()))
+    _write_record(path, record)
+    return record
+
+
 def resume(dest):
     """
     Let deploys into ``dest`` run again. Returns the pause it ended, or None.

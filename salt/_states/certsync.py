@@ -3,7 +3,8 @@ Keep a deployed certificate pair in step with its source, and served
 ===================================================================
 
 :depends: the ``certsync`` execution module; ``mailcow`` and ``tlsprobe`` for
-    reloading containers and checking what is served
+    reloading containers and checking what is served; ``certsync_monitor`` for
+    the records of runs, restarts and pauses
 
 .. code-block:: yaml
 
@@ -27,8 +28,6 @@ fails saying which endpoint served what. ``changes`` carries fingerprints,
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -288,18 +287,23 @@ class _Serving:
         ]
 
     def _restart(self, services, restoring=False):
-        recent = {} if restoring else _recent_restarts(self.mailcow_dir)
+        recent = (
+            {}
+            if restoring
+            else __salt__["certsync_monitor.restarts"](self.mailcow_dir, RESTART_BACKOFF)
+        )
         held = [s for s in services if s in recent]
         if held:
             self.log.append(
                 f"not restarted {', '.join(held)}: restarted at "
-                f"{', '.join(recent[s] for s in held)}, at most one restart per {RESTART_BACKOFF} s"
+                f"{', '.join(_utc(recent[s]) for s in held)}, "
+                f"at most one restart per {RESTART_BACKOFF} s"
             )
         services = [s for s in services if s not in recent]
         if not services:
             return False
         results = __salt__["mailcow.restart"](services, self.mailcow_dir)
-        _note_restarts(self.mailcow_dir, services)
+        __salt__["certsync_monitor.note_restarts"](self.mailcow_dir, services)
         failed = [f"{s}: {r.get('error')}" for s, r in results.items() if not r["ok"]]
         self.log.append(
             "restarted " + ", ".join(services) + (f" ({'; '.join(failed)})" if failed else "")
@@ -384,29 +388,8 @@ def _seconds(value, what):
     return __utils__["certsync_util.seconds"](value, what, 3600)
 
 
-def _restarts_path(mailcow_dir):
-    digest = hashlib.sha256(os.path.abspath(mailcow_dir).encode()).hexdigest()[:16]
-    return os.path.join(__opts__["cachedir"], "certsync", f"restarts-{digest}.json")
-
-
-def _recent_restarts(mailcow_dir):
-    """{service: when (ISO)} of the restarts certsync made within RESTART_BACKOFF."""
-    record = __utils__["certsync_util.read_json_record"](_restarts_path(mailcow_dir)) or {}
-    now = time.time()
-    return {
-        service: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-        for service, when in record.items()
-        if isinstance(when, (int, float)) and 0 <= now - when < RESTART_BACKOFF
-    }
-
-
-def _note_restarts(mailcow_dir, services):
-    path = _restarts_path(mailcow_dir)
-    record = __utils__["certsync_util.read_json_record"](path) or {}
-    record = {k: v for k, v in record.items() if isinstance(v, (int, float))}
-    record.update(dict.fromkeys(services, time.time()))
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    __utils__["certsync_util.replace_file"](path, json.dumps(record).encode(), 0o600)
+def _utc(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 @contextlib.contextmanager
@@ -775,10 +758,9 @@ def _paused(name, by_pillar):
     )
     if not pause:
         return None
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pause["since"]))
     return (
-        f"Paused since {since} ({pause['reason']}): nothing deployed. To deploy again: "
-        "salt <this minion> state.apply certsync.resume"
+        f"Paused since {_utc(pause['since'])} ({pause['reason']}): nothing deployed. "
+        "To deploy again: salt <this minion> state.apply certsync.resume"
     )
 
 
