@@ -29,7 +29,8 @@ from salt.exceptions import CommandExecutionError  # noqa: E402
 from harness.loader import (  # noqa: E402
     certsync_beacon,
     certsync_mod,
-    certsync_state,
+    deploy_functions,
+    deploy_mod,
     salt_functions,
 )
 from harness.pki import TestCA, write_pair  # noqa: E402
@@ -91,8 +92,8 @@ def main():
 
     certsync_mod.__context__ = {}
     certsync_mod.__opts__ = {"test": False}
-    certsync_state.__opts__ = {"test": False}
-    certsync_state.__salt__ = salt_functions(certsync_mod, "certsync")
+    deploy_mod.__opts__ = {"test": False}
+    deploy_mod.__salt__ = deploy_functions()
     ca = TestCA()
     results = {}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -112,10 +113,10 @@ def main():
         write_pair(source, leaf, "fullchain.pem", "privkey.pem")
         dest = tmp / "ssl"
         write_pair(dest, leaf)
-        noop = certsync_state.deployed(str(dest), HOST, source=str(source))
+        noop = deploy_mod.deploy(str(dest), HOST, source=str(source))
         assert noop["result"] is True and not noop["changes"], noop
         results["deployed no-op, in-process"] = timed(
-            lambda: certsync_state.deployed(str(dest), HOST, source=str(source)), args.runs
+            lambda: deploy_mod.deploy(str(dest), HOST, source=str(source)), args.runs
         )
 
         certsync_beacon.__context__ = {}

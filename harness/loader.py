@@ -37,6 +37,8 @@ for _name in ("certsync_util", "certsync_settings"):
     UTILS.update(salt_functions(load_loader_module("utils", _name), _name))
 certsync_mod = load_loader_module("modules", "certsync")
 certsync_state = load_loader_module("states", "certsync")
+deploy_mod = load_loader_module("modules", "certsync_deploy")
+source_mod = load_loader_module("modules", "certsync_source")
 mailcow_mod = load_loader_module("modules", "mailcow")
 tlsprobe_mod = load_loader_module("modules", "tlsprobe")
 mailcow_state = load_loader_module("states", "mailcow")
@@ -45,4 +47,12 @@ certsync_beacon = load_loader_module("beacons", "certsync")
 mine_mod = load_loader_module("modules", "certsync_mine")
 
 #: The modules that call ``__utils__``: a loader mock empties it unless told otherwise.
-UTILS_USERS = (certsync_mod, tlsprobe_mod, monitor_mod, mailcow_mod, mine_mod, certsync_state)
+UTILS_USERS = (certsync_mod, tlsprobe_mod, monitor_mod, mailcow_mod, mine_mod, deploy_mod)
+
+
+def deploy_functions():
+    """``__salt__`` of a minion whose deploy has the certsync module behind it (files only)."""
+    return {
+        **salt_functions(certsync_mod, "certsync"),
+        **salt_functions(source_mod, "certsync_source"),
+    }

@@ -1,42 +1,757 @@
 """
-A consumer's deploy of a renewal, without a state run
-=====================================================
+A consumer's deploy of a certificate pair
+=========================================
 
-What the master's runner sends a consumer on ``certsync/published``: the
-``certsync.deployed`` state function itself, called through Salt's state
-loader with the arguments the formula's ``certsync.deployed`` SLS would give
-it. No pillar is compiled and no SLS rendered on the way; the deploy is the
-state's own (validation, atomic install, reload, verification on the wire,
-rollback, DANE, the record monitoring reads) and so is its return. The
-consumer's scheduled ``state.apply certsync`` stays the safety net, and a
-deploy lock keeps the two from overlapping.
+The deploy itself: the source pair validated, installed atomically where it
+differs, the services reloaded (restarted where the reload does not take),
+every endpoint checked on the wire, the previous pair restored and served
+again when the new one is not, the DANE gate and retirement, and the record
+monitoring reads. ``deploy`` and ``roll_back`` return what a state returns
+(``result``, ``changes``, ``comment``, never key material); the
+``certsync.deployed`` and ``certsync.rolled_back`` states are thin layers
+over them. ``deployed`` is what the master's runner sends a consumer on
+``certsync/published``: ``deploy`` with the arguments the formula's SLS
+would give the state, shaped as ``state.single`` returns, without a state
+run. A deploy lock keeps any two of them from overlapping.
 """
 
+import contextlib
+import dataclasses
+import fcntl
+import logging
 import os
+import tempfile
+import time
 
-import salt.loader
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync_deploy"
 
-#: The only state function this module runs.
-STATE = "certsync.deployed"
+DEFAULT_MAILCOW_DIR = "/opt/mailcow-dockerized"
+DEPLOY_LOCK = ".certsync-deploy.lock"
+LOCK_TIMEOUT = 120
+#: At most one restart of a service per this many seconds (a certificate that never
+#: takes must not restart mail in a loop from the schedule).
+RESTART_BACKOFF = 3600
+
+ENDPOINT_SERVICES = {
+    "smtp": "postfix-mailcow",
+    "submission": "postfix-mailcow",
+    "smtps": "postfix-mailcow",
+    "imap": "dovecot-mailcow",
+    "imaps": "dovecot-mailcow",
+    "pop3": "dovecot-mailcow",
+    "pop3s": "dovecot-mailcow",
+    "sieve": "dovecot-mailcow",
+    "https": "nginx-mailcow",
+}
 
 
 def __virtual__():
     if "certsync.validate" not in __salt__:
         return (False, "certsync_deploy needs the certsync execution module")
+    if "certsync_util.seconds" not in __utils__:
+        return (False, "certsync_deploy needs salt://_utils/certsync_util.py: saltutil.sync_all")
     return __virtualname__
+
+
+def _short(fingerprint):
+    return f"{fingerprint[:16]}..." if fingerprint else "nothing"
+
+
+# --------------------------------------------------------------------------
+# Source, plan, install
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
+    """Yield (fullchain, key, description) of the source pair, wherever it is."""
+    if source_minion:
+        if source or live_dir:
+            raise SaltInvocationError("give one of source, live_dir and source_minion")
+        staging = os.path.join(__opts__["cachedir"], "certsync")
+        os.makedirs(staging, mode=0o700, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="staging-", dir=staging) as private:
+            found = __salt__["certsync_mine.fetch_published"](source_minion, private)
+            origin = f"the mine of {source_minion}"
+            if fingerprint and fingerprint != found["fingerprint"]:
+                # A queued run for an older announcement: the mine holds the newer one.
+                origin += f" (the announced {str(fingerprint)[:16]}... is superseded)"
+            yield found["fullchain"], found["privkey"], origin
+        return
+    found = __salt__["certsync_source.locate"](hostname, source, live_dir)
+    yield found["fullchain"], found["privkey"], found["dir"]
+
+
+def _summary(validation):
+    return {key: validation.get(key) for key in ("fingerprint", "not_after", "sans")}
+
+
+def _sni_layout(fullchain, name, sni, hostname):
+    """The directories to keep in step (``name``, the hostname's own per-name dir,
+    and with ``sni`` the per-name dirs the certificate covers), the names those serve,
+    the ``domains`` lists certsync writes, and the per-name dirs left alone."""
+    plan = __salt__["certsync.sni_plan"](name, fullchain, hostname=hostname)
+    kept = plan["update"] if sni else [d for d in plan["update"] if d in plan["domains"]]
+    names = [n for directory in kept for n in plan["names"][directory]]
+    return {
+        "dirs": [name, *kept],
+        "names": list(dict.fromkeys(names)),
+        "uncovered": plan["uncovered"] if sni else {},
+        "domains": plan["domains"],
+        "dropped": plan["dropped"],
+    }
+
+
+def _uncovered_lines(uncovered):
+    return [
+        f"Left alone: SNI dir {entry} lists {', '.join(row['missing'])}, which the "
+        f"certificate does not cover; it keeps serving {_short(row['fingerprint'])} "
+        f"(expires {row['not_after'] or 'unknown'}) for {', '.join(row['names'])}"
+        for entry, row in sorted(uncovered.items())
+    ]
+
+
+def _dropped_lines(dropped):
+    return [
+        f"Warning: SNI dir {entry} is mailcow's own for the hostname and is kept by certsync "
+        f"now (nothing renews it once mailcow's ACME client is stood down); its list had "
+        f"{', '.join(row['names'])}, which the certificate does not cover: mailcow serves "
+        "them the top-level pair (this certificate), so clients asking for them get a name "
+        "mismatch until the source's certificate covers them"
+        for entry, row in sorted(dropped.items())
+    ]
+
+
+def _plan(fullchain, key, dirs, domains):
+    """Return the list of directories whose pair (or ``domains`` list) differs."""
+    plan = []
+    for directory in dirs:
+        comparison = __salt__["certsync.compare"](
+            fullchain, key, directory, domains=domains.get(directory)
+        )
+        if not comparison["current"]:
+            plan.append((directory, comparison))
+    return plan
+
+
+def _apply(fullchain, key, plan, domains):
+    """Install into each planned directory; on failure restore those done."""
+    done = []
+    try:
+        for directory, _ in plan:
+            __salt__["certsync.install"](fullchain, key, directory, domains=domains.get(directory))
+            done.append(directory)
+    except CommandExecutionError as exc:
+        restore_errors = _restore(done)
+        raise CommandExecutionError(
+            f"{exc}; restored the previous pair in: {', '.join(done) or 'nothing installed'}"
+            + (f"; restoring failed: {'; '.join(restore_errors)}" if restore_errors else "")
+        ) from None
+    return done
+
+
+def _restore(directories):
+    errors = []
+    for directory in reversed(directories):
+        try:
+            __salt__["certsync.restore_previous"](directory)
+        except CommandExecutionError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def _describe_plan(plan):
+    return "; ".join(
+        f"{directory}: {', '.join(comparison['differences'])}" for directory, comparison in plan
+    )
+
+
+# --------------------------------------------------------------------------
+# Services and the wire
+# --------------------------------------------------------------------------
+
+
+class _Serving:
+    """Reload services and check endpoints for one mailcow installation."""
+
+    def __init__(self, hostname, services, mailcow, endpoints, address, timeout):
+        # a files-only deploy (no services, no endpoints) never loads Docker's or the probe's module
+        self.services = _names(services, "services", "compose service names")
+        if self.services and "mailcow.reload" not in __salt__:
+            raise SaltInvocationError(
+                "services given but the mailcow module is not available: install docker "
+                "(salt-pip install docker), then restart the minion"
+            )
+        if endpoints and "tlsprobe.probe" not in __salt__:
+            raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
+        self.hostname = hostname
+        self.mailcow_dir, self.commands, self.mail_domains = mailcow
+        _check_commands(self.commands)
+        self.mail_domains = _names(self.mail_domains, "mail_domains", "domains") or None
+        self.endpoints = (
+            _conf_endpoints(endpoints, self.mailcow_dir) if self.services else endpoints
+        )
+        if self.endpoints:
+            __salt__["tlsprobe.endpoint_list"](self.endpoints)
+        self.address = address
+        self.timeout = _seconds(timeout, "verify_timeout")
+        self.names = None  # SNI names to probe with (None: hostname only)
+        self.log = []
+        self.last = {}  # the latest probe results, by endpoint
+        self.unreachable = {}  # endpoint: why it answered nothing before the deploy
+
+    @property
+    def active(self):
+        return bool(self.services or self.endpoints)
+
+    def preflight(self):
+        """Fail before anything changes when Docker or a container is not there."""
+        if self.services:
+            __salt__["mailcow.containers"](self.services, self.mailcow_dir)
+
+    def served(self):
+        """What each endpoint serves now: {endpoint: probe result}."""
+        return __salt__["tlsprobe.probe"](
+            self.hostname, self.endpoints, self.address, names=self.names
+        )
+
+    def _reload(self):
+        results = __salt__["mailcow.reload"](self.services, self.mailcow_dir, self.commands)
+        failed = [
+            f"{s}: {r.get('error') or r.get('output')}" for s, r in results.items() if not r["ok"]
+        ]
+        self.log.append(
+            "reloaded " + ", ".join(self.services) + (f" ({'; '.join(failed)})" if failed else "")
+        )
+        return not failed
+
+    def set_aside_unreachable(self):
+        """Probe before anything changes. An endpoint that answers nothing (refused,
+        timed out, no TLS) is off, not stale: reported, never waited for, never a
+        reason to reload or restart. Returns what the others serve."""
+        served = self.served()
+        by_endpoint = {}
+        for key, result in served.items():
+            by_endpoint.setdefault(key.split("/")[0], []).append(result)
+        self.unreachable = {
+            endpoint: _why_unreachable(results[0])
+            for endpoint, results in by_endpoint.items()
+            if not any(r.get("fingerprint") for r in results)
+        }
+        if len(self.unreachable) == len(by_endpoint):
+            raise CommandExecutionError(
+                "no endpoint answers, so nothing could be verified: "
+                + "; ".join(f"{e} ({why})" for e, why in sorted(self.unreachable.items()))
+            )
+        self.endpoints = {
+            protocol: f"{address}:{port}" if address else port
+            for protocol, port, address in __salt__["tlsprobe.endpoint_list"](self.endpoints)
+            if protocol not in self.unreachable
+        }
+        return {k: r for k, r in served.items() if k.split("/")[0] not in self.unreachable}
+
+    def unreachable_lines(self):
+        return [
+            f"Not reachable, not checked: {endpoint} ({why}); certsync never restarts a "
+            "service for it (take it out of endpoints if it is off on purpose)"
+            for endpoint, why in sorted(self.unreachable.items())
+        ]
+
+    def _restart(self, services, restoring=False):
+        recent = (
+            {}
+            if restoring
+            else __salt__["certsync_monitor.restarts"](self.mailcow_dir, RESTART_BACKOFF)
+        )
+        held = [s for s in services if s in recent]
+        if held:
+            self.log.append(
+                f"not restarted {', '.join(held)}: restarted at "
+                f"{', '.join(_utc(recent[s]) for s in held)}, "
+                f"at most one restart per {RESTART_BACKOFF} s"
+            )
+        services = [s for s in services if s not in recent]
+        if not services:
+            return False
+        results = __salt__["mailcow.restart"](services, self.mailcow_dir)
+        __salt__["certsync_monitor.note_restarts"](self.mailcow_dir, services)
+        failed = [f"{s}: {r.get('error')}" for s, r in results.items() if not r["ok"]]
+        self.log.append(
+            "restarted " + ", ".join(services) + (f" ({'; '.join(failed)})" if failed else "")
+        )
+        return True
+
+    def _wait(self, fingerprint):
+        waited = __salt__["tlsprobe.wait_for"](
+            self.hostname,
+            fingerprint,
+            self.endpoints,
+            self.address,
+            timeout=self.timeout,
+            names=self.names,
+        )
+        self.last = waited["served"]
+        return waited["ok"]
+
+    def _stale_services(self, fingerprint):
+        """The services of the endpoints that do not serve ``fingerprint``: each answered
+        before the deploy (set_aside_unreachable), so it serves another certificate now,
+        or the reload stopped it. A name not probed: its endpoint's hostname is stale."""
+        stale = {
+            ENDPOINT_SERVICES.get(name.split("/")[0])
+            for name, result in self.last.items()
+            if result.get("fingerprint") != fingerprint and result.get("probed") is not False
+        }
+        return [s for s in self.services if s in stale]
+
+    def make_served(self, fingerprint, restoring=False):
+        """Reload, check, restart what is stale, check again. True when served everywhere.
+        A service restarted within the back-off is not restarted again, unless
+        ``restoring`` the pair that served before."""
+        self.last = {}
+        reloaded = self._reload() if self.services else True
+        if not self.endpoints:
+            return reloaded
+        if reloaded and self._wait(fingerprint):
+            return True
+        if not self.services:
+            return False
+        if not self.last:
+            self.last = self.served()
+        stale = self._stale_services(fingerprint)
+        return bool(stale) and self._restart(stale, restoring) and self._wait(fingerprint)
+
+
+def _why_unreachable(result):
+    where = f"{result.get('address')}:{result.get('port')}"
+    return f"{where}: {result.get('error') or 'no certificate'}"
+
+
+def _names(values, what, kind):
+    """A list of non-empty strings (None: empty); anything else is refused up front."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+        raise SaltInvocationError(f"{what} must be a list of {kind}, not {values!r}"[:300])
+    return list(values)
+
+
+def _check_commands(commands):
+    """reload_commands: a mapping of service name to an argv list of strings."""
+    if commands is None:
+        return
+    valid = isinstance(commands, dict) and all(
+        isinstance(service, str)
+        and isinstance(argv, list)
+        and argv
+        and all(isinstance(arg, str) for arg in argv)
+        for service, argv in commands.items()
+    )
+    if not valid:
+        raise SaltInvocationError(
+            f"reload_commands must map service names to argv lists, not {commands!r}"[:300]
+        )
+
+
+def _seconds(value, what):
+    return __utils__["certsync_util.seconds"](value, what, 3600)
+
+
+def _utc(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@contextlib.contextmanager
+def _deploy_lock(name, timeout=LOCK_TIMEOUT):
+    """One certsync.deployed run per destination at a time, whoever started it (a lock
+    file beside the pair; install and rollback hold .certsync.lock inside it)."""
+    if not os.path.isdir(name) or os.path.islink(name):
+        yield  # the module refuses such a destination, naming it
+        return
+    path = os.path.join(name, DEPLOY_LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.1) + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CommandExecutionError(
+                        f"{path}: another certsync.deployed run held it for {timeout} s"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _has_conf(mailcow_dir):
+    return os.path.isfile(os.path.join(mailcow_dir, "mailcow.conf"))
+
+
+def _conf_endpoints(endpoints, mailcow_dir):
+    """Bare protocol names take their ports and addresses from mailcow.conf."""
+    bare = isinstance(endpoints, (list, tuple)) and all(":" not in str(e) for e in endpoints)
+    if not endpoints or not bare or not _has_conf(mailcow_dir):
+        return endpoints
+    return __salt__["mailcow.endpoints"](mailcow_dir, list(endpoints))
+
+
+def _mailcow_checks(serving, validation, test):
+    """
+    What mailcow.conf says: MAILCOW_HOSTNAME must be ``hostname``, no acme-mailcow
+    may run without SKIP_LETS_ENCRYPT=y (in a dry run a note: the formula stands it down
+    first). Returns the notes and the warnings for the names mailcow serves with the
+    top-level pair that the certificate lacks.
+    """
+    if not serving.services or not _has_conf(serving.mailcow_dir):
+        return []
+    conf = os.path.join(serving.mailcow_dir, "mailcow.conf")
+    configured = (
+        __salt__["mailcow.conf_get"]("MAILCOW_HOSTNAME", serving.mailcow_dir) or ""
+    ).lower()
+    if configured and configured != serving.hostname.lower():
+        raise SaltInvocationError(
+            f"{conf}: MAILCOW_HOSTNAME={configured!r}, but the certificate is deployed for "
+            f"{serving.hostname!r}: one of them is wrong"
+        )
+    acme = __salt__["mailcow.acme_status"](serving.mailcow_dir)
+    notes = []
+    if acme["fights"] and test:  # the formula's state before this one stands it down
+        notes.append(
+            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y: the real run "
+            "deploys only once it is stood down (the formula's certsync-acme-stood-down does "
+            "that first; alone: mailcow.acme_stood_down)"
+        )
+    elif acme["fights"]:
+        raise CommandExecutionError(
+            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y in its environment "
+            "and would overwrite the pair: set SKIP_LETS_ENCRYPT=y in mailcow.conf and run "
+            f"`docker compose up -d` in {serving.mailcow_dir} (the state mailcow.acme_stood_down "
+            "does both)"
+        )
+    if not configured:
+        return notes
+    lacking = __salt__["mailcow.missing_names"](
+        validation["sans"], serving.mailcow_dir, serving.mail_domains
+    )
+    if lacking:
+        notes.append(
+            f"Warning: the certificate lacks {', '.join(lacking)}, which mailcow's nginx serves "
+            "with the top-level pair (client autoconfiguration over HTTPS breaks)"
+        )
+    return notes
+
+
+def _indented(lines):
+    return [f"  {line}" for line in lines]
+
+
+def _served_report(served, expected, names):
+    """One line per endpoint: what it served, and whose pair that is."""
+    lines = []
+    for endpoint, result in sorted(served.items()):
+        where = f"{endpoint} ({result['address']}:{result['port']})"
+        fingerprint = result.get("fingerprint")
+        if not fingerprint:
+            lines.append(f"{where}: {result.get('error', 'no certificate')}")
+            continue
+        owner = names.get(fingerprint, "an unknown pair")
+        state = "ok" if fingerprint == expected else "WRONG"
+        lines.append(f"{where}: {state}, serves {_short(fingerprint)} ({owner})")
+    return lines
+
+
+def _pair_names(name, new, old):
+    """Whose pair each fingerprint is: the new, the previous, and the SNI dirs holding it."""
+    labels = {new: ["the new pair"]}
+    if old:
+        labels.setdefault(old, []).append("the previous pair")
+    for sni_name, fingerprint in __salt__["certsync.sni_inventory"](name).items():
+        labels.setdefault(fingerprint, []).append(f"the pair in SNI dir {sni_name}")
+    return {fingerprint: ", also ".join(found) for fingerprint, found in labels.items()}
+
+
+def _fail_and_roll_back(run, serving, done, new, old):
+    """The new pair is not served everywhere: restore the old one and say what happened."""
+    names = _pair_names(run.name, new, old)
+    report = _served_report(serving.last, new, names) if serving.last else []
+    restore_errors = _restore(done)
+    lines = [f"Certificate {_short(new)} was not served everywhere after: {'; '.join(serving.log)}"]
+    lines += _indented(report)
+    if restore_errors:
+        lines.append("Restoring the previous pair FAILED: " + "; ".join(restore_errors))
+    else:
+        lines.append(f"Restored the previous pair {_short(old)} in: {', '.join(done)}")
+        serving.log = []
+        if old and serving.make_served(old, restoring=True):
+            lines.append(f"The previous pair {_short(old)} is served again on every endpoint")
+        elif old:
+            lines.append(
+                f"The previous pair is NOT served everywhere after: {'; '.join(serving.log)}"
+            )
+            lines += _indented(_served_report(serving.last or {}, old, names))
+    run.ret["changes"] = {}
+    run.ret["comment"] = "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# The state
+# --------------------------------------------------------------------------
+
+
+def _converge_served(run, serving, validation, origin, served):
+    """The files are current: make sure every endpoint that answers serves them too."""
+    ret = run.ret
+    new = validation["fingerprint"]
+    ret["result"] = True
+    ret["comment"] = f"Certificate {new} from {origin} is already deployed"
+    if not serving.endpoints:
+        return
+    stale = sorted(n for n, r in served.items() if r.get("fingerprint") != new)
+    if not stale:
+        ret["comment"] += " and served on every endpoint" + (
+            " that answers" if serving.unreachable else ""
+        )
+        return
+    names = _pair_names(run.name, new, None)
+    report = "\n".join(_indented(_served_report(served, new, names)))
+    if run.test:
+        ret["result"] = None
+        ret["comment"] += (
+            f", but not served on {', '.join(stale)}; would reload "
+            + (", ".join(serving.services) or "nothing")
+            + f":\n{report}"
+        )
+        return
+    if serving.make_served(new):
+        ret["changes"] = {"served": {"repaired": stale, "fingerprint": new}}
+        ret["comment"] += (
+            f"; {', '.join(stale)} served something else, now fixed by: {'; '.join(serving.log)}"
+        )
+        return
+    ret["result"] = False
+    ret["comment"] += f", but not served everywhere after: {'; '.join(serving.log)}\n" + "\n".join(
+        _indented(_served_report(serving.last, new, names))
+    )
+
+
+def deploy(
+    name,
+    hostname,
+    source=None,
+    live_dir=None,
+    min_days=7,
+    sni=True,
+    ca_file=None,
+    services=None,
+    mailcow_dir=DEFAULT_MAILCOW_DIR,
+    reload_commands=None,
+    endpoints=None,
+    probe_address=None,
+    verify_timeout=60,
+    source_minion=None,
+    fingerprint=None,
+    dane=None,
+    mail_domains=None,
+    allow_older=False,
+    paused=False,
+    test=False,
+):
+    """
+    Make the certificate pair in ``name`` match the source pair, and make the
+    services serve it. Returns ``result`` (None in a dry run with something to
+    do), ``changes`` (fingerprints, ``not_after``, SANs, the directories; never
+    key material) and ``comment``, as the ``certsync.deployed`` state, a thin
+    layer over this function, does.
+
+    name
+        The directory mailcow reads ``cert.pem`` (0644) and ``key.pem`` (0600)
+        from, e.g. ``/opt/mailcow-dockerized/data/assets/ssl``. It must exist
+        and must not be a symlink.
+
+    hostname
+        The mail host name the certificate must cover (RFC 6125), also sent
+        as SNI by the probes.
+
+    source
+        A directory holding ``fullchain.pem`` and ``privkey.pem``, such as
+        NPM's ``live/npm-5``. Read through its symlinks.
+
+    live_dir
+        Instead of ``source``: NPM's ``live/`` directory, searched for the
+        certificate that covers ``hostname`` (the latest ``not_after`` wins).
+
+    source_minion
+        Instead of ``source``: the id of the source minion whose mine entry
+        for this minion holds the chain and the sealed key (see
+        ``certsync_mine.publish``). The key is opened into a private staging
+        directory under the cachedir, removed after the run.
+
+    fingerprint
+        With ``source_minion``: the fingerprint the ``certsync/published``
+        event announced. When the mine entry is for another certificate (a
+        newer publication superseded the announcement), the comment says so
+        and the entry in the mine, validated as always, is what is deployed.
+
+    min_days
+        Refuse a source certificate with fewer days of validity left.
+        Default: 7.
+
+    dane
+        When the host uses DANE: ``True`` (TLSA at ``_25._tcp.<hostname>``,
+        the system resolver) or a mapping with ``port``, ``nameservers`` and
+        ``dns_port``. A certificate that no published TLSA record matches is
+        not deployed; the comment gives the exact record to publish and the
+        rollover steps (publish beside the old, wait the TTL, deploy, remove
+        the old). A failed lookup deploys nothing. Default: off.
+
+    sni
+        With mailcow's ``ENABLE_SSL_SNI=y``, per-name directories
+        ``name/<dns-name>/`` that already exist for a name the certificate
+        covers are kept in step too. Default: True. The hostname's own
+        directory (``name/<hostname>/``, which mailcow's ACME client leaves on
+        every host where it ran and serves whatever ``ENABLE_SSL_SNI`` says) is
+        kept either way: certsync writes the pair there and a ``domains`` file
+        listing the hostname and the certificate's other names; the names
+        mailcow's list had that the certificate does not cover are named in a
+        warning (mailcow's list is kept as ``domains.mailcow``).
+
+    ca_file
+        Optional PEM bundle of trusted roots the chain must verify against.
+
+    services
+        Compose services to reload after an install (and to restart when a
+        reload does not take), e.g. ``[postfix-mailcow, dovecot-mailcow,
+        nginx-mailcow]``. Default: none, only the files are managed (an
+        empty list is the same; the ``mailcow`` module, and docker-py, are
+        then not needed).
+
+    mailcow_dir
+        The mailcow-dockerized checkout (for the compose project name).
+        Default: ``/opt/mailcow-dockerized``.
+
+    reload_commands
+        Mapping of service name to the argv list that reloads it inside its
+        container, for releases that need other commands than the defaults.
+
+    endpoints
+        Endpoints to verify on the wire (see the ``tlsprobe`` module): names
+        such as ``[smtp, imaps, https]``, ``protocol:port`` strings or a
+        protocol-to-port mapping. Default: none, nothing is probed. They are
+        probed once before anything changes: one that answers no TLS
+        handshake then (refused, timed out, another protocol: a port that is
+        off) is named in the comment and left out of the run; it never causes
+        a reload or a restart. When none answers, nothing is deployed.
+        A service is restarted only for endpoints that served another
+        certificate after the reload (or stopped answering), and at most
+        once an hour (a record in the cachedir), except to bring the previous
+        pair back in a roll back.
+
+    probe_address
+        Where the probes connect. Default: ``hostname``.
+
+    verify_timeout
+        Seconds to wait for every endpoint to serve the new certificate, per
+        attempt (after the reload, after the restart). Default: 60.
+
+    mail_domains
+        The mail domains mailcow serves: ``autodiscover.<d>`` and
+        ``autoconfig.<d>`` (unless ``AUTODISCOVER_SAN=n``) and the
+        ``ADDITIONAL_SAN`` names of mailcow.conf are served with the
+        top-level pair; the comment warns about each one the certificate
+        does not cover.
+
+    With ``services``, when ``mailcow_dir`` holds a ``mailcow.conf``: its
+    ``MAILCOW_HOSTNAME`` must be ``hostname``; bare endpoint names take their
+    ports and addresses from it (``SMTP_PORT=IP:PORT`` ...); nothing is
+    deployed while acme-mailcow runs without ``SKIP_LETS_ENCRYPT=y``.
+
+    allow_older
+        Deploy the source's certificate even when it was issued before the
+        one certsync installed and serves now. Default: False: an older
+        publication (a master's mine cache restored from a backup) is refused
+        and the newer certificate keeps serving.
+
+    paused
+        Deploy nothing, and say so (pillar ``paused: true``). Deploys are
+        also paused after a roll back (``certsync.rolled_back``) until
+        ``certsync.resumed`` (``state.apply certsync.resume``).
+
+    Per-name directories (``sni``): mailcow serves ``name/<dir>/`` for the
+    names in its ``domains`` file. The hostname's own is kept (see ``sni``);
+    another whose names the certificate all covers is kept in step; one it
+    does not cover is left alone and reported. The wire check probes every
+    endpoint for the hostname, each name of the updated directories (SNI) and
+    without SNI (the top-level pair).
+
+    test
+        Change nothing; the comment gives the plan. Default: False.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_deploy.deploy /opt/mailcow-dockerized/data/assets/ssl \\
+            mail.example.com live_dir=/etc/letsencrypt/live \\
+            services='[postfix-mailcow, dovecot-mailcow, nginx-mailcow]' \\
+            endpoints='[smtp, imaps, https]' test=True
+    """
+    run = _Run(
+        name,
+        test=bool(test),
+        min_days=min_days,
+        sni=sni,
+        ca_file=ca_file,
+        allow_older=allow_older,
+    )
+    held = _paused(name, paused)
+    if held:
+        return {**run.ret, "result": True, "comment": held}
+    try:
+        serving = _Serving(
+            hostname,
+            services,
+            (mailcow_dir, reload_commands, mail_domains),
+            endpoints,
+            probe_address,
+            verify_timeout,
+        )
+        run.dane = _dane_settings(dane)
+        with (
+            _deploy_lock(name),
+            _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair,
+        ):
+            _deploy(run, serving, pair)
+        run.ret["comment"] = "\n".join([run.ret["comment"], *run.notes])
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        run.ret.update(result=False, changes={}, comment=f"Nothing deployed: {exc}")
+    except Exception as exc:  # a run never ends in a traceback, and is recorded
+        log.error("certsync: unexpected error deploying into %s", name, exc_info=True)
+        run.ret.update(
+            result=False,
+            changes={},
+            comment=f"Nothing deployed: unexpected {type(exc).__name__}: {exc}",
+        )
+    _record_run(run)
+    return run.ret
 
 
 def deployed(name, test=False, **kwargs):
     """
-    Run the ``certsync.deployed`` state function for ``name`` with the given
-    arguments (see that state's documentation) and return its result as
-    ``state.single`` does, under the state's key (``certsync_|-<name>_|-<name>_|-deployed``:
-    ``result``, ``changes``, ``comment``, never key material), so the
-    highstate outputter shows it. Exits non-zero when ``result`` is False.
-    With ``test=True`` nothing changes and the comment gives the plan.
+    ``deploy`` as the master's runner sends it to a consumer on
+    ``certsync/published``: the arguments the formula's ``certsync.deployed``
+    SLS would give the state, the return shaped as ``state.single`` returns it
+    (under ``certsync_|-<name>_|-<name>_|-deployed``), so the highstate
+    outputter shows it. Exits non-zero when ``result`` is False.
 
     CLI Example:
 
@@ -48,30 +763,303 @@ def deployed(name, test=False, **kwargs):
             endpoints='[smtp, https]' --out=highstate
     """
     arguments = {key: value for key, value in kwargs.items() if not key.startswith("__")}
-    state = _state_function(dict(__opts__, test=bool(test)))
     try:
-        ret = state(name, **arguments)
-    except TypeError as exc:  # an argument the state does not take
-        raise SaltInvocationError(f"{STATE}: {exc}") from None
+        ret = deploy(name, test=test, **arguments)
+    except TypeError as exc:  # an argument deploy does not take
+        raise SaltInvocationError(f"certsync_deploy.deployed: {exc}") from None
     __context__["retcode"] = 1 if ret.get("result") is False else 0
     return {f"certsync_|-{name}_|-{name}_|-deployed": {**ret, "__id__": name, "__run_num__": 0}}
 
 
-def _state_function(opts):
-    """``certsync.deployed`` from the synced state modules (where a state run finds
-    it first), loaded alone: a loader over all of them would list the hundreds that
-    Salt ships, some 0.04 CPU-s at every renewal."""
-    synced = os.path.join(opts["extension_modules"], "states")
-    states = salt.loader.LazyLoader(
-        [synced],
-        opts,
-        tag="states",
-        pack={"__salt__": __salt__, "__utils__": __utils__, "__context__": {}},
-        whitelist=["certsync"],
+@dataclasses.dataclass
+class _Run:
+    """One deploy into ``name``: its settings, the lines it adds to the comment, what the
+    DANE gate said, and the return it builds."""
+
+    name: str
+    test: bool = False
+    min_days: object = 7
+    sni: bool = True
+    ca_file: str = None
+    allow_older: bool = False
+    dane: object = None
+    notes: list = dataclasses.field(default_factory=list)
+    dane_steps: list = dataclasses.field(default_factory=list)
+    dane_pending: str = None  # the TLSA record to publish before the deploy may go on
+    ret: dict = None
+
+    def __post_init__(self):
+        self.ret = {"name": self.name, "result": False, "changes": {}, "comment": ""}
+
+
+def _paused(name, by_pillar):
+    """Why deploys into ``name`` are paused (the pillar, or a roll back), or None."""
+    if by_pillar:
+        return "Paused by the pillar (paused: true): nothing deployed"
+    pause = (
+        __salt__["certsync_monitor.paused"](name) if "certsync_monitor.paused" in __salt__ else None
     )
-    if STATE not in states:
-        raise CommandExecutionError(
-            f"the {STATE} state is not available in {synced}: sync it "
-            "(saltutil.sync_states) and see the minion's log for load errors"
+    if not pause:
+        return None
+    return (
+        f"Paused since {_utc(pause['since'])} ({pause['reason']}): nothing deployed. "
+        "To deploy again: salt <this minion> state.apply certsync.resume"
+    )
+
+
+def _record_run(run):
+    """Note the run's result for monitoring (certsync_monitor); a dry run is not a run."""
+    if run.test or "certsync_monitor.record_deploy" not in __salt__:
+        return
+    ret = run.ret
+    installed = bool(ret["changes"].get("new"))  # even when a later step failed
+    try:
+        __salt__["certsync_monitor.record_deploy"](
+            run.name,
+            ret["result"],
+            installed,
+            ret["comment"],
+            dane_pending=run.dane_pending,
+            certificate=__salt__["certsync.deployed_info"](run.name) if installed else None,
         )
-    return states[STATE]
+    except OSError as exc:
+        log.warning("certsync: cannot record the result of the run for %s: %s", run.name, exc)
+
+
+def _deploy(run, serving, pair):
+    """Validate, plan, install and serve one source pair; the outcome in ``run.ret``."""
+    fullchain, key, origin = pair
+    ret, hostname = run.ret, serving.hostname
+    validation = __salt__["certsync.validate"](
+        fullchain, key, hostname, min_days=run.min_days, ca_file=run.ca_file
+    )
+    if not validation["valid"]:
+        ret["comment"] = "Source pair is invalid, nothing deployed:\n" + "\n".join(
+            validation["problems"]
+        )
+        return
+    layout = _sni_layout(fullchain, run.name, run.sni, hostname)
+    serving.names = [hostname, *layout["names"], ""]  # and without SNI: the top-level pair
+    serving.preflight()  # in a dry run too: a service that is not there fails both
+    run.notes += [
+        *_uncovered_lines(layout["uncovered"]),
+        *_dropped_lines(layout["dropped"]),
+        *_mailcow_checks(serving, validation, run.test),
+    ]
+    served = serving.set_aside_unreachable() if serving.endpoints else {}
+    run.notes += serving.unreachable_lines()
+    plan = _plan(fullchain, key, layout["dirs"], layout["domains"])
+    if not plan:
+        _converge_served(run, serving, validation, origin, served)
+        if run.dane and serving.endpoints and ret["result"] is not False:
+            _dane_retire(run, hostname)
+        return
+    old = __salt__["certsync.deployed_info"](run.name)
+    older = not run.allow_older and _older_than_served(run.name, old, validation)
+    if older:
+        ret["comment"] = older
+        return
+    if run.dane and _dane_gate(run, hostname, fullchain):
+        return
+    ret["changes"] = {
+        **ret["changes"],
+        "old": _summary(old or {}),
+        "new": _summary(validation),
+        "dirs": [directory for directory, _ in plan],
+    }
+    if run.test:
+        _test_plan(run, serving, plan, origin, served)
+        return
+    done = _apply(fullchain, key, plan, layout["domains"])
+    new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
+    try:
+        served = not serving.active or serving.make_served(new)
+        if not served:
+            _fail_and_roll_back(run, serving, done, new, previous)
+            return
+    except Exception as exc:  # whatever it is, the previous pair comes back
+        _restore_after_error(run, done, exc)
+        return
+    ret["result"] = True
+    ret["comment"] = f"Installed certificate {new} from {origin} into {', '.join(done)}"
+    if serving.log:
+        ret["comment"] += f"; {'; '.join(serving.log)}"
+        ret["changes"]["served"] = sorted(serving.last) if serving.endpoints else []
+    ret["comment"] += "".join(f"\nDANE: {step}" for step in run.dane_steps)
+    if run.dane and serving.endpoints:
+        _dane_retire(run, hostname)
+    elif run.dane:
+        ret["comment"] += "\nDANE: no endpoints verified, so no old TLSA record is removed"
+
+
+def _older_than_served(name, served, validation):
+    """Why the source's certificate must not replace what is served, or None: certsync
+    installed what is served (its deploy record says so) and the source's certificate
+    was issued before it (an older mine entry, e.g. a restored master cache)."""
+    if not served or "certsync_monitor.last_deploy" not in __salt__:
+        return None
+    installed = (__salt__["certsync_monitor.last_deploy"](name) or {}).get("certificate") or {}
+    if installed.get("fingerprint") != served["fingerprint"]:
+        return None  # not certsync's own (mailcow's, a hand copy): nothing to compare
+    if not validation.get("not_before") or validation["not_before"] >= served["not_before"]:
+        return None
+    return (
+        f"Nothing deployed: the source's certificate {_short(validation['fingerprint'])} was "
+        f"issued {validation['not_before']}, before the one certsync installed and serves "
+        f"({_short(served['fingerprint'])}, issued {served['not_before']}): an older "
+        "publication (a restored master cache?) never replaces a newer certificate. "
+        "To deploy it anyway: allow_older: true"
+    )
+
+
+def _dane_settings(dane):
+    if not dane:
+        return None
+    if dane is not True and not isinstance(dane, dict):
+        raise SaltInvocationError("dane must be true or a mapping (port, nameservers, ...)")
+    if "maildns.tlsa_gate" not in __salt__:
+        raise SaltInvocationError("dane is on but the maildns module is not available")
+    return dane
+
+
+def _dane_gate(run, hostname, fullchain):
+    """True when the DANE gate holds the new certificate back (``run.ret`` says why)."""
+    ret = run.ret
+    gate = __salt__["maildns.tlsa_gate"](
+        hostname, fullchain, os.path.join(run.name, "cert.pem"), run.dane, test=run.test
+    )
+    ret["changes"] = {"tlsa": {"added": gate["added"]}} if gate["added"] else {}
+    if gate["ready"]:
+        run.dane_steps = gate["steps"]
+        return False
+    run.dane_pending = gate.get("publish") or f"{gate['name']}. IN TLSA {gate['record']}"
+    ret["result"] = None if run.test else False
+    ret["comment"] = "\n".join([*(f"DANE: {step}" for step in gate["steps"]), gate["comment"]])
+    return True
+
+
+def _dane_retire(run, hostname):
+    """After the new pair is served: remove the old TLSA record of an RFC 2136 rollover."""
+    ret = run.ret
+    try:
+        retired = __salt__["maildns.tlsa_retire"](
+            hostname, os.path.join(run.name, "cert.pem"), run.dane, test=run.test
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["result"] = False
+        ret["comment"] += (
+            f"\nDANE: the old TLSA record is still published ({exc}); the next run removes it"
+        )
+        return
+    if retired["removed"]:
+        verb = "would remove" if retired["pending"] else "removed"
+        ret["comment"] += f"\nDANE: {verb} the old TLSA record {'; '.join(retired['removed'])}"
+        if not retired["pending"]:
+            ret["changes"].setdefault("tlsa", {})["removed"] = retired["removed"]
+
+
+def _restore_after_error(run, done, exc):
+    restore_errors = _restore(done)
+    run.ret["changes"] = {}
+    run.ret["comment"] = f"{exc}; restored the previous pair in: {', '.join(done)}"
+    if restore_errors:
+        run.ret["comment"] += f"; restoring FAILED: {'; '.join(restore_errors)}"
+
+
+def _test_plan(run, serving, plan, origin, served):
+    ret = run.ret
+    ret["result"] = None
+    lines = [f"Would install the pair from {origin}: {_describe_plan(plan)}"]
+    if serving.services:
+        lines.append(f"Would reload {', '.join(serving.services)}")
+    if serving.endpoints:
+        new = ret["changes"]["new"]["fingerprint"]
+        old = ret["changes"]["old"]["fingerprint"]
+        names = _pair_names(run.name, new, old)
+        lines.append("Served now:")
+        lines += _indented(_served_report(served, new, names))
+    ret["comment"] = "\n".join(lines)
+
+
+def roll_back(
+    name,
+    hostname,
+    services=None,
+    mailcow_dir=DEFAULT_MAILCOW_DIR,
+    reload_commands=None,
+    endpoints=None,
+    probe_address=None,
+    verify_timeout=60,
+    test=False,
+):
+    """
+    Undo the deploy of the certificate ``name`` holds, and keep it undone: the
+    previous pair back in ``name`` and in every per-name directory the same
+    deploy changed, as one step (``certsync.rollback``), then the services
+    reloaded (restarted where the reload does not take) and every endpoint
+    checked on the wire; deploys into ``name`` (the schedule's, the reactor's)
+    are paused until ``certsync.resumed``. The arguments are ``deploy``'s;
+    with ``test=True`` nothing changes and the comment gives the plan. The
+    ``certsync.rolled_back`` state is a thin layer over this function.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_deploy.roll_back /opt/mailcow-dockerized/data/assets/ssl \\
+            mail.example.com services='[postfix-mailcow, dovecot-mailcow, nginx-mailcow]' \\
+            endpoints='[smtp, imaps, https]' test=True
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        serving = _Serving(
+            hostname,
+            services,
+            (mailcow_dir, reload_commands, None),
+            endpoints,
+            probe_address,
+            verify_timeout,
+        )
+        with _deploy_lock(name):
+            plan = __salt__["certsync.rollback_plan"](name)
+            steps = [
+                f"{step['dir']}: {_short(step['holds'])} -> {_short(step['restores'])}"
+                for step in plan
+            ]
+            serving.preflight()
+            if test:
+                ret["result"] = None
+                ret["comment"] = "\n".join(
+                    ["Would roll back:", *_indented(steps)]
+                    + ([f"Would reload {', '.join(serving.services)}"] if serving.services else [])
+                    + ["Would pause the deploys until certsync.resumed"]
+                )
+                return ret
+            restored = __salt__["certsync.rollback"](name)
+            __salt__["certsync_monitor.pause"](
+                name, f"rolled back from {_short(plan[0]['holds'])} by certsync.rolled_back"
+            )
+            serving.names = [hostname, *(os.path.basename(s["dir"]) for s in plan[1:]), ""]
+            served = not serving.active or serving.make_served(restored["restored"], True)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = f"Nothing rolled back: {exc}"
+        return ret
+    ret["changes"] = {
+        "rolled_back": {"old": plan[0]["holds"], "new": plan[0]["restores"]},
+        "dirs": [step["dir"] for step in plan],
+        "paused": True,
+    }
+    ret["result"] = bool(served)
+    lines = ["Rolled back:", *_indented(steps)]
+    if serving.log:
+        lines.append("; ".join(serving.log))
+    if serving.endpoints:
+        verdict = "served on every endpoint" if served else "NOT served everywhere"
+        lines.append(f"The previous pair {_short(restored['restored'])} is {verdict}")
+        lines += _indented(_served_report(serving.last, restored["restored"], {}))
+    lines.append(
+        "Deploys are paused (schedule and reactor deploy nothing); to deploy again: "
+        "salt <this minion> state.apply certsync.resume"
+    )
+    ret["comment"] = "\n".join(lines)
+    return ret

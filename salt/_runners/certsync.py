@@ -295,7 +295,7 @@ def on_published(source, fingerprint=None):
     """
     A source published (``certsync/published``): each consumer its pillar
     names deploys the publication (``certsync_deploy.deployed``: the
-    ``certsync.deployed`` state function without a state run), with the
+    deploy the ``certsync.deployed`` state runs, without a state run), with the
     arguments the formula's SLS would give it from the same pillar, told which
     certificate to expect (``fingerprint``, when it is a SHA-256 hex digest;
     the mine entry decides what is deployed). Consumers with the same

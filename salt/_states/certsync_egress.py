@@ -44,6 +44,14 @@ def reachable(
         As ``certsync_egress.check``: default the minion's master and its
         ``publish_port`` and ``master_port``; the addresses the relay's name
         resolves to; the system's CAs; 5 s.
+
+    .. code-block:: yaml
+
+        certsync-egress:
+          certsync_egress.reachable:
+            - name: certsync
+            - relay: smtp.relay.example.net:2525
+            - master: salt.example.com
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:

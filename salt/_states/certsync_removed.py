@@ -45,6 +45,13 @@ def mine_entries(name, consumers=None):
     its publication for each of ``consumers`` (a source's). The master keeps
     no record of which entries exist for another minion's eyes, so this
     always removes them (removing one that is not there is no error).
+
+    .. code-block:: yaml
+
+        certsync-mine-withdrawn:
+          certsync_removed.mine_entries:
+            - name: certsync
+            - consumers: [mailcow-host]
     """
     ret = _ret(name)
     try:
@@ -66,6 +73,12 @@ def leftovers(name):
     and its per-name directories: ``*.certsync-prev``, lock files, temp files
     (``certsync.leftovers``). The pairs mailcow serves and the ``domains``
     files stay.
+
+    .. code-block:: yaml
+
+        certsync-leftovers-removed:
+          certsync_removed.leftovers:
+            - name: /opt/mailcow-dockerized/data/assets/ssl
     """
     ret = _ret(name)
     try:
@@ -89,6 +102,13 @@ def reuse_key(name, hostname=None):
     (or the line it replaced back), the rest of certbot's file byte for byte
     (``certsync.unset_reuse_key``). ``name`` and ``hostname`` as for
     ``certsync.key_reused``.
+
+    .. code-block:: yaml
+
+        certsync-reuse-key-unset:
+          certsync_removed.reuse_key:
+            - name: /etc/nginx/letsencrypt/live
+            - hostname: mail.example.com
     """
     ret = _ret(name)
     try:

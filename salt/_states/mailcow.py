@@ -42,6 +42,14 @@ def conf_set(name, settings):
 
     mailcow reads ``mailcow.conf`` when containers are created: the comment
     says when ``docker compose up -d`` is needed for a change to take effect.
+
+    .. code-block:: yaml
+
+        certsync-acme-off-in-conf:
+          mailcow.conf_set:
+            - name: /opt/mailcow-dockerized
+            - settings:
+                SKIP_LETS_ENCRYPT: "y"
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     if not isinstance(settings, dict) or not settings:

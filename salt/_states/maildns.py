@@ -80,6 +80,15 @@ def records_ok(name, hostname, **options):
     tlsa_ports, certs, probe_address, probe_ports, probe_addresses,
     nameservers, dns_port, timeout, dnssec, key_kept, mta_sts, tls_rpt, caa,
     caa_issuer, ca_file. A lookup that fails is listed too (``error``).
+
+    .. code-block:: yaml
+
+        example.com-mail-dns:
+          maildns.records_ok:
+            - name: example.com
+            - hostname: mail.example.com
+            - tlsa_ports: [25]
+            - dmarc_policy: reject
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     given = {key: value for key, value in options.items() if not key.startswith("__")}

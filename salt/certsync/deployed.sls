@@ -1,9 +1,10 @@
 {#- The consumer's deploy alone: the certificate from the source's mine
     entry validated, installed, reloaded and verified on the wire.
     certsync.consumer includes it and orders it after the recipient key and
-    acme-mailcow. On a renewal the runner sends the consumers the same state
-    function with the same arguments, without a state run
-    (certsync_deploy.deployed; the runner's _deploy_args mirrors this file). #}
+    acme-mailcow. On a renewal the runner sends the consumers the deploy this
+    state runs (certsync_deploy.deploy) with the same arguments, without a
+    state run (certsync_deploy.deployed; the runner's _deploy_args mirrors
+    this file). #}
 {%- from "certsync/map.jinja" import certsync, consumer, dane_args with context %}
 {%- if consumer %}
 

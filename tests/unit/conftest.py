@@ -1,15 +1,16 @@
-"""Loader-mocked fixtures: the real execution module behind the state's __salt__."""
+"""Loader-mocked fixtures: the real execution modules behind the deploy's __salt__."""
 
 import pytest
 
-from harness.loader import certsync_mod, certsync_state, salt_functions
+from harness.loader import certsync_mod, deploy_functions, deploy_mod, source_mod
 
 
 @pytest.fixture
 def loader_modules():
-    """The dunders of a minion with the certsync module loaded."""
-    salt_funcs = salt_functions(certsync_mod, "certsync")
+    """The dunders of a minion with the certsync, certsync_source and certsync_deploy
+    modules loaded."""
     return {
         certsync_mod: {"__context__": {}, "__opts__": {"test": False}},
-        certsync_state: {"__salt__": salt_funcs, "__opts__": {"test": False}},
+        source_mod: {"__salt__": deploy_functions()},
+        deploy_mod: {"__salt__": deploy_functions(), "__opts__": {"test": False}},
     }

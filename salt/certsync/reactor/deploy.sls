@@ -1,6 +1,6 @@
 {#- On `certsync/published`: the consumers the sender's own pillar names
     (compiled by the master, never read from the event) deploy it
-    (certsync_deploy.deployed, the state function without a state run),
+    (certsync_deploy.deployed: the deploy itself, without a state run),
     told which certificate to expect. A sender that is no source does
     nothing. #}
 {%- set sender = data.get("id", "") %}

@@ -1,26 +1,21 @@
 """Every public function of certsync's execution modules and runner is one an operator
 can call from the CLI, and its docstring shows how (a CLI Example, as Salt's own
-modules do); what is only a helper is private."""
+modules do); every state function shows an SLS using it; what is only a helper is
+private."""
 
 import inspect
 
 import pytest
 
-from harness.loader import load_loader_module
+from harness.loader import SALT_TREE, load_loader_module
 
-MODULES = [
-    ("modules", name)
-    for name in (
-        "certsync",
-        "certsync_deploy",
-        "certsync_egress",
-        "certsync_mine",
-        "certsync_monitor",
-        "mailcow",
-        "maildns",
-        "tlsprobe",
-    )
-] + [("runners", "certsync")]
+
+def _files(kind):
+    return [(kind, path.stem) for path in sorted((SALT_TREE / f"_{kind}").glob("*.py"))]
+
+
+MODULES = _files("modules") + _files("runners")
+STATES = _files("states")
 
 
 def _public(module):
@@ -40,3 +35,14 @@ def test_every_public_function_has_a_cli_example(kind, name):
     assert functions, f"{kind}/{name}: no public function found"
     lacking = sorted(f for f, fn in functions.items() if "CLI Example" not in (fn.__doc__ or ""))
     assert lacking == [], f"{kind}/{name}: no CLI Example in {', '.join(lacking)}"
+
+
+@pytest.mark.parametrize(("kind", "name"), STATES, ids=[f"{k}/{n}" for k, n in STATES])
+def test_every_state_function_shows_an_sls_using_it(kind, name):
+    module = load_loader_module(kind, name)
+    functions = _public(module)
+    assert functions, f"{kind}/{name}: no public function found"
+    lacking = sorted(
+        f for f, fn in functions.items() if ".. code-block:: yaml" not in (fn.__doc__ or "")
+    )
+    assert lacking == [], f"{kind}/{name}: no SLS example in {', '.join(lacking)}"

@@ -1,4 +1,4 @@
-"""Unit tests of the certsync.deployed state (loader mocked, real module behind it)."""
+"""Unit tests of certsync_deploy.deploy (loader mocked, the real certsync module behind it)."""
 
 import os
 from unittest.mock import patch
@@ -8,7 +8,7 @@ from support import cases
 
 from harness.loader import (
     certsync_mod,
-    certsync_state,
+    deploy_mod,
     mailcow_mod,
     monitor_mod,
     salt_functions,
@@ -44,7 +44,7 @@ def layout(tmp_path, ca, serving):
 def test_bad_input_is_refused_and_nothing_changes(name, tmp_path, ca, good, serving):
     layout, args, expect = cases.build(name, tmp_path, ca, good, serving)
     before = cases.snapshot(layout.root)
-    ret = certsync_state.deployed(**args)
+    ret = deploy_mod.deploy(**args)
     assert ret["result"] is False, ret
     assert expect in ret["comment"]
     assert ret["changes"] == {}
@@ -53,7 +53,7 @@ def test_bad_input_is_refused_and_nothing_changes(name, tmp_path, ca, good, serv
 
 def test_installs_then_is_idempotent(layout, good, serving):
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
-    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"] == {
         "old": {
@@ -73,7 +73,7 @@ def test_installs_then_is_idempotent(layout, good, serving):
         "dirs": [layout.dest],
     }
     assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
-    again = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    again = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
     assert again["result"] is True
     assert again["changes"] == {}
     assert "already deployed" in again["comment"]
@@ -82,8 +82,7 @@ def test_installs_then_is_idempotent(layout, good, serving):
 def test_test_mode_reports_and_changes_nothing(layout, good, serving):
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     before = cases.snapshot(layout.root)
-    with patch.dict(certsync_state.__opts__, {"test": True}):
-        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, test=True)
     assert ret["result"] is None
     assert ret["comment"].startswith(f"Would install the pair from {layout.source}")
     assert "cert.pem content differs" in ret["comment"]
@@ -97,7 +96,7 @@ def test_finds_the_source_by_san_in_live_dir(tmp_path, layout, ca, good):
     os.rmdir(layout.source)
     write_npm_tree(live_dir, 2, ca.leaf("www.example.test"))
     write_npm_tree(live_dir, 5, good)
-    ret = certsync_state.deployed(layout.dest, HOST, live_dir=live_dir)
+    ret = deploy_mod.deploy(layout.dest, HOST, live_dir=live_dir)
     assert ret["result"] is True, ret["comment"]
     assert f"from {live_dir}/npm-5 " in ret["comment"]
     assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
@@ -112,7 +111,7 @@ def test_sni_dirs_are_kept_in_step_by_their_domains(layout, ca, good, serving):
     bare = os.path.join(layout.dest, "autodiscover.example.org")
     write_pair(bare, serving)  # no domains file: mailcow does not serve it
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
-    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"]["dirs"] == [layout.dest, sni]
     assert _read(os.path.join(sni, "cert.pem")) == good.fullchain_pem()
@@ -136,7 +135,7 @@ def test_the_hostnames_own_dir_is_taken_over(layout, ca, good, serving):
     mailcows = _read(os.path.join(own, "domains"))
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")  # mail., autodiscover.
     for sni in (True, False):  # served whatever ENABLE_SSL_SNI says: kept either way
-        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, sni=sni)
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, sni=sni)
         assert ret["result"] is True, ret["comment"]
         if sni:
             assert ret["changes"]["dirs"] == [layout.dest, own]
@@ -160,7 +159,7 @@ def test_the_hostnames_own_dir_is_taken_over(layout, ca, good, serving):
 def test_sni_can_be_turned_off(layout, good, serving):
     sni = write_sni_dir(layout.dest, serving, ["autodiscover.example.test"])
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
-    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, sni=False)
+    ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, sni=False)
     assert ret["changes"]["dirs"] == [layout.dest]
     assert _read(os.path.join(sni, "cert.pem")) == serving.fullchain_pem()
 
@@ -171,7 +170,7 @@ def test_failure_in_an_sni_dir_restores_every_dir(layout, good, serving):
     os.symlink("/nonexistent", os.path.join(sni, "key.pem"))
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     before = _read(os.path.join(layout.dest, "cert.pem"))
-    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
     assert ret["result"] is False
     assert "key.pem: is a symlink" in ret["comment"]
     assert _read(os.path.join(layout.dest, "cert.pem")) == before
@@ -191,8 +190,8 @@ def test_failure_midway_rolls_back_what_was_installed(layout, good, serving):
             raise certsync_mod.CommandExecutionError(f"{dest}: install failed: disk full")
         return real_install(fullchain, key, dest, domains=domains)
 
-    with patch.dict(certsync_state.__salt__, {"certsync.install": install_then_fail}):
-        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+    with patch.dict(deploy_mod.__salt__, {"certsync.install": install_then_fail}):
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
     assert ret["result"] is False
     assert "disk full; restored the previous pair in: " + layout.dest in ret["comment"]
     after = cases.snapshot(layout.dest)
@@ -201,7 +200,7 @@ def test_failure_midway_rolls_back_what_was_installed(layout, good, serving):
 
 
 def test_source_and_live_dir_are_exclusive(layout):
-    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, live_dir="/x")
+    ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, live_dir="/x")
     assert ret["result"] is False
     assert ret["comment"] == "Nothing deployed: give either source or live_dir, not both"
 
@@ -211,8 +210,7 @@ def test_no_key_material_in_the_return(layout, good):
     secret = good.key_pem().decode()
     body = "".join(secret.splitlines()[1:-1])
     for test in (True, False):
-        with patch.dict(certsync_state.__opts__, {"test": test}):
-            ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, test=test)
         assert body[:24] not in repr(ret)
         assert "PRIVATE KEY" not in repr(ret)
 
@@ -222,25 +220,24 @@ def test_runs_are_recorded_for_monitoring(tmp_path, layout, good):
     opts = {"cachedir": str(tmp_path / "cache")}
     with (
         patch.object(monitor_mod, "__opts__", opts, create=True),
-        patch.dict(certsync_state.__salt__, funcs),
+        patch.dict(deploy_mod.__salt__, funcs),
     ):
-        with patch.dict(certsync_state.__opts__, {"test": True}):
-            certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        deploy_mod.deploy(layout.dest, HOST, source=layout.source, test=True)
         assert monitor_mod.last_deploy(layout.dest) is None  # a dry run is not a run
 
-        failed = certsync_state.deployed(layout.dest, HOST, source=layout.source, min_days="x")
+        failed = deploy_mod.deploy(layout.dest, HOST, source=layout.source, min_days="x")
         record = monitor_mod.last_deploy(layout.dest)
         assert (record["result"], record["installed"]) == (False, False)
         assert record["summary"] == failed["comment"].splitlines()[0]
         assert record["last_success"] is None
 
         write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
-        certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        deploy_mod.deploy(layout.dest, HOST, source=layout.source)
         installed = monitor_mod.last_deploy(layout.dest)
         assert (installed["result"], installed["installed"]) == (True, True)
         assert installed["last_install"] == installed["last_success"] == installed["time"]
 
-        certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        deploy_mod.deploy(layout.dest, HOST, source=layout.source)
         again = monitor_mod.last_deploy(layout.dest)
         assert (again["result"], again["installed"]) == (True, False)
         assert again["last_install"] == installed["time"] < again["last_success"]
@@ -259,21 +256,21 @@ def test_an_older_publication_never_replaces_what_certsync_installed(tmp_path, c
     opts = {"cachedir": str(tmp_path / "cache")}
     with (
         patch.object(monitor_mod, "__opts__", opts, create=True),
-        patch.dict(certsync_state.__salt__, funcs),
+        patch.dict(deploy_mod.__salt__, funcs),
     ):
         write_pair(layout.source, older, "fullchain.pem", "privkey.pem")
         # what mailcow served before certsync (issued later than the source's) is no
         # certsync install: the first deploy goes through
-        assert certsync_state.deployed(layout.dest, HOST, source=layout.source)["result"] is True
+        assert deploy_mod.deploy(layout.dest, HOST, source=layout.source)["result"] is True
         write_pair(layout.source, newer, "fullchain.pem", "privkey.pem")
-        assert certsync_state.deployed(layout.dest, HOST, source=layout.source)["result"] is True
+        assert deploy_mod.deploy(layout.dest, HOST, source=layout.source)["result"] is True
         assert monitor_mod.last_deploy(layout.dest)["certificate"]["fingerprint"] == (
             newer.fingerprint
         )
 
         write_pair(layout.source, older, "fullchain.pem", "privkey.pem")
         before = cases.snapshot(layout.dest)
-        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source)
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
         assert (ret["result"], ret["changes"]) == (False, {}), ret
         assert ret["comment"].startswith(
             f"Nothing deployed: the source's certificate {older.fingerprint[:16]}... was issued"
@@ -281,7 +278,7 @@ def test_an_older_publication_never_replaces_what_certsync_installed(tmp_path, c
         assert "allow_older: true" in ret["comment"]
         assert cases.snapshot(layout.dest) == before
 
-        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, allow_older=True)
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, allow_older=True)
         assert ret["result"] is True, ret["comment"]
         assert ret["changes"]["new"]["fingerprint"] == older.fingerprint
 
@@ -317,8 +314,8 @@ def test_every_argument_is_checked_before_anything_is_touched(layout, good, args
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     before = cases.snapshot(layout.root)
     modules = {**salt_functions(mailcow_mod, "mailcow"), **salt_functions(tlsprobe_mod, "tlsprobe")}
-    with patch.dict(certsync_state.__salt__, modules):
-        ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, **args)
+    with patch.dict(deploy_mod.__salt__, modules):
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, **args)
     assert ret["result"] is False
     assert ret["comment"].startswith("Nothing deployed: ")
     assert message in ret["comment"]
@@ -347,11 +344,9 @@ def test_a_files_only_deploy_needs_neither_docker_nor_the_probe(layout, good):
     """services: [] and endpoints: [] (what a consumer without containers has) install
     without loading the mailcow or tlsprobe module, so a host without Docker's library works."""
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
-    looked = _Looked(certsync_state.__salt__)
-    with patch.object(certsync_state, "__salt__", looked):
-        ret = certsync_state.deployed(
-            layout.dest, HOST, source=layout.source, services=[], endpoints=[]
-        )
+    looked = _Looked(deploy_mod.__salt__)
+    with patch.object(deploy_mod, "__salt__", looked):
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, services=[], endpoints=[])
     assert ret["result"] is True, ret["comment"]
     assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
     assert not {k for k in looked.asked if k.startswith(("mailcow.", "tlsprobe."))}
@@ -367,7 +362,7 @@ def test_a_files_only_deploy_needs_neither_docker_nor_the_probe(layout, good):
 def test_services_or_endpoints_without_their_module_are_refused(layout, good, args, message):
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     before = cases.snapshot(layout.root)
-    ret = certsync_state.deployed(layout.dest, HOST, source=layout.source, **args)
+    ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, **args)
     assert ret["result"] is False
     assert message in ret["comment"]
     assert cases.snapshot(layout.root) == before
@@ -385,8 +380,8 @@ def test_an_unexpected_error_after_the_install_restores_the_previous_pair(layout
 
     funcs = {"tlsprobe.probe": served_before, "tlsprobe.wait_for": broken_probe}
     funcs["tlsprobe.endpoint_list"] = tlsprobe_mod.endpoint_list
-    with patch.dict(certsync_state.__salt__, funcs):
-        ret = certsync_state.deployed(
+    with patch.dict(deploy_mod.__salt__, funcs):
+        ret = deploy_mod.deploy(
             layout.dest, HOST, source=layout.source, endpoints=["smtp"], sni=False
         )
     assert ret["result"] is False
