@@ -12,7 +12,7 @@ from harness.loader import UTILS
 
 replace_file = UTILS["certsync_util.replace_file"]
 write_temp = UTILS["certsync_util.write_temp"]
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def test_spki_hash_is_the_tlsa_3_1_1_data(good, ca):
