@@ -32,7 +32,7 @@ import docker
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh
 
-from .loader import load_loader_module
+from .loader import UTILS, load_loader_module
 from .pki import write_pair, write_sni_dir
 
 #: The resolver of a container on Docker's default bridge: its own loopback,
@@ -56,17 +56,8 @@ SERVICES = {
     ),
     "nginx-mailcow": ("nginx", {"https": 443}),
 }
-#: mailcow.conf's key per endpoint, and whether the test writes it as IP:PORT.
-PORT_KEYS = {
-    "smtp": ("SMTP_PORT", True),
-    "submission": ("SUBMISSION_PORT", False),
-    "smtps": ("SMTPS_PORT", True),
-    "imap": ("IMAP_PORT", False),
-    "imaps": ("IMAPS_PORT", True),
-    "pop3": ("POP_PORT", True),
-    "pop3s": ("POPS_PORT", False),
-    "sieve": ("SIEVE_PORT", True),
-}
+#: The endpoints whose mailcow.conf port the test writes as IP:PORT (https: HTTPS_BIND).
+WITH_IP = {"smtp", "smtps", "imaps", "pop3", "sieve"}
 COMPOSE_FILE = """\
 version: "2.1"
 services:
@@ -173,10 +164,9 @@ class MailcowStack:
             "SKIP_LETS_ENCRYPT=n",
             "ENABLE_SSL_SNI=n",
             *(
-                f"{key}={'127.0.0.1:' if with_ip else ''}{self.endpoints[name]}"
-                for name, (key, with_ip) in PORT_KEYS.items()
+                f"{row['conf_key']}={'127.0.0.1:' if name in WITH_IP else ''}{self.endpoints[name]}"
+                for name, row in UTILS["certsync_endpoints.table"]().items()
             ),
-            f"HTTPS_PORT={self.endpoints['https']}",
             "HTTPS_BIND=127.0.0.1",
         ]
         (self.root / "mailcow.conf").write_text("\n".join(lines) + "\n")

@@ -36,24 +36,14 @@ LOCK_TIMEOUT = 120
 #: takes must not restart mail in a loop from the schedule).
 RESTART_BACKOFF = 3600
 
-ENDPOINT_SERVICES = {
-    "smtp": "postfix-mailcow",
-    "submission": "postfix-mailcow",
-    "smtps": "postfix-mailcow",
-    "imap": "dovecot-mailcow",
-    "imaps": "dovecot-mailcow",
-    "pop3": "dovecot-mailcow",
-    "pop3s": "dovecot-mailcow",
-    "sieve": "dovecot-mailcow",
-    "https": "nginx-mailcow",
-}
-
 
 def __virtual__():
     if "certsync.validate" not in __salt__:
         return (False, "certsync_deploy needs the certsync execution module")
-    if "certsync_util.seconds" not in __utils__:
-        return (False, "certsync_deploy needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    for needed in ("certsync_util.seconds", "certsync_endpoints.table"):
+        if needed not in __utils__:
+            util = needed.split(".")[0]
+            return (False, f"certsync_deploy needs salt://_utils/{util}.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -301,8 +291,9 @@ class _Serving:
         """The services of the endpoints that do not serve ``fingerprint``: each answered
         before the deploy (set_aside_unreachable), so it serves another certificate now,
         or the reload stopped it. A name not probed: its endpoint's hostname is stale."""
+        services = __utils__["certsync_endpoints.table"]()
         stale = {
-            ENDPOINT_SERVICES.get(name.split("/")[0])
+            services.get(name.split("/")[0], {}).get("service")
             for name, result in self.last.items()
             if result.get("fingerprint") != fingerprint and result.get("probed") is not False
         }

@@ -67,17 +67,6 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 ACME_SERVICE = "acme-mailcow"
 COMPOSE_TIMEOUT = 300
 #: The published ports in mailcow.conf, per probe protocol: (key, default).
-PORT_KEYS = {
-    "smtp": ("SMTP_PORT", 25),
-    "submission": ("SUBMISSION_PORT", 587),
-    "smtps": ("SMTPS_PORT", 465),
-    "imap": ("IMAP_PORT", 143),
-    "imaps": ("IMAPS_PORT", 993),
-    "pop3": ("POP_PORT", 110),
-    "pop3s": ("POPS_PORT", 995),
-    "sieve": ("SIEVE_PORT", 4190),
-    "https": ("HTTPS_PORT", 443),
-}
 _UNSPECIFIED = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 (bind addresses, not a listener)
 _CONF_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _CONF_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -96,8 +85,10 @@ def __virtual__():
             "the mailcow module needs the Docker SDK for Python: install docker "
             "(salt-pip install docker), then restart the minion",
         )
-    if "certsync_util.read_regular" not in __utils__:
-        return (False, "mailcow needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    for needed in ("certsync_util.read_regular", "certsync_endpoints.table"):
+        if needed not in __utils__:
+            util = needed.split(".")[0]
+            return (False, f"mailcow needs salt://_utils/{util}.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -253,17 +244,18 @@ def endpoints(path=DEFAULT_DIR, protocols=None):
         salt mailcow-host mailcow.endpoints
     """
     values = conf_get(None, path)
+    known = __utils__["certsync_endpoints.table"]()
     wanted = (
-        list(PORT_KEYS)
+        list(known)
         if protocols is None
         else _str_list(protocols, "protocols must be a list of names")
     )
-    unknown = [p for p in wanted if p not in PORT_KEYS]
+    unknown = [p for p in wanted if p not in known]
     if unknown:
         raise SaltInvocationError(f"no mailcow.conf port for {', '.join(unknown)}")
     found = {}
     for protocol in wanted:
-        key, default = PORT_KEYS[protocol]
+        key, default = known[protocol]["conf_key"], known[protocol]["port"]
         value = values.get(key) or str(default)
         address, _, port = value.rpartition(":")
         if protocol == "https":

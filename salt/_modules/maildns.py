@@ -94,8 +94,10 @@ MAX_TIMEOUT = 60
 def __virtual__():
     if not HAS_DNSPYTHON or not HAS_CRYPTOGRAPHY:
         return (False, "the maildns module needs dnspython and cryptography")
-    if "certsync_settings.consumer_setting" not in __utils__:
-        return (False, "maildns needs salt://_utils/certsync_settings.py: saltutil.sync_all")
+    for needed in ("certsync_settings.consumer_setting", "certsync_endpoints.by_port"):
+        if needed not in __utils__:
+            util = needed.split(".")[0]
+            return (False, f"maildns needs salt://_utils/{util}.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -729,17 +731,6 @@ MAX_CNAME_HOPS = 8
 DMARC_POLICIES = ("none", "quarantine", "reject")
 #: RFC 8301: verifiers must not accept RSA keys under 1024 bits.
 DKIM_RSA_MIN_BITS = 1024
-PROBE_PROTOCOLS = {
-    25: "smtp",
-    465: "smtps",
-    587: "submission",
-    143: "imap",
-    993: "imaps",
-    110: "pop3",
-    995: "pop3s",
-    4190: "sieve",
-    443: "https",
-}
 _TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", re.S)
 
 
@@ -1696,7 +1687,7 @@ def _check_https_name(name, address, port, timeout, refused="clients refuse the 
 @contextlib.contextmanager
 def _served_chain(hostname, port, address, probe_port, timeout):
     """A temporary PEM file of the chain served on ``port`` (None when unreachable)."""
-    protocol = PROBE_PROTOCOLS.get(int(port))
+    protocol = __utils__["certsync_endpoints.by_port"](int(port))
     result = (
         __salt__["tlsprobe.fetch"](
             hostname, protocol, probe_port or port, address, timeout, pem=True

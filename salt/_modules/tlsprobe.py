@@ -61,17 +61,6 @@ except ImportError:
 
 __virtualname__ = "tlsprobe"
 
-PROTOCOLS = {
-    "smtp": (25, "smtp"),
-    "submission": (587, "smtp"),
-    "smtps": (465, "implicit"),
-    "imap": (143, "imap"),
-    "imaps": (993, "implicit"),
-    "pop3": (110, "pop3"),
-    "pop3s": (995, "implicit"),
-    "sieve": (4190, "sieve"),
-    "https": (443, "implicit"),
-}
 DEFAULT_TIMEOUT = 10
 #: wait_for's first pause between rounds (seconds); it doubles up to ``interval``.
 FIRST_PAUSE = 0.1
@@ -87,7 +76,14 @@ def __virtual__():
         return (False, "tlsprobe needs the cryptography library, release 42 or newer")
     if "certsync_util.spki_sha256" not in __utils__:
         return (False, "tlsprobe needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    if "certsync_endpoints.table" not in __utils__:
+        return (False, "tlsprobe needs salt://_utils/certsync_endpoints.py: saltutil.sync_all")
     return __virtualname__
+
+
+def _protocols():
+    """The endpoint types (``certsync_endpoints``): name -> port, handshake, ..."""
+    return __utils__["certsync_endpoints.table"]()
 
 
 class _SNIContext(ssl.SSLContext):
@@ -280,8 +276,9 @@ def _describe(tls, sni, ca_file, pem):
 
 def _endpoint_list(endpoints):
     """Normalise ``endpoints`` to a list of (protocol, port, address or None)."""
+    protocols = _protocols()
     if endpoints is None:
-        endpoints = list(PROTOCOLS)
+        endpoints = list(protocols)
     if isinstance(endpoints, str):
         endpoints = [item.strip() for item in endpoints.split(",") if item.strip()]
     if isinstance(endpoints, dict):
@@ -293,9 +290,9 @@ def _endpoint_list(endpoints):
             items.append((name, port or None))
     result = []
     for name, given in items:
-        if name not in PROTOCOLS:
-            raise SaltInvocationError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
-        address, port = _address_port(name, given)
+        if name not in protocols:
+            raise SaltInvocationError(f"unknown protocol {name!r}; known: {', '.join(protocols)}")
+        address, port = _address_port(name, given, protocols[name]["port"])
         result.append((name, port, address))
     if not result:
         raise SaltInvocationError("no endpoint to probe")
@@ -316,10 +313,10 @@ def endpoint_list(endpoints=None):
     return [list(item) for item in _endpoint_list(endpoints)]
 
 
-def _address_port(name, given):
+def _address_port(name, given, default_port=None):
     """(address or None, port) of one endpoint's ``port`` or ``"address:port"``."""
     if given is None:
-        return None, PROTOCOLS[name][0]
+        return None, default_port
     address, _, port = str(given).rpartition(":")
     if address:
         try:
@@ -396,7 +393,7 @@ def fetch(
     timeout = _check_timeout(timeout)
     address = given_address or address or hostname
     sni = hostname if sni is None else (sni or None)
-    kind = PROTOCOLS[protocol][1]
+    kind = _protocols()[protocol]["handshake"]
     ret = {"protocol": protocol, "address": address, "port": port, "sni": sni}
     start = time.monotonic()
     try:
