@@ -39,6 +39,8 @@ certsync_mod = load_loader_module("modules", "certsync")
 certsync_state = load_loader_module("states", "certsync")
 deploy_mod = load_loader_module("modules", "certsync_deploy")
 source_mod = load_loader_module("modules", "certsync_source")
+settings_mod = load_loader_module("modules", "certsync_settings")
+status_mod = load_loader_module("modules", "certsync_status")
 mailcow_mod = load_loader_module("modules", "mailcow")
 tlsprobe_mod = load_loader_module("modules", "tlsprobe")
 mailcow_state = load_loader_module("states", "mailcow")
@@ -47,7 +49,16 @@ certsync_beacon = load_loader_module("beacons", "certsync")
 mine_mod = load_loader_module("modules", "certsync_mine")
 
 #: The modules that call ``__utils__``: a loader mock empties it unless told otherwise.
-UTILS_USERS = (certsync_mod, tlsprobe_mod, monitor_mod, mailcow_mod, mine_mod, deploy_mod)
+UTILS_USERS = (
+    certsync_mod,
+    tlsprobe_mod,
+    monitor_mod,
+    mailcow_mod,
+    mine_mod,
+    deploy_mod,
+    settings_mod,
+    status_mod,
+)
 
 
 def deploy_functions():

@@ -79,7 +79,7 @@ METRICS = {
 
 
 def __virtual__():
-    if "certsync.consumer_settings" not in __salt__:
+    if "certsync_settings.consumer" not in __salt__:
         return (False, "the certsync execution module is not available")
     return __virtualname__
 
@@ -280,7 +280,7 @@ def check(days=DEFAULT_DAYS, timeout=10):
         salt mailcow-host certsync_monitor.check days=14
     """
     days = _check_days(days)
-    settings = __salt__["certsync.consumer_settings"]()
+    settings = __salt__["certsync_settings.consumer"]()
     probes = _served(settings, timeout)
     source_fp, source_error = _source_fingerprint(settings.get("source"))
     now = time.time()

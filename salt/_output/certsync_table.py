@@ -4,7 +4,7 @@ certsync's results as tables people can read
 
 ``--out=certsync_table`` prints ``maildns.audit`` as one aligned row per
 record with a ``PASS``/``FAIL``/``ERR`` mark (and a count at the end), and
-``certsync.status`` (a minion's part, or ``salt-run certsync.status``) as
+``certsync_status.report`` (a minion's part) or ``salt-run certsync.status`` as
 marked lines. Any other return is printed by Salt's ``nested`` outputter.
 JSON and YAML (``--out=json``, ``--out=yaml``) are unchanged.
 

@@ -13,7 +13,7 @@ never names its targets. The consumers' deploy arguments come from the same
 pillar (the top file gives every certsync minion the same ``certsync`` pillar).
 
 :py:func:`status` asks every minion of every route for its part
-(``certsync.status``).
+(``certsync_status.report``).
 """
 
 import json
@@ -379,7 +379,7 @@ def status(timeout=60):
         }
     minions = sorted(set(known) | {c for consumers in known.values() for c in consumers})
     client = salt.client.get_local_client(__opts__["conf_file"])
-    views = client.cmd(minions, "certsync.status", tgt_type="list", timeout=int(timeout))
+    views = client.cmd(minions, "certsync_status.report", tgt_type="list", timeout=int(timeout))
     accepted = set(salt.key.get_key(__opts__).list_status("accepted").get("minions", []))
     cache = salt.cache.factory(__opts__)
     consumers_report, sources_report, ok = {}, {}, True

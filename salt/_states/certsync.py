@@ -119,7 +119,7 @@ def settings_valid(name="certsync"):
     The formula's first state: fail, naming each problem, when this minion's
     ``certsync`` pillar has a key the formula does not know (with the closest
     one it knows), lacks ``hostname``, or names a source or consumers but not
-    this minion's id (``certsync.check_settings``). A minion meant to have no
+    this minion's id (``certsync_settings.check``). A minion meant to have no
     role says so with ``certsync:no_role: true``.
 
     .. code-block:: yaml
@@ -127,7 +127,7 @@ def settings_valid(name="certsync"):
         certsync-settings:
           certsync.settings_valid: []
     """
-    checked = __salt__["certsync.check_settings"]()
+    checked = __salt__["certsync_settings.check"]()
     role = checked["role"] or "none"
     ret = {"name": name, "changes": {}, "result": checked["valid"], "comment": ""}
     if checked["valid"]:

@@ -7,7 +7,7 @@
 {%- set dns = certsync.dns %}
 {#- Where this consumer serves HTTPS (mailcow.conf's HTTPS_PORT), for the
     autoconfig/autodiscover names checked over HTTPS. #}
-{%- set endpoints = salt["certsync.consumer_settings"]().endpoints or [] %}
+{%- set endpoints = salt["certsync_settings.consumer"]().endpoints or [] %}
 {%- if endpoints is mapping %}
 {%-   set https = endpoints.get("https") %}
 {%- else %}
@@ -46,7 +46,7 @@ certsync-mail-dns:
     - certs:
         deployed: {{ (consumer.mailcow_dir ~ "/data/assets/ssl/cert.pem") | json }}
     - probe_address: {{ consumer.probe_address | json }}
-    - key_kept: {{ salt["certsync.reuse_key_wanted"]()["wanted"] | json }}
+    - key_kept: {{ salt["certsync_settings.reuse_key_wanted"]()["wanted"] | json }}
 {%- endif %}
 {%- if https and consumer.probe_address %}
 {%-   if not dns.tlsa_ports %}

@@ -1,7 +1,7 @@
 {#- Apply the certsync role of this minion, as the pillar names it, after
     checking the pillar: keys the formula does not know, a missing hostname, a
     pillar that names other minions but not this one fail certsync-settings
-    (certsync.check_settings), and the role's states that change anything
+    (certsync_settings.check), and the role's states that change anything
     wait for it. #}
 {%- from "certsync/map.jinja" import role with context %}
 {%- if role %}

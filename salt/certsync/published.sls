@@ -17,7 +17,7 @@ certsync-published:
 {%- else %}
     - live_dir: {{ src.live_dir | json }}
 {%- endif %}
-{%- if salt["certsync.reuse_key_wanted"]()["wanted"] %}
+{%- if salt["certsync_settings.reuse_key_wanted"]()["wanted"] %}
 
 certsync-key-reused:
   certsync.key_reused:

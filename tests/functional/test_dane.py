@@ -104,7 +104,7 @@ def _status(salt_call, layout, dns_server):
     }
     pillar = {"certsync": {"hostname": HOST, "consumers": {"certsync-functional": consumer}}}
     (pillar_root / "certsync.sls").write_text(json.dumps(pillar))
-    ret = salt_call(f"--pillar-root={pillar_root}", "certsync.status")
+    ret = salt_call(f"--pillar-root={pillar_root}", "certsync_status.report")
     assert ret.returncode == 0, ret
     return ret.data
 

@@ -62,7 +62,7 @@ def test_consumer_settings_merge_the_relay_key_by_key(salt_call, tmp_path):
     consumer = {"mailcow_dir": str(tmp_path), "relay": {"host": "mail.smtp2go.com", "port": 2525}}
     pillar = {"certsync": {"hostname": "mail.example.test", "consumers": {ME: consumer}}}
     (tmp_path / "certsync.sls").write_text(json.dumps(pillar))
-    ret = salt_call(f"--pillar-root={tmp_path}", "certsync.consumer_settings")
+    ret = salt_call(f"--pillar-root={tmp_path}", "certsync_settings.consumer")
     assert ret.returncode == 0, ret
     relay = ret.data["relay"]
     assert (relay["host"], relay["port"], relay["grace"], relay["window"]) == (
@@ -82,7 +82,7 @@ def test_consumer_settings_show_credentials_masked(salt_call):
     consumer = {"mailcow_dir": "/srv/mailcow", "services": [], "dane": {"update": update}}
     pillar = {"certsync": {"hostname": "mail.example.test", "consumers": {ME: consumer}}}
     with salt_call.pillar(pillar):
-        ret = salt_call("--out=json", "certsync.consumer_settings")
+        ret = salt_call("--out=json", "certsync_settings.consumer")
     assert ret.returncode == 0, ret
     assert ret.data["dane"]["update"] == {**update, "tsig_secret": "**********"}
     assert secret not in ret.stdout

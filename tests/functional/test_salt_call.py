@@ -169,7 +169,7 @@ def test_the_table_outputter_falls_back_to_nested_for_real(salt_call, tmp_path, 
     certsync role): Salt's nested outputter prints them. Asked for by name with the
     command line's options, Salt handed back certsync_table itself: RecursionError."""
     fullchain = write_pair(tmp_path, good, "fullchain.pem", "privkey.pem")[0]
-    for args in (["certsync.info", fullchain], ["certsync.status"], ["test.ping"]):
+    for args in (["certsync.info", fullchain], ["certsync_status.report"], ["test.ping"]):
         ret = salt_call("--out=certsync_table", *args)
         assert "RecursionError" not in ret.stdout + ret.stderr, ret
         assert ret.stdout.startswith("local:"), ret.stdout[:300]
@@ -192,10 +192,10 @@ def test_the_table_outputter_prints_every_shape_a_public_function_returns(
         ["certsync.sni_inventory", layout.dest],  # a mapping, maybe empty
         ["tlsprobe.endpoint_list", "smtp,imaps"],  # a list of lists
         ["certsync.tlsa", fullchain],  # a string
-        ["certsync.check_settings"],  # nested, with a None role
+        ["certsync_settings.check"],  # nested, with a None role
         ["certsync_monitor.paused", layout.dest],  # None
         ["certsync.rollback_plan", layout.dest],  # an error: nothing kept to restore
-        ["certsync.status"],  # no role on this minion: a table row with the reason
+        ["certsync_status.report"],  # no role on this minion: a table row with the reason
     ]
     for args in calls:
         ret = salt_call("--out=certsync_table", *args)

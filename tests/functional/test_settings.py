@@ -26,7 +26,7 @@ def test_typos_are_named_with_the_key_meant(salt_call, tmp_path):
     }
     pillar["certsync"]["consumers"][ME]["probe_adress"] = "127.0.0.1"
     with salt_call.pillar(pillar):
-        checked = salt_call("certsync.check_settings")
+        checked = salt_call("certsync_settings.check")
         applied = salt_call("state.apply", "certsync", "test=True")
     assert checked.returncode == 1
     assert checked.data["valid"] is False and checked.data["role"] == "consumer"
@@ -72,8 +72,8 @@ def test_typos_are_named_with_the_key_meant(salt_call, tmp_path):
 def test_a_pillar_that_does_not_name_this_minion_fails(salt_call, certsync, why):
     with salt_call.pillar({"certsync": certsync}):
         applied = salt_call("state.apply", "certsync")
-        status = salt_call("certsync.status")
-        table = salt_call("--out=certsync_table", "certsync.status")
+        status = salt_call("certsync_status.report")
+        table = salt_call("--out=certsync_table", "certsync_status.report")
     assert applied.returncode != 0
     state = _settings_state(applied)
     assert (state["result"], state["comment"]) == (

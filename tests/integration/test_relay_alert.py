@@ -15,6 +15,7 @@ from harness.loader import (
     load_loader_module,
     mailcow_mod,
     monitor_mod,
+    status_mod,
     tlsprobe_mod,
 )
 from harness.mailcow_stack import HOST, NAMES
@@ -74,7 +75,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
             "__opts__": opts,
             "__context__": {},
             "__salt__": {
-                "certsync.consumer_settings": settings,
+                "certsync_settings.consumer": settings,
                 "certsync_mine.published_fingerprint": lambda source: serving,
                 "certsync.sni_plan": certsync_mod.sni_plan,
                 "tlsprobe.probe": tlsprobe_mod.probe,
@@ -83,7 +84,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
         },
         certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
         egress_mod: {"__opts__": opts, "__context__": {}, "__utils__": UTILS},
-        certsync_mod: {
+        status_mod: {
             "__opts__": opts,
             "__context__": {},
             "__salt__": {
@@ -137,21 +138,21 @@ def test_relay_failing_alerts_once_and_clears_after_a_success(stack, tmp_path):
 
 
 def test_status_says_whether_mail_leaves_and_the_way_out_is_open(stack, configure_loader_modules):
-    settings = configure_loader_modules[monitor_mod]["__salt__"]["certsync.consumer_settings"]()
-    view = certsync_mod._relay_view(settings, settings["relay"])
+    settings = configure_loader_modules[monitor_mod]["__salt__"]["certsync_settings.consumer"]()
+    view = status_mod._relay_view(settings, settings["relay"])
     assert view == {"relay": RELAY, "sent": 0, "queue": view["queue"], "blocked": [], "ok": True}
     assert mailcow_mod.relay_test(TO, relay=RELAY, path=str(stack.root))["ok"] is True
-    view = certsync_mod._relay_view(settings, settings["relay"])
+    view = status_mod._relay_view(settings, settings["relay"])
     assert (view["ok"], view["sent"], view["failing_since"]) == (True, 1, None)
 
     stack.set_relay(password=ROTATED)
     mailcow_mod.relay_test(TO, relay=RELAY, path=str(stack.root))
-    view = certsync_mod._relay_view(settings, settings["relay"])
+    view = status_mod._relay_view(settings, settings["relay"])
     assert view["ok"] is False and view["failing_since"]
     assert view["last_failure"]["problem"] == "authentication failed"
 
     stack.relay.container.stop(timeout=1)  # the relay host goes away
-    view = certsync_mod._relay_view(settings, settings["relay"])
+    view = status_mod._relay_view(settings, settings["relay"])
     assert view["blocked"] == [
         f"relay {NAME}:{PORT}: connection refused (rejected by a firewall, or nothing listens)"
     ]

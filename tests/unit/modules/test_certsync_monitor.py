@@ -66,7 +66,7 @@ def configure_loader_modules(tmp_path, fleet):
             "__opts__": opts,
             "__context__": {},
             "__salt__": {
-                "certsync.consumer_settings": fleet.settings,
+                "certsync_settings.consumer": fleet.settings,
                 "certsync_mine.published_fingerprint": fleet.fingerprint,
                 "tlsprobe.probe": tlsprobe_mod.probe,
                 "certsync.sni_plan": certsync_mod.sni_plan,

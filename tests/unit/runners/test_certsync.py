@@ -17,7 +17,7 @@ class _Client:
         self.views = views
 
     def cmd(self, minions, fun, **_):
-        assert fun == "certsync.status"
+        assert fun == "certsync_status.report"
         return {m: self.views[m] for m in minions if m in self.views}
 
 

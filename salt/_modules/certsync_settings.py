@@ -1,0 +1,146 @@
+"""
+The certsync pillar, as the formula reads it
+============================================
+
+Thin loader functions over ``salt://_utils/certsync_settings.py``: this
+minion's ``certsync`` pillar merged over the formula's ``defaults.yaml``
+(from the master's file server), checked, and read for one role. The
+formula's SLS, the monitor and ``certsync_status`` ask here; credentials are
+masked in every answer.
+"""
+
+import os
+
+import salt.utils.dictupdate
+import salt.utils.yaml
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "certsync_settings"
+
+
+def __virtual__():
+    if "certsync_settings.role" not in __utils__:
+        return (False, "certsync_settings needs salt://_utils/certsync_settings.py: sync_all")
+    return __virtualname__
+
+
+def formula():
+    """
+    The ``certsync`` pillar merged over the formula's ``defaults.yaml``, as
+    ``map.jinja`` merges them, credentials shown as ``**********``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync_settings.formula
+    """
+    return __utils__["certsync_util.masked_credentials"](_formula_settings())
+
+
+def _formula_defaults():
+    """The formula's defaults.yaml (``certsync``), from the master's file server."""
+    text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
+    return (salt.utils.yaml.safe_load(text) or {}).get("certsync", {})
+
+
+def _certsync_pillar():
+    # __pillar__ itself, not pillar.get: Salt 3008 masks what pillar.get returns.
+    found = __pillar__.get("certsync")
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _formula_settings():
+    """The certsync pillar merged over the formula's defaults.yaml."""
+    return salt.utils.dictupdate.update(_formula_defaults(), _certsync_pillar())
+
+
+def check():
+    """
+    This minion's ``certsync`` pillar against the formula's ``defaults.yaml``:
+    every key the formula does not know (with the closest one it knows), a
+    missing ``hostname``, entries that are no mapping; and this minion's
+    ``role`` (``source``, ``consumer`` or None) with the reason. ``valid`` is
+    False on any problem, and when the pillar names a source or consumers but
+    not this minion (unless ``certsync:no_role`` is true). Credentials are
+    never part of the answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync_settings.check
+    """
+    defaults = _formula_defaults()
+    problems = __utils__["certsync_settings.problems"](_certsync_pillar(), defaults)
+    cfg = salt.utils.dictupdate.update(defaults, _certsync_pillar())
+    role, why = __utils__["certsync_settings.role"](cfg, __opts__["id"])
+    valid = not problems and (role is not None or cfg.get("no_role") is True)
+    if not valid:
+        __context__["retcode"] = 1
+    return {"valid": valid, "role": role, "why": why, "problems": problems}
+
+
+def consumer():
+    """
+    This consumer's settings: its entry under ``certsync:consumers`` merged
+    over ``consumer_defaults`` (``relay`` key by key), with the ``hostname``, the ``source`` minion
+    and ``dest`` (the directory mailcow reads the pair from). Credentials
+    (``tsig_secret``, ``api_token``, ``password``) are shown as ``**********``,
+    as ``pillar.get`` shows them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_settings.consumer
+    """
+    return __utils__["certsync_util.masked_credentials"](_consumer(_formula_settings()))
+
+
+def _consumer(cfg):
+    consumers = cfg.get("consumers") or {}
+    if __opts__["id"] not in consumers:
+        raise CommandExecutionError(
+            f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
+        )
+    defaults, own = cfg.get("consumer_defaults", {}), consumers[__opts__["id"]] or {}
+    settings = {**defaults, **own}
+    # key by key, as map.jinja merges it: a relay given as {host, port} keeps the defaults
+    settings["relay"] = salt.utils.dictupdate.update(
+        dict(defaults.get("relay") or {}), dict(own.get("relay") or {})
+    )
+    settings.update(
+        hostname=cfg["hostname"],
+        source=(cfg.get("source") or {}).get("minion"),
+        dest=os.path.join(settings["mailcow_dir"], "data", "assets", "ssl"),
+    )
+    endpoints = settings.get("endpoints")
+    bare = isinstance(endpoints, list) and all(":" not in str(e) for e in endpoints)
+    conf = os.path.join(settings["mailcow_dir"], "mailcow.conf")
+    from_conf = "mailcow.endpoints" in __salt__ and os.path.isfile(conf)
+    if endpoints and bare and settings.get("services") and from_conf:
+        # Ports and addresses from mailcow.conf, as certsync.deployed takes them.
+        settings["endpoints"] = __salt__["mailcow.endpoints"](settings["mailcow_dir"], endpoints)
+    return settings
+
+
+def reuse_key_wanted():
+    """
+    Whether the formula makes certbot keep the source's key (``reuse_key =
+    True``), from this minion's pillar: ``certsync:source:reuse_key`` true or
+    false, or ``auto`` (the default): only when a published TLSA 3 1 1 record
+    pins the key (a consumer has ``dane`` on, or ``dns:tlsa_ports`` is set).
+    Returns ``wanted`` and ``why``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_settings.reuse_key_wanted
+    """
+    try:
+        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](_formula_settings())
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
+    return {"wanted": wanted, "why": why}
