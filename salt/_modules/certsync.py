@@ -19,7 +19,6 @@ Fingerprints are lowercase hex without separators. Times are ISO 8601 in UTC.
 import base64
 import binascii
 import contextlib
-import datetime
 import fcntl
 import hashlib
 import itertools
@@ -36,8 +35,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+    from cryptography.hazmat.primitives import serialization
     from cryptography.x509 import verification
 
     HAS_CRYPTOGRAPHY = hasattr(x509.Certificate, "not_valid_after_utc")
@@ -56,7 +54,6 @@ log = logging.getLogger(__name__)
 __virtualname__ = "certsync"
 
 #: The largest PEM file certsync reads. A full chain is a few KiB.
-MAX_PEM_BYTES = 256 * 1024
 #: Suffix of the copy of the previous pair that :py:func:`rollback` restores.
 PREV_SUFFIX = ".certsync-prev"
 #: A per-name dir's list of the names mailcow serves from it, and mailcow's own list
@@ -69,7 +66,6 @@ CERT_MODE = 0o644
 KEY_MODE = 0o600
 MIN_RSA_BITS = 2048
 
-_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 #: The longest chain certsync installs: mbedTLS, inside many mail clients and
 #: appliances, stops at 8 intermediates by default; a public CA sends 1 or 2.
 MAX_CHAIN = 8
@@ -77,8 +73,6 @@ MAX_CHAIN = 8
 LOCK_TIMEOUT = 60
 LOCK_FILE = ".certsync.lock"
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
-_ENCRYPTED_LABELS = {b"ENCRYPTED PRIVATE KEY"}
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _NPM_DIR = re.compile(r"npm-(\d+)")
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
@@ -86,255 +80,24 @@ _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 def __virtual__():
     if not HAS_CRYPTOGRAPHY:
         return (False, "certsync needs the cryptography library, release 42 or newer")
-    if "certsync_util.spki_sha256" not in __utils__:
-        return (False, "certsync needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    for needed in ("certsync_util.replace_file", "certsync_pem.read_certs"):
+        if needed not in __utils__:
+            util = needed.split(".")[0]
+            return (False, f"certsync needs salt://_utils/{util}.py: saltutil.sync_all")
     return __virtualname__
 
 
-# --------------------------------------------------------------------------
-# Reading and parsing untrusted PEM input
-# --------------------------------------------------------------------------
+class _Library:
+    """A ``salt://_utils`` module through ``__utils__``: ``_pem.read_certs(path)``."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, function):
+        return __utils__[f"{self.name}.{function}"]
 
 
-def _shown(text, limit=300):
-    """Untrusted text (a SAN, a subject, a file name) as one safe line: control and
-    non-ASCII characters escaped, bounded in length."""
-    escaped = str(text).encode("unicode_escape").decode("ascii")
-    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
-
-
-def _read_file(path, follow=True, limit=None, what="a PEM file"):
-    """Read a regular file (through symlinks unless ``follow`` is False), capped at
-    ``limit`` bytes (MAX_PEM_BYTES); a special file (a FIFO, a device) is refused
-    before anything is read from it."""
-    limit = limit or MAX_PEM_BYTES
-    shown = _shown(path)
-    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise CommandExecutionError(
-                f"{shown}: dangling symlink to {_shown(os.readlink(path))} (NPM's live/ link "
-                "points at a file that does not exist)"
-            ) from None
-        raise CommandExecutionError(f"{shown}: no such file") from None
-    except PermissionError:
-        raise CommandExecutionError(f"{shown}: permission denied") from None
-    except OSError as exc:
-        if not follow and os.path.islink(path):
-            raise CommandExecutionError(f"{shown}: is a symlink; refusing to read it") from None
-        raise CommandExecutionError(f"{shown}: cannot open: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CommandExecutionError(f"{shown}: not a regular file")
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            data = handle.read(limit + 1)
-        except OSError as exc:
-            raise CommandExecutionError(f"{shown}: cannot read: {exc.strerror}") from None
-    if len(data) > limit:
-        raise CommandExecutionError(f"{shown}: larger than {limit} bytes, too large for {what}")
-    return data
-
-
-def _pem_blocks(data, origin):
-    """Split PEM text into (label, block) pairs; reject anything that is not PEM.
-
-    One pass over the lines (linear in the input, whatever it holds): a block
-    runs from its BEGIN line to the END line of the same label; another BEGIN
-    first, or the end of the file, is a truncated block. Text outside blocks
-    is ignored, as OpenSSL does.
-    """
-    origin = _shown(origin)
-    if not data.strip():
-        raise CommandExecutionError(f"{origin}: empty")
-    try:
-        data.decode("ascii")
-    except UnicodeDecodeError:
-        kind = "binary DER" if data[:1] == b"\x30" else "binary data"
-        raise CommandExecutionError(
-            f"{origin}: holds {kind}, not PEM (expected -----BEGIN ...----- blocks)"
-        ) from None
-    blocks, label, lines, truncated = [], None, [], False
-    for line in data.splitlines(keepends=True):
-        begin = _PEM_BEGIN.search(line)
-        if label is None:
-            if begin:
-                label, lines = begin.group(1), [line[begin.start() :]]
-            continue
-        if begin:
-            truncated = True  # a BEGIN inside a block: the block before it has no END
-            break
-        lines.append(line)
-        if line.strip() == b"-----END " + label + b"-----":
-            blocks.append((label, b"".join(lines)))
-            label = None
-    if truncated or label is not None:
-        raise CommandExecutionError(
-            f"{origin}: truncated PEM: a -----BEGIN----- line has no matching -----END----- line"
-        )
-    if not blocks:
-        raise CommandExecutionError(f"{origin}: no PEM block found, not a PEM file")
-    return blocks
-
-
-def _load_certs(blocks, origin):
-    origin = _shown(origin)
-    certs = []
-    for label, block in blocks:
-        if label != b"CERTIFICATE":
-            continue
-        try:
-            cert = x509.load_pem_x509_certificate(block)
-        except ValueError as exc:
-            raise CommandExecutionError(
-                f"{origin}: certificate {len(certs) + 1} is malformed: {_shown(exc)}"
-            ) from None
-        try:
-            _ = cert.extensions  # every extension decoded now, once: never later
-            _dns_sans(cert)
-        except ValueError as exc:
-            raise CommandExecutionError(
-                f"{origin}: certificate {len(certs) + 1} has an extension that does not "
-                f"decode: {_shown(exc)}"
-            ) from None
-        certs.append(cert)
-    return certs
-
-
-def _key_block(blocks, origin):
-    """Return the one private key block of a file, or raise naming the problem."""
-    if any(label in _ENCRYPTED_LABELS for label, _ in blocks) or any(
-        b"Proc-Type: 4,ENCRYPTED" in block for _, block in blocks
-    ):
-        raise CommandExecutionError(
-            f"{origin}: the private key is encrypted; mailcow needs an unencrypted key"
-        )
-    keys = [block for label, block in blocks if label in _KEY_LABELS]
-    if not keys:
-        found = ", ".join(sorted({label.decode() for label, _ in blocks}))
-        raise CommandExecutionError(f"{origin}: no private key found (found: {found})")
-    if len(keys) > 1:
-        raise CommandExecutionError(
-            f"{origin}: holds {len(keys)} private keys; expected exactly one"
-        )
-    return keys[0]
-
-
-def _read_certs(path):
-    """Parse a PEM file of certificates; raise unless it holds at least one."""
-    blocks = _pem_blocks(_read_file(path), path)
-    if any(label in _KEY_LABELS | _ENCRYPTED_LABELS for label, _ in blocks):
-        raise CommandExecutionError(
-            f"{path}: holds a private key; a certificate file must not "
-            "(mailcow's cert.pem is world-readable)"
-        )
-    certs = _load_certs(blocks, path)
-    if not certs:
-        raise CommandExecutionError(f"{path}: no certificate found")
-    return certs
-
-
-def _read_key(path):
-    block = _key_block(_pem_blocks(_read_file(path), path), path)
-    try:
-        return serialization.load_pem_private_key(block, password=None)
-    except TypeError:
-        raise CommandExecutionError(
-            f"{path}: the private key is encrypted; mailcow needs an unencrypted key"
-        ) from None
-    except (ValueError, UnsupportedAlgorithm):
-        # The library's message may quote the input: never pass it on.
-        raise CommandExecutionError(
-            f"{path}: the private key is malformed or of an unsupported type"
-        ) from None
-
-
-# --------------------------------------------------------------------------
-# Describing certificates and keys
-# --------------------------------------------------------------------------
-
-
-def _fingerprint(cert):
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def _key_kind(public_key):
-    """Return (type, size, curve) of a public key."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return "RSA", public_key.key_size, None
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        curve = public_key.curve.name
-        return "EC", public_key.key_size, _CURVES.get(curve, curve)
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
-        return "Ed25519", 256, None
-    if isinstance(public_key, ed448.Ed448PublicKey):
-        return "Ed448", 456, None
-    if isinstance(public_key, dsa.DSAPublicKey):
-        return "DSA", public_key.key_size, None
-    return type(public_key).__name__, None, None
-
-
-def _key_label(public_key):
-    kind, size, curve = _key_kind(public_key)
-    if curve:
-        return f"{kind} {curve}"
-    return f"{kind} {size}" if kind in ("RSA", "DSA") else kind
-
-
-def _iso(when):
-    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-def _days_left(cert, now):
-    return round((cert.not_valid_after_utc - now).total_seconds() / 86400, 2)
-
-
-def _dns_sans(cert):
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return ext.value.get_values_for_type(x509.DNSName)
-
-
-def _is_ca(cert):
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _cert_summary(cert, now):
-    kind, size, curve = _key_kind(cert.public_key())
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "sans": _dns_sans(cert),
-        "serial": format(cert.serial_number, "x"),
-        "not_before": _iso(cert.not_valid_before_utc),
-        "not_after": _iso(cert.not_valid_after_utc),
-        "days_left": _days_left(cert, now),
-        "fingerprint": _fingerprint(cert),
-        "spki_sha256": __utils__["certsync_util.spki_sha256"](cert.public_key()),
-        "key_type": kind,
-        "key_size": size,
-        "key_curve": curve,
-    }
-
-
-def _describe(cert):
-    return _shown(cert.subject.rfc4514_string()) or "empty subject"
-
-
-# --------------------------------------------------------------------------
-# DNS names (RFC 6125)
-# --------------------------------------------------------------------------
+_pem = _Library("certsync_pem")
 
 
 def is_dns_name(name, wildcard=False):
@@ -351,25 +114,7 @@ def is_dns_name(name, wildcard=False):
 
         salt '*' certsync.is_dns_name mail.example.com
     """
-    if not isinstance(name, str) or not name or len(name) > 253:
-        return False
-    labels = name.lower().split(".")
-    if wildcard and labels[0] == "*":
-        labels = labels[1:]
-        if len(labels) < 2:
-            return False
-    # An all-numeric top-level label is an IPv4 address, not a host name (RFC 3696 2).
-    return (
-        len(labels) >= 2
-        and all(_LABEL.fullmatch(label) for label in labels)
-        and not re.fullmatch(r"[0-9]+", labels[-1])
-    )
-
-
-def _check_hostname(hostname):
-    if not is_dns_name(hostname):
-        raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
-    return hostname.lower()
+    return _pem.is_dns_name(name, wildcard)
 
 
 def name_matches(pattern, hostname):
@@ -384,17 +129,28 @@ def name_matches(pattern, hostname):
 
         salt '*' certsync.name_matches '*.example.com' mail.example.com
     """
-    if not is_dns_name(pattern, wildcard=True) or not is_dns_name(hostname):
-        return False
-    pattern, hostname = pattern.lower(), hostname.lower()
-    if pattern == hostname:
-        return True
-    head, _, rest = pattern.partition(".")
-    return head == "*" and hostname.partition(".")[2] == rest
+    return _pem.name_matches(pattern, hostname)
 
 
-def _covers(cert, hostname):
-    return any(name_matches(name, hostname) for name in _dns_sans(cert))
+# --------------------------------------------------------------------------
+# Reading and parsing untrusted PEM input
+# --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# Describing certificates and keys
+# --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# DNS names (RFC 6125)
+# --------------------------------------------------------------------------
+
+
+def _check_hostname(hostname):
+    if not _pem.is_dns_name(hostname):
+        raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
+    return hostname.lower()
 
 
 # --------------------------------------------------------------------------
@@ -417,11 +173,11 @@ def info(path):
 
         salt '*' certsync.info /etc/letsencrypt/live/npm-5/fullchain.pem
     """
-    certs = _read_certs(path)
-    ret = _cert_summary(certs[0], _now())
+    certs = _pem.read_certs(path)
+    ret = _pem.cert_summary(certs[0], _pem.now())
     ret["path"] = path
     ret["chain_length"] = len(certs)
-    ret["chain"] = [_describe(cert) for cert in certs[1:]]
+    ret["chain"] = [_pem.describe(cert) for cert in certs[1:]]
     return ret
 
 
@@ -456,20 +212,22 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
     except OSError as exc:
         raise CommandExecutionError(f"{live_dir}: cannot list: {exc.strerror}") from None
     candidates, looked_at, skipped = [], [], {}
-    now = _now()
+    now = _pem.now()
     for entry in entries:
         directory = os.path.join(live_dir, entry)
         fullchain = os.path.join(directory, "fullchain.pem")
         if not os.path.isdir(directory) or not os.path.lexists(fullchain):
             continue
-        shown = _shown(entry)
+        shown = _pem.shown(entry)
         try:
-            leaf = _read_certs(fullchain)[0]
+            leaf = _pem.read_certs(fullchain)[0]
         except CommandExecutionError as exc:
             skipped[shown] = str(exc)
             continue
-        looked_at.append(f"{shown} [{', '.join(map(_shown, _dns_sans(leaf))) or 'no DNS SAN'}]")
-        if not _covers(leaf, hostname):
+        looked_at.append(
+            f"{shown} [{', '.join(map(_pem.shown, _pem.dns_sans(leaf))) or 'no DNS SAN'}]"
+        )
+        if not _pem.covers(leaf, hostname):
             continue
         unusable = _unusable(leaf, os.path.join(directory, "privkey.pem"), now)
         if unusable:
@@ -482,7 +240,8 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
         seen = "; ".join(looked_at) or "no certificate directory"
         why = "".join(f"; {entry}: {reason}" for entry, reason in skipped.items())
         raise CommandExecutionError(
-            f"{_shown(live_dir)}: no usable certificate covers {hostname} (looked at: {seen}){why}"
+            f"{_pem.shown(live_dir)}: no usable certificate covers {hostname} "
+            f"(looked at: {seen}){why}"
         )
     _, entry, directory, leaf = max(candidates, key=lambda item: item[0])
     return {
@@ -490,8 +249,8 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
         "name": entry,
         "fullchain": os.path.join(directory, "fullchain.pem"),
         "privkey": os.path.join(directory, "privkey.pem"),
-        "fingerprint": _fingerprint(leaf),
-        "not_after": _iso(leaf.not_valid_after_utc),
+        "fingerprint": _pem.fingerprint(leaf),
+        "not_after": _pem.iso(leaf.not_valid_after_utc),
         "covering": sorted(c[1] for c in candidates),
         "skipped": skipped,
     }
@@ -500,14 +259,14 @@ def find_source(hostname, live_dir="/etc/letsencrypt/live"):
 def _unusable(leaf, privkey, now):
     """Why a covering NPM dir cannot be deployed (None when it can): its key, its dates."""
     if now > leaf.not_valid_after_utc:
-        return f"expired on {_iso(leaf.not_valid_after_utc)}"
+        return f"expired on {_pem.iso(leaf.not_valid_after_utc)}"
     if now < leaf.not_valid_before_utc:
-        return f"is not valid before {_iso(leaf.not_valid_before_utc)}"
+        return f"is not valid before {_pem.iso(leaf.not_valid_before_utc)}"
     try:
-        key = _read_key(privkey)
+        key = _pem.read_key(privkey)
     except CommandExecutionError as exc:
         return f"its key is not usable ({exc})"
-    if not __utils__["certsync_util.same_key"](key.public_key(), leaf.public_key()):
+    if not _pem.same_key(key.public_key(), leaf.public_key()):
         return "its privkey.pem does not match the certificate"
     return None
 
@@ -531,27 +290,27 @@ def check_pair(cert, key):
         salt '*' certsync.check_pair /etc/letsencrypt/live/npm-5/fullchain.pem \
             /etc/letsencrypt/live/npm-5/privkey.pem
     """
-    leaf = _read_certs(cert)[0]
-    private_key = _read_key(key)
-    match = __utils__["certsync_util.same_key"](leaf.public_key(), private_key.public_key())
+    leaf = _pem.read_certs(cert)[0]
+    private_key = _pem.read_key(key)
+    match = _pem.same_key(leaf.public_key(), private_key.public_key())
     if not match:
         __context__["retcode"] = 1
     return {
         "match": match,
-        "cert_key": _key_label(leaf.public_key()),
-        "key": _key_label(private_key.public_key()),
-        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
+        "cert_key": _pem.key_label(leaf.public_key()),
+        "key": _pem.key_label(private_key.public_key()),
+        "spki_sha256": _pem.spki_sha256(leaf.public_key()),
     }
 
 
 def _key_problems(public_key, origin):
     """Keys a public CA issues for and TLS clients verify: RSA >= 2048, EC P-256/384/521."""
-    kind, size, curve = _key_kind(public_key)
+    kind, size, curve = _pem.key_kind(public_key)
     if kind == "RSA" and size < MIN_RSA_BITS:
         return [f"{origin}: RSA key of {size} bits is too weak (at least {MIN_RSA_BITS})"]
     if kind == "EC" and curve not in _CURVES.values():
         return [
-            f"{origin}: EC curve {_shown(curve)}: TLS clients and servers take only "
+            f"{origin}: EC curve {_pem.shown(curve)}: TLS clients and servers take only "
             "P-256, P-384 and P-521"
         ]
     if kind in ("Ed25519", "Ed448"):
@@ -560,7 +319,7 @@ def _key_problems(public_key, origin):
             "clients cannot verify them, so certsync does not deploy one"
         ]
     if kind not in ("RSA", "EC"):
-        return [f"{origin}: unsupported key type {_key_label(public_key)}"]
+        return [f"{origin}: unsupported key type {_pem.key_label(public_key)}"]
     return []
 
 
@@ -585,7 +344,7 @@ def _usage_problems(certs, origin):
     except x509.ExtensionNotFound:
         key_usage = None
     if key_usage is not None:
-        kind = _key_kind(leaf.public_key())[0]
+        kind = _pem.key_kind(leaf.public_key())[0]
         fits = key_usage.digital_signature or (kind == "RSA" and key_usage.key_encipherment)
         if not fits:
             problems.append(
@@ -595,7 +354,7 @@ def _usage_problems(certs, origin):
             )
     for index, cert in enumerate(certs, start=1):
         problems += [
-            f"{origin}: certificate {index} ({_describe(cert)}) has an unknown critical "
+            f"{origin}: certificate {index} ({_pem.describe(cert)}) has an unknown critical "
             f"extension {ext.oid.dotted_string}: TLS clients refuse it"
             for ext in cert.extensions
             if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension)
@@ -612,21 +371,22 @@ def _chain_problems(certs, origin):
         )
         return problems
     last = certs[-1]
-    if last.issuer != last.subject and not _is_ca(last):
+    if last.issuer != last.subject and not _pem.is_ca(last):
         problems.append(
-            f"{origin}: certificate {len(certs)} ({_describe(last)}) is not a CA and its issuer "
-            f"({_shown(last.issuer.rfc4514_string())}) is not in the file: the intermediate "
+            f"{origin}: certificate {len(certs)} ({_pem.describe(last)}) is not a CA and its "
+            "issuer "
+            f"({_pem.shown(last.issuer.rfc4514_string())}) is not in the file: the intermediate "
             "certificate is missing (use NPM's fullchain.pem)"
         )
-    if _is_ca(certs[0]):
+    if _pem.is_ca(certs[0]):
         problems.append(
-            f"{origin}: certificate 1 ({_describe(certs[0])}) is a CA certificate; "
+            f"{origin}: certificate 1 ({_pem.describe(certs[0])}) is a CA certificate; "
             "the leaf must come first"
         )
     for index, (child, parent) in enumerate(itertools.pairwise(certs), start=1):
         prefix = (
-            f"{origin}: certificate {index} ({_describe(child)}) was not issued by "
-            f"certificate {index + 1} ({_describe(parent)})"
+            f"{origin}: certificate {index} ({_pem.describe(child)}) was not issued by "
+            f"certificate {index + 1} ({_pem.describe(parent)})"
         )
         try:
             child.verify_directly_issued_by(parent)
@@ -642,12 +402,12 @@ def _chain_problems(certs, origin):
 def _validity_problems(certs, origin, now, min_days):
     problems = []
     for index, cert in enumerate(certs, start=1):
-        name = f"{origin}: certificate {index} ({_describe(cert)})"
+        name = f"{origin}: certificate {index} ({_pem.describe(cert)})"
         if now < cert.not_valid_before_utc:
-            problems.append(f"{name} is not valid before {_iso(cert.not_valid_before_utc)}")
+            problems.append(f"{name} is not valid before {_pem.iso(cert.not_valid_before_utc)}")
         elif now > cert.not_valid_after_utc:
-            problems.append(f"{name} expired on {_iso(cert.not_valid_after_utc)}")
-    days = _days_left(certs[0], now)
+            problems.append(f"{name} expired on {_pem.iso(cert.not_valid_after_utc)}")
+    days = _pem.days_left(certs[0], now)
     if 0 < days < min_days:
         problems.append(
             f"{origin}: the certificate has {days} days left, fewer than min_days={min_days}"
@@ -656,22 +416,22 @@ def _validity_problems(certs, origin, now, min_days):
 
 
 def _name_problems(leaf, hostname, origin):
-    sans = _dns_sans(leaf)
+    sans = _pem.dns_sans(leaf)
     problems = [
-        f"{origin}: SAN '{_shown(name)}' is not a valid DNS name"
+        f"{origin}: SAN '{_pem.shown(name)}' is not a valid DNS name"
         for name in sans
-        if not is_dns_name(name, wildcard=True)
+        if not _pem.is_dns_name(name, wildcard=True)
     ]
-    if not _covers(leaf, hostname):
+    if not _pem.covers(leaf, hostname):
         problems.append(
             f"{origin}: the certificate does not cover {hostname} "
-            f"(SANs: {', '.join(_shown(name) for name in sans) or 'none'})"
+            f"(SANs: {', '.join(_pem.shown(name) for name in sans) or 'none'})"
         )
     return problems
 
 
 def _trust_problems(certs, hostname, ca_file, now):
-    roots = _read_certs(ca_file)
+    roots = _pem.read_certs(ca_file)
     try:
         verifier = (
             verification.PolicyBuilder()
@@ -688,18 +448,18 @@ def _trust_problems(certs, hostname, ca_file, now):
 def _validate_loaded(certs, private_key, hostname, min_days, origins):
     """All checks on parsed input (``private_key`` may be None); return the problems."""
     cert_origin, key_origin = origins
-    now = _now()
+    now = _pem.now()
     leaf = certs[0]
     problems = _chain_problems(certs, cert_origin)
     problems += _validity_problems(certs, cert_origin, now, min_days)
     problems += _name_problems(leaf, hostname, cert_origin)
     problems += _key_problems(leaf.public_key(), cert_origin)
     problems += _usage_problems(certs, cert_origin)
-    same_key = __utils__["certsync_util.same_key"]
+    same_key = _pem.same_key
     if private_key is not None and not same_key(leaf.public_key(), private_key.public_key()):
         problems.append(
-            f"{key_origin}: the private key ({_key_label(private_key.public_key())}) does "
-            f"not match the certificate's public key ({_key_label(leaf.public_key())})"
+            f"{key_origin}: the private key ({_pem.key_label(private_key.public_key())}) does "
+            f"not match the certificate's public key ({_pem.key_label(leaf.public_key())})"
         )
     return problems
 
@@ -748,29 +508,29 @@ def validate(fullchain, key, hostname, min_days=7, ca_file=None):
     ret = {"valid": False, "problems": [], "fullchain": fullchain, "key": key}
     certs = private_key = None
     try:
-        certs = _read_certs(fullchain)
+        certs = _pem.read_certs(fullchain)
     except CommandExecutionError as exc:
         ret["problems"].append(str(exc))
     try:
-        private_key = _read_key(key)
+        private_key = _pem.read_key(key)
     except CommandExecutionError as exc:
         ret["problems"].append(str(exc))
     if certs:
         leaf = certs[0]
         ret.update(
-            fingerprint=_fingerprint(leaf),
-            spki_sha256=__utils__["certsync_util.spki_sha256"](leaf.public_key()),
-            sans=_dns_sans(leaf),
-            not_before=_iso(leaf.not_valid_before_utc),
-            not_after=_iso(leaf.not_valid_after_utc),
-            days_left=_days_left(leaf, _now()),
+            fingerprint=_pem.fingerprint(leaf),
+            spki_sha256=_pem.spki_sha256(leaf.public_key()),
+            sans=_pem.dns_sans(leaf),
+            not_before=_pem.iso(leaf.not_valid_before_utc),
+            not_after=_pem.iso(leaf.not_valid_after_utc),
+            days_left=_pem.days_left(leaf, _pem.now()),
             chain_length=len(certs),
         )
         ret["problems"] += _validate_loaded(
             certs, private_key, hostname, min_days, (fullchain, key)
         )
         if ca_file:
-            ret["problems"] += _trust_problems(certs, hostname, ca_file, _now())
+            ret["problems"] += _trust_problems(certs, hostname, ca_file, _pem.now())
     ret["valid"] = not ret["problems"]
     if not ret["valid"]:
         __context__["retcode"] = 1
@@ -781,7 +541,9 @@ def _check_min_days(min_days):
     try:
         min_days = float(min_days)
     except (TypeError, ValueError):
-        raise SaltInvocationError(f"min_days must be a number, not {_shown(min_days)!r}") from None
+        raise SaltInvocationError(
+            f"min_days must be a number, not {_pem.shown(min_days)!r}"
+        ) from None
     if not math.isfinite(min_days) or not 0 <= min_days <= 3650:
         raise SaltInvocationError(f"min_days must be between 0 and 3650, not {min_days}")
     return min_days
@@ -820,17 +582,17 @@ def tlsa(cert, usage=3, selector=1, mtype=1):
             f"unsupported TLSA parameters {usage} {selector} {mtype} "
             "(usage 0-3, selector 0-1, matching type 0-2)"
         )
-    certs = _read_certs(cert)
+    certs = _pem.read_certs(cert)
     chosen = certs[0] if usage in (1, 3) else certs[-1]
     if usage in (0, 2) and len(certs) == 1 and chosen.issuer != chosen.subject:
         raise CommandExecutionError(
-            f"{_shown(cert)}: TLSA usage {usage} matches the issuing CA, but the file holds "
+            f"{_pem.shown(cert)}: TLSA usage {usage} matches the issuing CA, but the file holds "
             "only the leaf: give the full chain (fullchain.pem)"
         )
     if selector == 0:
         data = chosen.public_bytes(serialization.Encoding.DER)
     else:
-        data = __utils__["certsync_util.spki_der"](chosen.public_key())
+        data = _pem.spki_der(chosen.public_key())
     if mtype == 1:
         data = hashlib.sha256(data).digest()
     elif mtype == 2:
@@ -855,9 +617,9 @@ def _check_choice(name, value):
 
 def _canonical_pair(fullchain, key):
     """Read a source pair; return the PEM bytes certsync writes for it."""
-    certs = _read_certs(fullchain)
-    private_key = _read_key(key)
-    if not __utils__["certsync_util.same_key"](certs[0].public_key(), private_key.public_key()):
+    certs = _pem.read_certs(fullchain)
+    private_key = _pem.read_key(key)
+    if not _pem.same_key(certs[0].public_key(), private_key.public_key()):
         raise CommandExecutionError(
             f"{key}: the private key does not match the certificate in {fullchain}"
         )
@@ -877,7 +639,7 @@ def _check_dest(dest):
     if not isinstance(dest, str) or not dest.strip():
         raise SaltInvocationError("the destination directory must be a non-empty path")
     if not os.path.isabs(dest):
-        raise SaltInvocationError(f"{_shown(dest)}: the destination must be an absolute path")
+        raise SaltInvocationError(f"{_pem.shown(dest)}: the destination must be an absolute path")
     path = os.path.normpath(dest)
     partial = os.sep
     for part in path.split(os.sep)[1:]:
@@ -886,23 +648,24 @@ def _check_dest(dest):
             mode = os.lstat(partial).st_mode
         except FileNotFoundError:
             raise CommandExecutionError(
-                f"{_shown(dest)}: destination directory does not exist"
+                f"{_pem.shown(dest)}: destination directory does not exist"
             ) from None
         if stat.S_ISLNK(mode):
             raise CommandExecutionError(
-                f"{_shown(partial)}: is a symlink on the way to the destination "
-                f"{_shown(dest)}; refusing to write through it"
+                f"{_pem.shown(partial)}: is a symlink on the way to the destination "
+                f"{_pem.shown(dest)}; refusing to write through it"
             )
     if not stat.S_ISDIR(mode):
-        raise CommandExecutionError(f"{_shown(dest)}: destination is not a directory")
+        raise CommandExecutionError(f"{_pem.shown(dest)}: destination is not a directory")
     for name in (CERT_FILE, KEY_FILE):
         target = os.path.join(path, name)
         if os.path.islink(target):
             raise CommandExecutionError(
-                f"{_shown(target)}: is a symlink; mailcow needs a real file, refusing to replace it"
+                f"{_pem.shown(target)}: is a symlink; mailcow needs a real file, "
+                "refusing to replace it"
             )
         if os.path.lexists(target) and not os.path.isfile(target):
-            raise CommandExecutionError(f"{_shown(target)}: exists and is not a regular file")
+            raise CommandExecutionError(f"{_pem.shown(target)}: exists and is not a regular file")
     return path
 
 
@@ -915,7 +678,7 @@ def _locked(dest, name=LOCK_FILE, timeout=LOCK_TIMEOUT):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise CommandExecutionError(
-            f"{_shown(path)}: cannot open the lock: {exc.strerror}"
+            f"{_pem.shown(path)}: cannot open the lock: {exc.strerror}"
         ) from None
     try:
         deadline = time.monotonic() + timeout
@@ -926,11 +689,11 @@ def _locked(dest, name=LOCK_FILE, timeout=LOCK_TIMEOUT):
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise CommandExecutionError(
-                        f"{_shown(path)}: another certsync run held the lock for {timeout} s"
+                        f"{_pem.shown(path)}: another certsync run held the lock for {timeout} s"
                     ) from None
                 time.sleep(0.05)
         else:
-            raise CommandExecutionError(f"{_shown(path)}: could not take the lock")
+            raise CommandExecutionError(f"{_pem.shown(path)}: could not take the lock")
         yield
     finally:
         os.close(fd)
@@ -942,7 +705,7 @@ def _read_deployed(dest):
     for name in (CERT_FILE, KEY_FILE):
         path = os.path.join(dest, name)
         try:
-            found[name] = (_read_file(path), stat.S_IMODE(os.lstat(path).st_mode))
+            found[name] = (_pem.read_file(path), stat.S_IMODE(os.lstat(path).st_mode))
         except CommandExecutionError:
             found[name] = (None, None)
     return found
@@ -1000,16 +763,16 @@ def deployed_info(dest):
         salt '*' certsync.deployed_info /opt/mailcow-dockerized/data/assets/ssl
     """
     try:
-        leaf = _read_certs(os.path.join(dest, CERT_FILE))[0]
+        leaf = _pem.read_certs(os.path.join(dest, CERT_FILE))[0]
     except CommandExecutionError:
         return None
     return {
-        "fingerprint": _fingerprint(leaf),
-        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
-        "not_before": _iso(leaf.not_valid_before_utc),
-        "not_after": _iso(leaf.not_valid_after_utc),
-        "days_left": _days_left(leaf, _now()),
-        "sans": _dns_sans(leaf),
+        "fingerprint": _pem.fingerprint(leaf),
+        "spki_sha256": _pem.spki_sha256(leaf.public_key()),
+        "not_before": _pem.iso(leaf.not_valid_before_utc),
+        "not_after": _pem.iso(leaf.not_valid_after_utc),
+        "days_left": _pem.days_left(leaf, _pem.now()),
+        "sans": _pem.dns_sans(leaf),
     }
 
 
@@ -1058,12 +821,12 @@ def _keep_previous(dest):
         for name in modes
         if os.path.lexists(os.path.join(dest, name))
     }
-    contents = {name: _read_file(path, follow=False) for name, path in paths.items()}
+    contents = {name: _pem.read_file(path, follow=False) for name, path in paths.items()}
     if len(contents) == 2:
         try:
             _check_pair(dest, contents)
         except CommandExecutionError as exc:
-            log.warning("certsync: %s: not kept as the previous pair (%s)", _shown(dest), exc)
+            log.warning("certsync: %s: not kept as the previous pair (%s)", _pem.shown(dest), exc)
             return
     for name, data in contents.items():
         temp = __utils__["certsync_util.write_temp"](
@@ -1103,7 +866,7 @@ def _replace_domains(dest, names):
     """Write ``dest/domains`` (0644, its owner kept) listing ``names``: mailcow's own list
     kept once as ``domains.mailcow``, the one replaced as ``domains.certsync-prev``."""
     path = os.path.join(dest, DOMAINS_FILE)
-    current = _read_file(path, follow=False) if os.path.lexists(path) else None
+    current = _pem.read_file(path, follow=False) if os.path.lexists(path) else None
     for keep, data in ((MAILCOW_DOMAINS_FILE, current), (DOMAINS_FILE + PREV_SUFFIX, current)):
         target = os.path.join(dest, keep)
         if data is None or (keep == MAILCOW_DOMAINS_FILE and os.path.lexists(target)):
@@ -1121,7 +884,7 @@ def _restore_domains(dest):
     if not os.path.lexists(prev):
         return
     path = os.path.join(dest, DOMAINS_FILE)
-    data = _read_file(prev, follow=False)
+    data = _pem.read_file(prev, follow=False)
     temp = __utils__["certsync_util.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
     os.replace(temp, path)
 
@@ -1173,9 +936,9 @@ def install(fullchain, key, dest, domains=None):
             if domains is not None:
                 _replace_domains(dest, domains)
         except OSError as exc:
-            raise CommandExecutionError(f"{_shown(dest)}: install failed: {exc}") from None
-    new = _fingerprint(certs[0])
-    log.info("certsync: installed %s into %s", new, _shown(dest))
+            raise CommandExecutionError(f"{_pem.shown(dest)}: install failed: {exc}") from None
+    new = _pem.fingerprint(certs[0])
+    log.info("certsync: installed %s into %s", new, _pem.shown(dest))
     return {
         "dest": dest,
         "fingerprint": new,
@@ -1205,16 +968,16 @@ def restore_previous(dest):
             _replace_pair(dest, contents)
             _restore_domains(dest)
         except OSError as exc:
-            raise CommandExecutionError(f"{_shown(dest)}: rollback failed: {exc}") from None
+            raise CommandExecutionError(f"{_pem.shown(dest)}: rollback failed: {exc}") from None
     restored = deployed_info(dest)
-    log.warning("certsync: rolled %s back to %s", _shown(dest), restored["fingerprint"])
+    log.warning("certsync: rolled %s back to %s", _pem.shown(dest), restored["fingerprint"])
     return {"dest": dest, "restored": restored["fingerprint"]}
 
 
 def _previous_pair(dest):
     """The bytes of ``dest``'s previous pair, checked: a certificate and its key."""
     contents = {
-        name: _read_file(os.path.join(dest, name + PREV_SUFFIX), follow=False)
+        name: _pem.read_file(os.path.join(dest, name + PREV_SUFFIX), follow=False)
         for name in (CERT_FILE, KEY_FILE)
     }
     _check_previous(dest, contents)
@@ -1240,7 +1003,7 @@ def rollback_plan(dest):
     current = deployed_info(dest)
     if current is None:
         raise CommandExecutionError(
-            f"{_shown(dest)}: no certificate deployed; nothing to roll back"
+            f"{_pem.shown(dest)}: no certificate deployed; nothing to roll back"
         )
     dirs = [dest] + [
         os.path.join(dest, name)
@@ -1251,11 +1014,11 @@ def rollback_plan(dest):
     plan = []
     for directory in dirs:
         previous = _previous_pair(directory)
-        leaf = _load_certs(
-            _pem_blocks(previous[CERT_FILE], directory), os.path.join(directory, CERT_FILE)
+        leaf = _pem.load_certs(
+            _pem.pem_blocks(previous[CERT_FILE], directory), os.path.join(directory, CERT_FILE)
         )[0]
         plan.append(
-            {"dir": directory, "holds": current["fingerprint"], "restores": _fingerprint(leaf)}
+            {"dir": directory, "holds": current["fingerprint"], "restores": _pem.fingerprint(leaf)}
         )
     return plan
 
@@ -1297,22 +1060,25 @@ def _check_pair(dest, contents, suffix=""):
     """``contents`` (file name -> bytes of ``cert.pem<suffix>``/``key.pem<suffix>``) must
     be a certificate and the key that matches it; else CommandExecutionError."""
     origin = os.path.join(dest, CERT_FILE + suffix)
-    blocks = _pem_blocks(contents[CERT_FILE], origin)
-    certs = _load_certs(blocks, origin)
+    blocks = _pem.pem_blocks(contents[CERT_FILE], origin)
+    certs = _pem.load_certs(blocks, origin)
     if not certs or any(label in _KEY_LABELS for label, _ in blocks):
-        raise CommandExecutionError(f"{_shown(origin)}: not a certificate file; nothing restored")
+        raise CommandExecutionError(
+            f"{_pem.shown(origin)}: not a certificate file; nothing restored"
+        )
     key_origin = os.path.join(dest, KEY_FILE + suffix)
     try:
         key = serialization.load_pem_private_key(
-            _key_block(_pem_blocks(contents[KEY_FILE], key_origin), key_origin), password=None
+            _pem.key_block(_pem.pem_blocks(contents[KEY_FILE], key_origin), key_origin),
+            password=None,
         )
     except (TypeError, ValueError, UnsupportedAlgorithm):
         raise CommandExecutionError(
-            f"{_shown(key_origin)}: not a usable private key; nothing restored"
+            f"{_pem.shown(key_origin)}: not a usable private key; nothing restored"
         ) from None
-    if not __utils__["certsync_util.same_key"](key.public_key(), certs[0].public_key()):
+    if not _pem.same_key(key.public_key(), certs[0].public_key()):
         raise CommandExecutionError(
-            f"{_shown(dest)}: the {'previous ' if suffix else ''}key does not match the "
+            f"{_pem.shown(dest)}: the {'previous ' if suffix else ''}key does not match the "
             f"{'previous ' if suffix else ''}certificate; nothing restored"
         )
 
@@ -1367,12 +1133,12 @@ def sni_plan(dest, fullchain, hostname=None):
             /etc/letsencrypt/live/npm-5/fullchain.pem hostname=mail.example.com
     """
     _check_dest(dest)
-    leaf = _read_certs(fullchain)[0]
+    leaf = _pem.read_certs(fullchain)[0]
     plan = {"update": [], "names": {}, "uncovered": {}, "domains": {}, "dropped": {}}
-    own_dir = str(hostname).lower() if hostname and _covers(leaf, str(hostname)) else None
+    own_dir = str(hostname).lower() if hostname and _pem.covers(leaf, str(hostname)) else None
     for entry in sorted(os.listdir(dest)):
         directory = os.path.join(dest, entry)
-        if not is_dns_name(entry) or os.path.islink(directory) or not os.path.isdir(directory):
+        if not _pem.is_dns_name(entry) or os.path.islink(directory) or not os.path.isdir(directory):
             continue
         names = _domains(directory)
         if not names:
@@ -1381,7 +1147,9 @@ def sni_plan(dest, fullchain, hostname=None):
             _take_over(plan, directory, leaf, own_dir)
             continue
         missing = [
-            _shown(name) for name in names if not is_dns_name(name) or not _covers(leaf, name)
+            _pem.shown(name)
+            for name in names
+            if not _pem.is_dns_name(name) or not _pem.covers(leaf, name)
         ]
         if not missing:
             plan["update"].append(directory)
@@ -1403,7 +1171,7 @@ def _take_over(plan, directory, leaf, hostname):
     """The hostname's own dir, kept by certsync: its ``domains`` the certificate's names
     (the hostname first; wildcards left to the top-level pair, which has them too)."""
     names = [hostname] + [
-        n.lower() for n in _dns_sans(leaf) if "*" not in n and n.lower() != hostname
+        n.lower() for n in _pem.dns_sans(leaf) if "*" not in n and n.lower() != hostname
     ]
     names = list(dict.fromkeys(names))
     plan["update"].append(directory)
@@ -1411,7 +1179,7 @@ def _take_over(plan, directory, leaf, hostname):
     plan["domains"][directory] = names
     mailcows = _domains_file(os.path.join(directory, MAILCOW_DOMAINS_FILE))
     listed = mailcows if mailcows is not None else (_domains(directory) or [])
-    dropped = [_shown(n) for n in listed if not is_dns_name(n) or not _covers(leaf, n)]
+    dropped = [_pem.shown(n) for n in listed if not _pem.is_dns_name(n) or not _pem.covers(leaf, n)]
     if dropped:
         plan["dropped"][os.path.basename(directory)] = {"dir": directory, "names": dropped}
 
@@ -1538,7 +1306,7 @@ def _read_renewal(path, lineage):
         raise CommandExecutionError(
             f"{path}: no such file: certbot keeps no renewal configuration for {lineage}"
         )
-    data = _read_file(path, limit=MAX_RENEWAL_BYTES, what="a renewal file")
+    data = _pem.read_file(path, limit=MAX_RENEWAL_BYTES, what="a renewal file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -1657,15 +1425,15 @@ def renewal(lineage_dir):
         "next_renewal_keeps_key": reuse,
     }
     try:
-        leaf = _read_certs(os.path.join(os.path.normpath(lineage_dir), "cert.pem"))[0]
+        leaf = _pem.read_certs(os.path.join(os.path.normpath(lineage_dir), "cert.pem"))[0]
     except CommandExecutionError as exc:
         ret["current"] = {"error": str(exc)}
     else:
         ret["current"] = {
-            "key": _key_label(leaf.public_key()),
-            "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
-            "names": _dns_sans(leaf),
-            "not_after": _iso(leaf.not_valid_after_utc),
+            "key": _pem.key_label(leaf.public_key()),
+            "spki_sha256": _pem.spki_sha256(leaf.public_key()),
+            "names": _pem.dns_sans(leaf),
+            "not_after": _pem.iso(leaf.not_valid_after_utc),
         }
     ret["why"] = (
         "reuse_key = True: certbot renew keeps the key (a re-issue from NPM's UI, "
@@ -1732,7 +1500,7 @@ def set_reuse_key(lineage_dir, test=False):
             json.dumps({"file": path, "replaced": replaced}).encode(),
             0o600,
         )
-        log.info("certsync: set reuse_key = True in %s", _shown(path))
+        log.info("certsync: set reuse_key = True in %s", _pem.shown(path))
     return {**ret, "changed": True}
 
 
@@ -1768,7 +1536,7 @@ def unset_reuse_key(lineage_dir, test=False):
     if not test:
         _write_renewal(path, "".join(lines))
         os.unlink(_reuse_key_record(lineage))
-        log.info("certsync: removed the reuse_key it set from %s", _shown(path))
+        log.info("certsync: removed the reuse_key it set from %s", _pem.shown(path))
     return {**ret, "changed": True}
 
 
@@ -1820,6 +1588,8 @@ def _write_renewal(path, text):
 RECIPIENT_KEY_FILE = "certsync_recipient.pem"
 _SEAL_CONTEXT = b"certsync/v1 sealed private key"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: The largest chain a mine entry may carry (as the largest PEM file certsync reads).
+MAX_CHAIN_PEM = 256 * 1024
 _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 
 
@@ -1859,7 +1629,7 @@ def _load_or_create_recipient_key():
     path = _recipient_key_path()
     if os.path.lexists(path):
         try:
-            key = serialization.load_pem_private_key(_read_file(path), password=None)
+            key = serialization.load_pem_private_key(_pem.read_file(path), password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
             raise CommandExecutionError(f"{path}: not a usable recipient key") from None
         if not isinstance(key, x25519.X25519PrivateKey):
@@ -1945,7 +1715,7 @@ def _sealed_for(fullchain, key, recipients):
     is read and parsed once, whatever the number of consumers."""
     certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
     leaf = certs[0]
-    fingerprint = _fingerprint(leaf)
+    fingerprint = _pem.fingerprint(leaf)
     suite = _hpke()
     source = __opts__["id"]
     sealed = {}
@@ -1962,9 +1732,9 @@ def _sealed_for(fullchain, key, recipients):
         "version": 1,
         "source": source,
         "fingerprint": fingerprint,
-        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
-        "not_after": _iso(leaf.not_valid_after_utc),
-        "sans": _dns_sans(leaf),
+        "spki_sha256": _pem.spki_sha256(leaf.public_key()),
+        "not_after": _pem.iso(leaf.not_valid_after_utc),
+        "sans": _pem.dns_sans(leaf),
         "chain_pem": cert_pem.decode("ascii"),
     }
     return common, sealed
@@ -1989,14 +1759,14 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
     """
     source, consumer = _check_minion_id(source), __opts__["id"]
     if not (isinstance(fingerprint, str) and _HEX64.fullmatch(fingerprint)):
-        shown = _shown(repr(fingerprint))
+        shown = _pem.shown(repr(fingerprint))
         raise SaltInvocationError(f"fingerprint {shown} is not a SHA-256 hex digest")
-    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_PEM_BYTES:
-        raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_PEM_BYTES} bytes")
+    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_CHAIN_PEM:
+        raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_CHAIN_PEM} bytes")
     fullchain = os.path.join(dest, "fullchain.pem")
     __utils__["certsync_util.replace_file"](fullchain, chain_pem.encode("ascii", "replace"))
-    leaf = _read_certs(fullchain)[0]
-    if _fingerprint(leaf) != fingerprint:
+    leaf = _pem.read_certs(fullchain)[0]
+    if _pem.fingerprint(leaf) != fingerprint:
         raise CommandExecutionError(
             f"the chain in the mine entry from {source} does not match its fingerprint"
         )
@@ -2016,7 +1786,7 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
     return {
         "source": source,
         "fingerprint": fingerprint,
-        "not_after": _iso(leaf.not_valid_after_utc),
+        "not_after": _pem.iso(leaf.not_valid_after_utc),
         "fullchain": fullchain,
         "privkey": os.path.join(dest, "privkey.pem"),
     }

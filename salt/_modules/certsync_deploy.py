@@ -355,7 +355,7 @@ def _seconds(value, what):
 
 
 def _utc(epoch):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return __utils__["certsync_pem.iso"](epoch)
 
 
 @contextlib.contextmanager

@@ -78,6 +78,10 @@ MAX_CONF_BYTES = 256 * 1024
 OUTPUT_TAIL = 2000
 
 
+def _utc(epoch):
+    return __utils__["certsync_pem.iso"](epoch) if epoch else None
+
+
 def __virtual__():
     if not HAS_DOCKER:
         return (
@@ -658,7 +662,7 @@ def missing_names(sans, path=DEFAULT_DIR, mail_domains=None):
         salt mailcow-host mailcow.missing_names '[mail.example.com]' mail_domains='[example.com]'
     """
     sans = _str_list(sans, "sans must be a list of the certificate's DNS names")
-    matches = __salt__["certsync.name_matches"]
+    matches = __utils__["certsync_pem.name_matches"]
     return [
         name
         for name in served_names(path, mail_domains)
@@ -774,10 +778,6 @@ def _docker_time(stamp):
         return None
 
 
-def _iso(when):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)) if when else None
-
-
 def _log_lines(container, since):
     raw = container.logs(
         stdout=True, stderr=True, timestamps=True, since=int(since), tail=MAX_LOG_LINES
@@ -812,19 +812,19 @@ def _relay_rows(attempts, wanted):
         )
         if attempt["status"] == "sent":
             row["sent"] += 1
-            row["last_success"] = _iso(attempt["time"])
+            row["last_success"] = _utc(attempt["time"])
             row["failing_since"] = None
             continue
         if attempt["status"] in ("deferred", "bounced"):
             row[attempt["status"]] += 1
         row["last_failure"] = {
-            "time": _iso(attempt["time"]),
+            "time": _utc(attempt["time"]),
             "status": attempt["status"],
             "dsn": attempt["dsn"],
             "problem": _problem(attempt["reason"]),
             "reason": attempt["reason"],
         }
-        row["failing_since"] = row["failing_since"] or _iso(attempt["time"])
+        row["failing_since"] = row["failing_since"] or _utc(attempt["time"])
     return rows
 
 

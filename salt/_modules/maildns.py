@@ -32,7 +32,6 @@ AD bit (authenticated data) is reported.
 
 import base64
 import contextlib
-import datetime
 import hashlib
 import http.client
 import io
@@ -131,7 +130,7 @@ def _validates_only_unchecked(resolver, name):
 
 
 def _tlsa_name(hostname, port, protocol):
-    if not __salt__["certsync.is_dns_name"](hostname):
+    if not __utils__["certsync_pem.is_dns_name"](hostname):
         raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
     if protocol not in ("tcp", "udp") or not 0 < int(port) < 65536:
         raise SaltInvocationError(f"no TLSA name for port {port!r}/{protocol!r}")
@@ -534,9 +533,8 @@ def _save_rollover(path, record):
         json.dump(record, handle)
 
 
-def _iso(epoch):
-    when = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _utc(epoch):
+    return __utils__["certsync_pem.iso"](epoch)
 
 
 def tlsa_gate(hostname, candidate, deployed, dane=True, test=False):
@@ -669,7 +667,10 @@ def _wait_visible(hostname, options, record, path, ret, test):
                     f"({ttl} s) passed"
                 )
                 return ret
-            pause, why = ready_at - now, f"the TTL ({ttl} s) passes at {_iso(ready_at)}"
+            pause, why = (
+                ready_at - now,
+                f"the TTL ({ttl} s) passes at {_utc(ready_at)}",
+            )
         if now + pause > deadline:
             ret["comment"] = (
                 f"DANE rollover under way: {ret['name']}. IN TLSA {record['new']} is published "
@@ -1676,7 +1677,7 @@ def _check_https_name(name, address, port, timeout, refused="clients refuse the 
     expected = "a certificate covering it"
     if not served.get("ok"):
         return _row(record, expected, "nothing", False, f"not fetched: {served.get('error')}")
-    covered = any(__salt__["certsync.name_matches"](san, name) for san in served["sans"])
+    covered = any(__utils__["certsync_pem.name_matches"](san, name) for san in served["sans"])
     why = "" if covered else f"{refused}: the certificate does not cover it"
     return _row(record, expected, ", ".join(served["sans"]) or "no DNS SAN", covered, why)
 
@@ -1850,7 +1851,7 @@ def _lookup(nameservers, dns_port, timeout, dnssec=False):
 
 
 def _dns_name(value, what):
-    if not isinstance(value, str) or not __salt__["certsync.is_dns_name"](value):
+    if not isinstance(value, str) or not __utils__["certsync_pem.is_dns_name"](value):
         raise SaltInvocationError(f"{what} {value!r} is not a valid DNS name")
     return _name(value)
 

@@ -38,7 +38,6 @@ certificate), so that per-name certificates are checked too.
 
 import concurrent.futures
 import contextvars
-import datetime
 import imaplib
 import ipaddress
 import poplib
@@ -74,8 +73,8 @@ _SNI_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[
 def __virtual__():
     if not HAS_CRYPTOGRAPHY:
         return (False, "tlsprobe needs the cryptography library, release 42 or newer")
-    if "certsync_util.spki_sha256" not in __utils__:
-        return (False, "tlsprobe needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    if "certsync_pem.spki_sha256" not in __utils__:
+        return (False, "tlsprobe needs salt://_utils/certsync_pem.py: saltutil.sync_all")
     if "certsync_endpoints.table" not in __utils__:
         return (False, "tlsprobe needs salt://_utils/certsync_endpoints.py: saltutil.sync_all")
     return __virtualname__
@@ -221,10 +220,6 @@ def _chain_der(tls):
     return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in chain()]
 
 
-def _iso(when):
-    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _verify(certs, sni, ca_file):
     with open(ca_file, "rb") as handle:
         roots = x509.load_pem_x509_certificates(handle.read())
@@ -251,10 +246,10 @@ def _describe(tls, sni, ca_file, pem):
         sans = []
     ret = {
         "fingerprint": leaf.fingerprint(hashes.SHA256()).hex(),
-        "spki_sha256": __utils__["certsync_util.spki_sha256"](leaf.public_key()),
+        "spki_sha256": __utils__["certsync_pem.spki_sha256"](leaf.public_key()),
         "subject": leaf.subject.rfc4514_string(),
         "sans": sans,
-        "not_after": _iso(leaf.not_valid_after_utc),
+        "not_after": __utils__["certsync_pem.iso"](leaf.not_valid_after_utc),
         "chain": [
             {
                 "subject": c.subject.rfc4514_string(),

@@ -5,14 +5,12 @@ Helpers the certsync loader modules share
 Synced to minions with ``saltutil.sync_utils`` (or ``sync_all``) and called
 through ``__utils__["certsync_util.<name>"]`` by the ``certsync``,
 ``tlsprobe``, ``certsync_monitor`` and ``maildns`` execution modules: one
-copy of the SubjectPublicKeyInfo hash (what a ``TLSA 3 1 1`` record pins), of
-the atomic, private file writes, and of the rule that credentials stay in the
-pillar of the minion that uses them.
+copy of the atomic, private file writes, of the argument checks, and of the
+rule that credentials stay in the pillar of the minion that uses them.
 """
 
 import contextlib
 import errno
-import hashlib
 import json
 import math
 import os
@@ -20,25 +18,7 @@ import secrets
 import stat
 import unicodedata
 
-from cryptography.hazmat.primitives import serialization
 from salt.exceptions import SaltInvocationError
-
-
-def spki_der(public_key):
-    """The DER SubjectPublicKeyInfo of a ``cryptography`` public key."""
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def spki_sha256(public_key):
-    """SHA-256 of the SubjectPublicKeyInfo, lowercase hex (the data of ``TLSA 3 1 1``)."""
-    return hashlib.sha256(spki_der(public_key)).hexdigest()
-
-
-def same_key(public_key, other):
-    """Whether two ``cryptography`` public keys are the same key."""
-    return spki_der(public_key) == spki_der(other)
 
 
 def printable(value):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from harness.loader import certsync_mod, tlsprobe_mod
+from harness.loader import UTILS, certsync_mod, tlsprobe_mod
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LABELS = [b"CERTIFICATE", b"PRIVATE KEY", b"EC PRIVATE KEY", b"X509 CRL", b"A" * 70]
@@ -29,7 +29,7 @@ def configure_loader_modules():
 @given(st.lists(PIECES, max_size=60).map(b"".join))
 def test_pem_parsing_only_refuses_with_salts_error(data):
     try:
-        blocks = certsync_mod._pem_blocks(data, "input.pem")
+        blocks = UTILS["certsync_pem.pem_blocks"](data, "input.pem")
     except CommandExecutionError:
         return
     for label, block in blocks:
@@ -43,7 +43,7 @@ def test_reading_certificates_only_refuses_with_salts_error(tmp_path_factory, da
     path = tmp_path_factory.mktemp("pem") / "fullchain.pem"
     path.write_bytes(data)
     try:
-        certs = certsync_mod._read_certs(str(path))
+        certs = UTILS["certsync_pem.read_certs"](str(path))
     except CommandExecutionError as exc:
         assert str(path) in str(exc)
         assert "\n" not in str(exc)

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from harness.loader import certsync_mod
+from harness.loader import UTILS, certsync_mod
 from harness.pki import DAY, NOW, write_npm_tree, write_pair, write_sni_dir
 
 KEY_KINDS = ["rsa-2048", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519", "ed448"]
@@ -377,7 +377,7 @@ def test_sni_plan_by_domains_only_real_dirs_of_valid_names(tmp_path, ca):
             "names": ["other.example.test", "www.other.test"],
             "missing": ["www.other.test"],
             "fingerprint": old.fingerprint,
-            "not_after": certsync_mod._iso(old.cert.not_valid_after_utc),
+            "not_after": UTILS["certsync_pem.iso"](old.cert.not_valid_after_utc),
             "days_left": pytest.approx(89, abs=1.5),
         }
     }

@@ -1,30 +1,16 @@
 """The helpers the loader modules share (salt://_utils/certsync_util.py)."""
 
-import hashlib
 import os
 import pathlib
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 
 from harness.loader import UTILS
 
 replace_file = UTILS["certsync_util.replace_file"]
 write_temp = UTILS["certsync_util.write_temp"]
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-
-
-def test_spki_hash_is_the_tlsa_3_1_1_data(good, ca):
-    der = good.key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    assert UTILS["certsync_util.spki_sha256"](good.key.public_key()) == (
-        hashlib.sha256(der).hexdigest()
-    )
-    assert UTILS["certsync_util.same_key"](good.key.public_key(), good.cert.public_key())
-    other = ca.leaf("mail.example.test")
-    assert not UTILS["certsync_util.same_key"](good.key.public_key(), other.key.public_key())
 
 
 def test_replace_file_is_private_by_default_and_leaves_no_temp(tmp_path):

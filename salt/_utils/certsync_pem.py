@@ -1,0 +1,330 @@
+"""
+Reading untrusted PEM, and what a certificate says
+==================================================
+
+The certificate library the certsync loader modules share (through
+``__utils__["certsync_pem.<name>"]``): a bounded read of a regular file, PEM
+split in one linear pass, certificates and keys parsed with every extension
+decoded once, fingerprints and the SubjectPublicKeyInfo hash (what a
+``TLSA 3 1 1`` record pins), names (RFC 6125), time in one format. Errors are
+``CommandExecutionError`` naming the file; untrusted text in them is escaped.
+"""
+
+import datetime
+import hashlib
+import os
+import re
+import stat
+
+from salt.exceptions import CommandExecutionError
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+except ImportError:  # the modules that need it say so in their __virtual__
+    pass
+
+#: The largest PEM file certsync reads. A full chain is a few KiB.
+MAX_PEM_BYTES = 256 * 1024
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+_KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
+_ENCRYPTED_LABELS = {b"ENCRYPTED PRIVATE KEY"}
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
+def spki_der(public_key):
+    """The DER SubjectPublicKeyInfo of a ``cryptography`` public key."""
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def spki_sha256(public_key):
+    """SHA-256 of the SubjectPublicKeyInfo, lowercase hex (the data of ``TLSA 3 1 1``)."""
+    return hashlib.sha256(spki_der(public_key)).hexdigest()
+
+
+def same_key(public_key, other):
+    """Whether two ``cryptography`` public keys are the same key."""
+    return spki_der(public_key) == spki_der(other)
+
+
+def shown(text, limit=300):
+    """Untrusted text (a SAN, a subject, a file name) as one safe line: control and
+    non-ASCII characters escaped, bounded in length."""
+    escaped = str(text).encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
+def read_file(path, follow=True, limit=None, what="a PEM file"):
+    """Read a regular file (through symlinks unless ``follow`` is False), capped at
+    ``limit`` bytes (MAX_PEM_BYTES); a special file (a FIFO, a device) is refused
+    before anything is read from it."""
+    limit = limit or MAX_PEM_BYTES
+    named = shown(path)
+    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise CommandExecutionError(
+                f"{named}: dangling symlink to {shown(os.readlink(path))} (NPM's live/ link "
+                "points at a file that does not exist)"
+            ) from None
+        raise CommandExecutionError(f"{named}: no such file") from None
+    except PermissionError:
+        raise CommandExecutionError(f"{named}: permission denied") from None
+    except OSError as exc:
+        if not follow and os.path.islink(path):
+            raise CommandExecutionError(f"{named}: is a symlink; refusing to read it") from None
+        raise CommandExecutionError(f"{named}: cannot open: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CommandExecutionError(f"{named}: not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise CommandExecutionError(f"{named}: cannot read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise CommandExecutionError(f"{named}: larger than {limit} bytes, too large for {what}")
+    return data
+
+
+def pem_blocks(data, origin):
+    """Split PEM text into (label, block) pairs; reject anything that is not PEM.
+
+    One pass over the lines (linear in the input, whatever it holds): a block
+    runs from its BEGIN line to the END line of the same label; another BEGIN
+    first, or the end of the file, is a truncated block. Text outside blocks
+    is ignored, as OpenSSL does.
+    """
+    origin = shown(origin)
+    if not data.strip():
+        raise CommandExecutionError(f"{origin}: empty")
+    try:
+        data.decode("ascii")
+    except UnicodeDecodeError:
+        kind = "binary DER" if data[:1] == b"\x30" else "binary data"
+        raise CommandExecutionError(
+            f"{origin}: holds {kind}, not PEM (expected -----BEGIN ...----- blocks)"
+        ) from None
+    blocks, label, lines, truncated = [], None, [], False
+    for line in data.splitlines(keepends=True):
+        begin = _PEM_BEGIN.search(line)
+        if label is None:
+            if begin:
+                label, lines = begin.group(1), [line[begin.start() :]]
+            continue
+        if begin:
+            truncated = True  # a BEGIN inside a block: the block before it has no END
+            break
+        lines.append(line)
+        if line.strip() == b"-----END " + label + b"-----":
+            blocks.append((label, b"".join(lines)))
+            label = None
+    if truncated or label is not None:
+        raise CommandExecutionError(
+            f"{origin}: truncated PEM: a -----BEGIN----- line has no matching -----END----- line"
+        )
+    if not blocks:
+        raise CommandExecutionError(f"{origin}: no PEM block found, not a PEM file")
+    return blocks
+
+
+def load_certs(blocks, origin):
+    origin = shown(origin)
+    certs = []
+    for label, block in blocks:
+        if label != b"CERTIFICATE":
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(block)
+        except ValueError as exc:
+            raise CommandExecutionError(
+                f"{origin}: certificate {len(certs) + 1} is malformed: {shown(exc)}"
+            ) from None
+        try:
+            _ = cert.extensions  # every extension decoded now, once: never later
+            dns_sans(cert)
+        except ValueError as exc:
+            raise CommandExecutionError(
+                f"{origin}: certificate {len(certs) + 1} has an extension that does not "
+                f"decode: {shown(exc)}"
+            ) from None
+        certs.append(cert)
+    return certs
+
+
+def key_block(blocks, origin):
+    """Return the one private key block of a file, or raise naming the problem."""
+    if any(label in _ENCRYPTED_LABELS for label, _ in blocks) or any(
+        b"Proc-Type: 4,ENCRYPTED" in block for _, block in blocks
+    ):
+        raise CommandExecutionError(
+            f"{origin}: the private key is encrypted; mailcow needs an unencrypted key"
+        )
+    keys = [block for label, block in blocks if label in _KEY_LABELS]
+    if not keys:
+        found = ", ".join(sorted({label.decode() for label, _ in blocks}))
+        raise CommandExecutionError(f"{origin}: no private key found (found: {found})")
+    if len(keys) > 1:
+        raise CommandExecutionError(
+            f"{origin}: holds {len(keys)} private keys; expected exactly one"
+        )
+    return keys[0]
+
+
+def read_certs(path):
+    """Parse a PEM file of certificates; raise unless it holds at least one."""
+    blocks = pem_blocks(read_file(path), path)
+    if any(label in _KEY_LABELS | _ENCRYPTED_LABELS for label, _ in blocks):
+        raise CommandExecutionError(
+            f"{path}: holds a private key; a certificate file must not "
+            "(mailcow's cert.pem is world-readable)"
+        )
+    certs = load_certs(blocks, path)
+    if not certs:
+        raise CommandExecutionError(f"{path}: no certificate found")
+    return certs
+
+
+def read_key(path):
+    block = key_block(pem_blocks(read_file(path), path), path)
+    try:
+        return serialization.load_pem_private_key(block, password=None)
+    except TypeError:
+        raise CommandExecutionError(
+            f"{path}: the private key is encrypted; mailcow needs an unencrypted key"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        # The library's message may quote the input: never pass it on.
+        raise CommandExecutionError(
+            f"{path}: the private key is malformed or of an unsupported type"
+        ) from None
+
+
+def fingerprint(cert):
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def key_kind(public_key):
+    """Return (type, size, curve) of a public key."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "RSA", public_key.key_size, None
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        curve = public_key.curve.name
+        return "EC", public_key.key_size, _CURVES.get(curve, curve)
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256, None
+    if isinstance(public_key, ed448.Ed448PublicKey):
+        return "Ed448", 456, None
+    if isinstance(public_key, dsa.DSAPublicKey):
+        return "DSA", public_key.key_size, None
+    return type(public_key).__name__, None, None
+
+
+def key_label(public_key):
+    kind, size, curve = key_kind(public_key)
+    if curve:
+        return f"{kind} {curve}"
+    return f"{kind} {size}" if kind in ("RSA", "DSA") else kind
+
+
+def iso(when):
+    """``when`` (an aware datetime, or seconds since the epoch) as ``2026-11-30T01:02:03Z``."""
+    if not isinstance(when, datetime.datetime):
+        when = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def days_left(cert, now):
+    return round((cert.not_valid_after_utc - now).total_seconds() / 86400, 2)
+
+
+def dns_sans(cert):
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return ext.value.get_values_for_type(x509.DNSName)
+
+
+def is_ca(cert):
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def cert_summary(cert, now):
+    kind, size, curve = key_kind(cert.public_key())
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "sans": dns_sans(cert),
+        "serial": format(cert.serial_number, "x"),
+        "not_before": iso(cert.not_valid_before_utc),
+        "not_after": iso(cert.not_valid_after_utc),
+        "days_left": days_left(cert, now),
+        "fingerprint": fingerprint(cert),
+        "spki_sha256": spki_sha256(cert.public_key()),
+        "key_type": kind,
+        "key_size": size,
+        "key_curve": curve,
+    }
+
+
+def describe(cert):
+    return shown(cert.subject.rfc4514_string()) or "empty subject"
+
+
+def is_dns_name(name, wildcard=False):
+    """
+    Tell whether ``name`` is a syntactically valid DNS host name.
+
+    Letters, digits and hyphens, labels of 1 to 63 characters, at least two
+    labels, 253 characters at most. With ``wildcard=True`` the left-most label
+    may be ``*``.
+
+    """
+    if not isinstance(name, str) or not name or len(name) > 253:
+        return False
+    labels = name.lower().split(".")
+    if wildcard and labels[0] == "*":
+        labels = labels[1:]
+        if len(labels) < 2:
+            return False
+    # An all-numeric top-level label is an IPv4 address, not a host name (RFC 3696 2).
+    return (
+        len(labels) >= 2
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not re.fullmatch(r"[0-9]+", labels[-1])
+    )
+
+
+def name_matches(pattern, hostname):
+    """
+    Tell whether the certificate name ``pattern`` covers ``hostname``
+    (RFC 6125: a wildcard is only the whole left-most label, matches exactly
+    one label and never the apex).
+
+    """
+    if not is_dns_name(pattern, wildcard=True) or not is_dns_name(hostname):
+        return False
+    pattern, hostname = pattern.lower(), hostname.lower()
+    if pattern == hostname:
+        return True
+    head, _, rest = pattern.partition(".")
+    return head == "*" and hostname.partition(".")[2] == rest
+
+
+def covers(cert, hostname):
+    return any(name_matches(name, hostname) for name in dns_sans(cert))
