@@ -16,8 +16,6 @@ of their SubjectPublicKeyInfo (the data of a ``TLSA 3 1 1`` record).
 Fingerprints are lowercase hex without separators. Times are ISO 8601 in UTC.
 """
 
-import base64
-import binascii
 import contextlib
 import fcntl
 import hashlib
@@ -34,7 +32,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509 import verification
 
@@ -615,23 +613,6 @@ def _check_choice(name, value):
 # --------------------------------------------------------------------------
 
 
-def _canonical_pair(fullchain, key):
-    """Read a source pair; return the PEM bytes certsync writes for it."""
-    certs = _pem.read_certs(fullchain)
-    private_key = _pem.read_key(key)
-    if not _pem.same_key(certs[0].public_key(), private_key.public_key()):
-        raise CommandExecutionError(
-            f"{key}: the private key does not match the certificate in {fullchain}"
-        )
-    cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-    key_pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return certs, cert_pem, key_pem
-
-
 def _check_dest(dest):
     """Refuse a destination that is missing, relative, or reached through a symlink in any
     component (a trailing slash included), and a cert.pem/key.pem that is not a real file.
@@ -730,7 +711,7 @@ def compare(fullchain, key, dest, domains=None):
             /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
     """
     _check_dest(dest)
-    _, cert_pem, key_pem = _canonical_pair(fullchain, key)
+    _, cert_pem, key_pem = _pem.canonical_pair(fullchain, key)
     deployed = _read_deployed(dest)
     differences = []
     for name, want, mode in ((CERT_FILE, cert_pem, CERT_MODE), (KEY_FILE, key_pem, KEY_MODE)):
@@ -926,7 +907,7 @@ def install(fullchain, key, dest, domains=None):
             /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
     """
     dest = _check_dest(dest)
-    certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
+    certs, cert_pem, key_pem = _pem.canonical_pair(fullchain, key)
     with _locked(dest):
         previous = deployed_info(dest)
         try:
@@ -1579,214 +1560,3 @@ def _write_renewal(path, text):
         _fsync_dir(os.path.dirname(path))
     except OSError as exc:
         raise CommandExecutionError(f"{path}: cannot write: {exc.strerror}") from None
-
-
-# --------------------------------------------------------------------------
-# Sealing a private key to a consumer, and opening it there (HPKE)
-# --------------------------------------------------------------------------
-
-RECIPIENT_KEY_FILE = "certsync_recipient.pem"
-_SEAL_CONTEXT = b"certsync/v1 sealed private key"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-#: The largest chain a mine entry may carry (as the largest PEM file certsync reads).
-MAX_CHAIN_PEM = 256 * 1024
-_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
-
-
-def _hpke():
-    """The HPKE suite (RFC 9180): X25519, HKDF-SHA256, ChaCha20-Poly1305."""
-    try:
-        from cryptography.hazmat.primitives import hpke  # noqa: PLC0415
-    except ImportError:
-        import cryptography  # noqa: PLC0415
-
-        raise CommandExecutionError(
-            "sealing keys needs cryptography >= 47 (HPKE); this minion has "
-            f"cryptography {cryptography.__version__}"
-        ) from None
-    return hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
-
-
-def _check_minion_id(minion_id):
-    if not isinstance(minion_id, str) or not _MINION_ID.fullmatch(minion_id):
-        raise SaltInvocationError(f"{minion_id!r} is not a usable minion id")
-    return minion_id
-
-
-def _seal_info(source, consumer, fingerprint):
-    """What a sealed blob is bound to: who sealed it, for whom, for which certificate."""
-    return b"\0".join((_SEAL_CONTEXT, source.encode(), consumer.encode(), fingerprint.encode()))
-
-
-def _recipient_key_path():
-    return os.path.join(__opts__["pki_dir"], RECIPIENT_KEY_FILE)
-
-
-def _load_or_create_recipient_key():
-    """The consumer's X25519 key, made once beside the minion's keys (0600)."""
-    from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
-
-    path = _recipient_key_path()
-    if os.path.lexists(path):
-        try:
-            key = serialization.load_pem_private_key(_pem.read_file(path), password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise CommandExecutionError(f"{path}: not a usable recipient key") from None
-        if not isinstance(key, x25519.X25519PrivateKey):
-            raise CommandExecutionError(f"{path}: not an X25519 key")
-        return key, False
-    key = x25519.X25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    __utils__["certsync_util.replace_file"](path, pem, 0o600)
-    log.info("certsync: created the recipient key %s", path)
-    return key, True
-
-
-def recipient_key(test=False):
-    """
-    Return this consumer's public recipient key for sealed private keys,
-    creating the key pair on first use (``certsync_recipient.pem``, 0600, in
-    the minion's ``pki_dir``). Only the public half leaves the host. With
-    ``test=True`` nothing is made: ``created`` says whether the key would be,
-    and ``public`` is there when the key exists.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host certsync.recipient_key
-    """
-    if test and not os.path.lexists(_recipient_key_path()):
-        return {"kem": "X25519", "id": __opts__["id"], "created": True}
-    key, created = _load_or_create_recipient_key()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return {
-        "kem": "X25519",
-        "public": base64.b64encode(public).decode(),
-        "id": __opts__["id"],
-        "created": created,
-    }
-
-
-def _public_key(encoded):
-    """An X25519 public key from its base64 form; ValueError when it is not one."""
-    from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
-
-    try:
-        return x25519.X25519PublicKey.from_public_bytes(base64.b64decode(encoded, validate=True))
-    except (TypeError, binascii.Error) as exc:
-        raise ValueError(str(exc)) from None
-
-
-def seal_payload(fullchain, key, recipients):
-    """
-    The mine payload for consumers: the chain, its fingerprint, SPKI hash and
-    ``not_after``, and the private key sealed with HPKE to each consumer's
-    recipient key, bound to the source id, the consumer id and the
-    fingerprint. :py:func:`publish` makes one such payload per consumer,
-    holding only that consumer's sealed key.
-
-    recipients
-        Mapping of consumer id to its public recipient key (base64), as
-        :py:func:`recipient_key` returns it.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt npm-host certsync.seal_payload /etc/letsencrypt/live/npm-5/fullchain.pem \\
-            /etc/letsencrypt/live/npm-5/privkey.pem '{mailcow-host: <public key>}'
-    """
-    if not isinstance(recipients, dict) or not recipients:
-        raise SaltInvocationError("recipients must map consumer ids to public keys")
-    common, sealed = _sealed_for(fullchain, key, recipients)
-    return {**common, "sealed": sealed}
-
-
-def _sealed_for(fullchain, key, recipients):
-    """The payload's common part, and the key sealed to each recipient: the pair
-    is read and parsed once, whatever the number of consumers."""
-    certs, cert_pem, key_pem = _canonical_pair(fullchain, key)
-    leaf = certs[0]
-    fingerprint = _pem.fingerprint(leaf)
-    suite = _hpke()
-    source = __opts__["id"]
-    sealed = {}
-    for consumer, encoded in recipients.items():
-        _check_minion_id(consumer)
-        try:
-            public = _public_key(encoded)
-        except ValueError:
-            raise SaltInvocationError(f"the recipient key of {consumer} is not usable") from None
-        sealed[consumer] = base64.b64encode(
-            suite.encrypt(key_pem, public, info=_seal_info(source, consumer, fingerprint))
-        ).decode()
-    common = {
-        "version": 1,
-        "source": source,
-        "fingerprint": fingerprint,
-        "spki_sha256": _pem.spki_sha256(leaf.public_key()),
-        "not_after": _pem.iso(leaf.not_valid_after_utc),
-        "sans": _pem.dns_sans(leaf),
-        "chain_pem": cert_pem.decode("ascii"),
-    }
-    return common, sealed
-
-
-def open_sealed(source, fingerprint, chain_pem, sealed, dest):
-    """
-    Open the private key ``source`` sealed to this minion for the certificate
-    ``fingerprint`` (see :py:func:`seal_payload`) and write the pair into the
-    private directory ``dest``: ``fullchain.pem`` (``chain_pem``, which must
-    be that certificate) and ``privkey.pem`` (0600), for :py:func:`validate`
-    and :py:func:`install`. What ``certsync_mine.fetch_published`` does with
-    the mine entry it read and checked. Returns the paths, the fingerprint and
-    ``not_after``, never key material.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host certsync.open_sealed npm-host <fingerprint> "$chain_pem" "$sealed" \\
-            /var/cache/salt/minion/certsync/staging
-    """
-    source, consumer = _check_minion_id(source), __opts__["id"]
-    if not (isinstance(fingerprint, str) and _HEX64.fullmatch(fingerprint)):
-        shown = _pem.shown(repr(fingerprint))
-        raise SaltInvocationError(f"fingerprint {shown} is not a SHA-256 hex digest")
-    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_CHAIN_PEM:
-        raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_CHAIN_PEM} bytes")
-    fullchain = os.path.join(dest, "fullchain.pem")
-    __utils__["certsync_util.replace_file"](fullchain, chain_pem.encode("ascii", "replace"))
-    leaf = _pem.read_certs(fullchain)[0]
-    if _pem.fingerprint(leaf) != fingerprint:
-        raise CommandExecutionError(
-            f"the chain in the mine entry from {source} does not match its fingerprint"
-        )
-    key, _ = _load_or_create_recipient_key()
-    try:
-        key_pem = _hpke().decrypt(
-            base64.b64decode(sealed, validate=True),
-            key,
-            info=_seal_info(source, consumer, fingerprint),
-        )
-    except (ValueError, TypeError, binascii.Error, InvalidTag):
-        raise CommandExecutionError(
-            f"the key sealed by {source} does not open for {consumer} and certificate "
-            f"{fingerprint[:16]}... (sealed for another consumer or certificate, or corrupted)"
-        ) from None
-    __utils__["certsync_util.replace_file"](os.path.join(dest, "privkey.pem"), key_pem)
-    return {
-        "source": source,
-        "fingerprint": fingerprint,
-        "not_after": _pem.iso(leaf.not_valid_after_utc),
-        "fullchain": fullchain,
-        "privkey": os.path.join(dest, "privkey.pem"),
-    }

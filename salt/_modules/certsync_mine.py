@@ -5,12 +5,12 @@ The sealed transport over the Salt mine
 How a certificate travels from the source (NPM's minion) to its consumers
 without SSH: each consumer puts a public recipient key in the mine, readable
 by its source alone; the source publishes one entry per consumer, readable by
-that consumer alone, holding the chain and the private key sealed to it (the
-``certsync`` module seals and opens, with HPKE); the consumer reads its entry,
+that consumer alone, holding the chain and the private key sealed to it with
+HPKE (RFC 9180); the consumer reads its entry,
 checks it and opens the key into a private directory. The entries go to the
 master in one request per publication, whatever the number of consumers.
 
-:depends: the ``certsync`` execution module
+:depends: the ``certsync`` execution module, ``cryptography`` >= 47 (HPKE)
 """
 
 import base64
@@ -25,6 +25,12 @@ import salt.channel.client
 import salt.utils.atomicfile
 import salt.utils.mine
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+except ImportError:  # certsync's __virtual__ refuses to load without cryptography
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +47,18 @@ _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 
 
 def __virtual__():
-    if "certsync.seal_payload" not in __salt__:
+    if "certsync.validate" not in __salt__:
         return (False, "certsync_mine needs the certsync execution module")
-    if "certsync_util.read_regular" not in __utils__:
-        return (False, "certsync_mine needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    for needed in ("certsync_util.read_regular", "certsync_pem.canonical_pair"):
+        if needed not in __utils__:
+            util = needed.split(".")[0]
+            return (False, f"certsync_mine needs salt://_utils/{util}.py: saltutil.sync_all")
     return __virtualname__
+
+
+def _pem(function):
+    """A function of the certificate library, salt://_utils/certsync_pem.py."""
+    return __utils__[f"certsync_pem.{function}"]
 
 
 def _cert_mine_name(consumer):
@@ -76,9 +89,9 @@ def publish_recipient_key(sources, test=False):
     if test:
         return {
             "sources": sources,
-            "created": __salt__["certsync.recipient_key"](test=True)["created"],
+            "created": recipient_key(test=True)["created"],
         }
-    info = __salt__["certsync.recipient_key"]()
+    info = recipient_key()
     entry = {k: info[k] for k in ("kem", "public", "id")}
     _store_in_mine({RECIPIENT_MINE: entry}, sources)
     return {"sources": sources, "created": info["created"], "public": info["public"]}
@@ -189,7 +202,7 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     """
     Publish the certificate for the ``consumers``: one mine entry per
     consumer (``certsync_cert_<id>``), readable only by that consumer, holding
-    the chain and the private key sealed to it (see ``certsync.seal_payload``),
+    the chain and the private key sealed to it (see ``seal_payload``),
     all stored in one request to the master, answered once they are stored:
     one round trip, whatever the number of consumers, and the pair is read
     once.
@@ -291,7 +304,7 @@ def _send_entries(fullchain, key, recipients):
     """One entry per consumer, readable by it alone, all in one request to the
     master (one round trip, not one per consumer); the pair is read and sealed once for
     all of them."""
-    payload = __salt__["certsync.seal_payload"](fullchain, key, recipients)
+    payload = seal_payload(fullchain, key, recipients)
     common = {k: v for k, v in payload.items() if k != "sealed"}
     entries, readers = {}, {}
     for consumer, blob in payload["sealed"].items():
@@ -354,7 +367,7 @@ def fetch_published(source, dest, fingerprint=None):
     Read the certificate ``source`` published for this minion from the mine,
     check it, open the sealed key and write ``fullchain.pem`` and
     ``privkey.pem`` (0600) into the private directory ``dest`` for
-    ``certsync.validate`` and ``certsync.install`` (``certsync.open_sealed``
+    ``certsync.validate`` and ``certsync.install`` (``open_sealed``
     opens the key).
 
     source
@@ -382,4 +395,205 @@ def fetch_published(source, dest, fingerprint=None):
             f"the mine entry from {source} is for {claimed[:16]}..., not for the announced "
             f"{str(fingerprint)[:16]}..."
         )
-    return __salt__["certsync.open_sealed"](source, claimed, chain_pem, sealed, dest)
+    return open_sealed(source, claimed, chain_pem, sealed, dest)
+
+
+# --------------------------------------------------------------------------
+# Sealing a private key to a consumer, and opening it there (HPKE)
+# --------------------------------------------------------------------------
+
+RECIPIENT_KEY_FILE = "certsync_recipient.pem"
+_SEAL_CONTEXT = b"certsync/v1 sealed private key"
+
+
+def _hpke():
+    """The HPKE suite (RFC 9180): X25519, HKDF-SHA256, ChaCha20-Poly1305."""
+    try:
+        from cryptography.hazmat.primitives import hpke  # noqa: PLC0415
+    except ImportError:
+        import cryptography  # noqa: PLC0415
+
+        raise CommandExecutionError(
+            "sealing keys needs cryptography >= 47 (HPKE); this minion has "
+            f"cryptography {cryptography.__version__}"
+        ) from None
+    return hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+
+
+def _seal_info(source, consumer, fingerprint):
+    """What a sealed blob is bound to: who sealed it, for whom, for which certificate."""
+    return b"\0".join((_SEAL_CONTEXT, source.encode(), consumer.encode(), fingerprint.encode()))
+
+
+def _recipient_key_path():
+    return os.path.join(__opts__["pki_dir"], RECIPIENT_KEY_FILE)
+
+
+def _load_or_create_recipient_key():
+    """The consumer's X25519 key, made once beside the minion's keys (0600)."""
+    from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
+
+    path = _recipient_key_path()
+    if os.path.lexists(path):
+        try:
+            key = serialization.load_pem_private_key(_pem("read_file")(path), password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise CommandExecutionError(f"{path}: not a usable recipient key") from None
+        if not isinstance(key, x25519.X25519PrivateKey):
+            raise CommandExecutionError(f"{path}: not an X25519 key")
+        return key, False
+    key = x25519.X25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    __utils__["certsync_util.replace_file"](path, pem, 0o600)
+    log.info("certsync: created the recipient key %s", path)
+    return key, True
+
+
+def recipient_key(test=False):
+    """
+    Return this consumer's public recipient key for sealed private keys,
+    creating the key pair on first use (``certsync_recipient.pem``, 0600, in
+    the minion's ``pki_dir``). Only the public half leaves the host. With
+    ``test=True`` nothing is made: ``created`` says whether the key would be,
+    and ``public`` is there when the key exists.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_mine.recipient_key
+    """
+    if test and not os.path.lexists(_recipient_key_path()):
+        return {"kem": "X25519", "id": __opts__["id"], "created": True}
+    key, created = _load_or_create_recipient_key()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return {
+        "kem": "X25519",
+        "public": base64.b64encode(public).decode(),
+        "id": __opts__["id"],
+        "created": created,
+    }
+
+
+def _public_key(encoded):
+    """An X25519 public key from its base64 form; ValueError when it is not one."""
+    from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: PLC0415
+
+    try:
+        return x25519.X25519PublicKey.from_public_bytes(base64.b64decode(encoded, validate=True))
+    except (TypeError, binascii.Error) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def seal_payload(fullchain, key, recipients):
+    """
+    The mine payload for consumers: the chain, its fingerprint, SPKI hash and
+    ``not_after``, and the private key sealed with HPKE to each consumer's
+    recipient key, bound to the source id, the consumer id and the
+    fingerprint. ``publish`` makes one such payload per consumer,
+    holding only that consumer's sealed key.
+
+    recipients
+        Mapping of consumer id to its public recipient key (base64), as
+        :py:func:`recipient_key` returns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_mine.seal_payload /etc/letsencrypt/live/npm-5/fullchain.pem \\
+            /etc/letsencrypt/live/npm-5/privkey.pem '{mailcow-host: <public key>}'
+    """
+    if not isinstance(recipients, dict) or not recipients:
+        raise SaltInvocationError("recipients must map consumer ids to public keys")
+    common, sealed = _sealed_for(fullchain, key, recipients)
+    return {**common, "sealed": sealed}
+
+
+def _sealed_for(fullchain, key, recipients):
+    """The payload's common part, and the key sealed to each recipient: the pair
+    is read and parsed once, whatever the number of consumers."""
+    certs, cert_pem, key_pem = _pem("canonical_pair")(fullchain, key)
+    leaf = certs[0]
+    fingerprint = _pem("fingerprint")(leaf)
+    suite = _hpke()
+    source = __opts__["id"]
+    sealed = {}
+    for consumer, encoded in recipients.items():
+        _check_minion_id(consumer)
+        try:
+            public = _public_key(encoded)
+        except ValueError:
+            raise SaltInvocationError(f"the recipient key of {consumer} is not usable") from None
+        sealed[consumer] = base64.b64encode(
+            suite.encrypt(key_pem, public, info=_seal_info(source, consumer, fingerprint))
+        ).decode()
+    common = {
+        "version": 1,
+        "source": source,
+        "fingerprint": fingerprint,
+        "spki_sha256": _pem("spki_sha256")(leaf.public_key()),
+        "not_after": _pem("iso")(leaf.not_valid_after_utc),
+        "sans": _pem("dns_sans")(leaf),
+        "chain_pem": cert_pem.decode("ascii"),
+    }
+    return common, sealed
+
+
+def open_sealed(source, fingerprint, chain_pem, sealed, dest):
+    """
+    Open the private key ``source`` sealed to this minion for the certificate
+    ``fingerprint`` (see :py:func:`seal_payload`) and write the pair into the
+    private directory ``dest``: ``fullchain.pem`` (``chain_pem``, which must
+    be that certificate) and ``privkey.pem`` (0600), for ``certsync.validate``
+    and ``certsync.install``. What ``fetch_published`` does with
+    the mine entry it read and checked. Returns the paths, the fingerprint and
+    ``not_after``, never key material.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_mine.open_sealed npm-host <fingerprint> "$chain_pem" "$sealed" \\
+            /var/cache/salt/minion/certsync/staging
+    """
+    source, consumer = _check_minion_id(source), __opts__["id"]
+    if not (isinstance(fingerprint, str) and _HEX64.fullmatch(fingerprint)):
+        shown = _pem("shown")(repr(fingerprint))
+        raise SaltInvocationError(f"fingerprint {shown} is not a SHA-256 hex digest")
+    if not isinstance(chain_pem, str) or len(chain_pem) > MAX_CHAIN_BYTES:
+        raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_CHAIN_BYTES} bytes")
+    fullchain = os.path.join(dest, "fullchain.pem")
+    __utils__["certsync_util.replace_file"](fullchain, chain_pem.encode("ascii", "replace"))
+    leaf = _pem("read_certs")(fullchain)[0]
+    if _pem("fingerprint")(leaf) != fingerprint:
+        raise CommandExecutionError(
+            f"the chain in the mine entry from {source} does not match its fingerprint"
+        )
+    key, _ = _load_or_create_recipient_key()
+    try:
+        key_pem = _hpke().decrypt(
+            base64.b64decode(sealed, validate=True),
+            key,
+            info=_seal_info(source, consumer, fingerprint),
+        )
+    except (ValueError, TypeError, binascii.Error, InvalidTag):
+        raise CommandExecutionError(
+            f"the key sealed by {source} does not open for {consumer} and certificate "
+            f"{fingerprint[:16]}... (sealed for another consumer or certificate, or corrupted)"
+        ) from None
+    __utils__["certsync_util.replace_file"](os.path.join(dest, "privkey.pem"), key_pem)
+    return {
+        "source": source,
+        "fingerprint": fingerprint,
+        "not_after": _pem("iso")(leaf.not_valid_after_utc),
+        "fullchain": fullchain,
+        "privkey": os.path.join(dest, "privkey.pem"),
+    }

@@ -328,3 +328,21 @@ def name_matches(pattern, hostname):
 
 def covers(cert, hostname):
     return any(name_matches(name, hostname) for name in dns_sans(cert))
+
+
+def canonical_pair(fullchain, key):
+    """Read a source pair, its key matching its certificate: (certificates, the chain's
+    PEM and the key's PKCS#8 PEM as certsync writes them)."""
+    certs = read_certs(fullchain)
+    private_key = read_key(key)
+    if not same_key(certs[0].public_key(), private_key.public_key()):
+        raise CommandExecutionError(
+            f"{key}: the private key does not match the certificate in {fullchain}"
+        )
+    cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    key_pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certs, cert_pem, key_pem

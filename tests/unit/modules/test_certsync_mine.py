@@ -268,8 +268,8 @@ def test_a_missing_recipient_key_is_reported(tmp_path, good):
 
 def test_the_recipient_key_is_made_once_and_private(tmp_path):
     as_minion(CONSUMER, tmp_path)
-    first = certsync_mod.recipient_key()
-    again = certsync_mod.recipient_key()
+    first = mine_mod.recipient_key()
+    again = mine_mod.recipient_key()
     assert first["created"] is True
     assert again["created"] is False
     assert again["public"] == first["public"]
@@ -293,7 +293,7 @@ def test_one_mine_lookup_per_publication(tmp_path, ca, good, published, mine):
 def test_an_unusable_recipient_key_is_refused(tmp_path, good):
     fullchain, key = write_pair(tmp_path / "live", good, "fullchain.pem", "privkey.pem")
     with pytest.raises(SaltInvocationError, match="the recipient key of mailcow is not usable"):
-        certsync_mod.seal_payload(fullchain, key, {CONSUMER: "bm90IGEga2V5"})
+        mine_mod.seal_payload(fullchain, key, {CONSUMER: "bm90IGEga2V5"})
 
 
 def test_recipient_key_in_test_mode_makes_and_sends_nothing(tmp_path, mine):
