@@ -33,7 +33,14 @@ def salt_functions(module, virtualname):
     }
 
 
-for _name in ("certsync_util", "certsync_pem", "certsync_settings", "certsync_endpoints"):
+for _name in (
+    "certsync_util",
+    "certsync_args",
+    "certsync_files",
+    "certsync_pem",
+    "certsync_settings",
+    "certsync_endpoints",
+):
     UTILS.update(salt_functions(load_loader_module("utils", _name), _name))
 certsync_mod = load_loader_module("modules", "certsync")
 certsync_state = load_loader_module("states", "certsync")

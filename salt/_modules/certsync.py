@@ -17,16 +17,13 @@ Fingerprints are lowercase hex without separators. Times are ISO 8601 in UTC.
 """
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import stat
-import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -78,7 +75,7 @@ _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 def __virtual__():
     if not HAS_CRYPTOGRAPHY:
         return (False, "certsync needs the cryptography library, release 42 or newer")
-    for needed in ("certsync_util.replace_file", "certsync_pem.read_certs"):
+    for needed in ("certsync_files.replace_file", "certsync_pem.read_certs"):
         if needed not in __utils__:
             util = needed.split(".")[0]
             return (False, f"certsync needs salt://_utils/{util}.py: saltutil.sync_all")
@@ -502,7 +499,7 @@ def validate(fullchain, key, hostname, min_days=7, ca_file=None):
             /etc/letsencrypt/live/npm-5/privkey.pem mail.example.com min_days=14
     """
     hostname = _check_hostname(hostname)
-    min_days = _check_min_days(min_days)
+    min_days = __utils__["certsync_args.number"](min_days, "min_days", 0, 3650)
     ret = {"valid": False, "problems": [], "fullchain": fullchain, "key": key}
     certs = private_key = None
     try:
@@ -533,18 +530,6 @@ def validate(fullchain, key, hostname, min_days=7, ca_file=None):
     if not ret["valid"]:
         __context__["retcode"] = 1
     return ret
-
-
-def _check_min_days(min_days):
-    try:
-        min_days = float(min_days)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(
-            f"min_days must be a number, not {_pem.shown(min_days)!r}"
-        ) from None
-    if not math.isfinite(min_days) or not 0 <= min_days <= 3650:
-        raise SaltInvocationError(f"min_days must be between 0 and 3650, not {min_days}")
-    return min_days
 
 
 def tlsa(cert, usage=3, selector=1, mtype=1):
@@ -650,34 +635,10 @@ def _check_dest(dest):
     return path
 
 
-@contextlib.contextmanager
-def _locked(dest, name=LOCK_FILE, timeout=LOCK_TIMEOUT):
-    """An exclusive lock per destination (a lock file beside the pair), waited for at most
-    ``timeout`` seconds."""
-    path = os.path.join(dest, name)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise CommandExecutionError(
-            f"{_pem.shown(path)}: cannot open the lock: {exc.strerror}"
-        ) from None
-    try:
-        deadline = time.monotonic() + timeout
-        for _ in range(int(timeout / 0.05) + 1):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CommandExecutionError(
-                        f"{_pem.shown(path)}: another certsync run held the lock for {timeout} s"
-                    ) from None
-                time.sleep(0.05)
-        else:
-            raise CommandExecutionError(f"{_pem.shown(path)}: could not take the lock")
-        yield
-    finally:
-        os.close(fd)
+def _locked(dest):
+    """The exclusive lock per destination (a lock file beside the pair) that install and
+    roll back hold, waited for at most LOCK_TIMEOUT seconds."""
+    return __utils__["certsync_files.locked"](os.path.join(dest, LOCK_FILE), LOCK_TIMEOUT)
 
 
 def _read_deployed(dest):
@@ -810,7 +771,7 @@ def _keep_previous(dest):
             log.warning("certsync: %s: not kept as the previous pair (%s)", _pem.shown(dest), exc)
             return
     for name, data in contents.items():
-        temp = __utils__["certsync_util.write_temp"](
+        temp = __utils__["certsync_files.write_temp"](
             dest, name + PREV_SUFFIX, data, modes[name], _owner(paths[name])
         )
         try:
@@ -831,7 +792,7 @@ def _replace_pair(dest, contents):
         for name, data in contents.items():
             owner = _owner(os.path.join(dest, name))
             temps.append(
-                (__utils__["certsync_util.write_temp"](dest, name, data, modes[name], owner), name)
+                (__utils__["certsync_files.write_temp"](dest, name, data, modes[name], owner), name)
             )
         for temp, name in temps:
             os.replace(temp, os.path.join(dest, name))
@@ -852,10 +813,10 @@ def _replace_domains(dest, names):
         target = os.path.join(dest, keep)
         if data is None or (keep == MAILCOW_DOMAINS_FILE and os.path.lexists(target)):
             continue
-        temp = __utils__["certsync_util.write_temp"](dest, keep, data, CERT_MODE, _owner(path))
+        temp = __utils__["certsync_files.write_temp"](dest, keep, data, CERT_MODE, _owner(path))
         os.replace(temp, target)
     data = (" ".join(names) + "\n").encode("ascii")
-    temp = __utils__["certsync_util.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
+    temp = __utils__["certsync_files.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
     os.replace(temp, path)
 
 
@@ -866,7 +827,7 @@ def _restore_domains(dest):
         return
     path = os.path.join(dest, DOMAINS_FILE)
     data = _pem.read_file(prev, follow=False)
-    temp = __utils__["certsync_util.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
+    temp = __utils__["certsync_files.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
     os.replace(temp, path)
 
 
@@ -1078,7 +1039,7 @@ def _domains_file(path):
     if not os.path.isfile(path) or os.path.islink(path):
         return None
     try:
-        data = __utils__["certsync_util.read_regular"](path, MAX_DOMAINS_BYTES, follow=False)
+        data = __utils__["certsync_files.read_regular"](path, MAX_DOMAINS_BYTES, follow=False)
         return [name.lower() for name in data.decode("utf-8").split()]
     except UnicodeDecodeError:
         raise CommandExecutionError(f"{path}: not UTF-8 text") from None
@@ -1476,7 +1437,7 @@ def set_reuse_key(lineage_dir, test=False):
         index = _reuse_key_index(edited)
         replaced = text.splitlines()[index] if _reuse_key_index(text) == index else None
         _write_renewal(path, edited)
-        __utils__["certsync_util.replace_file"](
+        __utils__["certsync_files.replace_file"](
             _reuse_key_record(lineage),
             json.dumps({"file": path, "replaced": replaced}).encode(),
             0o600,
@@ -1501,7 +1462,7 @@ def unset_reuse_key(lineage_dir, test=False):
     """
     _, lineage, path = _renewal_location(lineage_dir)
     ret = {"changed": False, "renewal_file": path, "lineage": lineage}
-    note = __utils__["certsync_util.read_json_record"](_reuse_key_record(lineage)) or {}
+    note = __utils__["certsync_files.read_json_record"](_reuse_key_record(lineage)) or {}
     if note.get("file") != path:
         return {**ret, "why": "certsync did not set reuse_key in this file: left as it is"}
     text, _ = _read_renewal(path, lineage)
@@ -1549,7 +1510,7 @@ def _write_renewal(path, text):
     """Replace the renewal file atomically, its mode and owner kept."""
     st = os.stat(path)
     try:
-        temp = __utils__["certsync_util.write_temp"](
+        temp = __utils__["certsync_files.write_temp"](
             os.path.dirname(path),
             os.path.basename(path),
             text.encode("utf-8"),

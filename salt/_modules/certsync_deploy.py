@@ -17,11 +17,9 @@ run. A deploy lock keeps any two of them from overlapping.
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import tempfile
-import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -40,7 +38,7 @@ RESTART_BACKOFF = 3600
 def __virtual__():
     if "certsync.validate" not in __salt__:
         return (False, "certsync_deploy needs the certsync execution module")
-    for needed in ("certsync_util.seconds", "certsync_endpoints.table"):
+    for needed in ("certsync_args.seconds", "certsync_endpoints.table"):
         if needed not in __utils__:
             util = needed.split(".")[0]
             return (False, f"certsync_deploy needs salt://_utils/{util}.py: saltutil.sync_all")
@@ -170,7 +168,8 @@ class _Serving:
 
     def __init__(self, hostname, services, mailcow, endpoints, address, timeout):
         # a files-only deploy (no services, no endpoints) never loads Docker's or the probe's module
-        self.services = _names(services, "services", "compose service names")
+        strings = __utils__["certsync_args.strings"]
+        self.services = strings(services, "services", "compose service names")
         if self.services and "mailcow.reload" not in __salt__:
             raise SaltInvocationError(
                 "services given but the mailcow module is not available: install docker "
@@ -181,7 +180,7 @@ class _Serving:
         self.hostname = hostname
         self.mailcow_dir, self.commands, self.mail_domains = mailcow
         _check_commands(self.commands)
-        self.mail_domains = _names(self.mail_domains, "mail_domains", "domains") or None
+        self.mail_domains = strings(self.mail_domains, "mail_domains", "domains") or None
         self.endpoints = (
             _conf_endpoints(endpoints, self.mailcow_dir) if self.services else endpoints
         )
@@ -322,17 +321,6 @@ def _why_unreachable(result):
     return f"{where}: {result.get('error') or 'no certificate'}"
 
 
-def _names(values, what, kind):
-    """A list of non-empty strings (None: empty); anything else is refused up front."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [v.strip() for v in values.split(",") if v.strip()]
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
-        raise SaltInvocationError(f"{what} must be a list of {kind}, not {values!r}"[:300])
-    return list(values)
-
-
 def _check_commands(commands):
     """reload_commands: a mapping of service name to an argv list of strings."""
     if commands is None:
@@ -351,7 +339,7 @@ def _check_commands(commands):
 
 
 def _seconds(value, what):
-    return __utils__["certsync_util.seconds"](value, what, 3600)
+    return __utils__["certsync_args.seconds"](value, what, 3600)
 
 
 def _utc(epoch):
@@ -360,28 +348,14 @@ def _utc(epoch):
 
 @contextlib.contextmanager
 def _deploy_lock(name, timeout=LOCK_TIMEOUT):
-    """One certsync.deployed run per destination at a time, whoever started it (a lock
+    """One deploy or roll back per destination at a time, whoever started it (a lock
     file beside the pair; install and rollback hold .certsync.lock inside it)."""
     if not os.path.isdir(name) or os.path.islink(name):
-        yield  # the module refuses such a destination, naming it
+        yield  # the certsync module refuses such a destination, naming it
         return
-    path = os.path.join(name, DEPLOY_LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        for _ in range(int(timeout / 0.1) + 1):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CommandExecutionError(
-                        f"{path}: another certsync.deployed run held it for {timeout} s"
-                    ) from None
-                time.sleep(0.1)
+    lock = os.path.join(name, DEPLOY_LOCK)
+    with __utils__["certsync_files.locked"](lock, timeout, "another certsync deploy"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _has_conf(mailcow_dir):

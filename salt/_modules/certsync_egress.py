@@ -32,8 +32,8 @@ CLIENT_NAME = "certsync-egress.invalid"
 
 
 def __virtual__():
-    if "certsync_util.seconds" not in __utils__:
-        return (False, "certsync_egress needs salt://_utils/certsync_util.py: saltutil.sync_all")
+    if "certsync_args.seconds" not in __utils__:
+        return (False, "certsync_egress needs salt://_utils/certsync_args.py: saltutil.sync_all")
     return __virtualname__
 
 
@@ -48,7 +48,7 @@ def _host_port(value, name):
 
 
 def _timeout(value):
-    return __utils__["certsync_util.seconds"](value, "timeout", 60)
+    return __utils__["certsync_args.seconds"](value, "timeout", 60)
 
 
 def _addresses(host, port, given):

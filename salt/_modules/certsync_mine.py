@@ -43,13 +43,12 @@ MINE_TIMEOUT = 60
 MAX_SEALED_BYTES = 64 * 1024
 MAX_CHAIN_BYTES = 256 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 
 
 def __virtual__():
     if "certsync.validate" not in __salt__:
         return (False, "certsync_mine needs the certsync execution module")
-    for needed in ("certsync_util.read_regular", "certsync_pem.canonical_pair"):
+    for needed in ("certsync_files.read_regular", "certsync_pem.canonical_pair"):
         if needed not in __utils__:
             util = needed.split(".")[0]
             return (False, f"certsync_mine needs salt://_utils/{util}.py: saltutil.sync_all")
@@ -63,13 +62,7 @@ def _pem(function):
 
 def _cert_mine_name(consumer):
     """The mine entry a source publishes for ``consumer``."""
-    return CERT_MINE_PREFIX + _check_minion_id(consumer)
-
-
-def _check_minion_id(minion_id):
-    if not isinstance(minion_id, str) or not _MINION_ID.fullmatch(minion_id):
-        raise SaltInvocationError(f"{minion_id!r} is not a usable minion id")
-    return minion_id
+    return CERT_MINE_PREFIX + __utils__["certsync_args.minion_id"](consumer)
 
 
 def publish_recipient_key(sources, test=False):
@@ -85,7 +78,7 @@ def publish_recipient_key(sources, test=False):
 
         salt mailcow-host certsync_mine.publish_recipient_key '[npm-host]'
     """
-    sources = _minion_list(sources, "sources")
+    sources = __utils__["certsync_args.minion_ids"](sources, "sources")
     if test:
         return {
             "sources": sources,
@@ -143,7 +136,7 @@ def withdraw(consumers=None, test=False):
 
         salt npm-host certsync_mine.withdraw '[mailcow-host]'
     """
-    consumers = _minion_list(consumers, "consumers") if consumers else []
+    consumers = __utils__["certsync_args.minion_ids"](consumers, "consumers") if consumers else []
     names = [RECIPIENT_MINE, *(_cert_mine_name(c) for c in consumers)]
     if test:
         return {"withdrawn": names}
@@ -155,14 +148,6 @@ def withdraw(consumers=None, test=False):
             if channel.send(load, timeout=MINE_TIMEOUT) is not True:
                 raise CommandExecutionError(f"the master did not remove the mine entry {name}")
     return {"withdrawn": names}
-
-
-def _minion_list(ids, what):
-    if isinstance(ids, str):
-        ids = [item.strip() for item in ids.split(",") if item.strip()]
-    if not isinstance(ids, (list, tuple)) or not ids:
-        raise SaltInvocationError(f"{what} must be a non-empty list of minion ids")
-    return sorted({_check_minion_id(item) for item in ids})
 
 
 def _recipients(consumers):
@@ -195,7 +180,7 @@ def _publication_digest(fingerprint, recipients):
 
 
 def _read_record(path):
-    return (__utils__["certsync_util.read_json_record"](path) or {}).get("digest")
+    return (__utils__["certsync_files.read_json_record"](path) or {}).get("digest")
 
 
 def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
@@ -223,7 +208,7 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
         salt npm-host certsync_mine.publish /etc/letsencrypt/live/npm-5/fullchain.pem \\
             /etc/letsencrypt/live/npm-5/privkey.pem '[mailcow-host]' mail.example.com
     """
-    consumers = _minion_list(consumers, "consumers")
+    consumers = __utils__["certsync_args.minion_ids"](consumers, "consumers")
     cert = __salt__["certsync.info"](fullchain)
     recipients, missing = _recipients(consumers)
     digest = _publication_digest(cert["fingerprint"], recipients)
@@ -340,7 +325,7 @@ def _checked_entry(entry, source, consumer):
 
 def _mine_entry(source):
     """The checked (fingerprint, chain PEM, sealed key) ``source`` published for this minion."""
-    source, consumer = _check_minion_id(source), __opts__["id"]
+    source, consumer = __utils__["certsync_args.minion_id"](source), __opts__["id"]
     name = _cert_mine_name(consumer)
     entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
     if entry is None:
@@ -449,7 +434,7 @@ def _load_or_create_recipient_key():
         serialization.NoEncryption(),
     )
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    __utils__["certsync_util.replace_file"](path, pem, 0o600)
+    __utils__["certsync_files.replace_file"](path, pem, 0o600)
     log.info("certsync: created the recipient key %s", path)
     return key, True
 
@@ -527,7 +512,7 @@ def _sealed_for(fullchain, key, recipients):
     source = __opts__["id"]
     sealed = {}
     for consumer, encoded in recipients.items():
-        _check_minion_id(consumer)
+        __utils__["certsync_args.minion_id"](consumer)
         try:
             public = _public_key(encoded)
         except ValueError:
@@ -564,14 +549,14 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
         salt mailcow-host certsync_mine.open_sealed npm-host <fingerprint> "$chain_pem" "$sealed" \\
             /var/cache/salt/minion/certsync/staging
     """
-    source, consumer = _check_minion_id(source), __opts__["id"]
+    source, consumer = __utils__["certsync_args.minion_id"](source), __opts__["id"]
     if not (isinstance(fingerprint, str) and _HEX64.fullmatch(fingerprint)):
         shown = _pem("shown")(repr(fingerprint))
         raise SaltInvocationError(f"fingerprint {shown} is not a SHA-256 hex digest")
     if not isinstance(chain_pem, str) or len(chain_pem) > MAX_CHAIN_BYTES:
         raise SaltInvocationError(f"chain_pem must be PEM text of at most {MAX_CHAIN_BYTES} bytes")
     fullchain = os.path.join(dest, "fullchain.pem")
-    __utils__["certsync_util.replace_file"](fullchain, chain_pem.encode("ascii", "replace"))
+    __utils__["certsync_files.replace_file"](fullchain, chain_pem.encode("ascii", "replace"))
     leaf = _pem("read_certs")(fullchain)[0]
     if _pem("fingerprint")(leaf) != fingerprint:
         raise CommandExecutionError(
@@ -589,7 +574,7 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
             f"the key sealed by {source} does not open for {consumer} and certificate "
             f"{fingerprint[:16]}... (sealed for another consumer or certificate, or corrupted)"
         ) from None
-    __utils__["certsync_util.replace_file"](os.path.join(dest, "privkey.pem"), key_pem)
+    __utils__["certsync_files.replace_file"](os.path.join(dest, "privkey.pem"), key_pem)
     return {
         "source": source,
         "fingerprint": fingerprint,

@@ -91,7 +91,7 @@ def _record_path(dest, kind="deploy"):
 
 def _write_record(path, record):
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    __utils__["certsync_util.replace_file"](path, json.dumps(record).encode(), 0o600)
+    __utils__["certsync_files.replace_file"](path, json.dumps(record).encode(), 0o600)
 
 
 def paused(dest):
@@ -106,7 +106,7 @@ def paused(dest):
 
         salt mailcow-host certsync_monitor.paused /opt/mailcow-dockerized/data/assets/ssl
     """
-    record = __utils__["certsync_util.read_json_record"](_record_path(dest, "paused"))
+    record = __utils__["certsync_files.read_json_record"](_record_path(dest, "paused"))
     if not record or not isinstance(record.get("since"), (int, float)):
         return None
     return {"since": record["since"], "reason": str(record.get("reason", ""))[:300]}
@@ -141,7 +141,7 @@ def restarts(mailcow_dir, within=3600):
 
         salt mailcow-host certsync_monitor.restarts /opt/mailcow-dockerized
     """
-    record = __utils__["certsync_util.read_json_record"](_record_path(mailcow_dir, "restarts"))
+    record = __utils__["certsync_files.read_json_record"](_record_path(mailcow_dir, "restarts"))
     now = time.time()
     return {
         service: when
@@ -162,7 +162,7 @@ def note_restarts(mailcow_dir, services):
         salt mailcow-host certsync_monitor.note_restarts /opt/mailcow-dockerized '[postfix-mailcow]'
     """
     path = _record_path(mailcow_dir, "restarts")
-    record = __utils__["certsync_util.read_json_record"](path) or {}
+    record = __utils__["certsync_files.read_json_record"](path) or {}
     record = {k: v for k, v in record.items() if isinstance(v, (int, float))}
     record.update(dict.fromkeys(services, time.time()))
     _write_record(path, record)
@@ -197,7 +197,7 @@ def last_deploy(dest):
 
         salt mailcow-host certsync_monitor.last_deploy /opt/mailcow-dockerized/data/assets/ssl
     """
-    return __utils__["certsync_util.read_json_record"](_record_path(dest))
+    return __utils__["certsync_files.read_json_record"](_record_path(dest))
 
 
 def record_deploy(dest, result, installed=False, summary="", dane_pending=None, certificate=None):
@@ -251,16 +251,6 @@ def _source_fingerprint(source):
         return None, str(exc)
 
 
-def _check_days(days):
-    try:
-        days = int(days)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"days must be a whole number, not {days!r}") from None
-    if days < 0:
-        raise SaltInvocationError(f"days must not be negative, not {days}")
-    return days
-
-
 def check(days=DEFAULT_DAYS, timeout=10):
     """
     The alert conditions of this consumer (``expiry``, ``mismatch``,
@@ -279,7 +269,7 @@ def check(days=DEFAULT_DAYS, timeout=10):
 
         salt mailcow-host certsync_monitor.check days=14
     """
-    days = _check_days(days)
+    days = __utils__["certsync_args.number"](days, "days", 0, 3650, whole=True)
     settings = __salt__["certsync_settings.consumer"]()
     probes = _served(settings, timeout)
     source_fp, source_error = _source_fingerprint(settings.get("source"))

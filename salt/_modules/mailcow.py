@@ -82,6 +82,11 @@ def _utc(epoch):
     return __utils__["certsync_pem.iso"](epoch) if epoch else None
 
 
+def _strings(values, what, kind):
+    """A non-empty list of strings (or a comma-separated string, from the CLI)."""
+    return __utils__["certsync_args.strings"](values, what, kind, required=True)
+
+
 def __virtual__():
     if not HAS_DOCKER:
         return (
@@ -89,7 +94,7 @@ def __virtual__():
             "the mailcow module needs the Docker SDK for Python: install docker "
             "(salt-pip install docker), then restart the minion",
         )
-    for needed in ("certsync_util.read_regular", "certsync_endpoints.table"):
+    for needed in ("certsync_files.read_regular", "certsync_endpoints.table"):
         if needed not in __utils__:
             util = needed.split(".")[0]
             return (False, f"mailcow needs salt://_utils/{util}.py: saltutil.sync_all")
@@ -108,7 +113,7 @@ def _conf_path(path):
 def _read_conf(path):
     conf = _conf_path(path)
     try:
-        data = __utils__["certsync_util.read_regular"](conf, MAX_CONF_BYTES)
+        data = __utils__["certsync_files.read_regular"](conf, MAX_CONF_BYTES)
     except FileNotFoundError:
         raise CommandExecutionError(
             f"{conf}: no such file (is {path} a mailcow checkout?)"
@@ -196,7 +201,7 @@ def _write_conf(path, lines):
     conf = _conf_path(path)
     try:
         st = os.stat(conf)
-        temp = __utils__["certsync_util.write_temp"](
+        temp = __utils__["certsync_files.write_temp"](
             os.path.dirname(conf),
             os.path.basename(conf),
             ("\n".join(lines) + "\n").encode("utf-8"),
@@ -249,11 +254,7 @@ def endpoints(path=DEFAULT_DIR, protocols=None):
     """
     values = conf_get(None, path)
     known = __utils__["certsync_endpoints.table"]()
-    wanted = (
-        list(known)
-        if protocols is None
-        else _str_list(protocols, "protocols must be a list of names")
-    )
+    wanted = list(known) if protocols is None else _strings(protocols, "protocols", "names")
     unknown = [p for p in wanted if p not in known]
     if unknown:
         raise SaltInvocationError(f"no mailcow.conf port for {', '.join(unknown)}")
@@ -292,18 +293,7 @@ def _client():
 def _services(services):
     if services is None:
         return list(TLS_SERVICES)
-    return _str_list(services, "services must be a list of compose service names")
-
-
-def _str_list(values, error):
-    """A non-empty list of strings, or the items of a comma-separated string (the CLI)."""
-    if isinstance(values, str):
-        values = [s.strip() for s in values.split(",") if s.strip()]
-    if not values or not isinstance(values, (list, tuple)):
-        raise SaltInvocationError(error)
-    if not all(isinstance(s, str) and s for s in values):
-        raise SaltInvocationError(error)
-    return list(values)
+    return _strings(services, "services", "compose service names")
 
 
 def _find_ids(client, project, services):
@@ -434,7 +424,7 @@ def restart(services=None, path=DEFAULT_DIR, timeout=30):
         salt mailcow-host mailcow.restart services=nginx-mailcow
     """
     services = _services(services)
-    timeout = __utils__["certsync_util.seconds"](timeout, "timeout", 600)
+    timeout = __utils__["certsync_args.seconds"](timeout, "timeout", 600)
     found = _find(_client(), project_name(path), services)
     results = {}
     for service in services:
@@ -633,7 +623,7 @@ def served_names(path=DEFAULT_DIR, mail_domains=None):
     if not hostname:
         raise CommandExecutionError(f"{_conf_path(path)}: MAILCOW_HOSTNAME is not set")
     domains = (
-        [d.lower() for d in _str_list(mail_domains, "mail_domains must be a list of domains")]
+        [d.lower() for d in _strings(mail_domains, "mail_domains", "domains")]
         if mail_domains
         else []
     )
@@ -661,7 +651,7 @@ def missing_names(sans, path=DEFAULT_DIR, mail_domains=None):
 
         salt mailcow-host mailcow.missing_names '[mail.example.com]' mail_domains='[example.com]'
     """
-    sans = _str_list(sans, "sans must be a list of the certificate's DNS names")
+    sans = _strings(sans, "sans", "the certificate's DNS names")
     matches = __utils__["certsync_pem.name_matches"]
     return [
         name

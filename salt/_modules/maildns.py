@@ -106,7 +106,7 @@ def _resolver(nameservers, dns_port, timeout, dnssec):
         resolver.nameservers = _as_list(nameservers, "nameservers")
     else:
         resolver = dns.resolver.Resolver()
-    resolver.port = _port_number(dns_port, "dns_port")
+    resolver.port = __utils__["certsync_args.port"](dns_port, "dns_port")
     resolver.lifetime = resolver.timeout = _seconds(timeout, "timeout", MAX_TIMEOUT)
     if dnssec:
         resolver.use_edns(0, dns.flags.DO, 1232)
@@ -296,25 +296,15 @@ def _update_settings(update):
         raise SaltInvocationError(f"tsig_name {update['tsig_name']!r} is not a DNS name") from None
     return {
         "server": server,
-        "port": _port_number(update.get("port", 53), "update port"),
+        "port": __utils__["certsync_args.port"](update.get("port", 53), "update port"),
         "zone": dns.name.from_text(_dns_name(update["zone"], "update zone")),
         "key": dns.tsig.Key(keyname, _tsig_secret(), dns.name.from_text(algorithm)),
         "timeout": _seconds(update.get("timeout", DEFAULT_TIMEOUT), "update timeout"),
     }
 
 
-def _port_number(value, what):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{what} must be a number, not {value!r}") from None
-    if not 0 < number < 65536:
-        raise SaltInvocationError(f"{what} {number} is out of range")
-    return number
-
-
 def _seconds(value, what, maximum=3600):
-    return __utils__["certsync_util.seconds"](value, what, maximum)
+    return __utils__["certsync_args.seconds"](value, what, maximum)
 
 
 #: What dnspython raises when a server answers badly or not at all: its own errors,
@@ -441,7 +431,10 @@ def tlsa_servers(
             raise CommandExecutionError(f"the name server {ns} of {zone} has no address")
         for address in addresses:
             servers[f"{ns}/{address}"] = _ask_authoritative(
-                name, address, _port_number(auth_port, "auth_port"), _seconds(timeout, "timeout")
+                name,
+                address,
+                __utils__["certsync_args.port"](auth_port, "auth_port"),
+                _seconds(timeout, "timeout"),
             )
     if not servers:
         raise CommandExecutionError(f"{zone} has no NS records")
@@ -481,9 +474,9 @@ def _dane_options(dane):
     if unknown:
         raise SaltInvocationError(f"unknown dane settings: {', '.join(sorted(unknown))}")
     options = {
-        "port": _port_number(dane.get("port", 25), "dane port"),
+        "port": __utils__["certsync_args.port"](dane.get("port", 25), "dane port"),
         "nameservers": dane.get("nameservers") or None,
-        "dns_port": _port_number(dane.get("dns_port", 53), "dane dns_port"),
+        "dns_port": __utils__["certsync_args.port"](dane.get("dns_port", 53), "dane dns_port"),
         "update": dane.get("update") or None,
         "max_wait": dane.get("max_wait", DEFAULT_MAX_WAIT),
     }
@@ -524,7 +517,7 @@ def _rollover_path(hostname, port):
 
 
 def _load_rollover(path):
-    return __utils__["certsync_util.read_json_record"](path) or {}
+    return __utils__["certsync_files.read_json_record"](path) or {}
 
 
 def _save_rollover(path, record):

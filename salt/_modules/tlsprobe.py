@@ -330,7 +330,7 @@ def _address_port(name, given, default_port=None):
 
 
 def _check_timeout(timeout):
-    return __utils__["certsync_util.seconds"](timeout, "timeout", 300)
+    return __utils__["certsync_args.seconds"](timeout, "timeout", 300)
 
 
 def fetch(

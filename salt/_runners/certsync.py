@@ -53,7 +53,6 @@ DEPLOY_SETTINGS = (
 #: and those it passes only when they are set.
 DEPLOY_IF_SET = ("reload_commands", "mail_domains", "allow_older", "paused")
 #: A minion id as the certsync module accepts one.
-_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
 #: The reactor runs its runner calls in threads that share this module's __context__.
 _SHARED = threading.Lock()
 
@@ -66,10 +65,6 @@ def __virtual__():
             "the certsync runner needs salt://_utils/certsync_util.py: salt-run saltutil.sync_all",
         )
     return __virtualname__
-
-
-def _is_minion_id(value):
-    return isinstance(value, str) and bool(_MINION_ID.fullmatch(value))
 
 
 def _certsync_pillar(minion):
@@ -90,18 +85,19 @@ def _source_minion(cfg):
 def _source_config(source):
     """``source``'s certsync pillar and the consumers it names, when it names
     ``source`` as the source (no consumers otherwise)."""
-    if not _is_minion_id(source):
+    if not __utils__["certsync_args.is_minion_id"](source):
         return {}, []
     cfg = _certsync_pillar(source)
     consumers = cfg.get("consumers")
     if _source_minion(cfg) != source or not isinstance(consumers, dict):
         return cfg, []
-    return cfg, sorted(c for c in consumers if _is_minion_id(c) and c != source)
+    is_minion_id = __utils__["certsync_args.is_minion_id"]
+    return cfg, sorted(c for c in consumers if is_minion_id(c) and c != source)
 
 
 def _why_no_consumers(source, cfg):
     """Why ``source`` routes to nobody, from the pillar the master compiles for it."""
-    if not _is_minion_id(source):
+    if not __utils__["certsync_args.is_minion_id"](source):
         return f"{_shown(source)} is no minion id"
     if not cfg:
         return (
@@ -241,7 +237,7 @@ def on_recipient(consumer):
 
         salt-run certsync.on_recipient mailcow-host
     """
-    if not _is_minion_id(consumer):
+    if not __utils__["certsync_args.is_minion_id"](consumer):
         return _nobody(f"{_shown(consumer)} is no minion id", jid=None)
     source = _source_minion(_certsync_pillar(consumer))
     if not source:

@@ -2,6 +2,7 @@
 answer or refuse with Salt's exceptions, never anything else. Their speed on hostile
 input is measured in benchmarks/bench_certsync.py, not asserted here."""
 
+import math
 import string
 
 import pytest
@@ -77,11 +78,18 @@ def test_name_matching_always_answers_a_bool(pattern, hostname):
 @PROPERTY
 @given(st.one_of(st.text(max_size=30), st.integers(), st.floats(), st.none()))
 def test_number_arguments_are_checked_or_refused(value):
-    try:
-        days = certsync_mod._check_min_days(value)
-    except SaltInvocationError:
-        return
-    assert 0 <= days <= 3650
+    checks = [
+        (UTILS["certsync_args.number"], (value, "min_days", 0, 3650), (0, 3650)),
+        (UTILS["certsync_args.number"], (value, "days", 0, 3650, True), (0, 3650)),
+        (UTILS["certsync_args.seconds"], (value, "timeout", 60), (math.nextafter(0, 1), 60)),
+        (UTILS["certsync_args.port"], (value, "port"), (1, 65535)),
+    ]
+    for check, args, (low, high) in checks:
+        try:
+            number = check(*args)
+        except SaltInvocationError:
+            continue
+        assert low <= number <= high, (check, value)
 
 
 @PROPERTY

@@ -1,0 +1,98 @@
+"""
+Checking what a caller passes
+=============================
+
+The argument checks the certsync loader modules share (through
+``__utils__["certsync_args.<name>"]``): every value from the CLI, an SLS, the
+pillar, an event or the mine is checked before it is used, and a bad one is a
+``SaltInvocationError`` naming the argument and, shortened, the value.
+"""
+
+import contextlib
+import math
+import re
+
+from salt.exceptions import SaltInvocationError
+
+#: What Salt accepts as a minion id, and what certsync takes from the mine or an event.
+_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,252}")
+
+
+def _refuse(message):
+    raise SaltInvocationError(message[:300])
+
+
+def _parsed(value, whole=False):
+    """``value`` as a number (an int with ``whole``) written in ASCII, or None (``abc``,
+    ``²``, a bool, ``1.5`` for a whole number). ``nan`` and ``inf`` parse: the range
+    check refuses them."""
+    if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):
+        return None
+    if whole and isinstance(value, float) and not value.is_integer():
+        return None
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
+        return int(value) if whole else float(value)
+    return None
+
+
+def number(value, what, low, high, whole=False):
+    """``value`` as a finite number (an int with ``whole``) from ``low`` to ``high``;
+    anything else is refused, naming ``what``."""
+    parsed = _parsed(value, whole)
+    if parsed is None:
+        _refuse(f"{what} must be a {'whole ' if whole else ''}number, not {value!r}")
+    if not (math.isfinite(parsed) and low <= parsed <= high):
+        _refuse(f"{what} must be between {low:g} and {high:g}, not {parsed}")
+    return parsed
+
+
+def seconds(value, what, maximum):
+    """``value`` as seconds: a finite number above 0 and at most ``maximum``; anything
+    else is refused, naming ``what``."""
+    parsed = _parsed(value)
+    if parsed is None:
+        _refuse(f"{what} must be a number of seconds, not {value!r}")
+    if not (math.isfinite(parsed) and 0 < parsed <= maximum):
+        _refuse(f"{what} must be between 0 and {maximum:g} seconds, not {value!r}")
+    return parsed
+
+
+def port(value, what):
+    """``value`` as a TCP port, 1 to 65535."""
+    parsed = _parsed(value, whole=True)
+    if parsed is None:
+        _refuse(f"{what} must be a number, not {value!r}")
+    if not 0 < parsed < 65536:
+        _refuse(f"{what} {parsed} is out of range")
+    return parsed
+
+
+def strings(values, what, kind="names", required=False):
+    """A list of non-empty strings, or the items of a comma-separated string (the CLI);
+    None is the empty list unless ``required``."""
+    if values is None:
+        values = []
+    if isinstance(values, str):
+        values = [item.strip() for item in values.split(",") if item.strip()]
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+        _refuse(f"{what} must be a list of {kind}, not {values!r}")
+    if required and not values:
+        _refuse(f"{what} must be a non-empty list of {kind}")
+    return list(values)
+
+
+def is_minion_id(value):
+    """Whether ``value`` is a minion id certsync accepts."""
+    return isinstance(value, str) and bool(_MINION_ID.fullmatch(value))
+
+
+def minion_id(value, what="minion id"):
+    """``value`` when it is a minion id certsync accepts."""
+    if not is_minion_id(value):
+        _refuse(f"{value!r} is not a usable {what}")
+    return value
+
+
+def minion_ids(values, what):
+    """A non-empty list of minion ids, sorted, without repeats."""
+    return sorted({minion_id(item) for item in strings(values, what, "minion ids", True)})

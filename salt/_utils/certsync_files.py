@@ -1,0 +1,116 @@
+"""
+Files certsync reads and writes
+===============================
+
+The file handling the certsync loader modules share (through
+``__utils__["certsync_files.<name>"]``): bounded reads that refuse a FIFO or a
+device, atomic private writes that never follow a planted symlink, the JSON
+records kept in the cachedir, and the one lock every deploy, install and roll
+back takes.
+"""
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import stat
+import time
+
+from salt.exceptions import CommandExecutionError
+
+#: The largest JSON record certsync keeps in the cachedir.
+MAX_RECORD_BYTES = 64 * 1024
+#: How often a waiting run tries the lock again (seconds).
+LOCK_POLL = 0.05
+
+
+def read_regular(path, limit, follow=True):
+    """At most ``limit`` bytes of the regular file ``path`` (through a symlink unless
+    ``follow`` is False). Opened non-blocking, so a FIFO or a device planted at the
+    path is refused at once (OSError "not a regular file") instead of waiting for a
+    writer; a larger file is an OSError "larger than <limit> bytes"."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags | (0 if follow else os.O_NOFOLLOW))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
+    return data
+
+
+def read_json_record(path):
+    """A JSON object certsync keeps under the cachedir; None when it is missing, no
+    regular file, too large, not JSON or not an object (a record is only a hint)."""
+    try:
+        record = json.loads(read_regular(path, MAX_RECORD_BYTES))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_temp(dest, name, data, mode, owner=None):
+    """Write ``data`` (bytes) to a new temp file in ``dest`` beside ``name``, with
+    ``mode`` (and ``owner``, a (uid, gid)) from the start, synced; return its path.
+    Never follows a symlink planted at the temp name."""
+    # unique per call: two jobs in one process (multiprocessing: False) share a pid
+    path = os.path.join(dest, f".{name}.certsync-{os.getpid()}-{secrets.token_hex(4)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path
+
+
+def replace_file(path, data, mode=0o600):
+    """Replace ``path`` with ``data`` (bytes) atomically: readers see the old file
+    or the new one, never a part; ``mode`` from the first byte (default 0600)."""
+    directory = os.path.dirname(path) or "."
+    temp = write_temp(directory, os.path.basename(path), data, mode)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+@contextlib.contextmanager
+def locked(path, timeout, holder="another certsync run"):
+    """Hold an exclusive lock on the file ``path`` (made 0600, never through a symlink)
+    for the ``with`` block, waiting at most ``timeout`` seconds for ``holder`` to let
+    it go; a CommandExecutionError names the file when it cannot be had."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot open the lock: {exc.strerror}") from None
+    try:
+        deadline, acquired = time.monotonic() + timeout, False
+        for _ in range(int(timeout / LOCK_POLL) + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                acquired = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(LOCK_POLL)
+        if not acquired:
+            raise CommandExecutionError(f"{path}: {holder} held the lock for {timeout} s")
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,93 @@
+"""Files certsync reads and writes (salt://_utils/certsync_files.py)."""
+
+import os
+import threading
+import time
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from harness.loader import UTILS
+
+replace_file = UTILS["certsync_files.replace_file"]
+write_temp = UTILS["certsync_files.write_temp"]
+locked = UTILS["certsync_files.locked"]
+
+
+def test_replace_file_is_private_by_default_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "record.json"
+    path.write_text("old")
+    replace_file(str(path), b"new")
+    assert path.read_bytes() == b"new"
+    assert path.stat().st_mode & 0o777 == 0o600
+    replace_file(str(path), b"shared", 0o644)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(tmp_path)) == ["record.json"]
+
+
+def test_a_symlink_planted_at_the_temp_name_is_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    planted = tmp_path / f".key.pem.certsync-{os.getpid()}"
+    planted.symlink_to(victim)
+    temp = write_temp(str(tmp_path), "key.pem", b"secret", 0o600)
+    assert victim.read_text() == "untouched"
+    assert not os.path.islink(temp) and open(temp, "rb").read() == b"secret"  # noqa: SIM115
+
+
+def test_a_missing_directory_is_an_error_not_a_partial_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        replace_file(str(tmp_path / "gone" / "x"), b"data")
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_lock_is_exclusive_and_a_waiter_gives_up_naming_the_file(tmp_path):
+    path = str(tmp_path / ".certsync.lock")
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with locked(path, 5):
+            taken.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(5)
+        with pytest.raises(CommandExecutionError) as error, locked(path, 0.2, "the test"):
+            pass
+        assert str(error.value) == f"{path}: the test held the lock for 0.2 s"
+    finally:
+        release.set()
+        holder.join(10)
+    with locked(path, 1):  # free again
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_a_waiter_gets_the_lock_once_it_is_let_go(tmp_path):
+    path = str(tmp_path / ".certsync.lock")
+    order = []
+
+    def hold():
+        with locked(path, 5):
+            order.append("first")
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.1)
+    with locked(path, 5):
+        order.append("second")
+    holder.join(10)
+    assert order == ["first", "second"]
+
+
+def test_a_symlink_at_the_lock_path_is_refused(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    (tmp_path / "lock").symlink_to(target)
+    with (
+        pytest.raises(CommandExecutionError, match="cannot open the lock"),
+        locked(str(tmp_path / "lock"), 1),
+    ):
+        pass
