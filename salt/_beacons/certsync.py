@@ -2,7 +2,8 @@
 certsync's beacon: renewals on the source, alerts on a consumer
 ===============================================================
 
-:depends: the ``certsync`` (and on a consumer ``certsync_monitor``) execution modules
+:depends: the ``certsync`` and ``certsync_source`` (on a consumer ``certsync_monitor``)
+    execution modules
 
 On the source (NPM) minion it fires ``salt/beacon/<minion id>/certsync/renewed``
 with the hostname, fingerprint, ``not_after`` and source directory (never key
@@ -13,11 +14,13 @@ material) when the certificate covering ``hostname`` has a new fingerprint.
     beacons:
       certsync:
         - hostname: mail.example.com
-        - live_dir: /etc/letsencrypt/live   # or: source: /etc/letsencrypt/live/npm-5
+        - kind: npm                          # the default; see certsync_source
+        - live_dir: /etc/letsencrypt/live   # the source's settings of its kind
         - interval: 1
 
-Between changes it only ``stat``\\ s the ``fullchain.pem`` files (through NPM's
-``live/`` symlinks); it parses them only when one changed. The last fingerprint
+Between changes it only ``stat``\\ s the files the source kind names
+(``certsync_source.watched``: for NPM each lineage's ``fullchain.pem``,
+through ``live/``'s symlinks); it parses them only when one changed. The last fingerprint
 it announced is kept in the minion's cachedir, so a restart or a state run does
 not fire it again; the certsync schedule covers a lost event.
 
@@ -57,6 +60,19 @@ log = logging.getLogger(__name__)
 GRACED = ("mismatch", "unreachable")
 #: Seconds a mismatch must last before it is an alert (a renewal converges in seconds).
 DEFAULT_GRACE = 600
+#: The beacon's own keys and Salt's; the others are the source's settings of its kind.
+BEACON_KEYS = frozenset(
+    {
+        "hostname",
+        "kind",
+        "interval",
+        "enabled",
+        "disable_during_state_run",
+        "run_once",
+        "run_on_start",
+        "beacon_module",
+    }
+)
 #: A DNS host name (it also names the beacon's record file in the cachedir).
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -96,29 +112,32 @@ def validate(config):
         return False, "certsync beacon: hostname is required"
     if not isinstance(hostname, str) or not _HOSTNAME.match(hostname):
         return False, f"certsync beacon: hostname {hostname!r} is not a DNS host name"
-    if bool(cfg.get("source")) == bool(cfg.get("live_dir")):
-        return False, "certsync beacon: give exactly one of source and live_dir"
-    where = cfg.get("source") or cfg.get("live_dir")
-    if not isinstance(where, str) or not os.path.isabs(where):
-        return False, f"certsync beacon: source or live_dir must be an absolute path, not {where!r}"
+    if not isinstance(cfg.get("kind", "npm"), str):
+        return False, f"certsync beacon: kind must be a source kind, not {cfg['kind']!r}"
+    if not _where(cfg):
+        return False, "certsync beacon: give the source's settings (npm: live_dir or source)"
+    try:  # the source kind checks its own settings
+        _source("watched", cfg)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return False, f"certsync beacon: {exc}"
     return True, "Valid beacon configuration"
 
 
-def _watched(cfg):
-    if cfg.get("source"):
-        return [os.path.join(cfg["source"], "fullchain.pem")]
-    live_dir = cfg["live_dir"]
-    try:
-        entries = sorted(os.listdir(live_dir))
-    except OSError:
-        return [live_dir]
-    return [os.path.join(live_dir, entry, "fullchain.pem") for entry in entries]
+def _where(cfg):
+    """The source's settings of its kind: every key that is not the beacon's or Salt's."""
+    return {key: value for key, value in cfg.items() if key not in BEACON_KEYS}
+
+
+def _source(function, cfg):
+    """``certsync_source.<function>`` for this beacon's source (its kind validates it)."""
+    kind = cfg.get("kind", "npm")
+    return __salt__[f"certsync_source.{function}"](cfg["hostname"], kind, **_where(cfg))
 
 
 def _signature(cfg):
-    """What changes when NPM writes or relinks a certificate: cheap to compute."""
+    """What changes when the source writes or relinks a certificate: cheap to compute."""
     parts = []
-    for path in _watched(cfg):
+    for path in _source("watched", cfg):
         try:
             st = os.stat(path)
             parts.append((path, os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns))
@@ -155,16 +174,13 @@ def _record(hostname, fingerprint):
 
 
 def _current(cfg):
-    if cfg.get("source"):
-        fullchain = os.path.join(cfg["source"], "fullchain.pem")
-    else:
-        fullchain = __salt__["certsync.find_source"](cfg["hostname"], cfg["live_dir"])["fullchain"]
-    info = __salt__["certsync.info"](fullchain)
+    found = _source("locate", cfg)
+    info = __salt__["certsync.info"](found["fullchain"])
     return {
         "hostname": cfg["hostname"],
         "fingerprint": info["fingerprint"],
         "not_after": info["not_after"],
-        "source": os.path.dirname(fullchain),
+        "source": found["dir"],
     }
 
 
@@ -219,11 +235,11 @@ def beacon(config):
     if not valid:  # Salt validates first; the record's file name depends on it
         return [{"tag": "error", "error": why}]
     seen = __context__.setdefault("certsync.beacon", {})
-    signature = _signature(cfg)
-    if seen.get(cfg["hostname"]) == signature:
-        return []
-    seen[cfg["hostname"]] = signature
     try:
+        signature = _signature(cfg)
+        if seen.get(cfg["hostname"]) == signature:
+            return []
+        seen[cfg["hostname"]] = signature
         current = _current(cfg)
     except (CommandExecutionError, SaltInvocationError) as exc:
         log.warning("certsync beacon: %s", exc)

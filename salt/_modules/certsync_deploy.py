@@ -70,7 +70,9 @@ def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
                 origin += f" (the announced {str(fingerprint)[:16]}... is superseded)"
             yield found["fullchain"], found["privkey"], origin
         return
-    found = __salt__["certsync_source.locate"](hostname, source, live_dir)
+    if not (source or live_dir):
+        raise SaltInvocationError("a source directory, a live_dir or a source_minion is required")
+    found = __salt__["certsync_source.locate"](hostname, source=source, live_dir=live_dir)
     yield found["fullchain"], found["privkey"], found["dir"]
 
 

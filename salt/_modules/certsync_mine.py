@@ -238,17 +238,18 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     return ret
 
 
-def publish_source(hostname, consumers, source=None, live_dir=None, keep_key=True, test=False):
+def publish_source(hostname, consumers, kind="npm", keep_key=True, test=False, **where):
     """
     What a renewal needs on the source, in one call and without a state run
     (the master's runner sends it on ``certsync/renewed``, with the settings
-    the source's pillar gives): take the pair from ``source`` (a lineage
-    directory) or from the directory under ``live_dir`` whose certificate
-    covers ``hostname`` (``certsync.find_source``), :py:func:`publish` it for the
-    ``consumers`` and, with ``keep_key`` (the formula's
-    ``certsync:source:reuse_key``), make certbot keep its key again
-    (``certsync.set_reuse_key``: a re-issue from NPM's UI rewrites the renewal
-    file). The formula's ``certsync.published`` SLS does the same as states.
+    the source's pillar gives): take the pair for ``hostname`` from the
+    source of ``kind`` with its settings (``certsync_source.locate``; ``npm``:
+    ``live_dir`` [and ``dir``], or ``source``, a lineage directory),
+    :py:func:`publish` it for the ``consumers`` and, with ``keep_key`` (the
+    formula's ``certsync:source:reuse_key``), make the source keep its key
+    again (``certsync_source.keep_key``; for NPM: a re-issue from its UI
+    rewrites certbot's renewal file). The formula's ``certsync.published`` SLS
+    does the same as states.
 
     Returns what :py:func:`publish` returns, the lineage directory
     (``source``) and ``reuse_key`` (``changed`` and the renewal file, or the
@@ -262,21 +263,16 @@ def publish_source(hostname, consumers, source=None, live_dir=None, keep_key=Tru
         salt npm-host certsync_mine.publish_source mail.example.com '[mailcow-host]' \\
             live_dir=/opt/npm/letsencrypt/live
     """
-    if bool(source) == bool(live_dir):
-        raise SaltInvocationError("give exactly one of source (a lineage directory) and live_dir")
-    for what, value in (("source", source), ("live_dir", live_dir)):
-        if value and not (isinstance(value, str) and os.path.isabs(value)):
-            raise SaltInvocationError(f"{what} must be an absolute path, not {repr(value)[:300]}")
-    lineage = source or __salt__["certsync.find_source"](hostname, live_dir)["dir"]
-    fullchain = os.path.join(lineage, "fullchain.pem")
-    ret = publish(
-        fullchain, os.path.join(lineage, "privkey.pem"), consumers, hostname=hostname, test=test
-    )
-    ret["source"] = lineage
+    where = {key: value for key, value in where.items() if not key.startswith("__")}
+    found = __salt__["certsync_source.locate"](hostname, kind, **where)
+    ret = publish(found["fullchain"], found["privkey"], consumers, hostname=hostname, test=test)
+    ret["source"] = found["dir"]
     failed = bool(ret["missing_recipient_key"])
     if keep_key:
         try:
-            ret["reuse_key"] = __salt__["certsync.set_reuse_key"](lineage, test=test)
+            ret["reuse_key"] = __salt__["certsync_source.keep_key"](
+                hostname, kind, test=test, **where
+            )
         except (CommandExecutionError, SaltInvocationError) as exc:
             ret["reuse_key"] = {"error": str(exc)}
             failed = True

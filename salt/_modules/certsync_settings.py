@@ -38,6 +38,22 @@ def formula():
     return __utils__["certsync_util.masked_credentials"](_formula_settings())
 
 
+def source():
+    """
+    The source's ``kind`` and its ``settings`` of that kind, from the
+    ``certsync:source`` pillar over the defaults: what the formula's SLS give
+    ``certsync_source`` (``npm``: ``live_dir`` and, when set, ``dir``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_settings.source
+    """
+    kind, where = __utils__["certsync_settings.source_where"](_formula_settings().get("source"))
+    return {"kind": kind, "settings": where}
+
+
 def _formula_defaults():
     """The formula's defaults.yaml (``certsync``), from the master's file server."""
     text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""

@@ -1,39 +1,54 @@
 """
-Where a source's certificate pair is
-====================================
+Certificate sources behind one interface
+========================================
 
-The one place that knows how a certificate source lays out its pairs: the
-publication on the source minion (``certsync.published``) and a deploy from a
-local source (``certsync_deploy.deploy`` with ``source`` or ``live_dir``) both
-ask ``locate``.
+A source kind is one execution module, ``certsync_source_<kind>``, with the
+same five functions: ``settings`` (the names of its settings), ``locate``
+(the pair for a hostname), ``watched`` (the
+files whose change means a renewal), ``renewal`` (how the next renewal goes,
+``next_renewal_keeps_key`` among it) and ``keep_key`` (make the next renewal
+keep the key). The publication, the beacon, the status and a local deploy
+call this module with ``kind`` and the pillar's ``certsync:source`` settings
+of that kind; nothing else knows a source's layout. A new kind is one new
+module (``npm``, NPM's certbot tree, is ``certsync_source_npm``).
 """
-
-import os
 
 from salt.exceptions import SaltInvocationError
 
 __virtualname__ = "certsync_source"
 
+#: The interface every source kind implements.
+FUNCTIONS = ("settings", "locate", "watched", "renewal", "keep_key")
+DEFAULT_KIND = "npm"
+
 
 def __virtual__():
-    if "certsync.find_source" not in __salt__:
-        return (False, "certsync_source needs the certsync execution module")
     return __virtualname__
 
 
-def locate(hostname, source=None, live_dir=None):
+def _provider(kind, function):
+    name = f"certsync_source_{kind}.{function}" if isinstance(kind, str) else None
+    if name not in __salt__:
+        raise SaltInvocationError(
+            f"unknown certificate source kind {repr(kind)[:60]}: no certsync_source_"
+            f"{kind if isinstance(kind, str) else '<kind>'} module on this minion "
+            "(saltutil.sync_modules, and see the minion's log for load errors)"
+        )
+    return __salt__[name]
+
+
+def _settings(kind, where):
+    """The settings of ``kind`` among a call's keyword arguments: not Salt's own, not
+    another kind's (the formula's defaults hold every kind's), not unset."""
+    known = _provider(kind, "settings")()
+    return {key: value for key, value in where.items() if key in known and value not in ("", None)}
+
+
+def locate(hostname, kind=DEFAULT_KIND, **where):
     """
     The pair to publish or deploy for ``hostname``: ``fullchain``,
-    ``privkey`` and ``dir`` (where it was found). Give one of:
-
-    source
-        A directory holding ``fullchain.pem`` and ``privkey.pem``, such as
-        NPM's ``live/npm-5`` (read through its symlinks; checked by whoever
-        reads it).
-
-    live_dir
-        NPM's ``live/`` directory, searched for the certificate that covers
-        ``hostname`` (``certsync.find_source``: the newest usable one wins).
+    ``privkey`` and ``dir`` (where it was found), from a source of ``kind``
+    with its settings (``npm``: ``live_dir`` [and ``dir``], or ``source``).
 
     CLI Example:
 
@@ -41,15 +56,47 @@ def locate(hostname, source=None, live_dir=None):
 
         salt npm-host certsync_source.locate mail.example.com live_dir=/opt/npm/letsencrypt/live
     """
-    if source and live_dir:
-        raise SaltInvocationError("give either source or live_dir, not both")
-    if source:
-        return {
-            "fullchain": os.path.join(source, "fullchain.pem"),
-            "privkey": os.path.join(source, "privkey.pem"),
-            "dir": source,
-        }
-    if live_dir:
-        found = __salt__["certsync.find_source"](hostname, live_dir)
-        return {key: found[key] for key in ("fullchain", "privkey", "dir")}
-    raise SaltInvocationError("a source directory, a live_dir or a source_minion is required")
+    return _provider(kind, "locate")(hostname, **_settings(kind, where))
+
+
+def watched(hostname, kind=DEFAULT_KIND, **where):
+    """
+    The files whose change means the source renewed (the beacon ``stat``\\ s
+    them between renewals).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_source.watched mail.example.com live_dir=/etc/letsencrypt/live
+    """
+    return _provider(kind, "watched")(hostname, **_settings(kind, where))
+
+
+def renewal(hostname, kind=DEFAULT_KIND, **where):
+    """
+    How the source will renew the certificate; ``next_renewal_keeps_key``
+    says whether a key pinned by a TLSA record survives it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_source.renewal mail.example.com live_dir=/etc/letsencrypt/live
+    """
+    return _provider(kind, "renewal")(hostname, **_settings(kind, where))
+
+
+def keep_key(hostname, kind=DEFAULT_KIND, test=False, **where):
+    """
+    Make the source keep the key at its next renewal; ``changed`` says
+    whether anything had to change, ``where`` names the setting (a file).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_source.keep_key mail.example.com \\
+            live_dir=/etc/letsencrypt/live test=True
+    """
+    return _provider(kind, "keep_key")(hostname, test=test, **_settings(kind, where))

@@ -78,14 +78,12 @@ def report():
 
 
 def _source_status(hostname, source):
-    """The source's part: its certificate, and how certbot will renew it."""
-    if source.get("dir"):
-        lineage_dir = os.path.join(source["live_dir"], source["dir"])
-    else:
-        lineage_dir = __salt__["certsync.find_source"](hostname, source["live_dir"])["dir"]
-    leaf = __salt__["certsync.info"](os.path.join(lineage_dir, "fullchain.pem"))
+    """The source's part: its certificate, and how its next renewal goes."""
+    kind, where = __utils__["certsync_settings.source_where"](source)
+    found = __salt__["certsync_source.locate"](hostname, kind, **where)
+    leaf = __salt__["certsync.info"](found["fullchain"])
     try:
-        renewal_view = __salt__["certsync.renewal"](lineage_dir)
+        renewal_view = __salt__["certsync_source.renewal"](hostname, kind, **where)
     except (CommandExecutionError, SaltInvocationError) as exc:
         renewal_view = {"error": str(exc)}
     return {

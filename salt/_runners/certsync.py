@@ -184,8 +184,7 @@ def _publish(source, cfg, consumers):
     """``certsync_mine.publish_source`` on ``source`` with its pillar's settings (over the
     formula's defaults, as the SLS has them), not waited for: no state run."""
     settings = _settings(cfg)
-    src = _mapping(settings.get("source"))
-    live_dir, lineage = src.get("live_dir"), src.get("dir")
+    kind, where = __utils__["certsync_settings.source_where"](settings.get("source"))
     try:
         keep_key = __utils__["certsync_settings.reuse_key_wanted"](settings)[0]
     except ValueError as exc:
@@ -195,11 +194,9 @@ def _publish(source, cfg, consumers):
         "hostname": settings.get("hostname"),
         "consumers": consumers,
         "keep_key": keep_key,
+        "kind": kind,
+        **where,
     }
-    if lineage:
-        kwarg["source"] = f"{live_dir}/{lineage}"
-    else:
-        kwarg["live_dir"] = live_dir
     jid = _send([source], "certsync_mine.publish_source", kwarg)
     log.info("certsync: certsync_mine.publish_source on %s (job %s)", source, jid)
     return {"targets": [source], "jid": jid}

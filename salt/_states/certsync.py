@@ -140,7 +140,7 @@ def settings_valid(name="certsync"):
     return ret
 
 
-def published(name, consumers, source=None, live_dir=None, force=False):
+def published(name, consumers, kind="npm", force=False, **where):
     """
     Publish the certificate for ``name`` (the mail host name) from this
     source minion to the ``consumers`` through the Salt mine: one entry per
@@ -155,8 +155,12 @@ def published(name, consumers, source=None, live_dir=None, force=False):
     consumers
         The consumer minion ids.
 
-    source / live_dir
-        Where the pair is (``certsync_source.locate``).
+    kind
+        The source kind (``certsync_source``). Default: ``npm``.
+
+    The other arguments are the source's settings of its kind (``npm``:
+    ``live_dir`` [and ``dir``], or ``source``, a lineage directory), as
+    ``certsync_source.locate`` takes them.
 
     force
         Fire ``certsync/published`` even when nothing changed.
@@ -171,7 +175,7 @@ def published(name, consumers, source=None, live_dir=None, force=False):
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
-        found = __salt__["certsync_source.locate"](name, source, live_dir)
+        found = __salt__["certsync_source.locate"](name, kind, **where)
         origin = found["dir"]
         done = __salt__["certsync_mine.publish"](
             found["fullchain"],
@@ -303,5 +307,40 @@ def key_reused(name, hostname=None):
         ret["comment"] = (
             f"Set reuse_key = True in {done['renewal_file']}: certbot renew keeps the key of "
             f"{done['lineage']} from now on"
+        )
+    return ret
+
+
+def key_kept(name, kind="npm", **where):
+    """
+    Make the source keep the key of the certificate for ``name`` (the host
+    name) at its next renewal, so that a ``TLSA 3 1 1`` record (and anything
+    else pinning the key) survives it: ``certsync_source.keep_key`` for the
+    source ``kind`` with its settings (``npm``: ``live_dir`` [and ``dir``]:
+    certbot's ``reuse_key = True``, as ``certsync.key_reused``).
+
+    .. code-block:: yaml
+
+        certsync-key-kept:
+          certsync.key_kept:
+            - name: mail.example.com
+            - kind: npm
+            - live_dir: /etc/nginx/letsencrypt/live
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        done = __salt__["certsync_source.keep_key"](name, kind, test=__opts__["test"], **where)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = f"The {kind} source may change the key: {exc}"
+        return ret
+    if not done["changed"]:
+        ret.update(result=True, comment=f"{done['where']} already keeps the key")
+        return ret
+    ret["changes"] = {"key_kept": {"old": False, "new": True}, "where": done["where"]}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"Would make {done['where']} keep the key")
+    else:
+        ret.update(
+            result=True, comment=f"{done['where']} keeps the key at the next renewal from now on"
         )
     return ret

@@ -23,6 +23,9 @@ FREE_FORM = frozenset(
         "return_path",
     }
 )
+#: The formula's own keys under ``certsync:source``; the others are the settings of the
+#: source's kind (``certsync_source``), given to it as they are.
+FORMULA_SOURCE_KEYS = frozenset({"minion", "kind", "beacon_interval", "reuse_key"})
 #: Keys the defaults leave out on purpose (each has a meaning when absent).
 OPTIONAL = {"certsync:schedule": ("seconds", "hours", "days")}
 
@@ -142,3 +145,16 @@ def role(cfg, minion_id):
         f"{' and '.join(named)}: add it there under its own id (Salt's default id is the "
         "FQDN), or set certsync:no_role: true for a minion without a role"
     )
+
+
+def source_where(source):
+    """The source's kind and its settings of that kind (the set ones) from the
+    ``certsync:source`` mapping: what ``certsync_source`` takes."""
+    source = source if isinstance(source, dict) else {}
+    kind = source.get("kind") or "npm"
+    where = {
+        key: value
+        for key, value in source.items()
+        if key not in FORMULA_SOURCE_KEYS and value not in ("", None)
+    }
+    return kind, where

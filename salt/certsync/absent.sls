@@ -1,8 +1,8 @@
 {#- Uninstall certsync from this minion, by the role the pillar gives it:
     `salt <id> state.apply certsync.absent`. Removes the beacon and the
     schedule (and their minion.d entries), the mine entries, the recipient
-    key, certsync's files beside mailcow's pair and in the cachedir, and the
-    reuse_key line it wrote in certbot's renewal file. Leaves mailcow's own
+    key, certsync's files beside mailcow's pair and in the cachedir, and (npm
+    source) the reuse_key line it wrote in certbot's renewal file. Leaves mailcow's own
     files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair.
     Remove the minion from the certsync pillar afterwards. #}
 {%- from "certsync/map.jinja" import certsync, consumer, role with context %}
@@ -20,7 +20,7 @@ certsync-schedule-absent:
 certsync-mine-entries-removed:
   certsync_removed.mine_entries:
     - consumers: {{ (certsync.consumers.keys() | list if role == "source" else []) | json }}
-{%- if role == "source" %}
+{%- if role == "source" and (src.kind or "npm") == "npm" %}
 
 certsync-reuse-key-removed:
   certsync_removed.reuse_key:

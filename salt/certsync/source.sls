@@ -3,6 +3,8 @@
     renewals with the beacon, re-publish on a schedule as a safety net. #}
 {%- from "certsync/map.jinja" import certsync with context %}
 {%- set src = certsync.source %}
+{#- The source's kind and its settings of that kind (certsync_source). #}
+{%- set where = salt["certsync_settings.source"]() %}
 
 include:
   - certsync.rsync_retired
@@ -15,8 +17,7 @@ certsync-beacon:
     - save: true
     - interval: {{ src.beacon_interval }}
     - hostname: {{ certsync.hostname | json }}
-{%- if src.dir %}
-    - source: {{ (src.live_dir ~ "/" ~ src.dir) | json }}
-{%- else %}
-    - live_dir: {{ src.live_dir | json }}
-{%- endif %}
+    - kind: {{ where.kind | json }}
+{%- for key, value in where.settings | dictsort %}
+    - {{ key }}: {{ value | json }}
+{%- endfor %}

@@ -117,7 +117,7 @@ def test_certbots_config_is_changed_only_when_reuse_key_says_so(
         "consumers": {"mailcow": consumer, "mailcow-2": {}},
     }
     states = _rendered(salt_call, "certsync.published", pillar)
-    assert ("certsync-key-reused" in states) is key_reused
+    assert ("certsync-key-kept" in states) is key_reused
 
 
 def test_the_source_publication_is_the_roles_own(salt_call):
@@ -125,7 +125,7 @@ def test_the_source_publication_is_the_roles_own(salt_call):
     role = _rendered(salt_call, "certsync.source", pillar)
     alone = _rendered(salt_call, "certsync.published", pillar)
     # a re-issue from NPM's UI drops reuse_key: a renewal's run sets it again
-    assert sorted(alone) == ["certsync-key-reused", "certsync-published"]
+    assert sorted(alone) == ["certsync-key-kept", "certsync-published"]
     for state in alone:
         assert _args(alone[state]) == _args(role[state])
     assert _args(alone["certsync-published"])["consumers"] == ["mailcow", "mailcow-2"]

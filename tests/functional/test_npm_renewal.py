@@ -164,7 +164,7 @@ def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_cer
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ([], "give exactly one of source"),
+        ([], "the npm source needs live_dir (and dir) or source"),
         (["live_dir=relative/live"], "live_dir must be an absolute path"),
     ],
 )

@@ -162,6 +162,7 @@ def test_a_renewal_and_a_new_recipient_key_make_the_source_publish(pillar):
     publication = {
         "hostname": "mail.example.test",
         "consumers": ["mailcow", "mailcow-2"],
+        "kind": "npm",
         "live_dir": "/etc/letsencrypt/live",
         "keep_key": False,  # reuse_key auto, and no consumer has DANE on
     }
@@ -221,7 +222,9 @@ def test_the_publication_takes_the_lineage_and_reuse_key_from_the_pillar(pillar)
     assert job[4] == {
         "hostname": "mail.example.test",
         "consumers": ["mailcow"],
-        "source": "/etc/nginx/letsencrypt/live/npm-5",
+        "kind": "npm",
+        "live_dir": "/etc/nginx/letsencrypt/live",
+        "dir": "npm-5",
         "keep_key": False,
     }
 

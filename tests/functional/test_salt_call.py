@@ -84,11 +84,11 @@ def _served_pair(dest):
         return handle.read()
 
 
-def test_the_renewal_deploy_is_the_state_without_a_state_run(
+def test_the_renewal_deploy_is_the_states_deploy_without_a_state_run(
     salt_call, tmp_path, ca, good, serving
 ):
     """certsync_deploy.deployed (what the runner sends a consumer on a renewal) runs the
-    state function itself: the same plan with test=True, install, record, refusal."""
+    deploy the state runs: the same plan with test=True, install, record, refusal."""
     layout = cases.make_layout(tmp_path, ca, serving)
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     args = [layout.dest, f"hostname={HOST}", f"source={layout.source}"]
@@ -118,7 +118,7 @@ def test_the_renewal_deploy_is_the_state_without_a_state_run(
     assert salt_call("certsync_monitor.last_deploy", layout.dest).data["result"] is False
     unknown, _ = deploy("colour=blue")
     assert unknown.returncode != 0
-    assert "certsync.deployed" in unknown.stderr and "colour" in unknown.stderr
+    assert "certsync_deploy.deployed" in unknown.stderr and "colour" in unknown.stderr
 
 
 def test_deployed_from_an_sls_with_live_dir(salt_call, tmp_path, ca, good, serving):

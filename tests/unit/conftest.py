@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.loader import certsync_mod, deploy_functions, deploy_mod, source_mod
+from harness.loader import certsync_mod, deploy_functions, deploy_mod, npm_source_mod, source_mod
 
 
 @pytest.fixture
@@ -12,5 +12,6 @@ def loader_modules():
     return {
         certsync_mod: {"__context__": {}, "__opts__": {"test": False}},
         source_mod: {"__salt__": deploy_functions()},
+        npm_source_mod: {"__salt__": deploy_functions()},
         deploy_mod: {"__salt__": deploy_functions(), "__opts__": {"test": False}},
     }

@@ -2,7 +2,17 @@
 
 import pytest
 
-from harness.loader import certsync_beacon
+from harness.loader import certsync_beacon, deploy_functions, npm_source_mod, source_mod
+
+
+@pytest.fixture(autouse=True)
+def configure_loader_modules():
+    functions = deploy_functions()
+    return {
+        certsync_beacon: {"__salt__": functions},
+        source_mod: {"__salt__": functions},
+        npm_source_mod: {"__salt__": functions},
+    }
 
 
 @pytest.mark.parametrize(
@@ -17,7 +27,10 @@ from harness.loader import certsync_beacon
         ([{"hostname": "x" * 64 + ".test"}, {"live_dir": "/l"}], "is not a DNS host name"),
         ([{"hostname": "mail.example.test"}, {"live_dir": "live"}], "must be an absolute path"),
         ([{"hostname": "mail.example.test"}, {"source": ["/x"]}], "must be an absolute path"),
-        ([{"hostname": "mail.example.test"}], "give exactly one of source and live_dir"),
+        (
+            [{"hostname": "mail.example.test"}],
+            "give the source's settings (npm: live_dir or source)",
+        ),
         ([{"live_dir": "/l"}], "hostname is required"),
         ([{"alert_days": "21"}], "alert_days must be a whole number"),
         ([{"alert_days": 21}, {"grace": -1}], "grace must be whole seconds"),
