@@ -56,7 +56,7 @@ def _lineage(hostname, source=None, live_dir=None, dir=None):
     if source and live_dir:
         raise SaltInvocationError("give either source or live_dir, not both")
     if source:
-        return _absolute(source, "source")
+        return _absolute(source, "source (a lineage directory)")
     if not live_dir:
         raise SaltInvocationError("the npm source needs live_dir (and dir) or source")
     live_dir = _absolute(live_dir, "live_dir")
@@ -139,3 +139,21 @@ def keep_key(hostname, source=None, live_dir=None, dir=None, test=False):
     lineage = _lineage(hostname, source, live_dir, dir)
     done = __salt__["certsync.set_reuse_key"](lineage, test=test)
     return {**done, "where": done["renewal_file"]}
+
+
+def release_key(hostname, source=None, live_dir=None, dir=None, test=False):
+    """
+    Undo ``keep_key``: take out the ``reuse_key`` line certsync wrote in the
+    lineage's renewal file, or put back the one it replaced
+    (``certsync.unset_reuse_key``; what ``certsync.absent`` applies). npm only:
+    other kinds keep no setting of certsync's.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_source_npm.release_key mail.example.com \\
+            live_dir=/etc/letsencrypt/live test=True
+    """
+    lineage = _lineage(hostname, source, live_dir, dir)
+    return __salt__["certsync.unset_reuse_key"](lineage, test=test)

@@ -1909,32 +1909,196 @@ def _accept_all(values):
     return values
 
 
-def audit(
-    domain,
-    hostname,
-    mx=None,
-    addresses=None,
-    spf_all=("-all", "~all"),
-    dkim_selectors=None,
-    dmarc_policy=None,
-    return_path=None,
-    autoconfig=True,
-    tlsa_ports=None,
-    certs=None,
-    probe_address=None,
-    probe_ports=None,
-    nameservers=None,
-    dns_port=53,
-    timeout=DEFAULT_TIMEOUT,
-    dnssec=False,
-    key_kept=None,
-    tls_rpt=False,
-    caa=False,
-    caa_issuer=None,
-    mta_sts=False,
-    ca_file=None,
-    probe_addresses=None,
-):
+#: The audit's options and their defaults: the checks' switches and what they read.
+#: ``maildns.records_ok`` and the formula's dns.sls take the same, from here.
+OPTIONS = {
+    "mx": None,
+    "addresses": None,
+    "spf_all": ("-all", "~all"),
+    "dkim_selectors": None,
+    "dmarc_policy": None,
+    "return_path": None,
+    "autoconfig": True,
+    "tlsa_ports": None,
+    "certs": None,
+    "probe_address": None,
+    "probe_ports": None,
+    "nameservers": None,
+    "dns_port": 53,
+    "timeout": DEFAULT_TIMEOUT,
+    "dnssec": False,
+    "key_kept": None,
+    "tls_rpt": False,
+    "caa": False,
+    "caa_issuer": None,
+    "mta_sts": False,
+    "ca_file": None,
+    "probe_addresses": None,
+}
+
+
+def audit_options():
+    """
+    The options ``maildns.audit`` takes, with their defaults (what
+    ``maildns.records_ok`` and the formula's ``dns.sls`` pass on).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host maildns.audit_options
+    """
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in OPTIONS.items()}
+
+
+class _Audit:
+    """One audit: the lookups, the names, its options checked once, and the stale TLSA
+    records the TLSA rows found (by port)."""
+
+    def __init__(self, domain, hostname, options):
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise SaltInvocationError(f"unknown options: {', '.join(unknown)}")
+        opt = {**OPTIONS, **options}
+        domain, hostname = _dns_name(domain, "domain"), _dns_name(hostname, "hostname")
+        self.domain, self.hostname, self.options = domain, hostname, opt
+        self.mx = _name_list(opt["mx"] or [hostname], "mx")
+        self.addresses = _address_list(opt["addresses"])
+        self.selectors = _selector_list(opt["dkim_selectors"] or [])
+        if opt["dmarc_policy"] and opt["dmarc_policy"] not in DMARC_POLICIES:
+            raise SaltInvocationError(f"dmarc_policy must be one of {', '.join(DMARC_POLICIES)}")
+        self.relay = _return_path(opt["return_path"])
+        self.ports = _ports(opt["tlsa_ports"])
+        self.accept = _accept_all(opt["spf_all"])
+        certs = opt["certs"]
+        if certs is not None and not isinstance(certs, dict):
+            raise SaltInvocationError("certs must map labels (deployed, candidate) to files")
+        self.certs = certs or {}
+        if self.ports and not (certs or opt["probe_address"]):
+            raise SaltInvocationError(
+                "tlsa_ports needs certs (deployed, candidate) or probe_address to match "
+                "records against"
+            )
+        self.lk = _lookup(opt["nameservers"], opt["dns_port"], opt["timeout"])
+        self.probe = {
+            "address": opt["probe_address"],
+            "ports": opt["probe_ports"] or {},
+            "timeout": opt["timeout"],
+        }
+        self.resolver_args = {
+            key: opt[key] for key in ("nameservers", "dns_port", "timeout", "dnssec")
+        }
+        self.stale = {}
+
+    def https(self):
+        """(address, port) where HTTPS is probed, or None."""
+        port = _probe_port(self.probe, 443)
+        return (self.probe["address"], port) if self.probe["address"] and port else None
+
+
+def _mx_rows(audit):
+    """The MX records, then A/AAAA and PTR of the mail host and of every other MX host."""
+    lk, domain, hostname = audit.lk, audit.domain, audit.hostname
+    rows = _guarded(f"MX {domain}", _check_mx, lk, domain, audit.mx)
+    rows += _host_rows(lk, hostname, audit.addresses)
+    for host in _mx_hosts(lk, domain):
+        if host != hostname:
+            rows += _host_rows(lk, host, [])
+    return rows
+
+
+def _senders_rows(audit):
+    return _sender_rows(
+        audit.lk,
+        audit.domain,
+        audit.accept,
+        audit.selectors,
+        audit.options["dmarc_policy"],
+        audit.relay,
+    )
+
+
+def _tls_rpt_rows(audit):
+    return _guarded(f"TLS-RPT _smtp._tls.{audit.domain}", _check_tls_rpt, audit.lk, audit.domain)
+
+
+def _mta_sts_rows(audit):
+    opt = audit.options
+    return _guarded(
+        f"MTA-STS {audit.domain}",
+        _check_mta_sts,
+        audit.lk,
+        audit.domain,
+        audit.https(),
+        opt["ca_file"],
+        opt["timeout"],
+    )
+
+
+def _caa_rows(audit):
+    path = audit.certs.get("deployed")
+    deployed = __salt__["certsync.info"](path) if path else None
+    issuer, problem = _caa_issuer(deployed, audit.options["caa_issuer"])
+    wildcard = any(san.startswith("*.") for san in (deployed or {}).get("sans", []))
+    hostname = audit.hostname
+    return _guarded(f"CAA {hostname}", _check_caa, audit.lk, hostname, issuer, problem, wildcard)
+
+
+def _autoconfig_rows(audit):
+    https = audit.https()
+    return _guarded(
+        f"autoconfig {audit.domain}",
+        _check_clients,
+        audit.lk,
+        audit.domain,
+        audit.hostname,
+        (*https, audit.options["timeout"]) if https else None,
+    )
+
+
+def _tlsa_ports_rows(audit):
+    """Per TLSA port: the records against the certificates (and the stale ones), and with
+    ``probe_addresses`` what each address of the host serves."""
+    rows, hostname = [], audit.hostname
+    for port in audit.ports:
+        tlsa_rows, audit.stale[port] = _tlsa_rows(
+            hostname,
+            port,
+            audit.certs,
+            audit.probe,
+            audit.resolver_args,
+            audit.options["key_kept"],
+        )
+        rows += tlsa_rows
+        if audit.options["probe_addresses"]:
+            rows += _guarded(
+                f"TLSA {_tlsa_name(hostname, port, 'tcp')} per address",
+                _check_tlsa_per_address,
+                audit.lk,
+                hostname,
+                port,
+                audit.probe,
+                audit.options["probe_addresses"],
+                audit.resolver_args,
+            )
+    return rows
+
+
+#: The audit's rows, in order: (what they check, the option that turns them on, or None
+#: for always, the function of the _Audit that makes them). One new check is one
+#: function and one line here (and its option in OPTIONS when it has one).
+CHECKS = (
+    ("MX, A/AAAA, PTR", None, _mx_rows),
+    ("SPF, DKIM, DMARC, return path", None, _senders_rows),
+    ("TLS-RPT", "tls_rpt", _tls_rpt_rows),
+    ("MTA-STS", "mta_sts", _mta_sts_rows),
+    ("CAA", "caa", _caa_rows),
+    ("autoconfig, autodiscover", "autoconfig", _autoconfig_rows),
+    ("TLSA", "tlsa_ports", _tlsa_ports_rows),
+)
+
+
+def audit(domain, hostname, **options):
     """
     Check the mail DNS of ``domain`` served by ``hostname``; one row per
     record: ``record``, ``expected``, ``found``, ``result`` (``pass``,
@@ -2035,7 +2199,9 @@ def audit(
         ``probe_ports[443]`` when given, else from the name's address.
 
     DMARC alignment and report authorisation use the organisational domain
-    from the Public Suffix List (the ``publicsuffixlist`` package).
+    from the Public Suffix List (the ``publicsuffixlist`` package). The rows
+    come from the table ``CHECKS`` (one function and one line per check) and
+    the options from ``OPTIONS`` (``maildns.audit_options`` lists them).
 
     CLI Example:
 
@@ -2045,81 +2211,12 @@ def audit(
             dkim_selectors='[dkim]' dmarc_policy=reject tlsa_ports='[25]' \\
             tls_rpt=True caa=True
     """
-    domain, hostname = _dns_name(domain, "domain"), _dns_name(hostname, "hostname")
-    mx = _name_list(mx or [hostname], "mx")
-    addresses = _address_list(addresses)
-    selectors = _selector_list(dkim_selectors or [])
-    if dmarc_policy and dmarc_policy not in DMARC_POLICIES:
-        raise SaltInvocationError(f"dmarc_policy must be one of {', '.join(DMARC_POLICIES)}")
-    relay = _return_path(return_path)
-    ports = _ports(tlsa_ports)
-    accept = _accept_all(spf_all)
-    if certs is not None and not isinstance(certs, dict):
-        raise SaltInvocationError("certs must map labels (deployed, candidate) to files")
-    if ports and not (certs or probe_address):
-        raise SaltInvocationError(
-            "tlsa_ports needs certs (deployed, candidate) or probe_address to match records against"
-        )
-    lk = _lookup(nameservers, dns_port, timeout)
-    probe = {"address": probe_address, "ports": probe_ports or {}, "timeout": timeout}
-    rows = _guarded(f"MX {domain}", _check_mx, lk, domain, mx)
-    rows += _host_rows(lk, hostname, addresses)
-    for host in _mx_hosts(lk, domain):
-        if host != hostname:
-            rows += _host_rows(lk, host, [])
-    rows += _sender_rows(lk, domain, accept, selectors, dmarc_policy, relay)
-    if tls_rpt:
-        rows += _guarded(f"TLS-RPT _smtp._tls.{domain}", _check_tls_rpt, lk, domain)
-    if mta_sts:
-        target = (probe_address, _probe_port(probe, 443)) if probe_address else None
-        rows += _guarded(
-            f"MTA-STS {domain}",
-            _check_mta_sts,
-            lk,
-            domain,
-            target if target and target[1] else None,
-            ca_file,
-            timeout,
-        )
-    if caa:
-        path = (certs or {}).get("deployed")
-        deployed = __salt__["certsync.info"](path) if path else None
-        issuer, problem = _caa_issuer(deployed, caa_issuer)
-        wildcard = any(san.startswith("*.") for san in (deployed or {}).get("sans", []))
-        rows += _guarded(f"CAA {hostname}", _check_caa, lk, hostname, issuer, problem, wildcard)
-    if autoconfig:
-        https = (probe_address, _probe_port(probe, 443), timeout)
-        rows += _guarded(
-            f"autoconfig {domain}",
-            _check_clients,
-            lk,
-            domain,
-            hostname,
-            https if all(https[:2]) else None,
-        )
-    resolver_args = {
-        "nameservers": nameservers,
-        "dns_port": dns_port,
-        "timeout": timeout,
-        "dnssec": dnssec,
-    }
-    stale = {}
-    for port in ports:
-        tlsa_rows, stale[port] = _tlsa_rows(
-            hostname, port, certs or {}, probe, resolver_args, key_kept
-        )
-        rows += tlsa_rows
-        if probe_addresses:
-            rows += _guarded(
-                f"TLSA {_tlsa_name(hostname, port, 'tcp')} per address",
-                _check_tlsa_per_address,
-                lk,
-                hostname,
-                port,
-                probe,
-                probe_addresses,
-                resolver_args,
-            )
+    options = {key: value for key, value in options.items() if not key.startswith("__")}
+    run = _Audit(domain, hostname, options)
+    rows = []
+    for _, option, check in CHECKS:
+        if option is None or run.options[option]:
+            rows += check(run)
     failed = sum(row["result"] == "fail" for row in rows)
     errors = sum(row["result"] == "error" for row in rows)
     if failed or errors:
@@ -2129,7 +2226,7 @@ def audit(
         "failed": failed,
         "errors": errors,
         "rows": rows,
-        "stale_tlsa": stale,
+        "stale_tlsa": run.stale,
     }
 
 

@@ -289,8 +289,8 @@ def key_reused(name, hostname=None):
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
-        lineage_dir = __salt__["certsync.find_source"](hostname, name)["dir"] if hostname else name
-        done = __salt__["certsync.set_reuse_key"](lineage_dir, test=__opts__["test"])
+        where = {"live_dir": name} if hostname else {"source": name}
+        done = __salt__["certsync_source_npm.keep_key"](hostname, test=__opts__["test"], **where)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = f"reuse_key not set: {exc}"
         return ret

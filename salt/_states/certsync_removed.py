@@ -112,8 +112,8 @@ def reuse_key(name, hostname=None):
     """
     ret = _ret(name)
     try:
-        lineage_dir = __salt__["certsync.find_source"](hostname, name)["dir"] if hostname else name
-        done = __salt__["certsync.unset_reuse_key"](lineage_dir, test=__opts__["test"])
+        where = {"live_dir": name} if hostname else {"source": name}
+        done = __salt__["certsync_source_npm.release_key"](hostname, test=__opts__["test"], **where)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = f"reuse_key not removed: {exc}"
         return ret

@@ -26,31 +26,6 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "maildns"
 
-OPTIONS = (
-    "mx",
-    "addresses",
-    "spf_all",
-    "dkim_selectors",
-    "dmarc_policy",
-    "return_path",
-    "autoconfig",
-    "tlsa_ports",
-    "key_kept",
-    "certs",
-    "probe_address",
-    "probe_ports",
-    "probe_addresses",
-    "mta_sts",
-    "tls_rpt",
-    "caa",
-    "caa_issuer",
-    "ca_file",
-    "nameservers",
-    "dns_port",
-    "timeout",
-    "dnssec",
-)
-
 
 def __virtual__():
     if "maildns.audit" not in __salt__:
@@ -75,11 +50,8 @@ def records_ok(name, hostname, **options):
     hostname
         The mail host.
 
-    The other options are those of ``maildns.audit``: mx, addresses,
-    spf_all, dkim_selectors, dmarc_policy, return_path, autoconfig,
-    tlsa_ports, certs, probe_address, probe_ports, probe_addresses,
-    nameservers, dns_port, timeout, dnssec, key_kept, mta_sts, tls_rpt, caa,
-    caa_issuer, ca_file. A lookup that fails is listed too (``error``).
+    The other options are those of ``maildns.audit`` (``maildns.audit_options``
+    lists them). A lookup that fails is listed too (``error``).
 
     .. code-block:: yaml
 
@@ -92,7 +64,7 @@ def records_ok(name, hostname, **options):
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     given = {key: value for key, value in options.items() if not key.startswith("__")}
-    unknown = sorted(set(given) - set(OPTIONS))
+    unknown = sorted(set(given) - set(__salt__["maildns.audit_options"]()))
     if unknown:
         ret["comment"] = f"unknown options: {', '.join(unknown)}"
         return ret

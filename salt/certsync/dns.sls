@@ -18,23 +18,11 @@ certsync-mail-dns:
   maildns.records_ok:
     - name: {{ dns.domain | json }}
     - hostname: {{ certsync.hostname | json }}
-{%- for option in ["mx", "addresses", "dkim_selectors", "tlsa_ports", "nameservers"] %}
-{%-   if dns[option] %}
-    - {{ option }}: {{ dns[option] | json }}
-{%-   endif %}
-{%- endfor %}
-    - spf_all: {{ dns.spf_all | json }}
-{%- if dns.dmarc_policy %}
-    - dmarc_policy: {{ dns.dmarc_policy | json }}
-{%- endif %}
-{%- if dns.return_path %}
-    - return_path: {{ dns.return_path | json }}
-{%- endif %}
-    - autoconfig: {{ dns.autoconfig | json }}
-    - dns_port: {{ dns.dns_port }}
-    - dnssec: {{ dns.dnssec | json }}
-{%- for option in ["mta_sts", "tls_rpt", "caa", "caa_issuer", "ca_file", "probe_addresses"] %}
-{%-   if dns.get(option) %}
+{#- Every certsync:dns key that is an option of the audit, when set (false and 0
+    are settings too): the options come from maildns.audit_options, so a new
+    check's option needs no line here. #}
+{%- for option in salt["maildns.audit_options"]() | sort %}
+{%-   if option in dns and dns[option] not in (none, "", [], {}) %}
     - {{ option }}: {{ dns[option] | json }}
 {%-   endif %}
 {%- endfor %}
