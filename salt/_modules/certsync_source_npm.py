@@ -58,7 +58,7 @@ def _lineage(hostname, source=None, live_dir=None, dir=None):
     if source:
         return _absolute(source, "source (a lineage directory)")
     if not live_dir:
-        raise SaltInvocationError("the npm source needs live_dir (and dir) or source")
+        raise SaltInvocationError("the npm source needs live_dir (and dir) or source, a lineage")
     live_dir = _absolute(live_dir, "live_dir")
     if dir:
         if not isinstance(dir, str) or "/" in dir or dir in (".", ".."):
