@@ -11,7 +11,6 @@ masked in every answer.
 
 import os
 
-import salt.utils.dictupdate
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -35,7 +34,7 @@ def formula():
 
         salt '*' certsync_settings.formula
     """
-    return __utils__["certsync_util.masked_credentials"](_formula_settings())
+    return __utils__["certsync_settings.masked_credentials"](_formula_settings())
 
 
 def source():
@@ -68,7 +67,7 @@ def _certsync_pillar():
 
 def _formula_settings():
     """The certsync pillar merged over the formula's defaults.yaml."""
-    return salt.utils.dictupdate.update(_formula_defaults(), _certsync_pillar())
+    return __utils__["certsync_settings.merged"](_formula_defaults(), _certsync_pillar())
 
 
 def check():
@@ -89,7 +88,7 @@ def check():
     """
     defaults = _formula_defaults()
     problems = __utils__["certsync_settings.problems"](_certsync_pillar(), defaults)
-    cfg = salt.utils.dictupdate.update(defaults, _certsync_pillar())
+    cfg = __utils__["certsync_settings.merged"](defaults, _certsync_pillar())
     role, why = __utils__["certsync_settings.role"](cfg, __opts__["id"])
     valid = not problems and (role is not None or cfg.get("no_role") is True)
     if not valid:
@@ -111,7 +110,7 @@ def consumer():
 
         salt mailcow-host certsync_settings.consumer
     """
-    return __utils__["certsync_util.masked_credentials"](_consumer(_formula_settings()))
+    return __utils__["certsync_settings.masked_credentials"](_consumer(_formula_settings()))
 
 
 def _consumer(cfg):
@@ -120,12 +119,10 @@ def _consumer(cfg):
         raise CommandExecutionError(
             f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
         )
-    defaults, own = cfg.get("consumer_defaults", {}), consumers[__opts__["id"]] or {}
-    settings = {**defaults, **own}
-    # key by key, as map.jinja merges it: a relay given as {host, port} keeps the defaults
-    settings["relay"] = salt.utils.dictupdate.update(
-        dict(defaults.get("relay") or {}), dict(own.get("relay") or {})
-    )
+    try:
+        settings = __utils__["certsync_settings.consumer"](cfg, __opts__["id"])
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc)) from None
     settings.update(
         hostname=cfg["hostname"],
         source=(cfg.get("source") or {}).get("minion"),
@@ -139,6 +136,26 @@ def _consumer(cfg):
         # Ports and addresses from mailcow.conf, as certsync.deployed takes them.
         settings["endpoints"] = __salt__["mailcow.endpoints"](settings["mailcow_dir"], endpoints)
     return settings
+
+
+def deploy_args(fingerprint=""):
+    """
+    What this consumer's deploy is given, from its settings: the arguments
+    of the formula's ``certsync.deployed`` SLS, the same the master's runner
+    sends on a renewal (``certsync_deploy.deployed``), without credentials.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_settings.deploy_args
+    """
+    cfg = _formula_settings()
+    source = (cfg.get("source") or {}).get("minion")
+    try:
+        return __utils__["certsync_settings.deploy_args"](cfg, __opts__["id"], source, fingerprint)
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc)) from None
 
 
 def reuse_key_wanted():

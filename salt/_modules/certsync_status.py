@@ -54,7 +54,7 @@ def report():
     if me not in (cfg.get("consumers") or {}):
         return {"role": None, "why": __utils__["certsync_settings.role"](cfg, me)[1]}
     # no credentials passed on: the modules that use them read them from the pillar
-    settings = __utils__["certsync_util.without_credentials"](
+    settings = __utils__["certsync_settings.without_credentials"](
         __salt__["certsync_settings.consumer"]()
     )
     dest = settings["dest"]

@@ -26,7 +26,6 @@ import salt.client
 import salt.fileserver
 import salt.key
 import salt.pillar
-import salt.utils.dictupdate
 import salt.utils.files
 import salt.utils.mine
 import salt.utils.minions
@@ -39,30 +38,17 @@ __virtualname__ = "certsync"
 
 #: Mine entry a source publishes for one consumer (certsync_mine's _cert_mine_name).
 CERT_MINE_PREFIX = "certsync_cert_"
-#: Consumer settings salt://certsync/deployed.sls always passes to certsync.deployed,
-DEPLOY_SETTINGS = (
-    "min_days",
-    "sni",
-    "mailcow_dir",
-    "services",
-    "endpoints",
-    "probe_address",
-    "verify_timeout",
-    "dane",
-)
-#: and those it passes only when they are set.
-DEPLOY_IF_SET = ("reload_commands", "mail_domains", "allow_older", "paused")
-#: A minion id as the certsync module accepts one.
 #: The reactor runs its runner calls in threads that share this module's __context__.
 _SHARED = threading.Lock()
 
 
 def __virtual__():
-    if "certsync_util.without_credentials" not in (__utils__ or {}):
+    if "certsync_settings.without_credentials" not in (__utils__ or {}):
         # never send a consumer's credentials along: the shared rule must be here
         return (
             False,
-            "the certsync runner needs salt://_utils/certsync_util.py: salt-run saltutil.sync_all",
+            "the certsync runner needs salt://_utils/certsync_settings.py: "
+            "salt-run saltutil.sync_all",
         )
     return __virtualname__
 
@@ -160,7 +146,7 @@ def _formula_defaults():
 
 def _settings(cfg):
     """A pillar's certsync settings over the formula's defaults, as map.jinja merges them."""
-    return salt.utils.dictupdate.merge(_formula_defaults(), cfg)
+    return __utils__["certsync_settings.merged"](_formula_defaults(), cfg)
 
 
 def _mapping(value):
@@ -257,27 +243,10 @@ def on_recipient(consumer):
 
 
 def _deploy_args(settings, consumer, source, fingerprint):
-    """The arguments the formula's ``certsync.deployed`` SLS gives ``consumer``'s
-    state (its ``consumers`` entry over ``consumer_defaults``, as map.jinja has it).
-    A pillar the SLS could not render either is a ValueError saying what is wrong."""
-    defaults = settings.get("consumer_defaults")
-    entry = _mapping(settings.get("consumers")).get(consumer)
-    if not isinstance(defaults, dict):
-        raise ValueError(f"certsync:consumer_defaults is not a mapping: {_shown(defaults)}")
-    if entry is not None and not isinstance(entry, dict):
-        raise ValueError(f"certsync:consumers:{consumer} is not a mapping: {_shown(entry)}")
-    entry = {**defaults, **(entry or {})}
-    args = {
-        "name": f"{entry.get('mailcow_dir')}/data/assets/ssl",
-        "hostname": settings.get("hostname"),
-        "source_minion": source,
-        **({"fingerprint": fingerprint} if fingerprint else {}),
-        **{key: entry.get(key) for key in DEPLOY_SETTINGS},
-    }
-    args.update({key: entry[key] for key in DEPLOY_IF_SET if entry.get(key)})
-    # a job's arguments are kept in the job cache and logged: the consumer reads its
-    # credentials (dane:update:tsig_secret) from its own pillar
-    return __utils__["certsync_util.without_credentials"](args)
+    """What the formula's ``certsync.deployed`` SLS gives ``consumer``'s deploy (the
+    same function makes both: ``certsync_settings.deploy_args``). A pillar the SLS
+    could not render either is a ValueError saying what is wrong."""
+    return __utils__["certsync_settings.deploy_args"](settings, consumer, source, fingerprint)
 
 
 def _shown(value):

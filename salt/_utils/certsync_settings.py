@@ -5,10 +5,15 @@ The certsync pillar, read as the formula reads it
 Synced with ``saltutil.sync_utils`` and called through
 ``__utils__["certsync_settings.<name>"]`` by the ``certsync`` execution
 module and the runner: which keys the formula knows (``defaults.yaml``), and
-the decisions taken from the merged settings that more than one place needs.
+the decisions taken from the merged settings that more than one place needs,
+one merge of the pillar over the defaults (a consumer's settings, its deploy's
+arguments), and the rule that credentials stay in the pillar of the minion
+that uses them.
 """
 
 import difflib
+
+import salt.utils.dictupdate
 
 #: Mappings whose keys are the operator's own: mailcow.conf keys, service
 #: names, minion ids, ports, DNS settings checked where they are used.
@@ -26,6 +31,19 @@ FREE_FORM = frozenset(
 #: The formula's own keys under ``certsync:source``; the others are the settings of the
 #: source's kind (``certsync_source``), given to it as they are.
 FORMULA_SOURCE_KEYS = frozenset({"minion", "kind", "beacon_interval", "reuse_key"})
+#: What a consumer's deploy takes from its settings (certsync_deploy.deploy's arguments),
+#: always, and those passed only when set.
+DEPLOY_SETTINGS = (
+    "min_days",
+    "sni",
+    "mailcow_dir",
+    "services",
+    "endpoints",
+    "probe_address",
+    "verify_timeout",
+    "dane",
+)
+DEPLOY_IF_SET = ("reload_commands", "mail_domains", "allow_older", "paused")
 #: Keys the defaults leave out on purpose (each has a meaning when absent).
 OPTIONAL = {"certsync:schedule": ("seconds", "hours", "days")}
 
@@ -158,3 +176,87 @@ def source_where(source):
         if key not in FORMULA_SOURCE_KEYS and value not in ("", None)
     }
     return kind, where
+
+
+def merged(defaults, pillar):
+    """The ``certsync`` pillar over the formula's ``defaults`` (both the ``certsync``
+    mapping), key by key at every depth: what map.jinja's ``pillar.get(..., merge=True)``
+    makes."""
+    defaults = defaults if isinstance(defaults, dict) else {}
+    pillar = pillar if isinstance(pillar, dict) else {}
+    return salt.utils.dictupdate.merge(defaults, pillar)
+
+
+def consumer(cfg, minion_id):
+    """A consumer's settings from the merged ``cfg``: its ``consumers`` entry over
+    ``consumer_defaults`` (``relay`` key by key), as map.jinja has them. A pillar the
+    formula could not render either is a ValueError saying what is wrong."""
+    defaults = cfg.get("consumer_defaults")
+    consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
+    entry = consumers.get(minion_id)
+    if not isinstance(defaults, dict):
+        raise ValueError(f"certsync:consumer_defaults is not a mapping: {repr(defaults)[:80]}")
+    if entry is not None and not isinstance(entry, dict):
+        raise ValueError(f"certsync:consumers:{minion_id} is not a mapping: {repr(entry)[:80]}")
+    entry = entry or {}
+    settings = {**defaults, **entry}
+    settings["relay"] = salt.utils.dictupdate.update(
+        dict(defaults.get("relay") or {}), dict(entry.get("relay") or {})
+    )
+    return settings
+
+
+def deploy_args(cfg, minion_id, source, fingerprint=""):
+    """What a consumer's deploy is given (``certsync.deployed`` in the formula's SLS, and
+    ``certsync_deploy.deployed`` sent by the runner): its settings as deploy arguments,
+    told which source minion's entry to take (and which certificate to expect). Never
+    a credential: a job's arguments are kept in the job cache and logged, and the
+    consumer reads its own (``dane:update:tsig_secret``) from its pillar."""
+    settings = consumer(cfg, minion_id)
+    args = {
+        "name": f"{settings.get('mailcow_dir')}/data/assets/ssl",
+        "hostname": cfg.get("hostname"),
+        "source_minion": source,
+        **({"fingerprint": fingerprint} if fingerprint else {}),
+        **{key: settings.get(key) for key in DEPLOY_SETTINGS},
+    }
+    args.update({key: settings[key] for key in DEPLOY_IF_SET if settings.get(key)})
+    return without_credentials(args)
+
+
+#: Settings that are credentials: read from the pillar of the minion that uses them,
+#: never sent as a job's argument, never shown (Salt keeps arguments in its job cache).
+CREDENTIAL_KEYS = frozenset({"tsig_secret", "api_token", "password"})
+#: What stands for a credential in a return, as Salt's pillar.get masks.
+MASK = "**********"
+_DROP = object()
+
+
+def _walk_credentials(value, replace):
+    """A copy of ``value`` with each credential key's value given to ``replace``
+    (which returns the stand-in, or ``_DROP`` to leave the key out)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in CREDENTIAL_KEYS:
+                stand_in = replace(item)
+                if stand_in is not _DROP:
+                    out[key] = stand_in
+            else:
+                out[key] = _walk_credentials(item, replace)
+        return out
+    if isinstance(value, list):
+        return [_walk_credentials(item, replace) for item in value]
+    return value
+
+
+def without_credentials(value):
+    """A copy of ``value`` (mappings and lists, at any depth) with every credential
+    key left out: what may travel as a job's arguments."""
+    return _walk_credentials(value, lambda _: _DROP)
+
+
+def masked_credentials(value):
+    """A copy of ``value`` with every credential that is set shown as ``**********``:
+    what a return that shows settings may hold."""
+    return _walk_credentials(value, lambda item: MASK if item else item)

@@ -53,3 +53,90 @@ def test_every_default_is_documented_in_pillar_example():
     example_defaults = {**example, "consumers": {}}
     missing = UTILS["certsync_settings.problems"](defaults, example_defaults)
     assert [m for m in missing if "hostname is not set" not in m] == []
+
+
+SETTINGS = {
+    "dane": {"port": 25, "update": {"zone": "example.test", "tsig_secret": "c2VjcmV0"}},
+    "relay": [{"host": "smtp.example.test", "password": "hunter2"}, {"password": ""}],
+    "api_token": None,
+}
+
+
+def test_credentials_are_left_out_of_what_travels_at_any_depth():
+    assert UTILS["certsync_settings.without_credentials"](SETTINGS) == {
+        "dane": {"port": 25, "update": {"zone": "example.test"}},
+        "relay": [{"host": "smtp.example.test"}, {}],
+    }
+    assert "tsig_secret" in SETTINGS["dane"]["update"]  # a copy: the settings are unchanged
+
+
+def test_credentials_that_are_set_are_masked_in_what_is_shown():
+    masked = UTILS["certsync_settings.masked_credentials"](SETTINGS)
+    assert masked["dane"]["update"] == {"zone": "example.test", "tsig_secret": "**********"}
+    assert masked["relay"] == [
+        {"host": "smtp.example.test", "password": "**********"},
+        {"password": ""},
+    ]
+    assert masked["api_token"] is None  # not set: nothing to hide, shown as it is
+
+
+CFG = {
+    "hostname": "mail.example.test",
+    "source": {"minion": "npm"},
+    "consumer_defaults": {
+        "mailcow_dir": "/opt/mailcow-dockerized",
+        "services": ["postfix-mailcow"],
+        "min_days": 7,
+        "relay": {"host": "", "port": 587, "grace": 900},
+        "dane": False,
+        "mail_domains": [],
+    },
+    "consumers": {
+        "mailcow": {
+            "relay": {"host": "smtp.example.test", "password": "hunter2"},
+            "dane": {"port": 25, "update": {"zone": "example.test", "tsig_secret": "c2VjcmV0"}},
+            "mail_domains": ["example.test"],
+        },
+        "files-only": None,
+    },
+}
+
+
+def test_one_merge_of_the_pillar_over_the_defaults_key_by_key():
+    merged = UTILS["certsync_settings.merged"]({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
+    assert merged == {"a": {"b": 1, "c": 3}}
+
+
+def test_a_consumers_settings_are_its_entry_over_the_defaults_relay_key_by_key():
+    settings = UTILS["certsync_settings.consumer"](CFG, "mailcow")
+    assert settings["relay"] == {
+        "host": "smtp.example.test",
+        "port": 587,
+        "grace": 900,
+        "password": "hunter2",
+    }
+    assert settings["min_days"] == 7 and settings["mail_domains"] == ["example.test"]
+    assert UTILS["certsync_settings.consumer"](CFG, "files-only")["relay"]["port"] == 587
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({**CFG, "consumers": {"mailcow": "x"}}, "certsync:consumers:mailcow is not a mapping"),
+        ({**CFG, "consumer_defaults": []}, "certsync:consumer_defaults is not a mapping"),
+    ],
+)
+def test_a_pillar_the_formula_cannot_render_is_refused_by_name(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        UTILS["certsync_settings.consumer"](cfg, "mailcow")
+
+
+def test_the_deploy_arguments_never_hold_a_credential():
+    args = UTILS["certsync_settings.deploy_args"](CFG, "mailcow", "npm", "ab" * 32)
+    assert args["name"] == "/opt/mailcow-dockerized/data/assets/ssl"
+    assert (args["source_minion"], args["fingerprint"]) == ("npm", "ab" * 32)
+    assert args["dane"] == {"port": 25, "update": {"zone": "example.test"}}
+    assert args["mail_domains"] == ["example.test"]
+    assert "relay" not in args and "hunter2" not in repr(args)
+    files_only = UTILS["certsync_settings.deploy_args"](CFG, "files-only", "npm")
+    assert "fingerprint" not in files_only and "mail_domains" not in files_only

@@ -1,27 +1,25 @@
-"""Text shown and credentials kept out (salt://_utils/certsync_util.py)."""
+"""Text from outside, made safe to print (salt://_utils/certsync_util.py)."""
+
+import pytest
 
 from harness.loader import UTILS
 
-SETTINGS = {
-    "dane": {"port": 25, "update": {"zone": "example.test", "tsig_secret": "c2VjcmV0"}},
-    "relay": [{"host": "smtp.example.test", "password": "hunter2"}, {"password": ""}],
-    "api_token": None,
-}
+printable = UTILS["certsync_util.printable"]
 
 
-def test_credentials_are_left_out_of_what_travels_at_any_depth():
-    assert UTILS["certsync_util.without_credentials"](SETTINGS) == {
-        "dane": {"port": 25, "update": {"zone": "example.test"}},
-        "relay": [{"host": "smtp.example.test"}, {}],
-    }
-    assert "tsig_secret" in SETTINGS["dane"]["update"]  # a copy: the settings are unchanged
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("v=spf1 -all", "v=spf1 -all"),
+        ("\x1b]0;owned\x07", "\\x1b]0;owned\\x07"),
+        ("abc\u202edef", "abc\\u202edef"),
+        ("zero\u200bwidth", "zero\\u200bwidth"),
+        ("caf\u00e9", "caf\u00e9"),
+    ],
+)
+def test_control_and_format_characters_are_shown_escaped(text, shown):
+    assert printable(text) == shown
 
 
-def test_credentials_that_are_set_are_masked_in_what_is_shown():
-    masked = UTILS["certsync_util.masked_credentials"](SETTINGS)
-    assert masked["dane"]["update"] == {"zone": "example.test", "tsig_secret": "**********"}
-    assert masked["relay"] == [
-        {"host": "smtp.example.test", "password": "**********"},
-        {"password": ""},
-    ]
-    assert masked["api_token"] is None  # not set: nothing to hide, shown as it is
+def test_lists_and_mappings_are_escaped_inside_and_other_values_kept():
+    assert printable({"k\x1b": ["a\x07", 5, None]}) == {"k\\x1b": ["a\\x07", 5, None]}
