@@ -884,15 +884,17 @@ def _dane_settings(dane):
         return None
     if dane is not True and not isinstance(dane, dict):
         raise SaltInvocationError("dane must be true or a mapping (port, nameservers, ...)")
-    if "maildns.tlsa_gate" not in __salt__:
-        raise SaltInvocationError("dane is on but the maildns module is not available")
+    if "certsync_dane.tlsa_gate" not in __salt__:
+        raise SaltInvocationError(
+            "dane is on but the certsync_dane module (dnspython) is not available"
+        )
     return dane
 
 
 def _dane_gate(run, hostname, fullchain):
     """True when the DANE gate holds the new certificate back (``run.ret`` says why)."""
     ret = run.ret
-    gate = __salt__["maildns.tlsa_gate"](
+    gate = __salt__["certsync_dane.tlsa_gate"](
         hostname, fullchain, os.path.join(run.name, "cert.pem"), run.dane, test=run.test
     )
     ret["changes"] = {"tlsa": {"added": gate["added"]}} if gate["added"] else {}
@@ -909,7 +911,7 @@ def _dane_retire(run, hostname):
     """After the new pair is served: remove the old TLSA record of an RFC 2136 rollover."""
     ret = run.ret
     try:
-        retired = __salt__["maildns.tlsa_retire"](
+        retired = __salt__["certsync_dane.tlsa_retire"](
             hostname, os.path.join(run.name, "cert.pem"), run.dane, test=run.test
         )
     except (CommandExecutionError, SaltInvocationError) as exc:

@@ -181,7 +181,7 @@ def _relay_view(settings, relay):
 def _tlsa_status(hostname, dest, dane):
     """The published TLSA records against the deployed certificate: which are stale."""
     try:
-        options = __salt__["maildns.dane_lookup"](dane)
+        options = __salt__["certsync_dane.dane_lookup"](dane)
         check = __salt__["maildns.tlsa_check"](
             hostname, {"deployed": os.path.join(dest, "cert.pem")}, **options
         )

@@ -21,9 +21,9 @@ what was expected, what was found, ``pass`` or ``fail``, and why:
 - TLSA at ``_<port>._tcp.<host>``: each record matched against the deployed,
   the served and a candidate certificate; records that match none are stale.
 
-``tlsa`` and ``tlsa_check`` look up and match TLSA records alone, so that a
-new key never goes live before a record for it is published (the DANE gate
-of ``certsync.deployed``).
+``tlsa`` and ``tlsa_check`` look up and match TLSA records alone, for the
+DANE gate (``certsync_dane``: a new key never goes live before a record for
+it is published); ``zone_servers`` names a zone's authoritative servers.
 
 The resolver is the system's, or the ``nameservers`` given (with ``dns_port``),
 e.g. a validating resolver on the mail host. With ``dnssec=True`` the answer's
@@ -32,11 +32,9 @@ AD bit (authenticated data) is reported.
 
 import base64
 import contextlib
-import hashlib
 import http.client
 import io
 import ipaddress
-import json
 import os
 import re
 import socket
@@ -44,7 +42,6 @@ import ssl
 import tempfile
 import time
 
-import salt.utils.atomicfile
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -130,11 +127,7 @@ def _validates_only_unchecked(resolver, name):
 
 
 def _tlsa_name(hostname, port, protocol):
-    if not __utils__["certsync_pem.is_dns_name"](hostname):
-        raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
-    if protocol not in ("tcp", "udp") or not 0 < int(port) < 65536:
-        raise SaltInvocationError(f"no TLSA name for port {port!r}/{protocol!r}")
-    return f"_{int(port)}._{protocol}.{hostname.lower()}"
+    return __utils__["certsync_pem.tlsa_name"](hostname, port, protocol)
 
 
 def tlsa(
@@ -236,482 +229,6 @@ def _record_for(path, usage, selector, mtype):
         return __salt__["certsync.tlsa"](path, int(usage), int(selector), int(mtype))
     except (CommandExecutionError, SaltInvocationError):
         return None
-
-
-# ------------------------------------------- TLSA rollover through RFC 2136
-
-#: TSIG algorithms an update may be signed with (RFC 8945); hmac-sha256 by default.
-TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224")
-UPDATE_KEYS = {"server", "port", "zone", "tsig_name", "tsig_algorithm", "timeout"}
-
-
-def _tsig_secret():
-    """The TSIG secret from this minion's own pillar (its ``dane:update:tsig_secret``
-    under ``certsync:consumers:<id>``, else ``certsync:consumer_defaults``): never an
-    argument, which Salt would keep in its job cache and print in its logs."""
-    secret, where = __utils__["certsync_settings.consumer_setting"](
-        __pillar__.get("certsync"), __opts__["id"], "dane", "update", "tsig_secret"
-    )
-    if not secret:
-        raise SaltInvocationError(f"no TSIG secret in this minion's pillar at {where}")
-    try:
-        return base64.b64decode(str(secret), validate=True)
-    except ValueError:
-        raise SaltInvocationError(f"{where} is not base64 (the secret is not shown)") from None
-
-
-def _update_settings(update):
-    """Checked RFC 2136 settings, with the TSIG secret from this minion's pillar; no
-    message ever holds the secret."""
-    if not isinstance(update, dict):
-        raise SaltInvocationError(
-            "update must be a mapping of server, port, zone, tsig_name, tsig_algorithm"
-        )
-    if "tsig_secret" in update:
-        raise SaltInvocationError(
-            "tsig_secret is not taken as an argument (Salt keeps arguments in its job "
-            "cache and logs): set it in this minion's pillar, "
-            f"certsync:consumers:{__opts__['id']}:dane:update:tsig_secret"
-        )
-    unknown = set(update) - UPDATE_KEYS
-    if unknown:
-        raise SaltInvocationError(f"unknown update settings: {', '.join(sorted(unknown))}")
-    missing = [k for k in ("server", "zone", "tsig_name") if not update.get(k)]
-    if missing:
-        raise SaltInvocationError(f"update settings lack {', '.join(missing)}")
-    try:
-        server = str(ipaddress.ip_address(str(update["server"])))
-    except ValueError:
-        raise SaltInvocationError(
-            f"update server {update['server']!r} must be an IP address"
-        ) from None
-    algorithm = str(update.get("tsig_algorithm") or "hmac-sha256").lower()
-    if algorithm not in TSIG_ALGORITHMS:
-        raise SaltInvocationError(
-            f"tsig_algorithm {algorithm!r} is not one of {', '.join(TSIG_ALGORITHMS)}"
-        )
-    try:
-        keyname = dns.name.from_text(str(update["tsig_name"]))
-    except dns.exception.DNSException:
-        raise SaltInvocationError(f"tsig_name {update['tsig_name']!r} is not a DNS name") from None
-    return {
-        "server": server,
-        "port": __utils__["certsync_args.port"](update.get("port", 53), "update port"),
-        "zone": dns.name.from_text(_dns_name(update["zone"], "update zone")),
-        "key": dns.tsig.Key(keyname, _tsig_secret(), dns.name.from_text(algorithm)),
-        "timeout": _seconds(update.get("timeout", DEFAULT_TIMEOUT), "update timeout"),
-    }
-
-
-def _seconds(value, what, maximum=3600):
-    return __utils__["certsync_args.seconds"](value, what, maximum)
-
-
-#: What dnspython raises when a server answers badly or not at all: its own errors,
-#: the socket's, EOFError (TCP closed mid-message), ValueError (a malformed message).
-_BROKEN_SERVER = (
-    (dns.exception.DNSException, OSError, EOFError, ValueError) if HAS_DNSPYTHON else ()
-)
-
-
-def _server_error(exc):
-    if isinstance(exc, EOFError):
-        return "the server closed the connection without an answer"
-    return str(exc) or type(exc).__name__
-
-
-def _tlsa_rdata(record):
-    try:
-        return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TLSA, str(record))
-    except (dns.exception.DNSException, ValueError):
-        raise SaltInvocationError(f"{str(record)[:80]!r} is not TLSA record data") from None
-
-
-def tlsa_update(hostname, update, add=None, delete=None, port=25, protocol="tcp", ttl=300):
-    """
-    Add and delete single TLSA records at ``_<port>._<protocol>.<hostname>``
-    with one RFC 2136 UPDATE signed with TSIG. The RRset is never replaced:
-    records not named stay as they are. An update the server refuses is an
-    error naming the reason (the secret is never shown).
-
-    update
-        ``{server, port (53), zone, tsig_name, tsig_algorithm (hmac-sha256),
-        timeout}``: the primary server taking updates for the zone and the
-        name of the TSIG key it accepts. The key's secret is never an
-        argument: it is read from this minion's pillar,
-        ``certsync:consumers:<id>:dane:update:tsig_secret`` (or
-        ``certsync:consumer_defaults:dane:update:tsig_secret``).
-
-    add / delete
-        Lists of record data, e.g. ``["3 1 1 <hex>"]``.
-
-    ttl
-        TTL of added records (the RRset's TTL, for one RRset has one TTL).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host maildns.tlsa_update mail.example.com \
-            '{server: 192.0.2.53, zone: example.com, tsig_name: certsync}' \
-            add='["3 1 1 0123..."]'
-    """
-    settings = _update_settings(update)
-    name = dns.name.from_text(_tlsa_name(hostname, port, protocol))
-    if not name.is_subdomain(settings["zone"]):
-        raise SaltInvocationError(f"{name} is not in the zone {settings['zone']}")
-    add, delete = _as_list(add or [], "add"), _as_list(delete or [], "delete")
-    if not add and not delete:
-        raise SaltInvocationError("nothing to add or delete")
-    message = dns.update.UpdateMessage(settings["zone"], keyring=settings["key"])
-    for record in add:
-        message.add(name, _seconds(ttl, "ttl"), _tlsa_rdata(record))
-    for record in delete:
-        message.delete(name, _tlsa_rdata(record))
-    where = f"{settings['server']}:{settings['port']}"
-    try:
-        response = dns.query.tcp(
-            message, settings["server"], port=settings["port"], timeout=settings["timeout"]
-        )
-    except (dns.tsig.PeerError, dns.message.UnknownTSIGKey, dns.tsig.BadSignature) as exc:
-        raise CommandExecutionError(
-            f"the update of {name} at {where} failed: the server did not accept TSIG key "
-            f"{settings['key'].name} ({type(exc).__name__}: wrong name, secret or algorithm?)"
-        ) from None
-    except _BROKEN_SERVER as exc:
-        raise CommandExecutionError(
-            f"the update of {name} at {where} failed: {_server_error(exc)}"
-        ) from None
-    rcode = response.rcode()
-    if rcode != dns.rcode.NOERROR:
-        raise CommandExecutionError(
-            f"the update of {name} at {where} was refused: {dns.rcode.to_text(rcode)}"
-            + (
-                " (TSIG key not accepted?)"
-                if rcode in (dns.rcode.NOTAUTH, dns.rcode.REFUSED)
-                else ""
-            )
-        )
-    return {"name": str(name).rstrip("."), "server": where, "added": add, "deleted": delete}
-
-
-def tlsa_servers(
-    hostname,
-    zone,
-    port=25,
-    protocol="tcp",
-    nameservers=None,
-    dns_port=53,
-    auth_port=53,
-    timeout=DEFAULT_TIMEOUT,
-):
-    """
-    What every authoritative server of ``zone`` (its NS records, each
-    address) serves at ``_<port>._<protocol>.<hostname>``, asked directly
-    (no recursion): the records and their TTL, or the error. A rollover may
-    go on only when every server serves the new record.
-
-    auth_port
-        The port the authoritative servers answer on. Default: 53.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host maildns.tlsa_servers mail.example.com example.com
-    """
-    name = dns.name.from_text(_tlsa_name(hostname, port, protocol))
-    zone = _dns_name(zone, "zone")
-    resolver = _resolver(nameservers, dns_port, timeout, False)
-    lk = _Lookup(resolver)
-    servers = {}
-    for ns in lk.targets(zone, "NS"):
-        addresses = lk.addresses(ns)
-        if not addresses:
-            raise CommandExecutionError(f"the name server {ns} of {zone} has no address")
-        for address in addresses:
-            servers[f"{ns}/{address}"] = _ask_authoritative(
-                name,
-                address,
-                __utils__["certsync_args.port"](auth_port, "auth_port"),
-                _seconds(timeout, "timeout"),
-            )
-    if not servers:
-        raise CommandExecutionError(f"{zone} has no NS records")
-    return servers
-
-
-def _ask_authoritative(name, address, port, timeout):
-    query = dns.message.make_query(name, dns.rdatatype.TLSA)
-    query.flags &= ~dns.flags.RD
-    try:
-        response, _ = dns.query.udp_with_fallback(query, address, port=port, timeout=timeout)
-    except _BROKEN_SERVER as exc:
-        return {"error": f"no answer from {address}:{port}: {_server_error(exc)}"}
-    if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-        return {"error": f"{address}:{port} answered {dns.rcode.to_text(response.rcode())}"}
-    if not response.flags & dns.flags.AA:
-        return {"error": f"{address}:{port} is not authoritative for {name}"}
-    rrset = response.get_rrset(response.answer, name, dns.rdataclass.IN, dns.rdatatype.TLSA)
-    records = sorted(f"{rd.usage} {rd.selector} {rd.mtype} {rd.cert.hex()}" for rd in (rrset or []))
-    return {"records": records, "ttl": rrset.ttl if rrset else None}
-
-
-# ---------------------------------- the DANE gate of certsync.deployed
-
-#: Seconds a deploy may wait in one run for the new TLSA record to be safe.
-DEFAULT_MAX_WAIT = 900
-DANE_KEYS = {"port", "nameservers", "dns_port", "update", "max_wait"}
-
-
-def _dane_options(dane):
-    """The ``dane`` settings of certsync.deployed, checked, with their defaults."""
-    if dane is True:
-        dane = {}
-    if not isinstance(dane, dict):
-        raise SaltInvocationError("dane must be true or a mapping (port, nameservers, ...)")
-    unknown = set(dane) - DANE_KEYS
-    if unknown:
-        raise SaltInvocationError(f"unknown dane settings: {', '.join(sorted(unknown))}")
-    options = {
-        "port": __utils__["certsync_args.port"](dane.get("port", 25), "dane port"),
-        "nameservers": dane.get("nameservers") or None,
-        "dns_port": __utils__["certsync_args.port"](dane.get("dns_port", 53), "dane dns_port"),
-        "update": dane.get("update") or None,
-        "max_wait": dane.get("max_wait", DEFAULT_MAX_WAIT),
-    }
-    try:
-        options["max_wait"] = float(options["max_wait"])
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"dane max_wait {options['max_wait']!r} is not seconds") from None
-    if not 0 <= options["max_wait"] <= 86400:
-        raise SaltInvocationError("dane max_wait must be between 0 and 86400 seconds")
-    if options["update"] is not None:
-        _update_settings(options["update"])
-    return options
-
-
-def _lookup_args(options):
-    return {k: options[k] for k in ("port", "nameservers", "dns_port")}
-
-
-def dane_lookup(dane=True):
-    """
-    Where the TLSA records of a ``dane`` setting (as certsync.deployed takes
-    it: ``True`` or a mapping) are looked up, checked and with their
-    defaults: ``port`` (25), ``nameservers`` (None: the system's resolver)
-    and ``dns_port`` (53). A bad or unknown setting is an error naming it.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host maildns.dane_lookup '{nameservers: [127.0.0.1], dns_port: 5353}'
-    """
-    return _lookup_args(_dane_options(dane))
-
-
-def _rollover_path(hostname, port):
-    digest = hashlib.sha256(f"{hostname.lower()}/{port}".encode()).hexdigest()[:16]
-    return os.path.join(__opts__["cachedir"], "certsync", f"tlsa-rollover-{digest}.json")
-
-
-def _load_rollover(path):
-    return __utils__["certsync_files.read_json_record"](path) or {}
-
-
-def _save_rollover(path, record):
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    with salt.utils.atomicfile.atomic_open(path, "w") as handle:
-        json.dump(record, handle)
-
-
-def _utc(epoch):
-    return __utils__["certsync_pem.iso"](epoch)
-
-
-def tlsa_gate(hostname, candidate, deployed, dane=True, test=False):
-    """
-    May ``candidate`` (a new certificate) go live on a DANE host? The DANE
-    gate of ``certsync.deployed``: ``ready`` is True when a published
-    ``TLSA`` record at ``_<port>._tcp.<hostname>`` matches it and resolvers
-    can no longer hold an answer without it.
-
-    Without ``dane.update``: ready when the resolver finds a matching record;
-    otherwise ``publish`` is the exact record to publish and ``comment`` the
-    rollover steps for the zone's operator.
-
-    With ``dane.update`` (RFC 2136, see :py:func:`tlsa_update`): the record
-    is added beside the old one (never replacing the set), then ready once
-    every authoritative server of the zone serves it and its RRset's TTL has
-    passed since (waiting up to ``dane.max_wait`` seconds in this call, else
-    a later call goes on where this one stopped). The old records are
-    removed by :py:func:`tlsa_retire` once the new certificate is served.
-
-    candidate / deployed
-        PEM files: the new certificate, and the one deployed now.
-
-    dane
-        ``True`` or ``{port (25), nameservers, dns_port (53), update,
-        max_wait (900)}``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host maildns.tlsa_gate mail.example.com /tmp/fullchain.pem \
-            /opt/mailcow-dockerized/data/assets/ssl/cert.pem
-    """
-    options = _dane_options(dane)
-    check = tlsa_check(
-        hostname, {"candidate": candidate, "deployed": deployed}, **_lookup_args(options)
-    )
-    wanted = __salt__["certsync.tlsa"](candidate)
-    ret = {"name": check["name"], "record": wanted, "ready": False, "added": None, "steps": []}
-    old = [row["record"] for row in check["records"] if "deployed" in row["matches"]]
-    if wanted in old:
-        ret["ready"] = True  # the same key: the record in place matches both
-        return ret
-    if options["update"] is None:
-        ret["ready"] = check["matching"]["candidate"]
-        if not ret["ready"]:
-            ret["publish"] = f"{check['name']}. IN TLSA {wanted}"
-            ret["comment"] = _manual_steps(check, wanted, old)
-        return ret
-    return _rollover(hostname, options, check, ret, old, test)
-
-
-def _manual_steps(check, wanted, old):
-    published = "; ".join(row["record"] for row in check["records"]) or "none"
-    ttl = f"{check['ttl']} s" if check["ttl"] else "its TTL"
-    return "\n".join(
-        [
-            f"DANE: no TLSA record at {check['name']} matches the new certificate, so it is "
-            f"not deployed (published: {published}). Roll over with no moment without a "
-            "matching record:",
-            f"  1. publish beside the current record: {check['name']}. IN TLSA {wanted}",
-            f"  2. wait the TTL ({ttl}) so that resolvers have both records",
-            "  3. run this state again (the schedule does): it deploys once the record is there",
-            "  4. then remove the old record: "
-            + ("; ".join(old) or "none matches the deployed pair"),
-        ]
-    )
-
-
-def _rollover(hostname, options, check, ret, old, test):
-    """Publish the new record by RFC 2136 and wait until it is safe to deploy."""
-    path = _rollover_path(hostname, options["port"])
-    record = _load_rollover(path)
-    wanted = ret["record"]
-    if record.get("new") != wanted:
-        record = {"new": wanted, "old": old, "visible": None}
-    published = [row["record"] for row in check["records"]]
-    if wanted not in published:
-        if test:
-            ret["comment"] = (
-                f"DANE: would publish {check['name']}. IN TLSA {wanted} beside "
-                f"{'; '.join(old) or 'nothing'} by RFC 2136, wait until every authoritative "
-                "server serves it and the TTL passed, deploy, then remove the old record"
-            )
-            return ret
-        tlsa_update(
-            hostname,
-            options["update"],
-            add=[wanted],
-            port=options["port"],
-            ttl=check["ttl"] or 300,
-        )
-        ret["added"] = wanted
-        ret["steps"].append(f"published {check['name']}. IN TLSA {wanted} beside the old record")
-    if not test:
-        _save_rollover(path, record)
-    return _wait_visible(hostname, options, record, path, ret, test)
-
-
-def _wait_visible(hostname, options, record, path, ret, test):
-    """Until every authoritative server serves the record and the TTL passed (bounded)."""
-    update = _update_settings(options["update"])
-    zone = str(update["zone"]).rstrip(".")
-    deadline = time.time() + (0 if test else options["max_wait"])
-    for _ in range(int(options["max_wait"] / 0.5) + 3):
-        servers = tlsa_servers(
-            hostname,
-            zone,
-            options["port"],
-            nameservers=options["nameservers"],
-            dns_port=options["dns_port"],
-            auth_port=update["port"],
-        )
-        lacking = sorted(n for n, r in servers.items() if record["new"] not in r.get("records", []))
-        now = time.time()
-        if lacking:
-            pause, why = 0.5, f"not yet served by {', '.join(lacking)}"
-        else:
-            if record["visible"] is None:
-                record["visible"] = now
-                if not test:
-                    _save_rollover(path, record)
-            ttl = max(r["ttl"] or 0 for r in servers.values())
-            ready_at = record["visible"] + ttl
-            if now >= ready_at:
-                ret["ready"] = True
-                ret["steps"].append(
-                    f"every authoritative server ({len(servers)}) serves it and its TTL "
-                    f"({ttl} s) passed"
-                )
-                return ret
-            pause, why = (
-                ready_at - now,
-                f"the TTL ({ttl} s) passes at {_utc(ready_at)}",
-            )
-        if now + pause > deadline:
-            ret["comment"] = (
-                f"DANE rollover under way: {ret['name']}. IN TLSA {record['new']} is published "
-                f"beside the old record; {why}. A later run deploys the certificate (the "
-                "schedule runs one) and then removes the old record."
-            )
-            return ret
-        time.sleep(pause)
-    ret["comment"] = (
-        f"DANE rollover: gave up waiting for {ret['name']} after {options['max_wait']} s"
-    )
-    return ret
-
-
-def tlsa_retire(hostname, deployed, dane, test=False):
-    """
-    The last step of an RFC 2136 rollover begun by :py:func:`tlsa_gate`:
-    once the certificate in ``deployed`` is the one the rollover published a
-    record for (and the caller verified it is served), delete only the old
-    records that rollover recorded. Nothing else is touched; without a
-    rollover in progress nothing happens. Returns ``removed``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt mailcow-host maildns.tlsa_retire mail.example.com \
-            /opt/mailcow-dockerized/data/assets/ssl/cert.pem '{update: {...}}'
-    """
-    options = _dane_options(dane)
-    path = _rollover_path(hostname, options["port"])
-    record = _load_rollover(path)
-    ret = {"removed": [], "pending": False}
-    if options["update"] is None or not record.get("new"):
-        return ret
-    if __salt__["certsync.tlsa"](deployed) != record["new"]:
-        return ret  # the rollover's certificate is not (yet) the deployed one
-    retire = [r for r in record.get("old") or [] if r != record["new"]]
-    if retire and test:
-        ret["pending"] = True
-        ret["removed"] = retire
-        return ret
-    if retire:
-        tlsa_update(hostname, options["update"], delete=retire, port=options["port"])
-        ret["removed"] = retire
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return ret
 
 
 # ---------------------------------------------------------------- the audit
@@ -1837,6 +1354,36 @@ def _rollover_row(name, check, anchors, key_kept):
 
 
 # Public functions -------------------------------------------------------------
+
+
+def zone_servers(zone, nameservers=None, dns_port=53, timeout=DEFAULT_TIMEOUT):
+    """
+    The authoritative servers of ``zone``: each name server of its NS set
+    with its addresses (``[[name, address], ...]``), looked up through the
+    resolver given (default: the system's). A name server without an address
+    is an error naming it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host maildns.zone_servers example.com
+    """
+    zone = _dns_name(zone, "zone")
+    lk = _lookup(nameservers, dns_port, _seconds(timeout, "timeout"))
+    found = []
+    for ns in lk.targets(zone, "NS"):
+        addresses = lk.addresses(ns)
+        if not addresses:
+            raise CommandExecutionError(f"the name server {ns} of {zone} has no address")
+        found += [[ns, address] for address in addresses]
+    if not found:
+        raise CommandExecutionError(f"{zone} has no NS records")
+    return found
+
+
+def _seconds(value, what, maximum=3600):
+    return __utils__["certsync_args.seconds"](value, what, maximum)
 
 
 def _lookup(nameservers, dns_port, timeout, dnssec=False):

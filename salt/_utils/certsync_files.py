@@ -89,6 +89,13 @@ def replace_file(path, data, mode=0o600):
         raise
 
 
+def write_json_record(path, record):
+    """Keep ``record`` (a JSON object) at ``path`` under the cachedir: its directory made
+    0700, the file replaced atomically, 0600."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    replace_file(path, json.dumps(record).encode("utf-8"))
+
+
 @contextlib.contextmanager
 def locked(path, timeout, holder="another certsync run"):
     """Hold an exclusive lock on the file ``path`` (made 0600, never through a symlink)

@@ -16,7 +16,7 @@ import os
 import re
 import stat
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from cryptography import x509
@@ -346,3 +346,13 @@ def canonical_pair(fullchain, key):
         serialization.NoEncryption(),
     )
     return certs, cert_pem, key_pem
+
+
+def tlsa_name(hostname, port, protocol="tcp"):
+    """The owner name of the TLSA records of ``hostname``'s ``port`` (RFC 6698):
+    ``_25._tcp.mail.example.com``; a bad host name, port or protocol is refused."""
+    if not is_dns_name(hostname):
+        raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
+    if protocol not in ("tcp", "udp") or not 0 < int(port) < 65536:
+        raise SaltInvocationError(f"no TLSA name for port {port!r}/{protocol!r}")
+    return f"_{int(port)}._{protocol}.{hostname.lower()}"

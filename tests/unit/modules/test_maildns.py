@@ -1,4 +1,5 @@
-"""Unit tests of maildns.audit's arguments: bad input is refused before any lookup."""
+"""Unit tests of maildns.audit's arguments and of certsync_dane's (the rollover): bad input is
+refused before any lookup, and the TSIG secret is never shown."""
 
 import pytest
 from salt.exceptions import SaltInvocationError
@@ -6,6 +7,7 @@ from salt.exceptions import SaltInvocationError
 from harness.loader import UTILS, certsync_mod, load_loader_module
 
 maildns_mod = load_loader_module("modules", "maildns")
+dane_mod = load_loader_module("modules", "certsync_dane")
 REAL_RESOLVER = maildns_mod._resolver
 DOMAIN, HOST = "example.test", "mail.example.test"
 
@@ -20,15 +22,18 @@ class NoDNS:
 @pytest.fixture
 def configure_loader_modules(monkeypatch):
     monkeypatch.setattr(maildns_mod, "_resolver", lambda *args: NoDNS())
-    return {
-        maildns_mod: {
-            "__salt__": {"certsync.is_dns_name": certsync_mod.is_dns_name},
-            "__context__": {},
-            "__utils__": UTILS,
-            "__opts__": {"id": ME},
-            "__pillar__": PILLAR,
-        }
+    salt = {
+        "certsync.is_dns_name": certsync_mod.is_dns_name,
+        **{f"maildns.{name}": getattr(maildns_mod, name) for name in ("zone_servers", "tlsa")},
     }
+    dunders = {
+        "__salt__": salt,
+        "__context__": {},
+        "__utils__": UTILS,
+        "__opts__": {"id": ME},
+        "__pillar__": PILLAR,
+    }
+    return {maildns_mod: dunders, dane_mod: dict(dunders)}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +99,7 @@ PILLAR = {"certsync": {"consumers": {ME: {"dane": {"update": {"tsig_secret": SEC
 )
 def test_dane_settings_are_checked_and_never_show_the_secret(dane, message):
     with pytest.raises(SaltInvocationError, match=message) as caught:
-        maildns_mod._dane_options(dane)
+        dane_mod._dane_options(dane)
     assert SECRET not in str(caught.value)
 
 
@@ -117,9 +122,9 @@ def test_dane_settings_are_checked_and_never_show_the_secret(dane, message):
     ],
 )
 def test_the_tsig_secret_comes_from_the_pillar_and_is_never_shown(monkeypatch, pillar, message):
-    monkeypatch.setattr(maildns_mod, "__pillar__", pillar)
+    monkeypatch.setattr(dane_mod, "__pillar__", pillar)
     with pytest.raises(SaltInvocationError, match=message) as caught:
-        maildns_mod._update_settings(UPDATE)
+        dane_mod._update_settings(UPDATE)
     assert "no b64!" not in str(caught.value)
 
 
@@ -136,17 +141,17 @@ DEFAULT_DANE = {"dane": {"update": {"tsig_secret": SECRET}}}
     ],
 )
 def test_the_key_is_made_with_the_pillars_secret(monkeypatch, pillar):
-    monkeypatch.setattr(maildns_mod, "__pillar__", pillar)
-    settings = maildns_mod._update_settings(UPDATE)
+    monkeypatch.setattr(dane_mod, "__pillar__", pillar)
+    settings = dane_mod._update_settings(UPDATE)
     assert settings["key"].secret == b"secret-secret-secret"
     assert str(settings["key"].name) == "certsync."
 
 
 def test_an_update_for_a_name_outside_its_zone_is_refused():
     with pytest.raises(SaltInvocationError, match=r"is not in the zone example\.org"):
-        maildns_mod.tlsa_update(HOST, {**UPDATE, "zone": "example.org"}, add=["3 1 1 " + "ab" * 32])
+        dane_mod.tlsa_update(HOST, {**UPDATE, "zone": "example.org"}, add=["3 1 1 " + "ab" * 32])
     with pytest.raises(SaltInvocationError, match="is not TLSA record data"):
-        maildns_mod.tlsa_update(HOST, UPDATE, add=["3 1 1 zz"])
+        dane_mod.tlsa_update(HOST, UPDATE, add=["3 1 1 zz"])
 
 
 @pytest.mark.parametrize(
@@ -184,7 +189,7 @@ def test_organisational_domains():
     ],
 )
 def test_dane_lookup_has_the_deploys_defaults(dane, expected):
-    assert maildns_mod.dane_lookup(dane) == expected
+    assert dane_mod.dane_lookup(dane) == expected
 
 
 @pytest.mark.parametrize(
@@ -197,7 +202,7 @@ def test_dane_lookup_has_the_deploys_defaults(dane, expected):
 )
 def test_dane_lookup_names_a_bad_setting(dane, message):
     with pytest.raises(SaltInvocationError, match=message):
-        maildns_mod.dane_lookup(dane)
+        dane_mod.dane_lookup(dane)
 
 
 class _ClosingServer:
@@ -255,7 +260,7 @@ def closing_server():
 def test_a_server_closing_the_update_connection_is_that_servers_failure(closing_server):
     update = {**UPDATE, "port": closing_server.port, "timeout": 5}
     with pytest.raises(Exception) as caught:
-        maildns_mod.tlsa_update(HOST, update, add=["3 1 1 " + "ab" * 32])
+        dane_mod.tlsa_update(HOST, update, add=["3 1 1 " + "ab" * 32])
     assert type(caught.value).__name__ == "CommandExecutionError", caught.value
     assert f"at 127.0.0.1:{closing_server.port} failed" in str(caught.value)
     assert SECRET not in str(caught.value)
@@ -264,7 +269,7 @@ def test_a_server_closing_the_update_connection_is_that_servers_failure(closing_
 def test_a_truncated_answer_then_a_closed_connection_is_that_servers_failure(closing_server):
     import dns.name
 
-    answer = maildns_mod._ask_authoritative(
+    answer = dane_mod._ask_authoritative(
         dns.name.from_text(f"_25._tcp.{HOST}"), "127.0.0.1", closing_server.port, 5
     )
     assert answer["error"].startswith(f"no answer from 127.0.0.1:{closing_server.port}: ")
@@ -280,7 +285,7 @@ def test_every_dns_timeout_is_bounded(monkeypatch, timeout):
     monkeypatch.setattr(maildns_mod, "_resolver", REAL_RESOLVER)  # its checks, no lookup
     monkeypatch.setattr(dns.resolver.Resolver, "resolve", NoDNS.resolve)
     with pytest.raises(SaltInvocationError, match="timeout must be"):
-        maildns_mod.tlsa_servers(HOST, DOMAIN, timeout=timeout)
+        dane_mod.tlsa_servers(HOST, DOMAIN, timeout=timeout)
     with pytest.raises(SaltInvocationError, match="timeout must be"):
         maildns_mod.tlsa(HOST, timeout=timeout)
     with pytest.raises(SaltInvocationError, match="timeout must be"):
