@@ -6,7 +6,8 @@
 # (mailcow's documented way to recreate acme-mailcow), promtool (Debian's
 # prometheus), nftables and iproute2 (the egress tests' firewall and network
 # namespaces), unbound and ldnsutils (a validating resolver, a zone signer),
-# faketime (the fault campaign's clock skew), installed when missing;
+# faketime (the fault campaign's clock skew), caddy (the second certificate
+# source, against pebble), installed when missing;
 # dockerd started (as root) when no
 # engine answers. Idempotent.
 set -euo pipefail
@@ -31,6 +32,7 @@ command -v ldns-signzone >/dev/null 2>&1 || missing+=(ldnsutils)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+command -v caddy >/dev/null 2>&1 || missing+=(caddy)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "certsync: ${missing[*]} missing; run as root or install them" >&2

@@ -166,14 +166,15 @@ def role(cfg, minion_id):
 
 
 def source_where(source):
-    """The source's kind and its settings of that kind (the set ones) from the
-    ``certsync:source`` mapping: what ``certsync_source`` takes."""
+    """The source's kind and its settings (the set ones: not empty, none or false, the
+    defaults' placeholders for every kind's) from the ``certsync:source`` mapping: what
+    ``certsync_source`` takes."""
     source = source if isinstance(source, dict) else {}
     kind = source.get("kind") or "npm"
     where = {
         key: value
         for key, value in source.items()
-        if key not in FORMULA_SOURCE_KEYS and value not in ("", None)
+        if key not in FORMULA_SOURCE_KEYS and value not in ("", None, False)
     }
     return kind, where
 

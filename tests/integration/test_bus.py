@@ -125,8 +125,9 @@ def test_one_state_apply_per_role_makes_the_fleet_whole(fleet):
     assert ret.returncode != 0  # no recipient key from the consumer yet: said, not hidden
     published = ret.data[next(k for k in ret.data if "certsync-published" in k)]
     assert "No recipient key in the mine for " + consumer in published["comment"]
-    reused = ret.data[next(k for k in ret.data if "certsync-key-reused" in k)]
-    assert reused["changes"]["reuse_key"] == {"old": False, "new": True}, reused
+    kept = ret.data[next(k for k in ret.data if "certsync-key-kept" in k)]
+    assert kept["changes"]["key_kept"] == {"old": False, "new": True}, kept
+    assert kept["changes"]["where"].endswith(".conf"), kept  # certbot's renewal file
     fleet.salt(consumer, "state.apply", "certsync")
     fleet.wait_served(fleet.issued[0].fingerprint)
     conf = (fleet.stack.root / "mailcow.conf").read_text()

@@ -153,7 +153,7 @@ def test_the_readme_puts_certsync_on_two_hosts_and_takes_it_off(
         assert hosts.salt("salt-run saltutil.sync_all").returncode == 0
         synced = hosts.salt("salt -C 'npm or mailcow' saltutil.sync_all")
         assert synced.returncode == 0 and set(synced.data) == {"npm", "mailcow"}, synced
-        checked = hosts.salt("salt -C 'npm or mailcow' certsync.check_settings")
+        checked = hosts.salt("salt -C 'npm or mailcow' certsync_settings.check")
         assert {m: r["role"] for m, r in checked.data.items()} == {
             "npm": "source",
             "mailcow": "consumer",

@@ -2,7 +2,14 @@
 
 import pytest
 
-from harness.loader import certsync_mod, deploy_functions, deploy_mod, npm_source_mod, source_mod
+from harness.loader import (
+    caddy_source_mod,
+    certsync_mod,
+    deploy_functions,
+    deploy_mod,
+    npm_source_mod,
+    source_mod,
+)
 
 
 @pytest.fixture
@@ -13,5 +20,6 @@ def loader_modules():
         certsync_mod: {"__context__": {}, "__opts__": {"test": False}},
         source_mod: {"__salt__": deploy_functions()},
         npm_source_mod: {"__salt__": deploy_functions()},
+        caddy_source_mod: {"__salt__": deploy_functions(), "__context__": {}},
         deploy_mod: {"__salt__": deploy_functions(), "__opts__": {"test": False}},
     }

@@ -1,9 +1,10 @@
-"""Certificate sources behind one interface (certsync_source, certsync_source_npm)."""
+"""Certificate sources behind one interface (certsync_source, its npm and caddy kinds)."""
 
+import datetime
 import os
 
 import pytest
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from harness.loader import source_mod
 from harness.pki import write_npm_tree
@@ -67,3 +68,73 @@ def test_a_kind_or_a_setting_it_cannot_use_is_refused_by_name(kind, where, messa
     with pytest.raises(SaltInvocationError) as error:
         source_mod.locate(HOST, kind, **where)
     assert message in str(error.value)
+
+
+def _caddy_site(storage, issuer, name, issued):
+    """A site as Caddy (certmagic) stores it: the chain in <name>.crt, the key in .key."""
+    site = storage / "certificates" / issuer / name
+    site.mkdir(parents=True)
+    (site / f"{name}.crt").write_bytes(issued.fullchain_pem())
+    (site / f"{name}.key").write_bytes(issued.key_pem())
+    (site / f"{name}.json").write_text("{}")
+    return site
+
+
+def test_caddy_takes_the_newest_usable_site_its_name_or_its_wildcard(tmp_path, ca):
+    storage = tmp_path / "caddy"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    older = ca.leaf(HOST, not_after=now + datetime.timedelta(days=30))
+    newer = ca.leaf("*.example.test", not_after=now + datetime.timedelta(days=60))
+    _caddy_site(storage, "acme-v02.api.letsencrypt.org-directory", HOST, older)
+    wildcard = _caddy_site(storage, "localhost-14000-dir", "wildcard_.example.test", newer)
+    other = _caddy_site(
+        storage, "localhost-14000-dir", "www.example.test", ca.leaf("www.example.test")
+    )
+    found = source_mod.locate(HOST, "caddy", storage=str(storage))
+    assert found["dir"] == str(wildcard)
+    assert found["fullchain"] == str(wildcard / "wildcard_.example.test.crt")
+    one = source_mod.locate(
+        HOST, "caddy", storage=str(storage), issuer="acme-v02.api.letsencrypt.org-directory"
+    )
+    assert one["privkey"].endswith(f"{HOST}/{HOST}.key")
+    watched = source_mod.watched(HOST, "caddy", storage=str(storage))
+    assert str(storage / "certificates") in watched
+    assert str(wildcard / "wildcard_.example.test.crt") in watched
+    assert not any(path.startswith(str(other)) for path in watched)
+
+
+def test_caddy_skips_a_site_whose_key_does_not_match_and_says_so(tmp_path, ca, good):
+    storage = tmp_path / "caddy"
+    site = _caddy_site(storage, "issuer", HOST, good)
+    (site / f"{HOST}.key").write_bytes(ca.leaf(HOST).key_pem())
+    with pytest.raises(CommandExecutionError, match="its key does not match"):
+        source_mod.locate(HOST, "caddy", storage=str(storage))
+
+
+@pytest.mark.parametrize(
+    ("version", "reuse", "keeps"),
+    [
+        ("2.6.2", False, True),
+        ("v2.7.6 h1:abc=", False, False),
+        ("v2.7.6 h1:abc=", True, False),  # 2.7 has no such setting
+        ("v2.8.4 h1:abc=", False, False),
+        ("v2.8.4 h1:abc=", True, True),
+        ("", False, None),
+    ],
+)
+def test_caddys_release_says_whether_the_next_certificate_keeps_the_key(
+    tmp_path, good, version, reuse, keeps
+):
+    storage = tmp_path / "caddy"
+    _caddy_site(storage, "issuer", HOST, good)
+    binary = tmp_path / "caddy-bin"
+    binary.write_text(f"#!/bin/sh\necho '{version}'\n" if version else "#!/bin/sh\nexit 3\n")
+    binary.chmod(0o755)
+    settings = {"storage": str(storage), "caddy": str(binary), "reuse_private_keys": reuse}
+    view = source_mod.renewal(HOST, "caddy", **settings)
+    assert view["next_renewal_keeps_key"] is keeps, view
+    if keeps:
+        assert source_mod.keep_key(HOST, "caddy", **settings)["changed"] is False
+    else:
+        with pytest.raises(CommandExecutionError, match="may come with a new key"):
+            source_mod.keep_key(HOST, "caddy", **settings)
