@@ -27,15 +27,20 @@ sys.path.insert(0, str(REPO))  # the harness
 from salt.exceptions import CommandExecutionError  # noqa: E402
 
 from harness.loader import (  # noqa: E402
+    UTILS,
     certsync_beacon,
     certsync_mod,
     deploy_functions,
     deploy_mod,
-    salt_functions,
+    load_loader_module,
+    npm_source_mod,
+    source_mod,
 )
 from harness.pki import TestCA, write_pair  # noqa: E402
 
 HOST = "mail.example.test"
+#: The largest PEM file certsync reads (salt/_utils/certsync_pem.py).
+MAX_PEM_BYTES = load_loader_module("utils", "certsync_pem").MAX_PEM_BYTES
 
 
 def timed(func, runs):
@@ -71,9 +76,9 @@ def hostile(tmp, runs):
     live = tmp / "hostile-live"
     for number, (label, data) in enumerate(files.items()):
         path = tmp / f"hostile-{number}.pem"
-        path.write_bytes(data[: certsync_mod.MAX_PEM_BYTES])
-        found[f"refuse {len(data[: certsync_mod.MAX_PEM_BYTES]) // 1024} KiB of {label}"] = timed(
-            lambda p=path: _refused(lambda: certsync_mod.read_certs(str(p))), runs
+        path.write_bytes(data[:MAX_PEM_BYTES])
+        found[f"refuse {len(data[:MAX_PEM_BYTES]) // 1024} KiB of {label}"] = timed(
+            lambda p=path: _refused(lambda: UTILS["certsync_pem.read_certs"](str(p))), runs
         )
     for number in range(4):
         (live / f"npm-{number}").mkdir(parents=True)
@@ -93,7 +98,9 @@ def main():
     certsync_mod.__context__ = {}
     certsync_mod.__opts__ = {"test": False}
     deploy_mod.__opts__ = {"test": False}
-    deploy_mod.__salt__ = deploy_functions()
+    functions = deploy_functions()  # one minion's __salt__: the deploy and the source kinds
+    for module in (deploy_mod, source_mod, npm_source_mod, certsync_beacon):
+        module.__salt__ = functions
     ca = TestCA()
     results = {}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -121,7 +128,6 @@ def main():
 
         certsync_beacon.__context__ = {}
         certsync_beacon.__opts__ = {"cachedir": str(tmp / "beacon-cache")}
-        certsync_beacon.__salt__ = salt_functions(certsync_mod, "certsync")
         watch = [{"hostname": HOST}, {"source": str(source)}]
         assert certsync_beacon.beacon(watch)[0]["tag"] == "renewed"
         assert certsync_beacon.beacon(watch) == []

@@ -133,10 +133,8 @@ def main():
     maildns.__context__ = {}
     tlsprobe_mod.__context__ = {}
     maildns.__salt__ = {
-        "certsync.is_dns_name": certsync_mod.is_dns_name,
         "certsync.tlsa": certsync_mod.tlsa,
         "certsync.info": certsync_mod.info,
-        "certsync.name_matches": certsync_mod.name_matches,
         "tlsprobe.fetch": tlsprobe_mod.fetch,
     }
     with tempfile.TemporaryDirectory() as tmp_name:
