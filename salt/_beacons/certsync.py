@@ -22,7 +22,10 @@ Between changes it only ``stat``\\ s the files the source kind names
 (``certsync_source.watched``: for NPM each lineage's ``fullchain.pem``,
 through ``live/``'s symlinks); it parses them only when one changed. The last fingerprint
 it announced is kept in the minion's cachedir, so a restart or a state run does
-not fire it again; the certsync schedule covers a lost event.
+not fire it again; the certsync schedule covers a lost event. A source caught
+mid-write (Caddy 2.6 rewrites its ``.crt`` in place) is read again on the next
+ticks; one still unreadable after ``RETRIES`` ticks fires one
+``salt/beacon/<minion id>/certsync/error`` and waits for its next change.
 
 On a consumer (``alert_days`` set) it runs ``certsync_monitor.check`` and fires
 ``salt/beacon/<minion id>/certsync/alert/<condition>`` once when a condition
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: Conditions that must last DEFAULT_GRACE (or ``grace``) seconds before they alert.
 GRACED = ("mismatch", "unreachable")
+#: Ticks a source that changed but cannot be read is read again before it is an error.
+RETRIES = 3
 #: Seconds a mismatch must last before it is an alert (a renewal converges in seconds).
 DEFAULT_GRACE = 600
 #: The beacon's own keys and Salt's; the others are the source's settings of its kind.
@@ -95,8 +100,20 @@ def _config(config):
 
 
 def validate(config):
-    """Check the beacon configuration."""
+    """Check the beacon configuration (the source kind checks its own settings)."""
     cfg = _config(config)
+    valid, why = _settled(cfg)
+    if not valid or "alert_days" in cfg:
+        return valid, why
+    try:
+        _source("watched", cfg)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return False, f"certsync beacon: {exc}"
+    return True, "Valid beacon configuration"
+
+
+def _settled(cfg):
+    """The checks that need no file system: made again on every tick, cheaply."""
     if "alert_days" in cfg:
         days = cfg["alert_days"]
         if isinstance(days, bool) or not isinstance(days, int) or days < 0:
@@ -116,10 +133,6 @@ def validate(config):
         return False, f"certsync beacon: kind must be a source kind, not {cfg['kind']!r}"
     if not _where(cfg):
         return False, "certsync beacon: give the source's settings (npm: live_dir or source)"
-    try:  # the source kind checks its own settings
-        _source("watched", cfg)
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        return False, f"certsync beacon: {exc}"
     return True, "Valid beacon configuration"
 
 
@@ -231,20 +244,40 @@ def beacon(config):
     cfg = _config(config)
     if "alert_days" in cfg:
         return _alerts(cfg)
-    valid, why = validate(config)
+    valid, why = _settled(cfg)
     if not valid:  # Salt validates first; the record's file name depends on it
         return [{"tag": "error", "error": why}]
     seen = __context__.setdefault("certsync.beacon", {})
-    try:
+    hostname = cfg["hostname"]
+    try:  # the source kind refuses a bad setting here
         signature = _signature(cfg)
-        if seen.get(cfg["hostname"]) == signature:
-            return []
-        seen[cfg["hostname"]] = signature
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _failed(seen, hostname, None, exc)
+    if seen.get(hostname, {}).get("signature") == signature:
+        return []
+    try:
         current = _current(cfg)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        log.warning("certsync beacon: %s", exc)
-        return [{"tag": "error", "hostname": cfg["hostname"], "error": str(exc)}]
-    if current["fingerprint"] == _last_announced(cfg["hostname"]):
+        return _failed(seen, hostname, signature, exc)
+    seen[hostname] = {"signature": signature}
+    if current["fingerprint"] == _last_announced(hostname):
         return []
-    _record(cfg["hostname"], current["fingerprint"])
+    _record(hostname, current["fingerprint"])
     return [{"tag": "renewed", **current}]
+
+
+def _failed(seen, hostname, signature, exc):
+    """A source caught mid-write (a ``.crt`` before its ``.key``) is read again on
+    the next ticks; one that stays unreadable is one ``error`` event, then waits
+    for its next change (a refused setting: for another error)."""
+    state, error = seen.get(hostname, {}), str(exc)
+    if signature is None and state.get("error") == error:
+        return []
+    tries = state.get("tries", 0) + 1 if state.get("failing", False) == signature else 1
+    if signature is not None and tries < RETRIES:
+        seen[hostname] = {"failing": signature, "tries": tries}
+        log.debug("certsync beacon: %s (read again on the next tick)", exc)
+        return []
+    seen[hostname] = {"signature": signature, "error": error}
+    log.warning("certsync beacon: %s", exc)
+    return [{"tag": "error", "hostname": hostname, "error": error}]

@@ -1,18 +1,15 @@
-"""The certsync beacon's configuration: what Salt's validate() refuses (untrusted pillar)."""
+"""The certsync beacon: what Salt's validate() refuses (untrusted pillar), and the
+renewals it announces on a source caught in every state of its writes."""
 
 import pytest
+from salt.exceptions import SaltInvocationError
 
-from harness.loader import certsync_beacon, deploy_functions, npm_source_mod, source_mod
+from harness.loader import certsync_beacon, deploy_functions
 
 
-@pytest.fixture(autouse=True)
-def configure_loader_modules():
-    functions = deploy_functions()
-    return {
-        certsync_beacon: {"__salt__": functions},
-        source_mod: {"__salt__": functions},
-        npm_source_mod: {"__salt__": functions},
-    }
+@pytest.fixture
+def configure_loader_modules(loader_modules):
+    return {**loader_modules, certsync_beacon: {"__salt__": deploy_functions()}}
 
 
 @pytest.mark.parametrize(
@@ -63,3 +60,84 @@ def test_a_refused_configuration_writes_nothing(tmp_path, monkeypatch):
 )
 def test_a_good_configuration_passes(config):
     assert certsync_beacon.validate(config) == (True, "Valid beacon configuration")
+
+
+HOST = "mail.example.test"
+
+
+@pytest.fixture
+def caddy(tmp_path, monkeypatch):
+    """A beacon on a Caddy storage, its record in a private cachedir."""
+    monkeypatch.setattr(certsync_beacon, "__opts__", {"cachedir": str(tmp_path)}, raising=False)
+    monkeypatch.setattr(certsync_beacon, "__context__", {}, raising=False)
+    site = tmp_path / "caddy" / "certificates" / "acme-issuer" / HOST
+    site.mkdir(parents=True)
+    config = [{"hostname": HOST}, {"kind": "caddy"}, {"storage": str(tmp_path / "caddy")}]
+    return site, config
+
+
+def _store(site, issued, key=None):
+    """What certmagic 0.17 (Debian's caddy 2.6) does: the .key, then the .crt, in place."""
+    (site / f"{HOST}.key").write_bytes((key or issued).key_pem())
+    (site / f"{HOST}.crt").write_bytes(issued.fullchain_pem())
+
+
+def test_a_new_certificate_is_announced_once_even_across_a_restart(caddy, ca, good):
+    site, config = caddy
+    _store(site, good)
+    events = certsync_beacon.beacon(config)
+    assert [(e["tag"], e["fingerprint"]) for e in events] == [("renewed", good.fingerprint)]
+    assert sorted(events[0]) == ["fingerprint", "hostname", "not_after", "source", "tag"]
+    assert events[0]["source"] == str(site)
+    assert certsync_beacon.beacon(config) == []
+    certsync_beacon.__context__.clear()  # a restarted minion: the record remembers
+    assert certsync_beacon.beacon(config) == []
+    renewed = ca.leaf(HOST, key=good.key)
+    _store(site, renewed)
+    assert [e["fingerprint"] for e in certsync_beacon.beacon(config)] == [renewed.fingerprint]
+
+
+def test_a_certificate_caught_mid_write_is_read_again_not_reported(caddy, good):
+    site, config = caddy
+    _store(site, good)
+    (site / f"{HOST}.crt").write_bytes(good.fullchain_pem()[:200])  # torn: os.WriteFile
+    assert certsync_beacon.beacon(config) == []
+    (site / f"{HOST}.crt").write_bytes(good.fullchain_pem())
+    assert [e["tag"] for e in certsync_beacon.beacon(config)] == ["renewed"]
+
+
+def test_a_source_that_stays_unreadable_is_one_error_then_waits_for_a_change(caddy, ca, good):
+    site, config = caddy
+    _store(site, ca.leaf(HOST), key=good)  # a key that is not the certificate's
+    ticks = [certsync_beacon.beacon(config) for _ in range(certsync_beacon.RETRIES + 3)]
+    errors = [event for tick in ticks for event in tick]
+    assert [e["tag"] for e in errors] == ["error"]
+    assert ticks[certsync_beacon.RETRIES - 1] == errors
+    assert "key does not match" in errors[0]["error"]
+    _store(site, good)
+    assert [e["tag"] for e in certsync_beacon.beacon(config)] == ["renewed"]
+
+
+def test_a_setting_the_source_refuses_is_one_error_not_one_per_tick(caddy):
+    _, config = caddy
+    config[2] = {"storage": "caddy"}
+    assert certsync_beacon.validate(config)[0] is False
+    first = certsync_beacon.beacon(config)
+    assert [e["tag"] for e in first] == ["error"]
+    assert "storage" in first[0]["error"]
+    assert certsync_beacon.beacon(config) == []
+
+
+def test_each_tick_asks_the_source_for_its_paths_once(caddy, good, monkeypatch):
+    site, config = caddy
+    _store(site, good)
+    calls = []
+    salt = dict(certsync_beacon.__salt__)
+    watched = salt["certsync_source.watched"]
+    salt["certsync_source.watched"] = lambda *a, **kw: calls.append(a) or watched(*a, **kw)
+    monkeypatch.setattr(certsync_beacon, "__salt__", salt)
+    certsync_beacon.beacon(config)
+    certsync_beacon.beacon(config)
+    assert len(calls) == 2
+    with pytest.raises(SaltInvocationError):
+        watched(HOST, "caddy", storage="relative")
