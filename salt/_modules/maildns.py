@@ -1346,7 +1346,7 @@ def _rollover_row(name, check, anchors, key_kept):
     if key_kept is False:
         why = (
             "the source's next renewal makes a new key that no record matches: keep the key "
-            "(certsync.key_reused), publish the next key's 3 1 1, or add a 2 1 1 of the issuer"
+            "(certsync.key_kept), publish the next key's 3 1 1, or add a 2 1 1 of the issuer"
         )
         return _row(f"TLSA {name} rollover", expected, found, False, why)
     why = "unknown whether the source's next renewal keeps the key (key_kept not given)"

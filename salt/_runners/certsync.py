@@ -456,7 +456,7 @@ def _source_row(view, pinned):
         row["result"] = False
         row["error"] = (
             "the next renewal makes a new key, and a published TLSA record for "
-            f"{', '.join(pinned)} pins the current one: apply certsync.key_reused "
+            f"{', '.join(pinned)} pins the current one: apply certsync.key_kept "
             "(pillar certsync:source:reuse_key) or roll the TLSA record over"
         )
     return row

@@ -264,60 +264,15 @@ def recipient_published(name, sources):
     return ret
 
 
-def key_reused(name, hostname=None):
-    """
-    Make certbot keep the key of a lineage across renewals, so that a
-    ``TLSA 3 1 1`` record (and anything else pinning the key) survives NPM's
-    renewals: ``reuse_key = True`` under ``[renewalparams]`` of the lineage's
-    renewal file, every other line kept, written atomically with its mode
-    and owner. certbot's default, and NPM's, is a new key at every renewal.
-
-    name
-        The lineage's live directory, e.g. ``/etc/nginx/letsencrypt/live/npm-5``
-        (its renewal file is ``<config dir>/renewal/npm-5.conf``), or, with
-        ``hostname``, NPM's ``live/`` directory.
-
-    hostname
-        Optional: find the lineage under ``name`` whose certificate covers
-        this name (as ``certsync.find_source`` does).
-
-    .. code-block:: yaml
-
-        npm-keeps-its-key:
-          certsync.key_reused:
-            - name: /etc/nginx/letsencrypt/live/npm-5
-    """
-    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
-    try:
-        where = {"live_dir": name} if hostname else {"source": name}
-        done = __salt__["certsync_source_npm.keep_key"](hostname, test=__opts__["test"], **where)
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        ret["comment"] = f"reuse_key not set: {exc}"
-        return ret
-    if not done["changed"]:
-        ret["result"] = True
-        ret["comment"] = f"{done['renewal_file']} already keeps the key (reuse_key = True)"
-        return ret
-    ret["changes"] = {"reuse_key": {"old": False, "new": True}, "file": done["renewal_file"]}
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"Would set reuse_key = True in {done['renewal_file']}"
-    else:
-        ret["result"] = True
-        ret["comment"] = (
-            f"Set reuse_key = True in {done['renewal_file']}: certbot renew keeps the key of "
-            f"{done['lineage']} from now on"
-        )
-    return ret
-
-
 def key_kept(name, kind="npm", **where):
     """
     Make the source keep the key of the certificate for ``name`` (the host
     name) at its next renewal, so that a ``TLSA 3 1 1`` record (and anything
     else pinning the key) survives it: ``certsync_source.keep_key`` for the
     source ``kind`` with its settings (``npm``: ``live_dir`` [and ``dir``]:
-    certbot's ``reuse_key = True``, as ``certsync.key_reused``).
+    certbot's ``reuse_key = True`` under ``[renewalparams]`` of the lineage's renewal
+    file, every other line kept; certbot's default, and NPM's, is a new key at every
+    renewal).
 
     .. code-block:: yaml
 

@@ -99,7 +99,7 @@ def test_a_renewal_deploys_with_the_arguments_of_the_sls(salt_call, entry):
 
 
 @pytest.mark.parametrize(
-    ("source", "consumer", "key_reused"),
+    ("source", "consumer", "key_kept"),
     [
         ({}, {}, False),
         ({}, {"dane": True}, True),
@@ -109,7 +109,7 @@ def test_a_renewal_deploys_with_the_arguments_of_the_sls(salt_call, entry):
     ids=["auto-no-dane", "auto-dane", "forced-on", "forced-off"],
 )
 def test_certbots_config_is_changed_only_when_reuse_key_says_so(
-    salt_call, source, consumer, key_reused
+    salt_call, source, consumer, key_kept
 ):
     pillar = {
         **SOURCE,
@@ -117,7 +117,7 @@ def test_certbots_config_is_changed_only_when_reuse_key_says_so(
         "consumers": {"mailcow": consumer, "mailcow-2": {}},
     }
     states = _rendered(salt_call, "certsync.published", pillar)
-    assert ("certsync-key-kept" in states) is key_reused
+    assert ("certsync-key-kept" in states) is key_kept
 
 
 def test_the_source_publication_is_the_roles_own(salt_call):

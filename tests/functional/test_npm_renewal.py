@@ -1,7 +1,7 @@
 """
 The real NPM source: Debian's certbot, run with NPM's ini and command lines
 against pebble, its tree bind-mounted at /etc/letsencrypt as in NPM's
-container. Without certsync.key_reused every renewal makes a new key; with
+container. Without certsync.key_kept every renewal makes a new key; with
 it, renewals keep the key and so the TLSA 3 1 1 record.
 """
 
@@ -43,26 +43,26 @@ def test_without_reuse_key_a_renewal_changes_the_key(salt_call, npm_certbot, lin
     assert npm_certbot.spki_sha256(5) != before
 
 
-def test_key_reused_keeps_the_key_across_renewals(salt_call, npm_certbot, lineage):
+def test_key_kept_keeps_the_key_across_renewals(salt_call, npm_certbot, lineage):
     conf = npm_certbot.renewal_conf(5)
     os.chmod(conf, 0o640)
     original = conf.read_text().splitlines()
 
-    code, ret = salt_call.state("certsync.key_reused", name=str(lineage), test=True)
+    code, ret = salt_call.state("certsync.key_kept", name=HOST, source=str(lineage), test=True)
     assert (code, ret["result"]) == (0, None), ret
-    assert ret["changes"]["reuse_key"] == {"old": False, "new": True}
+    assert ret["changes"]["key_kept"] == {"old": False, "new": True}
     assert conf.read_text().splitlines() == original
 
-    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    code, ret = salt_call.state("certsync.key_kept", name=HOST, source=str(lineage))
     assert (code, ret["result"]) == (0, True), ret
-    assert ret["changes"]["reuse_key"] == {"old": False, "new": True}
+    assert ret["changes"]["key_kept"] == {"old": False, "new": True}
     now = conf.read_text().splitlines()
     assert [line for line in now if line not in original] == ["reuse_key = True"]
     assert [line for line in now if line != "reuse_key = True"] == original
     assert now.index("reuse_key = True") == now.index("[renewalparams]") + 1
     assert stat.S_IMODE(os.stat(conf).st_mode) == 0o640
 
-    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    code, ret = salt_call.state("certsync.key_kept", name=HOST, source=str(lineage))
     assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
     assert salt_call("certsync.renewal", str(lineage)).data["next_renewal_keeps_key"] is True
 
@@ -75,17 +75,15 @@ def test_key_reused_keeps_the_key_across_renewals(salt_call, npm_certbot, lineag
     assert len(serials) == 3  # three certificates, one key
 
 
-def test_key_reused_finds_the_lineage_by_name(salt_call, npm_certbot, lineage):
-    code, ret = salt_call.state(
-        "certsync.key_reused", name=str(npm_certbot.live_dir), hostname=HOST
-    )
+def test_key_kept_finds_the_lineage_by_name(salt_call, npm_certbot, lineage):
+    code, ret = salt_call.state("certsync.key_kept", name=HOST, live_dir=str(npm_certbot.live_dir))
     assert (code, ret["result"]) == (0, True), ret
-    assert ret["changes"]["file"] == str(npm_certbot.renewal_conf(5))
+    assert ret["changes"]["where"] == str(npm_certbot.renewal_conf(5))
 
 
 def test_a_reissue_from_npms_ui_still_changes_the_key(salt_call, npm_certbot, lineage):
     """certonly takes its parameters from the command line: a new key, reuse_key or not."""
-    salt_call.state("certsync.key_reused", name=str(lineage))
+    salt_call.state("certsync.key_kept", name=HOST, source=str(lineage))
     before = npm_certbot.spki_sha256(5)
     npm_certbot.issue(5, [*NAMES, "autoconfig.example.test"])
     assert npm_certbot.spki_sha256(5) != before
@@ -122,7 +120,7 @@ def test_a_bad_renewal_file_is_refused_and_left_alone(
         conf.write_bytes(changed if isinstance(changed, bytes) else changed.encode())
     before = conf.read_bytes() if conf.exists() else None
 
-    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    code, ret = salt_call.state("certsync.key_kept", name=HOST, source=str(lineage))
     assert code != 0
     assert ret["result"] is False
     assert ret["changes"] == {}
@@ -136,7 +134,7 @@ def test_a_bad_renewal_file_is_refused_and_left_alone(
 
 @pytest.mark.parametrize("bad", ["", "/etc/letsencrypt/npm-5", "/x/live/..", "relative"])
 def test_a_path_that_is_no_lineage_dir_is_refused(salt_call, bad):
-    code, ret = salt_call.state("certsync.key_reused", name=bad or "''")
+    code, ret = salt_call.state("certsync.key_kept", name=HOST, source=bad or "''")
     assert (code != 0, ret["result"]) == (True, False)
     assert "lineage" in ret["comment"]
 
@@ -181,7 +179,7 @@ def test_a_fifo_in_place_of_the_renewal_file_is_refused_at_once(salt_call, npm_c
     described = salt_call("certsync.renewal", str(lineage))
     assert described.returncode != 0
     assert f"{conf}: not a regular file" in described.stderr + str(described.data)
-    code, ret = salt_call.state("certsync.key_reused", name=str(lineage))
+    code, ret = salt_call.state("certsync.key_kept", name=HOST, source=str(lineage))
     assert (code != 0, ret["result"]) == (True, False)
     assert f"{conf}: not a regular file" in ret["comment"]
     assert stat.S_ISFIFO(os.lstat(conf).st_mode)

@@ -102,7 +102,7 @@ def test_set_reuse_key_makes_certbot_keep_the_key_and_keeps_every_other_line(
     edit = CASES[case][0]
     before = edit(original).replace("reuse_key = False", "reuse_key = False  # was off")
     certbot.renewal_conf(5).write_text(before)
-    code, ret = salt_call.state("certsync.key_reused", name=str(certbot.lineage(5)))
+    code, ret = salt_call.state("certsync.key_kept", name=NAMES[0], source=str(certbot.lineage(5)))
     assert (code, ret["result"]) == (0, True), ret
     after = collections.Counter(certbot.renewal_conf(5).read_text().splitlines())
     lines = collections.Counter(before.splitlines())
