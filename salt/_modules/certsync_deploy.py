@@ -72,8 +72,25 @@ def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
         return
     if not (source or live_dir):
         raise SaltInvocationError("a source directory, a live_dir or a source_minion is required")
-    found = __salt__["certsync_source.locate"](hostname, source=source, live_dir=live_dir)
+    if isinstance(source, dict):  # a source of any kind on this minion
+        if live_dir:
+            raise SaltInvocationError("give source (a mapping) or live_dir, not both")
+        where = dict(source)
+        kind = where.pop("kind", "npm")
+        unknown = sorted(str(key) for key in set(where) - set(_kind_settings(kind)))
+        if unknown:
+            raise SaltInvocationError(
+                f"source: {', '.join(unknown)} not a setting of the {kind} source "
+                f"(its settings: {', '.join(_kind_settings(kind))})"
+            )
+        found = __salt__["certsync_source.locate"](hostname, kind, **where)
+    else:
+        found = __salt__["certsync_source.locate"](hostname, source=source, live_dir=live_dir)
     yield found["fullchain"], found["privkey"], found["dir"]
+
+
+def _kind_settings(kind):
+    return __salt__["certsync_source.settings"](kind)
 
 
 def _summary(validation):
@@ -551,7 +568,10 @@ def deploy(
 
     source
         A directory holding ``fullchain.pem`` and ``privkey.pem``, such as
-        NPM's ``live/npm-5``. Read through its symlinks.
+        NPM's ``live/npm-5``, read through its symlinks; or a source of any
+        kind on this minion as a mapping of ``kind`` and that kind's
+        settings (``certsync_source``), e.g. ``{kind: caddy, storage:
+        /var/lib/caddy/.local/share/caddy}``.
 
     live_dir
         Instead of ``source``: NPM's ``live/`` directory, searched for the

@@ -40,8 +40,21 @@ def _provider(kind, function):
 def _settings(kind, where):
     """The settings of ``kind`` among a call's keyword arguments: not Salt's own, not
     another kind's (the formula's defaults hold every kind's), not unset."""
-    known = _provider(kind, "settings")()
+    known = settings(kind)
     return {key: value for key, value in where.items() if key in known and value not in ("", None)}
+
+
+def settings(kind=DEFAULT_KIND):
+    """
+    The names of the settings a source of ``kind`` takes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt caddy-host certsync_source.settings caddy
+    """
+    return _provider(kind, "settings")()
 
 
 def locate(hostname, kind=DEFAULT_KIND, **where):

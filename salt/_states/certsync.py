@@ -15,6 +15,7 @@ Thin states over the execution modules, as Salt's ``x509_v2`` states are:
         - name: /opt/mailcow-dockerized/data/assets/ssl
         - hostname: mail.example.com
         - live_dir: /etc/letsencrypt/live    # or: source: /etc/letsencrypt/live/npm-5
+        # or another kind: source: {kind: caddy, storage: /var/lib/caddy/.local/share/caddy}
         - services: [postfix-mailcow, dovecot-mailcow, nginx-mailcow]
         - endpoints: [smtp, submission, smtps, imap, imaps, pop3, pop3s, sieve, https]
         - probe_address: 127.0.0.1

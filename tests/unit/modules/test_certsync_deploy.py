@@ -199,6 +199,36 @@ def test_failure_midway_rolls_back_what_was_installed(layout, good, serving):
         assert after[name] == before[name]
 
 
+def test_a_source_of_another_kind_is_given_as_a_mapping(tmp_path, layout, ca, good):
+    """Caddy's storage on the mail host itself: the kind and its settings, no NPM tree."""
+    storage = tmp_path / "caddy"
+    site = storage / "certificates" / "acme-issuer" / HOST
+    site.mkdir(parents=True)
+    (site / f"{HOST}.crt").write_bytes(good.fullchain_pem())
+    (site / f"{HOST}.key").write_bytes(good.key_pem())
+    ret = deploy_mod.deploy(layout.dest, HOST, source={"kind": "caddy", "storage": str(storage)})
+    assert ret["result"] is True, ret["comment"]
+    assert f"from {site} " in ret["comment"]
+    assert _read(os.path.join(layout.dest, "cert.pem")) == good.fullchain_pem()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"kind": "caddy", "storag": "/x"}, "storag not a setting of the caddy source"),
+        ({"kind": "caddy", "live_dir": "/x"}, "live_dir not a setting of the caddy source"),
+        ({"kind": "nginx", "root": "/x"}, "unknown certificate source kind 'nginx'"),
+        ({"kind": "caddy", "storage": "relative"}, "storage, Caddy's storage root"),
+    ],
+)
+def test_a_source_mapping_is_refused_by_name(layout, source, message):
+    before = _read(os.path.join(layout.dest, "cert.pem"))
+    ret = deploy_mod.deploy(layout.dest, HOST, source=source)
+    assert (ret["result"], ret["changes"]) == (False, {}), ret
+    assert message in ret["comment"]
+    assert _read(os.path.join(layout.dest, "cert.pem")) == before
+
+
 def test_source_and_live_dir_are_exclusive(layout):
     ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source, live_dir="/x")
     assert ret["result"] is False
