@@ -14,7 +14,11 @@ import shutil
 import subprocess
 import time
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from .mailcow_stack import free_ports
+from .pki import Issued
 
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 READY_TIMEOUT = 30
@@ -59,6 +63,12 @@ class Caddy:
     @property
     def crt(self):
         return self.site_dir / f"{self.hostname}.crt" if self.site_dir else None
+
+    def current(self):
+        """The stored pair now, as an ``Issued``."""
+        chain = x509.load_pem_x509_certificates(self.crt.read_bytes())
+        key = serialization.load_pem_private_key(self.crt.with_suffix(".key").read_bytes(), None)
+        return Issued(chain[0], key, chain[1:])
 
     def start(self):
         with open(self.root / "caddy.log", "ab") as out:

@@ -12,6 +12,7 @@ import time
 import pytest
 from support.dnsproxy import ClosingAfterUpdate
 
+from harness.caddy import Caddy
 from harness.knot import UpdatableDNS
 from harness.mailcow_stack import HOST, NAMES
 
@@ -67,38 +68,21 @@ class Sampler(threading.Thread):
         return self.samples
 
 
-def _deploy(salt_call, stack, npm_certbot, knot, secret=None, **dane):
+def _deploy(salt_call, stack, npm_certbot, knot, secret=None, source=None, **dane):
     """certsync.deployed with DANE through ``knot``; the TSIG secret (the server's, or
-    ``secret``) only in the consumer's pillar, as the formula has it."""
+    ``secret``) only in the consumer's pillar, as the formula has it. The source: NPM's
+    lineage, or ``source`` (a mapping of another kind)."""
     update = {"tsig_secret": secret or knot.secret}
+    source = json.dumps(source) if source else str(npm_certbot.lineage(5))
     with salt_call.pillar({"certsync": {"consumer_defaults": {"dane": {"update": update}}}}):
         return salt_call.state(
-            **stack.state_args(
-                source=str(npm_certbot.lineage(5)), dane=json.dumps(knot.dane(**dane))
-            )
+            **stack.state_args(source=source, dane=json.dumps(knot.dane(**dane)))
         )
 
 
-def test_a_key_change_rolls_over_with_a_match_at_every_sample(
-    salt_call, npm_certbot, knot, rollover
-):
-    stack, _, new, old_record, new_record = rollover
-    sampler = Sampler(stack, knot)
-    sampler.start()
-    time.sleep(0.5)
-    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)
-    time.sleep(0.5)
+def _all_matched(sampler, old_record, new_record):
+    """Every sample of port 25 had a TLSA record for its key; the key changed over."""
     samples = sampler.finish()
-    assert (code, ret["result"]) == (0, True), ret["comment"]
-    assert ret["changes"]["tlsa"] == {"added": new_record, "removed": [old_record]}
-    assert f"DANE: published {TLSA_NAME}. IN TLSA {new_record}" in ret["comment"]
-    assert (
-        "DANE: every authoritative server (1) serves it and its TTL (2 s) passed"
-        in (ret["comment"])
-    )
-    assert knot.tlsa(TLSA_NAME) == {new_record}
-    assert set(stack.served().values()) == {new.fingerprint}
-
     unmatched = [
         (t, spki, records) for t, spki, records in samples if f"3 1 1 {spki}" not in records
     ]
@@ -114,8 +98,61 @@ def test_a_key_change_rolls_over_with_a_match_at_every_sample(
         f"{len(sampler.failed)} handshakes failed during the reload: {sampler.failed}"
     )
 
+
+def test_a_key_change_rolls_over_with_a_match_at_every_sample(
+    salt_call, npm_certbot, knot, rollover
+):
+    stack, _, new, old_record, new_record = rollover
+    sampler = Sampler(stack, knot)
+    sampler.start()
+    time.sleep(0.5)
+    code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)
+    time.sleep(0.5)
+    _all_matched(sampler, old_record, new_record)
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert ret["changes"]["tlsa"] == {"added": new_record, "removed": [old_record]}
+    assert f"DANE: published {TLSA_NAME}. IN TLSA {new_record}" in ret["comment"]
+    assert (
+        "DANE: every authoritative server (1) serves it and its TTL (2 s) passed"
+        in (ret["comment"])
+    )
+    assert knot.tlsa(TLSA_NAME) == {new_record}
+    assert set(stack.served().values()) == {new.fingerprint}
+
     code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)
     assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
+
+
+def test_caddys_new_key_rolls_over_with_a_match_at_every_sample(
+    salt_call, make_stack, pebble, knot, tmp_path
+):
+    """The second source kind: Caddy makes a new key for a new certificate (2.7 always,
+    2.6 when its stored key is gone, as here); the same gate and rollover apply."""
+    caddy = Caddy(tmp_path / "caddy", pebble, HOST)
+    caddy.start()
+    try:
+        first = caddy.current()
+        stack = make_stack(first)
+        old_record = salt_call("certsync.tlsa", str(caddy.crt)).data
+        knot.start([f"_25._tcp.mail IN TLSA {old_record}"], ttl=TTL)
+        caddy.new_key()
+        new = caddy.current()
+    finally:
+        caddy.stop()
+    new_record = salt_call("certsync.tlsa", str(caddy.crt)).data
+    assert new_record != old_record
+    source = {"kind": "caddy", "storage": str(caddy.storage)}
+    sampler = Sampler(stack, knot)
+    sampler.start()
+    time.sleep(0.5)
+    code, ret = _deploy(salt_call, stack, None, knot, source=source, max_wait=30)
+    time.sleep(0.5)
+    _all_matched(sampler, old_record, new_record)
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert ret["changes"]["tlsa"] == {"added": new_record, "removed": [old_record]}
+    assert f"from {caddy.site_dir} " in ret["comment"]
+    assert knot.tlsa(TLSA_NAME) == {new_record}
+    assert set(stack.served().values()) == {new.fingerprint}
 
 
 def test_a_wrong_tsig_key_changes_nothing(salt_call, npm_certbot, knot, rollover):
