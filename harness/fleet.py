@@ -18,6 +18,12 @@ HOST = "mail.example.test"
 NPM_DIR = "npm-5"
 
 
+#: A minion's own settings as installed. Salt processes beacons once a second but
+#: counts a beacon's ``interval`` in ``loop_interval`` steps: pytest-salt-factories'
+#: 0.05 would make the formula's 1-second beacon look every 20 seconds.
+MINION_CONFIG = {"loop_interval": 1, "log_level_logfile": "debug"}
+
+
 def wait_until(predicate, timeout, interval=0.5, what="condition"):
     """Poll ``predicate`` until it returns a true value; bounded in time and count."""
     deadline = time.monotonic() + timeout
@@ -78,7 +84,7 @@ TEST_SCHEDULE = {"seconds": 20, "splay": 1}
 def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None, **source):
     """The certsync pillar: ``consumers`` maps ids to their settings. ``schedule``:
     None for a short schedule (tests), False for the formula's default. ``source``:
-    more source settings (``reuse_key``)."""
+    more source settings (``reuse_key``; ``kind`` and its settings with no ``live_dir``)."""
     pillar_dir = pathlib.Path(pillar_dir)
     pillar_dir.mkdir(parents=True, exist_ok=True)
     top = {"base": {minion: ["certsync"] for minion in [source_id, *consumers]}}
@@ -87,8 +93,7 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None, **so
             "hostname": HOST,
             "source": {
                 "minion": source_id,
-                "live_dir": str(live_dir),
-                "dir": NPM_DIR,
+                **({"live_dir": str(live_dir), "dir": NPM_DIR} if live_dir else {}),
                 **source,
             },
             "consumers": consumers,

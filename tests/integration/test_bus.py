@@ -18,6 +18,7 @@ from saltfactories.utils import random_string
 from harness.acme import NpmCertbot
 from harness.fleet import (
     HOST,
+    MINION_CONFIG,
     BusRecorder,
     deployed_fingerprint,
     file_only_settings,
@@ -98,7 +99,7 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pe
         random_string("master-"), overrides=master_config(pillar_dir)
     )
     fleet.minions = {
-        role: fleet.master.salt_minion_daemon(minion_id, overrides={"log_level_logfile": "debug"})
+        role: fleet.master.salt_minion_daemon(minion_id, overrides=MINION_CONFIG)
         for role, minion_id in fleet.ids.items()
     }
     with fleet.master.started():
