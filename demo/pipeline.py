@@ -15,10 +15,15 @@ The whole certsync pipeline on this host, with its embedded default:
   each with the timeline of the Salt bus, the zone and the wire until every
   endpoint serves it, then ``salt-run certsync.status``.
 
-Everything lives under the work dir (argument 1, default .cache/demo) and
-only loopback is used. The daemons and containers stop at the end.
+With ``--source caddy`` the source is Caddy instead (Debian's caddy against
+pebble, the minion ``caddy``, pillar ``certsync:source:kind: caddy``): its
+re-issue keeps the key (Caddy 2.6), a new site directory makes a new one.
+
+Everything lives under the work dir (default .cache/demo) and only loopback
+is used. The daemons and containers stop at the end.
 """
 
+import argparse
 import json
 import os
 import pathlib
@@ -30,6 +35,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the harness
 
 from harness.acme import NpmCertbot, Pebble  # noqa: E402
+from harness.caddy import Caddy  # noqa: E402
 from harness.daemons import SaltDaemons  # noqa: E402
 from harness.fleet import (  # noqa: E402
     HOST,
@@ -92,12 +98,92 @@ def show_timeline(bus, seen, since):
     return len(bus.events)
 
 
-def start_fleet(work, salt, certbot, knot):
-    """The NPM tree, the zone, the mailcow-like stack, the master and both minions."""
-    say("NPM requests mail.example.test: certbot certonly (NPM's command line) against pebble")
-    certbot.issue(5, NAMES)
-    first = certbot.current(5)
-    say(f"NPM holds {first.fingerprint[:16]}... in live/npm-5 (EC P-384, a new key)")
+class NpmSide:
+    """NPM's certbot tree as the source (the embedded default)."""
+
+    minion = "npm"
+
+    def __init__(self, work, pebble):
+        self.certbot = NpmCertbot(work / "npm-host", pebble)
+
+    def issue(self):
+        say("NPM requests mail.example.test: certbot certonly (NPM's command line) against pebble")
+        self.certbot.issue(5, NAMES)
+        first = self.certbot.current(5)
+        say(f"NPM holds {first.fingerprint[:16]}... in live/npm-5 (EC P-384, a new key)")
+        return first
+
+    def write_pillar(self, pillar_dir, consumers):
+        write_pillar(pillar_dir, self.minion, consumers, self.certbot.live_dir, False)
+
+    def key_kept(self, salt):
+        reuse = self.certbot.renewal_conf(5).read_text().count("reuse_key = True")
+        say(f"the npm state set reuse_key = True in renewal/npm-5.conf ({reuse} line)")
+
+    def renew(self):
+        say("NPM renews npm-5: certbot renew --force-renewal (NPM's command line); nobody else")
+        self.certbot.renew(5)
+        return self.certbot.current(5)
+
+    def rekey(self):
+        say("names edited in NPM's UI: certbot certonly for npm-5, so a NEW key")
+        self.certbot.issue(5, [*NAMES, "webmail.example.test"])
+        return self.certbot.current(5)
+
+    def stop(self):
+        pass
+
+
+class CaddySide:
+    """Caddy's storage as the source: ``--source caddy``."""
+
+    minion = "caddy"
+
+    def __init__(self, work, pebble):
+        self.caddy = Caddy(work / "caddy-host", pebble, HOST)
+
+    def issue(self):
+        say("Caddy starts with a site for mail.example.test and obtains it from pebble")
+        self.caddy.start()
+        first = self.caddy.current()
+        say(
+            f"Caddy holds {first.fingerprint[:16]}... in {self.caddy.site_dir.name}/ of its storage"
+        )
+        return first
+
+    def write_pillar(self, pillar_dir, consumers):
+        source = {"kind": "caddy", "storage": str(self.caddy.storage)}
+        write_pillar(pillar_dir, self.minion, consumers, None, False, **source)
+
+    def key_kept(self, salt):
+        where = ("kind=caddy", f"storage={self.caddy.storage}")
+        _, renewal = salt.run("salt", "caddy", "certsync_source.renewal", HOST, *where)
+        said = (renewal or {}).get("caddy", {})
+        say(
+            f"certsync_source.renewal: {said.get('why')} (keeps the key: "
+            f"{said.get('next_renewal_keeps_key')})"
+        )
+
+    def renew(self):
+        say("Caddy re-issues: its stored certificate removed, caddy reload --force; nobody else")
+        self.caddy.reissue()
+        return self.caddy.current()
+
+    def rekey(self):
+        say("Caddy's site directory removed and Caddy restarted, so a NEW key")
+        self.caddy.new_key()
+        return self.caddy.current()
+
+    def stop(self):
+        self.caddy.stop()
+
+
+SIDES = {"npm": NpmSide, "caddy": CaddySide}
+
+
+def start_fleet(work, salt, side, knot):
+    """The source, the zone, the mailcow-like stack, the master and both minions."""
+    first = side.issue()
     say(
         "starting the mailcow-like stack (postfix, dovecot, nginx; acme-mailcow created "
         "without SKIP_LETS_ENCRYPT=y), serving a self-signed pair"
@@ -113,15 +199,16 @@ def start_fleet(work, salt, certbot, knot):
     say(f"Knot serves example.test on 127.0.0.1:{knot.port}: {TLSA_NAME} TLSA {record[:22]}...")
     # The formula's own schedule (every 30 minutes, splay 5): the bus does the work.
     settings = {**stack_settings(stack), "dane": knot.pillar_dane(max_wait=60)}
-    write_pillar(work / "pillar", "npm", {"mailcow": settings}, certbot.live_dir, False)
+    side.write_pillar(work / "pillar", {"mailcow": settings})
     salt.write_master(work / "pillar")
-    say("starting salt-master and the minions npm and mailcow")
+    say(f"starting salt-master and the minions {side.minion} and mailcow")
     salt.start_master()
-    for minion_id in ("npm", "mailcow"):
+    for minion_id in (side.minion, "mailcow"):
         salt.start_minion(minion_id)
     wait_until(
         lambda: (
-            (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys() >= {"npm", "mailcow"}
+            (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys()
+            >= {side.minion, "mailcow"}
         ),
         90,
         interval=1,
@@ -166,18 +253,18 @@ def renewal_timeline(bus, stack, knot, renewed, since):
     sys.exit("demo: the renewal was not served, or its TLSA record not alone, within 120 s")
 
 
-def main(work):
+def main(work, source):
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     pebble = Pebble(work / "pebble", TestCA("demo pebble listener")).start()
-    certbot = NpmCertbot(work / "npm-host", pebble)
+    side = SIDES[source](work, pebble)
     knot = UpdatableDNS(work / "knot")
     salt, stack = SaltDaemons(work), None
     try:
-        stack, first = start_fleet(work, salt, certbot, knot)
+        stack, first = start_fleet(work, salt, side, knot)
         bus = BusRecorder(salt.opts).start()
-        say("salt npm state.apply certsync; salt mailcow state.apply certsync")
-        salt.run("salt", "npm", "state.apply", "certsync")
+        say(f"salt {side.minion} state.apply certsync; salt mailcow state.apply certsync")
+        salt.run("salt", side.minion, "state.apply", "certsync")
         salt.run("salt", "mailcow", "state.apply", "certsync")
         wait_until(
             lambda: set(stack.served().values()) == {first.fingerprint},
@@ -185,27 +272,21 @@ def main(work):
             interval=1,
             what="the first certificate to be served",
         )
-        say(f"every endpoint serves {first.fingerprint[:16]}... (the NPM certificate)")
+        say(f"every endpoint serves {first.fingerprint[:16]}... (the {source} certificate)")
+        side.key_kept(salt)
 
-        reuse = certbot.renewal_conf(5).read_text().count("reuse_key = True")
-        say(f"the npm state set reuse_key = True in renewal/npm-5.conf ({reuse} line)")
-
-        say("NPM renews npm-5: certbot renew --force-renewal (NPM's command line); nobody else")
         since = time.monotonic()
-        certbot.renew(5)
-        renewed = certbot.current(5)
-        say(f"certbot done after {time.monotonic() - since:.1f}s: {renewed.fingerprint[:16]}...")
+        renewed = side.renew()
+        say(f"{source} done after {time.monotonic() - since:.1f}s: {renewed.fingerprint[:16]}...")
         same = renewed.spki_sha256 == first.spki_sha256
         say(f"key kept: {same} (the TLSA 3 1 1 record still matches; no DNS change)")
         count = renewal_timeline(bus, stack, knot, renewed, since)
         say(f"the renewal is served on all {count} endpoints after {time.monotonic() - since:.1f}s")
 
-        say("names edited in NPM's UI: certbot certonly for npm-5, so a NEW key")
         since = time.monotonic()
-        certbot.issue(5, [*NAMES, "webmail.example.test"])
-        rekeyed = certbot.current(5)
+        rekeyed = side.rekey()
         took = time.monotonic() - since
-        say(f"certbot done after {took:.1f}s: new key {rekeyed.spki_sha256[:16]}...")
+        say(f"{source} done after {took:.1f}s: new key {rekeyed.spki_sha256[:16]}...")
         count = renewal_timeline(bus, stack, knot, rekeyed, since)
         say(
             f"rolled over: served on all {count} endpoints, only the new TLSA record left, "
@@ -219,6 +300,7 @@ def main(work):
         salt.stop()
         if stack:
             stack.remove()
+        side.stop()
         knot.stop()
         pebble.stop()
     say(f"done; logs under {work}")
@@ -226,4 +308,8 @@ def main(work):
 
 if __name__ == "__main__":
     os.umask(0o022)
-    main(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else REPO / ".cache" / "demo").resolve())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("work", nargs="?", default=REPO / ".cache" / "demo", type=pathlib.Path)
+    parser.add_argument("--source", choices=sorted(SIDES), default="npm", help="the source kind")
+    args = parser.parse_args()
+    main(args.work.resolve(), args.source)
