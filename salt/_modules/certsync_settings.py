@@ -50,7 +50,11 @@ def source():
         salt npm-host certsync_settings.source
     """
     kind, where = __utils__["certsync_settings.source_where"](_formula_settings().get("source"))
-    return {"kind": kind, "settings": where}
+    try:  # the defaults hold npm's settings: a source of another kind does not get them
+        known = __salt__["certsync_source.settings"](kind)
+    except SaltInvocationError:  # an unknown kind: its states say so, by name
+        return {"kind": kind, "settings": where}
+    return {"kind": kind, "settings": {k: v for k, v in where.items() if k in known}}
 
 
 def _formula_defaults():
@@ -87,8 +91,17 @@ def check():
         salt '*' certsync_settings.check
     """
     defaults = _formula_defaults()
-    problems = __utils__["certsync_settings.problems"](_certsync_pillar(), defaults)
-    cfg = __utils__["certsync_settings.merged"](defaults, _certsync_pillar())
+    pillar = _certsync_pillar()
+    kind = __utils__["certsync_settings.source_where"](pillar.get("source"))[0]
+    try:
+        kind_settings, unknown_kind = __salt__["certsync_source.settings"](kind), []
+    except SaltInvocationError as exc:
+        kind_settings, unknown_kind = None, [f"certsync:source:kind: {exc}"]
+    problems = [
+        *unknown_kind,
+        *__utils__["certsync_settings.problems"](pillar, defaults, kind_settings),
+    ]
+    cfg = __utils__["certsync_settings.merged"](defaults, pillar)
     role, why = __utils__["certsync_settings.role"](cfg, __opts__["id"])
     valid = not problems and (role is not None or cfg.get("no_role") is True)
     if not valid:

@@ -69,14 +69,37 @@ def _unknown(given, known, path, problems):
             _unknown(value, known[key], where, problems)
 
 
-def problems(pillar, defaults):
+def _source_unknown(source, kind, kind_settings, problems):
+    """Each key of ``certsync:source`` that is neither the formula's nor a setting of
+    the source's ``kind`` (``kind_settings``: what ``certsync_source.settings`` names)."""
+    if not isinstance(source, dict):
+        return
+    allowed = [*sorted(FORMULA_SOURCE_KEYS), *kind_settings]
+    for key in source:
+        if key not in allowed:
+            closest = _closest(key, allowed)
+            problems.append(
+                f"certsync:source:{key} is no setting of the {kind} source (it takes "
+                f"{', '.join(kind_settings)})"
+                + (f": did you mean certsync:source:{closest}?" if closest else "")
+            )
+
+
+def problems(pillar, defaults, kind_settings=None):
     """What is wrong with the ``certsync`` pillar against the formula's ``defaults``
     (both the ``certsync`` mapping): each unknown key with the closest known one, a
-    missing hostname, a consumers entry that is no mapping. A list of sentences."""
+    missing hostname, a consumers entry that is no mapping. A list of sentences.
+    ``kind_settings``: the settings of the pillar's source kind, which are then the
+    keys ``certsync:source`` may hold beside the formula's own (else the defaults')."""
     if not isinstance(pillar, dict):
         return [f"certsync must be a mapping, not {type(pillar).__name__}"]
     found = []
-    _unknown(pillar, defaults, "certsync", found)
+    if kind_settings is None:
+        _unknown(pillar, defaults, "certsync", found)
+    else:
+        _unknown(pillar, {**defaults, "source": {}}, "certsync", found)
+        kind = source_where(pillar.get("source"))[0]
+        _source_unknown(pillar.get("source"), kind, list(kind_settings), found)
     consumers = pillar.get("consumers")
     if consumers is not None and not isinstance(consumers, dict):
         found.append("certsync:consumers must map minion ids to their settings")

@@ -95,3 +95,43 @@ def test_a_minion_without_a_role_on_purpose_passes(salt_call):
         "The certsync pillar is valid; role: none (certsync:no_role is set: this minion has "
         "no certsync role on purpose)"
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "problems"),
+    [
+        ({"kind": "caddy", "storage": "/var/lib/caddy/.local/share/caddy"}, []),
+        (
+            {"kind": "caddy", "storage": "/srv/caddy", "dir": "npm-5"},
+            [
+                "certsync:source:dir is no setting of the caddy source (it takes storage, "
+                "issuer, caddy, reuse_private_keys)"
+            ],
+        ),
+        (
+            {"storage": "/srv/caddy"},
+            [
+                "certsync:source:storage is no setting of the npm source (it takes live_dir, "
+                "dir, source)"
+            ],
+        ),
+        (
+            {"kind": "nginx", "root": "/x"},
+            [
+                "certsync:source:kind: unknown certificate source kind 'nginx'",
+                "certsync:source:root is no certsync setting",
+            ],
+        ),
+    ],
+    ids=["caddy", "caddy-given-npms", "npm-given-caddys", "unknown-kind"],
+)
+def test_the_source_settings_are_those_of_its_kind(salt_call, source, problems):
+    pillar = {"certsync": {"hostname": HOST, "source": {"minion": ME, **source}}}
+    with salt_call.pillar(pillar):
+        checked = salt_call("certsync_settings.check")
+        passed = salt_call("certsync_settings.source")
+    assert checked.data["role"] == "source"
+    found = checked.data["problems"]
+    assert [p[: len(want)] for p, want in zip(found, problems, strict=True)] == problems, found
+    if not problems:
+        assert passed.data == {"kind": "caddy", "settings": {"storage": source["storage"]}}

@@ -140,3 +140,37 @@ def test_the_deploy_arguments_never_hold_a_credential():
     assert "relay" not in args and "hunter2" not in repr(args)
     files_only = UTILS["certsync_settings.deploy_args"](CFG, "files-only", "npm")
     assert "fingerprint" not in files_only and "mail_domains" not in files_only
+
+
+CADDY = ["storage", "issuer", "caddy", "reuse_private_keys"]
+
+
+@pytest.mark.parametrize(
+    ("source", "kind_settings", "expected"),
+    [
+        ({"minion": "c", "kind": "caddy", "storage": "/var/lib/caddy"}, CADDY, []),
+        (
+            {"minion": "c", "kind": "caddy", "storag": "/x", "live_dir": "/l"},
+            CADDY,
+            [
+                "certsync:source:storag is no setting of the caddy source (it takes storage, "
+                "issuer, caddy, reuse_private_keys): did you mean certsync:source:storage?",
+                "certsync:source:live_dir is no setting of the caddy source (it takes storage, "
+                "issuer, caddy, reuse_private_keys)",
+            ],
+        ),
+        (
+            {"minion": "n", "storage": "/x", "beacon_interval": 1, "reuse_key": "auto"},
+            ["live_dir", "dir", "source"],
+            [
+                "certsync:source:storage is no setting of the npm source (it takes live_dir, "
+                "dir, source): did you mean certsync:source:source?"
+            ],
+        ),
+    ],
+    ids=["caddy", "caddy-typos", "npm-given-caddys"],
+)
+def test_the_source_holds_the_formulas_keys_and_its_kinds_settings(source, kind_settings, expected):
+    defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
+    pillar = {"hostname": "mail.example.test", "source": source}
+    assert UTILS["certsync_settings.problems"](pillar, defaults, kind_settings) == expected
