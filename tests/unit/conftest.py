@@ -1,4 +1,7 @@
-"""Loader-mocked fixtures: the real execution modules behind the deploy's __salt__."""
+"""Loader-mocked fixtures: the real execution modules behind the deploy's __salt__, and
+a mailcow checkout with its mailcow.conf."""
+
+import os
 
 import pytest
 
@@ -23,3 +26,17 @@ def loader_modules():
         caddy_source_mod: {"__salt__": deploy_functions(), "__context__": {}},
         deploy_mod: {"__salt__": deploy_functions(), "__opts__": {"test": False}},
     }
+
+
+#: The mailcow.conf of ``checkout``: a hostname, mailcow's ACME on, SNI commented out.
+MAILCOW_CONF = (
+    "# mailcow.conf\nMAILCOW_HOSTNAME=mail.example.test\nSKIP_LETS_ENCRYPT=n\n# ENABLE_SSL_SNI=y\n"
+)
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A mailcow checkout: its mailcow.conf (0600) and nothing else."""
+    (tmp_path / "mailcow.conf").write_text(MAILCOW_CONF)
+    os.chmod(tmp_path / "mailcow.conf", 0o600)
+    return tmp_path

@@ -9,10 +9,6 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from harness.loader import certsync_mod, mailcow_mod, tlsprobe_mod
 
-CONF = (
-    "# mailcow.conf\nMAILCOW_HOSTNAME=mail.example.test\nSKIP_LETS_ENCRYPT=n\n# ENABLE_SSL_SNI=y\n"
-)
-
 
 @pytest.fixture
 def configure_loader_modules():
@@ -20,13 +16,6 @@ def configure_loader_modules():
         mailcow_mod: {"__context__": {}, "__opts__": {}, "__salt__": {}},
         tlsprobe_mod: {"__context__": {}},  # what tlsprobe makes of mailcow's endpoints
     }
-
-
-@pytest.fixture
-def checkout(tmp_path):
-    (tmp_path / "mailcow.conf").write_text(CONF)
-    os.chmod(tmp_path / "mailcow.conf", 0o600)
-    return tmp_path
 
 
 def test_conf_get_reads_keys_and_ignores_comments(checkout):
@@ -120,10 +109,11 @@ def test_the_names_mailcow_serves_with_the_top_level_pair(checkout):
 
 
 def test_conf_set_replaces_in_place_and_keeps_the_rest(checkout):
+    before = (checkout / "mailcow.conf").read_text()
     ret = mailcow_mod.conf_set("SKIP_LETS_ENCRYPT", "y", str(checkout))
     assert ret == {"changed": True, "old": "n", "new": "y"}
     text = (checkout / "mailcow.conf").read_text()
-    assert text == CONF.replace("SKIP_LETS_ENCRYPT=n", "SKIP_LETS_ENCRYPT=y")
+    assert text == before.replace("SKIP_LETS_ENCRYPT=n", "SKIP_LETS_ENCRYPT=y")
     assert os.stat(checkout / "mailcow.conf").st_mode & 0o777 == 0o600
     assert mailcow_mod.conf_set("SKIP_LETS_ENCRYPT", "y", str(checkout))["changed"] is False
     mailcow_mod.conf_set("ENABLE_SSL_SNI", "y", str(checkout))
@@ -147,9 +137,10 @@ def test_conf_set_replaces_in_place_and_keeps_the_rest(checkout):
     ],
 )
 def test_conf_set_refuses_hostile_input(checkout, key, value, message):
+    before = (checkout / "mailcow.conf").read_text()
     with pytest.raises(SaltInvocationError, match=message):
         mailcow_mod.conf_set(key, value, str(checkout))
-    assert (checkout / "mailcow.conf").read_text() == CONF
+    assert (checkout / "mailcow.conf").read_text() == before
 
 
 def test_a_leftover_temp_file_of_a_killed_run_is_not_in_the_way(checkout):

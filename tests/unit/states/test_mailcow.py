@@ -1,15 +1,10 @@
 """Unit tests of the mailcow states (loader mocked, the real mailcow module behind)."""
 
-import os
 from unittest.mock import patch
 
 import pytest
 
 from harness.loader import mailcow_mod, mailcow_state
-
-CONF = (
-    "# mailcow.conf\nMAILCOW_HOSTNAME=mail.example.test\nSKIP_LETS_ENCRYPT=n\n# ENABLE_SSL_SNI=y\n"
-)
 
 
 @pytest.fixture
@@ -23,19 +18,13 @@ def configure_loader_modules():
     }
 
 
-@pytest.fixture
-def checkout(tmp_path):
-    (tmp_path / "mailcow.conf").write_text(CONF)
-    os.chmod(tmp_path / "mailcow.conf", 0o600)
-    return tmp_path
-
-
 def test_conf_state_test_mode_and_booleans(checkout):
+    before = (checkout / "mailcow.conf").read_text()
     with patch.dict(mailcow_state.__opts__, {"test": True}):
         ret = mailcow_state.conf_set(str(checkout), {"SKIP_LETS_ENCRYPT": True})
     assert ret["result"] is None
     assert ret["changes"] == {"SKIP_LETS_ENCRYPT": {"old": "n", "new": "y"}}
-    assert (checkout / "mailcow.conf").read_text() == CONF
+    assert (checkout / "mailcow.conf").read_text() == before
     ret = mailcow_state.conf_set(str(checkout), {"SKIP_LETS_ENCRYPT": True})
     assert ret["result"] is True
     assert "docker compose up -d" in ret["comment"]
