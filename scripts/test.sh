@@ -2,7 +2,8 @@
 # Run the whole test suite: lint; then every test (unit, functional,
 # integration with real daemons and Docker) on Salt 3008, and on Salt 3006 LTS
 # all but those marked one_release (their subject does not change with the
-# release: the fault campaign, the certbot differential).
+# release: the fault campaign, the certbot differential, the systemd hosts,
+# Caddy over the bus).
 # Builds and starts what it needs on a fresh machine (venvs; Debian's
 # docker.io, debootstrap, nsd, knot, certbot and pebble; dockerd; the
 # mailcow-like test image, a systemd host image).
@@ -28,7 +29,7 @@ if [ "${#sls[@]}" -gt 0 ]; then
     "$v3008/salt-lint" "${sls[@]}"
 fi
 
-echo "== Salt 3006 LTS: every test but the one_release ones (fault campaign, certbot differential)"
+echo "== Salt 3006 LTS: every test but the one_release ones (see pyproject.toml)"
 "$v3006/python" -m pytest -p no:cacheprovider -m "not one_release" tests "$@"
 
 echo "== Salt 3008: every test"
