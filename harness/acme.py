@@ -23,7 +23,6 @@ import time
 import urllib.request
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from .mailcow_stack import free_ports
 from .pki import Issued, issue
@@ -199,9 +198,7 @@ class NpmCertbot:
     def current(self, cert_id):
         """The lineage's pair as live/ points to it now, as an ``Issued``."""
         live = self.lineage(cert_id)
-        chain = x509.load_pem_x509_certificates((live / "fullchain.pem").read_bytes())
-        key = serialization.load_pem_private_key((live / "privkey.pem").read_bytes(), None)
-        return Issued(chain[0], key, chain[1:])
+        return Issued.read(live / "fullchain.pem", live / "privkey.pem")
 
     def leaf(self, cert_id):
         """The certificate live/npm-<id>/cert.pem points to now."""

@@ -14,9 +14,6 @@ import shutil
 import subprocess
 import time
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from .mailcow_stack import free_ports
 from .pki import Issued
 
@@ -66,9 +63,7 @@ class Caddy:
 
     def current(self):
         """The stored pair now, as an ``Issued``."""
-        chain = x509.load_pem_x509_certificates(self.crt.read_bytes())
-        key = serialization.load_pem_private_key(self.crt.with_suffix(".key").read_bytes(), None)
-        return Issued(chain[0], key, chain[1:])
+        return Issued.read(self.crt, self.crt.with_suffix(".key"))
 
     def start(self):
         with open(self.root / "caddy.log", "ab") as out:

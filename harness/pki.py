@@ -3,6 +3,7 @@
 import datetime
 import hashlib
 import os
+import pathlib
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -50,6 +51,13 @@ class Issued:
     cert: x509.Certificate
     key: object
     chain: list = field(default_factory=list)
+
+    @classmethod
+    def read(cls, fullchain, key):
+        """The pair a source stored: its chain file (leaf first) and its key file."""
+        chain = x509.load_pem_x509_certificates(pathlib.Path(fullchain).read_bytes())
+        private = serialization.load_pem_private_key(pathlib.Path(key).read_bytes(), None)
+        return cls(chain[0], private, chain[1:])
 
     def cert_pem(self):
         return self.cert.public_bytes(serialization.Encoding.PEM)
