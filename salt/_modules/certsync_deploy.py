@@ -77,20 +77,17 @@ def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
             raise SaltInvocationError("give source (a mapping) or live_dir, not both")
         where = dict(source)
         kind = where.pop("kind", "npm")
-        unknown = sorted(str(key) for key in set(where) - set(_kind_settings(kind)))
+        known = __salt__["certsync_source.settings"](kind)
+        unknown = sorted(str(key) for key in set(where) - set(known))
         if unknown:
             raise SaltInvocationError(
                 f"source: {', '.join(unknown)} not a setting of the {kind} source "
-                f"(its settings: {', '.join(_kind_settings(kind))})"
+                f"(its settings: {', '.join(known)})"
             )
         found = __salt__["certsync_source.locate"](hostname, kind, **where)
     else:
         found = __salt__["certsync_source.locate"](hostname, source=source, live_dir=live_dir)
     yield found["fullchain"], found["privkey"], found["dir"]
-
-
-def _kind_settings(kind):
-    return __salt__["certsync_source.settings"](kind)
 
 
 def _summary(validation):

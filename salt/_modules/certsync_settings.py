@@ -50,11 +50,20 @@ def source():
         salt npm-host certsync_settings.source
     """
     kind, where = __utils__["certsync_settings.source_where"](_formula_settings().get("source"))
-    try:  # the defaults hold npm's settings: a source of another kind does not get them
-        known = __salt__["certsync_source.settings"](kind)
-    except SaltInvocationError:  # an unknown kind: its states say so, by name
+    known, unknown_kind = _kind_settings(kind)
+    if unknown_kind:  # its states say so, by name
         return {"kind": kind, "settings": where}
+    # the defaults hold npm's settings: a source of another kind does not get them
     return {"kind": kind, "settings": {k: v for k, v in where.items() if k in known}}
+
+
+def _kind_settings(kind):
+    """The names of the settings a source of ``kind`` takes, and None; or None and
+    why the kind is unknown."""
+    try:
+        return __salt__["certsync_source.settings"](kind), None
+    except SaltInvocationError as exc:
+        return None, f"certsync:source:kind: {exc}"
 
 
 def _formula_defaults():
@@ -93,12 +102,9 @@ def check():
     defaults = _formula_defaults()
     pillar = _certsync_pillar()
     kind = __utils__["certsync_settings.source_where"](pillar.get("source"))[0]
-    try:
-        kind_settings, unknown_kind = __salt__["certsync_source.settings"](kind), []
-    except SaltInvocationError as exc:
-        kind_settings, unknown_kind = None, [f"certsync:source:kind: {exc}"]
+    kind_settings, unknown_kind = _kind_settings(kind)
     problems = [
-        *unknown_kind,
+        *([unknown_kind] if unknown_kind else []),
         *__utils__["certsync_settings.problems"](pillar, defaults, kind_settings),
     ]
     cfg = __utils__["certsync_settings.merged"](defaults, pillar)

@@ -53,7 +53,9 @@ def _closest(key, known):
     return found[0] if found else None
 
 
-def _unknown(given, known, path, problems):
+def _unknown(given, known, path, problems, what="certsync setting"):
+    """Each key of ``given`` (at ``path``) that ``known`` lacks, as "is no ``what``"
+    with the closest known key; nested mappings are followed."""
     if not isinstance(given, dict) or not isinstance(known, dict):
         return
     allowed = [*known, *OPTIONAL.get(path, ())]
@@ -62,27 +64,10 @@ def _unknown(given, known, path, problems):
         if key not in allowed:
             closest = _closest(key, allowed)
             problems.append(
-                f"{where} is no certsync setting"
-                + (f": did you mean {path}:{closest}?" if closest else "")
+                f"{where} is no {what}" + (f": did you mean {path}:{closest}?" if closest else "")
             )
         elif key not in FREE_FORM and isinstance(known.get(key), dict) and known[key]:
             _unknown(value, known[key], where, problems)
-
-
-def _source_unknown(source, kind, kind_settings, problems):
-    """Each key of ``certsync:source`` that is neither the formula's nor a setting of
-    the source's ``kind`` (``kind_settings``: what ``certsync_source.settings`` names)."""
-    if not isinstance(source, dict):
-        return
-    allowed = [*sorted(FORMULA_SOURCE_KEYS), *kind_settings]
-    for key in source:
-        if key not in allowed:
-            closest = _closest(key, allowed)
-            problems.append(
-                f"certsync:source:{key} is no setting of the {kind} source (it takes "
-                f"{', '.join(kind_settings)})"
-                + (f": did you mean certsync:source:{closest}?" if closest else "")
-            )
 
 
 def problems(pillar, defaults, kind_settings=None):
@@ -99,7 +84,9 @@ def problems(pillar, defaults, kind_settings=None):
     else:
         _unknown(pillar, {**defaults, "source": {}}, "certsync", found)
         kind = source_where(pillar.get("source"))[0]
-        _source_unknown(pillar.get("source"), kind, list(kind_settings), found)
+        allowed = dict.fromkeys([*sorted(FORMULA_SOURCE_KEYS), *kind_settings])
+        what = f"setting of the {kind} source (it takes {', '.join(kind_settings)})"
+        _unknown(pillar.get("source"), allowed, "certsync:source", found, what)
     consumers = pillar.get("consumers")
     if consumers is not None and not isinstance(consumers, dict):
         found.append("certsync:consumers must map minion ids to their settings")
