@@ -7,22 +7,22 @@ DANE: the TLSA rollover that lets a new key go live
 
 The DANE gate of ``certsync_deploy.deploy`` and what it drives: a new key
 goes live only once a ``TLSA 3 1 1`` record for it is published and visible
-(``tlsa_gate``), by RFC 2136 updates signed with TSIG (``tlsa_update``: the
-secret read from this minion's own pillar, never an argument), each
-authoritative server asked directly (``tlsa_servers``), the TTL waited out,
-and the old record removed once the new pair is served (``tlsa_retire``).
+(``tlsa_gate``), through a DNS provider (``tlsa_update``: RFC 2136 updates
+signed with TSIG, or Cloudflare's API; each provider is a module
+``certsync_dns_<provider>``, its credential read from this minion's own
+pillar, never an argument), each authoritative server asked directly
+(``tlsa_servers``), the TTL waited out, and the old record removed once the
+new pair is served (``tlsa_retire``).
 What it has done is kept in the cachedir, so a rollover interrupted at any
 step resumes at the next run.
 """
 
-import base64
 import contextlib
 import hashlib
-import ipaddress
 import os
 import time
 
-from salt.exceptions import CommandExecutionError, SaltInvocationError
+from salt.exceptions import SaltInvocationError
 
 try:
     import dns.exception
@@ -31,11 +31,8 @@ try:
     import dns.name
     import dns.query
     import dns.rcode
-    import dns.rdata
     import dns.rdataclass
     import dns.rdatatype
-    import dns.tsig
-    import dns.update
 
     HAS_DNSPYTHON = True
 except ImportError:
@@ -54,77 +51,14 @@ def __virtual__():
     return __virtualname__
 
 
-def _dns_name(value, what):
-    if not isinstance(value, str) or not __utils__["certsync_pem.is_dns_name"](value):
-        raise SaltInvocationError(f"{what} {value!r} is not a valid DNS name")
-    return value.rstrip(".").lower()
-
-
 def _tlsa_name(hostname, port, protocol):
     return __utils__["certsync_pem.tlsa_name"](hostname, port, protocol)
 
 
-#: TSIG algorithms an update may be signed with (RFC 8945); hmac-sha256 by default.
-TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224")
-UPDATE_KEYS = {"server", "port", "zone", "tsig_name", "tsig_algorithm", "timeout"}
-
-
-def _tsig_secret():
-    """The TSIG secret from this minion's own pillar (its ``dane:update:tsig_secret``
-    under ``certsync:consumers:<id>``, else ``certsync:consumer_defaults``): never an
-    argument, which Salt would keep in its job cache and print in its logs."""
-    secret, where = __utils__["certsync_settings.consumer_setting"](
-        __pillar__.get("certsync"), __opts__["id"], "dane", "update", "tsig_secret"
-    )
-    if not secret:
-        raise SaltInvocationError(f"no TSIG secret in this minion's pillar at {where}")
-    try:
-        return base64.b64decode(str(secret), validate=True)
-    except ValueError:
-        raise SaltInvocationError(f"{where} is not base64 (the secret is not shown)") from None
-
-
-def _update_settings(update):
-    """Checked RFC 2136 settings, with the TSIG secret from this minion's pillar; no
-    message ever holds the secret."""
-    if not isinstance(update, dict):
-        raise SaltInvocationError(
-            "update must be a mapping of server, port, zone, tsig_name, tsig_algorithm"
-        )
-    if "tsig_secret" in update:
-        raise SaltInvocationError(
-            "tsig_secret is not taken as an argument (Salt keeps arguments in its job "
-            "cache and logs): set it in this minion's pillar, "
-            f"certsync:consumers:{__opts__['id']}:dane:update:tsig_secret"
-        )
-    unknown = set(update) - UPDATE_KEYS
-    if unknown:
-        raise SaltInvocationError(f"unknown update settings: {', '.join(sorted(unknown))}")
-    missing = [k for k in ("server", "zone", "tsig_name") if not update.get(k)]
-    if missing:
-        raise SaltInvocationError(f"update settings lack {', '.join(missing)}")
-    try:
-        server = str(ipaddress.ip_address(str(update["server"])))
-    except ValueError:
-        raise SaltInvocationError(
-            f"update server {update['server']!r} must be an IP address"
-        ) from None
-    algorithm = str(update.get("tsig_algorithm") or "hmac-sha256").lower()
-    if algorithm not in TSIG_ALGORITHMS:
-        raise SaltInvocationError(
-            f"tsig_algorithm {algorithm!r} is not one of {', '.join(TSIG_ALGORITHMS)}"
-        )
-    try:
-        keyname = dns.name.from_text(str(update["tsig_name"]))
-    except dns.exception.DNSException:
-        raise SaltInvocationError(f"tsig_name {update['tsig_name']!r} is not a DNS name") from None
-    return {
-        "server": server,
-        "port": __utils__["certsync_args.port"](update.get("port", 53), "update port"),
-        "zone": dns.name.from_text(_dns_name(update["zone"], "update zone")),
-        "key": dns.tsig.Key(keyname, _tsig_secret(), dns.name.from_text(algorithm)),
-        "timeout": _seconds(update.get("timeout", DEFAULT_TIMEOUT), "update timeout"),
-    }
+#: The DNS providers a rollover publishes through (``dane:update:provider``), each an
+#: execution module ``certsync_dns_<provider>`` with the same functions: ``checked``,
+#: ``zone``, ``records`` and ``change``.
+PROVIDERS = ("rfc2136", "cloudflare")
 
 
 def _seconds(value, what, maximum=3600):
@@ -144,33 +78,58 @@ def _server_error(exc):
     return str(exc) or type(exc).__name__
 
 
-def _tlsa_rdata(record):
-    try:
-        return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TLSA, str(record))
-    except (dns.exception.DNSException, ValueError):
-        raise SaltInvocationError(f"{str(record)[:80]!r} is not TLSA record data") from None
+def _provider(update):
+    """The loaded module name of ``update``'s provider; an error names a bad one."""
+    if not isinstance(update, dict):
+        raise SaltInvocationError(
+            "update must be a mapping (provider, zone, and the provider's settings)"
+        )
+    provider = update.get("provider", "rfc2136")
+    if provider not in PROVIDERS:
+        raise SaltInvocationError(
+            f"update provider {provider!r} is not one of {', '.join(PROVIDERS)}"
+        )
+    module = f"certsync_dns_{provider}"
+    if f"{module}.change" not in __salt__:
+        missing = getattr(__salt__, "missing_fun_string", None)
+        why = missing(f"{module}.change") if missing else f"{module} is not loaded"
+        raise SaltInvocationError(f"the DNS provider {provider} is not available here: {why}")
+    return module
 
 
-def tlsa_update(hostname, update, add=None, delete=None, port=25, protocol="tcp", ttl=300):
+def _provider_call(update, function, *args, **kwargs):
+    return __salt__[f"{_provider(update)}.{function}"](*args, **kwargs)
+
+
+def tlsa_update(
+    hostname, update, add=None, delete=None, port=25, protocol="tcp", ttl=300, max_wait=60
+):
     """
     Add and delete single TLSA records at ``_<port>._<protocol>.<hostname>``
-    with one RFC 2136 UPDATE signed with TSIG. The RRset is never replaced:
-    records not named stay as they are. An update the server refuses is an
-    error naming the reason (the secret is never shown).
+    through the DNS provider of ``update`` (``provider``: ``rfc2136``, the
+    default, or ``cloudflare``). The RRset is never replaced: records not
+    named stay as they are. A refused change is an error naming the reason;
+    no credential is ever an argument or shown.
 
     update
-        ``{server, port (53), zone, tsig_name, tsig_algorithm (hmac-sha256),
-        timeout}``: the primary server taking updates for the zone and the
-        name of the TSIG key it accepts. The key's secret is never an
-        argument: it is read from this minion's pillar,
-        ``certsync:consumers:<id>:dane:update:tsig_secret`` (or
-        ``certsync:consumer_defaults:dane:update:tsig_secret``).
+        rfc2136: ``{server, port (53), zone, tsig_name, tsig_algorithm
+        (hmac-sha256), timeout}``, the TSIG secret read from this minion's
+        pillar at ``certsync:consumers:<id>:dane:update:tsig_secret`` (or
+        ``certsync:consumer_defaults:dane:update:tsig_secret``); see
+        ``certsync_dns_rfc2136.checked``.
+        cloudflare: ``{provider: cloudflare, zone or zone_id, ttl (1),
+        ...}``, the API token read from the pillar's ``api_token`` beside
+        it; see ``certsync_dns_cloudflare.checked``.
 
     add / delete
         Lists of record data, e.g. ``["3 1 1 <hex>"]``.
 
     ttl
-        TTL of added records (the RRset's TTL, for one RRset has one TTL).
+        rfc2136: the TTL of added records (the RRset's, for one RRset has
+        one TTL). cloudflare: its ``ttl`` setting is used.
+
+    max_wait
+        cloudflare: seconds a rate-limited call may wait (Retry-After).
 
     CLI Example:
 
@@ -180,44 +139,18 @@ def tlsa_update(hostname, update, add=None, delete=None, port=25, protocol="tcp"
             '{server: 192.0.2.53, zone: example.com, tsig_name: certsync}' \
             add='["3 1 1 0123..."]'
     """
-    settings = _update_settings(update)
-    name = dns.name.from_text(_tlsa_name(hostname, port, protocol))
-    if not name.is_subdomain(settings["zone"]):
-        raise SaltInvocationError(f"{name} is not in the zone {settings['zone']}")
-    strings = __utils__["certsync_args.strings"]
-    add, delete = strings(add, "add", "TLSA records"), strings(delete, "delete", "TLSA records")
-    if not add and not delete:
-        raise SaltInvocationError("nothing to add or delete")
-    message = dns.update.UpdateMessage(settings["zone"], keyring=settings["key"])
-    for record in add:
-        message.add(name, _seconds(ttl, "ttl"), _tlsa_rdata(record))
-    for record in delete:
-        message.delete(name, _tlsa_rdata(record))
-    where = f"{settings['server']}:{settings['port']}"
-    try:
-        response = dns.query.tcp(
-            message, settings["server"], port=settings["port"], timeout=settings["timeout"]
-        )
-    except (dns.tsig.PeerError, dns.message.UnknownTSIGKey, dns.tsig.BadSignature) as exc:
-        raise CommandExecutionError(
-            f"the update of {name} at {where} failed: the server did not accept TSIG key "
-            f"{settings['key'].name} ({type(exc).__name__}: wrong name, secret or algorithm?)"
-        ) from None
-    except _BROKEN_SERVER as exc:
-        raise CommandExecutionError(
-            f"the update of {name} at {where} failed: {_server_error(exc)}"
-        ) from None
-    rcode = response.rcode()
-    if rcode != dns.rcode.NOERROR:
-        raise CommandExecutionError(
-            f"the update of {name} at {where} was refused: {dns.rcode.to_text(rcode)}"
-            + (
-                " (TSIG key not accepted?)"
-                if rcode in (dns.rcode.NOTAUTH, dns.rcode.REFUSED)
-                else ""
-            )
-        )
-    return {"name": str(name).rstrip("."), "server": where, "added": add, "deleted": delete}
+    return _provider_call(
+        update,
+        "change",
+        hostname,
+        update,
+        add=add,
+        delete=delete,
+        port=port,
+        protocol=protocol,
+        ttl=ttl,
+        max_wait=max_wait,
+    )
 
 
 def tlsa_servers(
@@ -298,7 +231,7 @@ def _dane_options(dane):
     if not 0 <= options["max_wait"] <= 86400:
         raise SaltInvocationError("dane max_wait must be between 0 and 86400 seconds")
     if options["update"] is not None:
-        _update_settings(options["update"])
+        _provider_call(options["update"], "checked", options["update"])
     return options
 
 
@@ -429,6 +362,7 @@ def _rollover(hostname, options, check, ret, old, test):
             add=[wanted],
             port=options["port"],
             ttl=check["ttl"] or 300,
+            max_wait=options["max_wait"],
         )
         ret["added"] = wanted
         ret["steps"].append(f"published {check['name']}. IN TLSA {wanted} beside the old record")
@@ -439,17 +373,16 @@ def _rollover(hostname, options, check, ret, old, test):
 
 def _wait_visible(hostname, options, record, path, ret, test):
     """Until every authoritative server serves the record and the TTL passed (bounded)."""
-    update = _update_settings(options["update"])
-    zone = str(update["zone"]).rstrip(".")
+    where = _provider_call(options["update"], "zone", options["update"])
     deadline = time.time() + (0 if test else options["max_wait"])
     for _ in range(int(options["max_wait"] / 0.5) + 3):
         servers = tlsa_servers(
             hostname,
-            zone,
+            where["zone"],
             options["port"],
             nameservers=options["nameservers"],
             dns_port=options["dns_port"],
-            auth_port=update["port"],
+            auth_port=where["auth_port"],
         )
         lacking = sorted(n for n, r in servers.items() if record["new"] not in r.get("records", []))
         now = time.time()
@@ -516,7 +449,13 @@ def tlsa_retire(hostname, deployed, dane, test=False):
         ret["removed"] = retire
         return ret
     if retire:
-        tlsa_update(hostname, options["update"], delete=retire, port=options["port"])
+        tlsa_update(
+            hostname,
+            options["update"],
+            delete=retire,
+            port=options["port"],
+            max_wait=options["max_wait"],
+        )
         ret["removed"] = retire
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

@@ -1,8 +1,9 @@
 """
-A key change rolled over through RFC 2136, end to end: the real certbot makes
-the new key (a re-issue from NPM's UI), Knot takes the signed updates, the
-mailcow-like stack serves the pair. Port 25 and the zone are sampled all along:
-what port 25 serves always has a TLSA record.
+A key change rolled over through RFC 2136 and through Cloudflare's API, end to
+end: the real certbot makes the new key (a re-issue from NPM's UI), Knot takes
+the signed updates (directly, or written through by the Cloudflare API
+stand-in), the mailcow-like stack serves the pair. Port 25 and the zone are
+sampled all along: what port 25 serves always has a TLSA record.
 """
 
 import json
@@ -13,12 +14,14 @@ import pytest
 from support.dnsproxy import ClosingAfterUpdate
 
 from harness.caddy import Caddy
+from harness.cloudflare_api import CloudflareApi
 from harness.knot import UpdatableDNS
 from harness.mailcow_stack import HOST, NAMES
 
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 2
 WRONG_SECRET = "d3Jvbmcgc2VjcmV0IGtleQ=="  # noqa: S105 (a test's wrong TSIG secret)
+CF_TOKEN = "cf-rollover-token-" + "3" * 22
 
 
 @pytest.fixture
@@ -121,6 +124,40 @@ def test_a_key_change_rolls_over_with_a_match_at_every_sample(
 
     code, ret = _deploy(salt_call, stack, npm_certbot, knot, max_wait=30)
     assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
+
+
+@pytest.mark.one_release
+def test_a_key_change_rolls_over_through_cloudflare_with_a_match_at_every_sample(
+    salt_call, npm_certbot, knot, rollover
+):
+    """The provider of the deployment we replace: the same rollover through Cloudflare's
+    API (the official library, strict response validation), the API token only in
+    the consumer's pillar."""
+    stack, _, new, old_record, new_record = rollover
+    cloudflare = CloudflareApi(knot, auto_ttl=TTL).start()
+    try:
+        cloudflare.token(CF_TOKEN)
+        usage, selector, mtype, cert = old_record.split()
+        data = {"usage": int(usage), "selector": int(selector), "matching_type": int(mtype)}
+        cloudflare.seed(TLSA_NAME, {**data, "certificate": cert}, write_through=False)
+        pillar = {"certsync": {"consumer_defaults": {"dane": {"update": {"api_token": CF_TOKEN}}}}}
+        source = str(npm_certbot.lineage(5))
+        dane = json.dumps(cloudflare.dane(max_wait=30))
+        sampler = Sampler(stack, knot)
+        sampler.start()
+        time.sleep(0.5)
+        with salt_call.pillar(pillar):
+            code, ret = salt_call.state(**stack.state_args(source=source, dane=dane))
+        time.sleep(0.5)
+        _all_matched(sampler, old_record, new_record)
+    finally:
+        cloudflare.stop()
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    assert ret["changes"]["tlsa"] == {"added": new_record, "removed": [old_record]}
+    assert knot.tlsa(TLSA_NAME) == {new_record}
+    assert [r["content"] for r in cloudflare.records.values()] == [new_record]
+    assert set(stack.served().values()) == {new.fingerprint}
+    assert CF_TOKEN not in json.dumps(ret)
 
 
 def test_caddys_new_key_rolls_over_with_a_match_at_every_sample(

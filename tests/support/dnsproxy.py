@@ -92,3 +92,48 @@ class ClosingAfterUpdate:
             thread.join(5)
         self.tcp.close()
         self.udp.close()
+
+
+class ClosingServer:
+    """A DNS server on loopback that reads one TCP query and closes without an answer;
+    over UDP it answers every query truncated (TC), so clients retry over TCP."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.port = self.tcp.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        for sock in (self.tcp, self.udp):
+            sock.settimeout(5)
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._tcp, self._udp)]
+        for thread in self.threads:
+            thread.start()
+
+    def _tcp(self):
+        for _ in range(3):  # bounded: a few clients at most
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65535)  # read the query, then close: the client sees EOF
+
+    def _udp(self):
+        import dns.flags
+        import dns.message
+
+        for _ in range(3):
+            try:
+                wire, peer = self.udp.recvfrom(65535)
+            except OSError:
+                return
+            reply = dns.message.make_response(dns.message.from_wire(wire))
+            reply.flags |= dns.flags.TC
+            self.udp.sendto(reply.to_wire(), peer)
+
+    def close(self):
+        self.tcp.close()
+        self.udp.close()
