@@ -7,11 +7,13 @@ The whole certsync pipeline on this host, with its embedded default:
   server) on loopback;
 - the minion ``mailcow`` with a mailcow-like stack in Docker (real postfix,
   dovecot and nginx serving TLS on loopback ports), with DANE on: its zone
-  on Knot DNS (loopback) publishes ``_25._tcp`` TLSA and takes RFC 2136
-  updates signed with a TSIG key;
+  on Knot DNS (loopback) publishes ``_25._tcp`` TLSA, managed through
+  Cloudflare's API (a v4 API stand-in writing through to Knot; Cloudflare's
+  official library on the minion, the API token in its pillar), or with
+  ``--dns rfc2136`` by updates signed with a TSIG key;
 - one ``state.apply certsync`` per role, then NPM's hourly renewal (certbot
   renew: the key is kept, the TLSA record holds), then a re-issue with
-  edited names (a new key: the TLSA record rolled over through RFC 2136),
+  edited names (a new key: the TLSA record rolled over through the API),
   each with the timeline of the Salt bus, the zone and the wire until every
   endpoint serves it, then ``salt-run certsync.status``.
 
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO))  # the harness
 
 from harness.acme import NpmCertbot, Pebble  # noqa: E402
 from harness.caddy import Caddy  # noqa: E402
+from harness.cloudflare_api import CloudflareApi  # noqa: E402
 from harness.daemons import SaltDaemons  # noqa: E402
 from harness.fleet import (  # noqa: E402
     HOST,
@@ -50,6 +53,8 @@ from harness.pki import TestCA, issue  # noqa: E402
 
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 2
+#: The demo's Cloudflare API token: the stand-in's, made up here (never a real one).
+DEMO_TOKEN = "certsync-demo-" + "0" * 26
 
 START = time.monotonic()
 
@@ -181,7 +186,25 @@ class CaddySide:
 SIDES = {"npm": NpmSide, "caddy": CaddySide}
 
 
-def start_fleet(work, salt, side, knot):
+def start_zone(knot, record, dns):
+    """Knot serving the zone with ``record``; the consumer's ``dane`` pillar for ``dns``
+    (cloudflare: the API stand-in holding the record too; rfc2136: Knot's TSIG key)."""
+    knot.start([f"_25._tcp.mail IN TLSA {record}"], ttl=TTL)
+    say(f"Knot serves example.test on 127.0.0.1:{knot.port}: {TLSA_NAME} TLSA {record[:22]}...")
+    if dns == "rfc2136":
+        return None, knot.pillar_dane(max_wait=60)
+    cloudflare = CloudflareApi(knot, auto_ttl=TTL).start()
+    cloudflare.token(DEMO_TOKEN)
+    usage, selector, mtype, cert = record.split()
+    data = {"usage": int(usage), "selector": int(selector), "matching_type": int(mtype)}
+    cloudflare.seed(TLSA_NAME, {**data, "certificate": cert}, write_through=False)
+    say(f"Cloudflare's API (stand-in) at {cloudflare.base_url} holds the zone's records")
+    dane = cloudflare.dane(max_wait=60)
+    dane["update"]["api_token"] = DEMO_TOKEN
+    return cloudflare, dane
+
+
+def start_fleet(work, salt, side, knot, dns):
     """The source, the zone, the mailcow-like stack, the master and both minions."""
     first = side.issue()
     say(
@@ -194,11 +217,9 @@ def start_fleet(work, salt, side, knot):
     )
     stack.start()
     say(f"endpoints on 127.0.0.1: {stack.endpoints}")
-    record = f"3 1 1 {first.spki_sha256}"
-    knot.start([f"_25._tcp.mail IN TLSA {record}"], ttl=TTL)
-    say(f"Knot serves example.test on 127.0.0.1:{knot.port}: {TLSA_NAME} TLSA {record[:22]}...")
+    cloudflare, dane = start_zone(knot, f"3 1 1 {first.spki_sha256}", dns)
     # The formula's own schedule (every 30 minutes, splay 5): the bus does the work.
-    settings = {**stack_settings(stack), "dane": knot.pillar_dane(max_wait=60)}
+    settings = {**stack_settings(stack), "dane": dane}
     side.write_pillar(work / "pillar", {"mailcow": settings})
     salt.write_master(work / "pillar")
     say(f"starting salt-master and the minions {side.minion} and mailcow")
@@ -216,7 +237,7 @@ def start_fleet(work, salt, side, knot):
     )
     salt.run("salt-run", "saltutil.sync_all")
     salt.run("salt", "*", "saltutil.sync_all")
-    return stack, first
+    return stack, first, cloudflare
 
 
 def show_zone(knot, records, since):
@@ -253,15 +274,15 @@ def renewal_timeline(bus, stack, knot, renewed, since):
     sys.exit("demo: the renewal was not served, or its TLSA record not alone, within 120 s")
 
 
-def main(work, source):
+def main(work, source, dns):
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     pebble = Pebble(work / "pebble", TestCA("demo pebble listener")).start()
     side = SIDES[source](work, pebble)
     knot = UpdatableDNS(work / "knot")
-    salt, stack = SaltDaemons(work), None
+    salt, stack, cloudflare = SaltDaemons(work), None, None
     try:
-        stack, first = start_fleet(work, salt, side, knot)
+        stack, first, cloudflare = start_fleet(work, salt, side, knot, dns)
         bus = BusRecorder(salt.opts).start()
         say(f"salt {side.minion} state.apply certsync; salt mailcow state.apply certsync")
         salt.run("salt", side.minion, "state.apply", "certsync")
@@ -288,10 +309,14 @@ def main(work, source):
         took = time.monotonic() - since
         say(f"{source} done after {took:.1f}s: new key {rekeyed.spki_sha256[:16]}...")
         count = renewal_timeline(bus, stack, knot, rekeyed, since)
+        through = "Cloudflare's API" if cloudflare else "RFC 2136"
         say(
-            f"rolled over: served on all {count} endpoints, only the new TLSA record left, "
-            f"after {time.monotonic() - since:.1f}s (the zone's TTL is {TTL} s)"
+            f"rolled over through {through}: served on all {count} endpoints, only the new "
+            f"TLSA record left, after {time.monotonic() - since:.1f}s (the zone's TTL is {TTL} s)"
         )
+        if cloudflare:
+            calls = [f"{method} {path.split('/')[-1]}" for method, path, _ in cloudflare.requests]
+            say(f"Cloudflare API calls: {len(calls)} ({', '.join(calls)})")
         code, status = salt.run("salt-run", "certsync.status")
         say(f"salt-run certsync.status (exit code {code}):")
         print(json.dumps(status, indent=2))
@@ -301,6 +326,8 @@ def main(work, source):
         if stack:
             stack.remove()
         side.stop()
+        if cloudflare:
+            cloudflare.stop()
         knot.stop()
         pebble.stop()
     say(f"done; logs under {work}")
@@ -311,5 +338,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("work", nargs="?", default=REPO / ".cache" / "demo", type=pathlib.Path)
     parser.add_argument("--source", choices=sorted(SIDES), default="npm", help="the source kind")
+    parser.add_argument(
+        "--dns",
+        choices=["cloudflare", "rfc2136"],
+        default="cloudflare",
+        help="how the TLSA records are published (dane:update:provider)",
+    )
     args = parser.parse_args()
-    main(args.work.resolve(), args.source)
+    main(args.work.resolve(), args.source, args.dns)
