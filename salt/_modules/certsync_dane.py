@@ -283,7 +283,7 @@ def tlsa_gate(hostname, candidate, deployed, dane=True, test=False):
     otherwise ``publish`` is the exact record to publish and ``comment`` the
     rollover steps for the zone's operator.
 
-    With ``dane.update`` (RFC 2136, see :py:func:`tlsa_update`): the record
+    With ``dane.update`` (a DNS provider, see :py:func:`tlsa_update`): the record
     is added beside the old one (never replacing the set), then ready once
     every authoritative server of the zone serves it and its RRset's TTL has
     passed since (waiting up to ``dane.max_wait`` seconds in this call, else
@@ -341,7 +341,7 @@ def _manual_steps(check, wanted, old):
 
 
 def _rollover(hostname, options, check, ret, old, test):
-    """Publish the new record by RFC 2136 and wait until it is safe to deploy."""
+    """Publish the new record through the provider and wait until it is safe to deploy."""
     path = _rollover_path(hostname, options["port"])
     record = _load_rollover(path)
     wanted = ret["record"]
@@ -350,10 +350,12 @@ def _rollover(hostname, options, check, ret, old, test):
     published = [row["record"] for row in check["records"]]
     if wanted not in published:
         if test:
+            provider = options["update"].get("provider", "rfc2136")
             ret["comment"] = (
                 f"DANE: would publish {check['name']}. IN TLSA {wanted} beside "
-                f"{'; '.join(old) or 'nothing'} by RFC 2136, wait until every authoritative "
-                "server serves it and the TTL passed, deploy, then remove the old record"
+                f"{'; '.join(old) or 'nothing'} through {provider}, wait until every "
+                "authoritative server serves it and the TTL passed, deploy, then remove the "
+                "old record"
             )
             return ret
         tlsa_update(
@@ -422,7 +424,7 @@ def _wait_visible(hostname, options, record, path, ret, test):
 
 def tlsa_retire(hostname, deployed, dane, test=False):
     """
-    The last step of an RFC 2136 rollover begun by :py:func:`tlsa_gate`:
+    The last step of a rollover begun by :py:func:`tlsa_gate`:
     once the certificate in ``deployed`` is the one the rollover published a
     record for (and the caller verified it is served), delete only the old
     records that rollover recorded. Nothing else is touched; without a

@@ -925,7 +925,7 @@ def _dane_gate(run, hostname, fullchain):
 
 
 def _dane_retire(run, hostname):
-    """After the new pair is served: remove the old TLSA record of an RFC 2136 rollover."""
+    """After the new pair is served: remove the old TLSA record of a rollover."""
     ret = run.ret
     try:
         retired = __salt__["certsync_dane.tlsa_retire"](
