@@ -35,7 +35,9 @@ cleared); a mismatch or an unreachable endpoint must last ``grace`` seconds
 first (default 600: a renewal is served seconds after the source has it, a
 restarted service answers again within seconds). A failure of the beacon
 itself is ``salt/beacon/<minion id>/certsync/error``. With ``textfile`` it
-also writes the Prometheus metrics there.
+also writes the Prometheus metrics there. With ``alerts:event_log`` in the
+consumer's pillar, each alert that fires or clears is also a JSON line there
+(``certsync_monitor.log_event``).
 
 .. code-block:: yaml
 
@@ -227,6 +229,8 @@ def _alerts(cfg):
     updated = {"since": since, "fired": sorted(fired | due)}
     if updated != record:
         _write_record(path, updated)
+    cleared = sorted(str(name) for name in before if name not in since)
+    _log_alerts(report, new, cleared)
     return [
         {
             "tag": f"alert/{name}",
@@ -236,6 +240,23 @@ def _alerts(cfg):
         }
         for name in new
     ]
+
+
+def _log_alerts(report, fired, cleared):
+    """Each alert that fired or cleared in the event log (``alerts:event_log``)."""
+    conditions = report["conditions"]
+    try:
+        for name, state in [*((n, "fired") for n in fired), *((n, "cleared") for n in cleared)]:
+            __salt__["certsync_monitor.log_event"](
+                "alert",
+                condition=name,
+                state=state,
+                hostname=report["hostname"],
+                fingerprint=report.get("source_fingerprint"),
+                detail=conditions.get(name, {}).get("detail") if state == "fired" else None,
+            )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        log.warning("certsync beacon: the event log was not written: %s", exc)
 
 
 def beacon(config):

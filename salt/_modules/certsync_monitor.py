@@ -38,6 +38,10 @@ atomically, with ``prometheus_client``'s own writer. The ``certsync`` beacon
 (``alert_days``) calls both, and fires
 ``certsync/alert/<condition>`` once when a condition starts.
 
+``log_event`` appends alerts (fired and cleared) and deploy results to the
+event log set at ``alerts:event_log`` in the consumer's pillar: one JSON
+object per line, for Wazuh, Filebeat or rsyslog to read.
+
 Settings come from the formula's pillar (``certsync:consumers:<id>``).
 """
 
@@ -45,14 +49,32 @@ import contextlib
 import datetime
 import hashlib
 import json
+import logging
 import os
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+log = logging.getLogger(__name__)
+
 __virtualname__ = "certsync_monitor"
 
 DEFAULT_DAYS = 21
+#: The event log's size bound when ``alerts:event_log_max_bytes`` is not set: 10 MiB.
+EVENT_LOG_MAX_BYTES = 10 * 1024 * 1024
+#: What an event log line may carry besides ``program``, ``time``, ``event``, ``minion``.
+EVENT_FIELDS = (
+    "condition",
+    "state",
+    "result",
+    "installed",
+    "hostname",
+    "fingerprint",
+    "dest",
+    "detail",
+)
+#: Events and the values of their ``state`` / ``result``.
+EVENTS = {"alert": ("fired", "cleared"), "deploy": ("succeeded", "failed")}
 METRICS = {
     "certsync_cert_expiry_timestamp_seconds": "Expiry (not_after) of the certificate an "
     "endpoint serves, Unix time.",
@@ -228,7 +250,94 @@ def record_deploy(dest, result, installed=False, summary="", dane_pending=None, 
         "certificate": _installed(certificate) if installed else previous.get("certificate"),
     }
     _write_record(_record_path(dest), record)
+    _log_deploy(record)
     return record
+
+
+def _event_log():
+    """This consumer's event log from its pillar: (path, max_bytes), path None when off.
+    A bad setting is an error naming its pillar key."""
+    setting = __utils__["certsync_settings.consumer_setting"]
+    cfg, me = __pillar__.get("certsync"), __opts__["id"]
+    path, where = setting(cfg, me, "alerts", "event_log")
+    if not path:
+        return None, None
+    if not isinstance(path, str) or not os.path.isabs(path) or "\n" in path:
+        raise SaltInvocationError(f"{where} must be an absolute path, not {path!r}")
+    size, where = setting(cfg, me, "alerts", "event_log_max_bytes")
+    if size in (None, ""):
+        return path, EVENT_LOG_MAX_BYTES
+    return path, __utils__["certsync_args.number"](size, where, 4096, 2**40, whole=True)
+
+
+def log_event(event, **fields):
+    """
+    Append one event to this consumer's event log (``alerts:event_log`` in
+    its pillar; nothing when it is not set) as one JSON object on one line:
+    ``program`` (certsync), ``time`` (UTC, ISO 8601), ``event`` (``alert``
+    or ``deploy``), ``minion``, and the fields given among ``condition``,
+    ``state`` (fired/cleared), ``result`` (succeeded/failed), ``installed``,
+    ``hostname``, ``fingerprint``, ``dest``, ``detail``. Never key material:
+    the callers pass names, fingerprints and one-line summaries. At
+    ``alerts:event_log_max_bytes`` (10 MiB) the file is rotated to
+    ``<path>.1``. Returns the line written, or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_monitor.log_event alert condition=expiry state=fired \
+            detail='a test line for the SIEM'
+    """
+    if event not in EVENTS:
+        raise SaltInvocationError(f"event {event!r} is not one of {', '.join(EVENTS)}")
+    fields = {key: value for key, value in fields.items() if not key.startswith("__")}
+    unknown = set(fields) - set(EVENT_FIELDS)
+    if unknown:
+        raise SaltInvocationError(f"unknown event fields: {', '.join(sorted(unknown))}")
+    status = fields.get("state" if event == "alert" else "result")
+    if status not in EVENTS[event]:
+        raise SaltInvocationError(
+            f"a {event} event's {'state' if event == 'alert' else 'result'} must be one of "
+            f"{', '.join(EVENTS[event])}, not {status!r}"
+        )
+    path, max_bytes = _event_log()
+    if path is None:
+        return None
+    record = {
+        "program": "certsync",
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "event": event,
+        "minion": __opts__["id"],
+    }
+    for key in EVENT_FIELDS:
+        value = fields.get(key)
+        if isinstance(value, str):
+            record[key] = __utils__["certsync_util.printable"](" ".join(value.split()))[:1000]
+        elif isinstance(value, bool) or value is None:
+            if value is not None:
+                record[key] = value
+        else:
+            record[key] = str(value)[:1000]
+    line = json.dumps(record, sort_keys=True, ensure_ascii=True)
+    __utils__["certsync_files.append_rotated"](path, line + "\n", max_bytes)
+    return line
+
+
+def _log_deploy(record):
+    """The deploy's result in the event log; a log that cannot be written is a warning,
+    never a failed deploy."""
+    try:
+        log_event(
+            "deploy",
+            result="succeeded" if record["result"] else "failed",
+            installed=record["installed"],
+            dest=record["dest"],
+            fingerprint=record["certificate"]["fingerprint"] if record["installed"] else None,
+            detail=record["dane_pending"] or record["summary"],
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        log.warning("certsync: the event log was not written: %s", exc)
 
 
 def _installed(certificate):

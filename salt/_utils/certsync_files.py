@@ -5,8 +5,8 @@ Files certsync reads and writes
 The file handling the certsync loader modules share (through
 ``__utils__["certsync_files.<name>"]``): bounded reads that refuse a FIFO or a
 device, atomic private writes that never follow a planted symlink, the JSON
-records kept in the cachedir, and the one lock every deploy, install and roll
-back takes.
+records kept in the cachedir, the one lock every deploy, install and roll
+back takes, and a log appended line by line with a size bound.
 """
 
 import contextlib
@@ -121,3 +121,33 @@ def locked(path, timeout, holder="another certsync run"):
         yield
     finally:
         os.close(fd)
+
+
+def append_rotated(path, text, max_bytes, timeout=10):
+    """Append ``text`` (whole lines) to ``path`` with one ``write()`` on a descriptor
+    opened ``O_APPEND`` (mode 0640, never through a symlink), under the lock
+    ``<path>.lock``, so concurrent writers never interleave. When the file has
+    reached ``max_bytes`` it is first renamed to ``<path>.1`` (replacing the last
+    one) and a new file begun. A CommandExecutionError names the file when it
+    cannot be written."""
+    data = text.encode("utf-8")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandExecutionError(f"{path}: its directory {directory} does not exist")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        with locked(f"{path}.lock", timeout, "another writer of this log"):
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_size >= max_bytes:
+                    os.replace(path, f"{path}.1")
+            fd = os.open(path, flags, 0o640)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file")
+                written = os.write(fd, data)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot append: {exc.strerror}") from None
+    if written != len(data):
+        raise CommandExecutionError(f"{path}: only {written} of {len(data)} bytes were written")

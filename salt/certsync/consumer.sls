@@ -53,3 +53,12 @@ certsync-alerts:
 {%- if consumer.alerts.textfile %}
     - textfile: {{ consumer.alerts.textfile | json }}
 {%- endif %}
+{%- if consumer.alerts.event_log %}
+
+# The event log's directory (alerts and deploy results as JSON lines, for a SIEM).
+certsync-event-log-dir:
+  file.directory:
+    - name: {{ salt['file.dirname'](consumer.alerts.event_log) | json }}
+    - mode: '0750'
+    - makedirs: true
+{%- endif %}

@@ -247,9 +247,10 @@ def test_no_key_material_in_the_return(layout, good):
 
 def test_runs_are_recorded_for_monitoring(tmp_path, layout, good):
     funcs = {"certsync_monitor.record_deploy": monitor_mod.record_deploy}
-    opts = {"cachedir": str(tmp_path / "cache")}
+    opts = {"cachedir": str(tmp_path / "cache"), "id": "mailcow"}
     with (
         patch.object(monitor_mod, "__opts__", opts, create=True),
+        patch.object(monitor_mod, "__pillar__", {}, create=True),
         patch.dict(deploy_mod.__salt__, funcs),
     ):
         deploy_mod.deploy(layout.dest, HOST, source=layout.source, test=True)
@@ -283,9 +284,10 @@ def test_an_older_publication_never_replaces_what_certsync_installed(tmp_path, c
         "certsync_monitor.record_deploy": monitor_mod.record_deploy,
         "certsync_monitor.last_deploy": monitor_mod.last_deploy,
     }
-    opts = {"cachedir": str(tmp_path / "cache")}
+    opts = {"cachedir": str(tmp_path / "cache"), "id": "mailcow"}
     with (
         patch.object(monitor_mod, "__opts__", opts, create=True),
+        patch.object(monitor_mod, "__pillar__", {}, create=True),
         patch.dict(deploy_mod.__salt__, funcs),
     ):
         write_pair(layout.source, older, "fullchain.pem", "privkey.pem")

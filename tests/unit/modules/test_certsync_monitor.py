@@ -4,6 +4,7 @@ conditions, the beacon firing each once, and the Prometheus textfile. The
 endpoints are real TLS servers on loopback; the mine is a stand-in.
 """
 
+import json
 import os
 import re
 import stat
@@ -58,13 +59,14 @@ def configure_loader_modules(tmp_path, fleet):
     opts = {"id": ME, "cachedir": str(tmp_path / "cache"), "test": False}
     monitor_funcs = {
         f"certsync_monitor.{name}": getattr(monitor_mod, name)
-        for name in ("check", "textfile", "record_deploy", "last_deploy")
+        for name in ("check", "textfile", "record_deploy", "last_deploy", "log_event")
     }
     return {
         tlsprobe_mod: {"__context__": {}},
         monitor_mod: {
             "__opts__": opts,
             "__context__": {},
+            "__pillar__": {},
             "__salt__": {
                 "certsync_settings.consumer": fleet.settings,
                 "certsync_mine.published_fingerprint": fleet.fingerprint,
@@ -339,3 +341,107 @@ def test_metrics_without_prometheus_client_say_what_to_install(fleet, tmp_path):
 def test_check_refuses_bad_days():
     with pytest.raises(SaltInvocationError, match="days must be a whole number, not 'x'"):
         monitor_mod.check(days="x")
+
+
+# -- the event log (alerts:event_log): JSON lines for a SIEM -------------------------
+
+
+@pytest.fixture
+def event_log(tmp_path, monkeypatch):
+    """This consumer's pillar sets an event log; the lines written, parsed."""
+    path = tmp_path / "log" / "certsync-events.json"
+    path.parent.mkdir()
+    alerts = {"event_log": str(path)}
+    pillar = {"certsync": {"consumers": {ME: {"alerts": alerts}}}}
+    monkeypatch.setattr(monitor_mod, "__pillar__", pillar)
+
+    def lines():
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    lines.path, lines.alerts = path, alerts
+    return lines
+
+
+def test_alerts_fired_and_cleared_and_deploy_results_are_json_lines(ca, fleet, serve, event_log):
+    old = ca.leaf(HOST, not_after=NOW + 3 * DAY)
+    serve(old)
+    fleet.published = old.fingerprint
+    monitor_mod.record_deploy(fleet.dest, False, summary="Nothing deployed: reload failed\nmore")
+    config = [{"alert_days": 14, "grace": 0}]
+    certsync_beacon.beacon(config)
+    fixed = ca.leaf(HOST)
+    serve(fixed)
+    fleet.published = fixed.fingerprint
+    monitor_mod.record_deploy(
+        fleet.dest, True, installed=True, certificate={"fingerprint": fixed.fingerprint}
+    )
+    certsync_beacon.beacon(config)
+
+    lines = event_log()
+    assert [(e["event"], e.get("condition"), e.get("state"), e.get("result")) for e in lines] == [
+        ("deploy", None, None, "failed"),
+        ("alert", "deploy_failed", "fired", None),
+        ("alert", "expiry", "fired", None),
+        ("deploy", None, None, "succeeded"),
+        ("alert", "deploy_failed", "cleared", None),
+        ("alert", "expiry", "cleared", None),
+    ]
+    assert all(e["program"] == "certsync" and e["minion"] == ME for e in lines)
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", e["time"]) for e in lines
+    )
+    assert lines[0]["detail"] == "Nothing deployed: reload failed"
+    assert lines[1]["fingerprint"] == old.fingerprint and lines[1]["hostname"] == HOST
+    assert lines[2]["detail"].startswith("fewer than 14 days left: https ")
+    assert lines[3]["fingerprint"] == fixed.fingerprint and lines[3]["installed"] is True
+    assert "detail" not in lines[4]
+    assert stat.S_IMODE(os.stat(event_log.path).st_mode) == 0o640
+    assert "PRIVATE KEY" not in event_log.path.read_text()
+
+
+def test_without_an_event_log_nothing_is_written(fleet, tmp_path):
+    assert monitor_mod.log_event("alert", condition="expiry", state="fired") is None
+    monitor_mod.record_deploy(fleet.dest, True)
+    assert [p.name for p in tmp_path.rglob("*.json") if "events" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("page",), {}, "event 'page' is not one of alert, deploy"),
+        (("alert",), {"state": "firing"}, "a alert event's state must be one of fired, cleared"),
+        (("deploy",), {"result": True}, "a deploy event's result must be one of succeeded"),
+        (("alert",), {"state": "fired", "key": "x"}, "unknown event fields: key"),
+    ],
+)
+def test_a_bad_event_is_refused_by_name(event_log, args, kwargs, message):
+    with pytest.raises(SaltInvocationError, match=message):
+        monitor_mod.log_event(*args, **kwargs)
+    assert not event_log.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("alerts", "message"),
+    [
+        ({"event_log": "relative/events.json"}, "alerts:event_log must be an absolute path"),
+        ({"event_log": "/tmp/x", "event_log_max_bytes": 10}, "event_log_max_bytes"),
+    ],
+)
+def test_a_bad_event_log_setting_is_named_and_no_deploy_fails_for_it(
+    fleet, event_log, alerts, message, caplog
+):
+    event_log.alerts.update(alerts)
+    with pytest.raises(SaltInvocationError, match=message):
+        monitor_mod.log_event("alert", condition="expiry", state="fired")
+    record = monitor_mod.record_deploy(fleet.dest, True)
+    assert record["result"] is True
+    assert "the event log was not written" in caplog.text
+
+
+def test_text_from_outside_is_one_escaped_line(event_log):
+    monitor_mod.log_event(
+        "alert", condition="mismatch", state="fired", detail="a\nforged line\x1b[2J" + "x" * 2000
+    )
+    (line,) = event_log.path.read_text().splitlines()
+    detail = json.loads(line)["detail"]
+    assert detail.startswith("a forged line\\x1b[2J") and len(detail) == 1000

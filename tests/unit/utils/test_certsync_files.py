@@ -1,6 +1,10 @@
 """Files certsync reads and writes (salt://_utils/certsync_files.py)."""
 
+import json
+import multiprocessing
 import os
+import pathlib
+import stat
 import threading
 import time
 
@@ -91,3 +95,55 @@ def test_a_symlink_at_the_lock_path_is_refused(tmp_path):
         locked(str(tmp_path / "lock"), 1),
     ):
         pass
+
+
+append_rotated = UTILS["certsync_files.append_rotated"]
+
+
+def _writer(path, tag, count, size, max_bytes):
+    line = json.dumps({"writer": tag, "pad": "x" * size})
+    for number in range(count):
+        append_rotated(path, line[:-1] + f', "n": {number}}}\n', max_bytes)
+
+
+def test_concurrent_writers_never_interleave_and_rotation_keeps_the_last_file(tmp_path):
+    """Four processes append 200 lines of ~3 KB each, rotating at 256 KB: every line of
+    both files parses, and each writer's lines are whole and in order."""
+    path = str(tmp_path / "events.json")
+    context = multiprocessing.get_context("fork")
+    writers = [
+        context.Process(target=_writer, args=(path, tag, 200, 3000, 256 * 1024)) for tag in range(4)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    rotated, current = pathlib.Path(f"{path}.1"), pathlib.Path(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "events.json",
+        "events.json.1",
+        "events.json.lock",
+    ]
+    assert rotated.stat().st_size >= 256 * 1024
+    assert current.stat().st_size < 256 * 1024 + 3100
+    for kept in (rotated, current):
+        lines = [json.loads(line) for line in kept.read_text().splitlines()]
+        for tag in range(4):
+            numbers = [line["n"] for line in lines if line["writer"] == tag]
+            assert numbers == sorted(numbers)
+    assert stat.S_IMODE(current.stat().st_mode) == 0o640
+
+
+def test_an_event_log_is_never_written_through_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (tmp_path / "events.json").symlink_to(victim)
+    with pytest.raises(CommandExecutionError, match="cannot append"):
+        append_rotated(str(tmp_path / "events.json"), "{}\n", 1024)
+    assert victim.read_text() == "untouched"
+
+
+def test_a_missing_directory_is_named(tmp_path):
+    with pytest.raises(CommandExecutionError, match=r"its directory .*/nowhere does not exist"):
+        append_rotated(str(tmp_path / "nowhere" / "events.json"), "{}\n", 1024)
