@@ -7,7 +7,8 @@
 # prometheus), nftables and iproute2 (the egress tests' firewall and network
 # namespaces), unbound and ldnsutils (a validating resolver, a zone signer),
 # faketime (the fault campaign's clock skew), caddy (the second certificate
-# source, against pebble), installed when missing;
+# source, against pebble), ufw (the egress tests' other firewall, only ever
+# enabled inside a test's network and mount namespaces), installed when missing;
 # dockerd started (as root) when no
 # engine answers. Idempotent.
 set -euo pipefail
@@ -33,6 +34,7 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 command -v caddy >/dev/null 2>&1 || missing+=(caddy)
+[ -x /usr/sbin/ufw ] || missing+=(ufw)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "certsync: ${missing[*]} missing; run as root or install them" >&2

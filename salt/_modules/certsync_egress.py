@@ -13,9 +13,10 @@ from this host, as postfix and the minion would:
   (``publish_port``, ``master_port``; 4505 and 4506 by default).
 
 Each check that fails names why (refused, timed out: dropped by a firewall?,
-no STARTTLS, certificate not verified) and the nftables rule that would let
-it through (chain ``output`` of table ``inet filter``, as the formula's
-``certsync.egress`` state manages it).
+no STARTTLS, certificate not verified) and the rule that would let it
+through, as the formula's ``certsync.egress`` state manages it: ufw's when
+ufw is active on this host, else nftables' (chain ``output`` of table
+``inet filter``).
 """
 
 import re
@@ -23,7 +24,7 @@ import smtplib
 import socket
 import ssl
 
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "certsync_egress"
 
@@ -62,8 +63,22 @@ def _addresses(host, port, given):
     return list(dict.fromkeys(info[4][0] for info in infos)), None
 
 
+def _ufw_active():
+    """Whether ufw is this host's firewall (asked once per run)."""
+    if "certsync_egress.ufw" not in __context__:
+        try:
+            active = "certsync_ufw.active" in __salt__ and __salt__["certsync_ufw.active"]()
+        except CommandExecutionError:
+            active = False  # ufw there but failing: the nftables hint, as before
+        __context__["certsync_egress.ufw"] = active
+    return __context__["certsync_egress.ufw"]
+
+
 def _rule(address, port):
-    """The nftables rule (``inet filter output``) that allows TCP to ``address:port``."""
+    """The rule that allows TCP to ``address:port``: ufw's when ufw is this host's
+    firewall, else nftables' (``inet filter output``)."""
+    if _ufw_active():
+        return f"ufw allow out proto tcp to {address} port {port} comment 'certsync'"
     family = "ip6" if ":" in address else "ip"
     return f"nft add rule inet filter output {family} daddr {address} tcp dport {port} accept"
 
@@ -134,7 +149,8 @@ def check(
     """
     Check this host's way out to the relay and to the Salt master; ``ok`` is
     False (and the exit code non-zero) when any is blocked, and each blocked
-    one names why and the nftables rule that would let it through.
+    one names why and the rule that would let it through (ufw's when ufw is
+    active here, else nftables').
 
     relay
         The smarthost as ``host:port`` (mailcow's relayhost, e.g.

@@ -1,17 +1,42 @@
 {#- The way out of a mailcow host whose firewall denies outbound by default:
-    allow rules for the relay's port and the Salt master's ports (Salt's own
-    nftables states, in the chain the pillar names; only with
-    relay.firewall.manage), then a check that both are reachable. #}
+    allow rules for the relay's port and the Salt master's ports (only with
+    relay.firewall.manage), through ufw (certsync_ufw, when ufw is the host's
+    firewall) or Salt's own nftables states, then a check that both are
+    reachable. #}
 {%- from "certsync/map.jinja" import consumer with context %}
 {%- set relay = consumer.relay %}
 {%- set firewall = relay.firewall %}
 {%- set master_ports = [salt["config.get"]("publish_port", 4505), salt["config.get"]("master_port", 4506)] %}
+{%- set backend = firewall.get("backend", "auto") %}
+{%- if firewall.manage and backend == "auto" %}
+{%-   set backend = "ufw" if salt["certsync_ufw.active"]() else "nftables" %}
+{%- endif %}
 {%- set allowed = [] %}
-{%- if firewall.manage %}
-{%-   for port in [relay.port] + master_ports %}
-{%-     do allowed.append("certsync-egress-allow-" ~ port) %}
+{%- if firewall.manage and backend not in ["ufw", "nftables"] %}
 
-certsync-egress-allow-{{ port }}:
+certsync-egress-firewall-backend:
+  test.fail_without_changes:
+    - name: {{ ("relay:firewall:backend is " ~ backend ~ ": it must be ufw, nftables or auto") | json }}
+{%-   do allowed.append(("test", "certsync-egress-firewall-backend")) %}
+{%- elif firewall.manage %}
+{%-   set targets = [(relay.port, relay.address, "relay")] %}
+{%-   for port in master_ports %}
+{%-     do targets.append((port, relay.master_address, "salt master")) %}
+{%-   endfor %}
+{%-   for port, address, what in targets %}
+{%-     set id = "certsync-egress-allow-" ~ port %}
+
+{{ id }}:
+{%-     if backend == "ufw" %}
+{%-       do allowed.append(("certsync_ufw", id)) %}
+  certsync_ufw.allowed_out:
+    - port: {{ port }}
+{%-       if address %}
+    - address: {{ address | json }}
+{%-       endif %}
+    - comment: {{ ("certsync: " ~ what) | json }}
+{%-     else %}
+{%-       do allowed.append(("nftables", id)) %}
   nftables.append:
     - table: {{ firewall.table | json }}
     - chain: {{ firewall.chain | json }}
@@ -20,6 +45,7 @@ certsync-egress-allow-{{ port }}:
     - dport: {{ port }}
     - jump: accept
     - save: {{ firewall.save | json }}
+{%-     endif %}
 {%-   endfor %}
 {%- endif %}
 
@@ -37,7 +63,7 @@ certsync-egress:
 {%- endif %}
 {%- if allowed %}
     - require:
-{%-   for id in allowed %}
-      - nftables: {{ id }}
+{%-   for module, id in allowed %}
+      - {{ module }}: {{ id }}
 {%-   endfor %}
 {%- endif %}

@@ -1,9 +1,10 @@
 """
 The egress check and the formula's firewall rules, between two hosts in
 network namespaces (tests/support/netns.py): the mail host runs the check and
-its firewall; the peer runs a smarthost (STARTTLS and AUTH required) and
-listeners on the Salt master's ports. salt-call --local runs inside the mail
-host's namespace, with the repo's salt/ tree.
+its firewall (nftables, or Debian's ufw with a state of its own:
+tests/support/ufw.py); the peer runs a smarthost (STARTTLS and AUTH required)
+and listeners on the Salt master's ports. salt-call --local runs inside the
+mail host's namespace, with the repo's salt/ tree.
 """
 
 import json
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from support.netns import HostPair
 from support.relay import NAME
+from support.ufw import PrivateUfw
 
 from harness.pki import TestCA, write_pair
 
@@ -79,24 +81,23 @@ def hosts(tmp_path, ca, master_ports):
         pair.stop()
 
 
-def _salt_call(salt_call, hosts, *args):
-    proc = hosts.run(
-        hosts.mail,
-        [
-            str(pathlib.Path(sys.executable).parent / "salt-call"),
-            f"--config-dir={pathlib.Path(salt_call.config_file).parent}",
-            "--local",
-            "--retcode-passthrough",
-            "--out=json",
-            "--log-level=quiet",
-            *args,
-        ],
-    )
+def _salt_call(salt_call, hosts, *args, ufw=None):
+    """salt-call on the mail host (with ``ufw``'s state in place, when given)."""
+    argv = [
+        str(pathlib.Path(sys.executable).parent / "salt-call"),
+        f"--config-dir={pathlib.Path(salt_call.config_file).parent}",
+        "--local",
+        "--retcode-passthrough",
+        "--out=json",
+        "--log-level=quiet",
+        *args,
+    ]
+    proc = hosts.run(hosts.mail, ufw.wrap(argv) if ufw else argv)
     data = json.loads(proc.stdout)["local"] if proc.stdout.strip() else None
     return proc.returncode, data, proc.stderr
 
 
-def _check(salt_call, hosts, cafile, *extra):
+def _check(salt_call, hosts, cafile, *extra, ufw=None):
     return _salt_call(
         salt_call,
         hosts,
@@ -107,6 +108,7 @@ def _check(salt_call, hosts, cafile, *extra):
         f"master={hosts.peer_address}",
         "timeout=2",
         *extra,
+        ufw=ufw,
     )
 
 
@@ -173,6 +175,93 @@ def test_open_then_blocked_by_the_firewall_then_allowed_by_the_formula(
     )
     assert code == 0
     assert all(not value["changes"] for value in again.values())  # idempotent
+
+
+def _egress_pillar(hosts, cafile, **firewall):
+    relay = {
+        "host": NAME,
+        "port": PORT,
+        "address": hosts.peer_address,
+        "cafile": str(cafile),
+        "master_address": hosts.peer_address,
+        "firewall": {"manage": True, **firewall},
+    }
+    return json.dumps(
+        {
+            "certsync": {
+                "hostname": "mail.example.test",
+                "consumers": {"certsync-functional": {"relay": relay}},
+            }
+        }
+    )
+
+
+def _ufw_status(hosts, ufw):
+    out = hosts.run(hosts.mail, ufw.wrap(["ufw", "status"]), check=True).stdout
+    return [line for line in out.splitlines() if " ALLOW OUT " in line]
+
+
+def test_ufw_denies_outbound_then_the_formula_allows_it_through_ufw(
+    salt_call, hosts, tmp_path, master_ports
+):
+    """The deployment we replace: `ufw default deny outgoing`, its rules by `ufw allow
+    out`; the formula's `auto` backend finds ufw active and adds them through it."""
+    cafile = tmp_path / "ca.pem"
+    ufw = PrivateUfw(tmp_path / "ufw")
+    for argv in (["ufw", "default", "deny", "outgoing"], ["ufw", "--force", "enable"]):
+        hosts.run(hosts.mail, ufw.wrap(argv), check=True)
+    code, report, err = _check(salt_call, hosts, cafile, ufw=ufw)
+    assert (code, report["ok"]) == (1, False), err
+    for row in report["checks"]:
+        assert row["error"].startswith("timed out after 2 s"), row
+        assert row["rule"] == (
+            f"ufw allow out proto tcp to {hosts.peer_address} port {row['port']} comment 'certsync'"
+        )
+
+    pillar = _egress_pillar(hosts, cafile)
+    code, plan, err = _salt_call(
+        salt_call,
+        hosts,
+        "state.apply",
+        "certsync.egress",
+        f"pillar={pillar}",
+        "test=True",
+        ufw=ufw,
+    )
+    planned = {k.split("_|-")[1]: v for k, v in plan.items()}
+    relay_rule = planned[f"certsync-egress-allow-{PORT}"]
+    assert relay_rule["result"] is None, (relay_rule, err)
+    assert relay_rule["comment"] == (
+        f"would run: ufw allow out proto tcp to {hosts.peer_address} port {PORT} "
+        "comment 'certsync: relay'"
+    )
+    assert _ufw_status(hosts, ufw) == []  # test=True added nothing
+
+    code, ret, err = _salt_call(
+        salt_call, hosts, "state.apply", "certsync.egress", f"pillar={pillar}", ufw=ufw
+    )
+    assert code == 0, (ret, err)
+    results = {k.split("_|-")[1]: v for k, v in ret.items()}
+    assert set(results) == {
+        "certsync-egress",
+        *(f"certsync-egress-allow-{port}" for port in [PORT, *master_ports]),
+    }
+    assert all(v["result"] is True for v in results.values()), results
+    assert results["certsync-egress"]["comment"].startswith("reachable: relay")
+    rules = _ufw_status(hosts, ufw)
+    assert len(rules) == 3, rules
+    assert any(f"{hosts.peer_address} {PORT}/tcp" in r and "# certsync: relay" in r for r in rules)
+    for port in master_ports:
+        assert any(f"{port}/tcp" in r and "# certsync: salt master" in r for r in rules)
+
+    code, again, _ = _salt_call(
+        salt_call, hosts, "state.apply", "certsync.egress", f"pillar={pillar}", ufw=ufw
+    )
+    assert code == 0
+    assert all(not v["changes"] for v in again.values())  # idempotent
+    assert _ufw_status(hosts, ufw) == rules  # no duplicate
+    code, report, _ = _check(salt_call, hosts, cafile, ufw=ufw)
+    assert (code, report["ok"]) == (0, True)
 
 
 def test_a_relay_certificate_not_trusted_is_named(salt_call, hosts, tmp_path):
