@@ -1,10 +1,12 @@
 """
-No credential in a job: a renewal with a new key rolled over through RFC 2136,
-end to end over the Salt bus (a real master with the reactor, the NPM minion
-with the real certbot, the mailcow minion with the look-alike, Knot taking the
-TSIG-signed updates), every daemon logging at ``trace``. The TSIG secret lives
-in the consumer's pillar only: afterwards it is in no job's arguments or
-return (``jobs.list_job``, the master's job cache), no event, no log line.
+No credential in a job: a renewal with a new key rolled over through RFC 2136
+and through Cloudflare's API, end to end over the Salt bus (a real master with
+the reactor, the NPM minion with the real certbot, the mailcow minion with the
+look-alike, Knot taking the TSIG-signed updates, or the Cloudflare API stand-in
+writing through to it), every daemon logging at ``trace``. The TSIG secret or
+the API token lives in the consumer's pillar only: afterwards it is in no job's
+arguments or return (``jobs.list_job``, the master's job cache), no event, no
+log line.
 """
 
 import base64
@@ -13,12 +15,14 @@ import pathlib
 import pytest
 from saltfactories.utils import random_string
 
+from harness.cloudflare_api import CloudflareApi
 from harness.fleet import BusRecorder, master_config, stack_settings, wait_until, write_pillar
 from harness.knot import UpdatableDNS
 from harness.mailcow_stack import HOST, NAMES
 
 TLSA_NAME = f"_25._tcp.{HOST}"
 CONVERGE_TIMEOUT = 120
+CF_TOKEN = "cf-bus-token-" + "9" * 27  # the stand-in's token, made up here
 
 
 @pytest.fixture
@@ -32,17 +36,42 @@ def _files_under(root):
     return [p for p in pathlib.Path(root).rglob("*") if p.is_file() and not p.is_symlink()]
 
 
-def test_a_dane_rollover_over_the_bus_keeps_the_tsig_secret_out_of_jobs_events_and_logs(
-    salt_factories, tmp_path, npm_certbot, make_stack, knot
+def _credential(provider, knot, old_record):
+    """The consumer's ``dane`` pillar, the credential in it and its forms to look for,
+    and the Cloudflare stand-in (None for RFC 2136)."""
+    if provider == "rfc2136":
+        raw = base64.b64decode(knot.secret)
+        needles = {
+            "base64": knot.secret.encode(),
+            "hex": raw.hex().encode(),
+            "bytes repr": repr(raw)[2:-1].encode(),
+        }
+        return knot.pillar_dane(max_wait=30), needles, None
+    api = CloudflareApi(knot, auto_ttl=2).start()
+    api.token(CF_TOKEN)
+    usage, selector, mtype, cert = old_record.split()
+    data = {"usage": int(usage), "selector": int(selector), "matching_type": int(mtype)}
+    api.seed(TLSA_NAME, {**data, "certificate": cert}, write_through=False)
+    dane = api.dane(max_wait=30)
+    dane["update"]["api_token"] = CF_TOKEN
+    return dane, {"token": CF_TOKEN.encode()}, api
+
+
+@pytest.mark.parametrize(
+    "provider", ["rfc2136", pytest.param("cloudflare", marks=pytest.mark.one_release)]
+)
+def test_a_dane_rollover_over_the_bus_keeps_the_credential_out_of_jobs_events_and_logs(
+    salt_factories, tmp_path, npm_certbot, make_stack, knot, provider
 ):
     npm_certbot.issue(5, NAMES)
     first = npm_certbot.current(5)
     stack = make_stack(first, acme=True)
     old_record = f"3 1 1 {first.spki_sha256}"
     knot.start([f"_25._tcp.mail IN TLSA {old_record}"], ttl=2)
+    dane, needles, api = _credential(provider, knot, old_record)
 
     source, consumer = random_string("npm-"), random_string("mailcow-")
-    settings = {**stack_settings(stack), "dane": knot.pillar_dane(max_wait=30)}
+    settings = {**stack_settings(stack), "dane": dane}
     pillar_dir = tmp_path / "pillar"
     write_pillar(pillar_dir, source, {consumer: settings}, npm_certbot.live_dir, schedule=False)
     trace = {"log_level_logfile": "trace"}
@@ -91,15 +120,13 @@ def test_a_dane_rollover_over_the_bus_keeps_the_tsig_secret_out_of_jobs_events_a
             bus.stop()
             for minion in minions:
                 minion.terminate()
+            if api:
+                api.stop()
     deploys = [e for e in bus.events if e["data"].get("fun") == "certsync_deploy.deployed"]
     assert deploys, "the reactor sent no deploy job"
 
-    raw = base64.b64decode(knot.secret)
-    needles = {
-        "base64": knot.secret.encode(),
-        "hex": raw.hex().encode(),
-        "bytes repr": repr(raw)[2:-1].encode(),
-    }
+    if api:  # the token reached the API, and only there
+        assert {auth for *_, auth in api.requests} == {f"Bearer {CF_TOKEN}"}
     cache = _files_under(pathlib.Path(master.config["cachedir"]) / "jobs")
     assert cache, "the master's job cache was not scanned"
     logs = [pathlib.Path(d.config["log_file"]) for d in (master, *minions)]
@@ -111,4 +138,4 @@ def test_a_dane_rollover_over_the_bus_keeps_the_tsig_secret_out_of_jobs_events_a
     }
     for where, blob in places.items():
         for form, needle in needles.items():
-            assert needle not in blob, f"the TSIG secret ({form}) in {where}"
+            assert needle not in blob, f"the {provider} credential ({form}) in {where}"
