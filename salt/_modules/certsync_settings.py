@@ -118,8 +118,9 @@ def check():
 def consumer():
     """
     This consumer's settings: its entry under ``certsync:consumers`` merged
-    over ``consumer_defaults`` (``relay`` key by key), with the ``hostname``, the ``source`` minion
-    and ``dest`` (the directory mailcow reads the pair from). Credentials
+    over ``consumer_defaults`` (``relay`` and ``alerts`` key by key), with the
+    ``hostname``, the ``source`` minion and ``dest`` (the directory mailcow
+    reads the pair from). Credentials
     (``tsig_secret``, ``api_token``, ``password``) are shown as ``**********``,
     as ``pillar.get`` shows them.
 

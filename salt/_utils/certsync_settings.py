@@ -100,11 +100,23 @@ def problems(pillar, defaults, kind_settings=None):
     return found
 
 
+#: Consumer settings merged key by key (the consumer's own keys over
+#: consumer_defaults'), where the others are taken whole from one or the other.
+MERGED_BY_KEY = ("relay", "alerts")
+
+
+def _follow(value, path):
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def consumer_setting(cfg, minion_id, *path):
     """A consumer's own setting from its ``certsync`` pillar (``cfg``):
-    ``consumers:<minion_id>`` over ``consumer_defaults`` (key by key at the top, as
-    map.jinja merges them), then ``path`` followed down; None where anything on the
-    way is missing. Returns the setting and the pillar key it was looked up at."""
+    ``consumers:<minion_id>`` over ``consumer_defaults`` (key by key at the top, and
+    within ``relay`` and ``alerts``, as map.jinja merges them), then ``path``
+    followed down; None where anything on the way is missing. Returns the setting
+    and the pillar key it was looked up at."""
     cfg = cfg if isinstance(cfg, dict) else {}
     defaults = (
         cfg.get("consumer_defaults") if isinstance(cfg.get("consumer_defaults"), dict) else {}
@@ -112,14 +124,13 @@ def consumer_setting(cfg, minion_id, *path):
     consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
     own = consumers.get(minion_id) if isinstance(consumers.get(minion_id), dict) else {}
     top = path[0]
-    where, value = (
-        (f"certsync:consumers:{minion_id}", own)
-        if top in own
-        else ("certsync:consumer_defaults", defaults)
-    )
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value, ":".join([where, *map(str, path)])
+    mine = f"certsync:consumers:{minion_id}"
+    if top in MERGED_BY_KEY and len(path) > 1:
+        found = isinstance(own.get(top), dict) and path[1] in own[top]
+        where, value = (mine, own) if found else ("certsync:consumer_defaults", defaults)
+    else:
+        where, value = (mine, own) if top in own else ("certsync:consumer_defaults", defaults)
+    return _follow(value, path), ":".join([where, *map(str, path)])
 
 
 def reuse_key_wanted(cfg):
@@ -200,7 +211,7 @@ def merged(defaults, pillar):
 
 def consumer(cfg, minion_id):
     """A consumer's settings from the merged ``cfg``: its ``consumers`` entry over
-    ``consumer_defaults`` (``relay`` key by key), as map.jinja has them. A pillar the
+    ``consumer_defaults`` (``relay`` and ``alerts`` key by key), as map.jinja has them. A pillar the
     formula could not render either is a ValueError saying what is wrong."""
     defaults = cfg.get("consumer_defaults")
     consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
@@ -211,9 +222,10 @@ def consumer(cfg, minion_id):
         raise ValueError(f"certsync:consumers:{minion_id} is not a mapping: {repr(entry)[:80]}")
     entry = entry or {}
     settings = {**defaults, **entry}
-    settings["relay"] = salt.utils.dictupdate.update(
-        dict(defaults.get("relay") or {}), dict(entry.get("relay") or {})
-    )
+    for key in MERGED_BY_KEY:
+        settings[key] = salt.utils.dictupdate.update(
+            dict(defaults.get(key) or {}), dict(entry.get(key) or {})
+        )
     return settings
 
 

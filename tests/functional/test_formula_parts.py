@@ -191,3 +191,17 @@ def test_the_way_back_and_forth_renders_for_a_consumer(salt_call):
     resume = _rendered(salt_call, "certsync.resume", CONSUMER)
     assert sorted(resume) == ["certsync-deployed", "certsync-resumed"]
     assert _args(resume["certsync-resumed"])["name"] == deploy["name"]
+
+
+def test_a_consumers_own_alerts_are_merged_over_the_defaults_key_by_key(salt_call):
+    """A consumer that sets only its event log keeps the defaults' interval and days,
+    and gets the log's directory."""
+    own = {**CONSUMER["consumers"][ME], "alerts": {"event_log": "/var/log/certsync/events.json"}}
+    role = _rendered(salt_call, "certsync.consumer", {**CONSUMER, "consumers": {ME: own}})
+    beacon = _args(role["certsync-alerts"])
+    assert (beacon["interval"], beacon["alert_days"], beacon["grace"]) == (300, 21, 600)
+    assert _args(role["certsync-event-log-dir"]) == {
+        "name": "/var/log/certsync",
+        "mode": "0750",
+        "makedirs": True,
+    }

@@ -102,6 +102,31 @@ CFG = {
 }
 
 
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        (  # an own alerts with other keys: the defaults' event_log still applies
+            {
+                "consumers": {"m": {"alerts": {"days": 14}}},
+                "consumer_defaults": {"alerts": {"event_log": "/var/log/certsync.json"}},
+            },
+            ("/var/log/certsync.json", "consumer_defaults"),
+        ),
+        (
+            {
+                "consumers": {"m": {"alerts": {"event_log": "/own.json"}}},
+                "consumer_defaults": {"alerts": {"event_log": "/var/log/certsync.json"}},
+            },
+            ("/own.json", "consumers:m"),
+        ),
+        ({"consumers": {"m": {"alerts": "x"}}}, (None, "consumer_defaults")),
+    ],
+)
+def test_alerts_settings_are_merged_key_by_key(cfg, expected):
+    value, where = UTILS["certsync_settings.consumer_setting"](cfg, "m", "alerts", "event_log")
+    assert (value, where) == (expected[0], f"certsync:{expected[1]}:alerts:event_log")
+
+
 def test_one_merge_of_the_pillar_over_the_defaults_key_by_key():
     merged = UTILS["certsync_settings.merged"]({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
     assert merged == {"a": {"b": 1, "c": 3}}
@@ -117,6 +142,16 @@ def test_a_consumers_settings_are_its_entry_over_the_defaults_relay_key_by_key()
     }
     assert settings["min_days"] == 7 and settings["mail_domains"] == ["example.test"]
     assert UTILS["certsync_settings.consumer"](CFG, "files-only")["relay"]["port"] == 587
+    cfg = {
+        **CFG,
+        "consumer_defaults": {**CFG["consumer_defaults"], "alerts": {"days": 21, "grace": 600}},
+        "consumers": {"mailcow": {"alerts": {"event_log": "/var/log/certsync/events.json"}}},
+    }
+    assert UTILS["certsync_settings.consumer"](cfg, "mailcow")["alerts"] == {
+        "days": 21,
+        "grace": 600,
+        "event_log": "/var/log/certsync/events.json",
+    }
 
 
 @pytest.mark.parametrize(
