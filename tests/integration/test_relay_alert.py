@@ -66,7 +66,8 @@ def configure_loader_modules(tmp_path, stack, ca_file):
         }
 
     monitor_funcs = {
-        f"certsync_monitor.{name}": getattr(monitor_mod, name) for name in ("check", "textfile")
+        f"certsync_monitor.{name}": getattr(monitor_mod, name)
+        for name in ("check", "textfile", "log_event")
     }
     return {
         tlsprobe_mod: {"__context__": {}},
@@ -74,6 +75,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
         monitor_mod: {
             "__opts__": opts,
             "__context__": {},
+            "__pillar__": {},
             "__salt__": {
                 "certsync_settings.consumer": settings,
                 "certsync_mine.published_fingerprint": lambda source: serving,
