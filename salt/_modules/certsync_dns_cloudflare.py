@@ -247,33 +247,25 @@ class _Api:
     def tlsa_records(self, name):
         """{record data: record id} of the TLSA records at ``name``, every page."""
         zone_id = self.zone_id()
-        page = self.call(
-            f"the listing of {name}",
-            lambda: self.client.dns.records.list(
-                zone_id=zone_id, name={"exact": name}, type="TLSA", per_page=PER_PAGE
-            ),
-            f"the API token may not read DNS records of zone {self._zone_label()}",
-        )
         found = {}
         for number in range(1, MAX_PAGES + 1):
+            page = self.call(
+                f"the listing of {name}" + (f" (page {number})" if number > 1 else ""),
+                lambda number=number: self.client.dns.records.list(
+                    zone_id=zone_id,
+                    name={"exact": name},
+                    type="TLSA",
+                    per_page=PER_PAGE,
+                    page=number,
+                ),
+                f"the API token may not read DNS records of zone {self._zone_label()}",
+            )
             for item in page.result:
                 if item.type == "TLSA" and item.name.rstrip(".").lower() == name:
                     found[_record_text(item)] = item.id
             size = page.result_info.per_page if page.result_info else None
             if len(page.result) < (size or PER_PAGE):  # a short page is the last
                 return found
-            nxt = number + 1
-            page = self.call(
-                f"the listing of {name} (page {nxt})",
-                lambda nxt=nxt: self.client.dns.records.list(
-                    zone_id=zone_id,
-                    name={"exact": name},
-                    type="TLSA",
-                    per_page=PER_PAGE,
-                    page=nxt,
-                ),
-                f"the API token may not read DNS records of zone {self._zone_label()}",
-            )
         raise CommandExecutionError(f"Cloudflare listed more than {MAX_PAGES} pages at {name}")
 
     def _zone_label(self):

@@ -312,13 +312,11 @@ def log_event(event, **fields):
     }
     for key in EVENT_FIELDS:
         value = fields.get(key)
-        if isinstance(value, str):
-            record[key] = __utils__["certsync_util.printable"](" ".join(value.split()))[:1000]
-        elif isinstance(value, bool) or value is None:
-            if value is not None:
-                record[key] = value
-        else:
-            record[key] = str(value)[:1000]
+        if isinstance(value, bool):
+            record[key] = value
+        elif value is not None:  # text: one line, escaped, cut short
+            text = " ".join(str(value).split())
+            record[key] = __utils__["certsync_util.printable"](text)[:1000]
     line = json.dumps(record, sort_keys=True, ensure_ascii=True)
     __utils__["certsync_files.append_rotated"](path, line + "\n", max_bytes)
     return line
