@@ -55,6 +55,7 @@ tlsprobe_mod = load_loader_module("modules", "tlsprobe")
 mailcow_state = load_loader_module("states", "mailcow")
 monitor_mod = load_loader_module("modules", "certsync_monitor")
 certsync_beacon = load_loader_module("beacons", "certsync")
+certsync_watch = load_loader_module("engines", "certsync_watch")
 mine_mod = load_loader_module("modules", "certsync_mine")
 
 #: The modules that call ``__utils__``: a loader mock empties it unless told otherwise.

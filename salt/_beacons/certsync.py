@@ -22,7 +22,9 @@ Between changes it only ``stat``\\ s the files the source kind names
 (``certsync_source.watched``: for NPM each lineage's ``fullchain.pem``,
 through ``live/``'s symlinks); it parses them only when one changed. The last fingerprint
 it announced is kept in the minion's cachedir, so a restart or a state run does
-not fire it again; the certsync schedule covers a lost event. A source caught
+not fire it again; the certsync schedule covers a lost event. The
+``certsync_watch`` engine runs this beacon the moment inotify sees the source
+change; they share the record, so a renewal is announced once. A source caught
 mid-write (Caddy 2.6 rewrites its ``.crt`` in place) is read again on the next
 ticks; one still unreadable after ``RETRIES`` ticks fires one
 ``salt/beacon/<minion id>/certsync/error`` and waits for its next change.
@@ -49,6 +51,8 @@ consumer's pillar, each alert that fires or clears is also a JSON line there
         - interval: 300
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -180,6 +184,20 @@ def _write_record(path, record):
         json.dump(record, handle)
 
 
+@contextlib.contextmanager
+def _announcing(hostname):
+    """Held while the record is compared and written: the certsync_watch engine
+    runs this beacon in its own process, and a renewal is announced once."""
+    path = _record_path(hostname) + ".lock"
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _last_announced(hostname):
     return _read_record(_record_path(hostname)).get("fingerprint")
 
@@ -281,9 +299,10 @@ def beacon(config):
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _failed(seen, hostname, signature, exc)
     seen[hostname] = {"signature": signature}
-    if current["fingerprint"] == _last_announced(hostname):
-        return []
-    _record(hostname, current["fingerprint"])
+    with _announcing(hostname):
+        if current["fingerprint"] == _last_announced(hostname):
+            return []
+        _record(hostname, current["fingerprint"])
     return [{"tag": "renewed", **current}]
 
 

@@ -90,8 +90,8 @@ def watched(hostname, source=None, live_dir=None, dir=None):
     """
     The files whose change (a new inode, size or time, or a relinked
     ``live/`` symlink) means certbot renewed: each lineage's ``fullchain.pem``
-    under ``live_dir`` (a new lineage too), or the one lineage's. Nothing is
-    parsed.
+    under ``live_dir`` (a new lineage too; ``live_dir`` itself while it has
+    none), or the one lineage's. Nothing is parsed.
 
     CLI Example:
 
@@ -106,7 +106,8 @@ def watched(hostname, source=None, live_dir=None, dir=None):
         entries = sorted(os.listdir(live_dir))
     except OSError:
         return [live_dir]
-    return [os.path.join(live_dir, entry, "fullchain.pem") for entry in entries]
+    # an empty live/ is watched itself: its first lineage is a change
+    return [os.path.join(live_dir, entry, "fullchain.pem") for entry in entries] or [live_dir]
 
 
 def renewal(hostname, source=None, live_dir=None, dir=None):

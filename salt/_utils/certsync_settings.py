@@ -30,7 +30,7 @@ FREE_FORM = frozenset(
 )
 #: The formula's own keys under ``certsync:source``; the others are the settings of the
 #: source's kind (``certsync_source``), given to it as they are.
-FORMULA_SOURCE_KEYS = frozenset({"minion", "kind", "beacon_interval", "reuse_key"})
+FORMULA_SOURCE_KEYS = frozenset({"minion", "kind", "beacon_interval", "watch", "reuse_key"})
 #: What a consumer's deploy takes from its settings (certsync_deploy.deploy's arguments),
 #: always, and those passed only when set.
 DEPLOY_SETTINGS = (

@@ -1,5 +1,6 @@
 {#- Uninstall certsync from this minion, by the role the pillar gives it:
-    `salt <id> state.apply certsync.absent`. Removes the beacon and the
+    `salt <id> state.apply certsync.absent`. Removes the beacon, the
+    certsync_watch engine's configuration, the
     schedule (and their minion.d entries), the mine entries, the recipient
     key, certsync's files beside mailcow's pair and in the cachedir, and (npm
     source) the reuse_key line it wrote in certbot's renewal file. Leaves mailcow's own
@@ -12,6 +13,10 @@ certsync-beacon-absent:
   beacon.absent:
     - name: certsync
     - save: true
+
+certsync-watch-absent:
+  file.absent:
+    - name: {{ (salt["file.dirname"](opts.conf_file) ~ "/" ~ salt["file.dirname"](opts.default_include) ~ "/certsync-watch.conf") | json }}
 
 certsync-schedule-absent:
   schedule.absent:

@@ -21,3 +21,44 @@ certsync-beacon:
 {%- for key, value in where.settings | dictsort %}
     - {{ key }}: {{ value | json }}
 {%- endfor %}
+
+{#- The certsync_watch engine: the beacon run the moment inotify sees the
+    source change, instead of on its next poll. An engine starts with the
+    minion: written into its configuration, then the minion restarted where
+    it runs as the salt-minion service (elsewhere at its next start). #}
+{%- set conf_dir = salt["file.dirname"](opts.conf_file) ~ "/" ~ salt["file.dirname"](opts.default_include) %}
+{%- if src.watch is sameas true %}
+
+certsync-watch:
+  file.serialize:
+    - name: {{ (conf_dir ~ "/certsync-watch.conf") | json }}
+    - serializer: yaml
+    - mode: '0600'
+    - makedirs: true
+    - dataset:
+        engines:
+          - certsync_watch:
+              hostname: {{ certsync.hostname | json }}
+              kind: {{ where.kind | json }}
+{%- for key, value in where.settings | dictsort %}
+              {{ key }}: {{ value | json }}
+{%- endfor %}
+
+certsync-watch-started:
+  cmd.run:
+    - name: salt-call --local service.restart salt-minion
+    - bg: true
+    - onlyif: systemctl is-active --quiet salt-minion
+    - onchanges:
+      - file: certsync-watch
+{%- elif src.watch is sameas false %}
+
+certsync-watch:
+  file.absent:
+    - name: {{ (conf_dir ~ "/certsync-watch.conf") | json }}
+{%- else %}
+
+certsync-watch:
+  test.fail_without_changes:
+    - name: {{ ("certsync:source:watch must be true or false, not '" ~ (src.watch | string | truncate(40)) ~ "'") | json }}
+{%- endif %}

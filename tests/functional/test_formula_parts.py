@@ -205,3 +205,38 @@ def test_a_consumers_own_alerts_are_merged_over_the_defaults_key_by_key(salt_cal
         "mode": "0750",
         "makedirs": True,
     }
+
+
+def test_the_source_role_configures_the_watch_engine_with_the_beacons_settings(salt_call):
+    role = _rendered(salt_call, "certsync.source", SOURCE)
+    engine = _args(role["certsync-watch"])
+    assert engine["name"].endswith("/minion.d/certsync-watch.conf")
+    (entry,) = engine["dataset"]["engines"]
+    beacon = {
+        key: value
+        for arg in _args(role["certsync-beacon"]).items()
+        for key, value in [arg]
+        if key not in ("name", "save", "interval")
+    }
+    assert entry == {"certsync_watch": beacon}
+    assert beacon == {
+        "hostname": "mail.example.test",
+        "kind": "npm",
+        "dir": "npm-5",
+        "live_dir": "/etc/letsencrypt/live",
+    }
+    restart = _args(role["certsync-watch-started"])
+    assert restart["onchanges"] == [{"file": "certsync-watch"}]
+    assert restart["onlyif"] == "systemctl is-active --quiet salt-minion"
+
+
+@pytest.mark.parametrize(("watch", "state"), [(False, "file"), ("yes", "test")])
+def test_the_watch_engine_can_be_turned_off_and_a_bad_switch_is_named(salt_call, watch, state):
+    pillar = {**SOURCE, "source": {**SOURCE["source"], "watch": watch}}
+    role = _rendered(salt_call, "certsync.source", pillar)
+    assert "certsync-watch-started" not in role
+    assert state in role["certsync-watch"]
+    if watch == "yes":
+        assert _args(role["certsync-watch"])["name"] == (
+            "certsync:source:watch must be true or false, not 'yes'"
+        )

@@ -1,0 +1,223 @@
+"""
+certsync_watch: the source's renewal on the bus the moment it lands
+===================================================================
+
+:depends: ``inotify_simple`` (without it, or without inotify, the engine polls)
+
+An engine for the source (NPM) minion. The certsync beacon is polled on its
+``interval`` (1 s by default, and never more often than the minion's
+``loop_interval``): a renewal waits up to that long to be seen. This engine
+watches, with inotify, the directories that hold what ``certsync_source.watched``
+names (for NPM: ``live/``, each lineage's ``live/npm-N/`` whose links certbot
+swaps, and the ``archive/npm-N/`` they point into) and, once a burst of changes
+has been quiet for ``settle`` seconds, runs the certsync beacon itself and fires
+what it returns as the minion fires a beacon's events
+(``salt/beacon/<minion id>/certsync/renewed``). Renames, symlink swaps and a
+replaced directory are seen (the watches are set again after every burst).
+
+The beacon's record in the cachedir is shared: the beacon's own poll, kept as
+the safety net, does not announce a renewal the engine already did. Where
+inotify is not available the engine runs the beacon every ``interval`` seconds.
+
+Settings are the beacon's (``hostname``, ``kind`` and the kind's settings) and:
+
+settle
+    Seconds without a change before the source is read (default 0.05; certbot
+    swaps the four links of a lineage within a millisecond).
+
+interval
+    Seconds between reads where inotify is not available (default 1), and the
+    wait for a source whose directories do not exist yet.
+
+rescan
+    Seconds between reads when nothing changed (default 300): a change inotify
+    cannot see (a network file system) is found within that time.
+
+.. code-block:: yaml
+
+    engines:
+      - certsync_watch:
+          hostname: mail.example.com
+          kind: npm
+          live_dir: /etc/letsencrypt/live
+
+The formula (``certsync.source``) writes this into the minion's configuration
+and restarts the minion when it changed; an engine starts with the minion.
+"""
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+import salt.loader
+import salt.utils.event
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import inotify_simple
+except ImportError:  # the engine polls instead
+    inotify_simple = None
+
+log = logging.getLogger(__name__)
+
+#: The engine's own settings; every other one is the beacon's.
+ENGINE_KEYS = ("settle", "interval", "rescan")
+#: A change on a watched directory that can mean a new certificate.
+CHANGES = (
+    "CREATE",
+    "DELETE",
+    "MOVED_TO",
+    "MOVED_FROM",
+    "CLOSE_WRITE",
+    "ATTRIB",
+    "DELETE_SELF",
+    "MOVE_SELF",
+)
+#: A burst that never settles is read after this many seconds anyway.
+MAX_BURST = 2.0
+
+
+def __virtual__():
+    return "certsync_watch"
+
+
+def watch_dirs(paths):
+    """The directories whose entries change when ``paths`` change: each file's
+    directory, the directory its links lead to, and the parents of both (a
+    lineage directory replaced, a new lineage); for a path not there yet, its
+    nearest existing ancestor."""
+    dirs = set()
+    for path in paths:
+        for found in {path, os.path.realpath(path)}:
+            parent = found if os.path.isdir(found) else os.path.dirname(found)
+            dirs.update({_existing(parent), _existing(os.path.dirname(parent))})
+    return sorted(dirs - {None})
+
+
+def _existing(path):
+    """``path`` or its nearest existing ancestor (bounded by the path's depth)."""
+    for _ in range(path.count(os.sep) + 1):
+        if os.path.isdir(path):
+            return path
+        path = os.path.dirname(path)
+    return None
+
+
+class Watch:
+    """Directories watched with inotify, set again on every call of ``watch``."""
+
+    def __init__(self):
+        self.inotify = inotify_simple.INotify()
+        self.mask = 0
+        for name in CHANGES:
+            self.mask |= getattr(inotify_simple.flags, name)
+        self.watched = {}
+
+    def watch(self, dirs):
+        """Watch ``dirs`` (only); a directory that vanished meanwhile is skipped."""
+        for gone in set(self.watched) - set(dirs):
+            with contextlib.suppress(OSError):  # its watch went with the directory
+                self.inotify.rm_watch(self.watched.pop(gone))
+        for directory in dirs:
+            try:
+                self.watched[directory] = self.inotify.add_watch(directory, self.mask)
+            except OSError as exc:
+                log.debug("certsync_watch: not watching %s: %s", directory, exc)
+        return bool(self.watched)
+
+    def wait(self, timeout, settle):
+        """Wait up to ``timeout`` seconds for a change, then until changes have
+        been quiet for ``settle`` seconds (at most MAX_BURST). True on a change."""
+        if not self.inotify.read(timeout=int(timeout * 1000)):
+            return False
+        burst_end = time.monotonic() + MAX_BURST
+        while time.monotonic() < burst_end and self.inotify.read(timeout=int(settle * 1000)):
+            pass
+        return True
+
+    def close(self):
+        self.inotify.close()
+
+
+def _watcher():
+    if inotify_simple is None:
+        log.warning("certsync_watch: inotify_simple is not installed; polling the source")
+        return None
+    try:
+        return Watch()
+    except OSError as exc:
+        log.warning("certsync_watch: no inotify (%s); polling the source", exc)
+        return None
+
+
+def _fire(events):
+    """Fire the beacon's events as the minion fires a beacon's (to the master)."""
+    with salt.utils.event.get_event("minion", opts=__opts__, listen=False) as bus:
+        bus.fire_event({"beacons": events}, "__beacons_return")
+
+
+def _beacon_events(beacon, config):
+    """The beacon's return, tagged as Salt tags a beacon's events."""
+    events = []
+    for returned in beacon(config):
+        data = {"id": __opts__["id"], **returned}
+        tag = f"salt/beacon/{__opts__['id']}/certsync/{data.pop('tag', '')}"
+        events.append({"tag": tag, "data": data, "beacon_name": "certsync"})
+    return events
+
+
+def _number(settings, key, default):
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"certsync_watch: {key} must be a number of seconds, not {value!r}")
+    return float(value)
+
+
+def start(**settings):
+    """Watch the source and run the certsync beacon on each change (the engine)."""
+    watch_source(settings, threading.Event())
+
+
+def _beacon_functions():
+    return salt.loader.beacons(__opts__, __salt__, context={})
+
+
+def watch_source(settings, stop):
+    """The engine's loop, until ``stop`` is set (checked after each wait)."""
+    settle = _number(settings, "settle", 0.05)
+    interval = _number(settings, "interval", 1)
+    rescan = _number(settings, "rescan", 300)
+    config = [{key: value} for key, value in settings.items() if key not in ENGINE_KEYS]
+    beacons = _beacon_functions()
+    valid, why = beacons["certsync.validate"](config)
+    if not valid:
+        log.error("certsync_watch: %s; not watching", why)
+        return
+    watch = _watcher()
+    try:
+        while not stop.is_set():
+            events = _beacon_events(beacons["certsync.beacon"], config)
+            if events:
+                _fire(events)
+            if watch is not None and watch.watch(_dirs(settings)):
+                watch.wait(rescan, settle)
+            else:
+                stop.wait(interval)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _dirs(settings):
+    """What to watch now (none while the source cannot say: the engine polls meanwhile)."""
+    where = {k: v for k, v in settings.items() if k not in (*ENGINE_KEYS, "hostname", "kind")}
+    try:
+        paths = __salt__["certsync_source.watched"](
+            settings["hostname"], settings.get("kind", "npm"), **where
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        log.warning("certsync_watch: %s", exc)
+        return []
+    return watch_dirs(paths)

@@ -1,0 +1,111 @@
+"""
+The certsync_watch engine with real daemons and the real certbot: the formula
+writes the engine into the source minion's configuration, the minion starts
+with it, and each of NPM's renewals (certbot renew --force-renewal) is on the
+master's bus as ``salt/beacon/<id>/certsync/renewed``, once, with the
+beacon's own poll set to 10 minutes so that only the engine can have seen it.
+"""
+
+import datetime
+import pathlib
+
+import pytest
+import yaml
+from saltfactories.utils import random_string
+
+from harness.acme import NpmCertbot
+from harness.fleet import (
+    MINION_CONFIG,
+    BusRecorder,
+    file_only_settings,
+    master_config,
+    wait_until,
+    write_pillar,
+)
+from harness.mailcow_stack import NAMES
+
+NPM_ID = 5
+BEACON_INTERVAL = 600  # longer than the test: the beacon's poll announces nothing here
+
+
+def _renewed(bus, source):
+    tag = f"salt/beacon/{source}/certsync/renewed"
+    return [e for e in bus.events if e["tag"] == tag]
+
+
+def _stamp(event):
+    when = datetime.datetime.fromisoformat(event["data"]["_stamp"])
+    return when.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+@pytest.fixture(scope="module")
+def source(salt_factories, tmp_path_factory, pebble):
+    root = pathlib.Path(tmp_path_factory.mktemp("watch"))
+    certbot = NpmCertbot(root / "npm", pebble)
+    certbot.issue(NPM_ID, NAMES)
+    source_id, consumer = random_string("npm-"), random_string("mailcow-")
+    write_pillar(
+        root / "pillar",
+        source_id,
+        {consumer: file_only_settings(root / "mailcow")},
+        certbot.live_dir,
+        beacon_interval=BEACON_INTERVAL,
+        reuse_key=False,
+    )
+    master = salt_factories.salt_master_daemon(
+        random_string("master-"), overrides=master_config(root / "pillar")
+    )
+    minion = master.salt_minion_daemon(source_id, overrides=MINION_CONFIG)
+    with master.started():
+        bus = BusRecorder(master.config).start()
+        try:
+            with minion.started():
+                cli = master.salt_cli(timeout=120)
+                assert cli.run("saltutil.sync_all", minion_tgt=source_id).returncode == 0
+                applied = cli.run("state.apply", "certsync.source", minion_tgt=source_id)
+                watch = applied.data[next(k for k in applied.data if "certsync-watch_" in k)]
+                assert watch["result"] is True, watch
+            # an engine starts with the minion: the formula restarts a salt-minion service
+            with minion.started():
+                yield certbot, bus, source_id, pathlib.Path(minion.config_dir)
+        finally:
+            bus.stop()
+
+
+def test_the_formula_writes_the_engine_into_the_minions_configuration(source):
+    certbot, _, _, config_dir = source
+    conf = yaml.safe_load((config_dir / "minion.d" / "certsync-watch.conf").read_text())
+    assert conf == {
+        "engines": [
+            {
+                "certsync_watch": {
+                    "hostname": "mail.example.test",
+                    "kind": "npm",
+                    "live_dir": str(certbot.live_dir),
+                    "dir": f"npm-{NPM_ID}",
+                }
+            }
+        ]
+    }
+
+
+def test_each_renewal_is_announced_once_by_the_engine(source):
+    certbot, bus, source_id, _ = source
+    for number in range(2):
+        before = len(_renewed(bus, source_id))
+        certbot.renew(NPM_ID)
+        returned = datetime.datetime.now(datetime.timezone.utc).timestamp()
+        fingerprint = certbot.current(NPM_ID).fingerprint
+        event = wait_until(
+            lambda f=fingerprint: next(
+                (e for e in _renewed(bus, source_id) if e["data"]["fingerprint"] == f), None
+            ),
+            60,
+            interval=0.1,
+            what=f"renewal {number + 1} on the bus",
+        )
+        # a figure, not an assertion: benchmarks/bench_bus.py measures it
+        print(f"renewal {number + 1}: on the bus {_stamp(event) - returned:+.3f} s after certbot")
+        assert event["data"]["id"] == source_id
+        assert set(event["data"]) >= {"hostname", "fingerprint", "not_after", "source"}
+        assert len(_renewed(bus, source_id)) == before + 1
