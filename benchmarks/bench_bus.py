@@ -127,6 +127,29 @@ def everywhere(stack, ssl_dirs, fingerprint, seen=None):
     return seen.keys() >= set(stack.endpoints)
 
 
+def start_fleet(salt, consumers):
+    """Master and minions started, the formula applied on both roles; the source
+    minion restarted with the certsync_watch engine the formula wrote into its
+    configuration (a salt-minion service is restarted by the formula itself).
+    Returns each daemon's pid."""
+    salt.start_master()
+    for minion_id in ["npm", *consumers]:
+        salt.start_minion(minion_id)
+
+    def pinged():
+        return (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys()
+
+    wait_until(lambda: pinged() >= {"npm", *consumers}, 120, interval=1, what="every minion")
+    salt.run("salt-run", "saltutil.sync_all")
+    salt.run("salt", "*", "saltutil.sync_all")
+    salt.run("salt", "-L", ",".join(consumers), "state.apply", "certsync")
+    # queued behind the publication the consumers' new recipient keys set off
+    salt.run("salt", "npm", "state.apply", "certsync", "queue=True")
+    salt.restart_minion("npm")
+    wait_until(lambda: "npm" in pinged(), 120, interval=1, what="the restarted source")
+    return {"master": salt.procs[0].pid, **{m: p.pid for m, p in salt.minions.items()}}
+
+
 def measure(size, renewals, image, work, certbot_times):
     """Per renewal: seconds from certbot's return to served everywhere, its
     timeline, and the CPU seconds each daemon spent on it."""
@@ -142,23 +165,7 @@ def measure(size, renewals, image, work, certbot_times):
     salt.write_master(work / "pillar")
     bus = None
     try:
-        salt.start_master()
-        for minion_id in ["npm", *consumers]:
-            salt.start_minion(minion_id)
-        pids = dict(zip(["master", "npm", *consumers], (p.pid for p in salt.procs), strict=True))
-        everyone = {"npm", *consumers}
-        wait_until(
-            lambda: (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys() >= everyone,
-            120,
-            interval=1,
-            what="every minion",
-        )
-        salt.run("salt-run", "saltutil.sync_all")
-        salt.run("salt", "*", "saltutil.sync_all")
-        salt.run("salt", "-L", ",".join(consumers), "state.apply", "certsync")
-        # queued behind the publication the consumers' new recipient keys set off
-        salt.run("salt", "npm", "state.apply", "certsync", "queue=True")
-
+        pids = start_fleet(salt, consumers)
         wait_until(
             lambda: everywhere(stack, ssl_dirs, first.fingerprint),
             180,
@@ -168,8 +175,8 @@ def measure(size, renewals, image, work, certbot_times):
         bus = BusRecorder(salt.opts).start()
         samples = []
         for _ in range(renewals):
-            # the last run's jobs are done and reaped; then a random phase against the
-            # source beacon's 1 s interval, so detection is not locked to one phase
+            # the last run's jobs are done and reaped; then a random phase (against the
+            # source beacon's 1 s interval, where the engine is not running)
             time.sleep(3 + random.random())  # noqa: S311 (a phase, not a secret)
             cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
             mark, began = len(bus.events), time.monotonic()

@@ -287,6 +287,18 @@ def main(work, source, dns):
         say(f"salt {side.minion} state.apply certsync; salt mailcow state.apply certsync")
         salt.run("salt", side.minion, "state.apply", "certsync")
         salt.run("salt", "mailcow", "state.apply", "certsync")
+        # the formula wrote the certsync_watch engine into the source minion's
+        # configuration; a salt-minion service is restarted by the formula itself
+        say(f"{side.minion} restarted: its certsync_watch engine starts (inotify)")
+        salt.restart_minion(side.minion)
+        wait_until(
+            lambda: (salt.run("salt", side.minion, "test.ping", check=False)[1] or {}).get(
+                side.minion
+            ),
+            120,
+            interval=1,
+            what=f"{side.minion} back",
+        )
         wait_until(
             lambda: set(stack.served().values()) == {first.fingerprint},
             120,

@@ -19,7 +19,7 @@ class SaltDaemons:
     def __init__(self, work):
         self.work = work
         self.master_dir = work / "master"
-        self.procs = []
+        self.procs, self.minions = [], {}
 
     def write_master(self, pillar_dir):
         config = master_config(pillar_dir)
@@ -57,7 +57,20 @@ class SaltDaemons:
                 }
             )
         )
-        self._spawn("salt-minion", directory)
+        self.minions[minion_id] = self._spawn("salt-minion", directory)
+
+    def restart_minion(self, minion_id):
+        """Stop a minion and start it again with its configuration as it is now
+        (an engine the formula wrote into minion.d starts with it)."""
+        proc = self.minions[minion_id]
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        self.procs.remove(proc)
+        self.minions[minion_id] = self._spawn("salt-minion", self.work / minion_id)
 
     def _spawn(self, daemon, config_dir):
         log = open(config_dir / f"{daemon}.out", "wb")  # noqa: SIM115 (lives with the daemon)
@@ -65,14 +78,14 @@ class SaltDaemons:
         # process loads them instead of compiling them (a shell's PYTHONDONTWRITEBYTECODE
         # would make every job compile every module it loads).
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        self.procs.append(
-            subprocess.Popen(
-                [str(BIN / daemon), "-c", str(config_dir), "-l", "quiet"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        proc = subprocess.Popen(
+            [str(BIN / daemon), "-c", str(config_dir), "-l", "quiet"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
+        self.procs.append(proc)
+        return proc
 
     def _master_opts(self):
         import salt.config

@@ -218,10 +218,11 @@ class _Serving:
         if self.services:
             __salt__["mailcow.containers"](self.services, self.mailcow_dir)
 
-    def served(self):
-        """What each endpoint serves now: {endpoint: probe result}."""
+    def served(self, every_name=True):
+        """What each endpoint serves now: {endpoint: probe result}; for the hostname
+        alone unless ``every_name``."""
         return __salt__["tlsprobe.probe"](
-            self.hostname, self.endpoints, self.address, names=self.names
+            self.hostname, self.endpoints, self.address, names=self.names if every_name else None
         )
 
     def _reload(self):
@@ -234,11 +235,13 @@ class _Serving:
         )
         return not failed
 
-    def set_aside_unreachable(self):
+    def set_aside_unreachable(self, every_name=True):
         """Probe before anything changes. An endpoint that answers nothing (refused,
         timed out, no TLS) is off, not stale: reported, never waited for, never a
-        reason to reload or restart. Returns what the others serve."""
-        served = self.served()
+        reason to reload or restart. Returns what the others serve (for every name,
+        or, before an install that makes them serve another pair anyway, for the
+        hostname alone: one handshake per endpoint)."""
+        served = self.served(every_name)
         by_endpoint = {}
         for key, result in served.items():
             by_endpoint.setdefault(key.split("/")[0], []).append(result)
@@ -830,9 +833,11 @@ def _deploy(run, serving, pair):
         *_dropped_lines(layout["dropped"]),
         *_mailcow_checks(serving, validation, run.test),
     ]
-    served = serving.set_aside_unreachable() if serving.endpoints else {}
-    run.notes += serving.unreachable_lines()
     plan = _plan(fullchain, key, layout["dirs"], layout["domains"])
+    # what is served now is reported by name when nothing is installed (or in a dry run)
+    every_name = not plan or run.test
+    served = serving.set_aside_unreachable(every_name) if serving.endpoints else {}
+    run.notes += serving.unreachable_lines()
     if not plan:
         _converge_served(run, serving, validation, origin, served)
         if run.dane and serving.endpoints and ret["result"] is not False:

@@ -419,3 +419,32 @@ def test_an_unexpected_error_after_the_install_restores_the_previous_pair(layout
     assert ret["result"] is False
     assert ret["comment"].startswith("a bug in a probe; restored the previous pair in: ")
     assert _read(os.path.join(layout.dest, "cert.pem")) == serving.fullchain_pem()
+
+
+@pytest.mark.parametrize(("installs", "test"), [(True, False), (True, True), (False, False)])
+def test_the_probe_before_an_install_asks_each_endpoint_once(layout, good, serving, installs, test):
+    """Before an install it only tells which endpoints answer (the install changes what
+    they serve anyway): one handshake each, not one per name. A dry run, or a pair
+    already in place, reports what is served by name."""
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    if not installs:
+        write_pair(layout.dest, good)
+    asked = []
+
+    def probe(hostname, endpoints, address, names=None, **kwargs):
+        asked.append(names)
+        served = {"fingerprint": good.fingerprint, "address": "127.0.0.1", "port": 25}
+        return {f"smtp/{name or '-'}": served for name in names or [None]}
+
+    funcs = {
+        "tlsprobe.probe": probe,
+        "tlsprobe.wait_for": lambda *a, **kw: {"ok": True, "served": {}},
+        "tlsprobe.endpoint_list": tlsprobe_mod.endpoint_list,
+    }
+    with patch.dict(deploy_mod.__salt__, funcs), patch.dict(deploy_mod.__opts__, {"test": test}):
+        ret = deploy_mod.deploy(
+            layout.dest, HOST, source=layout.source, endpoints=["smtp"], test=test
+        )
+    assert ret["result"] is not False, ret["comment"]
+    every_name = not installs or test
+    assert (asked[0] is None) is not every_name, asked
