@@ -15,7 +15,9 @@ would give the state, shaped as ``state.single`` returns, without a state
 run. A deploy lock keeps any two of them from overlapping.
 """
 
+import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import os
@@ -208,6 +210,7 @@ class _Serving:
         self.log = []
         self.last = {}  # the latest probe results, by endpoint
         self.unreachable = {}  # endpoint: why it answered nothing before the deploy
+        self.answering = None  # the probe for the hostname begun with the run (a future)
 
     @property
     def active(self):
@@ -217,6 +220,16 @@ class _Serving:
         """Fail before anything changes when Docker or a container is not there."""
         if self.services:
             __salt__["mailcow.containers"](self.services, self.mailcow_dir)
+
+    def probe_early(self):
+        """Begin the probe for the hostname (which endpoints answer) now, while the
+        pair is fetched and checked: it is what an install waits for."""
+        if not self.endpoints:
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        # the loader's dunders live in context variables, which a thread does not inherit
+        self.answering = pool.submit(contextvars.copy_context().run, self.served, False)
+        pool.shutdown(wait=False)  # its one probe runs on, bounded by the probe's timeout
 
     def served(self, every_name=True):
         """What each endpoint serves now: {endpoint: probe result}; for the hostname
@@ -241,7 +254,10 @@ class _Serving:
         reason to reload or restart. Returns what the others serve (for every name,
         or, before an install that makes them serve another pair anyway, for the
         hostname alone: one handshake per endpoint)."""
-        served = self.served(every_name)
+        if every_name or self.answering is None:
+            served = self.served(every_name)
+        else:
+            served = self.answering.result()
         by_endpoint = {}
         for key, result in served.items():
             by_endpoint.setdefault(key.split("/")[0], []).append(result)
@@ -713,11 +729,11 @@ def deploy(
             verify_timeout,
         )
         run.dane = _dane_settings(dane)
-        with (
-            _deploy_lock(name),
-            _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair,
-        ):
-            _deploy(run, serving, pair)
+        with _deploy_lock(name):
+            if not run.test:  # a dry run reports what is served by name
+                serving.probe_early()  # under the lock: no other deploy is reloading
+            with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
+                _deploy(run, serving, pair)
         run.ret["comment"] = "\n".join([run.ret["comment"], *run.notes])
     except (CommandExecutionError, SaltInvocationError) as exc:
         run.ret.update(result=False, changes={}, comment=f"Nothing deployed: {exc}")
