@@ -21,6 +21,8 @@ from support.ufw import PrivateUfw
 
 from harness.pki import TestCA, write_pair
 
+pytestmark = pytest.mark.one_release  # its subject does not change with the Salt release
+
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 PORT = 2525
 DENY_OUTBOUND = """

@@ -10,6 +10,8 @@ import pytest
 from harness.mailcow_stack import HOST, NAMES, MailcowStack
 from harness.nsd import AuthoritativeDNS
 
+pytestmark = pytest.mark.one_release  # its subject does not change with the Salt release
+
 DOMAIN = "example.test"
 STS = f"mta-sts.{DOMAIN}"
 URL = f"https://{STS}/.well-known/mta-sts.txt"

@@ -11,6 +11,8 @@ from support.relay import NAME, PORT
 from harness.mailcow_stack import HOST, NAMES
 from harness.pki import TestCA
 
+pytestmark = pytest.mark.one_release  # its subject does not change with the Salt release
+
 RELAY = f"{NAME}:{PORT}"
 TO = "someone@example.net"
 #: A password the relay does not know (rotated at the relay, not in mailcow).

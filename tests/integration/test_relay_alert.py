@@ -20,6 +20,8 @@ from harness.loader import (
 )
 from harness.mailcow_stack import HOST, NAMES
 
+pytestmark = pytest.mark.one_release  # its subject does not change with the Salt release
+
 RELAY = f"{NAME}:{PORT}"
 TO = "someone@example.net"
 #: A password the relay does not know (rotated at the relay, not in mailcow).

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from harness.systemd_host import SystemdHost
 
+pytestmark = pytest.mark.one_release  # its subject does not change with the Salt release
+
 OLD = pathlib.Path(__file__).resolve().parents[1] / "support" / "rsync_deployment"
 PUSH = ["mailcow-cert-push.timer", "mailcow-cert-push.service"]
 DEPLOY = ["mailcow-cert-deploy.timer", "mailcow-cert-deploy.service"]
