@@ -278,15 +278,22 @@ def endpoints(path=DEFAULT_DIR, protocols=None):
 
 
 def _client():
+    """A Docker client, checked with a ping. The API version is negotiated with the
+    daemon once per process (a request each time otherwise: a deploy makes a
+    client for each look at its containers, and one per service it reloads)."""
     url = __opts__.get("mailcow.docker_url") or None
+    settings = {"timeout": 60}
+    if __context__.get("mailcow.docker_api"):
+        settings["version"] = __context__["mailcow.docker_api"]
     try:
         client = (
-            docker.DockerClient(base_url=url, timeout=60) if url else docker.from_env(timeout=60)
+            docker.DockerClient(base_url=url, **settings) if url else docker.from_env(**settings)
         )
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         where = url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise CommandExecutionError(f"the Docker daemon at {where} is unreachable: {exc}") from None
+    __context__["mailcow.docker_api"] = client.api.api_version
     return client
 
 

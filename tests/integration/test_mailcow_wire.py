@@ -567,3 +567,19 @@ def test_probes_while_every_service_reloads_in_a_loop_never_raise(make_stack, ol
     failed = [r["error"] for r in results if not r["ok"]]
     assert all(isinstance(e, str) and e for e in failed)
     print(f"{len(results)} probes during reloads: {len(failed)} failed cleanly: {set(failed)}")
+
+
+def test_the_docker_api_version_is_negotiated_once_per_process(make_stack, old, caplog):
+    """In-process, as a deploy's job runs it: the first client asks the daemon for its
+    API version, the later ones (the reload's four) reuse it."""
+    from harness.loader import mailcow_mod
+
+    stack = make_stack(old)
+    mailcow_mod.__context__, mailcow_mod.__opts__ = {}, {}
+    with caplog.at_level("DEBUG", logger="urllib3.connectionpool"):
+        mailcow_mod.containers(path=str(stack.root))
+        asked = caplog.text.count('"GET /version ')
+        reloaded = mailcow_mod.reload(path=str(stack.root))
+    assert all(r["ok"] for r in reloaded.values()), reloaded
+    assert asked == 1
+    assert caplog.text.count('"GET /version ') == 1
