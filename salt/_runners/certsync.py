@@ -40,6 +40,10 @@ __virtualname__ = "certsync"
 CERT_MINE_PREFIX = "certsync_cert_"
 #: The reactor runs its runner calls in threads that share this module's __context__.
 _SHARED = threading.Lock()
+#: Held while a pillar is compiled (the compilers are kept in __context__).
+_COMPILING = threading.Lock()
+#: Pillar compilers kept, one per minion and grains (the oldest goes first).
+PILLAR_COMPILERS = 32
 
 
 def __virtual__():
@@ -57,10 +61,25 @@ def _certsync_pillar(minion):
     """The ``certsync`` pillar the master compiles for ``minion`` now (grains from
     the master's cache, as ``pillar.show_pillar`` takes them)."""
     grains = salt.utils.minions.get_minion_data(minion, __opts__)[1] or {}
-    # no shared loader: salt['grains.get'] in a pillar SLS must see this minion's grains
-    pillar = salt.pillar.get_pillar(__opts__, grains, minion, saltenv="base").compile_pillar()
+    with _COMPILING:  # one compiler is not made for two threads at once
+        pillar = _pillar_compiler(minion, grains).compile_pillar()
     found = pillar.get("certsync") if isinstance(pillar, dict) else None
     return found if isinstance(found, dict) else {}
+
+
+def _pillar_compiler(minion, grains):
+    """The pillar compiler for ``minion`` with these grains, kept while the reactor
+    keeps this runner's loader: making one loads the execution modules a pillar SLS
+    may call (some 70 ms at every event); compiling renders the pillar anew. Each
+    minion and grains has its own (salt['grains.get'] in a pillar SLS must see that
+    minion's grains); at most PILLAR_COMPILERS are kept."""
+    key = (minion, json.dumps(grains, sort_keys=True, default=str))
+    kept = __context__.setdefault("certsync.pillar_compilers", {})
+    if key not in kept:
+        if len(kept) >= PILLAR_COMPILERS:
+            kept.pop(next(iter(kept)))
+        kept[key] = salt.pillar.get_pillar(__opts__, grains, minion, saltenv="base")
+    return kept[key]
 
 
 def _source_minion(cfg):

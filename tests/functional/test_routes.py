@@ -277,3 +277,22 @@ def test_consumer_defaults_that_are_no_mapping_deploy_nothing(pillar):
         "refused": {"mailcow": "certsync:consumer_defaults is not a mapping: 'everything'"},
     }
     assert pillar.jobs.sent == []
+
+
+def test_a_pillar_compiler_is_kept_per_minion_and_grains(pillar, monkeypatch):
+    """Made once per source and grains (it loads the execution modules a pillar SLS may
+    call), it compiles the pillar as it is at each event."""
+    pillar.write("npm", {"mailcow": {}})
+    made = []
+    real = runner.salt.pillar.get_pillar
+    monkeypatch.setattr(
+        runner.salt.pillar, "get_pillar", lambda *a, **kw: made.append(a[2]) or real(*a, **kw)
+    )
+    assert runner.routes("npm") == {"npm": ["mailcow"]}
+    pillar.write("npm", {"mailcow": {}, "mailcow-2": {}})
+    assert runner.routes("npm") == {"npm": ["mailcow", "mailcow-2"]}
+    assert made == ["npm"]
+    grains = {"os": "Debian"}
+    monkeypatch.setattr(runner.salt.utils.minions, "get_minion_data", lambda *a: (None, grains))
+    runner.routes("npm")
+    assert made == ["npm", "npm"]  # other grains: another compiler
