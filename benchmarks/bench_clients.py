@@ -53,8 +53,8 @@ SESSION_TIMEOUT = 5
 class Clients:
     """``per_endpoint`` threads per endpoint looping on complete sessions (bounded)."""
 
-    def __init__(self, endpoints, per_endpoint, limit=120):
-        self.endpoints, self.limit = endpoints, limit
+    def __init__(self, endpoints, per_endpoint, pause, limit=120):
+        self.endpoints, self.pause, self.limit = endpoints, pause, limit
         self.rows, self.lock, self.stop = [], threading.Lock(), threading.Event()
         self.threads = [
             threading.Thread(target=self._loop, args=(name, port, number), daemon=True)
@@ -71,6 +71,7 @@ class Clients:
             row = session(endpoint, port, names[count % 2], timeout=SESSION_TIMEOUT)
             with self.lock:
                 self.rows.append(row)
+            self.stop.wait(self.pause)
 
     def __enter__(self):
         for thread in self.threads:
@@ -134,7 +135,7 @@ def _gaps(rows, start, end):
     return gaps
 
 
-def one_deploy(way, stack, ca, key, tmp, number, per_endpoint):
+def one_deploy(way, stack, ca, key, tmp, number, per_endpoint, pause):
     renewed = ca.leaf(HOST, sans=NAMES, key=key)
     pair_dir = tmp / f"{way}-{number}"
     write_pair(pair_dir, renewed, "fullchain.pem", "privkey.pem")
@@ -144,7 +145,7 @@ def one_deploy(way, stack, ca, key, tmp, number, per_endpoint):
             longs[endpoint] = LongSession(endpoint, port, HOST)
         except OSError as exc:
             longs[endpoint] = exc
-    with Clients(stack.endpoints, per_endpoint) as clients:
+    with Clients(stack.endpoints, per_endpoint, pause) as clients:
         time.sleep(BEFORE)
         started = time.monotonic()
         unverified = deploy(way, pair_dir, stack, renewed)
@@ -207,6 +208,13 @@ def main():
     parser.add_argument("--others", type=int, default=3, help="deploys by each other way")
     parser.add_argument("--clients", type=int, default=4, help="client threads per endpoint")
     parser.add_argument("--ways", default="reload,restart,mailcow")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.2,
+        help="seconds a client waits between its sessions (0: back to back, which starves "
+        "dovecot's imaps and pop3s listeners behind imap and pop3, deploy or not)",
+    )
     args = parser.parse_args()
     for module in (certsync_mod, mailcow_mod, tlsprobe_mod):
         module.__context__ = {}
@@ -214,8 +222,9 @@ def main():
     ca = TestCA()
     first = ca.leaf(HOST, sans=NAMES, key_kind="ec-p384")
     print(
-        f"{args.clients} client threads per endpoint, sessions {BEFORE} s before each deploy "
-        f"until {AFTER} s after it; SNI {HOST} and {OTHER_NAME} in turn"
+        f"{args.clients} client threads per endpoint, {args.pause} s between a client's "
+        f"sessions, {BEFORE} s before each deploy until {AFTER} s after it; SNI {HOST} and "
+        f"{OTHER_NAME} in turn"
     )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = pathlib.Path(tmp_name)
@@ -224,7 +233,7 @@ def main():
             for way in args.ways.split(","):
                 count = args.deploys if way == "reload" else args.others
                 runs = [
-                    one_deploy(way, stack, ca, first.key, tmp, number, args.clients)
+                    one_deploy(way, stack, ca, first.key, tmp, number, args.clients, args.pause)
                     for number in range(count)
                 ]
                 report(way, runs)
