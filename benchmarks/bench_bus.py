@@ -127,29 +127,6 @@ def everywhere(stack, ssl_dirs, fingerprint, seen=None):
     return seen.keys() >= set(stack.endpoints)
 
 
-def start_fleet(salt, consumers):
-    """Master and minions started, the formula applied on both roles; the source
-    minion restarted with the certsync_watch engine the formula wrote into its
-    configuration (a salt-minion service is restarted by the formula itself).
-    Returns each daemon's pid."""
-    salt.start_master()
-    for minion_id in ["npm", *consumers]:
-        salt.start_minion(minion_id)
-
-    def pinged():
-        return (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys()
-
-    wait_until(lambda: pinged() >= {"npm", *consumers}, 120, interval=1, what="every minion")
-    salt.run("salt-run", "saltutil.sync_all")
-    salt.run("salt", "*", "saltutil.sync_all")
-    salt.run("salt", "-L", ",".join(consumers), "state.apply", "certsync")
-    # queued behind the publication the consumers' new recipient keys set off
-    salt.run("salt", "npm", "state.apply", "certsync", "queue=True")
-    salt.restart_minion("npm")
-    wait_until(lambda: "npm" in pinged(), 120, interval=1, what="the restarted source")
-    return {"master": salt.procs[0].pid, **{m: p.pid for m, p in salt.minions.items()}}
-
-
 def measure(size, renewals, image, work, certbot_times):
     """Per renewal: seconds from certbot's return to served everywhere, its
     timeline, and the CPU seconds each daemon spent on it."""
@@ -165,7 +142,7 @@ def measure(size, renewals, image, work, certbot_times):
     salt.write_master(work / "pillar")
     bus = None
     try:
-        pids = start_fleet(salt, consumers)
+        pids = salt.start_converged("npm", list(consumers))
         wait_until(
             lambda: everywhere(stack, ssl_dirs, first.fingerprint),
             180,

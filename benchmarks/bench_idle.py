@@ -73,20 +73,7 @@ def is_engine(process):
 
 
 def converge(salt, stack, first):
-    salt.start_master()
-    for minion_id in MINIONS:
-        salt.start_minion(minion_id)
-
-    def pinged():
-        return (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys()
-
-    wait_until(lambda: pinged() >= set(MINIONS), 120, interval=1, what="every minion")
-    salt.run("salt-run", "saltutil.sync_all")
-    salt.run("salt", "-L", "npm,mailcow-0", "saltutil.sync_all")
-    salt.run("salt", "mailcow-0", "state.apply", "certsync")
-    salt.run("salt", "npm", "state.apply", "certsync", "queue=True")
-    salt.restart_minion("npm")  # the engine the formula wrote starts with the minion
-    wait_until(lambda: "npm" in pinged(), 120, interval=1, what="the restarted source")
+    salt.start_converged("npm", ["mailcow-0"], bystanders=["bare"])
     wait_until(
         lambda: deployed_fingerprint(stack.ssl_dir) == first.fingerprint,
         180,

@@ -292,14 +292,6 @@ def main(work, source, dns):
         say(f"{side.minion} restarted: its certsync_watch engine starts (inotify)")
         salt.restart_minion(side.minion)
         wait_until(
-            lambda: (salt.run("salt", side.minion, "test.ping", check=False)[1] or {}).get(
-                side.minion
-            ),
-            120,
-            interval=1,
-            what=f"{side.minion} back",
-        )
-        wait_until(
             lambda: set(stack.served().values()) == {first.fingerprint},
             120,
             interval=1,

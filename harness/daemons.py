@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from .fleet import master_config
+from .fleet import master_config, wait_until
 from .mailcow_stack import free_ports
 
 BIN = pathlib.Path(sys.executable).parent
@@ -61,7 +61,8 @@ class SaltDaemons:
 
     def restart_minion(self, minion_id):
         """Stop a minion and start it again with its configuration as it is now
-        (an engine the formula wrote into minion.d starts with it)."""
+        (an engine the formula wrote into minion.d starts with it); returns when
+        it answers."""
         proc = self.minions[minion_id]
         proc.terminate()
         try:
@@ -71,6 +72,29 @@ class SaltDaemons:
             proc.wait(10)
         self.procs.remove(proc)
         self.minions[minion_id] = self._spawn("salt-minion", self.work / minion_id)
+        wait_until(lambda: minion_id in self.pinged(), 120, interval=1, what=f"{minion_id} back")
+
+    def pinged(self):
+        """The minions that answer a test.ping now."""
+        return (self.run("salt", "*", "test.ping", check=False)[1] or {}).keys()
+
+    def start_converged(self, source, consumers, bystanders=()):
+        """Master and minions started, the formula applied on both roles (the
+        ``bystanders`` get nothing of certsync); the source minion restarted with
+        the certsync_watch engine the formula wrote into its configuration (a
+        salt-minion service is restarted by the formula itself). Each daemon's pid."""
+        self.start_master()
+        for minion_id in [source, *consumers, *bystanders]:
+            self.start_minion(minion_id)
+        everyone = {source, *consumers, *bystanders}
+        wait_until(lambda: self.pinged() >= everyone, 120, interval=1, what="every minion")
+        self.run("salt-run", "saltutil.sync_all")
+        self.run("salt", "-L", ",".join([source, *consumers]), "saltutil.sync_all")
+        self.run("salt", "-L", ",".join(consumers), "state.apply", "certsync")
+        # queued behind the publication the consumers' new recipient keys set off
+        self.run("salt", source, "state.apply", "certsync", "queue=True")
+        self.restart_minion(source)
+        return {"master": self.procs[0].pid, **{m: p.pid for m, p in self.minions.items()}}
 
     def _spawn(self, daemon, config_dir):
         log = open(config_dir / f"{daemon}.out", "wb")  # noqa: SIM115 (lives with the daemon)
