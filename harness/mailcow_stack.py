@@ -134,6 +134,7 @@ class MailcowStack:
         self.project = self.project_conf.lower()
         self.ssl_dir = self.root / "data" / "assets" / "ssl"
         self.web_dir = self.root / "data" / "web"
+        self.dovecot_conf_dir = self.root / "data" / "conf" / "dovecot"
         self.nginx_seclevel = nginx_seclevel
         self.acme = acme
         self.relay = relay
@@ -144,6 +145,7 @@ class MailcowStack:
         write_sni_dir(self.ssl_dir, serving, names or NAMES)
         (self.ssl_dir / "acme").mkdir()
         (self.web_dir / ".well-known").mkdir(parents=True)
+        self.dovecot_conf_dir.mkdir(parents=True)
         with warnings.catch_warnings():  # mailcow still ships one; nothing here reads it
             warnings.simplefilter("ignore")
             params = dh.generate_parameters(generator=2, key_size=512)
@@ -210,6 +212,12 @@ class MailcowStack:
             extra = {}
             if conf == "nginx":
                 extra = {"volumes": {str(self.web_dir): {"bind": "/web", "mode": "ro"}}}
+            if conf == "dovecot":  # mailcow's data/conf/dovecot (its extra.conf)
+                extra = {
+                    "volumes": {
+                        str(self.dovecot_conf_dir): {"bind": "/etc/dovecot/mailcow", "mode": "ro"}
+                    }
+                }
             if conf == "postfix" and self.relay is not None:
                 extra = {
                     "network": self.relay.network_name,

@@ -4,6 +4,7 @@
 # `doveadm reload` re-reads the files those blocks name.
 set -e
 cp /conf/dovecot.conf /etc/dovecot/dovecot.conf
+install -d -m 1777 /tmp/mail  # the homes of logged-in users (dovecot.conf)
 sni=/etc/dovecot/sni.conf
 : > "$sni"
 for dir in /etc/ssl/mail/*/; do
