@@ -1,10 +1,12 @@
 """
 What mail clients see while a renewal is deployed, on a mailcow-like stack in
-Docker (real postfix, dovecot and nginx on loopback): client threads on each of
-the nine endpoints run complete sessions (benchmarks/clients.py: greeting,
-STARTTLS where the protocol has it, the handshake with SNI for the hostname and
-for another served name, one exchange) without pause around each deploy, and a
-long session per endpoint opened before the deploy is used again after it.
+Docker (real postfix, dovecot and nginx on loopback): clients on each of the
+nine endpoints, spread over a few processes, run complete sessions
+(harness/mail_clients.py: greeting, STARTTLS where the protocol has it, the
+handshake with SNI for the hostname and for another served name, one exchange)
+with a short pause between them around each deploy. Long sessions opened before
+the deploy are used again after it: one per endpoint idle before any login, and
+on IMAP, POP3 and ManageSieve one logged in (as a mail user agent's is).
 
 Three ways to deploy, each several times:
 
@@ -31,57 +33,26 @@ import itertools
 import pathlib
 import sys
 import tempfile
-import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the harness
 
-from clients import LongSession, session  # noqa: E402
 from figures import figures  # noqa: E402
 
 from harness.loader import certsync_mod, mailcow_mod, tlsprobe_mod  # noqa: E402
+from harness.mail_clients import KINDS, LOGINS, Fleet, LongSession  # noqa: E402
 from harness.mailcow_stack import HOST, NAMES, MailcowStack, build_image, docker_client  # noqa: E402
 from harness.pki import TestCA, write_pair  # noqa: E402
 
 SERVICES = ["postfix-mailcow", "dovecot-mailcow", "nginx-mailcow"]
 OTHER_NAME = next(name for name in NAMES if name != HOST)
-BEFORE, AFTER = 1.5, 3.0  # seconds of sessions around each deploy
+#: Seconds of sessions around each deploy: after it, past the 6 s dovecot gives the
+#: processes of its old configuration before it ends them (SERVICE_DIE_TIMEOUT_MSECS);
+#: before it, enough for 2,000 sessions a deploy at a rate mailcow's pop3-login
+#: (process_min_avail = 1) still serves pop3s at: 4 clients an endpoint, 0.2 s pause
+BEFORE, AFTER = 6.0, 8.0
 SESSION_TIMEOUT = 5
-
-
-class Clients:
-    """``per_endpoint`` threads per endpoint looping on complete sessions (bounded)."""
-
-    def __init__(self, endpoints, per_endpoint, pause, limit=120):
-        self.endpoints, self.pause, self.limit = endpoints, pause, limit
-        self.rows, self.lock, self.stop = [], threading.Lock(), threading.Event()
-        self.threads = [
-            threading.Thread(target=self._loop, args=(name, port, number), daemon=True)
-            for name, port in endpoints.items()
-            for number in range(per_endpoint)
-        ]
-
-    def _loop(self, endpoint, port, number):
-        deadline = time.monotonic() + self.limit
-        names = (HOST, OTHER_NAME) if number % 2 == 0 else (OTHER_NAME, HOST)
-        for count in range(1_000_000):
-            if self.stop.is_set() or time.monotonic() > deadline:
-                return
-            row = session(endpoint, port, names[count % 2], timeout=SESSION_TIMEOUT)
-            with self.lock:
-                self.rows.append(row)
-            self.stop.wait(self.pause)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(SESSION_TIMEOUT + 5)
 
 
 def _install(pair_dir, stack):
@@ -135,26 +106,41 @@ def _gaps(rows, start, end):
     return gaps
 
 
-def one_deploy(way, stack, ca, key, tmp, number, per_endpoint, pause):
+def _open_long_sessions(stack):
+    """Before a deploy, on each endpoint: a session left idle before any login, and on
+    IMAP, POP3 and ManageSieve one logged in too. {(endpoint, kind): session or error}"""
+    longs = {}
+    for endpoint, port in stack.endpoints.items():
+        kinds = ["idle", "logged in"] if KINDS[endpoint][1] in LOGINS else ["idle"]
+        for kind in kinds:
+            user = f"bench-{endpoint}" if kind == "logged in" else None
+            try:
+                longs[endpoint, kind] = LongSession(endpoint, port, HOST, user=user)
+            except OSError as exc:
+                longs[endpoint, kind] = exc
+    return longs
+
+
+def one_deploy(way, stack, ca, key, tmp, number, clients):
+    """One deploy ``way`` with the ``clients`` (per endpoint, pause, processes) on."""
     renewed = ca.leaf(HOST, sans=NAMES, key=key)
     pair_dir = tmp / f"{way}-{number}"
     write_pair(pair_dir, renewed, "fullchain.pem", "privkey.pem")
-    longs = {}
-    for endpoint, port in stack.endpoints.items():
-        try:
-            longs[endpoint] = LongSession(endpoint, port, HOST)
-        except OSError as exc:
-            longs[endpoint] = exc
-    with Clients(stack.endpoints, per_endpoint, pause) as clients:
+    longs = _open_long_sessions(stack)
+    per_endpoint, pause, processes = clients
+    with Fleet(
+        stack.endpoints, per_endpoint, (HOST, OTHER_NAME), pause, processes,
+        timeout=SESSION_TIMEOUT,
+    ) as fleet:  # fmt: skip
         time.sleep(BEFORE)
         started = time.monotonic()
         unverified = deploy(way, pair_dir, stack, renewed)
         done = time.monotonic()
         time.sleep(AFTER)
-    rows = clients.rows
+    rows = fleet.rows
     survived = {
-        endpoint: (long.use() if isinstance(long, LongSession) else f"not opened: {long}")
-        for endpoint, long in longs.items()
+        key: (long.use() if isinstance(long, LongSession) else f"not opened: {long}")
+        for key, long in longs.items()
     }
     switched = {}
     for row in sorted(rows, key=lambda r: r["start"]):
@@ -174,7 +160,10 @@ def one_deploy(way, stack, ca, key, tmp, number, per_endpoint, pause):
 def report(way, runs):
     rows = [row for run in runs for row in run["rows"]]
     failed = [row for row in rows if row["outcome"] != "ok"]
-    print(f"-- {way}: {len(runs)} deploys, {len(rows)} sessions, {len(failed)} failed")
+    print(
+        f"-- {way}: {len(runs)} deploys, {len(rows)} sessions ({len(rows) // len(runs)} per "
+        f"deploy, fewest {min(len(run['rows']) for run in runs)}), {len(failed)} failed"
+    )
     print(f"   deploy (as its caller sees it): {figures([r['deploy_s'] * 1000 for r in runs])}")
     unverified = [run["unverified"] for run in runs if run["unverified"]]
     if unverified:
@@ -192,22 +181,48 @@ def report(way, runs):
     for endpoint in sorted(per_endpoint):
         gaps = [run["gaps"].get(endpoint, BEFORE + AFTER) for run in runs]
         switch = [run["switched"][endpoint] for run in runs if endpoint in run["switched"]]
-        lost = [run["survived"][endpoint] for run in runs if run["survived"][endpoint] is not None]
         switched = f"{min(switch):+.2f}..{max(switch):+.2f} s" if switch else "never"
         print(
             f"   {endpoint:<10} {per_endpoint[endpoint]:>6} sessions; longest gap "
             f"{max(gaps):.2f} s (median {sorted(gaps)[len(gaps) // 2]:.2f}); new cert "
             f"from the deploy's start: {switched}; long sessions kept "
-            f"{len(runs) - len(lost)}/{len(runs)}" + (f" (lost: {lost[0]})" if lost else "")
+            + ", ".join(_kept(runs, endpoint))
         )
+
+
+def _kept(runs, endpoint):
+    """'idle 10/10', 'logged in 10/10 (lost: ...)': the long sessions of ``endpoint``."""
+    shown = []
+    for kind in ("idle", "logged in"):
+        outcomes = [
+            run["survived"][endpoint, kind] for run in runs if (endpoint, kind) in run["survived"]
+        ]
+        if outcomes:
+            lost = [outcome for outcome in outcomes if outcome is not None]
+            shown.append(
+                f"{kind} {len(outcomes) - len(lost)}/{len(outcomes)}"
+                + (f" (lost: {lost[0]})" if lost else "")
+            )
+    return shown
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--deploys", type=int, default=10, help="deploys by certsync's reload")
     parser.add_argument("--others", type=int, default=3, help="deploys by each other way")
-    parser.add_argument("--clients", type=int, default=4, help="client threads per endpoint")
+    parser.add_argument("--clients", type=int, default=8, help="clients per endpoint")
+    parser.add_argument(
+        "--processes", type=int, default=3, help="client processes the clients are spread over"
+    )
     parser.add_argument("--ways", default="reload,restart,mailcow")
+    parser.add_argument(
+        "--shutdown-clients",
+        choices=("yes", "no"),
+        default="no",
+        help="dovecot's shutdown_clients in mailcow's data/conf/dovecot/extra.conf: no (what "
+        "the formula sets: a reload keeps logged-in sessions) or yes (dovecot's default: a "
+        "reload ends them 6 s later)",
+    )
     parser.add_argument(
         "--pause",
         type=float,
@@ -222,18 +237,23 @@ def main():
     ca = TestCA()
     first = ca.leaf(HOST, sans=NAMES, key_kind="ec-p384")
     print(
-        f"{args.clients} client threads per endpoint, {args.pause} s between a client's "
+        f"{args.clients} clients per endpoint in {args.processes} processes, {args.pause} s "
+        f"between a client's "
         f"sessions, {BEFORE} s before each deploy until {AFTER} s after it; SNI {HOST} and "
-        f"{OTHER_NAME} in turn"
+        f"{OTHER_NAME} in turn; dovecot's shutdown_clients = {args.shutdown_clients}"
     )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = pathlib.Path(tmp_name)
-        stack = MailcowStack(docker_client(), build_image(), tmp / "mailcow", first).start()
+        stack = MailcowStack(docker_client(), build_image(), tmp / "mailcow", first)
+        extra = stack.dovecot_conf_dir / "extra.conf"
+        extra.write_text(f"shutdown_clients = {args.shutdown_clients}\n")
+        stack.start()
         try:
+            clients = (args.clients, args.pause, args.processes)
             for way in args.ways.split(","):
                 count = args.deploys if way == "reload" else args.others
                 runs = [
-                    one_deploy(way, stack, ca, first.key, tmp, number, args.clients, args.pause)
+                    one_deploy(way, stack, ca, first.key, tmp, number, clients)
                     for number in range(count)
                 ]
                 report(way, runs)

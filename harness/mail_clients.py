@@ -1,5 +1,5 @@
 """
-Mail clients for the benchmarks: one complete session per call, as a mail user
+Mail clients for the benchmarks and tests: one complete session per call, as a mail user
 agent or a sending server has it, and a long session held open across a deploy.
 
 A session connects, reads the greeting, starts TLS where the protocol does
@@ -7,13 +7,20 @@ A session connects, reads the greeting, starts TLS where the protocol does
 (EHLO/NOOP/QUIT; CAPABILITY/LOGOUT; CAPA/QUIT; ManageSieve CAPABILITY/LOGOUT;
 HTTP GET /) and reports ``outcome`` (ok, refused, reset, timeout, protocol,
 handshake), the certificate it got (SHA-256 of the leaf), start and end.
+A long session on IMAP, POP3 or ManageSieve can be logged in first (LOGIN,
+USER/PASS, AUTHENTICATE PLAIN), as a mail user agent's open session is; used
+again, it runs a command only a logged-in session may (NOOP, STAT, LISTSCRIPTS).
 Certificates are not verified (the test CA is not the point): what is served
 is recorded instead.
 """
 
+import base64
 import hashlib
+import multiprocessing
+import queue
 import socket
 import ssl
+import threading
 import time
 
 #: endpoint name -> (how TLS starts, the protocol spoken)
@@ -260,20 +267,150 @@ def session(endpoint, port, name, timeout=5, address="127.0.0.1"):
     return row
 
 
-class LongSession:
-    """A session opened (TLS up, greeting read) and left idle; :py:meth:`use` makes
-    its exchange later."""
+def _login(proto, lines, user):
+    """Log ``user`` in (any password: the look-alike's passdb takes it)."""
+    if proto == "imap":
+        lines.send(f"l LOGIN {user} secret")
+        _tagged(lines, "l")
+    elif proto == "pop3":
+        lines.send(f"USER {user}")
+        _pop3_ok(lines)
+        lines.send("PASS secret")
+        _pop3_ok(lines)
+    elif proto == "sieve":
+        plain = base64.b64encode(f"\0{user}\0secret".encode()).decode("ascii")
+        lines.send(f'AUTHENTICATE "PLAIN" "{plain}"')
+        _sieve_ok(lines)
+    else:
+        raise ValueError(f"no login for {proto}")
 
-    def __init__(self, endpoint, port, name, timeout=5):
-        self.endpoint, self.name = endpoint, name
+
+def _logged_in_use(proto, lines):
+    """A command only a logged-in session may run."""
+    if proto == "imap":
+        lines.send("n NOOP")
+        _tagged(lines, "n")
+    elif proto == "pop3":
+        lines.send("STAT")
+        _pop3_ok(lines)
+    else:
+        lines.send("LISTSCRIPTS")
+        _sieve_ok(lines)
+
+
+#: The protocols whose long sessions can be logged in.
+LOGINS = ("imap", "pop3", "sieve")
+
+
+class LongSession:
+    """A session opened (TLS up, greeting read), logged in as ``user`` when given,
+    and left idle; :py:meth:`use` makes its exchange later."""
+
+    def __init__(self, endpoint, port, name, timeout=5, user=None):
+        self.endpoint, self.name, self.user = endpoint, name, user
         self.lines, self.fingerprint, _ = open_session(endpoint, port, name, timeout)
+        if user:
+            try:
+                _login(KINDS[endpoint][1], self.lines, user)
+            except BaseException:
+                self.lines.sock.close()
+                raise
 
     def use(self):
         """The exchange on the open session: None when it worked, else the error."""
+        proto = KINDS[self.endpoint][1]
         try:
-            _exchange(KINDS[self.endpoint][1], self.lines, self.name, done=False)
+            if self.user:
+                _logged_in_use(proto, self.lines)
+            else:
+                _exchange(proto, self.lines, self.name, done=False)
             return None
         except (OSError, ProtocolError, ValueError) as exc:
             return f"{_outcome(exc)}: {type(exc).__name__}: {exc}"[:120]
         finally:
             self.lines.sock.close()
+
+
+def _client(endpoint, port, names, pause, stop, deadline, timeout, rows, lock):
+    """One client: complete sessions one after another, ``names`` in turn for SNI."""
+    for count in range(1_000_000):
+        if stop.is_set() or time.monotonic() > deadline:
+            return
+        row = session(endpoint, port, names[count % 2], timeout=timeout)
+        with lock:
+            rows.append(row)
+        stop.wait(pause)
+
+
+def _clients_process(clients, timing, channels):
+    """A client process: a thread per client until ``stop`` (or ``limit`` s); its
+    rows go to ``out`` at the end."""
+    (pause, limit, timeout), (ready, stop, out) = timing, channels
+    rows, lock, deadline = [], threading.Lock(), time.monotonic() + limit
+    threads = [
+        threading.Thread(
+            target=_client,
+            args=(endpoint, port, names, pause, stop, deadline, timeout, rows, lock),
+            daemon=True,
+        )
+        for endpoint, port, names in clients
+    ]
+    for thread in threads:
+        thread.start()
+    ready.release()
+    for thread in threads:
+        thread.join(limit + timeout + 5)
+    out.put(rows)
+
+
+class Fleet:
+    """``per_endpoint`` clients on each endpoint looping on complete sessions, with
+    ``pause`` s between a client's sessions, spread over ``processes`` processes
+    (one Python process is bound by its interpreter lock). Half the clients of an
+    endpoint begin with the first of ``names`` for SNI, half with the second. Used
+    as a context manager; ``rows`` holds every session once it is left."""
+
+    def __init__(self, endpoints, per_endpoint, names, pause, processes=3, **bounds):
+        self.limit, self.timeout = bounds.get("limit", 120), bounds.get("timeout", 5)
+        self.pause, self.rows = pause, []
+        clients = [
+            (endpoint, port, names if number % 2 == 0 else names[::-1])
+            for endpoint, port in endpoints.items()
+            for number in range(per_endpoint)
+        ]
+        context = multiprocessing.get_context("spawn")
+        self.ready, self.stop, self.out = context.Semaphore(0), context.Event(), context.Queue()
+        self.processes = [
+            context.Process(
+                target=_clients_process,
+                args=(
+                    clients[n::processes],
+                    (pause, self.limit, self.timeout),
+                    (self.ready, self.stop, self.out),
+                ),
+                daemon=True,
+            )
+            for n in range(processes)
+        ]
+
+    def __enter__(self):
+        for process in self.processes:
+            process.start()
+        for _ in self.processes:
+            if not self.ready.acquire(timeout=60):
+                self.__exit__()
+                raise RuntimeError("a client process did not start within 60 s")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        wait = self.timeout + 10
+        for _ in self.processes:
+            try:
+                self.rows += self.out.get(timeout=wait)
+            except queue.Empty:
+                break
+        for process in self.processes:
+            process.join(wait)
+            if process.is_alive():
+                process.kill()
