@@ -130,3 +130,71 @@ def acme_stood_down(name):
         f"acme-mailcow ran without SKIP_LETS_ENCRYPT=y: {done['action']} ({done['why']})"
     )
     return ret
+
+
+def reloaded(name, services):
+    """
+    Reload ``services`` of the checkout ``name`` (``mailcow.reload``: each
+    service's own reload in its container) when a state it watches changed;
+    run on its own, it does nothing. For a configuration file of mailcow's
+    that a service reads at its reload, e.g. dovecot's ``extra.conf``.
+
+    name
+        The mailcow-dockerized directory, e.g. ``/opt/mailcow-dockerized``.
+
+    services
+        The compose services to reload, e.g. ``[dovecot-mailcow]``.
+
+    .. code-block:: yaml
+
+        dovecot-reloaded:
+          mailcow.reloaded:
+            - name: /opt/mailcow-dockerized
+            - services: [dovecot-mailcow]
+            - watch:
+              - file: dovecot-extra-conf
+    """
+    return {
+        "name": name,
+        "result": True,
+        "changes": {},
+        "comment": f"Nothing changed that {', '.join(services)} must reload for",
+    }
+
+
+def mod_watch(name, sfun=None, services=None, **kwargs):
+    """
+    A watched state changed: reload ``services`` (see :py:func:`reloaded`).
+    Salt calls it for a ``watch`` requisite that has changes:
+
+    .. code-block:: yaml
+
+        dovecot-reloaded:
+          mailcow.reloaded:
+            - name: /opt/mailcow-dockerized
+            - services: [dovecot-mailcow]
+            - watch:
+              - file: dovecot-extra-conf
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    if sfun != "reloaded":
+        ret["comment"] = f"mailcow.{sfun} has no watch action"
+        return ret
+    shown = ", ".join(services or [])
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"Would reload {shown}"
+        return ret
+    try:
+        results = __salt__["mailcow.reload"](services, name)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = f"{shown} not reloaded: {exc}"
+        return ret
+    failed = {s: r.get("error") or r.get("output") for s, r in results.items() if not r["ok"]}
+    ret["changes"] = {"reloaded": sorted(s for s in results if s not in failed)}
+    if failed:
+        ret["comment"] = "Reload failed: " + "; ".join(f"{s}: {e}" for s, e in failed.items())
+        return ret
+    ret["result"] = True
+    ret["comment"] = f"Reloaded {shown}"
+    return ret

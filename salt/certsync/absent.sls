@@ -2,11 +2,12 @@
     `salt <id> state.apply certsync.absent`. Removes the beacon, the
     certsync_watch engine's configuration, the
     schedule (and their minion.d entries), the mine entries, the recipient
-    key, certsync's files beside mailcow's pair and in the cachedir, and (npm
+    key, certsync's files beside mailcow's pair and in the cachedir, its block
+    in dovecot's extra.conf, and (npm
     source) the reuse_key line it wrote in certbot's renewal file. Leaves mailcow's own
     files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair.
     Remove the minion from the certsync pillar afterwards. #}
-{%- from "certsync/map.jinja" import certsync, consumer, role with context %}
+{%- from "certsync/map.jinja" import certsync, consumer, dovecot_block, role with context %}
 {%- set src = certsync.source %}
 
 certsync-beacon-absent:
@@ -53,6 +54,24 @@ certsync-mailcow-conf-left:
         mailcow.conf keeps SKIP_LETS_ENCRYPT={{ consumer.mailcow_conf.get("SKIP_LETS_ENCRYPT", "y") }}
         and the deployed pair: to have mailcow's own ACME client issue again, set
         SKIP_LETS_ENCRYPT=n and run `docker compose up -d` in {{ consumer.mailcow_dir }}
+
+# certsync's block in dovecot's extra.conf (the rest of the file stays)
+certsync-dovecot-block-removed:
+  file.replace:
+    - name: {{ (consumer.mailcow_dir ~ "/data/conf/dovecot/extra.conf") | json }}
+    - pattern: {{ dovecot_block.pattern | json }}
+    - repl: ''
+    - flags: [MULTILINE, DOTALL]
+    - ignore_if_missing: true
+{%-   if "dovecot-mailcow" in consumer.services %}
+
+certsync-dovecot-reloaded:
+  mailcow.reloaded:
+    - name: {{ consumer.mailcow_dir | json }}
+    - services: [dovecot-mailcow]
+    - watch:
+      - file: certsync-dovecot-block-removed
+{%-   endif %}
 {%- endif %}
 
 certsync-cachedir-absent:

@@ -1,5 +1,6 @@
 {#- The mailcow minion: a recipient key for the sealed private key,
-    SKIP_LETS_ENCRYPT=y and acme-mailcow recreated to honour it, the
+    SKIP_LETS_ENCRYPT=y and acme-mailcow recreated to honour it, dovecot
+    told to keep its users' sessions through a reload (certsync.dovecot), the
     certificate from the source's mine entry deployed (certsync.deployed),
     alerts, and a schedule that re-converges when an event was lost. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
@@ -13,6 +14,9 @@ include:
 {%- endif %}
 {%- if consumer.relay.host %}
   - certsync.egress
+{%- endif %}
+{%- if "dovecot-mailcow" in consumer.services %}
+  - certsync.dovecot
 {%- endif %}
 
 extend:

@@ -133,7 +133,12 @@ def test_the_source_publication_is_the_roles_own(salt_call):
 
 
 @pytest.mark.parametrize(
-    ("sls", "pillar"), [("certsync.deployed", SOURCE), ("certsync.published", CONSUMER)]
+    ("sls", "pillar"),
+    [
+        ("certsync.deployed", SOURCE),
+        ("certsync.published", CONSUMER),
+        ("certsync.dovecot", SOURCE),
+    ],
 )
 def test_the_other_role_gets_a_failing_state_not_a_render_error(salt_call, sls, pillar):
     (state,) = _rendered(salt_call, sls, pillar).values()
@@ -240,3 +245,84 @@ def test_the_watch_engine_can_be_turned_off_and_a_bad_switch_is_named(salt_call,
         assert _args(role["certsync-watch"])["name"] == (
             "certsync:source:watch must be true or false, not 'yes'"
         )
+
+
+def _fun(state):
+    """A rendered state's function, e.g. ``file.blockreplace``."""
+    (module,) = [key for key in state if not key.startswith("__")]
+    (fun,) = [arg for arg in state[module] if isinstance(arg, str)]
+    return f"{module}.{fun}"
+
+
+def _dovecot_pillar(**own):
+    return {**CONSUMER, "consumers": {ME: {**CONSUMER["consumers"][ME], **own}}}
+
+
+def test_the_consumer_keeps_dovecots_sessions_through_a_reload(salt_call):
+    role = _rendered(salt_call, "certsync.consumer", _dovecot_pillar())
+    extra = "/srv/mailcow/data/conf/dovecot/extra.conf"
+    assert _args(role["certsync-dovecot-extra-conf"]) == {"name": extra, "replace": False}
+    block = _args(role["certsync-dovecot-keeps-sessions"])
+    assert _fun(role["certsync-dovecot-keeps-sessions"]) == "file.blockreplace"
+    assert (block["name"], block["content"]) == (extra, "shutdown_clients = no")
+    reload = role["certsync-dovecot-reloaded"]
+    assert _args(reload)["services"] == ["dovecot-mailcow"]
+    assert _args(reload)["watch"] == ["certsync-dovecot-keeps-sessions"]
+
+
+@pytest.mark.parametrize(
+    ("keep", "fun"), [(False, "file.replace"), ("yes", "test.fail_without_changes")]
+)
+def test_keeping_dovecots_sessions_can_be_turned_off_and_a_bad_switch_is_named(
+    salt_call, keep, fun
+):
+    role = _rendered(salt_call, "certsync.consumer", _dovecot_pillar(dovecot_keep_sessions=keep))
+    assert "certsync-dovecot-extra-conf" not in role
+    assert _fun(role["certsync-dovecot-keeps-sessions"]) == fun
+    if keep == "yes":
+        assert _args(role["certsync-dovecot-keeps-sessions"])["name"] == (
+            f"certsync:consumers:{ME}:dovecot_keep_sessions must be true or false, not 'yes'"
+        )
+
+
+def test_without_dovecot_among_the_services_its_configuration_is_left_alone(salt_call):
+    services = ["postfix-mailcow", "nginx-mailcow"]
+    role = _rendered(salt_call, "certsync.consumer", _dovecot_pillar(services=services))
+    assert not [state for state in role if "dovecot" in state]
+
+
+def _applied(salt_call, state):
+    """Apply one rendered state for real (state.single, its arguments as rendered)."""
+    args = [
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in _args(state).items()
+    ]
+    ret = salt_call("state.single", _fun(state), *args)
+    assert ret.returncode == 0, ret
+    return ret
+
+
+def test_the_dovecot_block_goes_in_and_out_leaving_the_operators_lines(salt_call, tmp_path):
+    """The rendered file states, applied for real: the block is added once after the
+    operator's own lines, and both dovecot_keep_sessions: false and certsync.absent
+    take it out again, the rest byte for byte."""
+    conf = tmp_path / "data" / "conf" / "dovecot"
+    conf.mkdir(parents=True)
+    extra = conf / "extra.conf"
+    own = "# the operator's own\nmail_max_userip_connections = 50\n"
+    extra.write_text(own)
+    pillar = _dovecot_pillar(mailcow_dir=str(tmp_path))
+    role = _rendered(salt_call, "certsync.consumer", pillar)
+    for _ in range(2):
+        _applied(salt_call, role["certsync-dovecot-extra-conf"])
+        _applied(salt_call, role["certsync-dovecot-keeps-sessions"])
+    text = extra.read_text()
+    assert text.startswith(own) and text.count("shutdown_clients = no") == 1, text
+    off = _dovecot_pillar(mailcow_dir=str(tmp_path), dovecot_keep_sessions=False)
+    for sls, given, state in (
+        ("certsync.consumer", off, "certsync-dovecot-keeps-sessions"),
+        ("certsync.absent", pillar, "certsync-dovecot-block-removed"),
+    ):
+        extra.write_text(text)
+        _applied(salt_call, _rendered(salt_call, sls, given)[state])
+        assert extra.read_text() == own, sls

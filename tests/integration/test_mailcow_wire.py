@@ -15,6 +15,7 @@ import time
 import pytest
 
 from harness.fleet import stack_settings
+from harness.mail_clients import LongSession
 from harness.mailcow_stack import HOST, NAMES, free_port
 from harness.pki import TestCA, write_pair, write_sni_dir
 
@@ -535,6 +536,52 @@ def test_mailcow_conf_state(salt_call, make_stack, tmp_path, old):
     assert os.stat(stack.root / "mailcow.conf").st_mode & 0o777 == 0o644
     (state,) = salt_call("state.apply", "certsync_mailcow_conf").data.values()
     assert (state["result"], state["changes"]) == (True, {})
+
+
+#: dovecot ends the processes of its old configuration this long after a reload
+#: when shutdown_clients is yes (its SERVICE_DIE_TIMEOUT_MSECS, 6 s), and a margin
+DOVECOT_DIE_AFTER = 8
+
+
+def _logged_in_across_a_reload(salt_call, stack):
+    """Which logged-in IMAP, POP3 and ManageSieve sessions still work once dovecot
+    was reloaded (as a deploy reloads it) and its old processes had their time."""
+    sessions = {
+        endpoint: LongSession(endpoint, stack.endpoints[endpoint], HOST, user=f"u-{endpoint}")
+        for endpoint in ("imaps", "pop3", "sieve")
+    }
+    reloaded = salt_call("mailcow.reload", '["dovecot-mailcow"]', str(stack.root))
+    assert reloaded.returncode == 0, reloaded
+    time.sleep(DOVECOT_DIE_AFTER)
+    return {endpoint: session.use() for endpoint, session in sessions.items()}
+
+
+def test_dovecot_keeps_logged_in_sessions_through_a_reload_with_the_formulas_block(
+    salt_call, make_stack, old
+):
+    """certsync.dovecot writes shutdown_clients = no into mailcow's extra.conf (and
+    reloads dovecot once): logged-in sessions then outlive a deploy's reload. Taken
+    out again (dovecot_keep_sessions: false), dovecot's default ends them."""
+    stack = make_stack(old)
+    own = {"mailcow_dir": str(stack.root), "services": ["dovecot-mailcow"]}
+    pillar = {
+        "hostname": HOST,
+        "source": {"minion": "npm"},
+        "consumers": {salt_call.minion_id: own},
+    }
+    with salt_call.pillar({"certsync": pillar}):
+        applied = salt_call("state.apply", "certsync.dovecot")
+    assert applied.returncode == 0, applied
+    (reloaded,) = (ret for key, ret in applied.data.items() if "certsync-dovecot-reloaded" in key)
+    assert reloaded["changes"] == {"reloaded": ["dovecot-mailcow"]}
+    assert "shutdown_clients = no" in (stack.dovecot_conf_dir / "extra.conf").read_text()
+    assert _logged_in_across_a_reload(salt_call, stack) == dict.fromkeys(("imaps", "pop3", "sieve"))
+    own["dovecot_keep_sessions"] = False
+    with salt_call.pillar({"certsync": pillar}):
+        assert salt_call("state.apply", "certsync.dovecot").returncode == 0
+    assert "shutdown_clients" not in (stack.dovecot_conf_dir / "extra.conf").read_text()
+    lost = _logged_in_across_a_reload(salt_call, stack)
+    assert all(lost.values()), lost  # "Server shutting down", or closed
 
 
 def test_probes_while_every_service_reloads_in_a_loop_never_raise(make_stack, old):
