@@ -198,10 +198,12 @@ def watch_source(settings, stop):
     watch = _watcher()
     try:
         while not stop.is_set():
+            # armed before the source is read: a change while it is read wakes the wait
+            armed = watch is not None and watch.watch(_dirs(settings))
             events = _beacon_events(beacons["certsync.beacon"], config)
             if events:
                 _fire(events)
-            if watch is not None and watch.watch(_dirs(settings)):
+            if armed:
                 watch.wait(rescan, settle)
             else:
                 stop.wait(interval)
