@@ -33,6 +33,19 @@ rescan
     Seconds between reads when nothing changed (default 300): a change inotify
     cannot see (a network file system) is found within that time.
 
+publish
+    Publish a renewal from here (default false): ``certsync_mine.publish_source``
+    for the consumers that the pillar the master compiles for this minion names
+    now (compiled afresh at each renewal), as the master's runner would send
+    it, without the reactor, the runner and a job on the way. The event then
+    says ``published: true`` and the reactor leaves it; where the pillar names no
+    consumer of this minion, or the publication fails (logged), the event goes
+    without it and the reactor has the runner publish, as without the engine.
+
+keep_key
+    With ``publish``: make the source keep its key again, as the runner's
+    publication does (the formula's ``certsync:source:reuse_key``).
+
 .. code-block:: yaml
 
     engines:
@@ -52,6 +65,8 @@ import threading
 import time
 
 import salt.loader
+import salt.minion
+import salt.pillar
 import salt.utils.event
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -63,7 +78,7 @@ except ImportError:  # the engine polls instead
 log = logging.getLogger(__name__)
 
 #: The engine's own settings; every other one is the beacon's.
-ENGINE_KEYS = ("settle", "interval", "rescan")
+ENGINE_KEYS = ("settle", "interval", "rescan", "publish", "keep_key")
 #: A change on a watched directory that can mean a new certificate.
 CHANGES = (
     "CREATE",
@@ -168,6 +183,87 @@ def _beacon_events(beacon, config):
     return events
 
 
+class Publisher:
+    """Publishes renewals from the engine's process (see ``publish``), with options
+    and execution modules of its own that know the master: the minion starts its
+    engines with a copy of its options that may be taken before it connected."""
+
+    def __init__(self, settings):
+        self.settings, self.opts, self.functions = settings, None, None
+
+    def connect(self):
+        """Options and execution modules that know the master (made once, when the
+        engine starts: loading the modules takes a second or two)."""
+        if self.functions is None:
+            opts = dict(__opts__)
+            if "master_uri" not in opts:
+                opts.update(salt.minion.resolve_dns(opts))
+            utils = salt.loader.utils(opts)
+            self.opts, self.functions = opts, salt.loader.minion_mods(opts, utils=utils)
+
+    def mark(self, events):
+        """Publish each renewal among ``events``: the events, a renewal marked
+        ``published: true`` once it is."""
+        for event in events:
+            if event["tag"].endswith("/renewed") and self.publish():
+                event["data"]["published"] = True
+        return events
+
+    def publish(self):
+        """certsync_mine.publish_source for the consumers the pillar names now. True
+        when it ran; False (logged) leaves the publication to the master's reactor."""
+        me, settings = __opts__["id"], self.settings
+        try:
+            self.connect()
+            cfg = self.fresh_pillar().get("certsync")
+            is_minion_id = __utils__["certsync_args.is_minion_id"]
+            consumers = __utils__["certsync_settings.source_consumers"](cfg, me, is_minion_id)
+            if not consumers:
+                log.info(
+                    "certsync_watch: the pillar names no consumer of %s: the reactor says why", me
+                )
+                return False
+            where = {
+                k: v for k, v in settings.items() if k not in (*ENGINE_KEYS, "hostname", "kind")
+            }
+            ret = self.functions["certsync_mine.publish_source"](
+                settings["hostname"],
+                consumers,
+                kind=settings.get("kind", "npm"),
+                keep_key=settings.get("keep_key") is True,
+                **where,
+            )
+        except Exception as exc:  # whatever it is, the master's reactor publishes instead
+            log.warning("certsync_watch: not published here (%s): the reactor publishes", exc)
+            log.debug("certsync_watch: the publication's failure", exc_info=True)
+            return False
+        log.info(
+            "certsync_watch: published %s for %s%s",
+            ret["fingerprint"],
+            ", ".join(ret["consumers"]) or "nobody",
+            f" (no recipient key: {', '.join(ret['missing_recipient_key'])})"
+            if ret["missing_recipient_key"]
+            else "",
+        )
+        return True
+
+    def fresh_pillar(self):
+        """The pillar the master compiles for this minion now, as the master's runner
+        has it (not ``pillar.items``: Salt 3008 masks its values)."""
+        compiler = salt.pillar.get_pillar(
+            self.opts,
+            self.opts.get("grains") or {},
+            self.opts["id"],
+            saltenv=self.opts.get("saltenv"),
+            pillarenv=self.opts.get("pillarenv"),
+        )
+        try:
+            pillar = compiler.compile_pillar()
+        finally:
+            compiler.destroy()
+        return pillar if isinstance(pillar, dict) else {}
+
+
 def _number(settings, key, default):
     value = settings.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -190,17 +286,29 @@ def watch_source(settings, stop):
     interval = _number(settings, "interval", 1)
     rescan = _number(settings, "rescan", 300)
     config = [{key: value} for key, value in settings.items() if key not in ENGINE_KEYS]
+    publish = settings.get("publish", False)
     beacons = _beacon_functions()
     valid, why = beacons["certsync.validate"](config)
+    if not isinstance(publish, bool):
+        valid, why = False, f"publish must be true or false, not {str(publish)[:40]!r}"
     if not valid:
         log.error("certsync_watch: %s; not watching", why)
         return
+    publisher = Publisher(settings) if publish else None
+    if publisher:
+        try:
+            publisher.connect()
+        except Exception as exc:  # the master's reactor publishes instead
+            log.warning("certsync_watch: not publishing here (%s): the reactor publishes", exc)
+            publisher = None
     watch = _watcher()
     try:
         while not stop.is_set():
             # armed before the source is read: a change while it is read wakes the wait
             armed = watch is not None and watch.watch(_dirs(settings))
             events = _beacon_events(beacons["certsync.beacon"], config)
+            if events and publisher:
+                events = publisher.mark(events)
             if events:
                 _fire(events)
             if armed:

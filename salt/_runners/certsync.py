@@ -93,11 +93,8 @@ def _source_config(source):
     if not __utils__["certsync_args.is_minion_id"](source):
         return {}, []
     cfg = _certsync_pillar(source)
-    consumers = cfg.get("consumers")
-    if _source_minion(cfg) != source or not isinstance(consumers, dict):
-        return cfg, []
     is_minion_id = __utils__["certsync_args.is_minion_id"]
-    return cfg, sorted(c for c in consumers if is_minion_id(c) and c != source)
+    return cfg, __utils__["certsync_settings.source_consumers"](cfg, source, is_minion_id)
 
 
 def _why_no_consumers(source, cfg):

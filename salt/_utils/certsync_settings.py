@@ -186,6 +186,18 @@ def role(cfg, minion_id):
     )
 
 
+def source_consumers(cfg, source, is_minion_id):
+    """The consumers the ``certsync`` pillar ``cfg`` of ``source`` names, when it names
+    ``source`` as the source (none otherwise): minion ids (``is_minion_id``), sorted,
+    the source itself left out. Whom a publication is sealed for."""
+    cfg = cfg if isinstance(cfg, dict) else {}
+    named = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
+    consumers = cfg.get("consumers")
+    if named.get("minion") != source or not isinstance(consumers, dict):
+        return []
+    return sorted(c for c in consumers if is_minion_id(c) and c != source)
+
+
 def source_where(source):
     """The source's kind and its settings (the set ones: not empty, none or false, the
     defaults' placeholders for every kind's) from the ``certsync:source`` mapping: what

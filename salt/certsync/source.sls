@@ -23,9 +23,11 @@ certsync-beacon:
 {%- endfor %}
 
 {#- The certsync_watch engine: the beacon run the moment inotify sees the
-    source change, instead of on its next poll. An engine starts with the
-    minion: written into its configuration, then the minion restarted where
-    it runs as the salt-minion service (elsewhere at its next start). #}
+    source change, instead of on its next poll, and the renewal published
+    from there (for the consumers the pillar names at that moment) instead
+    of by the master's runner. An engine starts with the minion: written
+    into its configuration, then the minion restarted where it runs as the
+    salt-minion service (elsewhere at its next start). #}
 {%- set conf_dir = salt["file.dirname"](opts.conf_file) ~ "/" ~ salt["file.dirname"](opts.default_include) %}
 {%- if src.watch is sameas true %}
 
@@ -43,6 +45,8 @@ certsync-watch:
 {%- for key, value in where.settings | dictsort %}
               {{ key }}: {{ value | json }}
 {%- endfor %}
+              publish: true
+              keep_key: {{ salt["certsync_settings.reuse_key_wanted"]()["wanted"] | json }}
 
 certsync-watch-started:
   cmd.run:

@@ -223,7 +223,7 @@ def test_the_source_role_configures_the_watch_engine_with_the_beacons_settings(s
         for key, value in [arg]
         if key not in ("name", "save", "interval")
     }
-    assert entry == {"certsync_watch": beacon}
+    assert entry == {"certsync_watch": {**beacon, "publish": True, "keep_key": False}}
     assert beacon == {
         "hostname": "mail.example.test",
         "kind": "npm",

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from salt.exceptions import CommandExecutionError, SaltClientError, SaltReqTimeoutError
 
 from harness.loader import certsync_beacon, certsync_watch, deploy_functions
 from harness.pki import write_npm_tree
@@ -166,3 +167,100 @@ def test_a_bad_beacon_setting_stops_the_engine_with_the_reason(monkeypatch, capl
         engine.thread.join(WAIT)
     assert engine.fired == []
     assert "'x/../b' is not a DNS host name; not watching" in caplog.text
+
+
+class Publisher:
+    """The pillar the master compiles now (each call takes the next) and
+    ``certsync_mine.publish_source`` as the engine sees them; the publications made."""
+
+    def __init__(self, *pillars, error=None):
+        self.pillars, self.error, self.calls = list(pillars), error, []
+
+    def pillar(self):
+        if isinstance(self.pillars[0], Exception):
+            raise self.pillars[0]
+        return self.pillars.pop(0) if len(self.pillars) > 1 else self.pillars[0]
+
+    def install(self, monkeypatch):
+        """The engine's Publisher asks this one (not a master)."""
+        functions = {"certsync_mine.publish_source": self.publish_source}
+        monkeypatch.setattr(
+            certsync_watch.Publisher,
+            "connect",
+            lambda engine: setattr(engine, "functions", functions),
+        )
+        monkeypatch.setattr(certsync_watch.Publisher, "fresh_pillar", lambda engine: self.pillar())
+
+    def publish_source(self, hostname, consumers, **kwargs):
+        self.calls.append((hostname, consumers, kwargs))
+        if self.error:
+            raise self.error
+        return {"fingerprint": "f" * 64, "consumers": consumers, "missing_recipient_key": []}
+
+
+def _pillar(source, *consumers):
+    return {"certsync": {"source": {"minion": source}, "consumers": dict.fromkeys(consumers)}}
+
+
+def test_the_engine_publishes_for_the_consumers_the_pillar_names_at_each_renewal(
+    monkeypatch, live, ca, good
+):
+    # the pillar changes between the renewals: a consumer taken out gets nothing more
+    publisher = Publisher(_pillar("npm", "mailcow", "spare", "npm"), _pillar("npm", "spare"))
+    publisher.install(monkeypatch)
+    settings = {"hostname": HOST, "live_dir": str(live), "rescan": WAIT * 3}
+    settings.update(publish=True, keep_key=True)
+    with Engine(monkeypatch, settings) as engine:
+        engine.wait_for(1)
+        write_npm_tree(live, 5, ca.leaf(HOST, key=good.key), version=2)
+        events = engine.wait_for(2)
+    assert [e["data"].get("published") for e in events] == [True, True]
+    where = {"kind": "npm", "keep_key": True, "live_dir": str(live)}
+    assert publisher.calls == [
+        (HOST, ["mailcow", "spare"], where),
+        (HOST, ["spare"], where),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pillar", "error", "logged"),
+    [
+        (_pillar("other-npm", "mailcow"), None, "names no consumer of npm"),
+        (_pillar("npm", "mailcow"), CommandExecutionError("no lineage"), "no lineage"),
+        (SaltReqTimeoutError("timed out"), None, "not published here (timed out)"),
+    ],
+    ids=["another-source", "publication-failed", "master-silent"],
+)
+def test_a_renewal_the_engine_cannot_publish_is_left_to_the_reactor(
+    monkeypatch, live, caplog, pillar, error, logged
+):
+    publisher = Publisher(pillar, error=error)
+    publisher.install(monkeypatch)
+    caplog.set_level("INFO")
+    settings = {"hostname": HOST, "live_dir": str(live), "rescan": WAIT * 3, "publish": True}
+    with Engine(monkeypatch, settings) as engine:
+        (event,) = engine.wait_for(1)
+    assert "published" not in event["data"]
+    assert logged in caplog.text
+
+
+def test_a_publish_switch_that_is_no_boolean_stops_the_engine(monkeypatch, caplog):
+    settings = {"hostname": HOST, "live_dir": "/l", "publish": "yes"}
+    with Engine(monkeypatch, settings) as engine:
+        engine.thread.join(WAIT)
+    assert engine.fired == []
+    assert "publish must be true or false, not 'yes'; not watching" in caplog.text
+
+
+def test_an_engine_that_cannot_reach_the_master_leaves_publishing_to_the_reactor(
+    monkeypatch, live, caplog
+):
+    def unreachable(engine):
+        raise SaltClientError("no master at salt:4506")
+
+    monkeypatch.setattr(certsync_watch.Publisher, "connect", unreachable)
+    settings = {"hostname": HOST, "live_dir": str(live), "rescan": WAIT * 3, "publish": True}
+    with Engine(monkeypatch, settings) as engine:
+        (event,) = engine.wait_for(1)
+    assert "published" not in event["data"]
+    assert "not publishing here (no master at salt:4506): the reactor publishes" in caplog.text
