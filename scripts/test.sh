@@ -31,7 +31,7 @@ if [ "${#sls[@]}" -gt 0 ]; then
 fi
 
 echo "== Salt 3006 LTS: every test but the one_release ones (see pyproject.toml)"
-"$v3006/python" -m pytest -p no:cacheprovider -m "not one_release" tests "$@"
+"$v3006/python" -m pytest -p no:cacheprovider --durations=25 -m "not one_release" tests "$@"
 
 echo "== Salt 3008: every test"
-"$v3008/python" -m pytest -p no:cacheprovider tests "$@"
+"$v3008/python" -m pytest -p no:cacheprovider --durations=25 tests "$@"

@@ -163,19 +163,8 @@ def reloaded(name, services):
 
 
 def mod_watch(name, sfun=None, services=None, **kwargs):
-    """
-    A watched state changed: reload ``services`` (see :py:func:`reloaded`).
-    Salt calls it for a ``watch`` requisite that has changes:
-
-    .. code-block:: yaml
-
-        dovecot-reloaded:
-          mailcow.reloaded:
-            - name: /opt/mailcow-dockerized
-            - services: [dovecot-mailcow]
-            - watch:
-              - file: dovecot-extra-conf
-    """
+    """A watched state changed: reload ``services`` (Salt calls it for the ``watch``
+    requisite of :py:func:`reloaded`)."""
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     if sfun != "reloaded":
         ret["comment"] = f"mailcow.{sfun} has no watch action"

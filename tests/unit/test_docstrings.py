@@ -41,6 +41,7 @@ def test_every_public_function_has_a_cli_example(kind, name):
 def test_every_state_function_shows_an_sls_using_it(kind, name):
     module = load_loader_module(kind, name)
     functions = _public(module)
+    functions.pop("mod_watch", None)  # Salt's hook for a watch requisite, in no SLS
     assert functions, f"{kind}/{name}: no public function found"
     lacking = sorted(
         f for f, fn in functions.items() if ".. code-block:: yaml" not in (fn.__doc__ or "")
