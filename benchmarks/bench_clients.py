@@ -210,9 +210,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--deploys", type=int, default=10, help="deploys by certsync's reload")
     parser.add_argument("--others", type=int, default=3, help="deploys by each other way")
-    parser.add_argument("--clients", type=int, default=8, help="clients per endpoint")
+    parser.add_argument("--clients", type=int, default=4, help="clients per endpoint")
     parser.add_argument(
-        "--processes", type=int, default=3, help="client processes the clients are spread over"
+        "--processes", type=int, default=2, help="client processes the clients are spread over"
     )
     parser.add_argument("--ways", default="reload,restart,mailcow")
     parser.add_argument(
