@@ -289,8 +289,10 @@ def watch_source(settings, stop):
     publish = settings.get("publish", False)
     beacons = _beacon_functions()
     valid, why = beacons["certsync.validate"](config)
-    if not isinstance(publish, bool):
-        valid, why = False, f"publish must be true or false, not {str(publish)[:40]!r}"
+    for switch in ("publish", "keep_key"):
+        value = settings.get(switch, False)
+        if valid and not isinstance(value, bool):
+            valid, why = False, f"{switch} must be true or false, not {str(value)[:40]!r}"
     if not valid:
         log.error("certsync_watch: %s; not watching", why)
         return

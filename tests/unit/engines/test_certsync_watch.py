@@ -244,12 +244,13 @@ def test_a_renewal_the_engine_cannot_publish_is_left_to_the_reactor(
     assert logged in caplog.text
 
 
-def test_a_publish_switch_that_is_no_boolean_stops_the_engine(monkeypatch, caplog):
-    settings = {"hostname": HOST, "live_dir": "/l", "publish": "yes"}
+@pytest.mark.parametrize("switch", ["publish", "keep_key"])
+def test_a_switch_that_is_no_boolean_stops_the_engine(monkeypatch, caplog, switch):
+    settings = {"hostname": HOST, "live_dir": "/l", "publish": True, switch: "yes"}
     with Engine(monkeypatch, settings) as engine:
         engine.thread.join(WAIT)
     assert engine.fired == []
-    assert "publish must be true or false, not 'yes'; not watching" in caplog.text
+    assert f"{switch} must be true or false, not 'yes'; not watching" in caplog.text
 
 
 def test_an_engine_that_cannot_reach_the_master_leaves_publishing_to_the_reactor(
