@@ -7,7 +7,7 @@
     source) the reuse_key line it wrote in certbot's renewal file. Leaves mailcow's own
     files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair.
     Remove the minion from the certsync pillar afterwards. #}
-{%- from "certsync/map.jinja" import certsync, consumer, dovecot_block, role with context %}
+{%- from "certsync/map.jinja" import certsync, consumer, dovecot_block_removed, role with context %}
 {%- set src = certsync.source %}
 
 certsync-beacon-absent:
@@ -54,15 +54,7 @@ certsync-mailcow-conf-left:
         mailcow.conf keeps SKIP_LETS_ENCRYPT={{ consumer.mailcow_conf.get("SKIP_LETS_ENCRYPT", "y") }}
         and the deployed pair: to have mailcow's own ACME client issue again, set
         SKIP_LETS_ENCRYPT=n and run `docker compose up -d` in {{ consumer.mailcow_dir }}
-
-# certsync's block in dovecot's extra.conf (the rest of the file stays)
-certsync-dovecot-block-removed:
-  file.replace:
-    - name: {{ (consumer.mailcow_dir ~ "/data/conf/dovecot/extra.conf") | json }}
-    - pattern: {{ dovecot_block.pattern | json }}
-    - repl: ''
-    - flags: [MULTILINE, DOTALL]
-    - ignore_if_missing: true
+{{ dovecot_block_removed("certsync-dovecot-block-removed") }}
 {%-   if "dovecot-mailcow" in consumer.services %}
 
 certsync-dovecot-reloaded:

@@ -7,24 +7,23 @@
     data/conf/dovecot/extra.conf (mailcow's dovecot.conf includes it last,
     for overrides; the operator's lines stay), false takes the block out; a
     change reloads dovecot once (that reload still ends the sessions open). #}
-{%- from "certsync/map.jinja" import consumer, dovecot_block with context %}
+{%- from "certsync/map.jinja" import consumer, dovecot_block, dovecot_block_removed with context %}
 {%- if not consumer %}
 
 certsync-dovecot-keeps-sessions:
   test.fail_without_changes:
     - name: This minion is no certsync consumer in pillar (certsync:consumers).
 {%- else %}
-{%- set extra_conf = consumer.mailcow_dir ~ "/data/conf/dovecot/extra.conf" %}
 {%- if consumer.dovecot_keep_sessions is sameas true %}
 
 certsync-dovecot-extra-conf:
   file.managed:
-    - name: {{ extra_conf | json }}
+    - name: {{ dovecot_block.path | json }}
     - replace: false
 
 certsync-dovecot-keeps-sessions:
   file.blockreplace:
-    - name: {{ extra_conf | json }}
+    - name: {{ dovecot_block.path | json }}
     - marker_start: {{ dovecot_block.start | json }}
     - marker_end: {{ dovecot_block.end | json }}
     - content: {{ dovecot_block.content | json }}
@@ -32,14 +31,7 @@ certsync-dovecot-keeps-sessions:
     - require:
       - file: certsync-dovecot-extra-conf
 {%- elif consumer.dovecot_keep_sessions is sameas false %}
-
-certsync-dovecot-keeps-sessions:
-  file.replace:
-    - name: {{ extra_conf | json }}
-    - pattern: {{ dovecot_block.pattern | json }}
-    - repl: ''
-    - flags: [MULTILINE, DOTALL]
-    - ignore_if_missing: true
+{{ dovecot_block_removed("certsync-dovecot-keeps-sessions") }}
 {%- else %}
 
 certsync-dovecot-keeps-sessions:
