@@ -192,14 +192,13 @@ class Publisher:
         self.settings, self.opts, self.functions = settings, None, None
 
     def connect(self):
-        """Options and execution modules that know the master (made once, when the
-        engine starts: loading the modules takes a second or two)."""
-        if self.functions is None:
-            opts = dict(__opts__)
-            if "master_uri" not in opts:
-                opts.update(salt.minion.resolve_dns(opts))
-            utils = salt.loader.utils(opts)
-            self.opts, self.functions = opts, salt.loader.minion_mods(opts, utils=utils)
+        """Options and execution modules that know the master (made when the engine
+        starts: loading the modules takes a second or two)."""
+        opts = dict(__opts__)
+        if "master_uri" not in opts:
+            opts.update(salt.minion.resolve_dns(opts))
+        utils = salt.loader.utils(opts)
+        self.opts, self.functions = opts, salt.loader.minion_mods(opts, utils=utils)
 
     def mark(self, events):
         """Publish each renewal among ``events``: the events, a renewal marked
@@ -214,7 +213,6 @@ class Publisher:
         when it ran; False (logged) leaves the publication to the master's reactor."""
         me, settings = __opts__["id"], self.settings
         try:
-            self.connect()
             cfg = self.fresh_pillar().get("certsync")
             is_minion_id = __utils__["certsync_args.is_minion_id"]
             consumers = __utils__["certsync_settings.source_consumers"](cfg, me, is_minion_id)
@@ -223,15 +221,12 @@ class Publisher:
                     "certsync_watch: the pillar names no consumer of %s: the reactor says why", me
                 )
                 return False
-            where = {
-                k: v for k, v in settings.items() if k not in (*ENGINE_KEYS, "hostname", "kind")
-            }
             ret = self.functions["certsync_mine.publish_source"](
                 settings["hostname"],
                 consumers,
                 kind=settings.get("kind", "npm"),
                 keep_key=settings.get("keep_key") is True,
-                **where,
+                **_where(settings),
             )
         except Exception as exc:  # whatever it is, the master's reactor publishes instead
             log.warning("certsync_watch: not published here (%s): the reactor publishes", exc)
@@ -322,12 +317,17 @@ def watch_source(settings, stop):
             watch.close()
 
 
+def _where(settings):
+    """The settings of the source's kind (``live_dir``...): the beacon's, less its
+    ``hostname`` and ``kind`` and the engine's own."""
+    return {k: v for k, v in settings.items() if k not in (*ENGINE_KEYS, "hostname", "kind")}
+
+
 def _dirs(settings):
     """What to watch now (none while the source cannot say: the engine polls meanwhile)."""
-    where = {k: v for k, v in settings.items() if k not in (*ENGINE_KEYS, "hostname", "kind")}
     try:
         paths = __salt__["certsync_source.watched"](
-            settings["hostname"], settings.get("kind", "npm"), **where
+            settings["hostname"], settings.get("kind", "npm"), **_where(settings)
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         log.warning("certsync_watch: %s", exc)
