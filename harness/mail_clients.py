@@ -370,9 +370,8 @@ class Fleet:
     endpoint begin with the first of ``names`` for SNI, half with the second. Used
     as a context manager; ``rows`` holds every session once it is left."""
 
-    def __init__(self, endpoints, per_endpoint, names, pause, processes=3, **bounds):
-        self.limit, self.timeout = bounds.get("limit", 120), bounds.get("timeout", 5)
-        self.pause, self.rows = pause, []
+    def __init__(self, endpoints, per_endpoint, names, pause, processes=2, limit=120, timeout=5):
+        self.timeout, self.rows = timeout, []
         clients = [
             (endpoint, port, names if number % 2 == 0 else names[::-1])
             for endpoint, port in endpoints.items()
@@ -385,7 +384,7 @@ class Fleet:
                 target=_clients_process,
                 args=(
                     clients[n::processes],
-                    (pause, self.limit, self.timeout),
+                    (pause, limit, timeout),
                     (self.ready, self.stop, self.out),
                 ),
                 daemon=True,
