@@ -60,9 +60,21 @@ def deployed(tmp_path_factory, ca):
     return directory / "cert.pem"
 
 
+_TLSA = {}
+
+
+def _tlsa(salt_call, cert, *params):
+    """``certsync.tlsa``'s record data for ``cert``, asked of salt-call once per
+    file and parameters (the module's deployed certificate never changes)."""
+    key = (str(cert), params)
+    if key not in _TLSA:
+        _TLSA[key] = salt_call("certsync.tlsa", str(cert), *params).data
+    return _TLSA[key]
+
+
 def _zone(salt_call, deployed, **change):
     """The correct zones, with records replaced (None: removed) by ``change``."""
-    tlsa = salt_call("certsync.tlsa", str(deployed)).data
+    tlsa = _tlsa(salt_call, deployed)
     records = {
         "mx": f"@ IN MX 10 {HOST}.",
         "a": f"mail IN A {ADDRESS}",
@@ -298,7 +310,7 @@ def test_tlsa_rows_tell_deployed_served_and_candidate(
     write_pair(candidate_dir, candidate)
     served_2_0_1 = salt_call("certsync.tlsa", str(served_dir / "cert.pem"), 2, 0, 1).data
     candidate_3_1_2 = salt_call("certsync.tlsa", str(candidate_dir / "cert.pem"), 3, 1, 2).data
-    deployed_3_0_0 = salt_call("certsync.tlsa", str(deployed), 3, 0, 0).data
+    deployed_3_0_0 = _tlsa(salt_call, deployed, 3, 0, 0)
     _publish(
         salt_call,
         dns_server,
@@ -490,9 +502,9 @@ def test_the_rollover_row_tells_whether_the_set_survives_the_next_key(
     write_pair(tmp_path / "next", ca.leaf(HOST, key_kind="ec-p256"))
     write_pair(tmp_path / "foreign", other.leaf(HOST))
     data = {
-        "own": salt_call("certsync.tlsa", str(deployed)).data,
+        "own": _tlsa(salt_call, deployed),
         "next": salt_call("certsync.tlsa", str(tmp_path / "next" / "cert.pem")).data,
-        "issuer": salt_call("certsync.tlsa", str(deployed), 2, 1, 1).data,
+        "issuer": _tlsa(salt_call, deployed, 2, 1, 1),
         "foreign_issuer": salt_call(
             "certsync.tlsa", str(tmp_path / "foreign/cert.pem"), 2, 1, 1
         ).data,
@@ -573,7 +585,7 @@ def test_every_address_of_the_mail_host_must_serve_a_matching_certificate(
     current_dir.mkdir()
     for name in ("cert.pem", "key.pem"):
         (current_dir / name).write_bytes((deployed.parent / name).read_bytes())
-    tlsa = salt_call("certsync.tlsa", str(deployed)).data
+    tlsa = _tlsa(salt_call, deployed)
     _publish(
         salt_call,
         dns_server,
@@ -635,7 +647,7 @@ def test_dnssec_through_a_validating_resolver(salt_call, dns_server, deployed, t
         rows = {row["record"]: row for row in ret.data["rows"]}
         assert rows[f"TLSA _25._tcp.{HOST} DNSSEC"]["found"] == "AD"
 
-        data = salt_call("certsync.tlsa", str(deployed)).data.split()[-1]
+        data = _tlsa(salt_call, deployed).split()[-1]
         forged = ("0" if data[0] != "0" else "1") + data[1:]
         dns_server.publish(
             records, extra=extra, signer=signer, tamper=change_data("TLSA", data, forged)
