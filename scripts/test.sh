@@ -4,7 +4,7 @@
 # all but those marked one_release (their subject does not change with the
 # release: the fault campaign, the certbot differential, the systemd hosts,
 # Caddy over the bus, the look-alike's wire, the Cloudflare rollover and errors,
-# the relay, MTA-STS, egress and the rsync migration).
+# the relay, MTA-STS, egress, the rsync migration and the racing installs).
 # Builds and starts what it needs on a fresh machine (venvs; Debian's
 # docker.io, debootstrap, nsd, knot, certbot and pebble; dockerd; the
 # mailcow-like test image, a systemd host image).

@@ -12,7 +12,8 @@ from support import cases
 
 from harness.pki import write_pair
 
-pytestmark = pytest.mark.functional
+# The lock beside the pair is certsync's own (fcntl), not the release's.
+pytestmark = [pytest.mark.functional, pytest.mark.one_release]
 PROCESSES = 4
 ROUNDS = 300
 
