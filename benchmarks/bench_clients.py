@@ -53,6 +53,8 @@ OTHER_NAME = next(name for name in NAMES if name != HOST)
 #: (process_min_avail = 1) still serves pop3s at: 4 clients an endpoint, 0.2 s pause
 BEFORE, AFTER = 6.0, 8.0
 SESSION_TIMEOUT = 5
+#: The failed sessions printed one by one (when, where, in which phase, what they got).
+SHOWN_FAILURES = 20
 
 
 def _install(pair_dir, stack):
@@ -147,8 +149,14 @@ def one_deploy(way, stack, ca, key, tmp, number, clients):
         if row["fingerprint"] == renewed.fingerprint and row["endpoint"] not in switched:
             switched[row["endpoint"]] = row["start"] - started
     window = (started - BEFORE, done + AFTER)
+    failures = [
+        dict(row, start=row["start"] - started, end=row["end"] - started)
+        for row in rows
+        if row["outcome"] != "ok"
+    ]
     return {
         "rows": rows,
+        "failures": failures,
         "deploy_s": done - started,
         "unverified": unverified,
         "gaps": _gaps(rows, *window),
@@ -177,6 +185,13 @@ def report(way, runs):
             r.get("error") for r in failed if (r["endpoint"], r["outcome"]) == (endpoint, outcome)
         )
         print(f"   failed {endpoint:<10} {outcome:<9} {count:>5}  e.g. {sample}")
+    shown = [(number, row) for number, run in enumerate(runs) for row in run["failures"]]
+    for number, row in shown[:SHOWN_FAILURES]:
+        print(
+            f"   deploy {number}: {row['endpoint']} {row['name']} from {row['start']:+.3f} to "
+            f"{row['end']:+.3f} s of the deploy's start, in its {row.get('phase')}: "
+            f"{row['outcome']}, {row.get('error')}"
+        )
     per_endpoint = collections.Counter(row["endpoint"] for row in rows)
     for endpoint in sorted(per_endpoint):
         gaps = [run["gaps"].get(endpoint, BEFORE + AFTER) for run in runs]

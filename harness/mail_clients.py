@@ -119,8 +119,9 @@ def _greeting(proto, lines):
     if proto == "smtp":
         _smtp_reply(lines, "220")
     elif proto == "imap":
-        if not lines.line().startswith("* OK"):
-            raise ProtocolError("no IMAP greeting")
+        greeting = lines.line()
+        if not greeting.startswith("* OK"):
+            raise ProtocolError(f"no IMAP greeting: {greeting[:60]!r}")
     elif proto == "pop3":
         _pop3_ok(lines)
     elif proto == "sieve":
@@ -221,41 +222,46 @@ def _outcome(exc):
     return "protocol"
 
 
-def open_session(endpoint, port, name, timeout=5, address="127.0.0.1"):
-    """Connect and get as far as the exchange: (lines, fingerprint, phase)."""
+def open_session(endpoint, port, name, timeout=5, address="127.0.0.1", progress=None):
+    """Connect and get as far as the exchange: (lines, fingerprint). ``progress``, a
+    dict, is told each phase as it starts (``phase``): where a failed session stopped."""
     how, proto = KINDS[endpoint]
+    progress = {} if progress is None else progress
+    progress["phase"] = "connect"
     sock = socket.create_connection((address, port), timeout=timeout)
     lines = _Lines(sock)
-    phase = "connect"
     try:
         if how == "starttls":
-            phase = "greeting"
+            progress["phase"] = "greeting"
             _greeting(proto, lines)
-            phase = "starttls"
+            progress["phase"] = "starttls"
             _starttls(proto, lines)
-        phase = "handshake"
+        progress["phase"] = "handshake"
         tls = CONTEXT.wrap_socket(sock, server_hostname=name)
         lines = _Lines(tls)
         fingerprint = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
         if how == "implicit" or proto == "sieve":
-            phase = "greeting"
+            progress["phase"] = "tls greeting"
             if proto == "sieve":
                 _sieve_ok(lines)  # RFC 5804: the capabilities again after STARTTLS
             else:
                 _greeting(proto, lines)
-        return lines, fingerprint, phase
+        return lines, fingerprint
     except BaseException:
         sock.close()
         raise
 
 
 def session(endpoint, port, name, timeout=5, address="127.0.0.1"):
-    """One complete session: a dict with start, end, outcome, error, fingerprint."""
+    """One complete session: a dict with start, end, outcome, error, fingerprint, and
+    the phase it was in when it ended (connect, greeting, starttls, handshake, tls
+    greeting, exchange)."""
     start = time.monotonic()
     row = {"endpoint": endpoint, "name": name, "start": start, "fingerprint": None}
     lines = None
     try:
-        lines, row["fingerprint"], _ = open_session(endpoint, port, name, timeout, address)
+        lines, row["fingerprint"] = open_session(endpoint, port, name, timeout, address, row)
+        row["phase"] = "exchange"
         _exchange(KINDS[endpoint][1], lines, name)
         row["outcome"] = "ok"
     except (OSError, ProtocolError, ValueError) as exc:
@@ -308,7 +314,7 @@ class LongSession:
 
     def __init__(self, endpoint, port, name, timeout=5, user=None):
         self.endpoint, self.name, self.user = endpoint, name, user
-        self.lines, self.fingerprint, _ = open_session(endpoint, port, name, timeout)
+        self.lines, self.fingerprint = open_session(endpoint, port, name, timeout)
         if user:
             try:
                 _login(KINDS[endpoint][1], self.lines, user)
