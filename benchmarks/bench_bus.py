@@ -185,13 +185,26 @@ def measure(size, renewals, image, work, certbot_times):
             )
             spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
             samples.append({"total": served, "steps": steps, "cpu": spent})
-        return samples
+        return samples, bare_job_cpu(salt, pids, list(consumers), renewals)
     finally:
         if bus is not None:
             bus.stop()
         salt.stop()
         stack.remove()
         pebble.stop()
+
+
+def bare_job_cpu(salt, pids, minions, runs):
+    """CPU seconds a bare job (``test.ping``) costs each of ``minions``, p50 over
+    ``runs``: Salt's own share of every deploy job (the fork, the loaders it builds
+    again, the return), whatever certsync does in it."""
+    spent = []
+    for _ in range(runs):
+        before = {minion: cpu_seconds(pids[minion]) for minion in minions}
+        salt.run("salt", "-L", ",".join(minions), "test.ping")
+        time.sleep(1)  # the jobs' processes exit and are reaped
+        spent += [cpu_seconds(pids[minion]) - before[minion] for minion in minions]
+    return _p50(spent)
 
 
 def cpu_seconds(pid):
@@ -271,8 +284,9 @@ def _p50(values):
     return statistics.median(values)
 
 
-def report(size, samples):
-    """One size's figures: the total, its timeline, CPU seconds per daemon (p50s)."""
+def report(size, samples, bare_job):
+    """One size's figures: the total, its timeline, CPU seconds per daemon (p50s),
+    and what a bare Salt job costs each consumer."""
     totals = sorted(sample["total"] for sample in samples)
     p95 = totals[int(0.95 * (len(totals) - 1))]
     print(
@@ -290,6 +304,7 @@ def report(size, samples):
     if others:
         line += f", other consumers {_p50(others):.2f} each"
     print(f"  CPU s per renewal, p50: {line}", flush=True)
+    print(f"  a bare job (test.ping) costs each consumer {bare_job:.2f} CPU s, p50", flush=True)
 
 
 def report_scale(by_size):
@@ -335,8 +350,10 @@ def main():
     certbot_times, by_size = [], {}
     for size in (int(n) for n in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
-            samples = measure(size, args.renewals, image, pathlib.Path(tmp), certbot_times)
-        report(size, samples)
+            samples, bare_job = measure(
+                size, args.renewals, image, pathlib.Path(tmp), certbot_times
+            )
+        report(size, samples, bare_job)
         by_size[size] = samples
     report_scale(by_size)
 
