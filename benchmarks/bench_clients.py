@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))  # the harness
 from figures import figures  # noqa: E402
 
 from harness.loader import certsync_mod, mailcow_mod, tlsprobe_mod  # noqa: E402
-from harness.mail_clients import KINDS, LOGINS, Fleet, LongSession  # noqa: E402
+from harness.mail_clients import KINDS, LOGINS, Fleet, LongSession, failed_session  # noqa: E402
 from harness.mailcow_stack import HOST, NAMES, MailcowStack, build_image, docker_client  # noqa: E402
 from harness.pki import TestCA, write_pair  # noqa: E402
 
@@ -149,14 +149,9 @@ def one_deploy(way, stack, ca, key, tmp, number, clients):
         if row["fingerprint"] == renewed.fingerprint and row["endpoint"] not in switched:
             switched[row["endpoint"]] = row["start"] - started
     window = (started - BEFORE, done + AFTER)
-    failures = [
-        dict(row, start=row["start"] - started, end=row["end"] - started)
-        for row in rows
-        if row["outcome"] != "ok"
-    ]
     return {
         "rows": rows,
-        "failures": failures,
+        "started": started,
         "deploy_s": done - started,
         "unverified": unverified,
         "gaps": _gaps(rows, *window),
@@ -185,13 +180,14 @@ def report(way, runs):
             r.get("error") for r in failed if (r["endpoint"], r["outcome"]) == (endpoint, outcome)
         )
         print(f"   failed {endpoint:<10} {outcome:<9} {count:>5}  e.g. {sample}")
-    shown = [(number, row) for number, run in enumerate(runs) for row in run["failures"]]
-    for number, row in shown[:SHOWN_FAILURES]:
-        print(
-            f"   deploy {number}: {row['endpoint']} {row['name']} from {row['start']:+.3f} to "
-            f"{row['end']:+.3f} s of the deploy's start, in its {row.get('phase')}: "
-            f"{row['outcome']}, {row.get('error')}"
-        )
+    shown = [
+        f"deploy {number}: " + failed_session(row, run["started"], "the deploy's start")
+        for number, run in enumerate(runs)
+        for row in run["rows"]
+        if row["outcome"] != "ok"
+    ]
+    for line in shown[:SHOWN_FAILURES]:
+        print(f"   {line}")
     per_endpoint = collections.Counter(row["endpoint"] for row in rows)
     for endpoint in sorted(per_endpoint):
         gaps = [run["gaps"].get(endpoint, BEFORE + AFTER) for run in runs]

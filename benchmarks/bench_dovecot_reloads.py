@@ -23,7 +23,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the harness
 
-from harness.mail_clients import Fleet  # noqa: E402
+from harness.mail_clients import Fleet, failed_session  # noqa: E402
 from harness.mailcow_stack import HOST, NAMES, MailcowStack, build_image, docker_client  # noqa: E402
 from harness.pki import TestCA  # noqa: E402
 
@@ -81,10 +81,7 @@ def main():
     )
     for row in failed[:SHOWN_FAILURES]:
         nearest = min(reloads, key=lambda when: abs(when - row["start"]))
-        print(
-            f"  {row['endpoint']:<6} {row['start'] - nearest:+.3f}..{row['end'] - nearest:+.3f} s "
-            f"of a reload, in its {row.get('phase')}: {row['outcome']}, {row.get('error')}"
-        )
+        print(f"  {failed_session(row, nearest, 'the nearest reload')}")
     kinds = collections.Counter((r["endpoint"], r.get("phase"), r["outcome"]) for r in failed)
     for (endpoint, phase, outcome), count in sorted(kinds.items()):
         print(f"  failed {endpoint:<6} {phase:<13} {outcome:<9} {count:>5}")

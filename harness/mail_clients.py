@@ -273,6 +273,17 @@ def session(endpoint, port, name, timeout=5, address="127.0.0.1"):
     return row
 
 
+def failed_session(row, origin, against):
+    """One line for a failed ``session`` row: where, when (seconds from ``origin``,
+    a time.monotonic() value named by ``against``), the phase it stopped in and
+    what it got."""
+    return (
+        f"{row['endpoint']} {row['name']} from {row['start'] - origin:+.3f} to "
+        f"{row['end'] - origin:+.3f} s of {against}, in its {row.get('phase')}: "
+        f"{row['outcome']}, {row.get('error')}"
+    )
+
+
 def _login(proto, lines, user):
     """Log ``user`` in (any password: the look-alike's passdb takes it)."""
     if proto == "imap":
