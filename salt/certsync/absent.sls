@@ -5,7 +5,8 @@
     key, certsync's files beside mailcow's pair and in the cachedir, its block
     in dovecot's extra.conf, and (npm
     source) the reuse_key line it wrote in certbot's renewal file. Leaves mailcow's own
-    files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair.
+    files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair,
+    and the egress rules (relay.firewall.manage), which it names.
     Remove the minion from the certsync pillar afterwards. #}
 {%- from "certsync/map.jinja" import certsync, consumer, dovecot_block_removed, role with context %}
 {%- set src = certsync.source %}
@@ -54,6 +55,22 @@ certsync-mailcow-conf-left:
         mailcow.conf keeps SKIP_LETS_ENCRYPT={{ consumer.mailcow_conf.get("SKIP_LETS_ENCRYPT", "y") }}
         and the deployed pair: to have mailcow's own ACME client issue again, set
         SKIP_LETS_ENCRYPT=n and run `docker compose up -d` in {{ consumer.mailcow_dir }}
+{%-   set relay = consumer.relay %}
+{%-   if relay.host and relay.firewall.manage %}
+{%-     set rules = [relay.port ~ " to " ~ (relay.address or "any")] %}
+{%-     for port in [salt["config.get"]("publish_port", 4505), salt["config.get"]("master_port", 4506)] %}
+{%-       do rules.append(port ~ " to " ~ (relay.master_address or "any")) %}
+{%-     endfor %}
+
+certsync-egress-rules-left:
+  test.show_notification:
+    - text: >-
+        the egress rules certsync.egress added stay (tcp out on port {{ rules | join(", ") }}):
+        without the master's ports this minion could not reach the master. Take them off
+        when they are no longer needed: `certsync_ufw.delete_out <port> address=<address>`
+        (ufw), or delete the `tcp dport <port> accept` rules from the {{ relay.firewall.family }}
+        {{ relay.firewall.table }} {{ relay.firewall.chain }} chain (nftables)
+{%-   endif %}
 {{ dovecot_block_removed("certsync-dovecot-block-removed") }}
 {%-   if "dovecot-mailcow" in consumer.services %}
 

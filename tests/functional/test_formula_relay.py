@@ -8,7 +8,7 @@ pytestmark = pytest.mark.functional
 ME = "certsync-functional"
 
 
-def _rendered(salt_call, consumer):
+def _rendered(salt_call, consumer, sls="certsync.consumer"):
     pillar = {
         "certsync": {
             "hostname": "mail.example.test",
@@ -16,7 +16,7 @@ def _rendered(salt_call, consumer):
             "consumers": {ME: consumer},
         }
     }
-    ret = salt_call("state.show_sls", "certsync.consumer", f"pillar={json.dumps(pillar)}")
+    ret = salt_call("state.show_sls", sls, f"pillar={json.dumps(pillar)}")
     assert ret.returncode == 0 and isinstance(ret.data, dict), ret
     return ret.data
 
@@ -53,6 +53,29 @@ def test_no_relay_no_egress_and_no_firewall_unless_asked(salt_call):
     states = _rendered(salt_call, {"relay": {"host": "mail.smtp2go.com", "port": 2525}})
     assert "certsync-egress" in states
     assert not [name for name in states if name.startswith("certsync-egress-allow-")]
+
+
+def test_uninstalling_leaves_the_allow_rules_and_names_each(salt_call):
+    """certsync.absent does not take the rules off (without the master's ports the
+    minion could not reach the master that applies it), and says which they are."""
+    relay = {"host": "mail.smtp2go.com", "port": 2525, "address": "192.0.2.25"}
+    managed = {**relay, "firewall": {"manage": True}}
+    (text,) = (
+        arg["text"]
+        for arg in _rendered(salt_call, {"relay": managed}, "certsync.absent")[
+            "certsync-egress-rules-left"
+        ]["test"]
+        if isinstance(arg, dict) and "text" in arg
+    )
+    publish, ret = (
+        salt_call("config.get", key, f"default={default}").data
+        for key, default in (("publish_port", 4505), ("master_port", 4506))
+    )
+    assert f"port 2525 to 192.0.2.25, {publish} to any, {ret} to any" in text, text
+    assert "certsync_ufw.delete_out" in text and "inet filter output chain" in text, text
+    assert "certsync-egress-rules-left" not in _rendered(
+        salt_call, {"relay": relay}, "certsync.absent"
+    )
 
 
 def test_consumer_settings_merge_the_relay_key_by_key(salt_call, tmp_path):
