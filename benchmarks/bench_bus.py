@@ -11,6 +11,12 @@ endpoints (the end of the first handshake that got it, on the last endpoint;
 the endpoints not seen serving it yet are probed every 0.1 s). Prints
 p50/p95/max, and certbot's own run time apart.
 
+``--others bare``: the floor of any design where each consumer runs a Salt job.
+At size N only mailcow-0 is a consumer; the N-1 other minions get nothing of
+certsync but a bare job (``test.ping``), which the benchmark publishes as soon
+as the master's bus shows mailcow-0's deploy job: the cost that N-1 co-located
+consumers add to the measured one however little their deploy job does.
+
 ``--publish N`` (default 100): the source's publication for N consumers whose
 recipient keys are in the master's mine (accepted minion keys, entries in the
 master's cache; the consumers need not run), each timed from the master's
@@ -70,8 +76,21 @@ def _first(events, match):
     return next((_stamp(e) for e in events if match(e["tag"], e["data"])), math.nan)
 
 
-def timeline(events, source, consumer, fingerprint, began, installed, served):
-    """Seconds from certbot's return to each step of one renewal."""
+def _job_started(fun, minion):
+    def match(tag, data):
+        return (
+            tag.startswith("salt/job/")
+            and tag.endswith("/new")
+            and data.get("fun") == fun
+            and minion in data.get("minions", [])
+        )
+
+    return match
+
+
+def timeline(events, source, consumer, fingerprint, began, installed, served, bare=None):
+    """Seconds from certbot's return to each step of one renewal (with ``bare``, a
+    minion given a bare job: when that job was published)."""
     steps = {
         "detected": _first(
             events, lambda tag, data: tag == f"salt/beacon/{source}/certsync/renewed"
@@ -83,25 +102,19 @@ def timeline(events, source, consumer, fingerprint, began, installed, served):
                 and (data.get("data") or {}).get("fingerprint") == fingerprint
             ),
         ),
-        "consumer started": _first(
-            events,
-            lambda tag, data: (
-                tag.startswith("salt/job/")
-                and tag.endswith("/new")
-                and data.get("fun") == "certsync_deploy.deployed"
-                and consumer in data.get("minions", [])
-            ),
-        ),
+        "consumer started": _first(events, _job_started("certsync_deploy.deployed", consumer)),
+        **({"bare jobs started": _first(events, _job_started("test.ping", bare))} if bare else {}),
         "installed": installed,
         "served": served,
     }
     return {step: when - began for step, when in steps.items()}
 
 
-def _consumers(size, work, stack, snakeoil):
-    """mailcow-0 with the stack; the others deploy files only. Pillar settings, ssl dirs."""
+def _consumers(size, work, stack, snakeoil, others):
+    """mailcow-0 with the stack; the others deploy files only (``others`` "deploy")
+    or are no consumers ("bare"). Pillar settings, ssl dirs."""
     consumers, ssl_dirs = {"mailcow-0": stack_settings(stack)}, [stack.ssl_dir]
-    for number in range(1, size):
+    for number in range(1, size if others == "deploy" else 1):
         checkout = work / f"mailcow-{number}"
         write_pair(checkout / "data" / "assets" / "ssl", snakeoil)
         (checkout / "mailcow.conf").write_text("SKIP_LETS_ENCRYPT=n\n")
@@ -127,7 +140,21 @@ def everywhere(stack, ssl_dirs, fingerprint, seen=None):
     return seen.keys() >= set(stack.endpoints)
 
 
-def measure(size, renewals, image, work, certbot_times):
+class BareJobs:
+    """On the bus: as soon as a deploy job is published for ``consumer``, a bare
+    job (``test.ping``) for ``minions``."""
+
+    def __init__(self, opts, consumer, minions):
+        self.client = salt.client.LocalClient(mopts=opts)
+        self.started = _job_started("certsync_deploy.deployed", consumer)
+        self.minions = minions
+
+    def __call__(self, event):
+        if self.started(event["tag"], event["data"]):
+            self.client.cmd_async(self.minions, "test.ping", tgt_type="list")
+
+
+def measure(size, renewals, image, work, certbot_times, others="deploy"):
     """Per renewal: seconds from certbot's return to served everywhere, its
     timeline, and the CPU seconds each daemon spent on it."""
     pebble = Pebble(work / "pebble", TestCA("bench pebble listener")).start()
@@ -136,20 +163,22 @@ def measure(size, renewals, image, work, certbot_times):
     first, live_dir = certbot.current(5), certbot.live_dir
     snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
     stack = MailcowStack(docker_client(), image, work / "mailcow-0", snakeoil).start()
-    consumers, ssl_dirs = _consumers(size, work, stack, snakeoil)
+    consumers, ssl_dirs = _consumers(size, work, stack, snakeoil, others)
+    bystanders = [f"bare-{n}" for n in range(1, size)] if others == "bare" else []
     write_pillar(work / "pillar", "npm", consumers, live_dir, False)
     salt = SaltDaemons(work / "salt")
     salt.write_master(work / "pillar")
     bus = None
     try:
-        pids = salt.start_converged("npm", list(consumers))
+        pids = salt.start_converged("npm", list(consumers), bystanders)
         wait_until(
             lambda: everywhere(stack, ssl_dirs, first.fingerprint),
             180,
             interval=0.5,
             what="the first cert",
         )
-        bus = BusRecorder(salt.opts).start()
+        bare_jobs = BareJobs(salt.opts, "mailcow-0", bystanders) if bystanders else None
+        bus = BusRecorder(salt.opts, bare_jobs).start()
         samples = []
         for _ in range(renewals):
             # the last run's jobs are done and reaped; then a random phase (against the
@@ -182,10 +211,11 @@ def measure(size, renewals, image, work, certbot_times):
                 wall,
                 (stack.ssl_dir / "cert.pem").stat().st_mtime,
                 wall + served,
+                bystanders[0] if bystanders else None,
             )
             spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
             samples.append({"total": served, "steps": steps, "cpu": spent})
-        return samples, bare_job_cpu(salt, pids, list(consumers), renewals)
+        return samples, bare_job_cpu(salt, pids, [*consumers, *bystanders], renewals)
     finally:
         if bus is not None:
             bus.stop()
@@ -299,15 +329,16 @@ def report(size, samples, bare_job):
     )
     print(f"  timeline p50, s after certbot returned: {steps}")
     cpu = {name: _p50([s["cpu"][name] for s in samples]) for name in samples[0]["cpu"]}
-    others = [v for name, v in cpu.items() if name.startswith("mailcow-") and name != "mailcow-0"]
     line = f"master {cpu['master']:.2f}, npm {cpu['npm']:.2f}, mailcow-0 {cpu['mailcow-0']:.2f}"
-    if others:
-        line += f", other consumers {_p50(others):.2f} each"
+    for prefix, what in (("mailcow-", "other consumers"), ("bare-", "bare-job minions")):
+        others = [v for name, v in cpu.items() if name.startswith(prefix) and name != "mailcow-0"]
+        if others:
+            line += f", {what} {_p50(others):.2f} each"
     print(f"  CPU s per renewal, p50: {line}", flush=True)
     print(f"  a bare job (test.ping) costs each consumer {bare_job:.2f} CPU s, p50", flush=True)
 
 
-def report_scale(by_size):
+def report_scale(by_size, others):
     """Each size's p50 over the one-consumer p50: renewal to served, and detected to
     served (the beacon's phase, up to its 1 s interval, is the same at every size)."""
     if 1 not in by_size:
@@ -323,8 +354,11 @@ def report_scale(by_size):
     for size, samples in by_size.items():
         if size != 1:
             total, after = p50s(samples)
+            what = f"{size} consumers"
+            if others == "bare":
+                what = f"1 consumer + {size - 1} bare jobs"
             print(
-                f"{size} consumers / 1 consumer, p50: renewal -> served {total / one_total:.2f}x; "
+                f"{what} / 1 consumer, p50: renewal -> served {total / one_total:.2f}x; "
                 f"detected -> served {after / one_after:.2f}x"
             )
 
@@ -334,6 +368,12 @@ def main():
     parser.add_argument("--renewals", type=int, default=10)
     parser.add_argument("--sizes", default="1,4,8")
     parser.add_argument("--publish", type=int, default=100, help="consumers (0: skip)")
+    parser.add_argument(
+        "--others",
+        choices=("deploy", "bare"),
+        default="deploy",
+        help="what the minions beside mailcow-0 run: the deploy, or only a bare job",
+    )
     args = parser.parse_args()
     if args.publish:
         with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
@@ -351,11 +391,11 @@ def main():
     for size in (int(n) for n in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
             samples, bare_job = measure(
-                size, args.renewals, image, pathlib.Path(tmp), certbot_times
+                size, args.renewals, image, pathlib.Path(tmp), certbot_times, args.others
             )
         report(size, samples, bare_job)
         by_size[size] = samples
-    report_scale(by_size)
+    report_scale(by_size, args.others)
 
     spent = figures(t * 1000 for t in certbot_times)
     print(f"certbot renew itself (not in the figures above): {spent}")

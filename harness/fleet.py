@@ -106,11 +106,13 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None, **so
 
 
 class BusRecorder(threading.Thread):
-    """Every event on a master's bus, recorded from now until stop()."""
+    """Every event on a master's bus, recorded from now until stop(); each also
+    handed to ``on_event`` (called in this thread) when given."""
 
-    def __init__(self, master_opts):
+    def __init__(self, master_opts, on_event=None):
         super().__init__(daemon=True)
         self.opts = master_opts
+        self.on_event = on_event
         self.events = []
         self.listening = threading.Event()
         self._stop_flag = threading.Event()
@@ -125,6 +127,8 @@ class BusRecorder(threading.Thread):
                 event = bus.get_event(wait=0.5, full=True)
                 if event:
                     self.events.append(event)
+                    if self.on_event:
+                        self.on_event(event)
 
     def start(self):
         super().start()
