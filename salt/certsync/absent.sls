@@ -8,7 +8,7 @@
     files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair,
     and the egress rules (relay.firewall.manage), which it names.
     Remove the minion from the certsync pillar afterwards. #}
-{%- from "certsync/map.jinja" import certsync, consumer, dovecot_block_removed, role with context %}
+{%- from "certsync/map.jinja" import certsync, consumer, dovecot_block_removed, egress_targets, role with context %}
 {%- set src = certsync.source %}
 
 certsync-beacon-absent:
@@ -55,11 +55,11 @@ certsync-mailcow-conf-left:
         mailcow.conf keeps SKIP_LETS_ENCRYPT={{ consumer.mailcow_conf.get("SKIP_LETS_ENCRYPT", "y") }}
         and the deployed pair: to have mailcow's own ACME client issue again, set
         SKIP_LETS_ENCRYPT=n and run `docker compose up -d` in {{ consumer.mailcow_dir }}
-{%-   set relay = consumer.relay %}
-{%-   if relay.host and relay.firewall.manage %}
-{%-     set rules = [relay.port ~ " to " ~ (relay.address or "any")] %}
-{%-     for port in [salt["config.get"]("publish_port", 4505), salt["config.get"]("master_port", 4506)] %}
-{%-       do rules.append(port ~ " to " ~ (relay.master_address or "any")) %}
+{%-   if egress_targets %}
+{%-     set firewall = consumer.relay.firewall %}
+{%-     set rules = [] %}
+{%-     for port, address, what in egress_targets %}
+{%-       do rules.append(port ~ " to " ~ (address or "any")) %}
 {%-     endfor %}
 
 certsync-egress-rules-left:
@@ -68,8 +68,8 @@ certsync-egress-rules-left:
         the egress rules certsync.egress added stay (tcp out on port {{ rules | join(", ") }}):
         without the master's ports this minion could not reach the master. Take them off
         when they are no longer needed: `certsync_ufw.delete_out <port> address=<address>`
-        (ufw), or delete the `tcp dport <port> accept` rules from the {{ relay.firewall.family }}
-        {{ relay.firewall.table }} {{ relay.firewall.chain }} chain (nftables)
+        (ufw), or delete the `tcp dport <port> accept` rules from the {{ firewall.family }}
+        {{ firewall.table }} {{ firewall.chain }} chain (nftables)
 {%-   endif %}
 {{ dovecot_block_removed("certsync-dovecot-block-removed") }}
 {%-   if "dovecot-mailcow" in consumer.services %}

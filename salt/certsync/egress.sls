@@ -3,10 +3,9 @@
     relay.firewall.manage), through ufw (certsync_ufw, when ufw is the host's
     firewall) or Salt's own nftables states, then a check that both are
     reachable. #}
-{%- from "certsync/map.jinja" import consumer with context %}
+{%- from "certsync/map.jinja" import consumer, egress_targets with context %}
 {%- set relay = consumer.relay %}
 {%- set firewall = relay.firewall %}
-{%- set master_ports = [salt["config.get"]("publish_port", 4505), salt["config.get"]("master_port", 4506)] %}
 {%- set backend = firewall.get("backend", "auto") %}
 {%- if firewall.manage and backend == "auto" %}
 {%-   set backend = "ufw" if salt["certsync_ufw.active"]() else "nftables" %}
@@ -19,11 +18,7 @@ certsync-egress-firewall-backend:
     - name: {{ ("relay:firewall:backend is " ~ backend ~ ": it must be ufw, nftables or auto") | json }}
 {%-   do allowed.append(("test", "certsync-egress-firewall-backend")) %}
 {%- elif firewall.manage %}
-{%-   set targets = [(relay.port, relay.address, "relay")] %}
-{%-   for port in master_ports %}
-{%-     do targets.append((port, relay.master_address, "salt master")) %}
-{%-   endfor %}
-{%-   for port, address, what in targets %}
+{%-   for port, address, what in egress_targets %}
 {%-     set id = "certsync-egress-allow-" ~ port %}
 
 {{ id }}:
