@@ -96,13 +96,30 @@ def write_json_record(path, record):
     replace_file(path, json.dumps(record).encode("utf-8"))
 
 
+def _open_regular(path, flags, mode):
+    """A descriptor on the regular file ``path`` (opened with ``flags``, created with
+    ``mode``), never through a symlink and never waiting: a FIFO, a device or a socket
+    planted at a configured path is an OSError "not a regular file" at once."""
+    flags |= os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader, opened to write
+            raise OSError(errno.EINVAL, "not a regular file", path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
 @contextlib.contextmanager
 def locked(path, timeout, holder="another certsync run"):
     """Hold an exclusive lock on the file ``path`` (made 0600, never through a symlink)
     for the ``with`` block, waiting at most ``timeout`` seconds for ``holder`` to let
     it go; a CommandExecutionError names the file when it cannot be had."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = _open_regular(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise CommandExecutionError(f"{path}: cannot open the lock: {exc.strerror}") from None
     try:
@@ -134,16 +151,16 @@ def append_rotated(path, text, max_bytes, timeout=10):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CommandExecutionError(f"{path}: its directory {directory} does not exist")
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         with locked(f"{path}.lock", timeout, "another writer of this log"):
             with contextlib.suppress(FileNotFoundError):
-                if os.lstat(path).st_size >= max_bytes:
-                    os.replace(path, f"{path}.1")
-            fd = os.open(path, flags, 0o640)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                found = os.lstat(path)
+                if not stat.S_ISREG(found.st_mode):
                     raise OSError(errno.EINVAL, "not a regular file")
+                if found.st_size >= max_bytes:
+                    os.replace(path, f"{path}.1")
+            fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
                 written = os.write(fd, data)
             finally:
                 os.close(fd)

@@ -147,3 +147,41 @@ def test_an_event_log_is_never_written_through_a_symlink(tmp_path):
 def test_a_missing_directory_is_named(tmp_path):
     with pytest.raises(CommandExecutionError, match=r"its directory .*/nowhere does not exist"):
         append_rotated(str(tmp_path / "nowhere" / "events.json"), "{}\n", 1024)
+
+
+@pytest.mark.parametrize("planted", ["events.json", "events.json.lock"])
+def test_a_fifo_at_the_event_log_is_refused_at_once(tmp_path, planted):
+    """A FIFO at the configured path (or its lock) is named, not waited on: with no
+    reader, opening it to write would block every deploy and alert."""
+    os.mkfifo(tmp_path / planted)
+    raised = []
+
+    def append():
+        try:
+            append_rotated(str(tmp_path / "events.json"), "{}\n", 1024)
+        except CommandExecutionError as exc:
+            raised.append(str(exc))
+
+    writer = threading.Thread(target=append, daemon=True)  # a blocked open never returns
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive(), "the append is blocked on the FIFO"
+    assert raised and "not a regular file" in raised[0]
+
+
+def test_a_fifo_with_a_reader_is_refused_too(tmp_path):
+    path = tmp_path / "events.json"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(CommandExecutionError, match="not a regular file"):
+            append_rotated(str(path), "{}\n", 1024)
+        assert os.read(reader, 10) == b""  # nothing was written into it
+    finally:
+        os.close(reader)
+
+
+def test_a_directory_at_the_event_log_is_refused(tmp_path):
+    (tmp_path / "events.json").mkdir()
+    with pytest.raises(CommandExecutionError, match="not a regular file"):
+        append_rotated(str(tmp_path / "events.json"), "{}\n", 1024)
