@@ -794,14 +794,39 @@ def _replace_pair(dest, contents):
             temps.append(
                 (__utils__["certsync_files.write_temp"](dest, name, data, modes[name], owner), name)
             )
+        replaced = {}  # each file renamed into place, with the bytes it replaced
         for temp, name in temps:
-            os.replace(temp, os.path.join(dest, name))
+            path = os.path.join(dest, name)
+            before = _pem.read_file(path, follow=False) if os.path.lexists(path) else None
+            try:
+                os.replace(temp, path)
+            except OSError:
+                _put_back(dest, replaced, modes)  # the pair on disk always matches
+                raise
+            replaced[name] = before
         temps = []
         _fsync_dir(dest)
     finally:
         for temp, _ in temps:
             if os.path.lexists(temp):
                 os.unlink(temp)
+
+
+def _put_back(dest, replaced, modes):
+    """Undo the renames of a pair whose next rename failed: each file back to the bytes
+    it had (or gone, where there was none), so cert.pem and key.pem still match."""
+    for name, before in replaced.items():
+        path = os.path.join(dest, name)
+        try:
+            if before is None:
+                os.unlink(path)
+                continue
+            temp = __utils__["certsync_files.write_temp"](
+                dest, name, before, modes[name], _owner(path)
+            )
+            os.replace(temp, path)
+        except OSError as exc:
+            log.error("certsync: %s: cannot put %s back: %s", _pem.shown(dest), name, exc)
 
 
 def _replace_domains(dest, names):

@@ -4,6 +4,7 @@ import hashlib
 import os
 import pathlib
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -461,3 +462,49 @@ def test_tlsa_of_the_issuer_needs_the_chain(tmp_path, good):
 def test_an_address_is_no_dns_name(name):
     assert certsync_mod.is_dns_name(name) is False
     assert certsync_mod.name_matches(name, name) is False
+
+
+def _immutable(path, on):
+    """chattr +i/-i; False where the file system or the user cannot."""
+    chattr = shutil.which("chattr")
+    if not chattr:
+        return False
+    flag = "+i" if on else "-i"
+    done = subprocess.run([chattr, flag, str(path)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def test_a_failed_second_rename_puts_the_first_file_back(tmp_path, ca, good):
+    """key.pem immutable (EPERM at its rename): cert.pem is put back, so the pair in
+    mailcow's directory still matches, and the error names the directory."""
+    dest = tmp_path / "ssl"
+    old = ca.leaf("mail.example.test")
+    write_pair(dest, old)
+    fullchain, key = _files(tmp_path, good)
+    if not _immutable(dest / "key.pem", True):
+        pytest.skip("chattr +i is not possible here")
+    try:
+        with pytest.raises(CommandExecutionError, match=f"{dest}: install failed"):
+            certsync_mod.install(fullchain, key, str(dest))
+    finally:
+        _immutable(dest / "key.pem", False)
+    assert (dest / "cert.pem").read_bytes() == old.fullchain_pem()
+    assert (dest / "key.pem").read_bytes() == old.key_pem()
+    assert not [p.name for p in dest.iterdir() if ".certsync-" in p.name and "prev" not in p.name]
+
+
+def test_a_failed_second_rename_of_a_first_install_leaves_no_half_pair(tmp_path, good, monkeypatch):
+    dest = tmp_path / "ssl"
+    dest.mkdir()
+    fullchain, key = _files(tmp_path, good)
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("/key.pem"):
+            raise OSError(5, "Input/output error")
+        return real(src, dst)
+
+    monkeypatch.setattr(certsync_mod.os, "replace", failing)
+    with pytest.raises(CommandExecutionError, match="Input/output error"):
+        certsync_mod.install(fullchain, key, str(dest))
+    assert not (dest / "cert.pem").exists() and not (dest / "key.pem").exists()
