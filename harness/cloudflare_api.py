@@ -17,6 +17,7 @@ import datetime
 import http.server
 import json
 import threading
+import time
 import urllib.parse
 import uuid
 
@@ -42,16 +43,41 @@ def _now():
 class Fault:
     """One injected answer: for requests whose method and path match, ``times`` times."""
 
-    def __init__(self, method, path_part, status, code=None, headers=None, times=1, drop=False):
+    def __init__(
+        self,
+        method,
+        path_part,
+        status,
+        code=None,
+        headers=None,
+        times=1,
+        drop=False,
+        message="Injected",
+        body=None,
+        drip=0.0,
+    ):
         self.method, self.path_part, self.status = method, path_part, status
         self.code, self.headers, self.times, self.drop = code, headers or {}, times, drop
+        self.message, self.body, self.drip = message, body, drip
+
+    def payload(self, authorization):
+        """The body to answer: ``body`` as given (bytes, or JSON of any shape), else
+        Cloudflare's error envelope whose message may quote the request's
+        ``Authorization`` header (``{authorization}``), as some of its errors do."""
+        if isinstance(self.body, bytes):
+            return self.body
+        if self.body is not None:
+            return json.dumps(self.body).encode()
+        message = self.message.replace("{authorization}", authorization)
+        return json.dumps(_errors(self.code, message)).encode()
 
 
 class CloudflareApi:
     """The stand-in on 127.0.0.1, serving ``zone`` (written through to ``knot``)."""
 
-    def __init__(self, knot, auto_ttl=300, max_per_page=5_000_000):
+    def __init__(self, knot, auto_ttl=300, max_per_page=5_000_000, write_through=True):
         self.knot, self.auto_ttl, self.max_per_page = knot, auto_ttl, max_per_page
+        self.write_through = write_through  # off: the API's records only, no Knot behind
         self.zone = {
             "id": uuid.uuid4().hex,
             "name": knot.zone,
@@ -78,6 +104,8 @@ class CloudflareApi:
         self.records = {}  # id -> record as the API answers it
         self.faults = []
         self.requests = []  # (method, path, authorization header seen)
+        self.extra_auth_headers = []  # the X-Auth-* headers of each request, if any
+        self.extra_zones = []  # other zones the tokens may read (no records served)
         self.lock = threading.Lock()
         self.server = None
 
@@ -87,11 +115,12 @@ class CloudflareApi:
         self.tokens[value] = {"edit": edit, "zones": set(zones or [self.zone["name"]])}
         return value
 
-    def fail(self, method, path_part, status, code=None, headers=None, times=1, drop=False):
+    def fail(self, method, path_part, status, code=None, headers=None, times=1, **how):
         """Answer the next ``times`` matching requests with ``status`` (and error ``code``),
-        or drop the connection without an answer (``drop``)."""
+        or drop the connection without an answer (``drop=True``); ``message``, ``body``
+        and ``drip`` (seconds between the body's bytes) as :class:`Fault` takes them."""
         with self.lock:
-            self.faults.append(Fault(method, path_part, status, code, headers, times, drop))
+            self.faults.append(Fault(method, path_part, status, code, headers, times, **how))
 
     def seed(self, name, data, write_through=True):
         """A record the zone holds before the test (through the API's own create); without
@@ -158,6 +187,9 @@ class CloudflareApi:
         auth = request.headers.get("Authorization", "")
         with self.lock:
             self.requests.append((request.command, url.path, auth))
+            self.extra_auth_headers.append(
+                {k: v for k, v in request.headers.items() if k.lower().startswith("x-auth")}
+            )
             fault = self._fault(request.command, url.path)
         if fault and fault.drop:
             request.close_connection = True
@@ -165,18 +197,21 @@ class CloudflareApi:
             request.connection.close()
             return
         if fault:
-            status, payload, headers = fault.status, _errors(fault.code, "Injected"), fault.headers
+            status, data, headers = fault.status, fault.payload(auth), fault.headers
         else:
             with self.lock:
                 status, payload, headers = self._route(request.command, url.path, query, body, auth)
-        data = json.dumps(payload).encode()
+            data = json.dumps(payload).encode()
         request.send_response(status)
         request.send_header("Content-Type", "application/json")
         request.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             request.send_header(key, value)
         request.end_headers()
-        request.wfile.write(data)
+        if fault and fault.drip:
+            _drip(request, data, fault.drip)
+        else:
+            request.wfile.write(data)
 
     def _fault(self, method, path):
         for fault in self.faults:
@@ -201,7 +236,8 @@ class CloudflareApi:
             wanted = query.get("name")
             zones = [self.zone] if readable and wanted in (None, self.zone["name"]) else []
             return 200, _page(zones, query, self.max_per_page), {}
-        if parts[1] != self.zone["id"] or not readable:
+        zone = self._zone(parts[1], readable)
+        if zone is None:
             return (
                 404,
                 _errors(
@@ -210,8 +246,8 @@ class CloudflareApi:
                 {},
             )
         if len(parts) == 2 and method == "GET":
-            return 200, _ok(self.zone), {}
-        if parts[2:3] != ["dns_records"]:
+            return 200, _ok(zone), {}
+        if zone is not self.zone or parts[2:3] != ["dns_records"]:
             return 404, _errors(7000, "No route for that URI"), {}
         if len(parts) == 3 and method == "GET":
             return 200, _page(self._listed(query), query, self.max_per_page), {}
@@ -222,6 +258,12 @@ class CloudflareApi:
         if len(parts) == 4 and method == "DELETE":
             return self._delete(parts[3])
         return 405, _errors(10405, "Method not allowed"), {}
+
+    def _zone(self, zone_id, readable):
+        """The zone of ``zone_id`` a token may read (this one, or one of extra_zones)."""
+        if zone_id == self.zone["id"]:
+            return self.zone if readable else None
+        return next((z for z in self.extra_zones if z["id"] == zone_id), None)
 
     def _listed(self, query):
         name = (query.get("name.exact") or query.get("name") or "").lower()
@@ -249,7 +291,7 @@ class CloudflareApi:
         content = " ".join([*map(str, fields), certificate])
         if any(r["name"] == name and r["content"] == content for r in self.records.values()):
             return 400, _errors(81058, "An identical record already exists."), {}
-        if write_through:
+        if write_through and self.write_through:
             self._write_through(name, add=content, ttl=self.auto_ttl if ttl == 1 else ttl)
         record = {
             "id": uuid.uuid4().hex,
@@ -275,7 +317,8 @@ class CloudflareApi:
         record = self.records.get(record_id)
         if record is None:
             return 404, _errors(81044, "Record does not exist."), {}
-        self._write_through(record["name"], delete=record["content"])
+        if self.write_through:
+            self._write_through(record["name"], delete=record["content"])
         del self.records[record_id]
         return 200, _ok({"id": record_id}), {}
 
@@ -291,6 +334,19 @@ class CloudflareApi:
         response = dns.query.tcp(message, "127.0.0.1", port=self.knot.port, timeout=5)
         if response.rcode() != dns.rcode.NOERROR:
             raise RuntimeError(f"knot refused {name}: {dns.rcode.to_text(response.rcode())}")
+
+
+def _drip(request, data, every, most=60):
+    """The body a byte at a time, ``every`` seconds apart, for ``most`` bytes at most
+    (a server that holds a client's read open far past its read timeout)."""
+    for byte in data[:most]:
+        try:
+            request.wfile.write(bytes([byte]))
+            request.wfile.flush()
+        except OSError:  # the client gave up
+            return
+        time.sleep(every)
+    request.close_connection = True
 
 
 def _rdata(content):

@@ -952,7 +952,10 @@ def _dane_retire(run, hostname):
         retired = __salt__["certsync_dane.tlsa_retire"](
             hostname, os.path.join(run.name, "cert.pem"), run.dane, test=run.test
         )
-    except (CommandExecutionError, SaltInvocationError) as exc:
+    except Exception as exc:  # the new pair is served: whatever failed, it stays reported
+        if not isinstance(exc, (CommandExecutionError, SaltInvocationError)):
+            log.error("certsync: unexpected error retiring the old TLSA record", exc_info=True)
+            exc = f"unexpected {type(exc).__name__}"
         ret["result"] = False
         ret["comment"] += (
             f"\nDANE: the old TLSA record is still published ({exc}); the next run removes it"

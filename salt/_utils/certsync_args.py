@@ -9,8 +9,10 @@ pillar, an event or the mine is checked before it is used, and a bad one is a
 """
 
 import contextlib
+import ipaddress
 import math
 import re
+import urllib.parse
 
 from salt.exceptions import SaltInvocationError
 
@@ -96,3 +98,42 @@ def minion_id(value, what="minion id"):
 def minion_ids(values, what):
     """A non-empty list of minion ids, sorted, without repeats."""
     return sorted({minion_id(item) for item in strings(values, what, "minion ids", True)})
+
+
+def api_url(value, what):
+    """``value`` as the base URL of an API a credential is sent to: ``https://`` to any
+    host, or ``http://`` to a loopback address only (a local stand-in or proxy: the
+    credential never crosses a network in clear text). No user info, query or
+    fragment, no control character or space, a valid port; the host compared as
+    ``urllib.parse`` reads it (``http://127.0.0.1@evil.example`` is evil.example's).
+    Returned without a trailing slash."""
+    text = value if isinstance(value, str) else ""
+    if not text or len(text) > 2048 or not text.isprintable() or any(c.isspace() for c in text):
+        _refuse(f"{what} {str(value)[:80]!r} is not a URL (one line, no spaces)")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        _refuse(f"{what} {text[:80]!r} is not a URL: {exc}")
+    host = parts.hostname or ""
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        _refuse(f"{what} {text[:80]!r} must not hold user info (user@host)")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        _refuse(f"{what} {text[:80]!r} must not hold a query or fragment")
+    if not host or port == 0:
+        _refuse(f"{what} {text[:80]!r} has no host or port 0")
+    if parts.scheme == "https":
+        return text.rstrip("/")
+    if parts.scheme == "http" and _is_loopback(host):
+        return text.rstrip("/")
+    _refuse(
+        f"{what} {text[:80]!r} must be an https:// URL (http:// only to a loopback "
+        "address: 127.0.0.0/8 or ::1)"
+    )
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

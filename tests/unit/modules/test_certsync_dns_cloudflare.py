@@ -55,6 +55,18 @@ def test_checked_settings_have_their_defaults_and_no_token():
         ({**UPDATE, "ttl": 86401}, "update ttl 86401"),
         ({**UPDATE, "ttl": True}, "update ttl True"),
         ({**UPDATE, "api_url": "http://api.example"}, "must be an https:// URL"),
+        ({**UPDATE, "api_url": "http://127.attacker.example"}, "must be an https:// URL"),
+        ({**UPDATE, "api_url": "http://127.0.0.1@evil.example"}, "must not hold user info"),
+        ({**UPDATE, "api_url": "https://u:p@api.example"}, "must not hold user info"),
+        ({**UPDATE, "api_url": "http://127.0.0.1\r\nX: y"}, "is not a URL \\(one line"),
+        ({**UPDATE, "api_url": "http://127.0.0.1/\x00"}, "is not a URL \\(one line"),
+        ({**UPDATE, "api_url": "http://[::1/v4"}, "is not a URL: Invalid IPv6 URL"),
+        ({**UPDATE, "api_url": "https://api.example:99999/v4"}, "is not a URL: Port out of range"),
+        ({**UPDATE, "api_url": "https://api.example/v4?x=1"}, "must not hold a query"),
+        ({**UPDATE, "api_url": "ftp://127.0.0.1/"}, "must be an https:// URL"),
+        ({**UPDATE, "api_url": ["https://a"]}, "is not a URL"),
+        ({**UPDATE, "zone": "example..test."}, "is not a valid DNS name"),
+        ({**UPDATE, "zone": ["example.test"]}, "is not a valid DNS name"),
         ({**UPDATE, "strict": "yes"}, "update strict 'yes' must be true or false"),
         ({**UPDATE, "auth_port": 0}, "auth_port 0 is out of range"),
         ({**UPDATE, "timeout": 0}, "update timeout must be between 0 and 300"),
@@ -109,13 +121,30 @@ def test_retry_after_may_be_an_http_date():
     assert 25 <= wait <= 31
 
 
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("http://127.0.0.1:8080/client/v4/", "http://127.0.0.1:8080/client/v4"),
+        ("http://[::1]:8080/v4", "http://[::1]:8080/v4"),
+        ("https://api.example/v4", "https://api.example/v4"),
+    ],
+)
+def test_an_api_url_is_https_or_loopback(url, kept):
+    assert cloudflare_mod.checked({**UPDATE, "api_url": url})["api_url"] == kept
+
+
+def test_a_zone_written_with_the_roots_dot_is_taken():
+    assert cloudflare_mod.checked({**UPDATE, "zone": "Example.Test."})["zone"] == "example.test"
+
+
 def test_error_envelopes_are_read_and_escaped():
     body = {"success": False, "errors": [{"code": 10000, "message": "Auth\x1b[2Jerror"}]}
     assert cloudflare_mod._error_codes(body) == [10000]
-    assert cloudflare_mod._error_detail(body) == ", code 10000: Auth\\x1b[2Jerror"
+    shown = UTILS["certsync_util.printable"]
+    assert cloudflare_mod._error_detail(body, shown) == ", code 10000: Auth\\x1b[2Jerror"
     for odd in (None, "text", {"errors": "x"}, {"errors": [1, None]}):
         assert cloudflare_mod._error_codes(odd) == []
-        assert cloudflare_mod._error_detail(odd) == ""
+        assert cloudflare_mod._error_detail(odd, shown) == ""
 
 
 def _listed(data=None, content=None):
