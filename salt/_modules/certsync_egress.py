@@ -78,7 +78,7 @@ def _rule(address, port):
     """The rule that allows TCP to ``address:port``: ufw's when ufw is this host's
     firewall, else nftables' (``inet filter output``)."""
     if _ufw_active():
-        return f"ufw allow out proto tcp to {address} port {port} comment 'certsync'"
+        return __salt__["certsync_ufw.command"](__salt__["certsync_ufw.rule"](port, address))
     family = "ip6" if ":" in address else "ip"
     return f"nft add rule inet filter output {family} daddr {address} tcp dport {port} accept"
 

@@ -8,24 +8,28 @@ A mailcow host that denies outbound traffic by default with ufw must let
 certsync's relay and the Salt master's ports through. ufw owns its chains
 and rewrites them on every reload, so the rules go through ufw itself
 (``ufw allow out proto tcp to <address> port <port> comment ...``, argv
-lists, never a shell); what is in place is read from ``ufw status``, parsed
-line by line, so a second run adds nothing.
+lists, never a shell); what is in place is read from the rules files ufw
+writes itself (one ``### tuple ###`` line a rule, in the order it matches
+them), so a second run adds nothing and a rule listed first that denies the
+traffic is seen.
 """
 
-import re
+import binascii
+import ipaddress
+import shlex
 
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "certsync_ufw"
 
-#: A rule line of ``ufw status``: To, Action (with its direction), From, # comment.
-_RULE = re.compile(
-    r"^(?P<to>\S.*?)\s{2,}(?P<action>ALLOW|DENY|REJECT|LIMIT)(?: (?P<direction>IN|OUT|FWD))?"
-    r"\s+(?P<source>\S.*?)(?:\s+# (?P<comment>.*))?$"
-)
-_PORT = re.compile(r"^(?P<port>\d+(?::\d+)?)(?:/(?P<proto>tcp|udp))?$")
+#: The files ufw keeps its user rules in, one ``### tuple ###`` line a rule, in the order
+#: its chains match them (ufw 0.36: ``<config_dir>/ufw/user.rules`` and ``user6.rules``).
+RULES_FILES = {False: "/etc/ufw/user.rules", True: "/etc/ufw/user6.rules"}
+MAX_RULES_BYTES = 4 * 1024 * 1024
 MAX_COMMENT = 100
+_TUPLE = "### tuple ###"
+_ANY_ADDRESS = ("0.0.0.0/0", "::/0")
 
 
 def __virtual__():
@@ -48,65 +52,111 @@ def _run(*args):
     if result["retcode"] != 0:
         why = (result["stderr"] or result["stdout"]).strip().splitlines()
         raise CommandExecutionError(
-            f"ufw {' '.join(args)} failed: {why[-1] if why else 'exit ' + str(result['retcode'])}"
+            f"ufw {command(args)} failed: {why[-1] if why else 'exit ' + str(result['retcode'])}"
         )
     return result["stdout"]
 
 
-def _parse_to(text):
-    """``10.0.0.2 2525/tcp``, ``2525/tcp (v6)``, ``Anywhere``: address, port, proto, v6."""
-    words = text.split()
-    v6 = "(v6)" in words
-    words = [w for w in words if w != "(v6)"]
-    address, port, proto = None, None, None
-    for word in words:
-        match = _PORT.match(word)
-        if match and port is None:
-            port, proto = match["port"], match["proto"]
-        elif address is None and word not in ("Anywhere", "on"):
-            address = word
-    return {"address": address, "port": port, "proto": proto, "v6": v6}
-
-
-def parse_status(text):
+def command(argv):
     """
-    ``ufw status`` as data: ``active`` and each rule's ``address``, ``port``,
-    ``proto``, ``v6``, ``action`` (allow, deny, ...), ``direction`` (in,
-    out, fwd), ``source`` and ``comment``. Lines that are not rules are
-    skipped.
+    ``ufw`` and ``argv`` as one shell-quoted line (to show, never to run).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_ufw.parse_status "$(ufw status)"
+        salt mailcow-host certsync_ufw.command '[allow, out, comment, "certsync: relay"]'
     """
-    lines = str(text).splitlines()
-    active = any(line.strip() == "Status: active" for line in lines)
+    return "ufw " + shlex.join(str(arg) for arg in argv)
+
+
+def _comment(hexed):
+    try:
+        text = binascii.unhexlify(hexed[: len(hexed) // 2 * 2]).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+    return __utils__["certsync_util.printable"](text)
+
+
+def _interfaces(field):
+    """``out``, ``out_eth0``, ``in_eth0!out_eth1``: the direction and each interface."""
+    found = {"in": "", "out": ""}
+    for part in field.split("!"):
+        direction, _, interface = part.partition("_")
+        if direction not in found:
+            return None
+        found[direction] = interface
+    direction = field.split("!")[0].partition("_")[0]
+    return direction, found["in"], found["out"]
+
+
+def parse_rules(text, v6=False):
+    """
+    ufw's user rules file (``user.rules``, or ``user6.rules`` with ``v6``) as
+    data, one rule a ``### tuple ###`` line, in the order ufw matches them:
+    ``action`` (allow, deny, reject, limit), ``log``, ``route``, ``proto``,
+    ``dport``, ``dst``, ``sport``, ``src``, ``direction`` (in, out),
+    ``interface_in``, ``interface_out``, ``app``, ``v6`` and ``comment``
+    (hex-decoded and escaped). ufw writes these files itself: unlike ``ufw
+    status``, they are not padded into columns, keep comments hex-encoded
+    (a comment cannot fake a line) and hold each rule's interface and source.
+    Lines that are not rule tuples are skipped, as ufw skips them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_ufw.parse_rules "$(cat /etc/ufw/user.rules)"
+    """
     rules = []
-    in_table = False
-    for line in lines:
-        if line.startswith("--"):
-            in_table = True
+    for line in str(text).splitlines():
+        if not line.startswith(_TUPLE):
             continue
-        match = _RULE.match(line.rstrip()) if in_table else None
-        if not match:
+        body, _, hexed = line[len(_TUPLE) :].partition(" comment=")
+        fields = body.split()
+        if len(fields) not in (7, 9):
             continue
+        where = _interfaces(fields[-1])
+        if where is None:
+            continue
+        action, _, log = fields[0].partition("_")
+        route = action.startswith("route:")
         rules.append(
             {
-                **_parse_to(match["to"]),
-                "action": match["action"].lower(),
-                "direction": (match["direction"] or "IN").lower(),
-                "source": match["source"].replace(" (v6)", ""),
-                "comment": match["comment"],
+                "action": action.removeprefix("route:"),
+                "log": log or None,
+                "route": route,
+                "proto": fields[1],
+                "dport": fields[2],
+                "dst": fields[3],
+                "sport": fields[4],
+                "src": fields[5],
+                "direction": where[0],
+                "interface_in": where[1],
+                "interface_out": where[2],
+                "app": len(fields) == 9 and fields[6:8] != ["-", "-"],
+                "v6": bool(v6),
+                "comment": _comment(hexed.strip()) if hexed else None,
             }
         )
-    return {"active": active, "rules": rules}
+    return rules
+
+
+def _read_rules(v6):
+    path = RULES_FILES[v6]
+    try:
+        data = __utils__["certsync_files.read_regular"](path, MAX_RULES_BYTES)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot read ufw's rules: {exc.strerror}") from None
+    return parse_rules(data.decode("utf-8", "replace"), v6)
 
 
 def status():
     """
-    What ``ufw status`` says, parsed (see :py:func:`parse_status`).
+    Whether ufw is ``active`` (``ufw status``) and its user ``rules`` in the
+    order it matches them, IPv4's then IPv6's (see :py:func:`parse_rules`).
 
     CLI Example:
 
@@ -114,7 +164,9 @@ def status():
 
         salt mailcow-host certsync_ufw.status
     """
-    return parse_status(_run("status"))
+    lines = _run("status").splitlines()
+    active = any(line.strip() == "Status: active" for line in lines)
+    return {"active": active, "rules": [*_read_rules(False), *_read_rules(True)]}
 
 
 def active():
@@ -138,8 +190,12 @@ def _checked(port, address):
     if address in (None, "", "any"):
         return port, None
     address = str(address)
-    if not re.fullmatch(r"[0-9A-Fa-f:.]+(?:/\d{1,3})?", address):
-        raise SaltInvocationError(f"address {address!r} is not an IP address or network")
+    try:
+        ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        raise SaltInvocationError(
+            f"address {address[:80]!r} is not an IP address or network"
+        ) from None
     return port, address
 
 
@@ -172,10 +228,66 @@ def rule(port, address=None, comment="certsync"):
     ]
 
 
+def _ports(field):
+    """The ports a rule's port field names (``any``, ``2525``, ``8000:8080``,
+    ``25,587,8000:8080``), as (low, high) ranges; None for any."""
+    if field == "any":
+        return None
+    ranges = []
+    for part in field.split(","):
+        low, _, high = part.partition(":")
+        if not low.isdigit() or (high and not high.isdigit()):
+            return []
+        ranges.append((int(low), int(high or low)))
+    return ranges
+
+
+def _covers(rule_net, net):
+    """How the rule's address covers ``net``: "all", "some" or "none"."""
+    if rule_net in _ANY_ADDRESS:
+        return "all"
+    try:
+        rule_net = ipaddress.ip_network(rule_net, strict=False)
+    except ValueError:
+        return "some"  # ufw's own; not read here: never taken as allowing
+    if rule_net.version != net.version:
+        return "none"
+    if net.subnet_of(rule_net):
+        return "all"
+    return "some" if rule_net.overlaps(net) else "none"
+
+
+def _match(rule, port, net):
+    """How ``rule`` matches TCP out to ``net`` on ``port``: "all", "some" or "none"."""
+    if rule["route"] or rule["direction"] != "out" or rule["v6"] != (net.version == 6):
+        return "none"
+    if rule["proto"] not in ("tcp", "any"):
+        return "none"
+    ports = _ports(rule["dport"])
+    if ports is not None and not any(low <= port <= high for low, high in ports):
+        return "none"
+    covered = _covers(rule["dst"], net)
+    if covered == "none":
+        return "none"
+    limited = (
+        rule["interface_in"]
+        or rule["interface_out"]
+        or rule["src"] not in _ANY_ADDRESS
+        or rule["sport"] != "any"
+        or rule["app"]
+    )
+    return "some" if limited or covered == "some" else "all"
+
+
 def allowed_out(port, address=None, rules=None):
     """
-    Whether ufw already allows TCP out to ``address`` (any when not given)
-    on ``port``, by ``ufw status`` (or the parsed ``rules`` given).
+    Whether ufw lets TCP out to ``address`` (any IPv4 address when not
+    given) on ``port``, by its rules in the order it matches them (from
+    :py:func:`status`, or the ``rules`` given): the first rule that can
+    match that traffic decides. An ALLOW counts only when it covers all of
+    it (no interface, source or source port limit, the address within its
+    destination); a DENY, REJECT or LIMIT that can match any of it, listed
+    first, means no; IPv6 rules count only for an IPv6 address.
 
     CLI Example:
 
@@ -184,15 +296,17 @@ def allowed_out(port, address=None, rules=None):
         salt mailcow-host certsync_ufw.allowed_out 2525 address=192.0.2.25
     """
     port, address = _checked(port, address)
+    net = ipaddress.ip_network(address or "0.0.0.0/0", strict=False)
     rules = status()["rules"] if rules is None else rules
-    return any(
-        r["action"] == "allow"
-        and r["direction"] == "out"
-        and r["port"] == str(port)
-        and r["proto"] in ("tcp", None)
-        and r["address"] == address
-        for r in rules
-    )
+    for rule in rules:
+        match = _match(rule, port, net)
+        if match == "none":
+            continue
+        if rule["action"] != "allow":
+            return False  # denied, rejected or rate-limited before any allow
+        if match == "all":
+            return True
+    return False
 
 
 def allow_out(port, address=None, comment="certsync"):

@@ -12,9 +12,10 @@ ufw lets certsync's traffic out
         - address: 192.0.2.25
         - comment: 'certsync: relay'
 
-A rule already in ``ufw status`` is left as it is; ``test=True`` names the
-``ufw`` command it would run. An inactive ufw is an error: its rules would
-not apply, and the host's firewall is something else.
+A rule in place (ufw's rules, read in the order ufw matches them) is left
+as it is; ``test=True`` names the ``ufw`` command it would run. An inactive
+ufw is an error: its rules would not apply, and the host's firewall is
+something else.
 """
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -58,7 +59,7 @@ def allowed_out(name, port, address=None, comment="certsync"):
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = str(exc)
         return ret
-    command = "ufw " + " ".join(f"'{a}'" if " " in a else a for a in argv)
+    command = __salt__["certsync_ufw.command"](argv)
     if not state["active"]:
         ret["comment"] = (
             "ufw is not active on this host, so its rules would not apply: enable it, or set "
@@ -81,7 +82,10 @@ def allowed_out(name, port, address=None, comment="certsync"):
         ret["comment"] = str(exc)
         return ret
     if not present:
-        ret["comment"] = f"ran {command} ({answer}), but ufw status does not show the rule"
+        ret["comment"] = (
+            f"ran {command} ({answer}), but ufw's rules do not let the traffic out: a rule "
+            "listed before it (deny, reject, limit) matches first"
+        )
         return ret
     ret["result"] = True
     ret["comment"] = f"ran {command}: {answer}"

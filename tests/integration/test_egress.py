@@ -217,7 +217,7 @@ def test_ufw_denies_outbound_then_the_formula_allows_it_through_ufw(
     for row in report["checks"]:
         assert row["error"].startswith("timed out after 2 s"), row
         assert row["rule"] == (
-            f"ufw allow out proto tcp to {hosts.peer_address} port {row['port']} comment 'certsync'"
+            f"ufw allow out proto tcp to {hosts.peer_address} port {row['port']} comment certsync"
         )
 
     pillar = _egress_pillar(hosts, cafile)

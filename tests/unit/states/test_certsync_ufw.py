@@ -1,6 +1,6 @@
 """Unit tests of the certsync_ufw state: an inactive ufw refused by name, a rule in
 place left alone, test=True naming the command; ufw's status is the module's parser
-over a recorded ``ufw status``."""
+over ufw's rules files as ufw writes them."""
 
 import pytest
 
@@ -8,12 +8,13 @@ from harness.loader import UTILS, load_loader_module, salt_functions
 
 ufw_mod = load_loader_module("modules", "certsync_ufw")
 ufw_state = load_loader_module("states", "certsync_ufw")
-ACTIVE = """Status: active
-
-To                         Action      From
---                         ------      ----
-10.1.2.3 2525/tcp          ALLOW OUT   Anywhere                   # certsync: relay
-"""
+ACTIVE = "Status: active\n"
+#: ufw's user.rules with certsync's relay rule, as `ufw allow out ...` writes it.
+RULES = (
+    "### tuple ### allow tcp 2525 10.1.2.3 any 0.0.0.0/0 out comment="
+    + b"certsync: relay".hex()
+    + "\n"
+)
 
 
 class FakeUfw:
@@ -29,8 +30,11 @@ class FakeUfw:
 
 
 @pytest.fixture
-def ufw(monkeypatch):
+def ufw(monkeypatch, tmp_path):
     fake = FakeUfw(ACTIVE)
+    (tmp_path / "user.rules").write_text(RULES)
+    files = {False: str(tmp_path / "user.rules"), True: str(tmp_path / "user6.rules")}
+    monkeypatch.setattr(ufw_mod, "RULES_FILES", files)
     monkeypatch.setattr(ufw_mod.salt.utils.path, "which", lambda name: "/usr/sbin/ufw")
     return fake
 
@@ -74,5 +78,5 @@ def test_an_inactive_ufw_is_named_and_nothing_is_added(ufw):
 def test_a_rule_ufw_does_not_show_after_adding_is_a_failure(ufw):
     ret = ufw_state.allowed_out("master", 4505)
     assert ret["result"] is False
-    assert "but ufw status does not show the rule" in ret["comment"]
+    assert "but ufw's rules do not let the traffic out" in ret["comment"]
     assert ufw.ran[1][:2] == ["allow", "out"]
