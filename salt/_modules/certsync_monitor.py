@@ -45,12 +45,13 @@ object per line, for Wazuh, Filebeat or rsyslog to read.
 Settings come from the formula's pillar (``certsync:consumers:<id>``).
 """
 
-import contextlib
 import datetime
 import hashlib
 import json
 import logging
+import math
 import os
+import stat
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -128,10 +129,30 @@ def paused(dest):
 
         salt mailcow-host certsync_monitor.paused /opt/mailcow-dockerized/data/assets/ssl
     """
-    record = __utils__["certsync_files.read_json_record"](_record_path(dest, "paused"))
-    if not record or not isinstance(record.get("since"), (int, float)):
+    path = _record_path(dest, "paused")
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
         return None
-    return {"since": record["since"], "reason": str(record.get("reason", ""))[:300]}
+    except OSError as exc:
+        return _unreadable_pause(path, time.time(), exc.strerror)
+    if not stat.S_ISREG(found.st_mode):
+        return _unreadable_pause(path, found.st_mtime, "not a regular file")
+    record = __utils__["certsync_files.read_json_record"](path)
+    since = record.get("since") if record else None
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
+        return _unreadable_pause(path, found.st_mtime, "not a pause record certsync wrote")
+    return {"since": since, "reason": str(record.get("reason", ""))[:300]}
+
+
+def _unreadable_pause(path, since, why):
+    """A pause record that is there but cannot be read: still a pause (fail closed: a
+    lost pause would re-install the certificate rolled back from), saying why."""
+    log.warning("certsync: %s: the pause record cannot be read (%s): still paused", path, why)
+    return {
+        "since": since,
+        "reason": f"the pause record {path} cannot be read ({why}); resume to deploy again",
+    }
 
 
 def pause(dest, reason):
@@ -202,8 +223,13 @@ def resume(dest):
         salt mailcow-host certsync_monitor.resume /opt/mailcow-dockerized/data/assets/ssl
     """
     was = paused(dest)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(_record_path(dest, "paused"))
+    path = _record_path(dest, "paused")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a directory planted there: named, the pause kept
+        raise CommandExecutionError(f"{path}: cannot remove the pause: {exc.strerror}") from None
     return was
 
 

@@ -6,6 +6,7 @@ endpoints are real TLS servers on loopback; the mine is a stand-in.
 
 import json
 import os
+import pathlib
 import re
 import stat
 import time
@@ -13,7 +14,7 @@ from unittest.mock import patch
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 from support.tlsserver import TLSServer
 
 from harness.loader import certsync_beacon, certsync_mod, monitor_mod, tlsprobe_mod
@@ -445,3 +446,42 @@ def test_text_from_outside_is_one_escaped_line(event_log):
     (line,) = event_log.path.read_text().splitlines()
     detail = json.loads(line)["detail"]
     assert detail.startswith("a forged line\\x1b[2J") and len(detail) == 1000
+
+
+def _pause_path(dest):
+    return pathlib.Path(monitor_mod._record_path(dest, "paused"))
+
+
+@pytest.mark.parametrize(
+    ("plant", "why"),
+    [
+        (lambda p: p.write_text("{not json"), "not a pause record certsync wrote"),
+        (lambda p: p.write_text('{"since": "yesterday"}'), "not a pause record certsync wrote"),
+        (lambda p: p.write_text('{"since": NaN}'), "not a pause record certsync wrote"),
+        (lambda p: p.write_bytes(b" " * (70 * 1024)), "not a pause record certsync wrote"),
+        (lambda p: p.symlink_to(p.with_name("elsewhere.json")), "not a regular file"),
+        (os.mkfifo, "not a regular file"),
+        (lambda p: p.mkdir(), "not a regular file"),
+    ],
+)
+def test_a_pause_record_that_cannot_be_read_is_still_a_pause(tmp_path, plant, why):
+    """Fail closed: a corrupt, oversized, symlinked or planted record reads as paused,
+    saying why, so the next deploy does not re-install what was rolled back from."""
+    dest = str(tmp_path / "ssl")
+    path = _pause_path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plant(path)
+    pause = monitor_mod.paused(dest)
+    assert pause is not None and why in pause["reason"] and "resume" in pause["reason"]
+
+
+def test_a_pause_is_taken_back_and_a_directory_there_is_named(tmp_path):
+    dest = str(tmp_path / "ssl")
+    monitor_mod.pause(dest, "rolled back by hand")
+    assert monitor_mod.paused(dest)["reason"] == "rolled back by hand"
+    assert monitor_mod.resume(dest)["reason"] == "rolled back by hand"
+    assert monitor_mod.paused(dest) is None
+    _pause_path(dest).mkdir()
+    with pytest.raises(CommandExecutionError, match="cannot remove the pause"):
+        monitor_mod.resume(dest)
+    assert monitor_mod.paused(dest) is not None
