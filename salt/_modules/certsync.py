@@ -1416,15 +1416,21 @@ def _with_reuse_key(text, reading, path):
     line's value replaced (indent and inline comment kept), or a line added right
     after the section line; every other line as it was. The result is read again as
     certbot reads it: anything but the same file with reuse_key True is refused."""
-    lines = text.splitlines()
+    lines = text.splitlines(keepends=True)
     params_line, reuse_line = _renewalparams_lines(text)
     if reuse_line is not None:
         comment = reading["renewalparams"].inline_comments.get("reuse_key") or ""
         indent = _REUSE_KEY_LINE.match(lines[reuse_line]).group(1)
-        lines[reuse_line] = f"{indent}reuse_key = True" + (f"  {comment}" if comment else "")
+        value = f"{indent}reuse_key = True" + (f"  {comment}" if comment else "")
+        lines[reuse_line] = value + _ending(lines[reuse_line])
     elif params_line is not None:
-        lines.insert(params_line + 1, "reuse_key = True")
-    edited = "\n".join(lines) + "\n"
+        ending = _ending(lines[params_line])
+        if ending:
+            lines.insert(params_line + 1, "reuse_key = True" + ending)
+        else:  # [renewalparams] is the last line, with no newline: the file keeps none
+            lines[params_line] += "\r\n" if "\r\n" in text else "\n"
+            lines.insert(params_line + 1, "reuse_key = True")
+    edited = "".join(lines)
     again = _certbot_reading(edited, path)
     before, after = reading.dict(), again.dict()
     before["renewalparams"].pop("reuse_key", None)
@@ -1461,11 +1467,13 @@ def set_reuse_key(lineage_dir, test=False):
     if not test:
         index = _reuse_key_index(edited)
         replaced = text.splitlines()[index] if _reuse_key_index(text) == index else None
+        edited_lines = edited.splitlines(keepends=True)
+        # a line added last, after a line that had no newline: unset takes the newline too
+        last_line = index == len(edited_lines) - 1 and not _ending(edited_lines[index])
+        note = {"file": path, "replaced": replaced, "last_line": last_line}
         _write_renewal(path, edited)
         __utils__["certsync_files.replace_file"](
-            _reuse_key_record(lineage),
-            json.dumps({"file": path, "replaced": replaced}).encode(),
-            0o600,
+            _reuse_key_record(lineage), json.dumps(note).encode(), 0o600
         )
         log.info("certsync: set reuse_key = True in %s", _pem.shown(path))
     return {**ret, "changed": True}
@@ -1496,15 +1504,38 @@ def unset_reuse_key(lineage_dir, test=False):
     if index is None or _REUSE_KEY_LINE.match(lines[index]) is None:
         return {**ret, "why": "no reuse_key line under [renewalparams] any more"}
     replaced = note.get("replaced")
-    if isinstance(replaced, str) and _REUSE_KEY_LINE.match(replaced):
-        lines[index] = replaced + "\n"
+    if replaced is not None and not _is_reuse_key_line(replaced):
+        return {
+            **ret,
+            "why": "the note of the line certsync replaced is not one reuse_key line: the "
+            "file is left as it is (edit reuse_key under [renewalparams] by hand)",
+        }
+    if replaced is not None:
+        lines[index] = replaced + _ending(lines[index])
     else:
         del lines[index]
+        if note.get("last_line") is True and index == len(lines) and lines:
+            lines[-1] = lines[-1][: len(lines[-1]) - len(_ending(lines[-1]))]
     if not test:
         _write_renewal(path, "".join(lines))
         os.unlink(_reuse_key_record(lineage))
         log.info("certsync: removed the reuse_key it set from %s", _pem.shown(path))
     return {**ret, "changed": True}
+
+
+def _ending(line):
+    """The line ending ``line`` has (``\\r\\n``, ``\\n``, ...), or ``""``."""
+    return line[len(line.rstrip("\r\n")) :]
+
+
+#: One ``reuse_key`` line as certbot writes it: the only thing a note may put back.
+_WHOLE_REUSE_KEY_LINE = re.compile(
+    r"""[ \t]*(["']?)reuse_key\1[ \t]*=[ \t]*(["']?)[A-Za-z0-9]*\2[ \t]*(?:#[ -~]*)?"""
+)
+
+
+def _is_reuse_key_line(value):
+    return isinstance(value, str) and bool(_WHOLE_REUSE_KEY_LINE.fullmatch(value))
 
 
 def _reuse_key_record(lineage):

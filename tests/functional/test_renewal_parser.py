@@ -7,6 +7,8 @@ the file, kept the key, or made a new one. The two verdicts must be equal.
 """
 
 import collections
+import json
+import pathlib
 import re
 
 import pytest
@@ -110,3 +112,47 @@ def test_set_reuse_key_makes_certbot_keep_the_key_and_keeps_every_other_line(
     assert dict(after - lines) == {f"reuse_key = True{'  # was off' * ('was off' in before)}": 1}
     assert dict(lines - after) == dict.fromkeys(old, 1)
     assert _certbot_verdict(certbot) == KEEPS
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("final", [True, False], ids=["final-newline", "no-final-newline"])
+@pytest.mark.parametrize("case", ["no reuse_key", "False"])
+def test_set_then_unset_gives_back_the_same_bytes(salt_call, lineage, newline, final, case):
+    """The renewal file NPM's certbot wrote, in either line ending, with or without a
+    final newline: set_reuse_key then unset_reuse_key leave it byte for byte."""
+    certbot, original = lineage
+    text = CASES[case][0](original).rstrip("\n").replace("\n", newline)
+    before = (text + newline if final else text).encode()
+    certbot.renewal_conf(5).write_bytes(before)
+    done = salt_call("certsync.set_reuse_key", str(certbot.lineage(5)))
+    assert done.returncode == 0 and done.data["changed"] is True, done
+    assert b"reuse_key = True" in certbot.renewal_conf(5).read_bytes()
+    undone = salt_call("certsync.unset_reuse_key", str(certbot.lineage(5)))
+    assert undone.returncode == 0 and undone.data["changed"] is True, undone
+    assert certbot.renewal_conf(5).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "replaced",
+    [
+        "reuse_key = False\npre_hook = touch /tmp/certsync-pwned",
+        "reuse_key = False\rpre_hook = x",
+        "pre_hook = touch /tmp/certsync-pwned",
+        "reuse_key = False # \x1b]0;x\x07",
+        ["reuse_key = False"],
+    ],
+)
+def test_a_note_that_is_not_one_reuse_key_line_is_never_written(salt_call, lineage, replaced):
+    certbot, original = lineage
+    certbot.renewal_conf(5).write_text(CASES["False"][0](original))
+    done = salt_call("certsync.set_reuse_key", str(certbot.lineage(5)))
+    assert done.returncode == 0 and done.data["changed"] is True, done
+    cachedir = salt_call("config.get", "cachedir").data
+    note = pathlib.Path(cachedir) / "certsync" / f"reuse-key-{certbot.lineage(5).name}.json"
+    written = json.loads(note.read_text())
+    note.write_text(json.dumps({**written, "replaced": replaced}))
+    set_text = certbot.renewal_conf(5).read_bytes()
+    undone = salt_call("certsync.unset_reuse_key", str(certbot.lineage(5)))
+    assert undone.returncode == 0 and undone.data["changed"] is False, undone
+    assert "not one reuse_key line" in undone.data["why"]
+    assert certbot.renewal_conf(5).read_bytes() == set_text
