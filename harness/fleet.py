@@ -13,6 +13,8 @@ import salt.utils.event
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from .loader import UTILS
+
 SALT_TREE = pathlib.Path(__file__).resolve().parents[1] / "salt"
 HOST = "mail.example.test"
 NPM_DIR = "npm-5"
@@ -88,6 +90,13 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None, **so
     pillar_dir = pathlib.Path(pillar_dir)
     pillar_dir.mkdir(parents=True, exist_ok=True)
     top = {"base": {minion: ["certsync"] for minion in [source_id, *consumers]}}
+    # each consumer's credentials in an SLS of its own, for it alone, as the README says
+    consumers, own = _split_credentials(consumers)
+    for number, (minion, secrets) in enumerate(sorted(own.items())):
+        name = f"certsync_own_{number}"
+        top["base"][minion].append(name)
+        mine = {"certsync": {"consumers": {minion: secrets}}}
+        (pillar_dir / f"{name}.sls").write_text(json.dumps(mine))
     pillar = {
         "certsync": {
             "hostname": HOST,
@@ -103,6 +112,31 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None, **so
         pillar["certsync"]["schedule"] = schedule or TEST_SCHEDULE
     (pillar_dir / "top.sls").write_text(json.dumps(top))
     (pillar_dir / "certsync.sls").write_text(json.dumps(pillar))
+
+
+def _split_credentials(consumers):
+    """``consumers`` without their credentials, and each consumer's credentials alone
+    (under the same keys)."""
+
+    def split(value):
+        if not isinstance(value, dict):
+            return value, None
+        kept, secrets = {}, {}
+        for key, item in value.items():
+            if UTILS["certsync_settings.is_credential"](key):
+                secrets[key] = item
+                continue
+            kept[key], found = split(item)
+            if found:
+                secrets[key] = found
+        return kept, secrets or None
+
+    shared, own = {}, {}
+    for minion, settings in consumers.items():
+        shared[minion], secrets = split(settings)
+        if secrets:
+            own[minion] = secrets
+    return shared, own
 
 
 class BusRecorder(threading.Thread):

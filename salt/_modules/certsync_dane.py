@@ -231,8 +231,27 @@ def _dane_options(dane):
     if not 0 <= options["max_wait"] <= 86400:
         raise SaltInvocationError("dane max_wait must be between 0 and 86400 seconds")
     if options["update"] is not None:
+        options["update"] = _with_own_update(options["update"])
         _provider_call(options["update"], "checked", options["update"])
     return options
+
+
+def _with_own_update(update):
+    """``update`` over this minion's own ``dane:update`` pillar settings of the same
+    provider, its credentials left out (the provider reads those itself): a deploy
+    job carries only the provider's name, and its settings come from here."""
+    if not isinstance(update, dict):
+        return update
+    own, _ = __utils__["certsync_settings.consumer_setting"](
+        __pillar__.get("certsync"), __opts__["id"], "dane", "update"
+    )
+    provider = update.get("provider", "rfc2136")
+    if not isinstance(own, dict) or own.get("provider", "rfc2136") != provider:
+        return update
+    secrets = set(_provider_call(update, "credential_keys"))
+    is_credential = __utils__["certsync_settings.is_credential"]
+    base = {k: v for k, v in own.items() if k not in secrets and not is_credential(k)}
+    return {**base, **update}
 
 
 def _lookup_args(options):

@@ -754,7 +754,9 @@ def deployed(name, test=False, **kwargs):
     ``certsync/published``: the arguments the formula's ``certsync.deployed``
     SLS would give the state, the return shaped as ``state.single`` returns it
     (under ``certsync_|-<name>_|-<name>_|-deployed``), so the highstate
-    outputter shows it. Exits non-zero when ``result`` is False.
+    outputter shows it. Refused, each problem named, when this minion's
+    certsync pillar fails ``certsync_settings.check``. Exits non-zero when
+    ``result`` is False.
 
     CLI Example:
 
@@ -766,12 +768,33 @@ def deployed(name, test=False, **kwargs):
             endpoints='[smtp, https]' --out=highstate
     """
     arguments = {key: value for key, value in kwargs.items() if not key.startswith("__")}
+    refused = _settings_refused(name)
     try:
-        ret = deploy(name, test=test, **arguments)
+        ret = refused or deploy(name, test=test, **arguments)
     except TypeError as exc:  # an argument deploy does not take
         raise SaltInvocationError(f"certsync_deploy.deployed: {exc}") from None
     __context__["retcode"] = 1 if ret.get("result") is False else 0
     return {f"certsync_|-{name}_|-{name}_|-deployed": {**ret, "__id__": name, "__run_num__": 0}}
+
+
+def _settings_refused(name):
+    """The return of a deploy refused because this minion's certsync pillar fails the
+    formula's check (``certsync_settings.check``: a key it does not know, a credential
+    of another minion, ...), each problem named; None when it passes. The formula's
+    states wait for the same check (certsync-settings)."""
+    if "certsync_settings.check" not in __salt__:
+        return None
+    checked = __salt__["certsync_settings.check"]()
+    if checked["valid"]:
+        return None
+    why = checked["problems"] or [checked["why"]]
+    return {
+        "name": name,
+        "result": False,
+        "changes": {},
+        "comment": "Nothing deployed: this minion's certsync pillar fails the check "
+        "(certsync_settings.check):\n" + "\n".join(f"  {p}" for p in why),
+    }
 
 
 @dataclasses.dataclass

@@ -82,6 +82,21 @@ def _api_token():
     return token
 
 
+def credential_keys():
+    """
+    The ``dane:update`` settings of this provider that are credentials
+    (api_token): read from the consumer's own pillar only, and refused by
+    ``certsync_settings.check`` in any other minion's pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_dns_cloudflare.credential_keys
+    """
+    return list(CREDENTIAL_KEYS)
+
+
 def checked(update):
     """
     The ``dane:update`` settings of this provider, checked (an error names

@@ -42,6 +42,9 @@ __virtualname__ = "certsync_dns_rfc2136"
 DEFAULT_TIMEOUT = 5
 #: TSIG algorithms an update may be signed with (RFC 8945); hmac-sha256 by default.
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224")
+#: The settings that are credentials: read from this minion's pillar only, never an
+#: argument, never on another minion (``certsync_settings.check``).
+CREDENTIAL_KEYS = ("tsig_secret",)
 UPDATE_KEYS = {"provider", "server", "port", "zone", "tsig_name", "tsig_algorithm", "timeout"}
 #: What dnspython raises when a server answers badly or not at all: its own errors,
 #: the socket's, EOFError (TCP closed mid-message), ValueError (a malformed message).
@@ -117,6 +120,21 @@ def _settings(update):
             update.get("timeout", DEFAULT_TIMEOUT), "update timeout", 3600
         ),
     }
+
+
+def credential_keys():
+    """
+    The ``dane:update`` settings of this provider that are credentials
+    (tsig_secret): read from the consumer's own pillar only, and refused by
+    ``certsync_settings.check`` in any other minion's pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_dns_rfc2136.credential_keys
+    """
+    return list(CREDENTIAL_KEYS)
 
 
 def checked(update):

@@ -34,7 +34,7 @@ def formula():
 
         salt '*' certsync_settings.formula
     """
-    return __utils__["certsync_settings.masked_credentials"](_formula_settings())
+    return __utils__["certsync_settings.masked_credentials"](_formula_settings(), declared())
 
 
 def source():
@@ -66,6 +66,25 @@ def _kind_settings(kind):
         return None, f"certsync:source:kind: {exc}"
 
 
+def declared():
+    """
+    The setting names the DNS providers loaded here declare as credentials
+    (``certsync_dns_<name>.credential_keys``). Any setting named ``*_secret``,
+    ``*_token``, ``password`` or ``passphrase`` is a credential too.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync_settings.declared
+    """
+    keys = set()
+    for function in [f for f in __salt__ if f.endswith(".credential_keys")]:
+        if function.startswith("certsync_dns_"):
+            keys.update(str(key) for key in __salt__[function]())
+    return sorted(keys)
+
+
 def _formula_defaults():
     """The formula's defaults.yaml (``certsync``), from the master's file server."""
     text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
@@ -87,7 +106,9 @@ def check():
     """
     This minion's ``certsync`` pillar against the formula's ``defaults.yaml``:
     every key the formula does not know (with the closest one it knows), a
-    missing ``hostname``, entries that are no mapping; and this minion's
+    missing ``hostname``, entries that are no mapping, a credential of
+    another minion (its key named, never its value: each consumer's
+    credentials belong in a pillar SLS targeted to it alone); and this minion's
     ``role`` (``source``, ``consumer`` or None) with the reason. ``valid`` is
     False on any problem, and when the pillar names a source or consumers but
     not this minion (unless ``certsync:no_role`` is true). Credentials are
@@ -109,6 +130,9 @@ def check():
     ]
     cfg = __utils__["certsync_settings.merged"](defaults, pillar)
     role, why = __utils__["certsync_settings.role"](cfg, __opts__["id"])
+    problems += __utils__["certsync_settings.foreign_credentials"](
+        pillar, __opts__["id"], role, declared()
+    )
     valid = not problems and (role is not None or cfg.get("no_role") is True)
     if not valid:
         __context__["retcode"] = 1
@@ -130,7 +154,9 @@ def consumer():
 
         salt mailcow-host certsync_settings.consumer
     """
-    return __utils__["certsync_settings.masked_credentials"](_consumer(_formula_settings()))
+    return __utils__["certsync_settings.masked_credentials"](
+        _consumer(_formula_settings()), declared()
+    )
 
 
 def _consumer(cfg):

@@ -55,7 +55,7 @@ def report():
         return {"role": None, "why": __utils__["certsync_settings.role"](cfg, me)[1]}
     # no credentials passed on: the modules that use them read them from the pillar
     settings = __utils__["certsync_settings.without_credentials"](
-        __salt__["certsync_settings.consumer"]()
+        __salt__["certsync_settings.consumer"](), __salt__["certsync_settings.declared"]()
     )
     dest = settings["dest"]
     deployed = __salt__["certsync.deployed_info"](dest)

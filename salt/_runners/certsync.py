@@ -47,7 +47,7 @@ PILLAR_COMPILERS = 32
 
 
 def __virtual__():
-    if "certsync_settings.without_credentials" not in (__utils__ or {}):
+    if "certsync_settings.deploy_args" not in (__utils__ or {}):
         # never send a consumer's credentials along: the shared rule must be here
         return (
             False,
@@ -258,10 +258,28 @@ def on_recipient(consumer):
     return _publish(source, cfg, consumers)
 
 
-def _deploy_args(settings, consumer, source, fingerprint):
+def _deploy_args(consumer, source, fingerprint):
     """What the formula's ``certsync.deployed`` SLS gives ``consumer``'s deploy (the
-    same function makes both: ``certsync_settings.deploy_args``). A pillar the SLS
-    could not render either is a ValueError saying what is wrong."""
+    same function makes both: ``certsync_settings.deploy_args``), from the pillar the
+    master compiles for ``consumer`` itself: its own settings may live in an SLS
+    targeted to it alone. A ValueError names why it gets none: its pillar names
+    another source, or its settings fail the formula's check (by key)."""
+    own = _certsync_pillar(consumer)
+    named = _source_minion(own)
+    if named != source:
+        raise ValueError(
+            f"{consumer}'s certsync pillar names {_shown(named or '')} as the source, not {source}"
+        )
+    defaults = _formula_defaults()
+    mine = (f"certsync:consumers:{consumer}", "certsync:consumer_defaults", "certsync:hostname")
+    problems = [
+        p
+        for p in __utils__["certsync_settings.problems"](own, defaults)
+        if p.startswith(mine) or p.startswith("certsync must")
+    ]
+    if problems:
+        raise ValueError(f"{consumer}'s settings fail the check: {'; '.join(problems)}")
+    settings = __utils__["certsync_settings.merged"](defaults, own)
     return __utils__["certsync_settings.deploy_args"](settings, consumer, source, fingerprint)
 
 
@@ -274,12 +292,13 @@ def on_published(source, fingerprint=None):
     A source published (``certsync/published``): each consumer its pillar
     names deploys the publication (``certsync_deploy.deployed``: the
     deploy the ``certsync.deployed`` state runs, without a state run), with the
-    arguments the formula's SLS would give it from the same pillar, told which
+    arguments the formula's SLS would give it from its own pillar, told which
     certificate to expect (``fingerprint``, when it is a SHA-256 hex digest;
     the mine entry decides what is deployed). Consumers with the same
     arguments share one job. Not waited for; returns the targets and the jobs,
-    and under ``refused`` the consumers whose pillar entry the SLS could not
-    render either (not a mapping), with the reason.
+    and under ``refused`` the consumers sent nothing, with the reason: a
+    pillar that names another source, or settings that fail the formula's
+    check (a key it does not know, an entry that is no mapping), by key.
 
     CLI Example:
 
@@ -292,10 +311,10 @@ def on_published(source, fingerprint=None):
     cfg, consumers = _source_config(source)
     if not consumers:
         return _nobody(_why_no_consumers(source, cfg), jobs={})
-    settings, groups, refused = _settings(cfg), {}, {}
+    groups, refused = {}, {}
     for consumer in consumers:
         try:
-            args = _deploy_args(settings, consumer, source, announced)
+            args = _deploy_args(consumer, source, announced)
         except ValueError as exc:
             log.error("certsync: no deploy for %s: %s", consumer, exc)
             refused[consumer] = str(exc)

@@ -12,6 +12,7 @@ that uses them.
 """
 
 import difflib
+import re
 
 import salt.utils.dictupdate
 
@@ -241,12 +242,30 @@ def consumer(cfg, minion_id):
     return settings
 
 
+#: What a deploy job may carry of a consumer's ``dane`` settings: certsync_dane's own;
+#: of ``dane:update``, the provider's name alone. The provider's settings, credentials
+#: among them, are read by the consumer from its own pillar (certsync_dane).
+DEPLOY_DANE_KEYS = ("port", "nameservers", "dns_port", "max_wait")
+
+
+def _deploy_dane(dane):
+    if not isinstance(dane, dict):
+        return dane if dane in (None, True, False) else bool(dane)
+    kept = {key: dane[key] for key in DEPLOY_DANE_KEYS if key in dane}
+    update = dane.get("update")
+    if isinstance(update, dict):
+        kept["update"] = {"provider": str(update.get("provider") or "rfc2136")}
+    return kept
+
+
 def deploy_args(cfg, minion_id, source, fingerprint=""):
     """What a consumer's deploy is given (``certsync.deployed`` in the formula's SLS, and
     ``certsync_deploy.deployed`` sent by the runner): its settings as deploy arguments,
-    told which source minion's entry to take (and which certificate to expect). Never
-    a credential: a job's arguments are kept in the job cache and logged, and the
-    consumer reads its own (``dane:update:tsig_secret``) from its pillar."""
+    told which source minion's entry to take (and which certificate to expect). An
+    allow-list: ``DEPLOY_SETTINGS`` and ``DEPLOY_IF_SET``, and of ``dane`` only
+    ``DEPLOY_DANE_KEYS`` and the provider's name. A job's arguments are kept in the job
+    cache and logged: the consumer reads its provider's settings and credentials from
+    its own pillar."""
     settings = consumer(cfg, minion_id)
     args = {
         "name": f"{settings.get('mailcow_dir')}/data/assets/ssl",
@@ -256,42 +275,90 @@ def deploy_args(cfg, minion_id, source, fingerprint=""):
         **{key: settings.get(key) for key in DEPLOY_SETTINGS},
     }
     args.update({key: settings[key] for key in DEPLOY_IF_SET if settings.get(key)})
-    return without_credentials(args)
+    args["dane"] = _deploy_dane(args.get("dane"))
+    return args
 
 
-#: Settings that are credentials: read from the pillar of the minion that uses them,
-#: never sent as a job's argument, never shown (Salt keeps arguments in its job cache).
-CREDENTIAL_KEYS = frozenset({"tsig_secret", "api_token", "password"})
+#: A setting is a credential when its provider declares it so (each DNS provider's
+#: ``CREDENTIAL_KEYS``, asked through ``certsync_dns_<name>.credential_keys``) or when its
+#: name says so, which holds for a provider that is not loaded here too: read from the
+#: pillar of the minion that uses it, never sent as a job's argument, never shown.
+_CREDENTIAL_NAME = re.compile(r"(?:^|_)(?:secret|token|password|passphrase)$")
 #: What stands for a credential in a return, as Salt's pillar.get masks.
 MASK = "**********"
 _DROP = object()
 
 
-def _walk_credentials(value, replace):
+def is_credential(key, declared=()):
+    """Whether the setting ``key`` is a credential: one of ``declared`` (the keys the
+    loaded DNS providers declare), or named as one (``*_secret``, ``*_token``,
+    ``password``, ``passphrase``)."""
+    return isinstance(key, str) and (key in declared or bool(_CREDENTIAL_NAME.search(key)))
+
+
+def _walk_credentials(value, replace, declared):
     """A copy of ``value`` with each credential key's value given to ``replace``
     (which returns the stand-in, or ``_DROP`` to leave the key out)."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if key in CREDENTIAL_KEYS:
+            if is_credential(key, declared):
                 stand_in = replace(item)
                 if stand_in is not _DROP:
                     out[key] = stand_in
             else:
-                out[key] = _walk_credentials(item, replace)
+                out[key] = _walk_credentials(item, replace, declared)
         return out
     if isinstance(value, list):
-        return [_walk_credentials(item, replace) for item in value]
+        return [_walk_credentials(item, replace, declared) for item in value]
     return value
 
 
-def without_credentials(value):
+def without_credentials(value, declared=()):
     """A copy of ``value`` (mappings and lists, at any depth) with every credential
-    key left out: what may travel as a job's arguments."""
-    return _walk_credentials(value, lambda _: _DROP)
+    key left out."""
+    return _walk_credentials(value, lambda _: _DROP, declared)
 
 
-def masked_credentials(value):
+def masked_credentials(value, declared=()):
     """A copy of ``value`` with every credential that is set shown as ``**********``:
     what a return that shows settings may hold."""
-    return _walk_credentials(value, lambda item: MASK if item else item)
+    return _walk_credentials(value, lambda item: MASK if item else item, declared)
+
+
+def _credential_paths(value, path, declared):
+    """Each (path, key) at which ``value`` holds a credential that is set."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = [*path, str(key)]
+            if is_credential(key, declared):
+                if item not in (None, "", False):
+                    yield where, key
+            else:
+                yield from _credential_paths(item, where, declared)
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            yield from _credential_paths(item, [*path, str(number)], declared)
+
+
+def foreign_credentials(cfg, minion_id, role, declared=()):
+    """The credentials the ``certsync`` pillar ``cfg`` of ``minion_id`` (whose ``role`` is
+    source, consumer or None) holds that are not its own: its own are under
+    ``certsync:consumers:<minion_id>`` and, for a consumer, ``consumer_defaults``.
+    A list of sentences naming each key and the fix (the value is never shown)."""
+    own = [["certsync", "consumers", str(minion_id)]]
+    if role == "consumer":
+        own.append(["certsync", "consumer_defaults"])
+    found = []
+    for path, key in _credential_paths(cfg, ["certsync"], declared):
+        if any(path[: len(mine)] == mine for mine in own):
+            continue
+        where = ":".join(path)
+        consumers = path[2] if path[1:2] == ["consumers"] and len(path) > 2 else None
+        owner = f"{consumers} alone" if consumers else "the consumer that uses it, alone"
+        found.append(
+            f"{where} is a credential ({key}) of another minion, and this minion "
+            f"({minion_id}) can read it: move it to a pillar SLS targeted to {owner} in "
+            "the pillar's top.sls, under the same keys (the value is not shown)"
+        )
+    return found

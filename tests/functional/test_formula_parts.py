@@ -8,11 +8,10 @@ import salt.utils.dictupdate
 import salt.utils.yaml
 
 from harness.fleet import SALT_TREE
-from harness.loader import load_loader_module
+from harness.loader import UTILS
 
 pytestmark = pytest.mark.functional
 ME = "certsync-functional"
-runner = load_loader_module("runners", "certsync")
 
 
 def _rendered(salt_call, sls, pillar):
@@ -50,7 +49,7 @@ SOURCE = {
 def test_the_consumer_deploy_is_the_roles_own(salt_call):
     role = _rendered(salt_call, "certsync.consumer", CONSUMER)
     alone = _rendered(salt_call, "certsync.deployed", CONSUMER)
-    assert sorted(alone) == ["certsync-deployed"]
+    assert sorted(alone) == ["certsync-deployed", "certsync-settings"]  # the gate: first
     assert _args(alone["certsync-deployed"]) == _args(role["certsync-deployed"])
     assert _args(alone["certsync-deployed"])["name"] == "/srv/mailcow/data/assets/ssl"
     # ordered after the recipient key and acme-mailcow (show_sls leaves the extend
@@ -89,13 +88,14 @@ def test_a_renewal_deploys_with_the_arguments_of_the_sls(salt_call, entry):
     certsync.deployed.sls gives it, from the same pillar over the same defaults, and
     neither holds a credential (maildns reads the TSIG secret from the pillar)."""
     pillar = {**CONSUMER, "consumers": {ME: entry}}
-    (state,) = _rendered(salt_call, "certsync.deployed", pillar).values()
+    state = _rendered(salt_call, "certsync.deployed", pillar)["certsync-deployed"]
     defaults = salt.utils.yaml.safe_load((SALT_TREE / "certsync" / "defaults.yaml").read_text())
     settings = salt.utils.dictupdate.merge(defaults["certsync"], pillar)
-    assert runner._deploy_args(settings, ME, "npm", "") == _args(state)
+    assert UTILS["certsync_settings.deploy_args"](settings, ME, "npm", "") == _args(state)
     assert TSIG_SECRET not in json.dumps(_args(state))
     if "update" in json.dumps(entry):
-        assert _args(state)["dane"] == {"max_wait": 60, "update": UPDATE}
+        # an allow-list: the provider's settings stay in the consumer's pillar
+        assert _args(state)["dane"] == {"max_wait": 60, "update": {"provider": "rfc2136"}}
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ class Hosts:
         config = yaml.safe_load(
             self._moved(_file_block(section, "/etc/salt/master.d/certsync.conf"), moved)
         )
-        for name in ("top.sls", "certsync.sls"):
+        for name in ("top.sls", "certsync.sls", "certsync-mailcow.sls"):
             text = self._moved(_file_block(section, f"/srv/pillar/{name}"), paths)
             (pillar_dir / name).write_text(text)
         self.pillar_file = pillar_dir / "certsync.sls"

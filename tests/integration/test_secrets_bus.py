@@ -4,9 +4,11 @@ and through Cloudflare's API, end to end over the Salt bus (a real master with
 the reactor, the NPM minion with the real certbot, the mailcow minion with the
 look-alike, Knot taking the TSIG-signed updates, or the Cloudflare API stand-in
 writing through to it), every daemon logging at ``trace``. The TSIG secret or
-the API token lives in the consumer's pillar only: afterwards it is in no job's
-arguments or return (``jobs.list_job``, the master's job cache), no event, no
-log line.
+the API token lives in the consumer's pillar only, in an SLS targeted to it
+alone (harness.fleet.write_pillar splits it out, as the README says): the
+source's ``pillar.raw`` and settings check, and the master's caches of the
+source, never hold it; afterwards it is in no job's arguments or return
+(``jobs.list_job``, the master's job cache), no event, no log line.
 """
 
 import base64
@@ -110,6 +112,15 @@ def test_a_dane_rollover_over_the_bus_keeps_the_credential_out_of_jobs_events_an
                 interval=1,
                 what="the new key served and the old TLSA record removed",
             )
+            # the source's pillar, as the minion and the master's runner see it
+            raw = cli.run("pillar.raw", minion_tgt=source)
+            assert raw.returncode == 0 and raw.data.get("certsync"), raw
+            checked = cli.run("certsync_settings.check", minion_tgt=source)
+            assert checked.returncode == 0 and checked.data["valid"] is True, checked
+            source_views = {
+                "the source's pillar.raw": raw.stdout.encode(),
+                "the source's settings check": checked.stdout.encode(),
+            }
             jobs = master.salt_run_cli(timeout=120).run("jobs.list_jobs")
             assert jobs.returncode == 0 and jobs.data, jobs
             shown = [
@@ -129,10 +140,17 @@ def test_a_dane_rollover_over_the_bus_keeps_the_credential_out_of_jobs_events_an
         assert {auth for *_, auth in api.requests} == {f"Bearer {CF_TOKEN}"}
     cache = _files_under(pathlib.Path(master.config["cachedir"]) / "jobs")
     assert cache, "the master's job cache was not scanned"
+    # the master's caches of the source (its pillar, when cached; its minion data)
+    source_caches = [
+        p
+        for p in _files_under(master.config["cachedir"])
+        if source in str(p) and "jobs" not in p.parts
+    ]
     logs = [pathlib.Path(d.config["log_file"]) for d in (master, *minions)]
     assert all(b"[TRACE" in log.read_bytes() for log in logs), "a daemon did not log at trace"
     places = {
-        **{str(path): path.read_bytes() for path in [*cache, *logs]},
+        **{str(path): path.read_bytes() for path in [*cache, *logs, *source_caches]},
+        **source_views,
         "jobs.list_job": "\n".join(shown).encode(),
         "the event bus": "\n".join(repr(e) for e in bus.events).encode(),
     }

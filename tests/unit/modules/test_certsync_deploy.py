@@ -450,3 +450,25 @@ def test_the_probe_before_an_install_asks_each_endpoint_once(layout, good, servi
         assert asked == [None]
     else:
         assert asked[-1] == [HOST, ""], asked  # and without SNI
+
+
+def test_the_runners_deploy_is_refused_when_the_settings_fail_the_check(layout, good, monkeypatch):
+    """certsync_deploy.deployed (the reactor's path) runs the check the formula's states
+    wait for: a typo in the consumer's pillar deploys nothing and names the key."""
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    before = cases.snapshot(layout.root)
+    problem = (
+        "certsync:consumers:mailcow:mailcow_dri is no certsync setting: "
+        "did you mean certsync:consumers:mailcow:mailcow_dir?"
+    )
+    check = {"valid": False, "role": "consumer", "why": "", "problems": [problem]}
+    monkeypatch.setitem(deploy_mod.__salt__, "certsync_settings.check", lambda: check)
+    monkeypatch.setitem(deploy_mod.__context__, "retcode", 0)
+    ret = deploy_mod.deployed(layout.dest, hostname=HOST, source=layout.source)
+    (state,) = ret.values()
+    assert state["result"] is False and problem in state["comment"]
+    assert deploy_mod.__context__["retcode"] == 1
+    assert cases.snapshot(layout.root) == before
+    check.update(valid=True, problems=[])
+    (state,) = deploy_mod.deployed(layout.dest, hostname=HOST, source=layout.source).values()
+    assert state["result"] is True, state["comment"]

@@ -170,7 +170,7 @@ def test_the_deploy_arguments_never_hold_a_credential():
     args = UTILS["certsync_settings.deploy_args"](CFG, "mailcow", "npm", "ab" * 32)
     assert args["name"] == "/opt/mailcow-dockerized/data/assets/ssl"
     assert (args["source_minion"], args["fingerprint"]) == ("npm", "ab" * 32)
-    assert args["dane"] == {"port": 25, "update": {"zone": "example.test"}}
+    assert args["dane"] == {"port": 25, "update": {"provider": "rfc2136"}}
     assert args["mail_domains"] == ["example.test"]
     assert "relay" not in args and "hunter2" not in repr(args)
     files_only = UTILS["certsync_settings.deploy_args"](CFG, "files-only", "npm")
@@ -209,3 +209,72 @@ def test_the_source_holds_the_formulas_keys_and_its_kinds_settings(source, kind_
     defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
     pillar = {"hostname": "mail.example.test", "source": source}
     assert UTILS["certsync_settings.problems"](pillar, defaults, kind_settings) == expected
+
+
+def test_the_deploy_arguments_are_an_allow_list():
+    """A setting the allow-list does not name never travels, whatever its name: a
+    provider's own settings (credential or not) are read by the consumer from its pillar."""
+    own = {
+        "port": 25,
+        "max_wait": 60,
+        "update": {"provider": "cloudflare", "zone": "example.test", "api_key_v1": "k" * 20},
+        "extra": "x",
+    }
+    cfg = {**CFG, "consumers": {**CFG["consumers"], "mailcow": {"dane": own}}}
+    args = UTILS["certsync_settings.deploy_args"](cfg, "mailcow", "npm")
+    assert args["dane"] == {"port": 25, "max_wait": 60, "update": {"provider": "cloudflare"}}
+    assert "k" * 20 not in repr(args)
+    assert set(args) <= {
+        "name", "hostname", "source_minion", "fingerprint",
+        *UTILS["certsync_settings.deploy_args"].__globals__["DEPLOY_SETTINGS"],
+        *UTILS["certsync_settings.deploy_args"].__globals__["DEPLOY_IF_SET"],
+    }  # fmt: skip
+
+
+foreign = UTILS["certsync_settings.foreign_credentials"]
+SPLIT = {
+    "certsync": {
+        "source": {"minion": "npm"},
+        "consumers": {
+            "mailcow": {"dane": {"update": {"tsig_secret": "c2VjcmV0"}}},
+            "other": {"dane": {"update": {"api_token": "t" * 40}}},
+        },
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("minion", "role", "keys"),
+    [
+        ("npm", "source", ["consumers:mailcow:dane:update:tsig_secret",
+                           "consumers:other:dane:update:api_token"]),
+        ("mailcow", "consumer", ["consumers:other:dane:update:api_token"]),
+        ("other", "consumer", ["consumers:mailcow:dane:update:tsig_secret"]),
+    ],
+)  # fmt: skip
+def test_a_credential_of_another_minion_is_named_never_shown(minion, role, keys):
+    found = foreign(SPLIT["certsync"], minion, role)
+    assert [f.split(" is a credential")[0] for f in found] == [f"certsync:{k}" for k in keys]
+    assert all("targeted to" in f and "c2VjcmV0" not in f and "t" * 40 not in f for f in found)
+
+
+def test_a_consumers_own_credentials_and_the_defaults_pass_for_a_consumer():
+    pillar = {
+        "certsync": {
+            "consumers": {"mailcow": {"dane": {"update": {"tsig_secret": "x"}}}},
+            "consumer_defaults": {"dane": {"update": {"api_token": "y"}}},
+        }
+    }
+    pillar = pillar["certsync"]
+    assert foreign(pillar, "mailcow", "consumer") == []
+    assert [f.split(" is")[0] for f in foreign(pillar, "npm", "source")] == [
+        "certsync:consumers:mailcow:dane:update:tsig_secret",
+        "certsync:consumer_defaults:dane:update:api_token",
+    ]
+
+
+def test_declared_keys_and_named_keys_are_credentials_empty_ones_are_not():
+    update = {"hmac": "x", "db_password": "y", "passphrase": "z", "tsig_secret": "", "token": None}
+    pillar = {"consumers": {"m": {"dane": {"update": update}}}}
+    assert len(foreign(pillar, "npm", "source")) == 2
+    assert len(foreign(pillar, "npm", "source", declared=("hmac",))) == 3
