@@ -79,9 +79,13 @@ class SystemdHost:
                 "--retcode-passthrough",
                 "--log-level=quiet",
                 *args,
-            ]
+            ],
+            demux=True,  # the JSON from stdout; Python's warnings go to stderr
         )
-        text = done.output.decode()
+        out, err = done.output
+        text = (out or b"").decode()
+        if not text.strip():
+            text = (err or b"").decode()
         try:
             return done.exit_code, json.loads(text)["local"]
         except (ValueError, KeyError):

@@ -6,6 +6,7 @@
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
 
 include:
+  - certsync.settings
   - certsync.rsync_retired
   - certsync.schedule
   - certsync.deployed

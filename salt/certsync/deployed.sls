@@ -5,6 +5,9 @@
     those the runner sends the consumers on a renewal (certsync_deploy.deployed:
     the same deploy, without a state run). #}
 {%- from "certsync/map.jinja" import consumer with context %}
+
+include:
+  - certsync.settings
 {%- if consumer %}
 
 certsync-deployed:

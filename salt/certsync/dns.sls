@@ -4,6 +4,9 @@
     against the `certsync:dns` pillar. Read-only: a failing record fails
     this state and names the record. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
+
+include:
+  - certsync.settings
 {%- set dns = certsync.dns %}
 {#- Where this consumer serves HTTPS (mailcow.conf's HTTPS_PORT), for the
     autoconfig/autodiscover names checked over HTTPS. #}

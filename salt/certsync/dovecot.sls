@@ -8,6 +8,9 @@
     for overrides; the operator's lines stay), false takes the block out; a
     change reloads dovecot once (that reload still ends the sessions open). #}
 {%- from "certsync/map.jinja" import consumer, dovecot_block, dovecot_block_removed with context %}
+
+include:
+  - certsync.settings
 {%- if not consumer %}
 
 certsync-dovecot-keeps-sessions:

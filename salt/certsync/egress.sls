@@ -4,6 +4,9 @@
     firewall) or Salt's own nftables states, then a check that both are
     reachable. #}
 {%- from "certsync/map.jinja" import consumer, egress_targets with context %}
+
+include:
+  - certsync.settings
 {%- set relay = consumer.relay %}
 {%- set firewall = relay.firewall %}
 {%- set backend = firewall.get("backend", "auto") %}

@@ -5,6 +5,9 @@
     rewrites the lineage's renewal file without reuse_key). What a renewal triggers (the reactor
     applies certsync.published); certsync.source includes it. #}
 {%- from "certsync/map.jinja" import certsync, role with context %}
+
+include:
+  - certsync.settings
 {#- The source's kind and its settings of that kind (certsync_source). #}
 {%- set where = salt["certsync_settings.source"]() %}
 {%- if role == "source" %}

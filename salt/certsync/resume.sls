@@ -2,6 +2,7 @@
 {%- from "certsync/map.jinja" import consumer with context %}
 
 include:
+  - certsync.settings
   - certsync.deployed
 {%- if consumer %}
 

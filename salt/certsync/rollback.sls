@@ -4,6 +4,9 @@
     and pauses the deploys (schedule and reactor) until
     `state.apply certsync.resume`. test=True shows the plan. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
+
+include:
+  - certsync.settings
 {%- if consumer %}
 
 certsync-rolled-back:

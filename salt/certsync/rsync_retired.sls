@@ -7,12 +7,17 @@
     (every other line kept). The staging dir is left alone, and named.
     Off with certsync:rsync_retired:enabled: false. Included by both roles. #}
 {%- from "certsync/map.jinja" import certsync, role with context %}
+
+include:
+  - certsync.settings
 {%- set retired = certsync.rsync_retired %}
 {%- set units = retired.get(role ~ "_units", []) if role else [] %}
 {#- systemd's offline mode (systemctl, no systemd running) answers no unit query #}
 {%- set offline = "service.offline" in salt and salt["service.offline"]() %}
+{%- set found = namespace(any=false) %}
 {%- if retired.enabled %}
 {%-   for unit in units if not offline and salt["service.available"](unit) %}
+{%-     set found.any = true %}
 
 certsync-rsync-retired-{{ unit }}-stopped:
   service.dead:
@@ -25,15 +30,21 @@ certsync-rsync-retired-{{ unit }}-disabled:
 {%-   if role == "consumer" %}
 {%-     set home = (salt["user.info"](retired.user) or {}).get("home") %}
 {%-     set keys = retired.authorized_keys or (home ~ "/.ssh/authorized_keys" if home else "") %}
-{%-     if keys and salt["file.file_exists"](keys) %}
+{%-     set forced = 'command="rsync --server [^"]* ' ~ (retired.staging_dir | regex_escape) ~ '/?"' %}
+{%-     if keys and salt["file.file_exists"](keys) and salt["file.search"](keys, forced) %}
+{%-       set found.any = true %}
 
+# every forced-command line for the staging dir (one a key, whatever its rsync flags)
 certsync-rsync-retired-forced-command:
-  file.line:
+  file.replace:
     - name: {{ keys | json }}
-    - mode: delete
-    - match: {{ ('command="rsync --server [^"]* ' ~ (retired.staging_dir | regex_escape) ~ '/?"') | json }}
+    - pattern: {{ ('^[^\n]*' ~ forced ~ '[^\n]*(\n|$)') | json }}
+    - repl: ''
+    - flags: [MULTILINE]
+    - backup: false
 {%-     endif %}
 {%-     if salt["file.directory_exists"](retired.staging_dir) %}
+{%-       set found.any = true %}
 
 certsync-rsync-retired-staging-left:
   test.show_notification:
@@ -42,4 +53,14 @@ certsync-rsync-retired-staging-left:
         (it may hold a copy of the private key): remove it when you no longer need it.
 {%-     endif %}
 {%-   endif %}
+{%- endif %}
+{%- if not found.any %}
+
+certsync-rsync-retired:
+  test.show_notification:
+    - text: >-
+        {{ "nothing to retire: rsync_retired is off (certsync:rsync_retired:enabled)"
+           if not retired.enabled else
+           "nothing to retire: no unit, forced-command line or staging dir of the old "
+           ~ "rsync deployment on this host" }}
 {%- endif %}

@@ -5,6 +5,9 @@
     30 minutes when it sets none. Whole numbers only, and not zero: a zero
     interval would run the formula back to back. #}
 {%- from "certsync/map.jinja" import certsync with context %}
+
+include:
+  - certsync.settings
 {%- set units = ["seconds", "minutes", "hours", "days"] %}
 {%- set given = salt["pillar.get"]("certsync:schedule", {}) %}
 {%- set given = given if given is mapping else {} %}

@@ -7,6 +7,7 @@
 {%- set where = salt["certsync_settings.source"]() %}
 
 include:
+  - certsync.settings
   - certsync.rsync_retired
   - certsync.schedule
   - certsync.published

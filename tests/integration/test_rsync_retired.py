@@ -1,7 +1,7 @@
 """Migration from the deployment certsync replaces (SLS certsync.rsync_retired) on a
 host with systemd as PID 1 (a container): Salt's service states stop and disable the
-old timers for real, and file.line takes the forced-command rsync line out of the
-certsync user's real authorized_keys, every other line kept."""
+old timers for real, and file.replace takes every forced-command rsync line for the
+staging dir out of the certsync user's real authorized_keys, every other line kept."""
 
 import pathlib
 
@@ -39,7 +39,12 @@ def host(docker_engine, tmp_path_factory):
         'command="rsync --server -logDtprLze.iLsfxCIvu . /home/certsync/incoming/",restrict '
         f"{_public_key('root@npm')}\n"
     )
-    (work / "authorized_keys").write_text(kept[0] + forced + kept[1])
+    # a second key for the staging dir, with other rsync flags: it must go too
+    forced_too = (
+        'restrict,command="rsync --server -vlogDtpre.iLsfxC . /home/certsync/incoming" '
+        f"{_public_key('root@npm-old')}\n"
+    )
+    (work / "authorized_keys").write_text(kept[0] + forced + kept[1] + forced_too)
     setup = (
         f"cp {OLD}/*.service {OLD}/*.timer /etc/systemd/system/ && systemctl daemon-reload"
         f" && systemctl enable --now {PUSH[0]} {DEPLOY[0]}"
@@ -49,6 +54,9 @@ def host(docker_engine, tmp_path_factory):
     done = machine.sh(setup)
     assert done.exit_code == 0, done.output.decode()
     machine.kept = "".join(kept)
+    for minion, role in (("mailcow", "consumer"), ("npm", "source")):
+        code, synced = machine.salt_call(minion, _pillar(minion, role), "saltutil.sync_all")
+        assert code == 0, synced
     try:
         yield machine
     finally:
@@ -69,7 +77,10 @@ def _pillar(minion, role):
 
 
 def _states(ret):
-    return {key.split("_|-")[1]: value for key, value in ret.items()}
+    """The states of a return, without the settings check every SLS begins with."""
+    states = {key.split("_|-")[1]: value for key, value in ret.items()}
+    assert states.pop("certsync-settings")["result"] in (True, None), ret
+    return states
 
 
 def test_the_consumer_stops_and_disables_the_deploy_timer_and_drops_the_rsync_key(host):
@@ -123,11 +134,15 @@ def test_the_source_stops_and_disables_the_push_timer(host):
     assert _unit(host, "is-enabled", PUSH[0]) == "disabled"
 
 
-def test_nothing_is_rendered_where_the_old_units_never_were(host):
+def test_nothing_to_retire_where_the_old_units_never_were(host):
     done = host.sh(f"rm /etc/systemd/system/{PUSH[0]} /etc/systemd/system/{PUSH[1]}")
     assert done.exit_code == 0
     host.sh("systemctl daemon-reload")
-    code, ret = host.salt_call(
-        "npm", _pillar("npm", "source"), "state.show_sls", "certsync.rsync_retired"
-    )
-    assert (code, ret) == (0, {})
+    for extra in (["test=True"], []):
+        code, ret = host.salt_call(
+            "npm", _pillar("npm", "source"), "state.apply", "certsync.rsync_retired", *extra
+        )
+        assert code == 0, ret
+        (only,) = _states(ret).values()
+        assert only["result"] is True and only["changes"] == {}
+        assert only["comment"].startswith("nothing to retire: no unit")
