@@ -47,9 +47,33 @@ def test_typos_are_named_with_the_key_meant(salt_call, tmp_path):
     state = _settings_state(applied)
     assert state["result"] is False
     assert state["comment"].startswith("The certsync pillar needs fixing:\n- certsync:hostnmae")
-    blocked = [v for k, v in applied.data.items() if "certsync-recipient-key" in k]
-    assert blocked and blocked[0]["result"] is False
-    assert "One or more requisite failed" in blocked[0]["comment"]
+
+
+@pytest.mark.parametrize("sls", ["certsync", "certsync.schedule", "certsync.dovecot"])
+def test_a_failed_check_stops_the_run_before_anything_changes(salt_call, tmp_path, sls):
+    """The check runs first and stops the run (failhard): with a typo in the pillar no
+    state of the formula runs, the schedule is not made and dovecot's file not written."""
+    dovecot = tmp_path / "data" / "conf" / "dovecot"
+    dovecot.mkdir(parents=True)
+    (tmp_path / "mailcow.conf").write_text("MAILCOW_HOSTNAME=mail.example.test\n")
+    pillar = {
+        "certsync": {
+            "hostname": HOST,
+            "source": {"minion": "npm"},
+            "consumers": {ME: {"mailcow_dir": str(tmp_path), "mailcow_dri": "/x"}},
+        }
+    }
+    with salt_call.pillar(pillar):
+        applied = salt_call("state.apply", sls)
+        schedule = salt_call("schedule.list", "return_yaml=False")
+    assert applied.returncode != 0
+    ran = {k.split("_|-")[1]: v for k, v in applied.data.items()}
+    assert ran["certsync-settings"]["result"] is False
+    assert "mailcow_dri is no certsync setting" in ran["certsync-settings"]["comment"]
+    assert [k for k, v in ran.items() if v.get("result") is not False] == [], ran
+    assert not [k for k, v in ran.items() if v.get("changes")], ran
+    assert "certsync" not in (schedule.data or {})
+    assert not (dovecot / "extra.conf").exists()
 
 
 @pytest.mark.parametrize(
