@@ -259,20 +259,51 @@ class Publisher:
         return pillar if isinstance(pillar, dict) else {}
 
 
+#: The longest wait the engine's settings may ask for (a day).
+MAX_SECONDS = 86400
+
+
 def _number(settings, key, default):
     value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"certsync_watch: {key} must be a number of seconds, not {value!r}")
-    return float(value)
+    number = float(value) if isinstance(value, (int, float)) else float("nan")
+    if isinstance(value, bool) or not 0 < number <= MAX_SECONDS:  # nan and inf fail too
+        raise ValueError(
+            f"certsync_watch: {key} must be a number of seconds above 0 and at most "
+            f"{MAX_SECONDS}, not {str(value)[:40]!r}"
+        )
+    return number
+
+
+def _config_file():
+    """Where the formula writes this engine's configuration (certsync.source), as the
+    SLS computes it: beside the minion's configuration, in its include directory."""
+    conf_dir = os.path.dirname(__opts__.get("conf_file") or "")
+    include = os.path.dirname(__opts__.get("default_include") or "minion.d/*.conf")
+    return os.path.join(conf_dir, include, "certsync-watch.conf")
 
 
 def start(**settings):
     """Watch the source and run the certsync beacon on each change (the engine)."""
-    watch_source(settings, threading.Event())
+    try:
+        watch_source(settings, threading.Event())
+    except ValueError as exc:  # a setting named: the engine stops, the minion goes on
+        log.error("%s; not watching", exc)
 
 
 def _beacon_functions():
     return salt.loader.beacons(__opts__, __salt__, context={})
+
+
+def _beacon_config(settings, beacons):
+    """The beacon's configuration from the engine's settings, and why it is not valid
+    (None when it is)."""
+    config = [{key: value} for key, value in settings.items() if key not in ENGINE_KEYS]
+    valid, why = beacons["certsync.validate"](config)
+    for switch in ("publish", "keep_key"):
+        value = settings.get(switch, False)
+        if valid and not isinstance(value, bool):
+            valid, why = False, f"{switch} must be true or false, not {str(value)[:40]!r}"
+    return config, None if valid else why
 
 
 def watch_source(settings, stop):
@@ -280,15 +311,10 @@ def watch_source(settings, stop):
     settle = _number(settings, "settle", 0.05)
     interval = _number(settings, "interval", 1)
     rescan = _number(settings, "rescan", 300)
-    config = [{key: value} for key, value in settings.items() if key not in ENGINE_KEYS]
     publish = settings.get("publish", False)
     beacons = _beacon_functions()
-    valid, why = beacons["certsync.validate"](config)
-    for switch in ("publish", "keep_key"):
-        value = settings.get(switch, False)
-        if valid and not isinstance(value, bool):
-            valid, why = False, f"{switch} must be true or false, not {str(value)[:40]!r}"
-    if not valid:
+    config, why = _beacon_config(settings, beacons)
+    if why:
         log.error("certsync_watch: %s; not watching", why)
         return
     publisher = Publisher(settings) if publish else None
@@ -299,8 +325,13 @@ def watch_source(settings, stop):
             log.warning("certsync_watch: not publishing here (%s): the reactor publishes", exc)
             publisher = None
     watch = _watcher()
+    configured = _config_file()
+    by_formula = os.path.isfile(configured)
     try:
         while not stop.is_set():
+            if by_formula and not os.path.isfile(configured):
+                log.info("certsync_watch: %s was removed (certsync.absent): stopped", configured)
+                return
             # armed before the source is read: a change while it is read wakes the wait
             armed = watch is not None and watch.watch(_dirs(settings))
             events = _beacon_events(beacons["certsync.beacon"], config)

@@ -20,6 +20,26 @@ certsync-watch-absent:
   file.absent:
     - name: {{ (salt["file.dirname"](opts.conf_file) ~ "/" ~ salt["file.dirname"](opts.default_include) ~ "/certsync-watch.conf") | json }}
 
+# the engine sees its configuration gone and stops at its next wake-up (writing
+# nothing more); the minion's restart takes it out of the process
+certsync-watch-stopped:
+  cmd.run:
+    - name: salt-call --local service.restart salt-minion
+    - bg: true
+    - onlyif: systemctl is-active --quiet salt-minion
+    - onchanges:
+      - file: certsync-watch-absent
+
+certsync-watch-restart-needed:
+  test.show_notification:
+    - text: >-
+        The certsync_watch engine's configuration is removed: it writes nothing more,
+        and leaves this minion at its next restart (this minion is not the salt-minion
+        systemd service, so the formula cannot restart it).
+    - unless: systemctl is-active --quiet salt-minion
+    - onchanges:
+      - file: certsync-watch-absent
+
 certsync-schedule-absent:
   schedule.absent:
     - name: certsync

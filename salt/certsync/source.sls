@@ -56,6 +56,17 @@ certsync-watch-started:
     - onlyif: systemctl is-active --quiet salt-minion
     - onchanges:
       - file: certsync-watch
+
+# elsewhere (no salt-minion systemd service): the operator restarts the minion
+certsync-watch-restart-needed:
+  test.show_notification:
+    - text: >-
+        The certsync_watch engine starts with the minion: restart this salt-minion
+        for it to run ({{ conf_dir }}/certsync-watch.conf changed; this minion is not
+        the salt-minion systemd service, so the formula cannot restart it).
+    - unless: systemctl is-active --quiet salt-minion
+    - onchanges:
+      - file: certsync-watch
 {%- elif src.watch is sameas false %}
 
 certsync-watch:

@@ -14,10 +14,12 @@ pytestmark = pytest.mark.functional
 ME = "certsync-functional"
 
 
-def _rendered(salt_call, sls, pillar):
+def _rendered(salt_call, sls, pillar, gate=False):
+    """The states ``sls`` renders, by id; the settings check every SLS begins with
+    (certsync.settings) left out unless ``gate``."""
     ret = salt_call("state.show_sls", sls, f"pillar={json.dumps({'certsync': pillar})}")
     assert ret.returncode == 0 and isinstance(ret.data, dict), ret
-    return ret.data
+    return ret.data if gate else {k: v for k, v in ret.data.items() if k != "certsync-settings"}
 
 
 def _args(state):
@@ -49,7 +51,7 @@ SOURCE = {
 def test_the_consumer_deploy_is_the_roles_own(salt_call):
     role = _rendered(salt_call, "certsync.consumer", CONSUMER)
     alone = _rendered(salt_call, "certsync.deployed", CONSUMER)
-    assert sorted(alone) == ["certsync-deployed", "certsync-settings"]  # the gate: first
+    assert sorted(alone) == ["certsync-deployed"]
     assert _args(alone["certsync-deployed"]) == _args(role["certsync-deployed"])
     assert _args(alone["certsync-deployed"])["name"] == "/srv/mailcow/data/assets/ssl"
     # ordered after the recipient key and acme-mailcow (show_sls leaves the extend
@@ -233,6 +235,35 @@ def test_the_source_role_configures_the_watch_engine_with_the_beacons_settings(s
     restart = _args(role["certsync-watch-started"])
     assert restart["onchanges"] == [{"file": "certsync-watch"}]
     assert restart["onlyif"] == "systemctl is-active --quiet salt-minion"
+    told = _args(role["certsync-watch-restart-needed"])
+    assert told["onchanges"] == [{"file": "certsync-watch"}]
+    assert told["unless"] == "systemctl is-active --quiet salt-minion"
+    assert "restart this salt-minion" in told["text"]
+
+
+def test_not_as_a_service_the_operator_is_told_to_restart_the_minion(salt_call):
+    """salt-call here is no salt-minion service: the engine's new configuration says
+    to restart the minion, instead of 'onlyif condition is false' alone."""
+    role = _rendered(salt_call, "certsync.source", SOURCE)
+    written = salt_call(
+        "state.single",
+        "test.show_notification",
+        "name=certsync-watch-restart-needed",
+        f"text={_args(role['certsync-watch-restart-needed'])['text']}",
+        f"unless={_args(role['certsync-watch-restart-needed'])['unless']}",
+    )
+    (state,) = written.data.values()
+    assert state["result"] is True and state["comment"].startswith(
+        "The certsync_watch engine starts with the minion: restart this salt-minion"
+    ), state
+
+
+def test_certsync_absent_stops_the_engine_or_says_to_restart(salt_call):
+    absent = _rendered(salt_call, "certsync.absent", SOURCE)
+    assert _args(absent["certsync-watch-stopped"])["onchanges"] == [
+        {"file": "certsync-watch-absent"}
+    ]
+    assert "writes nothing more" in _args(absent["certsync-watch-restart-needed"])["text"]
 
 
 @pytest.mark.parametrize(("watch", "state"), [(False, "file"), ("yes", "test")])
@@ -326,3 +357,19 @@ def test_the_dovecot_block_goes_in_and_out_leaving_the_operators_lines(salt_call
         extra.write_text(text)
         _applied(salt_call, _rendered(salt_call, sls, given)[state])
         assert extra.read_text() == own, sls
+
+
+@pytest.mark.parametrize(
+    ("sls", "pillar"),
+    [
+        *((sls, CONSUMER) for sls in ("certsync", "certsync.consumer", "certsync.deployed",
+          "certsync.dovecot", "certsync.schedule", "certsync.rsync_retired", "certsync.egress",
+          "certsync.rollback", "certsync.resume", "certsync.dns")),
+        *((sls, SOURCE) for sls in ("certsync", "certsync.source", "certsync.published")),
+    ],
+)  # fmt: skip
+def test_every_sls_that_changes_anything_begins_with_the_settings_check(salt_call, sls, pillar):
+    """The check runs first (order 1) and stops the run when it fails (failhard)."""
+    gate = _rendered(salt_call, sls, pillar, gate=True)["certsync-settings"]
+    args = {k: v for arg in gate["certsync"] if isinstance(arg, dict) for k, v in arg.items()}
+    assert (gate["certsync"][-1], args["order"], args["failhard"]) == ("settings_valid", 1, True)

@@ -154,6 +154,9 @@ def test_engine_and_beacon_announce_a_renewal_once(monkeypatch, live, good):
         ({"hostname": HOST, "live_dir": "/l", "settle": 0}, "settle must be a number"),
         ({"hostname": HOST, "live_dir": "/l", "rescan": "1"}, "rescan must be a number"),
         ({"hostname": HOST, "live_dir": "/l", "interval": True}, "interval must be a number"),
+        ({"hostname": HOST, "live_dir": "/l", "rescan": float("inf")}, "rescan must be a number"),
+        ({"hostname": HOST, "live_dir": "/l", "rescan": float("nan")}, "rescan must be a number"),
+        ({"hostname": HOST, "live_dir": "/l", "rescan": 10**9}, "at most 86400, not '1000000000'"),
     ],
 )
 def test_bad_engine_settings_are_refused_by_name(settings, message):
@@ -265,3 +268,32 @@ def test_an_engine_that_cannot_reach_the_master_leaves_publishing_to_the_reactor
         (event,) = engine.wait_for(1)
     assert "published" not in event["data"]
     assert "not publishing here (no master at salt:4506): the reactor publishes" in caplog.text
+
+
+def test_a_bad_setting_stops_the_engine_not_the_minion(caplog):
+    """start() is the engine's thread: a setting it refuses is logged, not a traceback."""
+    certsync_watch.start(hostname=HOST, live_dir="/l", rescan=float("inf"))
+    assert "rescan must be a number of seconds" in caplog.text and "not watching" in caplog.text
+
+
+def test_the_engine_stops_once_certsync_absent_removed_its_configuration(
+    monkeypatch, live, ca, good, tmp_path
+):
+    """After certsync.absent (its configuration file gone) the engine announces and
+    writes nothing more, even on a renewal, until the minion restarts without it."""
+    conf = tmp_path / "etc" / "minion"
+    (conf.parent / "minion.d").mkdir(parents=True)
+    engine_conf = conf.parent / "minion.d" / "certsync-watch.conf"
+    engine_conf.write_text("engines: []\n")
+    monkeypatch.setitem(certsync_watch.__opts__, "conf_file", str(conf))
+    monkeypatch.setitem(certsync_watch.__opts__, "default_include", "minion.d/*.conf")
+    settings = {"hostname": HOST, "live_dir": str(live), "rescan": WAIT * 3}
+    with Engine(monkeypatch, settings) as engine:
+        engine.wait_for(1)
+        engine_conf.unlink()
+        shutil.rmtree(certsync_watch.__opts__["cachedir"])
+        write_npm_tree(live, 5, ca.leaf(HOST, key=good.key), version=2)
+        engine.thread.join(WAIT)
+        assert not engine.thread.is_alive()
+    assert len(engine.fired) == 1
+    assert not pathlib.Path(certsync_watch.__opts__["cachedir"], "certsync").exists()
