@@ -160,8 +160,8 @@ def consumer():
 
 
 def _consumer(cfg):
-    consumers = cfg.get("consumers") or {}
-    if __opts__["id"] not in consumers:
+    consumers = cfg.get("consumers")
+    if not isinstance(consumers, dict) or __opts__["id"] not in consumers:  # never a substring
         raise CommandExecutionError(
             f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
         )

@@ -51,7 +51,8 @@ def report():
     source = cfg.get("source") or {}
     if me == source.get("minion"):
         return _source_status(cfg["hostname"], source)
-    if me not in (cfg.get("consumers") or {}):
+    consumers = cfg.get("consumers")
+    if not isinstance(consumers, dict) or me not in consumers:
         return {"role": None, "why": __utils__["certsync_settings.role"](cfg, me)[1]}
     # no credentials passed on: the modules that use them read them from the pillar
     settings = __utils__["certsync_settings.without_credentials"](

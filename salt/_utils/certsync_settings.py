@@ -71,6 +71,51 @@ def _unknown(given, known, path, problems, what="certsync setting"):
             _unknown(value, known[key], where, problems)
 
 
+#: Settings that take another type beside their default's: ``dane: true`` or a mapping.
+ALSO_TAKES = {"dane": (dict,), "reuse_key": (bool,)}
+
+
+def _type_problem(value, default, where):
+    """Why ``value`` is not of the type of its ``default`` (a sentence), or None."""
+    key = where.rsplit(":", 1)[-1]
+    if value is None or isinstance(value, ALSO_TAKES.get(key, ())):
+        return None
+    shown = repr(value)[:40]
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{where} must be true or false, not {shown}"
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{where} must be a number, not {shown}"
+        return None
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            return f"{where} must be a string, not {shown}"
+        if default and not value.strip():
+            return f"{where} must not be empty (the default is {default!r})"
+        return None
+    if isinstance(default, list) and not isinstance(value, list):
+        return f"{where} must be a list, not {shown}"
+    if isinstance(default, dict) and not isinstance(value, dict):
+        return f"{where} must be a mapping, not {shown}"
+    return None
+
+
+def _wrong_types(given, known, path, problems):
+    """Each value of ``given`` (at ``path``) whose type is not its default's in
+    ``known``, followed into mappings (the operator's free-form ones left alone)."""
+    if not isinstance(given, dict) or not isinstance(known, dict):
+        return
+    for key, value in given.items():
+        if key not in known or (key in FREE_FORM and not isinstance(known[key], bool)):
+            continue
+        where = f"{path}:{key}"
+        found = _type_problem(value, known[key], where)
+        if found:
+            problems.append(found)
+        elif isinstance(value, dict) and isinstance(known[key], dict) and known[key]:
+            _wrong_types(value, known[key], where, problems)
+
+
 def problems(pillar, defaults, kind_settings=None):
     """What is wrong with the ``certsync`` pillar against the formula's ``defaults``
     (both the ``certsync`` mapping): each unknown key with the closest known one, a
@@ -88,14 +133,37 @@ def problems(pillar, defaults, kind_settings=None):
         allowed = dict.fromkeys([*sorted(FORMULA_SOURCE_KEYS), *kind_settings])
         what = f"setting of the {kind} source (it takes {', '.join(kind_settings)})"
         _unknown(pillar.get("source"), allowed, "certsync:source", found, what)
+    consumer_defaults = defaults.get("consumer_defaults")
+    source_defaults = (
+        defaults.get("source")
+        if kind_settings is None
+        else {k: v for k, v in (defaults.get("source") or {}).items() if k in FORMULA_SOURCE_KEYS}
+    )
+    _wrong_types(
+        {k: v for k, v in pillar.items() if k not in ("consumers", "source")},
+        defaults,
+        "certsync",
+        found,
+    )
+    if pillar.get("source") is not None and not isinstance(pillar.get("source"), dict):
+        found.append(
+            f"certsync:source must be a mapping (minion: <id>, ...), not "
+            f"{repr(pillar['source'])[:40]}"
+        )
+    else:
+        _wrong_types(pillar.get("source"), source_defaults, "certsync:source", found)
     consumers = pillar.get("consumers")
     if consumers is not None and not isinstance(consumers, dict):
-        found.append("certsync:consumers must map minion ids to their settings")
+        found.append(
+            f"certsync:consumers must map minion ids to their settings, not {repr(consumers)[:40]}"
+        )
     for minion, entry in (consumers if isinstance(consumers, dict) else {}).items():
         if entry is not None and not isinstance(entry, dict):
             found.append(f"certsync:consumers:{minion} must be a mapping (or empty)")
             continue
-        _unknown(entry, defaults.get("consumer_defaults"), f"certsync:consumers:{minion}", found)
+        where = f"certsync:consumers:{minion}"
+        _unknown(entry, consumer_defaults, where, found)
+        _wrong_types(entry, consumer_defaults, where, found)
     if not pillar.get("hostname"):
         found.append("certsync:hostname is not set: the mail host name the certificate covers")
     return found
@@ -219,6 +287,13 @@ def merged(defaults, pillar):
     makes."""
     defaults = defaults if isinstance(defaults, dict) else {}
     pillar = pillar if isinstance(pillar, dict) else {}
+    # a section of the wrong type is its default here, as map.jinja has it: the check
+    # (problems) names it, and every apply stops at that first state
+    pillar = {
+        key: value
+        for key, value in pillar.items()
+        if isinstance(value, dict) or not isinstance(defaults.get(key), dict)
+    }
     return salt.utils.dictupdate.merge(defaults, pillar)
 
 
@@ -235,9 +310,10 @@ def consumer(cfg, minion_id):
         raise ValueError(f"certsync:consumers:{minion_id} is not a mapping: {repr(entry)[:80]}")
     entry = entry or {}
     settings = {**defaults, **entry}
-    for key in MERGED_BY_KEY:
+    for key in MERGED_BY_KEY:  # one of the wrong type: named by the check, left out here
+        base, own = defaults.get(key), entry.get(key)
         settings[key] = salt.utils.dictupdate.update(
-            dict(defaults.get(key) or {}), dict(entry.get(key) or {})
+            dict(base if isinstance(base, dict) else {}), dict(own if isinstance(own, dict) else {})
         )
     return settings
 

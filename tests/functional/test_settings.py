@@ -159,3 +159,29 @@ def test_the_source_settings_are_those_of_its_kind(salt_call, source, problems):
     assert [p[: len(want)] for p, want in zip(found, problems, strict=True)] == problems, found
     if not problems:
         assert passed.data == {"kind": "caddy", "settings": {"storage": source["storage"]}}
+
+
+@pytest.mark.parametrize(
+    ("certsync", "problem"),
+    [
+        ({"source": "npm", "consumers": {ME: {}}}, "certsync:source must be a mapping"),
+        ({"source": {"minion": "npm"}, "consumers": f"{ME}, other"},
+         "certsync:consumers must map minion ids to their settings"),
+        ({"source": {"minion": "npm"}, "consumers": {ME: {"relay": [1, 2]}}},
+         f"certsync:consumers:{ME}:relay must be a mapping, not [1, 2]"),
+        ({"source": {"minion": "npm"}, "consumers": {ME: {"mailcow_dir": ["/opt"]}}},
+         f"certsync:consumers:{ME}:mailcow_dir must be a string"),
+        ({"source": {"minion": "npm"}, "consumers": {ME: {"alerts": "loud"}}},
+         f"certsync:consumers:{ME}:alerts must be a mapping"),
+    ],
+)  # fmt: skip
+def test_a_value_of_the_wrong_type_is_a_named_failure_not_a_traceback(salt_call, certsync, problem):
+    with salt_call.pillar({"certsync": {"hostname": HOST, **certsync}}):
+        checked = salt_call("certsync_settings.check")
+        applied = salt_call("state.apply", "certsync")
+        status = salt_call("certsync_status.report")
+    assert checked.returncode == 1 and any(p.startswith(problem) for p in checked.data["problems"])
+    assert applied.returncode != 0 and isinstance(applied.data, dict), applied
+    state = _settings_state(applied)
+    assert state["result"] is False and problem in state["comment"]
+    assert "Traceback" not in applied.stdout + applied.stderr + status.stdout + status.stderr

@@ -52,7 +52,59 @@ def test_every_default_is_documented_in_pillar_example():
     example = yaml.safe_load((ROOT / "pillar.example").read_text())["certsync"]
     example_defaults = {**example, "consumers": {}}
     missing = UTILS["certsync_settings.problems"](defaults, example_defaults)
-    assert [m for m in missing if "hostname is not set" not in m] == []
+    assert [m for m in missing if " is no " in m] == []
+
+
+def test_pillar_example_passes_the_check_types_and_all():
+    defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
+    example = yaml.safe_load((ROOT / "pillar.example").read_text())["certsync"]
+    assert UTILS["certsync_settings.problems"](example, defaults) == []
+
+
+TYPED = {"hostname": "mail.example.test", "source": {"minion": "npm"}}
+
+
+@pytest.mark.parametrize(
+    ("pillar", "problem"),
+    [
+        ({"source": "npm"}, "certsync:source must be a mapping (minion: <id>, ...), not 'npm'"),
+        ({"source": ["npm"]}, "certsync:source must be a mapping"),
+        ({"consumers": "a, b"}, "certsync:consumers must map minion ids to their settings, not"),
+        ({"consumers": {"m": {"mailcow_dir": ""}}},
+         "certsync:consumers:m:mailcow_dir must not be empty"),
+        ({"consumers": {"m": {"mailcow_dir": ["/opt"]}}},
+         "certsync:consumers:m:mailcow_dir must be a string, not ['/opt']"),
+        ({"consumers": {"m": {"relay": [1, 2]}}},
+         "certsync:consumers:m:relay must be a mapping, not [1, 2]"),
+        ({"consumers": {"m": {"relay": {"port": "587"}}}},
+         "certsync:consumers:m:relay:port must be a number, not '587'"),
+        ({"consumers": {"m": {"services": "postfix-mailcow"}}},
+         "certsync:consumers:m:services must be a list"),
+        ({"consumers": {"m": {"sni": "no"}}}, "certsync:consumers:m:sni must be true or false"),
+        ({"consumers": {"m": {"dane": "yes"}}}, "certsync:consumers:m:dane must be true or false"),
+        ({"consumers": {"m": {"min_days": True}}},
+         "certsync:consumers:m:min_days must be a number"),
+        ({"consumer_defaults": {"alerts": {"days": "21"}}},
+         "certsync:consumer_defaults:alerts:days must be a number"),
+        ({"dns": ["example.test"]}, "certsync:dns must be a mapping"),
+        ({"schedule": 30}, "certsync:schedule must be a mapping"),
+        ({"source": {"minion": "npm", "beacon_interval": "1"}},
+         "certsync:source:beacon_interval must be a number"),
+    ],
+)  # fmt: skip
+def test_a_value_of_the_wrong_type_is_named(pillar, problem):
+    defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
+    found = UTILS["certsync_settings.problems"]({**TYPED, **pillar}, defaults)
+    assert [f for f in found if f.startswith(problem)], found
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"dane": True}, {"dane": {"port": 25}}, {"min_days": 1.5}, {"mailcow_dir": "/srv/m"}, None],
+)
+def test_values_of_the_types_taken_pass(entry):
+    defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
+    assert UTILS["certsync_settings.problems"]({**TYPED, "consumers": {"m": entry}}, defaults) == []
 
 
 SETTINGS = {
