@@ -172,6 +172,17 @@ def _fleet(ret):
 
 
 def _render(ret, colors):
+    """The lines of one return of a shape this outputter knows, else None. A return of
+    that shape with values of others (a list where a mapping was, a number where a
+    list was) is None too: Salt's ``nested`` outputter shows it, never a traceback
+    (Salt's own fallback would ask for this outputter again)."""
+    try:
+        return _lines(ret, colors)
+    except (AttributeError, TypeError, KeyError, ValueError):
+        return None
+
+
+def _lines(ret, colors):
     if isinstance(ret, dict) and isinstance(ret.get("rows"), list):
         return _audit(ret, colors)
     if isinstance(ret, dict) and ret.get("role") == "consumer":

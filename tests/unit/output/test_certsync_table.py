@@ -83,3 +83,25 @@ def test_text_from_a_zone_cannot_drive_the_terminal(text):
     shown = table.output({f"mail{text}": audit})
     assert all(ch == "\n" or ch.isprintable() for ch in shown), repr(shown)
     assert "\\x1b" in shown or "\\x9b" in shown or "\\u202e" in shown or "\\x7f" in shown
+
+
+@pytest.mark.parametrize(
+    "ret",
+    [
+        {"role": "consumer", "served": ["smtp"]},
+        {"role": "consumer", "uncovered": [1, 2]},
+        {"role": "consumer", "relay": {"blocked": 5}},
+        {"role": "consumer", "tlsa": {"stale": 7}},
+        {"role": "consumer", "missing_names": 3},
+        {"role": "source", "renewal": ["x"]},
+        {"role": None, "why": "x", "extra": object()},
+        {"consumers": [], "sources": "npm"},
+        {"consumers": {"m": None}, "sources": {}},
+        {"rows": [{"result": ["pass"]}]},
+        {"role": ["consumer"]},
+    ],
+)
+def test_a_return_of_an_unexpected_shape_is_shown_never_a_traceback(ret):
+    shown = table.output({"minion": ret})
+    assert "minion" in shown  # Salt's nested outputter, under the minion's id
+    assert table.output(ret)  # a runner's return, not under a minion id
