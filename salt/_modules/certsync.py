@@ -1181,7 +1181,8 @@ def leftovers(dest, remove=False):
     previous pairs (``*.certsync-prev``), the lock files and temp files of
     killed runs; with ``remove=True`` they are deleted (what the formula's
     ``certsync.absent`` does). The pairs mailcow serves, ``domains`` and
-    ``domains.mailcow`` are never touched. Returns the paths.
+    ``domains.mailcow`` are never touched, nor a directory that has one of
+    those names (certsync writes files only). Returns the paths.
 
     CLI Example:
 
@@ -1200,10 +1201,18 @@ def leftovers(dest, remove=False):
         for directory in dirs
         for name in sorted(os.listdir(directory))
         if _LEFTOVER.fullmatch(name)
+        # certsync writes files only: a directory of that name is someone else's
+        and not stat.S_ISDIR(os.lstat(os.path.join(directory, name)).st_mode)
     ]
     for path in found if remove else []:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise CommandExecutionError(
+                f"{_pem.shown(path)}: cannot remove: {exc.strerror}"
+            ) from None
     return found
 
 

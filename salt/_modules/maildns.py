@@ -1021,9 +1021,15 @@ def _fetch_sts_policy(name, address, port, ca_file, timeout):
                 " (a policy is never behind a redirect)" if redirect else ""
             )
         kind = response.getheader("Content-Type", "")
-        if not kind.lower().startswith("text/plain"):
-            return None, f"Content-Type {kind!r}, not text/plain"
+        if kind.split(";")[0].strip().lower() != "text/plain":  # the media type, whole
+            return None, f"Content-Type {kind[:80]!r}, not text/plain"
         body = response.read(STS_MAX_BYTES + 1)
+        declared = response.getheader("Content-Length", "")
+        if declared.isdigit() and len(body) < int(declared) <= STS_MAX_BYTES:
+            return None, (
+                f"the body ended after {len(body)} of the {declared} bytes its Content-Length "
+                "announced: a policy cut short is not taken"
+            )
     except ssl.SSLCertVerificationError as exc:
         return None, f"the certificate is not verified for {name}: {exc.verify_message}"
     except TimeoutError:

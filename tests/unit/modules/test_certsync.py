@@ -508,3 +508,16 @@ def test_a_failed_second_rename_of_a_first_install_leaves_no_half_pair(tmp_path,
     with pytest.raises(CommandExecutionError, match="Input/output error"):
         certsync_mod.install(fullchain, key, str(dest))
     assert not (dest / "cert.pem").exists() and not (dest / "key.pem").exists()
+
+
+def test_leftovers_leave_a_directory_of_a_leftovers_name_alone(tmp_path, ca, good):
+    """certsync.absent's clean-up: a directory named like a previous pair is not
+    certsync's (it writes files only): left alone, never a crash."""
+    dest = tmp_path / "ssl"
+    write_pair(dest, good)
+    (dest / "cert.pem.certsync-prev").mkdir()
+    (dest / "key.pem.certsync-prev").write_bytes(good.key_pem())
+    found = certsync_mod.leftovers(str(dest), remove=True)
+    assert found == [str(dest / "key.pem.certsync-prev")]
+    assert (dest / "cert.pem.certsync-prev").is_dir()
+    assert not (dest / "key.pem.certsync-prev").exists()

@@ -158,3 +158,61 @@ def test_what_a_zone_holds_reaches_rows_escaped(text):
     for shown in (row["found"][0], row["why"]):
         assert shown.isprintable(), repr(shown)
         assert "\\" in shown  # the control character is shown as its escape
+
+
+def _serve_once(tmp_path, ca, response):
+    """A TLS server on loopback that answers one request with ``response`` (bytes) and
+    closes; its port and the CA file that verifies it."""
+    import socket
+    import ssl
+    import threading
+
+    from harness.pki import write_pair
+
+    name = "mta-sts.example.test"
+    cert, key = write_pair(tmp_path, ca.leaf(name, sans=[name]), "cert.pem", "key.pem")
+    (tmp_path / "ca.pem").write_bytes(ca.root_pem())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def answer():
+        try:
+            conn, _ = server.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(4096)
+                tls.sendall(response)
+        except OSError:
+            pass
+        finally:
+            server.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server.getsockname()[1], str(tmp_path / "ca.pem")
+
+
+POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.test\r\nmax_age: 86400\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "why"),
+    [
+        (b"Content-Type: text/plainjunk\r\n", POLICY,
+         "Content-Type 'text/plainjunk', not text/plain"),
+        (b"Content-Type: text/html\r\n", POLICY, "Content-Type 'text/html', not text/plain"),
+        (b"Content-Type: text/plain\r\nContent-Length: 400\r\n", POLICY,
+         f"the body ended after {len(POLICY)} of the 400 bytes its Content-Length announced"),
+        (b"Content-Type: text/plain; charset=utf-8\r\n", POLICY, None),
+        (b"Content-Type: Text/Plain\r\nContent-Length: %d\r\n" % len(POLICY), POLICY, None),
+    ],
+)  # fmt: skip
+def test_a_policy_is_text_plain_whole_and_complete(tmp_path, ca, headers, body, why):
+    response = b"HTTP/1.1 200 OK\r\n" + headers + b"Connection: close\r\n\r\n" + body
+    port, cafile = _serve_once(tmp_path, ca, response)
+    name = "mta-sts.example.test"
+    text, found = maildns_mod._fetch_sts_policy(name, "127.0.0.1", port, cafile, 5)
+    if why is None:
+        assert (text, found) == (POLICY.decode(), None)
+    else:
+        assert text is None and found.startswith(why), found
