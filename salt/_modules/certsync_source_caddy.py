@@ -169,10 +169,21 @@ def watched(hostname, storage=None, issuer=None, caddy=None, reuse_private_keys=
     return [base, *parents, *(os.path.join(d, f"{name}.crt") for d, name in sites)]
 
 
+def _binary(caddy):
+    """Caddy's binary: the ``caddy`` setting (a path or a command name), else ``caddy``."""
+    if caddy in (None, ""):
+        return "caddy"
+    if not isinstance(caddy, str) or not caddy.isprintable() or len(caddy) > 4096:
+        raise SaltInvocationError(
+            f"caddy must be the path of Caddy's binary (a string), not {repr(caddy)[:80]}"
+        )
+    return caddy
+
+
 def _version(caddy):
     """Caddy's release as (major, minor, patch) from ``caddy version``, or the reason
     it is not known."""
-    binary = caddy or "caddy"
+    binary = _binary(caddy)
     try:
         done = subprocess.run(
             [binary, "version"],

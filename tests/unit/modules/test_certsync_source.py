@@ -138,3 +138,11 @@ def test_caddys_release_says_whether_the_next_certificate_keeps_the_key(
     else:
         with pytest.raises(CommandExecutionError, match="may come with a new key"):
             source_mod.keep_key(HOST, "caddy", **settings)
+
+
+@pytest.mark.parametrize("caddy", [["caddy"], {"path": "/usr/bin/caddy"}, 7, "caddy\x00x"])
+def test_a_caddy_setting_of_the_wrong_type_is_named(tmp_path, good, caddy):
+    storage = tmp_path / "caddy"
+    _caddy_site(storage, "issuer", HOST, good)
+    with pytest.raises(SaltInvocationError, match="caddy must be the path of Caddy's binary"):
+        source_mod.renewal(HOST, "caddy", storage=str(storage), caddy=caddy)
