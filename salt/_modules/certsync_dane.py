@@ -19,10 +19,11 @@ step resumes at the next run.
 
 import contextlib
 import hashlib
+import math
 import os
 import time
 
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import dns.exception
@@ -298,9 +299,11 @@ def tlsa_gate(hostname, candidate, deployed, dane=True, test=False):
     ``TLSA`` record at ``_<port>._tcp.<hostname>`` matches it and resolvers
     can no longer hold an answer without it.
 
-    Without ``dane.update``: ready when the resolver finds a matching record;
-    otherwise ``publish`` is the exact record to publish and ``comment`` the
-    rollover steps for the zone's operator.
+    Without ``dane.update`` (records published by hand): ready once every
+    authoritative server of the zone (its NS set, asked on ``dns_port``)
+    has served a matching record for its TTL, the time it was first served
+    by all kept in the cachedir; until then ``publish`` is the exact record
+    and ``comment`` the rollover steps, or how long is left.
 
     With ``dane.update`` (a DNS provider, see :py:func:`tlsa_update`): the record
     is added beside the old one (never replacing the set), then ready once
@@ -334,12 +337,81 @@ def tlsa_gate(hostname, candidate, deployed, dane=True, test=False):
         ret["ready"] = True  # the same key: the record in place matches both
         return ret
     if options["update"] is None:
-        ret["ready"] = check["matching"]["candidate"]
-        if not ret["ready"]:
+        if not check["matching"]["candidate"]:
             ret["publish"] = f"{check['name']}. IN TLSA {wanted}"
             ret["comment"] = _manual_steps(check, wanted, old)
-        return ret
+            return ret
+        return _manual_ttl(hostname, options, check, ret, test)
     return _rollover(hostname, options, check, ret, old, test)
+
+
+def _zone_of(hostname, options):
+    """The zone holding ``hostname`` (the nearest parent with NS records) and its
+    authoritative servers, through the configured resolver."""
+    labels = hostname.rstrip(".").split(".")
+    why = "no parent with NS records"
+    for start in range(1, len(labels) - 1):
+        zone = ".".join(labels[start:])
+        try:
+            __salt__["maildns.zone_servers"](zone, options["nameservers"], options["dns_port"])
+        except CommandExecutionError as exc:
+            why = str(exc)
+            continue
+        return zone
+    raise CommandExecutionError(f"DANE: cannot find the zone of {hostname}: {why}")
+
+
+def _manual_ttl(hostname, options, check, ret, test):
+    """A record published by hand: ready once every authoritative server of the zone
+    has served it for its RRset's TTL (resolvers may hold the old RRset until then:
+    RFC 7671 8.1). The time all first served it is kept in the cachedir, so each run
+    says how long is left."""
+    path = _rollover_path(hostname, options["port"])
+    wanted = ret["record"]
+    servers = tlsa_servers(
+        hostname,
+        _zone_of(hostname, options),
+        options["port"],
+        nameservers=options["nameservers"],
+        dns_port=options["dns_port"],
+        auth_port=options["dns_port"],
+    )
+    lacking = sorted(n for n, r in servers.items() if wanted not in r.get("records", []))
+    record = _load_rollover(path)
+    now = time.time()
+    if lacking:  # the clock starts once all serve it
+        ret["publish"] = f"{check['name']}. IN TLSA {wanted}"
+        ret["comment"] = (
+            f"DANE: {check['name']}. IN TLSA {wanted} is published but not yet served by "
+            f"{', '.join(lacking)}: a later run deploys once every authoritative server "
+            "serves it and its TTL passed (the schedule runs one)."
+        )
+        return ret
+    seen = record.get("visible")
+    if record.get("new") != wanted or not record.get("manual") or not isinstance(seen, float):
+        record, seen = {"new": wanted, "manual": True, "visible": now}, now
+        if not test:
+            _save_rollover(path, record)
+    ttl = max((r.get("ttl") or 0 for r in servers.values()), default=0)
+    left = seen + ttl - now
+    if left <= 0:
+        ret["ready"] = True
+        ret["steps"].append(
+            f"every authoritative server ({len(servers)}) has served {check['name']}. IN TLSA "
+            f"{wanted} since {_utc(seen)}: its TTL ({ttl} s) passed"
+        )
+        if not test:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return ret
+    ret["publish"] = f"{check['name']}. IN TLSA {wanted}"
+    ret["comment"] = (
+        f"DANE: {check['name']}. IN TLSA {wanted} is served by every authoritative server "
+        f"since {_utc(seen)}, but resolvers may still hold the RRset without it until its "
+        f"TTL ({ttl} s) passes: {math.ceil(left)} s left, at {_utc(seen + ttl)}. A later run "
+        "deploys the certificate (the schedule runs one)."
+    )
+    return ret
 
 
 def _manual_steps(check, wanted, old):

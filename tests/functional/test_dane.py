@@ -6,6 +6,8 @@ record for it is published, and the old record is reported stale after.
 
 import json
 import pathlib
+import re
+import time
 
 import pytest
 from support import cases
@@ -16,6 +18,7 @@ from harness.pki import write_pair
 pytestmark = pytest.mark.functional
 HOST = cases.HOST
 TLSA_NAME = f"_25._tcp.{HOST}"
+TTL = 3  # the zone's TTL where a test waits it out
 
 
 @pytest.fixture
@@ -68,10 +71,20 @@ def test_a_new_key_waits_for_its_tlsa_record(salt_call, layout, ca, dns_server):
     last = salt_call("certsync_monitor.last_deploy", layout.dest).data
     assert last["dane_pending"] == f"{TLSA_NAME}. IN TLSA {new_record}"  # the alert's detail
 
-    dns_server.publish([_zone_line(old_record), _zone_line(new_record)])
+    # published by hand: not deployed before every authoritative server has served it
+    # for its TTL (RFC 7671 8.1), however soon the next run comes; the state says how long
+    dns_server.publish([_zone_line(old_record), _zone_line(new_record)], ttl=TTL)
+    before = cases.snapshot(layout.dest)
+    code, ret = _deploy(salt_call, layout, dns_server)
+    assert (code != 0, ret["result"], ret["changes"]) == (True, False, {}), ret
+    assert f"{TLSA_NAME}. IN TLSA {new_record} is served by every authoritative" in ret["comment"]
+    assert re.search(rf"until its TTL \({TTL} s\) passes: [1-{TTL}] s left", ret["comment"])
+    assert cases.snapshot(layout.dest) == before
+    time.sleep(TTL + 0.5)
     code, ret = _deploy(salt_call, layout, dns_server)
     assert (code, ret["result"]) == (0, True), ret["comment"]
     assert ret["changes"]["new"]["fingerprint"] == new.fingerprint
+    assert f"TTL ({TTL} s) passed" in ret["comment"]
 
     check = salt_call(
         "maildns.tlsa_check",
