@@ -1014,6 +1014,27 @@ def _test_plan(run, serving, plan, origin, served):
     ret["comment"] = "\n".join(lines)
 
 
+def _dane_refuses_previous(name, hostname, dane, force):
+    """Why the previous pair in ``name`` may not go live on a DANE host (no published
+    TLSA record matches it), or None."""
+    if not dane or force:
+        return None
+    _dane_settings(dane)
+    previous = os.path.join(name, "cert.pem.certsync-prev")
+    lookup = __salt__["certsync_dane.dane_lookup"](dane)
+    check = __salt__["maildns.tlsa_check"](hostname, {"previous": previous}, **lookup)
+    if check["matching"]["previous"]:
+        return None
+    wanted = __salt__["certsync.tlsa"](previous)
+    published = "; ".join(row["record"] for row in check["records"]) or "none"
+    return (
+        f"DANE: no TLSA record at {check['name']} matches the previous pair's key "
+        f"(published: {published}), so clients that check DANE would refuse it. Publish "
+        f"{check['name']}. IN TLSA {wanted}, wait its TTL, and roll back again; or roll "
+        "back anyway with force: true"
+    )
+
+
 def roll_back(
     name,
     hostname,
@@ -1023,6 +1044,8 @@ def roll_back(
     endpoints=None,
     probe_address=None,
     verify_timeout=60,
+    dane=None,
+    force=False,
     test=False,
 ):
     """
@@ -1034,6 +1057,16 @@ def roll_back(
     are paused until ``certsync.resumed``. The arguments are ``deploy``'s;
     with ``test=True`` nothing changes and the comment gives the plan. The
     ``certsync.rolled_back`` state is a thin layer over this function.
+
+    dane
+        ``deploy``'s: on a DANE host the previous pair must match a published
+        TLSA record, as any pair that goes live must; one that none matches
+        is refused, naming the record to publish.
+
+    force
+        Roll back all the same, with no record matching the previous pair
+        (clients that check DANE refuse it until one is published). Default:
+        False.
 
     CLI Example:
 
@@ -1055,6 +1088,10 @@ def roll_back(
         )
         with _deploy_lock(name):
             plan = __salt__["certsync.rollback_plan"](name)
+            refused = _dane_refuses_previous(name, hostname, dane, force)
+            if refused:
+                ret["comment"] = f"Nothing rolled back: {refused}"
+                return ret
             steps = [
                 f"{step['dir']}: {_short(step['holds'])} -> {_short(step['restores'])}"
                 for step in plan

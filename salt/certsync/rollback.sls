@@ -2,7 +2,9 @@
     undoes the last deploy (the previous pair back in data/assets/ssl and in
     every per-name dir the same deploy changed), reloads, checks on the wire,
     and pauses the deploys (schedule and reactor) until
-    `state.apply certsync.resume`. test=True shows the plan. #}
+    `state.apply certsync.resume`. test=True shows the plan. On a DANE host
+    the previous pair must match a published TLSA record, as a deploy's must;
+    `pillar='{certsync_force: true}'` rolls back all the same. #}
 {%- from "certsync/map.jinja" import certsync, consumer with context %}
 
 include:
@@ -21,6 +23,8 @@ certsync-rolled-back:
     - endpoints: {{ consumer.endpoints | json }}
     - probe_address: {{ consumer.probe_address | json }}
     - verify_timeout: {{ consumer.verify_timeout | json }}
+    - dane: {{ salt["certsync_settings.deploy_args"]().dane | json }}
+    - force: {{ salt["pillar.get"]("certsync_force", false) is sameas true }}
 {%- else %}
 
 certsync-rolled-back:

@@ -160,3 +160,33 @@ def test_a_failed_lookup_deploys_nothing(salt_call, layout, ca, dns_server):
     assert ret["result"] is False
     assert ret["comment"].startswith(f"Nothing deployed: cannot look up TLSA {TLSA_NAME}")
     assert cases.snapshot(layout.root) == before
+
+
+def test_a_roll_back_passes_the_dane_gate_unless_forced(salt_call, layout, ca, dns_server):
+    """The operator removed the old record, as the rollover's last step says: rolling back
+    to the old pair, which no record matches any more, is refused naming the record to
+    publish; force: true rolls back all the same."""
+    layout, _ = layout
+    old_record = _tlsa(salt_call, f"{layout.dest}/cert.pem")
+    new = ca.leaf(HOST, key_kind="ec-p384")
+    write_pair(layout.source, new, "fullchain.pem", "privkey.pem")
+    new_record = _tlsa(salt_call, f"{layout.source}/fullchain.pem")
+    dns_server.publish([_zone_line(old_record), _zone_line(new_record)], ttl=1)
+    code, ret = _deploy(salt_call, layout, dns_server)
+    if ret["result"] is not True:  # the TTL to wait out first
+        time.sleep(1.5)
+        code, ret = _deploy(salt_call, layout, dns_server)
+    assert (code, ret["result"]) == (0, True), ret["comment"]
+    dns_server.publish([_zone_line(new_record)], ttl=1)  # step 4: the old record removed
+    dane = json.dumps(dns_server.settings())
+    before = cases.snapshot(layout.dest)
+    refused = salt_call("certsync_deploy.roll_back", layout.dest, HOST, f"dane={dane}")
+    assert refused.data["result"] is False, refused
+    assert refused.data["comment"].startswith(
+        f"Nothing rolled back: DANE: no TLSA record at {TLSA_NAME} matches the previous pair"
+    )
+    assert f"Publish {TLSA_NAME}. IN TLSA {old_record}" in refused.data["comment"]
+    assert cases.snapshot(layout.dest) == before
+    forced = salt_call("certsync_deploy.roll_back", layout.dest, HOST, f"dane={dane}", "force=True")
+    assert forced.data["result"] is True, forced
+    assert salt_call("certsync.deployed_info", layout.dest).data["fingerprint"] != new.fingerprint
