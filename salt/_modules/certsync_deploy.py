@@ -955,9 +955,19 @@ def _dane_settings(dane):
 def _dane_gate(run, hostname, fullchain):
     """True when the DANE gate holds the new certificate back (``run.ret`` says why)."""
     ret = run.ret
-    gate = __salt__["certsync_dane.tlsa_gate"](
-        hostname, fullchain, os.path.join(run.name, "cert.pem"), run.dane, test=run.test
-    )
+    try:
+        gate = __salt__["certsync_dane.tlsa_gate"](
+            hostname, fullchain, os.path.join(run.name, "cert.pem"), run.dane, test=run.test
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        # a DNS provider's failure: the record still pending, with the reason (status and
+        # the dane_pending alert show both); the pair that serves keeps serving
+        port = run.dane.get("port", 25) if isinstance(run.dane, dict) else 25
+        name = __utils__["certsync_pem.tlsa_name"](hostname, port, "tcp").rstrip(".")
+        run.dane_pending = f"{name}. IN TLSA {__salt__['certsync.tlsa'](fullchain)}"
+        ret["result"] = False
+        ret["comment"] = f"Nothing deployed: the DANE rollover failed: {exc}"
+        return True
     ret["changes"] = {"tlsa": {"added": gate["added"]}} if gate["added"] else {}
     if gate["ready"]:
         run.dane_steps = gate["steps"]

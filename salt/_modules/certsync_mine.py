@@ -343,6 +343,21 @@ def published_fingerprint(source):
     return _mine_entry(source)[0]
 
 
+def published_chain(source):
+    """
+    The certificate chain (PEM, public: no key) ``source`` published for
+    this minion in the mine: what ``certsync_status`` checks the TLSA
+    records against beside the deployed pair.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_mine.published_chain npm-host
+    """
+    return _mine_entry(source)[1]
+
+
 def fetch_published(source, dest, fingerprint=None):
     """
     Read the certificate ``source`` published for this minion from the mine,

@@ -558,7 +558,8 @@ def _conditions(endpoints, days, source_fp, source_error, last):
         },
         "dane_pending": {
             "active": bool(pending),
-            "detail": f"the new certificate waits for its TLSA record: {pending}"
+            "detail": f"the new certificate waits for its TLSA record: {pending} "
+            f"({last['summary']})"
             if pending
             else "",
         },

@@ -8,6 +8,7 @@ of them: what the runner gathers from every minion the pillar names.
 """
 
 import os
+import tempfile
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -35,9 +36,11 @@ def report():
     (``mailcow.relay_status``) and the way out is open
     (``certsync_egress.check``), and
     with DANE on (pillar ``dane``) the TLSA records: whether one matches the
-    deployed certificate, which are ``stale`` (match it no more: remove) and,
-    when the last deploy was held back for it, the record ``pending``
-    publication; ``paused`` when deploys are paused (a roll back, or the
+    deployed certificate (and ``source_matches``: the one the source
+    publishes now), which are ``stale`` (match neither: remove) and, when
+    the last deploy was held back for it, the record ``pending``
+    publication and ``why`` (the last run's reason: a record to publish, a
+    TTL to wait, a DNS provider's error); ``paused`` when deploys are paused (a roll back, or the
     pillar). On a minion with neither role: ``role`` None and ``why``.
 
     CLI Example:
@@ -70,11 +73,12 @@ def report():
     if relay.get("host"):
         ret["relay"] = _relay_view(settings, relay)
     if settings.get("dane"):
-        ret["tlsa"] = _tlsa_status(cfg["hostname"], dest, settings["dane"])
+        ret["tlsa"] = _tlsa_status(cfg["hostname"], dest, settings["dane"], source.get("minion"))
         if "certsync_monitor.last_deploy" in __salt__:
             last = __salt__["certsync_monitor.last_deploy"](dest) or {}
             if last.get("dane_pending"):
                 ret["tlsa"]["pending"] = last["dane_pending"]
+                ret["tlsa"]["why"] = last.get("summary") or ""
     return ret
 
 
@@ -179,18 +183,38 @@ def _relay_view(settings, relay):
     return view
 
 
-def _tlsa_status(hostname, dest, dane):
-    """The published TLSA records against the deployed certificate: which are stale."""
-    try:
-        options = __salt__["certsync_dane.dane_lookup"](dane)
-        check = __salt__["maildns.tlsa_check"](
-            hostname, {"deployed": os.path.join(dest, "cert.pem")}, **options
-        )
-    except (KeyError, TypeError, CommandExecutionError, SaltInvocationError) as exc:
-        return {"error": f"TLSA not checked: {exc}"}
-    return {
+def _tlsa_status(hostname, dest, dane, source):
+    """The published TLSA records against the deployed certificate and the one the source
+    publishes now (after a roll back they differ): which are stale, matching neither."""
+    with tempfile.TemporaryDirectory(prefix="certsync-status-") as work:
+        certs = {"deployed": os.path.join(dest, "cert.pem")}
+        chain = _published_chain(source)
+        if chain:
+            certs["source"] = os.path.join(work, "source.pem")
+            with open(certs["source"], "w", encoding="ascii") as handle:
+                handle.write(chain)
+        try:
+            options = __salt__["certsync_dane.dane_lookup"](dane)
+            check = __salt__["maildns.tlsa_check"](hostname, certs, **options)
+        except (KeyError, TypeError, CommandExecutionError, SaltInvocationError) as exc:
+            return {"error": f"TLSA not checked: {exc}"}
+    view = {
         "name": check["name"],
         "deployed_matches": check["matching"]["deployed"],
         "matching_records": [row["record"] for row in check["records"] if row["matches"]],
         "stale": check["stale"],
     }
+    if "source" in certs:
+        view["source_matches"] = check["matching"]["source"]
+    return view
+
+
+def _published_chain(source):
+    """The chain ``source`` published for this consumer (public), or None."""
+    if not source or "certsync_mine.published_chain" not in __salt__:
+        return None
+    try:
+        chain = __salt__["certsync_mine.published_chain"](source)
+    except (CommandExecutionError, SaltInvocationError):
+        return None
+    return chain if isinstance(chain, str) and chain.isascii() else None

@@ -204,6 +204,11 @@ def test_a_refused_or_failed_call_deploys_nothing_and_the_next_run_goes_on(
     code, ret = _deploy(salt_call, layout, cloudflare, max_wait=5)
     _refused(layout, before, knot, old_record, ret, code, message)
     assert _held(cloudflare) == sorted([old_record, OTHER_RECORD])
+    # status and the dane_pending alert carry the record and the reason
+    last = salt_call("certsync_monitor.last_deploy", layout.dest).data
+    assert last["dane_pending"] == f"{TLSA_NAME}. IN TLSA {new_record}"
+    assert last["summary"].startswith("Nothing deployed: the DANE rollover failed: Cloudflare")
+    assert TOKEN not in json.dumps(last)
 
     cloudflare.token(TOKEN)  # the operator mends the token; faults were one-off
     code, ret = _deploy(salt_call, layout, cloudflare)

@@ -181,8 +181,8 @@ def test_a_deploy_held_for_its_tlsa_record_is_dane_pending_not_failed(ca, fleet,
     report = monitor_mod.check()
     assert _active(report) == {"dane_pending"}
     assert report["conditions"]["dane_pending"]["detail"] == (
-        f"the new certificate waits for its TLSA record: {record}"
-    )
+        f"the new certificate waits for its TLSA record: {record} (DANE: no TLSA)"
+    )  # with the run's reason: a record to publish, a TTL to wait, a provider's error
     monitor_mod.record_deploy(fleet.dest, True, installed=True, dane_pending=record)
     assert _active(monitor_mod.check()) == set()
 
