@@ -101,13 +101,13 @@ def test_every_dns_timeout_is_bounded(monkeypatch, timeout):
         maildns_mod.audit(DOMAIN, hostname=HOST, timeout=timeout)
 
 
-def test_a_policy_server_dripping_bytes_is_cut_off_at_the_total_timeout(tmp_path, ca):
-    """One byte every 0.3 s keeps a per-read timeout waiting for ever: the whole fetch
-    has one deadline."""
+def _policy_server(tmp_path, ca, answer):
+    """A TLS server on loopback for mta-sts.example.test that takes one connection,
+    reads the request and hands the TLS socket to ``answer``; its port and the CA file
+    that verifies it."""
     import socket
     import ssl
     import threading
-    import time
 
     from harness.pki import write_pair
 
@@ -118,25 +118,36 @@ def test_a_policy_server_dripping_bytes_is_cut_off_at_the_total_timeout(tmp_path
     context.load_cert_chain(cert, key)
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(10)
-    port = server.getsockname()[1]
 
-    def drip():
-        conn, _ = server.accept()
-        with context.wrap_socket(conn, server_side=True) as tls:
-            tls.recv(4096)
-            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nversion: STSv1\r\n":
-                try:
-                    tls.sendall(bytes([byte]))
-                except OSError:
-                    return
-                time.sleep(0.3)
+    def serve():
+        try:
+            conn, _ = server.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(4096)
+                answer(tls)
+        except OSError:
+            pass
+        finally:
+            server.close()
 
-    thread = threading.Thread(target=drip, daemon=True)
-    thread.start()
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], str(tmp_path / "ca.pem")
+
+
+def test_a_policy_server_dripping_bytes_is_cut_off_at_the_total_timeout(tmp_path, ca):
+    """One byte every 0.3 s keeps a per-read timeout waiting for ever: the whole fetch
+    has one deadline."""
+    import time
+
+    def drip(tls):
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nversion: STSv1\r\n":
+            tls.sendall(bytes([byte]))
+            time.sleep(0.3)
+
+    port, cafile = _policy_server(tmp_path, ca, drip)
     started = time.monotonic()
-    text, why = maildns_mod._fetch_sts_policy(name, "127.0.0.1", port, str(tmp_path / "ca.pem"), 2)
+    text, why = maildns_mod._fetch_sts_policy("mta-sts.example.test", "127.0.0.1", port, cafile, 2)
     elapsed = time.monotonic() - started
-    server.close()
     assert (text, why) == (None, f"HTTPS to 127.0.0.1:{port}: no whole response within 2 s")
     assert elapsed < 15, elapsed  # the 75 bytes would take 22 s
 
@@ -160,38 +171,6 @@ def test_what_a_zone_holds_reaches_rows_escaped(text):
         assert "\\" in shown  # the control character is shown as its escape
 
 
-def _serve_once(tmp_path, ca, response):
-    """A TLS server on loopback that answers one request with ``response`` (bytes) and
-    closes; its port and the CA file that verifies it."""
-    import socket
-    import ssl
-    import threading
-
-    from harness.pki import write_pair
-
-    name = "mta-sts.example.test"
-    cert, key = write_pair(tmp_path, ca.leaf(name, sans=[name]), "cert.pem", "key.pem")
-    (tmp_path / "ca.pem").write_bytes(ca.root_pem())
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(10)
-
-    def answer():
-        try:
-            conn, _ = server.accept()
-            with context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(4096)
-                tls.sendall(response)
-        except OSError:
-            pass
-        finally:
-            server.close()
-
-    threading.Thread(target=answer, daemon=True).start()
-    return server.getsockname()[1], str(tmp_path / "ca.pem")
-
-
 POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.test\r\nmax_age: 86400\r\n"
 
 
@@ -209,7 +188,7 @@ POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.test\r\nmax_age: 
 )  # fmt: skip
 def test_a_policy_is_text_plain_whole_and_complete(tmp_path, ca, headers, body, why):
     response = b"HTTP/1.1 200 OK\r\n" + headers + b"Connection: close\r\n\r\n" + body
-    port, cafile = _serve_once(tmp_path, ca, response)
+    port, cafile = _policy_server(tmp_path, ca, lambda tls: tls.sendall(response))
     name = "mta-sts.example.test"
     text, found = maildns_mod._fetch_sts_policy(name, "127.0.0.1", port, cafile, 5)
     if why is None:
