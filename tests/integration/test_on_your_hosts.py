@@ -119,6 +119,60 @@ def _mailcow_files(root):
     return ssl
 
 
+SECRET = "c2VjcmV0LW9mLXRoZS1tYWlsLWhvc3Q="  # noqa: S105 (a made-up TSIG secret)
+
+
+def _refreshed(hosts):
+    for minion in hosts.minions:
+        done = hosts.master.salt_cli(timeout=120).run(
+            "saltutil.refresh_pillar", "wait=True", minion_tgt=minion
+        )
+        assert done.returncode == 0, done
+
+
+def _credentials_stay_on_their_owner(hosts):
+    """The README's layout: the mail host's credential in its own SLS reaches neither the
+    NPM host's pillar nor the master's caches of it; put in certsync.sls, which the NPM
+    host reads too, it fails the NPM host's check, named by key, never shown."""
+    own_file = hosts.pillar_file.with_name("certsync-mailcow.sls")
+    own, shared = own_file.read_text(), hosts.pillar_file.read_text()
+    credential = {"dane": {"update": {"tsig_secret": SECRET}}}
+    try:
+        mine = yaml.safe_load(own)
+        mine["certsync"]["consumers"]["mailcow"] = credential
+        own_file.write_text(yaml.safe_dump(mine))
+        _refreshed(hosts)
+        cli = hosts.master.salt_cli(timeout=120)
+        checked = cli.run("certsync_settings.check", minion_tgt="npm")
+        assert checked.returncode == 0 and checked.data["valid"] is True, checked
+        assert cli.run("certsync_settings.check", minion_tgt="mailcow").data["valid"] is True
+        raw = cli.run("pillar.raw", minion_tgt="npm")
+        assert raw.returncode == 0 and SECRET not in raw.stdout, raw
+        routed = hosts.master.salt_run_cli(timeout=120).run("certsync.routes")  # compiles npm's
+        assert routed.data == {"npm": ["mailcow"]}, routed
+        cache = pathlib.Path(hosts.master.config["cachedir"])
+        holding = [p for p in cache.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+        assert [p for p in holding if "mailcow" not in p.parts] == [], holding
+
+        misplaced = yaml.safe_load(shared)
+        misplaced["certsync"]["consumers"]["mailcow"]["dane"] = credential["dane"]
+        hosts.pillar_file.write_text(yaml.safe_dump(misplaced))
+        own_file.write_text(own)
+        _refreshed(hosts)
+        refused = cli.run("certsync_settings.check", minion_tgt="npm")
+        assert refused.returncode != 0 and refused.data["valid"] is False, refused
+        (problem,) = refused.data["problems"]
+        assert problem.startswith(
+            "certsync:consumers:mailcow:dane:update:tsig_secret is a credential (tsig_secret) "
+            "of another minion"
+        ), problem
+        assert SECRET not in refused.stdout
+    finally:
+        own_file.write_text(own)
+        hosts.pillar_file.write_text(shared)
+        _refreshed(hosts)
+
+
 @pytest.mark.parametrize("kind", ["look-alike", "files-only"])
 def test_the_readme_puts_certsync_on_two_hosts_and_takes_it_off(
     kind, salt_factories, tmp_path, npm_certbot, make_stack
@@ -212,6 +266,7 @@ def test_the_readme_puts_certsync_on_two_hosts_and_takes_it_off(
         assert resumed.returncode == 0, resumed.data
         assert (ssl / "cert.pem").read_bytes() == issued.fullchain_pem()
         assert _certsync_in_minion_d(hosts.minions["mailcow"]), "the formula set no beacon"
+        _credentials_stay_on_their_owner(hosts)
 
         for command in (
             "salt mailcow state.apply certsync.absent",
