@@ -778,16 +778,16 @@ def deployed(name, test=False, **kwargs):
 
 
 def _settings_refused(name):
-    """The return of a deploy refused because this minion's certsync pillar fails the
-    formula's check (``certsync_settings.check``: a key it does not know, a credential
-    of another minion, ...), each problem named; None when it passes. The formula's
-    states wait for the same check (certsync-settings)."""
-    if "certsync_settings.check" not in __salt__:
-        return None
+    """The return of a deploy refused because this minion's certsync pillar has problems
+    by the formula's check (``certsync_settings.check``: a key it does not know, a value
+    of the wrong type, a credential of another minion), each named; None when it has
+    none. The formula's states wait for the same check (certsync-settings)."""
+    if "certsync_settings.check" not in __salt__ or not __pillar__.get("certsync"):
+        return None  # by the CLI on a minion without the pillar: its arguments alone
     checked = __salt__["certsync_settings.check"]()
-    if checked["valid"]:
+    if not checked["problems"]:
         return None
-    why = checked["problems"] or [checked["why"]]
+    why = checked["problems"]
     return {
         "name": name,
         "result": False,
@@ -966,7 +966,7 @@ def _dane_gate(run, hostname, fullchain):
         name = __utils__["certsync_pem.tlsa_name"](hostname, port, "tcp").rstrip(".")
         run.dane_pending = f"{name}. IN TLSA {__salt__['certsync.tlsa'](fullchain)}"
         ret["result"] = False
-        ret["comment"] = f"Nothing deployed: the DANE rollover failed: {exc}"
+        ret["comment"] = f"Nothing deployed: {exc}"
         return True
     ret["changes"] = {"tlsa": {"added": gate["added"]}} if gate["added"] else {}
     if gate["ready"]:

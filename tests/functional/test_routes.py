@@ -260,7 +260,8 @@ def test_a_consumer_entry_the_sls_could_not_render_is_refused_by_name(pillar):
     done = runner.on_published("npm", "ab" * 32)
     assert done["targets"] == ["mailcow-2"]  # an empty entry takes the defaults, as in the SLS
     assert done["refused"] == {
-        "mailcow": "certsync:consumers:mailcow is not a mapping: ['not', 'a', 'mapping']"
+        "mailcow": "mailcow's settings fail the check: certsync:consumers:mailcow must be a "
+        "mapping (or empty)"
     }
     assert [job[0] for job in pillar.jobs.sent] == [["mailcow-2"]]
 
@@ -274,7 +275,10 @@ def test_consumer_defaults_that_are_no_mapping_deploy_nothing(pillar):
     assert done == {
         "targets": [],
         "jobs": {},
-        "refused": {"mailcow": "certsync:consumer_defaults is not a mapping: 'everything'"},
+        "refused": {
+            "mailcow": "mailcow's settings fail the check: certsync:consumer_defaults must be a "
+            "mapping, not 'everything'"
+        },
     }
     assert pillar.jobs.sent == []
 

@@ -464,6 +464,7 @@ def test_the_runners_deploy_is_refused_when_the_settings_fail_the_check(layout, 
     check = {"valid": False, "role": "consumer", "why": "", "problems": [problem]}
     monkeypatch.setitem(deploy_mod.__salt__, "certsync_settings.check", lambda: check)
     monkeypatch.setitem(deploy_mod.__context__, "retcode", 0)
+    monkeypatch.setitem(deploy_mod.__pillar__, "certsync", {"consumers": {"mailcow": {}}})
     ret = deploy_mod.deployed(layout.dest, hostname=HOST, source=layout.source)
     (state,) = ret.values()
     assert state["result"] is False and problem in state["comment"]
