@@ -748,33 +748,70 @@ def deploy(
     return run.ret
 
 
-def deployed(name, test=False, **kwargs):
+def deployed(name=None, test=False, **kwargs):
     """
     ``deploy`` as the master's runner sends it to a consumer on
-    ``certsync/published``: the arguments the formula's ``certsync.deployed``
-    SLS would give the state, the return shaped as ``state.single`` returns it
+    ``certsync/published``, the return shaped as ``state.single`` returns it
     (under ``certsync_|-<name>_|-<name>_|-deployed``), so the highstate
-    outputter shows it. Refused, each problem named, when this minion's
-    certsync pillar fails ``certsync_settings.check``. Exits non-zero when
-    ``result`` is False.
+    outputter shows it. Without ``name``, this consumer's own settings from
+    its own pillar (``certsync_settings.deploy_args``: the arguments the
+    formula's ``certsync.deployed`` SLS gives the state), for the
+    publication of ``source_minion`` (which its pillar must name as the
+    source) and the announced ``fingerprint``: what the runner sends. With
+    ``name``, the arguments given. Refused, each problem named, when this
+    minion's certsync pillar fails ``certsync_settings.check``. Exits
+    non-zero when ``result`` is False.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_deploy.deployed /opt/mailcow-dockerized/data/assets/ssl \\
-            hostname=mail.example.com source_minion=npm-host \\
-            services='[postfix-mailcow, dovecot-mailcow, nginx-mailcow]' \\
+        salt mailcow-host certsync_deploy.deployed source_minion=npm-host --out=highstate
+        salt mailcow-host certsync_deploy.deployed /opt/mailcow-dockerized/data/assets/ssl \
+            hostname=mail.example.com source_minion=npm-host \
+            services='[postfix-mailcow, dovecot-mailcow, nginx-mailcow]' \
             endpoints='[smtp, https]' --out=highstate
     """
     arguments = {key: value for key, value in kwargs.items() if not key.startswith("__")}
-    refused = _settings_refused(name)
+    ret = _settings_refused(name or "certsync")
+    if ret is None and name is None:
+        name, arguments, ret = _own_arguments(arguments)
     try:
-        ret = refused or deploy(name, test=test, **arguments)
+        ret = ret or deploy(name, test=test, **arguments)
     except TypeError as exc:  # an argument deploy does not take
         raise SaltInvocationError(f"certsync_deploy.deployed: {exc}") from None
+    name = ret["name"]
     __context__["retcode"] = 1 if ret.get("result") is False else 0
     return {f"certsync_|-{name}_|-{name}_|-deployed": {**ret, "__id__": name, "__run_num__": 0}}
+
+
+def _own_arguments(sent):
+    """The deploy's name and arguments from this consumer's own pillar, for the
+    publication the runner announced (``source_minion``, ``fingerprint``); or a
+    refusal's return when its pillar names another source or no such consumer."""
+    source = sent.get("source_minion")
+    unknown = sorted(set(sent) - {"source_minion", "fingerprint"})
+    try:
+        if unknown:
+            raise SaltInvocationError(
+                f"without a name the deploy takes source_minion and fingerprint only, not "
+                f"{', '.join(unknown)}"
+            )
+        own = __salt__["certsync_settings.deploy_args"](sent.get("fingerprint") or "")
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return None, None, _refusal("certsync", f"Nothing deployed: {exc}")
+    name = own.pop("name")
+    if own.get("source_minion") != source:
+        why = (
+            f"Nothing deployed: this minion's certsync pillar names {own.get('source_minion')!r} "
+            f"as the source, not {str(source)[:80]!r}"
+        )
+        return name, None, _refusal(name, why)
+    return name, own, None
+
+
+def _refusal(name, comment):
+    return {"name": name, "result": False, "changes": {}, "comment": comment}
 
 
 def _settings_refused(name):
@@ -787,14 +824,11 @@ def _settings_refused(name):
     checked = __salt__["certsync_settings.check"]()
     if not checked["problems"]:
         return None
-    why = checked["problems"]
-    return {
-        "name": name,
-        "result": False,
-        "changes": {},
-        "comment": "Nothing deployed: this minion's certsync pillar fails the check "
-        "(certsync_settings.check):\n" + "\n".join(f"  {p}" for p in why),
-    }
+    return _refusal(
+        name,
+        "Nothing deployed: this minion's certsync pillar fails the check "
+        "(certsync_settings.check):\n" + "\n".join(f"  {p}" for p in checked["problems"]),
+    )
 
 
 @dataclasses.dataclass

@@ -47,7 +47,7 @@ PILLAR_COMPILERS = 32
 
 
 def __virtual__():
-    if "certsync_settings.deploy_args" not in (__utils__ or {}):
+    if "certsync_settings.source_consumers" not in (__utils__ or {}):
         # never send a consumer's credentials along: the shared rule must be here
         return (
             False,
@@ -258,31 +258,6 @@ def on_recipient(consumer):
     return _publish(source, cfg, consumers)
 
 
-def _deploy_args(consumer, source, fingerprint):
-    """What the formula's ``certsync.deployed`` SLS gives ``consumer``'s deploy (the
-    same function makes both: ``certsync_settings.deploy_args``), from the pillar the
-    master compiles for ``consumer`` itself: its own settings may live in an SLS
-    targeted to it alone. A ValueError names why it gets none: its pillar names
-    another source, or its settings fail the formula's check (by key)."""
-    own = _certsync_pillar(consumer)
-    named = _source_minion(own)
-    if named != source:
-        raise ValueError(
-            f"{consumer}'s certsync pillar names {_shown(named or '')} as the source, not {source}"
-        )
-    defaults = _formula_defaults()
-    mine = (f"certsync:consumers:{consumer}", "certsync:consumer_defaults", "certsync:hostname")
-    problems = [
-        p
-        for p in __utils__["certsync_settings.problems"](own, defaults)
-        if p.startswith(mine) or p.startswith("certsync must")
-    ]
-    if problems:
-        raise ValueError(f"{consumer}'s settings fail the check: {'; '.join(problems)}")
-    settings = __utils__["certsync_settings.merged"](defaults, own)
-    return __utils__["certsync_settings.deploy_args"](settings, consumer, source, fingerprint)
-
-
 def _shown(value):
     return repr(value)[:80]
 
@@ -290,15 +265,14 @@ def _shown(value):
 def on_published(source, fingerprint=None):
     """
     A source published (``certsync/published``): each consumer its pillar
-    names deploys the publication (``certsync_deploy.deployed``: the
-    deploy the ``certsync.deployed`` state runs, without a state run), with the
-    arguments the formula's SLS would give it from its own pillar, told which
-    certificate to expect (``fingerprint``, when it is a SHA-256 hex digest;
-    the mine entry decides what is deployed). Consumers with the same
-    arguments share one job. Not waited for; returns the targets and the jobs,
-    and under ``refused`` the consumers sent nothing, with the reason: a
-    pillar that names another source, or settings that fail the formula's
-    check (a key it does not know, an entry that is no mapping), by key.
+    names deploys the publication, in one job (``certsync_deploy.deployed``:
+    the deploy the ``certsync.deployed`` state runs, without a state run),
+    told only which source's entry to take and which certificate to expect
+    (``fingerprint``, when it is a SHA-256 hex digest; the mine entry
+    decides what is deployed). Each consumer takes its settings from its own
+    pillar, as the formula's SLS does, and refuses, by key, settings that
+    fail the formula's check or that name another source. Not waited for;
+    returns the targets and the job.
 
     CLI Example:
 
@@ -311,22 +285,10 @@ def on_published(source, fingerprint=None):
     cfg, consumers = _source_config(source)
     if not consumers:
         return _nobody(_why_no_consumers(source, cfg), jobs={})
-    groups, refused = {}, {}
-    for consumer in consumers:
-        try:
-            args = _deploy_args(consumer, source, announced)
-        except ValueError as exc:
-            log.error("certsync: no deploy for %s: %s", consumer, exc)
-            refused[consumer] = str(exc)
-            continue
-        groups.setdefault(json.dumps(args, sort_keys=True), (args, []))[1].append(consumer)
-    jobs = {}
-    for args, targets in groups.values():
-        jid = _send(targets, "certsync_deploy.deployed", args)
-        log.info("certsync: certsync_deploy.deployed on %s (job %s)", ", ".join(targets), jid)
-        jobs[jid] = targets
-    done = {"targets": sorted(t for targets in jobs.values() for t in targets), "jobs": jobs}
-    return {**done, "refused": refused} if refused else done
+    args = {"source_minion": source, **({"fingerprint": announced} if announced else {})}
+    jid = _send(consumers, "certsync_deploy.deployed", args)
+    log.info("certsync: certsync_deploy.deployed on %s (job %s)", ", ".join(consumers), jid)
+    return {"targets": consumers, "jobs": {jid: consumers}}
 
 
 def _mine_of(cache, minion):

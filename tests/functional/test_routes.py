@@ -77,53 +77,17 @@ def test_the_routes_follow_the_pillar(pillar):
     assert runner.routes("npm") == {"npm": ["mailcow-2", "mailcow-3"]}
 
 
-#: The consumer's deploy arguments from the formula's defaults (defaults.yaml).
-DEFAULT_DEPLOY = {
-    "name": "/opt/mailcow-dockerized/data/assets/ssl",
-    "hostname": "mail.example.test",
-    "source_minion": "npm",
-    "min_days": 7,
-    "sni": True,
-    "mailcow_dir": "/opt/mailcow-dockerized",
-    "services": ["postfix-mailcow", "dovecot-mailcow", "nginx-mailcow"],
-    "endpoints": [
-        "smtp",
-        "submission",
-        "smtps",
-        "imap",
-        "imaps",
-        "pop3",
-        "pop3s",
-        "sieve",
-        "https",
-    ],
-    "probe_address": "127.0.0.1",
-    "verify_timeout": 60,
-    "dane": False,
-}
-
-
 def test_a_publication_reaches_exactly_the_consumers_of_the_pillar(pillar):
-    pillar.write("npm", {"mailcow": {}, "mailcow-2": {}})
+    pillar.write("npm", {"mailcow": {}, "mailcow-2": {"mailcow_dir": "/srv/mailcow"}})
     done = runner.on_published("npm", "ab" * 32)
     assert done == {"targets": ["mailcow", "mailcow-2"], "jobs": {JID: ["mailcow", "mailcow-2"]}}
-    # the deploy alone, no state run: one job for the consumers with the same settings
-    deploy = {**DEFAULT_DEPLOY, "fingerprint": "ab" * 32}
+    # the deploy alone, no state run, one job: each consumer takes its settings from its
+    # own pillar (certsync_settings.deploy_args, as the SLS does); the job names the
+    # publication only
+    deploy = {"source_minion": "npm", "fingerprint": "ab" * 32}
     assert pillar.jobs.sent == [
         (["mailcow", "mailcow-2"], "certsync_deploy.deployed", [], "list", deploy)
     ]
-
-
-def test_each_consumer_deploys_with_its_own_settings(pillar):
-    own = {"mailcow_dir": "/srv/mailcow", "dane": True, "mail_domains": ["example.test"]}
-    pillar.write("npm", {"mailcow": {}, "mailcow-2": own, "mailcow-3": {"reload_commands": {}}})
-    runner.on_published("npm", "ab" * 32)
-    sent = {tuple(targets): kwarg for targets, fun, _, _, kwarg in pillar.jobs.sent}
-    deploy = {**DEFAULT_DEPLOY, "fingerprint": "ab" * 32}
-    assert sent == {
-        ("mailcow", "mailcow-3"): deploy,  # an empty reload_commands is not passed, as in the SLS
-        ("mailcow-2",): {**deploy, **own, "name": "/srv/mailcow/data/assets/ssl"},
-    }
 
 
 def test_a_minion_that_is_no_source_reaches_nobody(pillar):
@@ -255,32 +219,17 @@ def test_a_malformed_id_in_the_pillar_or_the_event_is_ignored(pillar, bad):
     assert runner.on_renewed(bad)["targets"] == []
 
 
-def test_a_consumer_entry_the_sls_could_not_render_is_refused_by_name(pillar):
+def test_the_job_carries_no_setting_of_a_consumer(pillar):
+    """A consumer entry the check refuses, defaults that are no mapping: the runner does
+    not read them (each consumer refuses its own, by key: certsync_deploy.deployed)."""
     pillar.write("npm", {"mailcow": ["not", "a", "mapping"], "mailcow-2": None})
-    done = runner.on_published("npm", "ab" * 32)
-    assert done["targets"] == ["mailcow-2"]  # an empty entry takes the defaults, as in the SLS
-    assert done["refused"] == {
-        "mailcow": "mailcow's settings fail the check: certsync:consumers:mailcow must be a "
-        "mapping (or empty)"
-    }
-    assert [job[0] for job in pillar.jobs.sent] == [["mailcow-2"]]
-
-
-def test_consumer_defaults_that_are_no_mapping_deploy_nothing(pillar):
-    pillar.write("npm", {"mailcow": {}})
     written = json.loads((pillar.root / "certsync.sls").read_text())
     written["certsync"]["consumer_defaults"] = "everything"
     (pillar.root / "certsync.sls").write_text(json.dumps(written))
     done = runner.on_published("npm", "ab" * 32)
-    assert done == {
-        "targets": [],
-        "jobs": {},
-        "refused": {
-            "mailcow": "mailcow's settings fail the check: certsync:consumer_defaults must be a "
-            "mapping, not 'everything'"
-        },
-    }
-    assert pillar.jobs.sent == []
+    assert done["targets"] == ["mailcow", "mailcow-2"]
+    ((_, _, _, _, kwarg),) = pillar.jobs.sent
+    assert kwarg == {"source_minion": "npm", "fingerprint": "ab" * 32}
 
 
 def test_a_pillar_compiler_is_kept_per_minion_and_grains(pillar, monkeypatch):

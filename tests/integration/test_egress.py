@@ -159,6 +159,7 @@ def test_open_then_blocked_by_the_firewall_then_allowed_by_the_formula(
     assert code == 0, (ret, err)
     results = {key.split("_|-")[1]: value for key, value in ret.items()}
     assert set(results) == {
+        "certsync-settings",  # the gate every SLS begins with
         "certsync-egress",
         *(f"certsync-egress-allow-{port}" for port in [PORT, *master_ports]),
     }
@@ -245,6 +246,7 @@ def test_ufw_denies_outbound_then_the_formula_allows_it_through_ufw(
     assert code == 0, (ret, err)
     results = {k.split("_|-")[1]: v for k, v in ret.items()}
     assert set(results) == {
+        "certsync-settings",  # the gate every SLS begins with
         "certsync-egress",
         *(f"certsync-egress-allow-{port}" for port in [PORT, *master_ports]),
     }

@@ -1,12 +1,16 @@
 """Unit tests of certsync_deploy.deploy (loader mocked, the real certsync module behind it)."""
 
 import os
+import shutil
 from unittest.mock import patch
 
 import pytest
+import yaml
 from support import cases
 
 from harness.loader import (
+    SALT_TREE,
+    UTILS,
     certsync_mod,
     deploy_mod,
     mailcow_mod,
@@ -473,3 +477,79 @@ def test_the_runners_deploy_is_refused_when_the_settings_fail_the_check(layout, 
     check.update(valid=True, problems=[])
     (state,) = deploy_mod.deployed(layout.dest, hostname=HOST, source=layout.source).values()
     assert state["result"] is True, state["comment"]
+
+
+DEFAULTS = yaml.safe_load((SALT_TREE / "certsync" / "defaults.yaml").read_text())["certsync"]
+
+
+def _consumer_with_pillar(monkeypatch, layout, source="npm", **own):
+    """This consumer's certsync pillar (its checkout at layout.root/mailcow), the
+    settings functions that read it, and the mine entry of ``npm`` (the source pair)."""
+    pillar = {
+        "hostname": HOST,
+        "source": {"minion": source},
+        "consumers": {"mailcow": {"mailcow_dir": os.path.join(layout.root, "mailcow"),
+                                  "services": [], "endpoints": [], **own}},
+    }  # fmt: skip
+    monkeypatch.setitem(deploy_mod.__pillar__, "certsync", pillar)
+    monkeypatch.setitem(deploy_mod.__opts__, "cachedir", os.path.join(layout.root, "cache"))
+    problems = UTILS["certsync_settings.problems"](pillar, DEFAULTS)
+    check = {"valid": not problems, "role": "consumer", "why": "", "problems": problems}
+    cfg = UTILS["certsync_settings.merged"](DEFAULTS, pillar)
+
+    def fetch_published(minion, private):
+        assert minion == "npm"
+        for name in ("fullchain.pem", "privkey.pem"):
+            shutil.copy(os.path.join(layout.source, name), private)
+        chain = os.path.join(private, "fullchain.pem")
+        fingerprint = certsync_mod.info(chain)["fingerprint"]
+        return {"fullchain": chain, "privkey": os.path.join(private, "privkey.pem"),
+                "fingerprint": fingerprint}  # fmt: skip
+
+    for function, value in {
+        "certsync_settings.check": lambda: check,
+        "certsync_settings.deploy_args": lambda fingerprint="": UTILS[
+            "certsync_settings.deploy_args"
+        ](cfg, "mailcow", source, fingerprint),
+        "certsync_mine.fetch_published": fetch_published,
+    }.items():
+        monkeypatch.setitem(deploy_mod.__salt__, function, value)
+    monkeypatch.setitem(deploy_mod.__context__, "retcode", 0)
+
+
+def test_the_runners_deploy_takes_this_consumers_own_settings(layout, good, monkeypatch):
+    """The runner sends the publication only: the consumer's own pillar gives the rest,
+    as the formula's SLS does (its checkout here, not the default mailcow_dir)."""
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    _consumer_with_pillar(monkeypatch, layout)
+    ret = deploy_mod.deployed(source_minion="npm", fingerprint=good.fingerprint)
+    ((key, state),) = ret.items()
+    assert key == f"certsync_|-{layout.dest}_|-{layout.dest}_|-deployed"
+    assert state["result"] is True, state["comment"]
+    assert certsync_mod.deployed_info(layout.dest)["fingerprint"] == good.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("own", "source", "sent", "why"),
+    [
+        ({"mailcow_dri": "/x"}, "npm", {},
+         "certsync:consumers:mailcow:mailcow_dri is no certsync setting: did you mean "
+         "certsync:consumers:mailcow:mailcow_dir?"),
+        ({"relay": [1, 2]}, "npm", {}, "certsync:consumers:mailcow:relay must be a mapping"),
+        ({}, "elsewhere", {},
+         "this minion's certsync pillar names 'elsewhere' as the source, not 'npm'"),
+        ({}, "npm", {"mailcow_dir": "/tmp/elsewhere"},
+         "without a name the deploy takes source_minion and fingerprint only, not mailcow_dir"),
+    ],
+)  # fmt: skip
+def test_the_runners_deploy_refuses_by_key_and_changes_nothing(
+    layout, good, monkeypatch, own, source, sent, why
+):
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    _consumer_with_pillar(monkeypatch, layout, source, **own)
+    before = cases.snapshot(layout.root)
+    ((_, state),) = deploy_mod.deployed(source_minion="npm", **sent).items()
+    assert state["result"] is False and why in state["comment"], state["comment"]
+    assert state["comment"].startswith("Nothing deployed")
+    assert deploy_mod.__context__["retcode"] == 1
+    assert cases.snapshot(layout.root) == before

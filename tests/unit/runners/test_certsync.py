@@ -4,9 +4,8 @@ The runner asks the minions through Salt's LocalClient and reads the master's
 mine cache; both are stood in for here with what minions answer."""
 
 import pytest
-import yaml
 
-from harness.loader import SALT_TREE, UTILS, load_loader_module
+from harness.loader import load_loader_module
 
 runner = load_loader_module("runners", "certsync")
 FP = "ab" * 32
@@ -167,62 +166,3 @@ def test_a_paused_consumer_says_so_when_it_lags(run):
         "deploys are paused (rolled back from abababababababab... by certsync.rolled_back); "
         "deployed cdcdcdcdcdcdcdcd..., not the source's abababababababab..."
     )
-
-
-DEFAULTS = yaml.safe_load((SALT_TREE / "certsync" / "defaults.yaml").read_text())["certsync"]
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """on_published with each minion's certsync pillar as the master would compile it,
-    the jobs it sends recorded."""
-    sent = []
-
-    def publish(pillars):
-        runner.__utils__ = UTILS
-        runner.__context__ = {}
-        monkeypatch.setattr(runner, "_certsync_pillar", lambda minion: pillars.get(minion, {}))
-        monkeypatch.setattr(runner, "_formula_defaults", lambda: DEFAULTS)
-        monkeypatch.setattr(
-            runner, "_send", lambda targets, fun, args: sent.append((targets, args)) or "jid"
-        )
-        return runner.on_published("npm", FP), sent
-
-    return publish
-
-
-def _shared(**consumers):
-    return {"hostname": "mail.example.test", "source": {"minion": "npm"}, "consumers": consumers}
-
-
-def test_each_consumers_deploy_comes_from_its_own_pillar(published):
-    """The split layout: a consumer's own SLS (targeted to it alone) sets its mailcow_dir
-    and its credential; the source's pillar names it only."""
-    own = _shared(mailcow={"mailcow_dir": "/srv/mailcow", "dane": {"update": {
-        "provider": "cloudflare", "zone": "example.test", "api_token": "t" * 40}}})  # fmt: skip
-    ret, sent = published({"npm": _shared(mailcow=None), "mailcow": own})
-    assert ret["targets"] == ["mailcow"]
-    ((_, args),) = sent
-    assert args["name"] == "/srv/mailcow/data/assets/ssl"
-    assert args["dane"] == {"update": {"provider": "cloudflare"}}
-    assert "t" * 40 not in repr(ret) + repr(sent)
-
-
-def test_a_consumer_whose_settings_fail_the_check_is_skipped_by_key(published):
-    pillars = {
-        "npm": _shared(mailcow=None, files=None),
-        "mailcow": _shared(mailcow={"mailcow_dri": "/srv/mailcow"}),
-        "files": _shared(files={"services": [], "endpoints": []}),
-    }
-    ret, sent = published(pillars)
-    assert ret["targets"] == ["files"] and [t for t, _ in sent] == [["files"]]
-    assert (
-        "certsync:consumers:mailcow:mailcow_dri is no certsync setting" in ret["refused"]["mailcow"]
-    )
-    assert "did you mean certsync:consumers:mailcow:mailcow_dir" in ret["refused"]["mailcow"]
-
-
-def test_a_consumer_whose_pillar_names_another_source_is_skipped(published):
-    other = {**_shared(mailcow={}), "source": {"minion": "elsewhere"}}
-    ret, sent = published({"npm": _shared(mailcow=None), "mailcow": other})
-    assert sent == [] and "names 'elsewhere' as the source, not npm" in ret["refused"]["mailcow"]
