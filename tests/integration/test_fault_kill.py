@@ -95,9 +95,9 @@ class Campaign:
 
 def _between_the_two_renames(ops, directory):
     """Whether the kill came between the rename of cert.pem's new file in ``directory``
-    and the rename of key.pem's: the last logged operation is either that of key.pem
-    (a kill before the N-th operation runs it) right after cert.pem's, or cert.pem's
-    itself (a timed kill after it ran, before key.pem's was reached)."""
+    and the rename of key.pem's: after cert.pem's rename only the read of the key.pem
+    it replaces (kept to put cert.pem back should key.pem's rename fail) and, last,
+    key.pem's rename itself (a kill before the N-th operation runs it) are logged."""
 
     def rename_of(op, name):
         _, _, call, path, _ = op
@@ -109,9 +109,17 @@ def _between_the_two_renames(ops, directory):
             and os.path.dirname(path) == str(directory)
         )
 
-    if rename_of(ops[-1], "cert.pem"):
-        return True
-    return len(ops) > 1 and rename_of(ops[-1], "key.pem") and rename_of(ops[-2], "cert.pem")
+    def reads_key(op):  # the bytes key.pem's rename replaces, kept to put cert.pem back
+        _, _, call, path, _ = op
+        return call == "open" and path == os.path.join(str(directory), "key.pem")
+
+    renamed = [i for i, op in enumerate(ops) if rename_of(op, "cert.pem")]
+    if not renamed:
+        return False
+    after = ops[renamed[-1] + 1 :]
+    if after and rename_of(after[-1], "key.pem"):
+        after = after[:-1]
+    return all(reads_key(op) for op in after)
 
 
 @pytest.fixture
