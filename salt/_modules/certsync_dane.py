@@ -346,8 +346,8 @@ def tlsa_gate(hostname, candidate, deployed, dane=True, test=False):
 
 
 def _zone_of(hostname, options):
-    """The zone holding ``hostname`` (the nearest parent with NS records) and its
-    authoritative servers, through the configured resolver."""
+    """The zone holding ``hostname``: the nearest parent with NS records, through the
+    configured resolver."""
     labels = hostname.rstrip(".").split(".")
     why = "no parent with NS records"
     for start in range(1, len(labels) - 1):
