@@ -6,7 +6,7 @@ Time certsync's hot operations and print the figures (no pass/fail):
 - the source beacon's tick when nothing changed (what the formula's 1 s
   beacon interval costs the NPM minion);
 - hostile input: a 256 KiB file of 14,000 BEGIN lines (and one of BEGIN/END
-  fragments) refused, and find_source over 4 live/ dirs of such files;
+  fragments) refused, and the npm lineage search over 4 live/ dirs of such files;
 - the same no-op run through a real `salt-call --local` (process start included).
 
 Run: scripts/bench.sh  (or .venv/salt3008/bin/python benchmarks/bench_certsync.py)
@@ -83,8 +83,8 @@ def hostile(tmp, runs):
     for number in range(4):
         (live / f"npm-{number}").mkdir(parents=True)
         (live / f"npm-{number}" / "fullchain.pem").write_bytes(files["14,000 BEGIN lines"])
-    found["find_source over 4 hostile dirs"] = timed(
-        lambda: _refused(lambda: certsync_mod.find_source(HOST, str(live))), runs
+    found["npm lineage search over 4 hostile dirs"] = timed(
+        lambda: _refused(lambda: npm_source_mod.find(HOST, str(live))), runs
     )
     return found
 

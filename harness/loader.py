@@ -38,6 +38,7 @@ for _name in (
     "certsync_args",
     "certsync_files",
     "certsync_pem",
+    "certsync_certbot",
     "certsync_settings",
     "certsync_endpoints",
 ):

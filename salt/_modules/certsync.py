@@ -19,7 +19,6 @@ Fingerprints are lowercase hex without separators. Times are ISO 8601 in UTC.
 import contextlib
 import hashlib
 import itertools
-import json
 import logging
 import os
 import re
@@ -36,13 +35,6 @@ try:
     HAS_CRYPTOGRAPHY = hasattr(x509.Certificate, "not_valid_after_utc")
 except ImportError:
     HAS_CRYPTOGRAPHY = False
-
-try:  # the parser certbot reads its renewal files with
-    import configobj
-
-    HAS_CONFIGOBJ = True
-except ImportError:
-    HAS_CONFIGOBJ = False
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +60,6 @@ MAX_CHAIN = 8
 LOCK_TIMEOUT = 60
 LOCK_FILE = ".certsync.lock"
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
-_NPM_DIR = re.compile(r"npm-(\d+)")
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
@@ -127,21 +118,6 @@ def name_matches(pattern, hostname):
     return _pem.name_matches(pattern, hostname)
 
 
-# --------------------------------------------------------------------------
-# Reading and parsing untrusted PEM input
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# Describing certificates and keys
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# DNS names (RFC 6125)
-# --------------------------------------------------------------------------
-
-
 def _check_hostname(hostname):
     if not _pem.is_dns_name(hostname):
         raise SaltInvocationError(f"hostname {hostname!r} is not a valid DNS host name")
@@ -149,7 +125,7 @@ def _check_hostname(hostname):
 
 
 # --------------------------------------------------------------------------
-# Public functions: inspect, find, validate
+# Public functions: inspect, validate
 # --------------------------------------------------------------------------
 
 
@@ -174,96 +150,6 @@ def info(path):
     ret["chain_length"] = len(certs)
     ret["chain"] = [_pem.describe(cert) for cert in certs[1:]]
     return ret
-
-
-def find_source(hostname, live_dir="/etc/letsencrypt/live"):
-    """
-    Find the NPM certificate directory whose leaf certificate covers
-    ``hostname``. NPM names its directories by internal id (``npm-5``), so
-    every directory under ``live_dir`` holding a ``fullchain.pem`` is read;
-    when several cover the name, the newest *usable* one wins (its key
-    readable and matching, inside its validity; the latest ``not_after``,
-    then the highest ``npm-N``), and ``skipped`` says why the others were
-    not taken.
-
-    hostname
-        The mail host name the certificate must cover.
-
-    live_dir
-        NPM's ``live/`` directory. Default: ``/etc/letsencrypt/live``.
-
-    Returns the chosen directory, its files, fingerprint and ``not_after``,
-    and what was skipped and why.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' certsync.find_source mail.example.com /opt/npm/letsencrypt/live
-    """
-    hostname = _check_hostname(hostname)
-    try:
-        entries = sorted(os.listdir(live_dir))
-    except OSError as exc:
-        raise CommandExecutionError(f"{live_dir}: cannot list: {exc.strerror}") from None
-    candidates, looked_at, skipped = [], [], {}
-    now = _pem.now()
-    for entry in entries:
-        directory = os.path.join(live_dir, entry)
-        fullchain = os.path.join(directory, "fullchain.pem")
-        if not os.path.isdir(directory) or not os.path.lexists(fullchain):
-            continue
-        shown = _pem.shown(entry)
-        try:
-            leaf = _pem.read_certs(fullchain)[0]
-        except CommandExecutionError as exc:
-            skipped[shown] = str(exc)
-            continue
-        looked_at.append(
-            f"{shown} [{', '.join(map(_pem.shown, _pem.dns_sans(leaf))) or 'no DNS SAN'}]"
-        )
-        if not _pem.covers(leaf, hostname):
-            continue
-        unusable = _unusable(leaf, os.path.join(directory, "privkey.pem"), now)
-        if unusable:
-            skipped[shown] = f"covers {hostname} but {unusable}"
-            continue
-        npm = _NPM_DIR.fullmatch(entry)
-        rank = (leaf.not_valid_after_utc, int(npm.group(1)) if npm else -1)
-        candidates.append((rank, entry, directory, leaf))
-    if not candidates:
-        seen = "; ".join(looked_at) or "no certificate directory"
-        why = "".join(f"; {entry}: {reason}" for entry, reason in skipped.items())
-        raise CommandExecutionError(
-            f"{_pem.shown(live_dir)}: no usable certificate covers {hostname} "
-            f"(looked at: {seen}){why}"
-        )
-    _, entry, directory, leaf = max(candidates, key=lambda item: item[0])
-    return {
-        "dir": directory,
-        "name": entry,
-        "fullchain": os.path.join(directory, "fullchain.pem"),
-        "privkey": os.path.join(directory, "privkey.pem"),
-        "fingerprint": _pem.fingerprint(leaf),
-        "not_after": _pem.iso(leaf.not_valid_after_utc),
-        "covering": sorted(c[1] for c in candidates),
-        "skipped": skipped,
-    }
-
-
-def _unusable(leaf, privkey, now):
-    """Why a covering NPM dir cannot be deployed (None when it can): its key, its dates."""
-    if now > leaf.not_valid_after_utc:
-        return f"expired on {_pem.iso(leaf.not_valid_after_utc)}"
-    if now < leaf.not_valid_before_utc:
-        return f"is not valid before {_pem.iso(leaf.not_valid_before_utc)}"
-    try:
-        key = _pem.read_key(privkey)
-    except CommandExecutionError as exc:
-        return f"its key is not usable ({exc})"
-    if not _pem.same_key(key.public_key(), leaf.public_key()):
-        return "its privkey.pem does not match the certificate"
-    return None
 
 
 def check_pair(cert, key):
@@ -726,14 +612,6 @@ def _owner(path):
     return st.st_uid, st.st_gid
 
 
-def _fsync_dir(dest):
-    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 #: What a killed run can leave in a destination: the temp files of write_temp
 #: (``.cert.pem.certsync-<pid>-<hex>``, ``.key.pem.certsync-prev.certsync-...``).
 _STALE_TEMP = re.compile(
@@ -805,7 +683,7 @@ def _replace_pair(dest, contents):
                 raise
             replaced[name] = before
         temps = []
-        _fsync_dir(dest)
+        __utils__["certsync_files.fsync_dir"](dest)
     finally:
         for temp, _ in temps:
             if os.path.lexists(temp):
@@ -1237,352 +1115,3 @@ def sni_inventory(dest):
             if deployed:
                 found[name] = deployed["fingerprint"]
     return found
-
-
-# --------------------------------------------------------------------------
-# certbot's renewal configuration: keep the key across renewals
-# --------------------------------------------------------------------------
-
-#: The largest renewal file certsync reads; certbot writes about 1 KiB.
-MAX_RENEWAL_BYTES = 64 * 1024
-_LINEAGE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,200}")
-_RENEWAL_SECTION = re.compile(r"^\s*(\[+)\s*([^\[\]]+?)\s*(\]+)\s*(#.*)?$")
-_REUSE_KEY_LINE = re.compile(r"""^(\s*)(["']?)reuse_key\2\s*=""")
-#: The renewal parameters certbot restores as booleans and integers before it renews
-#: (certbot/_internal/renewal.py); a value that does not parse makes it skip the file.
-CERTBOT_BOOLS = ("must_staple", "allow_subset_of_names", "reuse_key", "autorenew")
-CERTBOT_INTS = ("rsa_key_size", "http01_port")
-#: Where certbot points a lineage's files, relative to its config dir.
-_LINEAGE_PATHS = {
-    "archive_dir": ("archive", "{}"),
-    "cert": ("live", "{}", "cert.pem"),
-    "privkey": ("live", "{}", "privkey.pem"),
-    "fullchain": ("live", "{}", "fullchain.pem"),
-}
-
-
-def _renewal_location(lineage_dir):
-    """(config dir, lineage, renewal file) of a certbot ``live/<lineage>`` directory."""
-    if not isinstance(lineage_dir, str) or not lineage_dir.strip():
-        raise SaltInvocationError("give the lineage's live directory, e.g. .../live/npm-5")
-    path = os.path.normpath(lineage_dir)
-    live, lineage = os.path.split(path)
-    if not _LINEAGE.fullmatch(lineage) or os.path.basename(live) != "live":
-        raise SaltInvocationError(
-            f"{lineage_dir!r} is not a certbot lineage directory (<config dir>/live/<name>)"
-        )
-    config_dir = os.path.dirname(live)
-    return config_dir, lineage, os.path.join(config_dir, "renewal", f"{lineage}.conf")
-
-
-def _read_renewal(path, lineage):
-    """The renewal file's text and certbot's reading of it (:py:func:`_certbot_reading`);
-    raise when it is missing, no regular file, too large, or not this lineage's."""
-    if not os.path.lexists(path):
-        raise CommandExecutionError(
-            f"{path}: no such file: certbot keeps no renewal configuration for {lineage}"
-        )
-    data = _pem.read_file(path, limit=MAX_RENEWAL_BYTES, what="a renewal file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CommandExecutionError(f"{path}: not UTF-8 text, not a renewal file") from None
-    reading = _certbot_reading(text, path)
-    _check_lineage_paths(reading, path, lineage)
-    return text, reading
-
-
-def _refused(path, why):
-    return CommandExecutionError(
-        f"{path}: certbot refuses this renewal file ({why}): it skips the lineage, which "
-        "does not renew until the file is fixed"
-    )
-
-
-def _certbot_reading(text, path):
-    """The renewal file as certbot reads it: ConfigObj with certbot's options, then the
-    checks certbot makes before it renews (``[renewalparams]``, an ``authenticator``, and
-    True or False for its booleans, a number for its integers). What certbot refuses
-    is a CommandExecutionError naming the line or the value."""
-    if not HAS_CONFIGOBJ:
-        raise CommandExecutionError(
-            "reading certbot's renewal file needs configobj, the parser certbot uses "
-            "(salt-pip install configobj)"
-        )
-    try:
-        reading = configobj.ConfigObj(text.splitlines(), encoding="utf-8", default_encoding="utf-8")
-        params = reading.get("renewalparams")
-        if not isinstance(params, configobj.Section):
-            raise CommandExecutionError(f"{path}: no [renewalparams] section, not a renewal file")
-        if "authenticator" not in params:
-            raise _refused(path, "[renewalparams] names no authenticator")
-        for name in CERTBOT_BOOLS:
-            value = params.get(name)
-            if name in params and not (
-                isinstance(value, str) and value.lower() in ("true", "false")
-            ):
-                raise _refused(path, f"{name} = {_quoted(value)}: certbot wants True or False")
-        for name in CERTBOT_INTS:
-            if name in params and not _is_int(params.get(name)):
-                raise _refused(path, f"{name} = {_quoted(params.get(name))}: not a number")
-        reading.dict()  # every value interpolated, as certbot's reads do
-    except configobj.ConfigObjError as exc:  # duplicates, bad lines, interpolation
-        raise _refused(path, str(exc).rstrip(".")) from None
-    return reading
-
-
-def _is_int(value):
-    try:
-        int(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _reuse_key(reading):
-    """Whether certbot renew keeps the key, by certbot's own rule (``value.lower()``)."""
-    return str(reading["renewalparams"].get("reuse_key", "False")).lower() == "true"
-
-
-def _check_lineage_paths(reading, path, lineage):
-    """The file must point at this lineage, by its relative layout (NPM's paths are
-    the container's /etc/letsencrypt/..., not the minion's)."""
-    for key, parts in _LINEAGE_PATHS.items():
-        value = reading.get(key)
-        if not isinstance(value, str) or not value:
-            raise CommandExecutionError(f"{path}: no {key!r} line, not a certbot renewal file")
-        tail = [part.format(lineage) for part in parts]
-        if os.path.normpath(value).split(os.sep)[-len(tail) :] != tail:
-            raise CommandExecutionError(
-                f"{path}: {key} = {_quoted(value)} belongs to another lineage "
-                f"(want .../{'/'.join(tail)})"
-            )
-
-
-def _quoted(text):
-    """Untrusted text for a message: one line, bounded, control characters escaped."""
-    return repr(str(text)[:200])
-
-
-def renewal(lineage_dir):
-    """
-    Describe how certbot will renew a lineage (e.g. NPM's ``live/npm-5``),
-    from its renewal file ``<config dir>/renewal/<lineage>.conf``: whether
-    ``reuse_key`` is set, the key type and curve it asks for, the key and the
-    names of the current certificate, and whether the next renewal keeps the
-    key (and with it a ``TLSA 3 1 1`` record). certbot's default is a new key
-    at every renewal; NPM never passes ``--reuse-key``.
-
-    The lineage is matched by name and the file's relative layout, never by
-    absolute path: in NPM's container the paths in the file are
-    ``/etc/letsencrypt/...`` while the minion sees the bind-mounted tree
-    elsewhere.
-
-    lineage_dir
-        The lineage's live directory, e.g. ``/etc/nginx/letsencrypt/live/npm-5``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt npm-host certsync.renewal /etc/nginx/letsencrypt/live/npm-5
-    """
-    _, lineage, path = _renewal_location(lineage_dir)
-    _, reading = _read_renewal(path, lineage)
-    params = reading["renewalparams"]
-    reuse = _reuse_key(reading)
-    ret = {
-        "lineage": lineage,
-        "renewal_file": path,
-        "reuse_key": reuse,
-        "key_type": params.get("key_type", "rsa"),
-        "elliptic_curve": params.get("elliptic_curve"),
-        "rsa_key_size": params.get("rsa_key_size"),
-        "next_renewal_keeps_key": reuse,
-    }
-    try:
-        leaf = _pem.read_certs(os.path.join(os.path.normpath(lineage_dir), "cert.pem"))[0]
-    except CommandExecutionError as exc:
-        ret["current"] = {"error": str(exc)}
-    else:
-        ret["current"] = {
-            "key": _pem.key_label(leaf.public_key()),
-            "spki_sha256": _pem.spki_sha256(leaf.public_key()),
-            "names": _pem.dns_sans(leaf),
-            "not_after": _pem.iso(leaf.not_valid_after_utc),
-        }
-    ret["why"] = (
-        "reuse_key = True: certbot renew keeps the key (a re-issue from NPM's UI, "
-        "certbot certonly, still makes a new one)"
-        if reuse
-        else "no reuse_key = True under [renewalparams]: the next renewal makes a new key"
-    )
-    return ret
-
-
-def _with_reuse_key(text, reading, path):
-    """``text`` with ``reuse_key = True`` under ``[renewalparams]``: its ``reuse_key``
-    line's value replaced (indent and inline comment kept), or a line added right
-    after the section line; every other line as it was. The result is read again as
-    certbot reads it: anything but the same file with reuse_key True is refused."""
-    lines = text.splitlines(keepends=True)
-    params_line, reuse_line = _renewalparams_lines(text)
-    if reuse_line is not None:
-        comment = reading["renewalparams"].inline_comments.get("reuse_key") or ""
-        indent = _REUSE_KEY_LINE.match(lines[reuse_line]).group(1)
-        value = f"{indent}reuse_key = True" + (f"  {comment}" if comment else "")
-        lines[reuse_line] = value + _ending(lines[reuse_line])
-    elif params_line is not None:
-        ending = _ending(lines[params_line])
-        if ending:
-            lines.insert(params_line + 1, "reuse_key = True" + ending)
-        else:  # [renewalparams] is the last line, with no newline: the file keeps none
-            lines[params_line] += "\r\n" if "\r\n" in text else "\n"
-            lines.insert(params_line + 1, "reuse_key = True")
-    edited = "".join(lines)
-    again = _certbot_reading(edited, path)
-    before, after = reading.dict(), again.dict()
-    before["renewalparams"].pop("reuse_key", None)
-    after["renewalparams"].pop("reuse_key", None)
-    if not _reuse_key(again) or before != after:
-        raise CommandExecutionError(
-            f"{path}: cannot set reuse_key = True by editing one line of this file; nothing "
-            "written: set it under [renewalparams] by hand"
-        )
-    return edited
-
-
-def set_reuse_key(lineage_dir, test=False):
-    """
-    Make certbot keep a lineage's key across renewals: ``reuse_key = True``
-    under ``[renewalparams]`` of its renewal file, every other line and
-    comment kept. Written atomically (temp file, fsync, rename), the file's
-    mode and owner kept; the line it replaced (or none) is noted in the
-    cachedir for :py:func:`unset_reuse_key`. Returns ``changed``, the renewal
-    file and the lineage.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt npm-host certsync.set_reuse_key /etc/nginx/letsencrypt/live/npm-5
-    """
-    _, lineage, path = _renewal_location(lineage_dir)
-    text, reading = _read_renewal(path, lineage)
-    ret = {"changed": False, "renewal_file": path, "lineage": lineage}
-    if _reuse_key(reading):
-        return ret
-    edited = _with_reuse_key(text, reading, path)
-    if not test:
-        index = _reuse_key_index(edited)
-        replaced = text.splitlines()[index] if _reuse_key_index(text) == index else None
-        edited_lines = edited.splitlines(keepends=True)
-        # a line added last, after a line that had no newline: unset takes the newline too
-        last_line = index == len(edited_lines) - 1 and not _ending(edited_lines[index])
-        note = {"file": path, "replaced": replaced, "last_line": last_line}
-        _write_renewal(path, edited)
-        __utils__["certsync_files.replace_file"](
-            _reuse_key_record(lineage), json.dumps(note).encode(), 0o600
-        )
-        log.info("certsync: set reuse_key = True in %s", _pem.shown(path))
-    return {**ret, "changed": True}
-
-
-def unset_reuse_key(lineage_dir, test=False):
-    """
-    Undo :py:func:`set_reuse_key`: the ``reuse_key`` line certsync wrote in
-    the lineage's renewal file removed (or the line it replaced put back), the
-    rest of the file byte for byte as it is. A ``reuse_key`` certsync did not
-    set (no note of it in the cachedir) is left alone, and ``why`` says so.
-    Returns ``changed``, the renewal file and the lineage.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt npm-host certsync.unset_reuse_key /etc/nginx/letsencrypt/live/npm-5
-    """
-    _, lineage, path = _renewal_location(lineage_dir)
-    ret = {"changed": False, "renewal_file": path, "lineage": lineage}
-    note = __utils__["certsync_files.read_json_record"](_reuse_key_record(lineage)) or {}
-    if note.get("file") != path:
-        return {**ret, "why": "certsync did not set reuse_key in this file: left as it is"}
-    text, _ = _read_renewal(path, lineage)
-    index = _reuse_key_index(text)
-    lines = text.splitlines(keepends=True)
-    if index is None or _REUSE_KEY_LINE.match(lines[index]) is None:
-        return {**ret, "why": "no reuse_key line under [renewalparams] any more"}
-    replaced = note.get("replaced")
-    if replaced is not None and not _is_reuse_key_line(replaced):
-        return {
-            **ret,
-            "why": "the note of the line certsync replaced is not one reuse_key line: the "
-            "file is left as it is (edit reuse_key under [renewalparams] by hand)",
-        }
-    if replaced is not None:
-        lines[index] = replaced + _ending(lines[index])
-    else:
-        del lines[index]
-        if note.get("last_line") is True and index == len(lines) and lines:
-            lines[-1] = lines[-1][: len(lines[-1]) - len(_ending(lines[-1]))]
-    if not test:
-        _write_renewal(path, "".join(lines))
-        os.unlink(_reuse_key_record(lineage))
-        log.info("certsync: removed the reuse_key it set from %s", _pem.shown(path))
-    return {**ret, "changed": True}
-
-
-def _ending(line):
-    """The line ending ``line`` has (``\\r\\n``, ``\\n``, ...), or ``""``."""
-    return line[len(line.rstrip("\r\n")) :]
-
-
-#: One ``reuse_key`` line as certbot writes it: the only thing a note may put back.
-_WHOLE_REUSE_KEY_LINE = re.compile(
-    r"""[ \t]*(["']?)reuse_key\1[ \t]*=[ \t]*(["']?)[A-Za-z0-9]*\2[ \t]*(?:#[ -~]*)?"""
-)
-
-
-def _is_reuse_key_line(value):
-    return isinstance(value, str) and bool(_WHOLE_REUSE_KEY_LINE.fullmatch(value))
-
-
-def _reuse_key_record(lineage):
-    directory = os.path.join(__opts__["cachedir"], "certsync")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    return os.path.join(directory, f"reuse-key-{lineage}.json")
-
-
-def _renewalparams_lines(text):
-    """The line numbers of ``[renewalparams]`` and of the (last) ``reuse_key`` under it
-    (None where there is none)."""
-    section, params_line, reuse_line = (), None, None
-    for number, line in enumerate(text.splitlines()):
-        header = _RENEWAL_SECTION.match(line)
-        if header:
-            section = (*section[: len(header.group(1)) - 1], header.group(2))
-            params_line = number if section == ("renewalparams",) else params_line
-        elif section == ("renewalparams",) and _REUSE_KEY_LINE.match(line):
-            reuse_line = number
-    return params_line, reuse_line
-
-
-def _reuse_key_index(text):
-    return _renewalparams_lines(text)[1]
-
-
-def _write_renewal(path, text):
-    """Replace the renewal file atomically, its mode and owner kept."""
-    st = os.stat(path)
-    try:
-        temp = __utils__["certsync_files.write_temp"](
-            os.path.dirname(path),
-            os.path.basename(path),
-            text.encode("utf-8"),
-            stat.S_IMODE(st.st_mode),
-            (st.st_uid, st.st_gid),
-        )
-        os.replace(temp, path)
-        _fsync_dir(os.path.dirname(path))
-    except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot write: {exc.strerror}") from None

@@ -25,7 +25,7 @@ def report():
     """
     This minion's part in certsync, as the pillar describes it, for
     ``salt-run certsync.status``: on the source, the certificate it holds and
-    how certbot will renew it (``certsync.renewal``: is the key kept?); on
+    how certbot will renew it (``certsync_source.renewal``: is the key kept?); on
     a consumer, the deployed certificate and what every endpoint serves
     (``served``; ``unreachable``: the endpoints that answer no TLS handshake,
     with the error), the

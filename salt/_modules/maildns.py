@@ -1720,7 +1720,7 @@ def audit(domain, hostname, **options):
         bit on the TLSA answers.
 
     key_kept
-        Whether the source's next renewal keeps the key (``certsync.renewal``;
+        Whether the source's next renewal keeps the key (``certsync_source.renewal``;
         the formula passes ``certsync:source:reuse_key``). Each TLSA port gets
         a ``rollover`` row: it passes with current + next ``3 1 1`` records,
         ``3 1 1`` + a ``2 1 1`` of the issuing intermediate, or a lone

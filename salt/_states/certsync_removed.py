@@ -100,7 +100,7 @@ def reuse_key(name, hostname=None):
     """
     The ``reuse_key`` line certsync wrote in a lineage's renewal file gone
     (or the line it replaced back), the rest of certbot's file byte for byte
-    (``certsync.unset_reuse_key``). ``name``: the lineage's live directory,
+    (``certsync_source_npm.release_key``). ``name``: the lineage's live directory,
     or with ``hostname`` NPM's ``live/`` directory searched for the lineage
     that covers it.
 

@@ -76,17 +76,28 @@ def write_temp(dest, name, data, mode, owner=None):
     return path
 
 
-def replace_file(path, data, mode=0o600):
-    """Replace ``path`` with ``data`` (bytes) atomically: readers see the old file
-    or the new one, never a part; ``mode`` from the first byte (default 0600)."""
+def replace_file(path, data, mode=0o600, owner=None):
+    """Replace ``path`` with ``data`` (bytes) atomically and durably: readers see the
+    old file or the new one, never a part; ``mode`` (default 0600) and ``owner`` (a
+    (uid, gid)) from the first byte; the directory synced after the rename."""
     directory = os.path.dirname(path) or "."
-    temp = write_temp(directory, os.path.basename(path), data, mode)
+    temp = write_temp(directory, os.path.basename(path), data, mode, owner)
     try:
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory):
+    """Make the renames in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json_record(path, record):

@@ -29,7 +29,7 @@ def test_the_renewal_file_holds_the_containers_paths(npm_certbot, lineage):
 
 
 def test_without_reuse_key_a_renewal_changes_the_key(salt_call, npm_certbot, lineage):
-    described = salt_call("certsync.renewal", str(lineage)).data
+    described = salt_call("certsync_source_npm.renewal", f"source={lineage}").data
     assert described["lineage"] == "npm-5"
     assert described["renewal_file"] == str(npm_certbot.renewal_conf(5))
     assert described["reuse_key"] is False
@@ -64,7 +64,10 @@ def test_key_kept_keeps_the_key_across_renewals(salt_call, npm_certbot, lineage)
 
     code, ret = salt_call.state("certsync.key_kept", name=HOST, source=str(lineage))
     assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
-    assert salt_call("certsync.renewal", str(lineage)).data["next_renewal_keeps_key"] is True
+    assert (
+        salt_call("certsync_source_npm.renewal", f"source={lineage}").data["next_renewal_keeps_key"]
+        is True
+    )
 
     record = salt_call("certsync.tlsa", str(lineage / "fullchain.pem")).data
     serials = {npm_certbot.leaf(5).serial_number}
@@ -127,7 +130,7 @@ def test_a_bad_renewal_file_is_refused_and_left_alone(
     assert str(conf) in ret["comment"]
     assert message in ret["comment"]
     assert (conf.read_bytes() if conf.exists() else None) == before
-    described = salt_call("certsync.renewal", str(lineage))
+    described = salt_call("certsync_source_npm.renewal", f"source={lineage}")
     assert described.returncode != 0
     assert message in described.stderr + str(described.data)
 
@@ -153,7 +156,10 @@ def test_publish_source_is_a_renewals_publication_in_one_call(salt_call, npm_cer
     assert ret.data["fingerprint"] == npm_certbot.current(5).fingerprint
     assert ret.data["missing_recipient_key"] == ["mailcow"]
     assert ret.data["reuse_key"]["changed"] is True
-    assert salt_call("certsync.renewal", str(lineage)).data["next_renewal_keeps_key"] is True
+    assert (
+        salt_call("certsync_source_npm.renewal", f"source={lineage}").data["next_renewal_keeps_key"]
+        is True
+    )
     assert "PRIVATE KEY" not in ret.stdout
     kept = salt_call(*args, "keep_key=False")
     assert "reuse_key" not in kept.data
@@ -176,7 +182,7 @@ def test_a_fifo_in_place_of_the_renewal_file_is_refused_at_once(salt_call, npm_c
     conf = npm_certbot.renewal_conf(5)
     conf.unlink()
     os.mkfifo(conf)
-    described = salt_call("certsync.renewal", str(lineage))
+    described = salt_call("certsync_source_npm.renewal", f"source={lineage}")
     assert described.returncode != 0
     assert f"{conf}: not a regular file" in described.stderr + str(described.data)
     code, ret = salt_call.state("certsync.key_kept", name=HOST, source=str(lineage))
@@ -197,15 +203,15 @@ def test_unset_reuse_key_gives_back_certbots_file_byte_for_byte(
             conf.read_text().replace("[renewalparams]\n", f"[renewalparams]\n{before}\n")
         )
     original = conf.read_bytes()
-    untouched = salt_call("certsync.unset_reuse_key", str(lineage))
+    untouched = salt_call("certsync_source_npm.release_key", f"source={lineage}")
     assert untouched.data["changed"] is False
     assert untouched.data["why"] == "certsync did not set reuse_key in this file: left as it is"
-    assert salt_call("certsync.set_reuse_key", str(lineage)).data["changed"] is True
+    assert salt_call("certsync_source_npm.keep_key", f"source={lineage}").data["changed"] is True
     assert conf.read_bytes() != original
-    dry = salt_call("certsync.unset_reuse_key", str(lineage), "test=True")
+    dry = salt_call("certsync_source_npm.release_key", f"source={lineage}", "test=True")
     assert dry.data["changed"] is True and conf.read_bytes() != original
-    done = salt_call("certsync.unset_reuse_key", str(lineage))
+    done = salt_call("certsync_source_npm.release_key", f"source={lineage}")
     assert done.data["changed"] is True, done
     assert conf.read_bytes() == original
-    again = salt_call("certsync.unset_reuse_key", str(lineage))
+    again = salt_call("certsync_source_npm.release_key", f"source={lineage}")
     assert again.data["changed"] is False

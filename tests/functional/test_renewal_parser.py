@@ -1,7 +1,7 @@
 """
 certsync reads NPM's renewal file as certbot does: a differential test. Each
 case edits the real renewal file that Debian's certbot wrote for NPM's lineage,
-asks certsync (``certsync.renewal``) what the next renewal does, then runs
+asks certsync (``certsync_source_npm.renewal``) what the next renewal does, then runs
 NPM's own ``certbot renew --force-renewal`` on it and looks: certbot refused
 the file, kept the key, or made a new one. The two verdicts must be equal.
 """
@@ -64,7 +64,7 @@ def lineage(tmp_path_factory, pebble):
 
 
 def _certsync_verdict(salt_call, certbot):
-    ret = salt_call("certsync.renewal", str(certbot.lineage(5)))
+    ret = salt_call("certsync_source_npm.renewal", f"source={certbot.lineage(5)}")
     if ret.returncode != 0:
         text = str(ret.data) + ret.stderr
         assert "certbot refuses this renewal file" in text, ret
@@ -124,10 +124,10 @@ def test_set_then_unset_gives_back_the_same_bytes(salt_call, lineage, newline, f
     text = CASES[case][0](original).rstrip("\n").replace("\n", newline)
     before = (text + newline if final else text).encode()
     certbot.renewal_conf(5).write_bytes(before)
-    done = salt_call("certsync.set_reuse_key", str(certbot.lineage(5)))
+    done = salt_call("certsync_source_npm.keep_key", f"source={certbot.lineage(5)}")
     assert done.returncode == 0 and done.data["changed"] is True, done
     assert b"reuse_key = True" in certbot.renewal_conf(5).read_bytes()
-    undone = salt_call("certsync.unset_reuse_key", str(certbot.lineage(5)))
+    undone = salt_call("certsync_source_npm.release_key", f"source={certbot.lineage(5)}")
     assert undone.returncode == 0 and undone.data["changed"] is True, undone
     assert certbot.renewal_conf(5).read_bytes() == before
 
@@ -145,14 +145,14 @@ def test_set_then_unset_gives_back_the_same_bytes(salt_call, lineage, newline, f
 def test_a_note_that_is_not_one_reuse_key_line_is_never_written(salt_call, lineage, replaced):
     certbot, original = lineage
     certbot.renewal_conf(5).write_text(CASES["False"][0](original))
-    done = salt_call("certsync.set_reuse_key", str(certbot.lineage(5)))
+    done = salt_call("certsync_source_npm.keep_key", f"source={certbot.lineage(5)}")
     assert done.returncode == 0 and done.data["changed"] is True, done
     cachedir = salt_call("config.get", "cachedir").data
     note = pathlib.Path(cachedir) / "certsync" / f"reuse-key-{certbot.lineage(5).name}.json"
     written = json.loads(note.read_text())
     note.write_text(json.dumps({**written, "replaced": replaced}))
     set_text = certbot.renewal_conf(5).read_bytes()
-    undone = salt_call("certsync.unset_reuse_key", str(certbot.lineage(5)))
+    undone = salt_call("certsync_source_npm.release_key", f"source={certbot.lineage(5)}")
     assert undone.returncode == 0 and undone.data["changed"] is False, undone
     assert "not one reuse_key line" in undone.data["why"]
     assert certbot.renewal_conf(5).read_bytes() == set_text

@@ -22,10 +22,10 @@ def test_salt_call_runs_the_salt_release_under_test(salt_call):
     assert salt_call("test.version").data == salt.version.__version__
 
 
-def test_info_find_source_and_tlsa_from_the_cli(salt_call, tmp_path, good):
+def test_info_find_and_tlsa_from_the_cli(salt_call, tmp_path, good):
     live_dir = tmp_path / "live"
     write_npm_tree(live_dir, 5, good)
-    found = salt_call("certsync.find_source", HOST, str(live_dir))
+    found = salt_call("certsync_source_npm.find", HOST, str(live_dir))
     assert found.returncode == 0, found
     assert found.data["dir"] == str(live_dir / "npm-5")
     info = salt_call("certsync.info", found.data["fullchain"])

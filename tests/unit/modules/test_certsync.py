@@ -119,38 +119,6 @@ def test_name_matches_rfc6125(pattern, host, expected):
     assert certsync_mod.name_matches(pattern, host) is expected
 
 
-def test_find_source_picks_the_covering_dir_with_latest_expiry(tmp_path, ca, good):
-    live_dir = tmp_path / "live"
-    write_npm_tree(live_dir, 1, ca.leaf("www.example.test"))
-    write_npm_tree(live_dir, 3, ca.leaf("mail.example.test", not_after=NOW + 20 * DAY))
-    write_npm_tree(live_dir, 5, good)
-    write_npm_tree(live_dir, 12, ca.leaf("*.example.test", not_after=NOW + 30 * DAY))
-    (live_dir / "README").write_text("certbot readme")
-    ret = certsync_mod.find_source("mail.example.test", str(live_dir))
-    assert ret["name"] == "npm-5"
-    assert ret["fullchain"] == str(live_dir / "npm-5" / "fullchain.pem")
-    assert ret["fingerprint"] == good.fingerprint
-    assert ret["covering"] == ["npm-12", "npm-3", "npm-5"]
-
-
-def test_find_source_reports_broken_dirs_and_skips_them(tmp_path, good):
-    live_dir = tmp_path / "live"
-    write_npm_tree(live_dir, 5, good)
-    broken = live_dir / "npm-9"
-    broken.mkdir()
-    (broken / "fullchain.pem").symlink_to("../../archive/npm-9/fullchain1.pem")
-    ret = certsync_mod.find_source("mail.example.test", str(live_dir))
-    assert ret["name"] == "npm-5"
-    assert "dangling symlink" in ret["skipped"]["npm-9"]
-
-
-def test_find_source_errors(tmp_path):
-    with pytest.raises(CommandExecutionError, match="cannot list"):
-        certsync_mod.find_source("mail.example.test", str(tmp_path / "missing"))
-    with pytest.raises(SaltInvocationError, match="not a valid DNS host name"):
-        certsync_mod.find_source("-bad-.test", str(tmp_path))
-
-
 def test_validate_reports_every_problem_at_once(tmp_path, ca):
     leaf = ca.leaf("www.example.test", key_kind="rsa-1024", not_after=NOW + 2 * DAY)
     fullchain, _ = _files(tmp_path, leaf)
@@ -431,21 +399,6 @@ def test_errors_never_carry_key_material(tmp_path, ca, good):
     ret = certsync_mod.validate(fullchain, key, "mail.example.test")
     assert ret["problems"] == [f"{key}: the private key is malformed or of an unsupported type"]
     assert body[:20] not in repr(ret)
-
-
-def test_find_source_takes_the_newest_usable_dir_and_says_why_not_the_others(tmp_path, ca, good):
-    live_dir = tmp_path / "live"
-    write_npm_tree(live_dir, 5, good)
-    newer = ca.leaf("mail.example.test", not_after=NOW + 200 * DAY)
-    live = write_npm_tree(live_dir, 9, newer)
-    os.unlink(os.path.realpath(os.path.join(live, "privkey.pem")))
-    found = certsync_mod.find_source("mail.example.test", str(live_dir))
-    assert found["name"] == "npm-5"
-    assert found["fingerprint"] == good.fingerprint
-    assert found["skipped"]["npm-9"].startswith(
-        "covers mail.example.test but its key is not usable ("
-    )
-    assert "privkey.pem: dangling symlink" in found["skipped"]["npm-9"]
 
 
 def test_tlsa_of_the_issuer_needs_the_chain(tmp_path, good):
