@@ -18,7 +18,6 @@ Fingerprints are lowercase hex without separators. Times are ISO 8601 in UTC.
 
 import contextlib
 import hashlib
-import itertools
 import logging
 import os
 import re
@@ -28,9 +27,8 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
-    from cryptography.x509 import verification
 
     HAS_CRYPTOGRAPHY = hasattr(x509.Certificate, "not_valid_after_utc")
 except ImportError:
@@ -51,16 +49,10 @@ CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 CERT_MODE = 0o644
 KEY_MODE = 0o600
-MIN_RSA_BITS = 2048
 
-#: The longest chain certsync installs: mbedTLS, inside many mail clients and
-#: appliances, stops at 8 intermediates by default; a public CA sends 1 or 2.
-MAX_CHAIN = 8
 #: Seconds install/rollback (and the state) wait for another run's lock.
 LOCK_TIMEOUT = 60
 LOCK_FILE = ".certsync.lock"
-_KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
-_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 def __virtual__():
@@ -184,167 +176,6 @@ def check_pair(cert, key):
     }
 
 
-def _key_problems(public_key, origin):
-    """Keys a public CA issues for and TLS clients verify: RSA >= 2048, EC P-256/384/521."""
-    kind, size, curve = _pem.key_kind(public_key)
-    if kind == "RSA" and size < MIN_RSA_BITS:
-        return [f"{origin}: RSA key of {size} bits is too weak (at least {MIN_RSA_BITS})"]
-    if kind == "EC" and curve not in _CURVES.values():
-        return [
-            f"{origin}: EC curve {_pem.shown(curve)}: TLS clients and servers take only "
-            "P-256, P-384 and P-521"
-        ]
-    if kind in ("Ed25519", "Ed448"):
-        return [
-            f"{origin}: {kind} key: public CAs do not issue {kind} certificates and most mail "
-            "clients cannot verify them, so certsync does not deploy one"
-        ]
-    if kind not in ("RSA", "EC"):
-        return [f"{origin}: unsupported key type {_pem.key_label(public_key)}"]
-    return []
-
-
-def _usage_problems(certs, origin):
-    """What TLS stacks refuse in the extensions: a leaf not for TLS servers, unknown
-    critical extensions anywhere in the chain."""
-    leaf, problems = certs[0], []
-    try:
-        usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    allowed = (
-        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-        x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
-    )
-    if usage is not None and not any(oid in usage for oid in allowed):
-        problems.append(
-            f"{origin}: the extended key usage does not allow a TLS server (no serverAuth)"
-        )
-    try:
-        key_usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        key_usage = None
-    if key_usage is not None:
-        kind = _pem.key_kind(leaf.public_key())[0]
-        fits = key_usage.digital_signature or (kind == "RSA" and key_usage.key_encipherment)
-        if not fits:
-            problems.append(
-                f"{origin}: the key usage forbids the key's TLS use (digitalSignature"
-                + (" or keyEncipherment" if kind == "RSA" else "")
-                + " needed)"
-            )
-    for index, cert in enumerate(certs, start=1):
-        problems += [
-            f"{origin}: certificate {index} ({_pem.describe(cert)}) has an unknown critical "
-            f"extension {ext.oid.dotted_string}: TLS clients refuse it"
-            for ext in cert.extensions
-            if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension)
-        ]
-    return problems
-
-
-def _chain_problems(certs, origin):
-    problems = []
-    if len(certs) > MAX_CHAIN:
-        problems.append(
-            f"{origin}: the chain holds {len(certs)} certificates; TLS clients take at most "
-            f"{MAX_CHAIN} (a public CA sends 2 or 3)"
-        )
-        return problems
-    last = certs[-1]
-    if last.issuer != last.subject and not _pem.is_ca(last):
-        problems.append(
-            f"{origin}: certificate {len(certs)} ({_pem.describe(last)}) is not a CA and its "
-            "issuer "
-            f"({_pem.shown(last.issuer.rfc4514_string())}) is not in the file: the intermediate "
-            "certificate is missing (use NPM's fullchain.pem)"
-        )
-    if _pem.is_ca(certs[0]):
-        problems.append(
-            f"{origin}: certificate 1 ({_pem.describe(certs[0])}) is a CA certificate; "
-            "the leaf must come first"
-        )
-    for index, (child, parent) in enumerate(itertools.pairwise(certs), start=1):
-        prefix = (
-            f"{origin}: certificate {index} ({_pem.describe(child)}) was not issued by "
-            f"certificate {index + 1} ({_pem.describe(parent)})"
-        )
-        try:
-            child.verify_directly_issued_by(parent)
-        except ValueError:
-            problems.append(f"{prefix}: issuer name does not match (chain out of order?)")
-        except InvalidSignature:
-            problems.append(f"{prefix}: signature does not verify (foreign intermediate?)")
-        except (TypeError, UnsupportedAlgorithm) as exc:
-            problems.append(f"{prefix}: {exc}")
-    return problems
-
-
-def _validity_problems(certs, origin, now, min_days):
-    problems = []
-    for index, cert in enumerate(certs, start=1):
-        name = f"{origin}: certificate {index} ({_pem.describe(cert)})"
-        if now < cert.not_valid_before_utc:
-            problems.append(f"{name} is not valid before {_pem.iso(cert.not_valid_before_utc)}")
-        elif now > cert.not_valid_after_utc:
-            problems.append(f"{name} expired on {_pem.iso(cert.not_valid_after_utc)}")
-    days = _pem.days_left(certs[0], now)
-    if 0 < days < min_days:
-        problems.append(
-            f"{origin}: the certificate has {days} days left, fewer than min_days={min_days}"
-        )
-    return problems
-
-
-def _name_problems(leaf, hostname, origin):
-    sans = _pem.dns_sans(leaf)
-    problems = [
-        f"{origin}: SAN '{_pem.shown(name)}' is not a valid DNS name"
-        for name in sans
-        if not _pem.is_dns_name(name, wildcard=True)
-    ]
-    if not _pem.covers(leaf, hostname):
-        problems.append(
-            f"{origin}: the certificate does not cover {hostname} "
-            f"(SANs: {', '.join(_pem.shown(name) for name in sans) or 'none'})"
-        )
-    return problems
-
-
-def _trust_problems(certs, hostname, ca_file, now):
-    roots = _pem.read_certs(ca_file)
-    try:
-        verifier = (
-            verification.PolicyBuilder()
-            .store(verification.Store(roots))
-            .time(now)
-            .build_server_verifier(x509.DNSName(hostname))
-        )
-        verifier.verify(certs[0], certs[1:])
-    except verification.VerificationError as exc:
-        return [f"the chain does not verify against {ca_file}: {exc}"]
-    return []
-
-
-def _validate_loaded(certs, private_key, hostname, min_days, origins):
-    """All checks on parsed input (``private_key`` may be None); return the problems."""
-    cert_origin, key_origin = origins
-    now = _pem.now()
-    leaf = certs[0]
-    problems = _chain_problems(certs, cert_origin)
-    problems += _validity_problems(certs, cert_origin, now, min_days)
-    problems += _name_problems(leaf, hostname, cert_origin)
-    problems += _key_problems(leaf.public_key(), cert_origin)
-    problems += _usage_problems(certs, cert_origin)
-    same_key = _pem.same_key
-    if private_key is not None and not same_key(leaf.public_key(), private_key.public_key()):
-        problems.append(
-            f"{key_origin}: the private key ({_pem.key_label(private_key.public_key())}) does "
-            f"not match the certificate's public key ({_pem.key_label(leaf.public_key())})"
-        )
-    return problems
-
-
 def validate(fullchain, key, hostname, min_days=7, ca_file=None):
     """
     Validate a certificate chain and its private key before deployment.
@@ -407,11 +238,11 @@ def validate(fullchain, key, hostname, min_days=7, ca_file=None):
             days_left=_pem.days_left(leaf, _pem.now()),
             chain_length=len(certs),
         )
-        ret["problems"] += _validate_loaded(
+        ret["problems"] += _pem.validation_problems(
             certs, private_key, hostname, min_days, (fullchain, key)
         )
         if ca_file:
-            ret["problems"] += _trust_problems(certs, hostname, ca_file, _pem.now())
+            ret["problems"] += _pem.trust_problems(certs, hostname, ca_file, _pem.now())
     ret["valid"] = not ret["problems"]
     if not ret["valid"]:
         __context__["retcode"] = 1
@@ -907,7 +738,7 @@ def _check_pair(dest, contents, suffix=""):
     origin = os.path.join(dest, CERT_FILE + suffix)
     blocks = _pem.pem_blocks(contents[CERT_FILE], origin)
     certs = _pem.load_certs(blocks, origin)
-    if not certs or any(label in _KEY_LABELS for label, _ in blocks):
+    if not certs or _pem.has_key_block(blocks):
         raise CommandExecutionError(
             f"{_pem.shown(origin)}: not a certificate file; nothing restored"
         )
