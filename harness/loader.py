@@ -48,6 +48,7 @@ certsync_state = load_loader_module("states", "certsync")
 deploy_mod = load_loader_module("modules", "certsync_deploy")
 source_mod = load_loader_module("modules", "certsync_source")
 npm_source_mod = load_loader_module("modules", "certsync_source_npm")
+mailcow_consumer_mod = load_loader_module("modules", "certsync_consumer_mailcow")
 caddy_source_mod = load_loader_module("modules", "certsync_source_caddy")
 settings_mod = load_loader_module("modules", "certsync_settings")
 status_mod = load_loader_module("modules", "certsync_status")
@@ -79,4 +80,5 @@ def deploy_functions():
         **salt_functions(source_mod, "certsync_source"),
         **salt_functions(npm_source_mod, "certsync_source_npm"),
         **salt_functions(caddy_source_mod, "certsync_source_caddy"),
+        **salt_functions(mailcow_consumer_mod, "certsync_consumer_mailcow"),
     }

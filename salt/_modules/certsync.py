@@ -38,13 +38,12 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync"
 
-#: The largest PEM file certsync reads. A full chain is a few KiB.
 #: Suffix of the copy of the previous pair that :py:func:`rollback` restores.
 PREV_SUFFIX = ".certsync-prev"
-#: A per-name dir's list of the names mailcow serves from it, and mailcow's own list
-#: as it was before certsync first rewrote it (kept, never overwritten).
+#: A per-name dir's list of the names the service serves from it, and the service's
+#: own list as it was before certsync first rewrote it (kept, never overwritten).
 DOMAINS_FILE = "domains"
-MAILCOW_DOMAINS_FILE = "domains.mailcow"
+ORIGINAL_DOMAINS_FILE = "domains.mailcow"
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 CERT_MODE = 0o644
@@ -315,10 +314,19 @@ def _check_choice(name, value):
 # --------------------------------------------------------------------------
 
 
-def _check_dest(dest):
-    """Refuse a destination that is missing, relative, or reached through a symlink in any
-    component (a trailing slash included), and a cert.pem/key.pem that is not a real file.
-    Returns the normalised path."""
+def destination(dest):
+    """
+    Check a destination directory before anything reads or writes a pair in
+    it: refused when it is missing, relative, or reached through a symlink in
+    any component (a trailing slash included), or when its ``cert.pem`` or
+    ``key.pem`` is not a real file. Returns the normalised path.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.destination /opt/mailcow-dockerized/data/assets/ssl
+    """
     if not isinstance(dest, str) or not dest.strip():
         raise SaltInvocationError("the destination directory must be a non-empty path")
     if not os.path.isabs(dest):
@@ -344,7 +352,7 @@ def _check_dest(dest):
         target = os.path.join(path, name)
         if os.path.islink(target):
             raise CommandExecutionError(
-                f"{_pem.shown(target)}: is a symlink; mailcow needs a real file, "
+                f"{_pem.shown(target)}: is a symlink; the service needs a real file, "
                 "refusing to replace it"
             )
         if os.path.lexists(target) and not os.path.isfile(target):
@@ -388,7 +396,7 @@ def compare(fullchain, key, dest, domains=None):
         salt '*' certsync.compare /etc/letsencrypt/live/npm-5/fullchain.pem \
             /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
     """
-    _check_dest(dest)
+    destination(dest)
     _, cert_pem, key_pem = _pem.canonical_pair(fullchain, key)
     deployed = _read_deployed(dest)
     differences = []
@@ -400,8 +408,9 @@ def compare(fullchain, key, dest, domains=None):
             differences.append(f"{name} content differs")
         elif have_mode != mode:
             differences.append(f"{name} has mode {have_mode:04o}, want {mode:04o}")
-    if domains is not None and _domains(dest) != list(domains):
-        listed = ", ".join(_domains(dest) or []) or "nothing"
+    listed = __utils__["certsync_files.read_names"](os.path.join(dest, DOMAINS_FILE))
+    if domains is not None and listed != list(domains):
+        listed = ", ".join(listed or []) or "nothing"
         differences.append(f"domains lists {listed}, not {', '.join(domains)}")
     return {
         "current": not differences,
@@ -543,9 +552,9 @@ def _replace_domains(dest, names):
     kept once as ``domains.mailcow``, the one replaced as ``domains.certsync-prev``."""
     path = os.path.join(dest, DOMAINS_FILE)
     current = _pem.read_file(path, follow=False) if os.path.lexists(path) else None
-    for keep, data in ((MAILCOW_DOMAINS_FILE, current), (DOMAINS_FILE + PREV_SUFFIX, current)):
+    for keep, data in ((ORIGINAL_DOMAINS_FILE, current), (DOMAINS_FILE + PREV_SUFFIX, current)):
         target = os.path.join(dest, keep)
-        if data is None or (keep == MAILCOW_DOMAINS_FILE and os.path.lexists(target)):
+        if data is None or (keep == ORIGINAL_DOMAINS_FILE and os.path.lexists(target)):
             continue
         temp = __utils__["certsync_files.write_temp"](dest, keep, data, CERT_MODE, _owner(path))
         os.replace(temp, target)
@@ -601,7 +610,7 @@ def install(fullchain, key, dest, domains=None):
         salt '*' certsync.install /etc/letsencrypt/live/npm-5/fullchain.pem \
             /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
     """
-    dest = _check_dest(dest)
+    dest = destination(dest)
     certs, cert_pem, key_pem = _pem.canonical_pair(fullchain, key)
     with _locked(dest):
         previous = deployed_info(dest)
@@ -637,7 +646,7 @@ def restore_previous(dest):
 
         salt '*' certsync.restore_previous /opt/mailcow-dockerized/data/assets/ssl/mail.example.com
     """
-    dest = _check_dest(dest)
+    dest = destination(dest)
     with _locked(dest):
         contents = _previous_pair(dest)
         try:
@@ -675,7 +684,7 @@ def rollback_plan(dest):
 
         salt '*' certsync.rollback_plan /opt/mailcow-dockerized/data/assets/ssl
     """
-    dest = _check_dest(dest)
+    dest = destination(dest)
     current = deployed_info(dest)
     if current is None:
         raise CommandExecutionError(
@@ -759,123 +768,6 @@ def _check_pair(dest, contents, suffix=""):
         )
 
 
-#: The largest ``domains`` file of a per-name directory certsync reads.
-MAX_DOMAINS_BYTES = 16 * 1024
-
-
-def _domains(directory):
-    """The names a mailcow per-name dir serves (its ``domains`` file); None without one."""
-    return _domains_file(os.path.join(directory, DOMAINS_FILE))
-
-
-def _domains_file(path):
-    """The names in a ``domains`` file (lower-case); None when there is none."""
-    if not os.path.isfile(path) or os.path.islink(path):
-        return None
-    try:
-        data = __utils__["certsync_files.read_regular"](path, MAX_DOMAINS_BYTES, follow=False)
-        return [name.lower() for name in data.decode("utf-8").split()]
-    except UnicodeDecodeError:
-        raise CommandExecutionError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def sni_plan(dest, fullchain, hostname=None):
-    """
-    What to do with mailcow's per-name directories ``dest/<name>/``. mailcow
-    (postfix, dovecot, nginx) serves each directory's pair for the names in
-    its ``domains`` file, ahead of the top-level pair, whatever
-    ``ENABLE_SSL_SNI`` says. A directory whose names the certificate in
-    ``fullchain`` all covers is listed in ``update``; one with a name it does
-    not cover is left alone and reported in ``uncovered`` (its names, those
-    missing, its own certificate's fingerprint and expiry). Only real
-    directories named by a valid DNS name, holding a ``domains`` file, count.
-
-    hostname
-        mailcow's ``MAILCOW_HOSTNAME``. Its own directory (``dest/<hostname>/``,
-        left by mailcow's ACME client, which nothing renews once it is stood
-        down) is taken over whenever the certificate covers the hostname: it
-        is in ``update``, with the names its ``domains`` file is to list in
-        ``domains`` (the hostname and the certificate's other names), and the
-        names mailcow's own list had that the certificate does not cover in
-        ``dropped`` (mailcow serves the top-level pair for them from then on).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' certsync.sni_plan /opt/mailcow-dockerized/data/assets/ssl \
-            /etc/letsencrypt/live/npm-5/fullchain.pem hostname=mail.example.com
-    """
-    _check_dest(dest)
-    leaf = _pem.read_certs(fullchain)[0]
-    plan = {"update": [], "names": {}, "uncovered": {}, "domains": {}, "dropped": {}}
-    own_dir = str(hostname).lower() if hostname and _pem.covers(leaf, str(hostname)) else None
-    for entry in sorted(os.listdir(dest)):
-        directory = os.path.join(dest, entry)
-        if not _pem.is_dns_name(entry) or os.path.islink(directory) or not os.path.isdir(directory):
-            continue
-        names = _domains(directory)
-        if not names:
-            continue
-        if entry.lower() == own_dir:
-            _take_over(plan, directory, leaf, own_dir)
-            continue
-        missing = [
-            _pem.shown(name)
-            for name in names
-            if not _pem.is_dns_name(name) or not _pem.covers(leaf, name)
-        ]
-        if not missing:
-            plan["update"].append(directory)
-            plan["names"][directory] = names
-            continue
-        own = deployed_info(directory) or {}
-        plan["uncovered"][entry] = {
-            "dir": directory,
-            "names": names,
-            "missing": missing,
-            "fingerprint": own.get("fingerprint"),
-            "not_after": own.get("not_after"),
-            "days_left": own.get("days_left"),
-        }
-    return plan
-
-
-def _take_over(plan, directory, leaf, hostname):
-    """The hostname's own dir, kept by certsync: its ``domains`` the certificate's names
-    (the hostname first; wildcards left to the top-level pair, which has them too)."""
-    names = [hostname] + [
-        n.lower() for n in _pem.dns_sans(leaf) if "*" not in n and n.lower() != hostname
-    ]
-    names = list(dict.fromkeys(names))
-    plan["update"].append(directory)
-    plan["names"][directory] = names
-    plan["domains"][directory] = names
-    mailcows = _domains_file(os.path.join(directory, MAILCOW_DOMAINS_FILE))
-    listed = mailcows if mailcows is not None else (_domains(directory) or [])
-    dropped = [_pem.shown(n) for n in listed if not _pem.is_dns_name(n) or not _pem.covers(leaf, n)]
-    if dropped:
-        plan["dropped"][os.path.basename(directory)] = {"dir": directory, "names": dropped}
-
-
-def sni_dirs(dest, fullchain):
-    """
-    The per-name directories ``dest/<name>/`` that the certificate in
-    ``fullchain`` is installed into: those whose ``domains`` names it all
-    covers (see :py:func:`sni_plan`, which also lists those left alone).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' certsync.sni_dirs /opt/mailcow-dockerized/data/assets/ssl \
-            /etc/letsencrypt/live/npm-5/fullchain.pem
-    """
-    return sni_plan(dest, fullchain)["update"]
-
-
 #: certsync's own files in a destination and its per-name dirs: what an uninstall
 #: removes (``domains`` and ``domains.mailcow`` stay: mailcow serves by the first).
 _LEFTOVER = re.compile(
@@ -899,7 +791,7 @@ def leftovers(dest, remove=False):
 
         salt mailcow-host certsync.leftovers /opt/mailcow-dockerized/data/assets/ssl
     """
-    dest = _check_dest(dest)
+    dest = destination(dest)
     dirs = [dest] + [
         os.path.join(dest, name)
         for name in sorted(os.listdir(dest))
@@ -927,9 +819,9 @@ def leftovers(dest, remove=False):
 
 def sni_inventory(dest):
     """
-    Every per-name directory ``dest/<name>/`` holding a readable ``cert.pem``,
-    with the fingerprint of its leaf: what mailcow may serve ahead of the
-    top-level pair with ``ENABLE_SSL_SNI=y``.
+    Every directory ``dest/<name>/`` holding a readable ``cert.pem``, with
+    the fingerprint of its leaf: the per-name pairs a service may serve
+    ahead of the top-level pair (mailcow's with ``ENABLE_SSL_SNI=y``).
 
     CLI Example:
 
@@ -937,7 +829,7 @@ def sni_inventory(dest):
 
         salt '*' certsync.sni_inventory /opt/mailcow-dockerized/data/assets/ssl
     """
-    _check_dest(dest)
+    destination(dest)
     found = {}
     for name in sorted(os.listdir(dest)):
         path = os.path.join(dest, name)

@@ -100,7 +100,7 @@ def _sni_layout(fullchain, name, sni, hostname):
     """The directories to keep in step (``name``, the hostname's own per-name dir,
     and with ``sni`` the per-name dirs the certificate covers), the names those serve,
     the ``domains`` lists certsync writes, and the per-name dirs left alone."""
-    plan = __salt__["certsync.sni_plan"](name, fullchain, hostname=hostname)
+    plan = __salt__["certsync_consumer_mailcow.sni_plan"](name, fullchain, hostname=hostname)
     kept = plan["update"] if sni else [d for d in plan["update"] if d in plan["domains"]]
     names = [n for directory in kept for n in plan["names"][directory]]
     return {

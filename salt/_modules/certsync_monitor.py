@@ -494,7 +494,7 @@ def _uncovered(settings):
     if not os.path.isfile(cert):
         return {}, {}
     try:
-        plan = __salt__["certsync.sni_plan"](
+        plan = __salt__["certsync_consumer_mailcow.sni_plan"](
             settings["dest"], cert, hostname=settings.get("hostname")
         )
     except (CommandExecutionError, SaltInvocationError):

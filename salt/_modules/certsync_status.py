@@ -132,7 +132,7 @@ def _mailcow_view(settings, deployed):
     certificate lacks (MAILCOW_HOSTNAME, ADDITIONAL_SAN, autodiscover/autoconfig)."""
     view, dest, dropped = {}, settings["dest"], []
     try:
-        plan = __salt__["certsync.sni_plan"](
+        plan = __salt__["certsync_consumer_mailcow.sni_plan"](
             dest, os.path.join(dest, "cert.pem"), hostname=settings["hostname"]
         )
         dropped = [name for row in plan["dropped"].values() for name in row["names"]]

@@ -22,6 +22,8 @@ from salt.exceptions import CommandExecutionError
 
 #: The largest JSON record certsync keeps in the cachedir.
 MAX_RECORD_BYTES = 64 * 1024
+#: The largest list of names (a per-name dir's ``domains``) certsync reads.
+MAX_NAMES_BYTES = 16 * 1024
 #: How often a waiting run tries the lock again (seconds).
 LOCK_POLL = 0.05
 
@@ -40,6 +42,20 @@ def read_regular(path, limit, follow=True):
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
     return data
+
+
+def read_names(path, limit=MAX_NAMES_BYTES):
+    """The names in a list file such as a per-name dir's ``domains`` (whitespace
+    separated, lower-cased); None when there is no such regular file."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    try:
+        data = read_regular(path, limit, follow=False)
+        return [name.lower() for name in data.decode("utf-8").split()]
+    except UnicodeDecodeError:
+        raise CommandExecutionError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def read_json_record(path):

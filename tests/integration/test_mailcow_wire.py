@@ -296,7 +296,10 @@ def test_a_typical_mailcows_hostname_dir_is_taken_over_on_the_first_deploy(
     assert set(stack.served_names([HOST, ""]).values()) == {new.fingerprint}
     assert {p: p.read_bytes() for p in others} == others
     status = salt_call(
-        "certsync.sni_plan", str(stack.ssl_dir), str(stack.ssl_dir / "cert.pem"), f"hostname={HOST}"
+        "certsync_consumer_mailcow.sni_plan",
+        str(stack.ssl_dir),
+        str(stack.ssl_dir / "cert.pem"),
+        f"hostname={HOST}",
     ).data
     assert status["dropped"][HOST]["names"] == dropped and status["uncovered"] == {}
 

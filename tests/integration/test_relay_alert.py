@@ -11,8 +11,9 @@ from support.relay import NAME, PORT
 from harness.loader import (
     UTILS,
     certsync_beacon,
-    certsync_mod,
+    deploy_functions,
     load_loader_module,
+    mailcow_consumer_mod,
     mailcow_mod,
     monitor_mod,
     status_mod,
@@ -72,6 +73,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
         for name in ("check", "textfile", "log_event")
     }
     return {
+        mailcow_consumer_mod: {"__salt__": deploy_functions()},
         tlsprobe_mod: {"__context__": {}},
         mailcow_mod: {"__opts__": opts, "__context__": {}, "__salt__": {}},
         monitor_mod: {
@@ -81,7 +83,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
             "__salt__": {
                 "certsync_settings.consumer": settings,
                 "certsync_mine.published_fingerprint": lambda source: serving,
-                "certsync.sni_plan": certsync_mod.sni_plan,
+                "certsync_consumer_mailcow.sni_plan": mailcow_consumer_mod.sni_plan,
                 "tlsprobe.probe": tlsprobe_mod.probe,
                 "mailcow.relay_status": mailcow_mod.relay_status,
             },

@@ -265,7 +265,7 @@ def destination_is_a_symlink(layout, ca, good):
     layout.dest = layout.dest + "-link"
 
 
-@case("cert.pem: is a symlink; mailcow needs a real file")
+@case("cert.pem: is a symlink; the service needs a real file")
 def deployed_cert_is_a_symlink(layout, ca, good):
     _pair(layout, good)
     cert = os.path.join(layout.dest, "cert.pem")

@@ -10,6 +10,7 @@ from harness.loader import (
     certsync_mod,
     deploy_functions,
     deploy_mod,
+    mailcow_consumer_mod,
     npm_source_mod,
     source_mod,
 )
@@ -23,6 +24,7 @@ def loader_modules():
         certsync_mod: {"__context__": {}, "__opts__": {"test": False}},
         source_mod: {"__salt__": deploy_functions()},
         npm_source_mod: {"__salt__": deploy_functions()},
+        mailcow_consumer_mod: {"__salt__": deploy_functions()},
         caddy_source_mod: {"__salt__": deploy_functions(), "__context__": {}},
         deploy_mod: {"__salt__": deploy_functions(), "__opts__": {"test": False}},
     }

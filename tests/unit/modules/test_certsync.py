@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from harness.loader import UTILS, certsync_mod
-from harness.pki import DAY, NOW, write_npm_tree, write_pair, write_sni_dir
+from harness.loader import certsync_mod
+from harness.pki import DAY, NOW, write_npm_tree, write_pair
 
 KEY_KINDS = ["rsa-2048", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519", "ed448"]
 
@@ -321,46 +321,6 @@ def test_install_refuses_a_mismatched_pair_and_changes_nothing(tmp_path, ca, goo
         certsync_mod.install(fullchain, key, str(dest))
     assert (dest / "cert.pem").read_bytes() == before
     assert sorted(p.name for p in dest.iterdir()) == ["cert.pem", "key.pem"]
-
-
-def test_sni_plan_by_domains_only_real_dirs_of_valid_names(tmp_path, ca):
-    dest = tmp_path / "ssl"
-    dest.mkdir()
-    old = ca.leaf("mail.example.test")
-    covered = write_sni_dir(str(dest), old, ["mail.example.test", "autodiscover.example.test"])
-    partly = write_sni_dir(str(dest), old, ["other.example.test", "www.other.test"])
-    write_sni_dir(str(dest), old, ["bad_name", "mail.example.test"])  # not a DNS name: skipped
-    (dest / "autodiscover.example.test").symlink_to(covered)  # a symlink: skipped
-    write_pair(str(dest / "nodomains.example.test"), old)  # no domains file: skipped
-    leaf = ca.leaf(
-        "mail.example.test",
-        sans=["mail.example.test", "autodiscover.example.test", "*.example.test"],
-    )
-    fullchain, _ = _files(tmp_path, leaf)
-    plan = certsync_mod.sni_plan(str(dest), fullchain)
-    assert plan["update"] == [covered]
-    assert plan["names"] == {covered: ["mail.example.test", "autodiscover.example.test"]}
-    assert plan["uncovered"] == {
-        "other.example.test": {
-            "dir": partly,
-            "names": ["other.example.test", "www.other.test"],
-            "missing": ["www.other.test"],
-            "fingerprint": old.fingerprint,
-            "not_after": UTILS["certsync_pem.iso"](old.cert.not_valid_after_utc),
-            "days_left": pytest.approx(89, abs=1.5),
-        }
-    }
-    assert certsync_mod.sni_dirs(str(dest), fullchain) == [covered]
-
-
-def test_a_domains_file_that_is_not_text_names_the_file(tmp_path, ca):
-    dest = tmp_path / "ssl"
-    directory = write_sni_dir(str(dest), ca.leaf("mail.example.test"), ["mail.example.test"])
-    with open(os.path.join(directory, "domains"), "wb") as handle:
-        handle.write(b"\xff\xfe")
-    fullchain, _ = _files(tmp_path, ca.leaf("mail.example.test"))
-    with pytest.raises(CommandExecutionError, match=f"{directory}/domains: not UTF-8 text"):
-        certsync_mod.sni_plan(str(dest), fullchain)
 
 
 @pytest.fixture

@@ -17,7 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from support.tlsserver import TLSServer
 
-from harness.loader import certsync_beacon, certsync_mod, monitor_mod, tlsprobe_mod
+from harness.loader import (
+    certsync_beacon,
+    deploy_functions,
+    mailcow_consumer_mod,
+    monitor_mod,
+    tlsprobe_mod,
+)
 from harness.mailcow_stack import free_port
 from harness.pki import DAY, NOW, write_pair, write_sni_dir
 
@@ -63,6 +69,7 @@ def configure_loader_modules(tmp_path, fleet):
         for name in ("check", "textfile", "record_deploy", "last_deploy", "log_event")
     }
     return {
+        mailcow_consumer_mod: {"__salt__": deploy_functions()},
         tlsprobe_mod: {"__context__": {}},
         monitor_mod: {
             "__opts__": opts,
@@ -72,7 +79,7 @@ def configure_loader_modules(tmp_path, fleet):
                 "certsync_settings.consumer": fleet.settings,
                 "certsync_mine.published_fingerprint": fleet.fingerprint,
                 "tlsprobe.probe": tlsprobe_mod.probe,
-                "certsync.sni_plan": certsync_mod.sni_plan,
+                "certsync_consumer_mailcow.sni_plan": mailcow_consumer_mod.sni_plan,
             },
         },
         certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
