@@ -6,7 +6,7 @@ import ast
 import pathlib
 import sys
 
-KINDS = ("_modules", "_states", "_runners", "_beacons", "_utils", "_output")
+KINDS = ("_modules", "_states", "_runners", "_beacons", "_engines", "_utils", "_output")
 
 
 def _code_lines(node):
