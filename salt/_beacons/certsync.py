@@ -135,7 +135,7 @@ def _settled(cfg):
         return False, "certsync beacon: hostname is required"
     if not isinstance(hostname, str) or not _HOSTNAME.match(hostname):
         return False, f"certsync beacon: hostname {hostname!r} is not a DNS host name"
-    if not isinstance(cfg.get("kind", "npm"), str):
+    if not isinstance(cfg.get("kind", ""), str):
         return False, f"certsync beacon: kind must be a source kind, not {cfg['kind']!r}"
     if not _where(cfg):
         return False, "certsync beacon: give the source's settings (npm: live_dir or source)"
@@ -149,7 +149,7 @@ def _where(cfg):
 
 def _source(function, cfg):
     """``certsync_source.<function>`` for this beacon's source (its kind validates it)."""
-    kind = cfg.get("kind", "npm")
+    kind = cfg.get("kind")
     return __salt__[f"certsync_source.{function}"](cfg["hostname"], kind, **_where(cfg))
 
 

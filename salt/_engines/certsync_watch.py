@@ -224,7 +224,7 @@ class Publisher:
             ret = self.functions["certsync_mine.publish_source"](
                 settings["hostname"],
                 consumers,
-                kind=settings.get("kind", "npm"),
+                kind=settings.get("kind"),
                 keep_key=settings.get("keep_key") is True,
                 **_where(settings),
             )
@@ -358,7 +358,7 @@ def _dirs(settings):
     """What to watch now (none while the source cannot say: the engine polls meanwhile)."""
     try:
         paths = __salt__["certsync_source.watched"](
-            settings["hostname"], settings.get("kind", "npm"), **_where(settings)
+            settings["hostname"], settings.get("kind"), **_where(settings)
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         log.warning("certsync_watch: %s", exc)

@@ -78,7 +78,7 @@ def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
         if live_dir:
             raise SaltInvocationError("give source (a mapping) or live_dir, not both")
         where = dict(source)
-        kind = where.pop("kind", "npm")
+        kind = __utils__["certsync_settings.source_kind"](where.pop("kind", None))
         known = __salt__["certsync_source.settings"](kind)
         unknown = sorted(str(key) for key in set(where) - set(known))
         if unknown:

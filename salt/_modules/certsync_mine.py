@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 __virtualname__ = "certsync_mine"
 
 RECIPIENT_MINE = "certsync_recipient"
-CERT_MINE_PREFIX = "certsync_cert_"
 #: Seconds to wait for the master to store mine entries.
 MINE_TIMEOUT = 60
 MAX_SEALED_BYTES = 64 * 1024
@@ -62,7 +61,9 @@ def _pem(function):
 
 def _cert_mine_name(consumer):
     """The mine entry a source publishes for ``consumer``."""
-    return CERT_MINE_PREFIX + __utils__["certsync_args.minion_id"](consumer)
+    return __utils__["certsync_settings.cert_mine_name"](
+        __utils__["certsync_args.minion_id"](consumer)
+    )
 
 
 def publish_recipient_key(sources, test=False):
@@ -238,7 +239,7 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     return ret
 
 
-def publish_source(hostname, consumers, kind="npm", keep_key=True, test=False, **where):
+def publish_source(hostname, consumers, kind=None, keep_key=True, test=False, **where):
     """
     What a renewal needs on the source, in one call and without a state run
     (the master's runner sends it on ``certsync/renewed``, with the settings

@@ -19,7 +19,6 @@ __virtualname__ = "certsync_source"
 
 #: The interface every source kind implements.
 FUNCTIONS = ("settings", "locate", "watched", "renewal", "keep_key")
-DEFAULT_KIND = "npm"
 
 
 def __virtual__():
@@ -27,6 +26,7 @@ def __virtual__():
 
 
 def _provider(kind, function):
+    kind = __utils__["certsync_settings.source_kind"](kind)
     name = f"certsync_source_{kind}.{function}" if isinstance(kind, str) else None
     if name not in __salt__:
         raise SaltInvocationError(
@@ -44,7 +44,7 @@ def _settings(kind, where):
     return {key: value for key, value in where.items() if key in known and value not in ("", None)}
 
 
-def settings(kind=DEFAULT_KIND):
+def settings(kind=None):
     """
     The names of the settings a source of ``kind`` takes.
 
@@ -57,7 +57,7 @@ def settings(kind=DEFAULT_KIND):
     return _provider(kind, "settings")()
 
 
-def locate(hostname, kind=DEFAULT_KIND, **where):
+def locate(hostname, kind=None, **where):
     """
     The pair to publish or deploy for ``hostname``: ``fullchain``,
     ``privkey`` and ``dir`` (where it was found), from a source of ``kind``
@@ -72,7 +72,7 @@ def locate(hostname, kind=DEFAULT_KIND, **where):
     return _provider(kind, "locate")(hostname, **_settings(kind, where))
 
 
-def watched(hostname, kind=DEFAULT_KIND, **where):
+def watched(hostname, kind=None, **where):
     """
     The files whose change means the source renewed (the beacon ``stat``\\ s
     them between renewals).
@@ -86,7 +86,7 @@ def watched(hostname, kind=DEFAULT_KIND, **where):
     return _provider(kind, "watched")(hostname, **_settings(kind, where))
 
 
-def renewal(hostname, kind=DEFAULT_KIND, **where):
+def renewal(hostname, kind=None, **where):
     """
     How the source will renew the certificate; ``next_renewal_keeps_key``
     says whether a key pinned by a TLSA record survives it.
@@ -100,7 +100,7 @@ def renewal(hostname, kind=DEFAULT_KIND, **where):
     return _provider(kind, "renewal")(hostname, **_settings(kind, where))
 
 
-def keep_key(hostname, kind=DEFAULT_KIND, test=False, **where):
+def keep_key(hostname, kind=None, test=False, **where):
     """
     Make the source keep the key at its next renewal; ``changed`` says
     whether anything had to change, ``where`` names the setting (a file).

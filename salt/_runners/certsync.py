@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync"
 
-#: Mine entry a source publishes for one consumer (certsync_mine's _cert_mine_name).
-CERT_MINE_PREFIX = "certsync_cert_"
 #: The reactor runs its runner calls in threads that share this module's __context__.
 _SHARED = threading.Lock()
 #: Held while a pillar is compiled (the compilers are kept in __context__).
@@ -305,7 +303,9 @@ def _mine_fingerprint(cache, source, consumer):
     by the entry's ACL (only the consumer may read it). Nothing but the
     fingerprint leaves this function.
     """
-    entry = (_mine_of(cache, source) or {}).get(CERT_MINE_PREFIX + consumer)
+    entry = (_mine_of(cache, source) or {}).get(
+        __utils__["certsync_settings.cert_mine_name"](consumer)
+    )
     if isinstance(entry, dict) and salt.utils.mine.MINE_ITEM_ACL_ID in entry:
         entry = entry.get(salt.utils.mine.MINE_ITEM_ACL_DATA)
     return entry.get("fingerprint") if isinstance(entry, dict) else None

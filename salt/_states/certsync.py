@@ -141,7 +141,7 @@ def settings_valid(name="certsync"):
     return ret
 
 
-def published(name, consumers, kind="npm", force=False, **where):
+def published(name, consumers, kind=None, force=False, **where):
     """
     Publish the certificate for ``name`` (the mail host name) from this
     source minion to the ``consumers`` through the Salt mine: one entry per
@@ -265,7 +265,7 @@ def recipient_published(name, sources):
     return ret
 
 
-def key_kept(name, kind="npm", **where):
+def key_kept(name, kind=None, **where):
     """
     Make the source keep the key of the certificate for ``name`` (the host
     name) at its next renewal, so that a ``TLSA 3 1 1`` record (and anything
@@ -287,6 +287,7 @@ def key_kept(name, kind="npm", **where):
     try:
         done = __salt__["certsync_source.keep_key"](name, kind, test=__opts__["test"], **where)
     except (CommandExecutionError, SaltInvocationError) as exc:
+        kind = __utils__["certsync_settings.source_kind"](kind)
         ret["comment"] = f"The {kind} source may change the key: {exc}"
         return ret
     if not done["changed"]:

@@ -32,6 +32,10 @@ FREE_FORM = frozenset(
 #: The formula's own keys under ``certsync:source``; the others are the settings of the
 #: source's kind (``certsync_source``), given to it as they are.
 FORMULA_SOURCE_KEYS = frozenset({"minion", "kind", "beacon_interval", "watch", "reuse_key"})
+#: The source kind where none is named: NPM's certbot tree.
+DEFAULT_KIND = "npm"
+#: The mine entry a source publishes for one consumer: this prefix and the consumer's id.
+CERT_MINE_PREFIX = "certsync_cert_"
 #: What a consumer's deploy takes from its settings (certsync_deploy.deploy's arguments),
 #: always, and those passed only when set.
 DEPLOY_SETTINGS = (
@@ -267,12 +271,22 @@ def source_consumers(cfg, source, is_minion_id):
     return sorted(c for c in consumers if is_minion_id(c) and c != source)
 
 
+def cert_mine_name(consumer):
+    """The mine entry a source publishes for ``consumer`` (a checked minion id)."""
+    return CERT_MINE_PREFIX + consumer
+
+
+def source_kind(kind=None):
+    """The source kind ``kind`` names: itself, or :py:data:`DEFAULT_KIND` when unset."""
+    return DEFAULT_KIND if kind in (None, "") else kind
+
+
 def source_where(source):
     """The source's kind and its settings (the set ones: not empty, none or false, the
     defaults' placeholders for every kind's) from the ``certsync:source`` mapping: what
     ``certsync_source`` takes."""
     source = source if isinstance(source, dict) else {}
-    kind = source.get("kind") or "npm"
+    kind = source_kind(source.get("kind"))
     where = {
         key: value
         for key, value in source.items()

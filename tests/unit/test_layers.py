@@ -29,9 +29,23 @@ def _virtualname(tree, path):
     return path.stem
 
 
+def _subscripted(tree):
+    """{id of a string node: "__salt__" or "__utils__"} for the strings written straight
+    into ``__salt__[...]``/``__utils__[...]`` or tested with ``in``: those reach only
+    that dunder's names (a util and a module may share a name)."""
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            found[id(node.slice)] = node.value.id
+        elif isinstance(node, ast.Compare) and isinstance(node.comparators[-1], ast.Name):
+            found[id(node.left)] = node.comparators[-1].id
+    return found
+
+
 def _literals(tree):
-    """Every string the code writes, an f-string with ``{}`` for what it fills in;
-    docstrings left out."""
+    """Every string the code writes, an f-string with ``{}`` for what it fills in, and
+    the dunder it is written into (None: held in a variable first); docstrings left
+    out."""
     docstrings = {
         id(node.body[0].value)
         for node in ast.walk(tree)
@@ -40,17 +54,19 @@ def _literals(tree):
         and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
     }
+    into = _subscripted(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
-            yield "".join(
+            text = "".join(
                 part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
             )
+            yield text, into.get(id(node))
         elif (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and id(node) not in docstrings
         ):
-            yield node.value
+            yield node.value, into.get(id(node))
 
 
 def _targets(literal, names):
@@ -88,12 +104,13 @@ def graph(root=SALT_TREE):
     for name, (kind, tree) in parsed.items():
         text = ast.unparse(tree)
         reached = set()
-        for literal in _literals(tree):
-            if "__salt__" in text and kind == "_runners":  # a runner's __salt__: the runners
+        for literal, into in _literals(tree):
+            salt, utils_ = into in (None, "__salt__"), into in (None, "__utils__")
+            if salt and "__salt__" in text and kind == "_runners":  # a runner's: the runners
                 reached |= {f"runners:{r}" for r in _targets(literal, runners)}
-            elif "__salt__" in text:
+            elif salt and "__salt__" in text:
                 reached |= _targets(literal, modules)
-            if "__utils__" in text:
+            if utils_ and "__utils__" in text:
                 reached |= {f"utils:{u}" for u in _targets(literal, utils)}
         edges[name] = reached - {name}
     return edges

@@ -218,7 +218,7 @@ def test_the_engine_publishes_for_the_consumers_the_pillar_names_at_each_renewal
         write_npm_tree(live, 5, ca.leaf(HOST, key=good.key), version=2)
         events = engine.wait_for(2)
     assert [e["data"].get("published") for e in events] == [True, True]
-    where = {"kind": "npm", "keep_key": True, "live_dir": str(live)}
+    where = {"kind": None, "keep_key": True, "live_dir": str(live)}  # None: the default kind
     assert publisher.calls == [
         (HOST, ["mailcow", "spare"], where),
         (HOST, ["spare"], where),
