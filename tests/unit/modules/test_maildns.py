@@ -2,9 +2,10 @@
 bounded timeouts and fetches, what a zone holds escaped in rows."""
 
 import pytest
+import yaml
 from salt.exceptions import SaltInvocationError
 
-from harness.loader import UTILS, certsync_mod, load_loader_module
+from harness.loader import SALT_TREE, UTILS, certsync_mod, load_loader_module
 
 maildns_mod = load_loader_module("modules", "maildns")
 REAL_RESOLVER = maildns_mod._resolver
@@ -195,3 +196,19 @@ def test_a_policy_is_text_plain_whole_and_complete(tmp_path, ca, headers, body, 
         assert (text, found) == (POLICY.decode(), None)
     else:
         assert text is None and found.startswith(why), found
+
+
+#: The audit's options dns.sls fills in itself, from other settings than certsync:dns:
+#: the deployed certificate, the consumer's probe address and HTTPS port, whether the
+#: source keeps its key. ``timeout`` stays the module's: one audit, one bound.
+FILLED_BY_DNS_SLS = {"certs", "probe_address", "probe_ports", "key_kept", "timeout"}
+
+
+def test_every_audit_option_is_a_dns_setting_of_the_formula_and_back():
+    """A new check's option is a certsync:dns key the settings check accepts (it lists
+    defaults.yaml's), and every certsync:dns key but the zone itself reaches the audit."""
+    defaults = yaml.safe_load((SALT_TREE / "certsync" / "defaults.yaml").read_text())
+    dns = set(defaults["certsync"]["dns"])
+    options = set(maildns_mod.OPTIONS)
+    assert options - FILLED_BY_DNS_SLS - dns == set(), "audit options missing in defaults.yaml"
+    assert dns - {"domain"} - options == set(), "certsync:dns keys the audit does not take"
