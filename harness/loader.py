@@ -81,4 +81,6 @@ def deploy_functions():
         **salt_functions(npm_source_mod, "certsync_source_npm"),
         **salt_functions(caddy_source_mod, "certsync_source_caddy"),
         **salt_functions(mailcow_consumer_mod, "certsync_consumer_mailcow"),
+        "certsync_monitor.record": monitor_mod.record,
+        "certsync_monitor.keep_record": monitor_mod.keep_record,
     }

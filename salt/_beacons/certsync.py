@@ -54,13 +54,11 @@ consumer's pillar, each alert that fires or clears is also a JSON line there
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
 import time
 
-import salt.utils.atomicfile
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -165,30 +163,23 @@ def _signature(cfg):
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _record_path(hostname):
-    return os.path.join(__opts__["cachedir"], "certsync", f"beacon-{hostname}.json")
+def _record_name(hostname):
+    return f"beacon-{hostname}"
 
 
-def _read_record(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+def _read_record(name):
+    return __salt__["certsync_monitor.record"](name)
 
 
-def _write_record(path, record):
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    with salt.utils.atomicfile.atomic_open(path, "w") as handle:
-        json.dump(record, handle)
+def _write_record(name, record):
+    __salt__["certsync_monitor.keep_record"](name, record)
 
 
 @contextlib.contextmanager
 def _announcing(hostname):
     """Held while the record is compared and written: the certsync_watch engine
     runs this beacon in its own process, and a renewal is announced once."""
-    path = _record_path(hostname) + ".lock"
+    path = os.path.join(__opts__["cachedir"], "certsync", f"{_record_name(hostname)}.json.lock")
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
@@ -199,11 +190,11 @@ def _announcing(hostname):
 
 
 def _last_announced(hostname):
-    return _read_record(_record_path(hostname)).get("fingerprint")
+    return _read_record(_record_name(hostname)).get("fingerprint")
 
 
 def _record(hostname, fingerprint):
-    _write_record(_record_path(hostname), {"fingerprint": fingerprint})
+    _write_record(_record_name(hostname), {"fingerprint": fingerprint})
 
 
 def _current(cfg):
@@ -229,8 +220,7 @@ def _alerts(cfg):
             __salt__["certsync_monitor.textfile"](cfg["textfile"], report=report)
         except (CommandExecutionError, SaltInvocationError, OSError) as exc:
             log.warning("certsync beacon: metrics not written: %s", exc)
-    path = os.path.join(__opts__["cachedir"], "certsync", "beacon-alerts.json")
-    record = _read_record(path)
+    record = _read_record("beacon-alerts")
     now, grace = time.time(), cfg.get("grace", DEFAULT_GRACE)
     seen = record.get("since") if isinstance(record.get("since"), dict) else {}
     since = {
@@ -246,7 +236,7 @@ def _alerts(cfg):
     new = sorted(due - fired)
     updated = {"since": since, "fired": sorted(fired | due)}
     if updated != record:
-        _write_record(path, updated)
+        _write_record("beacon-alerts", updated)
     cleared = sorted(str(name) for name in before if name not in since)
     _log_alerts(report, new, cleared)
     return [

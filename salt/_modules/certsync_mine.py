@@ -233,9 +233,7 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
             "certsync/published",
             {k: ret[k] for k in ("fingerprint", "not_after", "consumers")},
         )
-    os.makedirs(os.path.dirname(record), mode=0o700, exist_ok=True)
-    with salt.utils.atomicfile.atomic_open(record, "w") as handle:
-        json.dump({"digest": digest}, handle)
+    __utils__["certsync_files.write_json_record"](record, {"digest": digest})
     return ret
 
 

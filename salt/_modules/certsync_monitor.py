@@ -51,6 +51,7 @@ import json
 import logging
 import math
 import os
+import re
 import stat
 import time
 
@@ -113,8 +114,51 @@ def _record_path(dest, kind="deploy"):
 
 
 def _write_record(path, record):
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    __utils__["certsync_files.replace_file"](path, json.dumps(record).encode(), 0o600)
+    __utils__["certsync_files.write_json_record"](path, record)
+
+
+#: The names of the records :py:func:`record` and :py:func:`keep_record` take.
+_RECORD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,250}")
+
+
+def _named_record(name):
+    if not isinstance(name, str) or not _RECORD_NAME.fullmatch(name):
+        raise SaltInvocationError(f"a record name is letters, digits, . and -, not {name!r:.80}")
+    return os.path.join(__opts__["cachedir"], "certsync", f"{name}.json")
+
+
+def record(name):
+    """
+    certsync's JSON record ``name`` in the cachedir (``certsync/<name>.json``):
+    a mapping, empty when there is none or it does not read as one. What the
+    source beacon keeps between its runs (``beacon-<hostname>``,
+    ``beacon-alerts``) is read through here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_monitor.record beacon-alerts
+    """
+    return __utils__["certsync_files.read_json_record"](_named_record(name)) or {}
+
+
+def keep_record(name, value):
+    """
+    Replace certsync's JSON record ``name`` in the cachedir with ``value`` (a
+    mapping), atomically, 0600 in a 0700 directory: the one writer of every
+    record certsync keeps.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt npm-host certsync_monitor.keep_record beacon-alerts '{}'
+    """
+    if not isinstance(value, dict):
+        raise SaltInvocationError("a record is a mapping")
+    _write_record(_named_record(name), value)
+    return True
 
 
 def paused(dest):

@@ -70,7 +70,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
 
     monitor_funcs = {
         f"certsync_monitor.{name}": getattr(monitor_mod, name)
-        for name in ("check", "textfile", "log_event")
+        for name in ("check", "textfile", "log_event", "record", "keep_record")
     }
     return {
         mailcow_consumer_mod: {"__salt__": deploy_functions()},

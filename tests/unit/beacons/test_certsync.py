@@ -4,7 +4,7 @@ renewals it announces on a source caught in every state of its writes."""
 import pytest
 from salt.exceptions import SaltInvocationError
 
-from harness.loader import certsync_beacon, deploy_functions
+from harness.loader import certsync_beacon, deploy_functions, monitor_mod
 
 
 @pytest.fixture
@@ -40,9 +40,15 @@ def test_a_bad_configuration_is_refused_by_name(config, message):
     assert message in why
 
 
+def _cachedir(monkeypatch, path):
+    """The beacon's cachedir, and the monitor's that keeps its records."""
+    for module in (certsync_beacon, monitor_mod):
+        monkeypatch.setattr(module, "__opts__", {"cachedir": str(path)}, raising=False)
+
+
 def test_a_refused_configuration_writes_nothing(tmp_path, monkeypatch):
     """Were beacon() called without validate() first, the record still stays put."""
-    monkeypatch.setattr(certsync_beacon, "__opts__", {"cachedir": str(tmp_path)}, raising=False)
+    _cachedir(monkeypatch, tmp_path)
     monkeypatch.setattr(certsync_beacon, "__context__", {}, raising=False)
     events = certsync_beacon.beacon([{"hostname": "x/../../b"}, {"live_dir": str(tmp_path)}])
     assert events == [{"tag": "error", "error": events[0]["error"]}]
@@ -68,7 +74,7 @@ HOST = "mail.example.test"
 @pytest.fixture
 def caddy(tmp_path, monkeypatch):
     """A beacon on a Caddy storage, its record in a private cachedir."""
-    monkeypatch.setattr(certsync_beacon, "__opts__", {"cachedir": str(tmp_path)}, raising=False)
+    _cachedir(monkeypatch, tmp_path)
     monkeypatch.setattr(certsync_beacon, "__context__", {}, raising=False)
     site = tmp_path / "caddy" / "certificates" / "acme-issuer" / HOST
     site.mkdir(parents=True)

@@ -10,7 +10,7 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError, SaltClientError, SaltReqTimeoutError
 
-from harness.loader import certsync_beacon, certsync_watch, deploy_functions
+from harness.loader import certsync_beacon, certsync_watch, deploy_functions, monitor_mod
 from harness.pki import write_npm_tree
 
 HOST = "mail.example.test"
@@ -24,6 +24,7 @@ def configure_loader_modules(loader_modules, tmp_path):
         **loader_modules,
         certsync_beacon: {"__salt__": deploy_functions(), "__opts__": opts, "__context__": {}},
         certsync_watch: {"__salt__": deploy_functions(), "__opts__": opts},
+        monitor_mod: {"__opts__": opts},
     }
 
 

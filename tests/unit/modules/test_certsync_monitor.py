@@ -66,7 +66,15 @@ def configure_loader_modules(tmp_path, fleet):
     opts = {"id": ME, "cachedir": str(tmp_path / "cache"), "test": False}
     monitor_funcs = {
         f"certsync_monitor.{name}": getattr(monitor_mod, name)
-        for name in ("check", "textfile", "record_deploy", "last_deploy", "log_event")
+        for name in (
+            "check",
+            "textfile",
+            "record_deploy",
+            "last_deploy",
+            "log_event",
+            "record",
+            "keep_record",
+        )
     }
     return {
         mailcow_consumer_mod: {"__salt__": deploy_functions()},
@@ -492,3 +500,19 @@ def test_a_pause_is_taken_back_and_a_directory_there_is_named(tmp_path):
     with pytest.raises(CommandExecutionError, match="cannot remove the pause"):
         monitor_mod.resume(dest)
     assert monitor_mod.paused(dest) is not None
+
+
+def test_records_round_trip_private_and_refuse_a_name_that_leaves_the_cachedir(tmp_path):
+    assert monitor_mod.record("beacon-alerts") == {}
+    assert monitor_mod.keep_record("beacon-alerts", {"fired": ["mismatch"]}) is True
+    assert monitor_mod.record("beacon-alerts") == {"fired": ["mismatch"]}
+    path = pathlib.Path(monitor_mod.__opts__["cachedir"]) / "certsync" / "beacon-alerts.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for bad in ("../x", "a/b", "", ".hidden", "x\n", 5):
+        with pytest.raises(SaltInvocationError, match="a record name is"):
+            monitor_mod.record(bad)
+    with pytest.raises(SaltInvocationError, match="a record is a mapping"):
+        monitor_mod.keep_record("beacon-alerts", ["not", "a", "mapping"])
+    path.write_text("[1, 2]")
+    assert monitor_mod.record("beacon-alerts") == {}
