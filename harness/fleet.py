@@ -49,8 +49,8 @@ def deployed_fingerprint(ssl_dir):
 
 
 def master_config(pillar_dir):
-    """The master's certsync set-up, as the README gives it: the trees and the reactor
-    (the routes come from the pillar)."""
+    """The master's certsync set-up, as docs/topics/on-your-hosts.md gives it: the trees
+    and the reactor (the routes come from the pillar)."""
     return {
         "file_roots": {"base": [str(SALT_TREE)]},
         "pillar_roots": {"base": [str(pillar_dir)]},
@@ -90,7 +90,7 @@ def write_pillar(pillar_dir, source_id, consumers, live_dir, schedule=None, **so
     pillar_dir = pathlib.Path(pillar_dir)
     pillar_dir.mkdir(parents=True, exist_ok=True)
     top = {"base": {minion: ["certsync"] for minion in [source_id, *consumers]}}
-    # each consumer's credentials in an SLS of its own, for it alone, as the README says
+    # each consumer's credentials in an SLS of its own, for it alone, as the docs say
     consumers, own = _split_credentials(consumers)
     for number, (minion, secrets) in enumerate(sorted(own.items())):
         name = f"certsync_own_{number}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole test suite: lint; then every test (unit, functional,
+# Run the whole test suite: lint; the docs site (warnings as errors); then every test (unit, functional,
 # integration with real daemons and Docker) on Salt 3008, and on Salt 3006 LTS
 # all but those marked one_release (their subject does not change with the
 # release: the fault campaign, the certbot differential, the systemd hosts,
@@ -29,6 +29,9 @@ mapfile -t sls < <(find salt pillar -name '*.sls' 2>/dev/null | sort)
 if [ "${#sls[@]}" -gt 0 ]; then
     "$v3008/salt-lint" "${sls[@]}"
 fi
+
+echo "== the documentation site (sphinx-build -W)"
+scripts/docs.sh
 
 echo "== Salt 3006 LTS: every test but the one_release ones (see pyproject.toml)"
 "$v3006/python" -m pytest -p no:cacheprovider --durations=25 -m "not one_release" tests "$@"

@@ -12,19 +12,19 @@ the truth; this is.
 
 Endpoints are named by protocol, each with its usual port:
 
-=============  ======  ===========================
-protocol       port    TLS
-=============  ======  ===========================
-``smtp``       25      STARTTLS
-``submission`` 587     STARTTLS
-``smtps``      465     implicit
-``imap``       143     STARTTLS
-``imaps``      993     implicit
-``pop3``       110     STARTTLS
-``pop3s``      995     implicit
-``sieve``      4190    STARTTLS (ManageSieve)
-``https``      443     implicit
-=============  ======  ===========================
+===============  ======  ===========================
+protocol         port    TLS
+===============  ======  ===========================
+``smtp``         25      STARTTLS
+``submission``   587     STARTTLS
+``smtps``        465     implicit
+``imap``         143     STARTTLS
+``imaps``        993     implicit
+``pop3``         110     STARTTLS
+``pop3s``        995     implicit
+``sieve``        4190    STARTTLS (ManageSieve)
+``https``        443     implicit
+===============  ======  ===========================
 
 ``endpoints`` is a list of protocol names (usual ports), a list of
 ``protocol:port`` strings, or a mapping of protocol to a port or to

@@ -1,12 +1,12 @@
 """
-README's "Put it on your hosts", followed from its own code blocks: its master
-config and its pillar (paths moved into the test's directories, nothing else),
-real salt-master and minions named as it names them (npm, mailcow), NPM's real
-certbot against pebble, and its commands in its order: sync, check, first
-applies (the consumer's deploy failing as the README shows), status, roll back
-and resume, uninstall; then what is left on the hosts is compared with what was
-there before. Once with the mailcow look-alike (a stock mailcow: acme-mailcow
-active, mailcow's own cert in ssl/<hostname>/), once files only.
+The docs' "Put it on your hosts" (docs/topics/on-your-hosts.md), followed from its
+own code blocks: its master config and its pillar (paths moved into the test's
+directories, nothing else), real salt-master and minions named as it names them
+(npm, mailcow), NPM's real certbot against pebble, and its commands in its order:
+sync, check, first applies (the consumer's deploy failing as the page shows),
+status, roll back and resume, uninstall; then what is left on the hosts is compared
+with what was there before. Once with the mailcow look-alike (a stock mailcow:
+acme-mailcow active, mailcow's own cert in ssl/<hostname>/), once files only.
 """
 
 import pathlib
@@ -22,14 +22,12 @@ from harness.mailcow_stack import HOST, NAMES
 from harness.pki import issue, write_pair, write_sni_dir
 
 pytestmark = pytest.mark.one_release
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "topics" / "on-your-hosts.md"
 CONVERGE_TIMEOUT = 120
 
 
 def _section():
-    text = README.read_text()
-    start = text.index("## Put it on your hosts")
-    return text[start : text.index("\n## ", start + 1)]
+    return PAGE.read_text()
 
 
 def _blocks(section, lang):
@@ -42,16 +40,16 @@ def _file_block(section, path):
 
 
 def _documented(section, command):
-    """Each command the test runs is one of the README's, word for word."""
+    """Each command the test runs is one of the page's, word for word."""
     commands = [
         line.split("#")[0].strip() for b in _blocks(section, "sh") for line in b.splitlines()
     ]
-    assert command in commands, f"README does not show: {command}"
+    assert command in commands, f"{PAGE.name} does not show: {command}"
     return shlex.split(command)
 
 
 class Hosts:
-    """A master and the minions npm and mailcow, configured as the README says."""
+    """A master and the minions npm and mailcow, configured as the page says."""
 
     def __init__(self, factories, root, section, paths):
         self.section = section
@@ -77,7 +75,7 @@ class Hosts:
         return text
 
     def salt(self, command, *extra):
-        """A README command (``salt ...`` or ``salt-run ...``), run against this master."""
+        """A command of the page (``salt ...`` or ``salt-run ...``), run against this master."""
         words = _documented(self.section, command)
         if words[0] == "salt-run":
             return self.master.salt_run_cli(timeout=180).run(*words[1:], *extra)
@@ -131,7 +129,7 @@ def _refreshed(hosts):
 
 
 def _credentials_stay_on_their_owner(hosts):
-    """The README's layout: the mail host's credential in its own SLS reaches neither the
+    """The page's layout: the mail host's credential in its own SLS reaches neither the
     NPM host's pillar nor the master's caches of it; put in certsync.sls, which the NPM
     host reads too, it fails the NPM host's check, named by key, never shown."""
     own_file = hosts.pillar_file.with_name("certsync-mailcow.sls")
@@ -193,7 +191,7 @@ def test_the_readme_puts_certsync_on_two_hosts_and_takes_it_off(
         "mail.example.com": HOST,
     }
     hosts = Hosts(salt_factories, tmp_path, section, paths)
-    if kind == "files-only":  # README: a consumer with no containers adds these
+    if kind == "files-only":  # the page: a consumer with no containers adds these
         pillar = yaml.safe_load(hosts.pillar_file.read_text())
         pillar["certsync"]["consumers"]["mailcow"].update(services=[], endpoints=[])
         pillar["certsync"]["source"]["reuse_key"] = True  # and the renewal file is edited
@@ -218,7 +216,7 @@ def test_the_readme_puts_certsync_on_two_hosts_and_takes_it_off(
         first = hosts.salt("salt mailcow state.apply certsync")
         deployed = _state(first.data, "certsync-deployed")
         failed = [k for k, v in first.data.items() if v["result"] is False]
-        if first.returncode != 0:  # the README's output: the publication was not there yet
+        if first.returncode != 0:  # the page's output: the publication was not there yet
             assert (deployed["result"], deployed["comment"]) == (
                 False,
                 "Nothing deployed: the mine holds no certsync_cert_mailcow entry from npm",

@@ -5,7 +5,7 @@ the reactor, the NPM minion with the real certbot, the mailcow minion with the
 look-alike, Knot taking the TSIG-signed updates, or the Cloudflare API stand-in
 writing through to it), every daemon logging at ``trace``. The TSIG secret or
 the API token lives in the consumer's pillar only, in an SLS targeted to it
-alone (harness.fleet.write_pillar splits it out, as the README says): the
+alone (harness.fleet.write_pillar splits it out, as the docs say): the
 source's ``pillar.raw`` and settings check, and the master's caches of the
 source, never hold it; afterwards it is in no job's arguments or return
 (``jobs.list_job``, the master's job cache), no event, no log line.

@@ -47,3 +47,22 @@ def test_every_state_function_shows_an_sls_using_it(kind, name):
         f for f, fn in functions.items() if ".. code-block:: yaml" not in (fn.__doc__ or "")
     )
     assert lacking == [], f"{kind}/{name}: no SLS example in {', '.join(lacking)}"
+
+
+#: The loader kinds the docs site has a reference page for: salt/_<dir> -> page prefix
+#: (docs/conf.py imports them as certsync_<prefix>.<name>).
+REFERENCED = {"modules": "modules", "states": "states", "runners": "runners"}
+REFERENCED.update(beacons="beacons", engines="engines", output="output")
+
+
+@pytest.mark.parametrize("kind", sorted(REFERENCED))
+def test_every_loader_module_has_its_reference_page_in_the_docs(kind):
+    pages = SALT_TREE.parent / "docs" / "reference"
+    lacking = []
+    for _, name in _files(kind):
+        page = pages / f"{REFERENCED[kind]}-{name}.md"
+        if f".. automodule:: certsync_{REFERENCED[kind]}.{name}\n" not in (
+            page.read_text() if page.exists() else ""
+        ):
+            lacking.append(str(page.relative_to(SALT_TREE.parent)))
+    assert lacking == [], f"no reference page (automodule) for: {', '.join(lacking)}"

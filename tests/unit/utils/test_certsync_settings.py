@@ -1,6 +1,7 @@
 """The pillar as the formula reads it (salt://_utils/certsync_settings.py)."""
 
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -330,3 +331,16 @@ def test_declared_keys_and_named_keys_are_credentials_empty_ones_are_not():
     pillar = {"consumers": {"m": {"dane": {"update": update}}}}
     assert len(foreign(pillar, "npm", "source")) == 2
     assert len(foreign(pillar, "npm", "source", declared=("hmac",))) == 3
+
+
+def test_every_default_is_in_the_pillar_reference_of_the_docs():
+    """docs/reference/pillar.md shows the file that documents every key (above): each
+    literalinclude it makes is read as the page shows it."""
+    page = ROOT / "docs" / "reference" / "pillar.md"
+    included = re.findall(r"```\{literalinclude\} (\S+)", page.read_text())
+    shown = [yaml.safe_load((page.parent / path).read_text()) for path in included]
+    defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
+    documented = [s["certsync"] for s in shown if isinstance(s, dict) and "certsync" in s]
+    assert documented, f"{page} shows no certsync pillar"
+    missing = UTILS["certsync_settings.problems"](defaults, {**documented[0], "consumers": {}})
+    assert [m for m in missing if " is no " in m] == []
