@@ -2,9 +2,10 @@
 # Run the whole test suite: lint; the docs site (warnings as errors); then every test (unit, functional,
 # integration with real daemons and Docker) on Salt 3008, and on Salt 3006 LTS
 # all but those marked one_release (their subject does not change with the
-# release: the fault campaign, the certbot differential, the systemd hosts,
-# Caddy over the bus, the look-alike's wire, the Cloudflare rollover and errors,
-# the relay, MTA-STS, egress, the rsync migration and the racing installs).
+# release: the fault campaign, the certbot differential and key continuity, the
+# systemd hosts, Caddy over the bus, the look-alike's wire, the DANE gate and
+# rollovers against Knot, the Cloudflare rollover, errors and hostile API, the
+# relay, MTA-STS, egress, the rsync migration and the racing installs).
 # Builds and starts what it needs on a fresh machine (venvs; Debian's
 # docker.io, debootstrap, nsd, knot, certbot and pebble; dockerd; the
 # mailcow-like test image, a systemd host image).

@@ -15,7 +15,9 @@ from support import cases
 from harness.nsd import AuthoritativeDNS
 from harness.pki import write_pair
 
-pytestmark = pytest.mark.functional
+# its subject is the TLSA gate against a real Knot, not the Salt release (the unit
+# tests run the gate on both releases)
+pytestmark = [pytest.mark.functional, pytest.mark.one_release]
 HOST = cases.HOST
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 3  # the zone's TTL where a test waits it out

@@ -10,7 +10,8 @@ import stat
 
 import pytest
 
-pytestmark = pytest.mark.functional
+# certbot-heavy, and its subject (certbot keeping the key) does not change with Salt
+pytestmark = [pytest.mark.functional, pytest.mark.one_release]
 HOST = "mail.example.test"
 NAMES = [HOST, "autodiscover.example.test"]
 

@@ -18,6 +18,9 @@ from harness.cloudflare_api import CloudflareApi
 from harness.knot import UpdatableDNS
 from harness.mailcow_stack import HOST, NAMES
 
+# its subject is the rollover against a real Knot, not the Salt release
+pytestmark = pytest.mark.one_release
+
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 2
 WRONG_SECRET = "d3Jvbmcgc2VjcmV0IGtleQ=="  # noqa: S105 (a test's wrong TSIG secret)
@@ -126,7 +129,6 @@ def test_a_key_change_rolls_over_with_a_match_at_every_sample(
     assert (code, ret["result"], ret["changes"]) == (0, True, {}), ret
 
 
-@pytest.mark.one_release
 def test_a_key_change_rolls_over_through_cloudflare_with_a_match_at_every_sample(
     salt_call, npm_certbot, knot, rollover
 ):
