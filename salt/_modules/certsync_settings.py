@@ -139,6 +139,21 @@ def check():
     return {"valid": valid, "role": role, "why": why, "problems": problems}
 
 
+def dest(mailcow_dir):
+    """
+    The directory a consumer's pair goes in, under the mailcow checkout
+    ``mailcow_dir``: what the formula's SLS give the states, the one place
+    the path is built.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_settings.dest /opt/mailcow-dockerized
+    """
+    return __utils__["certsync_settings.dest"](mailcow_dir)
+
+
 def consumer():
     """
     This consumer's settings: its entry under ``certsync:consumers`` merged
@@ -172,7 +187,7 @@ def _consumer(cfg):
     settings.update(
         hostname=cfg["hostname"],
         source=(cfg.get("source") or {}).get("minion"),
-        dest=os.path.join(settings["mailcow_dir"], "data", "assets", "ssl"),
+        dest=__utils__["certsync_settings.dest"](settings["mailcow_dir"]),
     )
     endpoints = settings.get("endpoints")
     bare = isinstance(endpoints, list) and all(":" not in str(e) for e in endpoints)

@@ -311,6 +311,15 @@ def merged(defaults, pillar):
     return salt.utils.dictupdate.merge(defaults, pillar)
 
 
+#: Where mailcow reads its pair, under its checkout (the only place this path is built).
+MAILCOW_SSL_DIR = "data/assets/ssl"
+
+
+def dest(mailcow_dir):
+    """The directory a consumer's pair goes in: ``<mailcow_dir>/data/assets/ssl``."""
+    return f"{str(mailcow_dir).rstrip('/')}/{MAILCOW_SSL_DIR}"
+
+
 def consumer(cfg, minion_id):
     """A consumer's settings from the merged ``cfg``: its ``consumers`` entry over
     ``consumer_defaults`` (``relay`` and ``alerts`` key by key), as map.jinja has them. A pillar the
@@ -358,7 +367,7 @@ def deploy_args(cfg, minion_id, source, fingerprint=""):
     its own pillar."""
     settings = consumer(cfg, minion_id)
     args = {
-        "name": f"{settings.get('mailcow_dir')}/data/assets/ssl",
+        "name": dest(settings.get("mailcow_dir")),
         "hostname": cfg.get("hostname"),
         "source_minion": source,
         **({"fingerprint": fingerprint} if fingerprint else {}),

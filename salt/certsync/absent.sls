@@ -67,7 +67,7 @@ certsync-recipient-key-absent:
 
 certsync-leftovers-removed:
   certsync_removed.leftovers:
-    - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
+    - name: {{ salt["certsync_settings.dest"](consumer.mailcow_dir) | json }}
 
 certsync-mailcow-conf-left:
   test.show_notification:

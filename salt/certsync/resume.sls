@@ -8,7 +8,7 @@ include:
 
 certsync-resumed:
   certsync.resumed:
-    - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
+    - name: {{ salt["certsync_settings.dest"](consumer.mailcow_dir) | json }}
     - require_in:
       - certsync: certsync-deployed
 {%- endif %}

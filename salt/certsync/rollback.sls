@@ -13,7 +13,7 @@ include:
 
 certsync-rolled-back:
   certsync.rolled_back:
-    - name: {{ (consumer.mailcow_dir ~ "/data/assets/ssl") | json }}
+    - name: {{ salt["certsync_settings.dest"](consumer.mailcow_dir) | json }}
     - hostname: {{ certsync.hostname | json }}
     - mailcow_dir: {{ consumer.mailcow_dir | json }}
     - services: {{ consumer.services | json }}
