@@ -8,7 +8,8 @@
 # namespaces), unbound and ldnsutils (a validating resolver, a zone signer),
 # faketime (the fault campaign's clock skew), caddy (the second certificate
 # source, against pebble), ufw (the egress tests' other firewall, only ever
-# enabled inside a test's network and mount namespaces), installed when missing;
+# enabled inside a test's network and mount namespaces), haproxy (a consumer taking
+# certificates through its runtime API), installed when missing;
 # dockerd started (as root) when no
 # engine answers. Idempotent.
 set -euo pipefail
@@ -35,6 +36,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 command -v caddy >/dev/null 2>&1 || missing+=(caddy)
 [ -x /usr/sbin/ufw ] || missing+=(ufw)
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "certsync: ${missing[*]} missing; run as root or install them" >&2

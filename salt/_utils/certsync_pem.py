@@ -217,6 +217,12 @@ def fingerprint(cert):
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+def sha1_fingerprint(cert):
+    """The SHA-1 fingerprint, lower-case hex: what HAProxy's ``show ssl cert`` names a
+    certificate by (certsync's own fingerprints are SHA-256)."""
+    return cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 (an identifier, not a check)
+
+
 def key_kind(public_key):
     """Return (type, size, curve) of a public key."""
     if isinstance(public_key, rsa.RSAPublicKey):
