@@ -408,7 +408,7 @@ def compare(fullchain, key, dest, domains=None):
             differences.append(f"{name} content differs")
         elif have_mode != mode:
             differences.append(f"{name} has mode {have_mode:04o}, want {mode:04o}")
-    listed = __utils__["certsync_files.read_names"](os.path.join(dest, DOMAINS_FILE))
+    listed = _listed(dest, DOMAINS_FILE)
     if domains is not None and listed != list(domains):
         listed = ", ".join(listed or []) or "nothing"
         differences.append(f"domains lists {listed}, not {', '.join(domains)}")
@@ -417,6 +417,26 @@ def compare(fullchain, key, dest, domains=None):
         "differences": differences,
         "deployed": deployed_info(dest),
     }
+
+
+def domains(directory, original=False):
+    """
+    The names a per-name directory's ``domains`` file lists (lower-case), the
+    names the service serves from it; with ``original``, the service's own
+    list as it was before certsync first rewrote it (``domains.mailcow``).
+    None when there is no such file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync.domains /opt/mailcow-dockerized/data/assets/ssl/mail.example.com
+    """
+    return _listed(directory, ORIGINAL_DOMAINS_FILE if original else DOMAINS_FILE)
+
+
+def _listed(directory, name):
+    return __utils__["certsync_files.read_names"](os.path.join(directory, name))
 
 
 def deployed_info(dest):

@@ -15,11 +15,6 @@ import os
 
 __virtualname__ = "certsync_consumer_mailcow"
 
-#: A per-name dir's list of the names mailcow serves from it, and mailcow's own list
-#: as it was before certsync first rewrote it (kept, never overwritten).
-DOMAINS_FILE = "domains"
-MAILCOW_DOMAINS_FILE = "domains.mailcow"
-
 
 def __virtual__():
     if "certsync.deployed_info" not in __salt__:
@@ -29,7 +24,7 @@ def __virtual__():
 
 def _domains(directory):
     """The names a per-name dir serves (its ``domains`` file); None without one."""
-    return __utils__["certsync_files.read_names"](os.path.join(directory, DOMAINS_FILE))
+    return __salt__["certsync.domains"](directory)
 
 
 def sni_plan(dest, fullchain, hostname=None):
@@ -116,7 +111,7 @@ def _take_over(plan, directory, leaf, hostname):
     plan["update"].append(directory)
     plan["names"][directory] = names
     plan["domains"][directory] = names
-    mailcows = __utils__["certsync_files.read_names"](os.path.join(directory, MAILCOW_DOMAINS_FILE))
+    mailcows = __salt__["certsync.domains"](directory, original=True)
     listed = mailcows if mailcows is not None else (_domains(directory) or [])
     dropped = [
         __utils__["certsync_pem.shown"](n)
