@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Run the whole test suite: lint; the docs site (warnings as errors); then every test (unit, functional,
-# integration with real daemons and Docker) on Salt 3008, and on Salt 3006 LTS
-# all but those marked one_release (their subject does not change with the
-# release: the fault campaign, the certbot differential and key continuity, the
-# systemd hosts, Caddy over the bus, the look-alike's wire, the DANE gate and
-# rollovers against Knot, the Cloudflare rollover, errors and hostile API, the
-# relay, MTA-STS, egress, the rsync migration and the racing installs).
+# Run the whole test suite: lint; the docs site (warnings as errors); then
+# every test (unit, functional, integration with real daemons and Docker) on
+# Salt 3008, and on Salt 3006 LTS all but those marked one_release: every
+# Docker-heavy integration test (the bus, the engine, the secrets over the bus,
+# the fault campaign, the look-alike's wire, the systemd hosts, Caddy over the
+# bus, the relay, MTA-STS, the rsync migration, the DANE rollovers), the racing
+# installs, and the functional tests whose subject is a DNS server, an API or
+# certbot rather than the release (the DANE gate against Knot, the Cloudflare
+# rollover, errors and hostile API, certbot's key continuity, the egress rules).
 # Builds and starts what it needs on a fresh machine (venvs; Debian's
 # docker.io, debootstrap, nsd, knot, certbot and pebble; dockerd; the
 # mailcow-like test image, a systemd host image).

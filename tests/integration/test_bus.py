@@ -30,6 +30,9 @@ from harness.fleet import (
 from harness.mailcow_stack import NAMES, MailcowStack
 from harness.pki import issue, write_pair
 
+# Docker-heavy (the mailcow look-alike): run on one Salt release, as scripts/test.sh says
+pytestmark = pytest.mark.one_release
+
 CONVERGE_TIMEOUT = 120
 NPM_ID = 5
 #: What the reactor sends a consumer on a renewal: the deploy without a state run.

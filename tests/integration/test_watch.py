@@ -29,6 +29,9 @@ from harness.fleet import (
 from harness.mailcow_stack import HOST, NAMES
 from harness.pki import issue, write_pair
 
+# Docker-heavy (the mailcow look-alike): run on one Salt release, as scripts/test.sh says
+pytestmark = pytest.mark.one_release
+
 NPM_ID = 5
 BEACON_INTERVAL = 600  # longer than the test: the beacon's poll announces nothing here
 
