@@ -173,7 +173,7 @@ def _credentials_stay_on_their_owner(hosts):
 
 
 @pytest.mark.parametrize("kind", ["look-alike", "files-only"])
-def test_the_readme_puts_certsync_on_two_hosts_and_takes_it_off(
+def test_the_docs_put_certsync_on_two_hosts_and_take_it_off(
     kind, salt_factories, tmp_path, npm_certbot, make_stack
 ):
     section = _section()
