@@ -26,11 +26,7 @@ import collections
 import hashlib
 import http.client
 import pathlib
-import shutil
 import signal
-import socket
-import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,46 +35,13 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the harness
 
+from harness.haproxy import HOST, HAProxy, tls_context  # noqa: E402
 from harness.loader import UTILS, load_loader_module  # noqa: E402
-from harness.mailcow_stack import free_port  # noqa: E402
 from harness.pki import TestCA  # noqa: E402
 
-HOST = "mail.example.test"
 BEFORE, AFTER = 2.0, 4.0  # seconds of sessions around each change
 CLIENTS = 8
 LONG_SESSIONS = 8
-START_TIMEOUT = 20
-CONFIG = """\
-global
-    master-worker
-    stats socket {root}/admin.sock mode 600 level admin expose-fd listeners
-    pidfile {root}/haproxy.pid
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-frontend mail
-    bind 127.0.0.1:{port} ssl crt {root}/mail.pem
-    http-request return status 200 content-type text/plain string ok
-"""
-
-
-def _context():
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    return context
-
-
-def served(port):
-    """The SHA-256 of the certificate a new handshake gets, or None."""
-    try:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-        with _context().wrap_socket(raw, server_hostname=HOST) as tls:
-            return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
-    except OSError:
-        return None
 
 
 class Clients:
@@ -90,7 +53,7 @@ class Clients:
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
 
     def _session(self):
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=_context())
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=tls_context())
         try:
             conn.connect()
             fingerprint = hashlib.sha256(conn.sock.getpeercert(binary_form=True)).hexdigest()
@@ -122,7 +85,7 @@ class Clients:
 def long_sessions(port):
     sessions = []
     for _ in range(LONG_SESSIONS):
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=_context())
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=tls_context())
         conn.request("GET", "/", headers={"Host": HOST})
         conn.getresponse().read()
         sessions.append(conn)
@@ -142,42 +105,9 @@ def still_answering(sessions):
     return kept
 
 
-class HAProxy:
-    def __init__(self, root, issued):
-        self.root, self.port = root, free_port()
-        (root / "mail.pem").write_bytes(issued.fullchain_pem() + issued.key_pem())
-        (root / "haproxy.cfg").write_text(CONFIG.format(root=root, port=self.port))
-        binary = shutil.which("haproxy")
-        if not binary:
-            sys.exit("Debian's haproxy is not installed (scripts/test-deps.sh)")
-        self.proc = subprocess.Popen(
-            [binary, "-W", "-db", "-f", str(root / "haproxy.cfg")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not served(self.port):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                sys.exit("haproxy did not start")
-            time.sleep(0.1)
-
-    def workers(self):
-        """The master's children: its workers, by pid."""
-        children = pathlib.Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return sorted(children.read_text().split())
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 def change(way, haproxy, module, new_pem):
-    crt = str(haproxy.root / "mail.pem")
     if way == "runtime":
-        module.update(crt, new_pem, str(haproxy.root / "admin.sock"))
+        module.update(haproxy.crt, new_pem, haproxy.socket)
         (haproxy.root / "mail.pem").write_bytes(pathlib.Path(new_pem).read_bytes())
     else:
         (haproxy.root / "mail.pem").write_bytes(pathlib.Path(new_pem).read_bytes())
@@ -215,7 +145,7 @@ def main():
     ca = TestCA()
     with tempfile.TemporaryDirectory(prefix="bench-haproxy-") as tmp:
         root = pathlib.Path(tmp)
-        haproxy = HAProxy(root, ca.leaf(HOST))
+        haproxy = HAProxy(root, ca.leaf(HOST), master_worker=True)
         try:
             for way in ("runtime", "reload"):
                 runs = [one(way, haproxy, module, ca, root) for _ in range(args.changes)]
