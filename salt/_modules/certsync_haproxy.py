@@ -165,7 +165,7 @@ def _combined(pem_file):
             f"{pem['certsync_pem.shown'](pem_file)}: HAProxy takes one PEM with the certificate, "
             "its chain and the key; this file lacks the certificate or the key"
         )
-    key = pem["certsync_pem.read_key"](pem_file)
+    key = pem["certsync_pem.load_key"](blocks, pem_file)  # the bytes sent, not a new read
     if not pem["certsync_pem.same_key"](key.public_key(), certs[0].public_key()):
         raise CommandExecutionError(
             f"{pem['certsync_pem.shown'](pem_file)}: the key does not match the certificate"

@@ -199,17 +199,22 @@ def read_certs(path):
 
 
 def read_key(path):
-    block = key_block(pem_blocks(read_file(path), path), path)
+    return load_key(pem_blocks(read_file(path), path), path)
+
+
+def load_key(blocks, origin):
+    """The one private key among the PEM ``blocks`` of ``origin``, parsed."""
+    block = key_block(blocks, origin)
     try:
         return serialization.load_pem_private_key(block, password=None)
     except TypeError:
         raise CommandExecutionError(
-            f"{path}: the private key is encrypted; mailcow needs an unencrypted key"
+            f"{origin}: the private key is encrypted; mailcow needs an unencrypted key"
         ) from None
     except (ValueError, UnsupportedAlgorithm):
         # The library's message may quote the input: never pass it on.
         raise CommandExecutionError(
-            f"{path}: the private key is malformed or of an unsupported type"
+            f"{origin}: the private key is malformed or of an unsupported type"
         ) from None
 
 
