@@ -410,8 +410,8 @@ def compare(fullchain, key, dest, domains=None):
             differences.append(f"{name} has mode {have_mode:04o}, want {mode:04o}")
     listed = _listed(dest, DOMAINS_FILE)
     if domains is not None and listed != list(domains):
-        listed = ", ".join(listed or []) or "nothing"
-        differences.append(f"domains lists {listed}, not {', '.join(domains)}")
+        shown = ", ".join(listed or []) or "nothing"
+        differences.append(f"domains lists {shown}, not {', '.join(domains)}")
     return {
         "current": not differences,
         "differences": differences,
