@@ -48,7 +48,9 @@ certsync_state = load_loader_module("states", "certsync")
 deploy_mod = load_loader_module("modules", "certsync_deploy")
 source_mod = load_loader_module("modules", "certsync_source")
 npm_source_mod = load_loader_module("modules", "certsync_source_npm")
+consumer_mod = load_loader_module("modules", "certsync_consumer")
 mailcow_consumer_mod = load_loader_module("modules", "certsync_consumer_mailcow")
+service_consumer_mod = load_loader_module("modules", "certsync_consumer_service")
 caddy_source_mod = load_loader_module("modules", "certsync_source_caddy")
 settings_mod = load_loader_module("modules", "certsync_settings")
 status_mod = load_loader_module("modules", "certsync_status")
@@ -80,7 +82,9 @@ def deploy_functions():
         **salt_functions(source_mod, "certsync_source"),
         **salt_functions(npm_source_mod, "certsync_source_npm"),
         **salt_functions(caddy_source_mod, "certsync_source_caddy"),
+        **salt_functions(consumer_mod, "certsync_consumer"),
         **salt_functions(mailcow_consumer_mod, "certsync_consumer_mailcow"),
+        **salt_functions(service_consumer_mod, "certsync_consumer_service"),
         "certsync_monitor.record": monitor_mod.record,
         "certsync_monitor.keep_record": monitor_mod.keep_record,
     }

@@ -32,7 +32,7 @@ import docker
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh
 
-from .loader import UTILS, load_loader_module
+from .loader import load_loader_module, mailcow_mod
 from .pki import write_pair, write_sni_dir
 
 #: The resolver of a container on Docker's default bridge: its own loopback,
@@ -166,8 +166,8 @@ class MailcowStack:
             "SKIP_LETS_ENCRYPT=n",
             "ENABLE_SSL_SNI=n",
             *(
-                f"{row['conf_key']}={'127.0.0.1:' if name in WITH_IP else ''}{self.endpoints[name]}"
-                for name, row in UTILS["certsync_endpoints.table"]().items()
+                f"{key}={'127.0.0.1:' if name in WITH_IP else ''}{self.endpoints[name]}"
+                for name, key in mailcow_mod.CONF_PORT_KEYS.items()
             ),
             "HTTPS_BIND=127.0.0.1",
         ]

@@ -7,13 +7,36 @@ mailcow (postfix, dovecot, nginx) reads its pair from ``data/assets/ssl``:
 per-name directory ``ssl/<name>/`` per served name set, whose ``domains``
 file lists the names it serves ahead of the top-level pair. This module
 says which of those directories a certificate is installed into, which are
-left alone and why, and what each one serves now. mailcow's containers,
-``mailcow.conf`` and relay log are the ``mailcow`` module's.
+left alone and why, and what each one serves now; and, as a kind behind
+``certsync_consumer``, what a deploy checks in ``mailcow.conf``, how the
+compose services take the new pair (reload, restart) and which one serves
+each endpoint. mailcow's containers, ``mailcow.conf`` and relay log are the
+``mailcow`` module's.
 """
 
 import os
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 __virtualname__ = "certsync_consumer_mailcow"
+
+DEFAULT_DIR = "/opt/mailcow-dockerized"
+#: Where mailcow reads its pair, under its checkout (the only place this path is built).
+SSL_DIR = "data/assets/ssl"
+#: The compose service that serves each endpoint type.
+SERVES = {
+    "smtp": "postfix-mailcow",
+    "submission": "postfix-mailcow",
+    "smtps": "postfix-mailcow",
+    "imap": "dovecot-mailcow",
+    "imaps": "dovecot-mailcow",
+    "pop3": "dovecot-mailcow",
+    "pop3s": "dovecot-mailcow",
+    "sieve": "dovecot-mailcow",
+    "https": "nginx-mailcow",
+}
+#: The settings of a mailcow consumer (``certsync_deploy.deploy`` documents each).
+SETTINGS = ("mailcow_dir", "services", "reload_commands", "mail_domains", "sni")
 
 
 def __virtual__():
@@ -137,3 +160,283 @@ def sni_dirs(dest, fullchain):
             /opt/mailcow-dockerized/data/assets/ssl /etc/letsencrypt/live/npm-5/fullchain.pem
     """
     return sni_plan(dest, fullchain)["update"]
+
+
+# --------------------------------------------------------------------------
+# The consumer kind (certsync_consumer's interface)
+# --------------------------------------------------------------------------
+
+
+def settings():
+    """
+    The settings a mailcow consumer takes: ``mailcow_dir`` (the checkout),
+    ``services`` (compose services to reload), ``reload_commands``,
+    ``mail_domains`` and ``sni``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.settings
+    """
+    return list(SETTINGS)
+
+
+def dest(hostname, given):
+    """
+    The directory mailcow reads its pair from: ``<mailcow_dir>/data/assets/ssl``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.dest mail.example.com \\
+            '{mailcow_dir: /opt/mailcow-dockerized}'
+    """
+    return f"{str((given or {}).get('mailcow_dir') or DEFAULT_DIR).rstrip('/')}/{SSL_DIR}"
+
+
+def _check_commands(commands):
+    """reload_commands: a mapping of service name to an argv list of strings."""
+    if commands is None:
+        return
+    valid = isinstance(commands, dict) and all(
+        isinstance(service, str)
+        and isinstance(argv, list)
+        and argv
+        and all(isinstance(arg, str) for arg in argv)
+        for service, argv in commands.items()
+    )
+    if not valid:
+        raise SaltInvocationError(
+            f"reload_commands must map service names to argv lists, not {commands!r}"[:300]
+        )
+
+
+def _has_conf(mailcow_dir):
+    return os.path.isfile(os.path.join(mailcow_dir, "mailcow.conf"))
+
+
+def _conf_endpoints(endpoints, mailcow_dir):
+    """Bare protocol names take their ports and addresses from mailcow.conf."""
+    bare = isinstance(endpoints, (list, tuple)) and all(":" not in str(e) for e in endpoints)
+    if not endpoints or not bare or not _has_conf(mailcow_dir):
+        return endpoints
+    return __salt__["mailcow.endpoints"](mailcow_dir, list(endpoints))
+
+
+def prepare(dest, hostname, endpoints, given):
+    """
+    The settings of a mailcow consumer checked and completed (see
+    ``certsync_consumer``): with ``services``, bare endpoint names take their
+    ports and addresses from ``mailcow.conf``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.prepare \\
+            /opt/mailcow-dockerized/data/assets/ssl mail.example.com '[smtp]' \\
+            '{services: [postfix-mailcow]}'
+    """
+    strings = __utils__["certsync_args.strings"]
+    services = strings(given.get("services"), "services", "compose service names")
+    if services and "mailcow.reload" not in __salt__:
+        raise SaltInvocationError(
+            "services given but the mailcow module is not available: install docker "
+            "(salt-pip install docker), then restart the minion"
+        )
+    commands = given.get("reload_commands") or None
+    _check_commands(commands)
+    mailcow_dir = given.get("mailcow_dir") or DEFAULT_DIR
+    return {
+        "services": services,
+        "endpoints": _conf_endpoints(endpoints, mailcow_dir) if services else endpoints,
+        "backoff": mailcow_dir,
+        "mailcow_dir": mailcow_dir,
+        "reload_commands": commands,
+        "mail_domains": strings(given.get("mail_domains"), "mail_domains", "domains") or None,
+        "sni": given.get("sni") is not False,
+        "hostname": hostname,
+    }
+
+
+def _short(fingerprint):
+    return f"{fingerprint[:16]}..." if fingerprint else "nothing"
+
+
+def _uncovered_lines(uncovered):
+    return [
+        f"Left alone: SNI dir {entry} lists {', '.join(row['missing'])}, which the "
+        f"certificate does not cover; it keeps serving {_short(row['fingerprint'])} "
+        f"(expires {row['not_after'] or 'unknown'}) for {', '.join(row['names'])}"
+        for entry, row in sorted(uncovered.items())
+    ]
+
+
+def _dropped_lines(dropped):
+    return [
+        f"Warning: SNI dir {entry} is mailcow's own for the hostname and is kept by certsync "
+        f"now (nothing renews it once mailcow's ACME client is stood down); its list had "
+        f"{', '.join(row['names'])}, which the certificate does not cover: mailcow serves "
+        "them the top-level pair (this certificate), so clients asking for them get a name "
+        "mismatch until the source's certificate covers them"
+        for entry, row in sorted(dropped.items())
+    ]
+
+
+def layout(dest, fullchain, hostname, prepared):
+    """
+    Where the pair goes: ``dest``, the hostname's own per-name dir, and with
+    ``sni`` the per-name dirs the certificate covers (see :py:func:`sni_plan`);
+    the names those serve, the ``domains`` lists certsync writes, and notes
+    for the dirs left alone.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.layout \\
+            /opt/mailcow-dockerized/data/assets/ssl /etc/letsencrypt/live/npm-5/fullchain.pem \\
+            mail.example.com '{sni: true}'
+    """
+    sni = prepared.get("sni") is not False
+    plan = sni_plan(dest, fullchain, hostname=hostname)
+    kept = plan["update"] if sni else [d for d in plan["update"] if d in plan["domains"]]
+    names = [n for directory in kept for n in plan["names"][directory]]
+    return {
+        "dirs": [dest, *kept],
+        "names": list(dict.fromkeys(names)),
+        "domains": plan["domains"],
+        "notes": [
+            *_uncovered_lines(plan["uncovered"] if sni else {}),
+            *_dropped_lines(plan["dropped"]),
+        ],
+    }
+
+
+def checks(hostname, validation, test, prepared):
+    """
+    What ``mailcow.conf`` says, with ``services``: ``MAILCOW_HOSTNAME`` must
+    be ``hostname``, no acme-mailcow may run without ``SKIP_LETS_ENCRYPT=y``
+    (in a dry run a note: the formula stands it down first). Returns notes,
+    among them a warning for each name mailcow serves with the top-level pair
+    that the certificate lacks.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.checks mail.example.com \\
+            '{sans: [mail.example.com]}' False '{services: [postfix-mailcow]}'
+    """
+    mailcow_dir = prepared.get("mailcow_dir") or DEFAULT_DIR
+    if not prepared.get("services") or not _has_conf(mailcow_dir):
+        return []
+    conf = os.path.join(mailcow_dir, "mailcow.conf")
+    configured = (__salt__["mailcow.conf_get"]("MAILCOW_HOSTNAME", mailcow_dir) or "").lower()
+    if configured and configured != hostname.lower():
+        raise SaltInvocationError(
+            f"{conf}: MAILCOW_HOSTNAME={configured!r}, but the certificate is deployed for "
+            f"{hostname!r}: one of them is wrong"
+        )
+    acme = __salt__["mailcow.acme_status"](mailcow_dir)
+    notes = []
+    if acme["fights"] and test:  # the formula's state before this one stands it down
+        notes.append(
+            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y: the real run "
+            "deploys only once it is stood down (the formula's certsync-acme-stood-down does "
+            "that first; alone: mailcow.acme_stood_down)"
+        )
+    elif acme["fights"]:
+        raise CommandExecutionError(
+            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y in its environment "
+            "and would overwrite the pair: set SKIP_LETS_ENCRYPT=y in mailcow.conf and run "
+            f"`docker compose up -d` in {mailcow_dir} (the state mailcow.acme_stood_down "
+            "does both)"
+        )
+    if not configured:
+        return notes
+    lacking = __salt__["mailcow.missing_names"](
+        validation["sans"], mailcow_dir, prepared.get("mail_domains")
+    )
+    if lacking:
+        notes.append(
+            f"Warning: the certificate lacks {', '.join(lacking)}, which mailcow's nginx serves "
+            "with the top-level pair (client autoconfiguration over HTTPS breaks)"
+        )
+    return notes
+
+
+def preflight(prepared):
+    """
+    Fail before anything changes when Docker or a compose service is not
+    there.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.preflight '{services: [postfix-mailcow]}'
+    """
+    if prepared.get("services"):
+        __salt__["mailcow.containers"](prepared["services"], prepared.get("mailcow_dir"))
+
+
+def drift(dest, prepared):
+    """
+    mailcow reads the pair in ``dest`` itself: no copies that could differ.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.drift \\
+            /opt/mailcow-dockerized/data/assets/ssl '{}'
+    """
+    return []
+
+
+def reload(dest, prepared):
+    """
+    Reload the compose ``services`` inside their containers (``mailcow.reload``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.reload \\
+            /opt/mailcow-dockerized/data/assets/ssl '{services: [postfix-mailcow]}'
+    """
+    return __salt__["mailcow.reload"](
+        prepared["services"], prepared.get("mailcow_dir"), prepared.get("reload_commands")
+    )
+
+
+def restart(services, dest, prepared):
+    """
+    Restart these compose services (``mailcow.restart``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.restart '[postfix-mailcow]' \\
+            /opt/mailcow-dockerized/data/assets/ssl '{}'
+    """
+    return __salt__["mailcow.restart"](services, prepared.get("mailcow_dir"))
+
+
+def stale(protocols, prepared):
+    """
+    The compose services that serve these endpoint types, among ``services``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.stale '[smtp, https]' \\
+            '{services: [postfix-mailcow, nginx-mailcow]}'
+    """
+    serving = {SERVES.get(protocol) for protocol in protocols}
+    return [service for service in prepared.get("services") or [] if service in serving]

@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync_deploy"
 
-DEFAULT_MAILCOW_DIR = "/opt/mailcow-dockerized"
 DEPLOY_LOCK = ".certsync-deploy.lock"
 LOCK_TIMEOUT = 120
 #: At most one restart of a service per this many seconds (a certificate that never
@@ -92,44 +91,13 @@ def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
     yield found["fullchain"], found["privkey"], found["dir"]
 
 
+def _own(settings):
+    """The consumer kind's settings among keyword arguments: not Salt's own (``__pub_*``)."""
+    return {key: value for key, value in settings.items() if not key.startswith("__")}
+
+
 def _summary(validation):
     return {key: validation.get(key) for key in ("fingerprint", "not_after", "sans")}
-
-
-def _sni_layout(fullchain, name, sni, hostname):
-    """The directories to keep in step (``name``, the hostname's own per-name dir,
-    and with ``sni`` the per-name dirs the certificate covers), the names those serve,
-    the ``domains`` lists certsync writes, and the per-name dirs left alone."""
-    plan = __salt__["certsync_consumer_mailcow.sni_plan"](name, fullchain, hostname=hostname)
-    kept = plan["update"] if sni else [d for d in plan["update"] if d in plan["domains"]]
-    names = [n for directory in kept for n in plan["names"][directory]]
-    return {
-        "dirs": [name, *kept],
-        "names": list(dict.fromkeys(names)),
-        "uncovered": plan["uncovered"] if sni else {},
-        "domains": plan["domains"],
-        "dropped": plan["dropped"],
-    }
-
-
-def _uncovered_lines(uncovered):
-    return [
-        f"Left alone: SNI dir {entry} lists {', '.join(row['missing'])}, which the "
-        f"certificate does not cover; it keeps serving {_short(row['fingerprint'])} "
-        f"(expires {row['not_after'] or 'unknown'}) for {', '.join(row['names'])}"
-        for entry, row in sorted(uncovered.items())
-    ]
-
-
-def _dropped_lines(dropped):
-    return [
-        f"Warning: SNI dir {entry} is mailcow's own for the hostname and is kept by certsync "
-        f"now (nothing renews it once mailcow's ACME client is stood down); its list had "
-        f"{', '.join(row['names'])}, which the certificate does not cover: mailcow serves "
-        "them the top-level pair (this certificate), so clients asking for them get a name "
-        "mismatch until the source's certificate covers them"
-        for entry, row in sorted(dropped.items())
-    ]
 
 
 def _plan(fullchain, key, dirs, domains):
@@ -182,26 +150,21 @@ def _describe_plan(plan):
 
 
 class _Serving:
-    """Reload services and check endpoints for one mailcow installation."""
+    """Reload the consumer's services and check its endpoints: the consumer kind
+    (``certsync_consumer``) says what its services are and how they take a pair."""
 
-    def __init__(self, hostname, services, mailcow, endpoints, address, timeout):
-        # a files-only deploy (no services, no endpoints) never loads Docker's or the probe's module
-        strings = __utils__["certsync_args.strings"]
-        self.services = strings(services, "services", "compose service names")
-        if self.services and "mailcow.reload" not in __salt__:
-            raise SaltInvocationError(
-                "services given but the mailcow module is not available: install docker "
-                "(salt-pip install docker), then restart the minion"
-            )
+    def __init__(self, dest, hostname, consumer, endpoints, address, timeout):
+        # a files-only deploy (no services, no endpoints) never loads the probe's module
         if endpoints and "tlsprobe.probe" not in __salt__:
             raise SaltInvocationError("endpoints given but the tlsprobe module is not available")
+        self.kind, given = consumer
+        self.dest = dest
         self.hostname = hostname
-        self.mailcow_dir, self.commands, self.mail_domains = mailcow
-        _check_commands(self.commands)
-        self.mail_domains = strings(self.mail_domains, "mail_domains", "domains") or None
-        self.endpoints = (
-            _conf_endpoints(endpoints, self.mailcow_dir) if self.services else endpoints
+        self.settings = __salt__["certsync_consumer.prepare"](
+            self.kind, dest, hostname, endpoints, given
         )
+        self.services = self.settings["services"]
+        self.endpoints = self.settings["endpoints"]
         if self.endpoints:
             __salt__["tlsprobe.endpoint_list"](self.endpoints)
         self.address = address
@@ -212,14 +175,17 @@ class _Serving:
         self.unreachable = {}  # endpoint: why it answered nothing before the deploy
         self.answering = None  # the probe for the hostname begun with the run (a future)
 
+    def call(self, function, *args):
+        """``function`` of the consumer kind, with the prepared settings."""
+        return __salt__["certsync_consumer.call"](self.kind, function, *args, self.settings)
+
     @property
     def active(self):
         return bool(self.services or self.endpoints)
 
     def preflight(self):
-        """Fail before anything changes when Docker or a container is not there."""
-        if self.services:
-            __salt__["mailcow.containers"](self.services, self.mailcow_dir)
+        """Fail before anything changes when a service is not there."""
+        self.call("preflight")
 
     def probe_early(self):
         """Begin the probe for the hostname (which endpoints answer) now, while the
@@ -239,7 +205,7 @@ class _Serving:
         )
 
     def _reload(self):
-        results = __salt__["mailcow.reload"](self.services, self.mailcow_dir, self.commands)
+        results = self.call("reload", self.dest)
         failed = [
             f"{s}: {r.get('error') or r.get('output')}" for s, r in results.items() if not r["ok"]
         ]
@@ -286,11 +252,10 @@ class _Serving:
         ]
 
     def _restart(self, services, restoring=False):
-        recent = (
-            {}
-            if restoring
-            else __salt__["certsync_monitor.restarts"](self.mailcow_dir, RESTART_BACKOFF)
-        )
+        backoff = self.settings["backoff"]
+        recent = {}
+        if not restoring:
+            recent = __salt__["certsync_monitor.restarts"](backoff, RESTART_BACKOFF)
         held = [s for s in services if s in recent]
         if held:
             self.log.append(
@@ -301,8 +266,8 @@ class _Serving:
         services = [s for s in services if s not in recent]
         if not services:
             return False
-        results = __salt__["mailcow.restart"](services, self.mailcow_dir)
-        __salt__["certsync_monitor.note_restarts"](self.mailcow_dir, services)
+        results = self.call("restart", services, self.dest)
+        __salt__["certsync_monitor.note_restarts"](backoff, services)
         failed = [f"{s}: {r.get('error')}" for s, r in results.items() if not r["ok"]]
         self.log.append(
             "restarted " + ", ".join(services) + (f" ({'; '.join(failed)})" if failed else "")
@@ -325,13 +290,14 @@ class _Serving:
         """The services of the endpoints that do not serve ``fingerprint``: each answered
         before the deploy (set_aside_unreachable), so it serves another certificate now,
         or the reload stopped it. A name not probed: its endpoint's hostname is stale."""
-        services = __utils__["certsync_endpoints.table"]()
-        stale = {
-            services.get(name.split("/")[0], {}).get("service")
-            for name, result in self.last.items()
-            if result.get("fingerprint") != fingerprint and result.get("probed") is not False
-        }
-        return [s for s in self.services if s in stale]
+        stale = sorted(
+            {
+                name.split("/")[0]
+                for name, result in self.last.items()
+                if result.get("fingerprint") != fingerprint and result.get("probed") is not False
+            }
+        )
+        return [s for s in self.call("stale", stale) if s in self.services]
 
     def make_served(self, fingerprint, restoring=False):
         """Reload, check, restart what is stale, check again. True when served everywhere.
@@ -356,23 +322,6 @@ def _why_unreachable(result):
     return f"{where}: {result.get('error') or 'no certificate'}"
 
 
-def _check_commands(commands):
-    """reload_commands: a mapping of service name to an argv list of strings."""
-    if commands is None:
-        return
-    valid = isinstance(commands, dict) and all(
-        isinstance(service, str)
-        and isinstance(argv, list)
-        and argv
-        and all(isinstance(arg, str) for arg in argv)
-        for service, argv in commands.items()
-    )
-    if not valid:
-        raise SaltInvocationError(
-            f"reload_commands must map service names to argv lists, not {commands!r}"[:300]
-        )
-
-
 def _seconds(value, what):
     return __utils__["certsync_args.seconds"](value, what, 3600)
 
@@ -391,64 +340,6 @@ def _deploy_lock(name, timeout=LOCK_TIMEOUT):
     lock = os.path.join(name, DEPLOY_LOCK)
     with __utils__["certsync_files.locked"](lock, timeout, "another certsync deploy"):
         yield
-
-
-def _has_conf(mailcow_dir):
-    return os.path.isfile(os.path.join(mailcow_dir, "mailcow.conf"))
-
-
-def _conf_endpoints(endpoints, mailcow_dir):
-    """Bare protocol names take their ports and addresses from mailcow.conf."""
-    bare = isinstance(endpoints, (list, tuple)) and all(":" not in str(e) for e in endpoints)
-    if not endpoints or not bare or not _has_conf(mailcow_dir):
-        return endpoints
-    return __salt__["mailcow.endpoints"](mailcow_dir, list(endpoints))
-
-
-def _mailcow_checks(serving, validation, test):
-    """
-    What mailcow.conf says: MAILCOW_HOSTNAME must be ``hostname``, no acme-mailcow
-    may run without SKIP_LETS_ENCRYPT=y (in a dry run a note: the formula stands it down
-    first). Returns the notes and the warnings for the names mailcow serves with the
-    top-level pair that the certificate lacks.
-    """
-    if not serving.services or not _has_conf(serving.mailcow_dir):
-        return []
-    conf = os.path.join(serving.mailcow_dir, "mailcow.conf")
-    configured = (
-        __salt__["mailcow.conf_get"]("MAILCOW_HOSTNAME", serving.mailcow_dir) or ""
-    ).lower()
-    if configured and configured != serving.hostname.lower():
-        raise SaltInvocationError(
-            f"{conf}: MAILCOW_HOSTNAME={configured!r}, but the certificate is deployed for "
-            f"{serving.hostname!r}: one of them is wrong"
-        )
-    acme = __salt__["mailcow.acme_status"](serving.mailcow_dir)
-    notes = []
-    if acme["fights"] and test:  # the formula's state before this one stands it down
-        notes.append(
-            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y: the real run "
-            "deploys only once it is stood down (the formula's certsync-acme-stood-down does "
-            "that first; alone: mailcow.acme_stood_down)"
-        )
-    elif acme["fights"]:
-        raise CommandExecutionError(
-            f"acme-mailcow ({acme['name']}) runs without SKIP_LETS_ENCRYPT=y in its environment "
-            "and would overwrite the pair: set SKIP_LETS_ENCRYPT=y in mailcow.conf and run "
-            f"`docker compose up -d` in {serving.mailcow_dir} (the state mailcow.acme_stood_down "
-            "does both)"
-        )
-    if not configured:
-        return notes
-    lacking = __salt__["mailcow.missing_names"](
-        validation["sans"], serving.mailcow_dir, serving.mail_domains
-    )
-    if lacking:
-        notes.append(
-            f"Warning: the certificate lacks {', '.join(lacking)}, which mailcow's nginx serves "
-            "with the top-level pair (client autoconfiguration over HTTPS breaks)"
-        )
-    return notes
 
 
 def _indented(lines):
@@ -514,7 +405,7 @@ def _converge_served(run, serving, validation, origin, served):
     new = validation["fingerprint"]
     ret["result"] = True
     ret["comment"] = f"Certificate {new} from {origin} is already deployed"
-    if not serving.endpoints:
+    if _rewrite_drifted(run, serving, new) or not serving.endpoints:
         return
     stale = sorted(n for n, r in served.items() if r.get("fingerprint") != new)
     if not stale:
@@ -544,43 +435,71 @@ def _converge_served(run, serving, validation, origin, served):
     )
 
 
+def _rewrite_drifted(run, serving, new):
+    """The consumer's own copies of the pair (a ``service``'s files) differ from it: write
+    them again and make them served. True when there was such a drift."""
+    ret = run.ret
+    drift = serving.call("drift", run.name)
+    if not drift:
+        return False
+    if run.test:
+        ret["result"] = None
+        ret["comment"] += "; would write again: " + "; ".join(drift)
+        return True
+    ret["result"] = serving.make_served(new)
+    ret["changes"] = {"rewritten": drift}
+    ret["comment"] += f"; wrote again: {'; '.join(drift)}; {'; '.join(serving.log)}"
+    if not ret["result"]:
+        ret["comment"] += "\n" + "\n".join(
+            _indented(_served_report(serving.last, new, _pair_names(run.name, new, None)))
+        )
+    return True
+
+
 def deploy(
     name,
     hostname,
     source=None,
     live_dir=None,
     min_days=7,
-    sni=True,
     ca_file=None,
-    services=None,
-    mailcow_dir=DEFAULT_MAILCOW_DIR,
-    reload_commands=None,
+    consumer=None,
     endpoints=None,
     probe_address=None,
     verify_timeout=60,
     source_minion=None,
     fingerprint=None,
     dane=None,
-    mail_domains=None,
     allow_older=False,
     paused=False,
     test=False,
+    **settings,
 ):
     """
     Make the certificate pair in ``name`` match the source pair, and make the
-    services serve it. Returns ``result`` (None in a dry run with something to
-    do), ``changes`` (fingerprints, ``not_after``, SANs, the directories; never
-    key material) and ``comment``, as the ``certsync.deployed`` state, a thin
-    layer over this function, does.
+    consumer's services serve it. Returns ``result`` (None in a dry run with
+    something to do), ``changes`` (fingerprints, ``not_after``, SANs, the
+    directories; never key material) and ``comment``, as the
+    ``certsync.deployed`` state, a thin layer over this function, does.
 
     name
-        The directory mailcow reads ``cert.pem`` (0644) and ``key.pem`` (0600)
-        from, e.g. ``/opt/mailcow-dockerized/data/assets/ssl``. It must exist
-        and must not be a symlink.
+        The directory certsync keeps the pair in, ``cert.pem`` (0644) and
+        ``key.pem`` (0600), the previous pair beside them: the one the
+        consumer reads itself, or the one its files
+        are written from (``service``). It must exist and must not be a
+        symlink.
 
     hostname
-        The mail host name the certificate must cover (RFC 6125), also sent
-        as SNI by the probes.
+        The host name the certificate must cover (RFC 6125), also sent as
+        SNI by the probes.
+
+    consumer
+        The consumer kind (``certsync_consumer.kinds``; where none is named,
+        ``certsync_consumer.DEFAULT_KIND``), e.g. ``service``: a plain host's
+        systemd units and files, HAProxy through its runtime API. The other
+        keyword arguments are that kind's settings, each documented in its
+        module, ``certsync_consumer_<kind>`` (``certsync_consumer.settings
+        <kind>`` lists them). One the kind does not take is refused, by name.
 
     source
         A directory holding ``fullchain.pem`` and ``privkey.pem``, such as
@@ -617,34 +536,8 @@ def deploy(
         rollover steps (publish beside the old, wait the TTL, deploy, remove
         the old). A failed lookup deploys nothing. Default: off.
 
-    sni
-        With mailcow's ``ENABLE_SSL_SNI=y``, per-name directories
-        ``name/<dns-name>/`` that already exist for a name the certificate
-        covers are kept in step too. Default: True. The hostname's own
-        directory (``name/<hostname>/``, which mailcow's ACME client leaves on
-        every host where it ran and serves whatever ``ENABLE_SSL_SNI`` says) is
-        kept either way: certsync writes the pair there and a ``domains`` file
-        listing the hostname and the certificate's other names; the names
-        mailcow's list had that the certificate does not cover are named in a
-        warning (mailcow's list is kept as ``domains.mailcow``).
-
     ca_file
         Optional PEM bundle of trusted roots the chain must verify against.
-
-    services
-        Compose services to reload after an install (and to restart when a
-        reload does not take), e.g. ``[postfix-mailcow, dovecot-mailcow,
-        nginx-mailcow]``. Default: none, only the files are managed (an
-        empty list is the same; the ``mailcow`` module, and docker-py, are
-        then not needed).
-
-    mailcow_dir
-        The mailcow-dockerized checkout (for the compose project name).
-        Default: ``/opt/mailcow-dockerized``.
-
-    reload_commands
-        Mapping of service name to the argv list that reloads it inside its
-        container, for releases that need other commands than the defaults.
 
     endpoints
         Endpoints to verify on the wire (see the ``tlsprobe`` module): names
@@ -666,18 +559,6 @@ def deploy(
         Seconds to wait for every endpoint to serve the new certificate, per
         attempt (after the reload, after the restart). Default: 60.
 
-    mail_domains
-        The mail domains mailcow serves: ``autodiscover.<d>`` and
-        ``autoconfig.<d>`` (unless ``AUTODISCOVER_SAN=n``) and the
-        ``ADDITIONAL_SAN`` names of mailcow.conf are served with the
-        top-level pair; the comment warns about each one the certificate
-        does not cover.
-
-    With ``services``, when ``mailcow_dir`` holds a ``mailcow.conf``: its
-    ``MAILCOW_HOSTNAME`` must be ``hostname``; bare endpoint names take their
-    ports and addresses from it (``SMTP_PORT=IP:PORT`` ...); nothing is
-    deployed while acme-mailcow runs without ``SKIP_LETS_ENCRYPT=y``.
-
     allow_older
         Deploy the source's certificate even when it was issued before the
         one certsync installed and serves now. Default: False: an older
@@ -689,12 +570,8 @@ def deploy(
         also paused after a roll back (``certsync.rolled_back``) until
         ``certsync.resumed`` (``state.apply certsync.resume``).
 
-    Per-name directories (``sni``): mailcow serves ``name/<dir>/`` for the
-    names in its ``domains`` file. The hostname's own is kept (see ``sni``);
-    another whose names the certificate all covers is kept in step; one it
-    does not cover is left alone and reported. The wire check probes every
-    endpoint for the hostname, each name of the updated directories (SNI) and
-    without SNI (the top-level pair).
+    The wire check probes every endpoint for the hostname, for each name the
+    consumer's layout serves from other directories (SNI), and without SNI.
 
     test
         Change nothing; the comment gives the plan. Default: False.
@@ -703,27 +580,21 @@ def deploy(
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_deploy.deploy /opt/mailcow-dockerized/data/assets/ssl \\
+        salt web-host certsync_deploy.deploy /etc/certsync/mail.example.com \\
             mail.example.com live_dir=/etc/letsencrypt/live \\
-            services='[postfix-mailcow, dovecot-mailcow, nginx-mailcow]' \\
-            endpoints='[smtp, imaps, https]' test=True
+            consumer=service units='[postfix, dovecot]' \\
+            files='[{path: /etc/ssl/mail.pem, contents: combined}]' \\
+            endpoints='[smtp, imaps]' test=True
     """
-    run = _Run(
-        name,
-        test=bool(test),
-        min_days=min_days,
-        sni=sni,
-        ca_file=ca_file,
-        allow_older=allow_older,
-    )
+    run = _Run(name, test=bool(test), min_days=min_days, ca_file=ca_file, allow_older=allow_older)
     held = _paused(name, paused)
     if held:
         return {**run.ret, "result": True, "comment": held}
     try:
         serving = _Serving(
+            name,
             hostname,
-            services,
-            (mailcow_dir, reload_commands, mail_domains),
+            (consumer, _own(settings)),
             endpoints,
             probe_address,
             verify_timeout,
@@ -766,11 +637,12 @@ def deployed(name=None, test=False, **kwargs):
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_deploy.deployed source_minion=npm-host --out=highstate
-        salt mailcow-host certsync_deploy.deployed /opt/mailcow-dockerized/data/assets/ssl \
+        salt mail-host certsync_deploy.deployed source_minion=npm-host --out=highstate
+        salt web-host certsync_deploy.deployed /etc/certsync/mail.example.com \
             hostname=mail.example.com source_minion=npm-host \
-            services='[postfix-mailcow, dovecot-mailcow, nginx-mailcow]' \
-            endpoints='[smtp, https]' --out=highstate
+            consumer=service units='[nginx]' \
+            files='[{path: /etc/nginx/tls/fullchain.pem, contents: fullchain}]' \
+            endpoints='[https]' --out=highstate
     """
     arguments = {key: value for key, value in kwargs.items() if not key.startswith("__")}
     ret = _settings_refused(name or "certsync")
@@ -839,7 +711,6 @@ class _Run:
     name: str
     test: bool = False
     min_days: object = 7
-    sni: bool = True
     ca_file: str = None
     allow_older: bool = False
     dane: object = None
@@ -898,14 +769,10 @@ def _deploy(run, serving, pair):
             validation["problems"]
         )
         return
-    layout = _sni_layout(fullchain, run.name, run.sni, hostname)
+    layout = serving.call("layout", run.name, fullchain, hostname)
     serving.names = [hostname, *layout["names"], ""]  # and without SNI: the top-level pair
     serving.preflight()  # in a dry run too: a service that is not there fails both
-    run.notes += [
-        *_uncovered_lines(layout["uncovered"]),
-        *_dropped_lines(layout["dropped"]),
-        *_mailcow_checks(serving, validation, run.test),
-    ]
+    run.notes += [*layout["notes"], *serving.call("checks", hostname, validation, run.test)]
     plan = _plan(fullchain, key, layout["dirs"], layout["domains"])
     # what is served now is reported by name when nothing is installed (or in a dry run)
     every_name = not plan or run.test
@@ -962,7 +829,7 @@ def _older_than_served(name, served, validation):
         return None
     installed = (__salt__["certsync_monitor.last_deploy"](name) or {}).get("certificate") or {}
     if installed.get("fingerprint") != served["fingerprint"]:
-        return None  # not certsync's own (mailcow's, a hand copy): nothing to compare
+        return None  # not certsync's own (the service's own, a hand copy): nothing to compare
     if not validation.get("not_before") or validation["not_before"] >= served["not_before"]:
         return None
     return (
@@ -1082,15 +949,14 @@ def _dane_refuses_previous(name, hostname, dane, force):
 def roll_back(
     name,
     hostname,
-    services=None,
-    mailcow_dir=DEFAULT_MAILCOW_DIR,
-    reload_commands=None,
+    consumer=None,
     endpoints=None,
     probe_address=None,
     verify_timeout=60,
     dane=None,
     force=False,
     test=False,
+    **settings,
 ):
     """
     Undo the deploy of the certificate ``name`` holds, and keep it undone: the
@@ -1116,19 +982,14 @@ def roll_back(
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_deploy.roll_back /opt/mailcow-dockerized/data/assets/ssl \\
-            mail.example.com services='[postfix-mailcow, dovecot-mailcow, nginx-mailcow]' \\
+        salt web-host certsync_deploy.roll_back /etc/certsync/mail.example.com \\
+            mail.example.com consumer=service units='[postfix]' \\
             endpoints='[smtp, imaps, https]' test=True
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
         serving = _Serving(
-            hostname,
-            services,
-            (mailcow_dir, reload_commands, None),
-            endpoints,
-            probe_address,
-            verify_timeout,
+            name, hostname, (consumer, _own(settings)), endpoints, probe_address, verify_timeout
         )
         with _deploy_lock(name):
             plan = __salt__["certsync.rollback_plan"](name)

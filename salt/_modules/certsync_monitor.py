@@ -216,11 +216,13 @@ def pause(dest, reason):
     return record
 
 
-def restarts(mailcow_dir, within=3600):
+def restarts(scope, within=3600):
     """
-    The services of the mailcow checkout ``mailcow_dir`` that ``certsync.deployed``
-    restarted within the last ``within`` seconds: {service: when, Unix time}. The
-    state restarts a service at most once an hour from these.
+    The services that ``certsync.deployed`` restarted within the last
+    ``within`` seconds for ``scope`` (what the consumer kind counts restarts
+    by: mailcow's checkout, a ``service`` consumer's directory): {service:
+    when, Unix time}. The state restarts a service at most once an hour from
+    these.
 
     CLI Example:
 
@@ -228,7 +230,7 @@ def restarts(mailcow_dir, within=3600):
 
         salt mailcow-host certsync_monitor.restarts /opt/mailcow-dockerized
     """
-    record = __utils__["certsync_files.read_json_record"](_record_path(mailcow_dir, "restarts"))
+    record = __utils__["certsync_files.read_json_record"](_record_path(scope, "restarts"))
     now = time.time()
     return {
         service: when
@@ -237,9 +239,9 @@ def restarts(mailcow_dir, within=3600):
     }
 
 
-def note_restarts(mailcow_dir, services):
+def note_restarts(scope, services):
     """
-    Note that ``certsync.deployed`` restarted ``services`` of ``mailcow_dir`` now
+    Note that ``certsync.deployed`` restarted ``services`` for ``scope`` now
     (what :py:func:`restarts` reads). Returns the record.
 
     CLI Example:
@@ -248,7 +250,7 @@ def note_restarts(mailcow_dir, services):
 
         salt mailcow-host certsync_monitor.note_restarts /opt/mailcow-dockerized '[postfix-mailcow]'
     """
-    path = _record_path(mailcow_dir, "restarts")
+    path = _record_path(scope, "restarts")
     record = __utils__["certsync_files.read_json_record"](path) or {}
     record = {k: v for k, v in record.items() if isinstance(v, (int, float))}
     record.update(dict.fromkeys(services, time.time()))

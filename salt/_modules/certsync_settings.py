@@ -9,10 +9,12 @@ formula's SLS, the monitor and ``certsync_status`` ask here; credentials are
 masked in every answer.
 """
 
-import os
+import logging
 
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "certsync_settings"
 
@@ -133,33 +135,94 @@ def check():
     problems += __utils__["certsync_settings.foreign_credentials"](
         pillar, __opts__["id"], role, declared()
     )
+    problems += _consumer_kind_problems(pillar, cfg)
     valid = not problems and (role is not None or cfg.get("no_role") is True)
     if not valid:
         __context__["retcode"] = 1
     return {"valid": valid, "role": role, "why": why, "problems": problems}
 
 
-def dest(mailcow_dir):
+def _consumer_kind_problems(pillar, cfg):
+    """Each consumer whose kind this minion does not have, or whose entry sets a
+    setting of another consumer kind only (``certsync_consumer``)."""
+    kinds = {
+        k: __salt__["certsync_consumer.settings"](k) for k in __salt__["certsync_consumer.kinds"]()
+    }
+    every = {name for names in kinds.values() for name in names}
+    consumers = pillar.get("consumers") if isinstance(pillar.get("consumers"), dict) else {}
+    found = []
+    for minion, entry in consumers.items():
+        try:
+            merged = __utils__["certsync_settings.consumer"](cfg, minion)
+        except ValueError:
+            continue  # named by problems()
+        where = f"certsync:consumers:{minion}"
+        kind = __salt__["certsync_consumer.kind"](merged.get("kind"))
+        if kind not in kinds:
+            found.append(
+                f"{where}:kind: no consumer kind {str(kind)[:40]!r} "
+                f"(the kinds: {', '.join(sorted(kinds))})"
+            )
+            continue
+        strays = sorted(str(k) for k in entry or {} if k in every and k not in kinds[kind])
+        if strays:
+            found.append(
+                f"{where}: {', '.join(strays)} is no setting of the {kind} consumer "
+                f"(it takes {', '.join(kinds[kind])})"
+            )
+    return found
+
+
+def _kind(settings):
+    """This consumer's kind, and the settings of that kind (``certsync_consumer``)."""
+    kind = __salt__["certsync_consumer.kind"](settings.get("kind"))
+    try:
+        return kind, __salt__["certsync_consumer.settings"](kind)
+    except SaltInvocationError as exc:
+        raise CommandExecutionError(f"certsync:consumers:{__opts__['id']}:kind: {exc}") from None
+
+
+def _own_settings(cfg):
+    consumers = cfg.get("consumers")
+    if not isinstance(consumers, dict) or __opts__["id"] not in consumers:  # never a substring
+        raise CommandExecutionError(
+            f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
+        )
+    try:
+        return __utils__["certsync_settings.consumer"](cfg, __opts__["id"])
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc)) from None
+
+
+def _dest(cfg, settings):
+    kind, known = _kind(settings)
+    given = {key: settings[key] for key in known if key in settings}
+    return __salt__["certsync_consumer.call"](kind, "dest", cfg.get("hostname"), given)
+
+
+def dest():
     """
-    The directory a consumer's pair goes in, under the mailcow checkout
-    ``mailcow_dir``: what the formula's SLS give the states, the one place
-    the path is built.
+    The directory this consumer's pair goes in, as its consumer kind says
+    (``certsync_consumer``: the checkout's ``data/assets/ssl`` for one, a
+    ``service`` consumer's ``dir``): what the formula's SLS give the states,
+    the one place the path is built.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_settings.dest /opt/mailcow-dockerized
+        salt mail-host certsync_settings.dest
     """
-    return __utils__["certsync_settings.dest"](mailcow_dir)
+    cfg = _formula_settings()
+    return _dest(cfg, _own_settings(cfg))
 
 
 def consumer():
     """
     This consumer's settings: its entry under ``certsync:consumers`` merged
     over ``consumer_defaults`` (``relay`` and ``alerts`` key by key), with the
-    ``hostname``, the ``source`` minion and ``dest`` (the directory mailcow
-    reads the pair from). Credentials
+    ``hostname``, the ``source`` minion and ``dest`` (the directory its pair
+    goes in); endpoints as its consumer kind resolves them. Credentials
     (``tsig_secret``, ``api_token``, ``password``) are shown as ``**********``,
     as ``pillar.get`` shows them.
 
@@ -167,7 +230,7 @@ def consumer():
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_settings.consumer
+        salt mail-host certsync_settings.consumer
     """
     return __utils__["certsync_settings.masked_credentials"](
         _consumer(_formula_settings()), declared()
@@ -175,27 +238,21 @@ def consumer():
 
 
 def _consumer(cfg):
-    consumers = cfg.get("consumers")
-    if not isinstance(consumers, dict) or __opts__["id"] not in consumers:  # never a substring
-        raise CommandExecutionError(
-            f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
-        )
-    try:
-        settings = __utils__["certsync_settings.consumer"](cfg, __opts__["id"])
-    except ValueError as exc:
-        raise CommandExecutionError(str(exc)) from None
+    settings = _own_settings(cfg)
     settings.update(
         hostname=cfg["hostname"],
         source=(cfg.get("source") or {}).get("minion"),
-        dest=__utils__["certsync_settings.dest"](settings["mailcow_dir"]),
+        dest=_dest(cfg, settings),
     )
-    endpoints = settings.get("endpoints")
-    bare = isinstance(endpoints, list) and all(":" not in str(e) for e in endpoints)
-    conf = os.path.join(settings["mailcow_dir"], "mailcow.conf")
-    from_conf = "mailcow.endpoints" in __salt__ and os.path.isfile(conf)
-    if endpoints and bare and settings.get("services") and from_conf:
-        # Ports and addresses from mailcow.conf, as certsync.deployed takes them.
-        settings["endpoints"] = __salt__["mailcow.endpoints"](settings["mailcow_dir"], endpoints)
+    kind, known = _kind(settings)
+    given = {key: settings[key] for key in known if key in settings}
+    try:
+        prepared = __salt__["certsync_consumer.prepare"](
+            kind, settings["dest"], settings["hostname"], settings.get("endpoints"), given
+        )
+        settings["endpoints"] = prepared["endpoints"]
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        log.debug("certsync: endpoints as given (%s)", exc)  # the check names the problem
     return settings
 
 
@@ -209,14 +266,40 @@ def deploy_args(fingerprint=""):
 
     .. code-block:: bash
 
-        salt mailcow-host certsync_settings.deploy_args
+        salt mail-host certsync_settings.deploy_args
     """
     cfg = _formula_settings()
+    settings = _own_settings(cfg)
     source = (cfg.get("source") or {}).get("minion")
+    kind, known = _kind(settings)
     try:
-        return __utils__["certsync_settings.deploy_args"](cfg, __opts__["id"], source, fingerprint)
+        args = __utils__["certsync_settings.deploy_args"](
+            cfg, __opts__["id"], source, fingerprint, _dest(cfg, settings), known
+        )
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from None
+    if kind != __salt__["certsync_consumer.kind"]():
+        args["consumer"] = kind
+    return args
+
+
+#: What the deploy takes that a roll back does not (it restores what is there).
+_DEPLOY_ONLY = ("source_minion", "fingerprint", "min_days", "allow_older", "paused")
+
+
+def rollback_args():
+    """
+    What this consumer's roll back is given (``certsync.rolled_back`` in
+    the formula's ``certsync.rollback``): ``deploy_args`` without what only
+    a deploy takes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mail-host certsync_settings.rollback_args
+    """
+    return {k: v for k, v in deploy_args().items() if k not in _DEPLOY_ONLY}
 
 
 def reuse_key_wanted():

@@ -45,6 +45,18 @@ except ImportError:
 __virtualname__ = "mailcow"
 
 DEFAULT_DIR = "/opt/mailcow-dockerized"
+#: The mailcow.conf key that publishes each endpoint's port (mailcow's generate_config.sh).
+CONF_PORT_KEYS = {
+    "smtp": "SMTP_PORT",
+    "submission": "SUBMISSION_PORT",
+    "smtps": "SMTPS_PORT",
+    "imap": "IMAP_PORT",
+    "imaps": "IMAPS_PORT",
+    "pop3": "POP_PORT",
+    "pop3s": "POPS_PORT",
+    "sieve": "SIEVE_PORT",
+    "https": "HTTPS_PORT",
+}
 DEFAULT_PROJECT = "mailcowdockerized"
 #: The services that serve the certificate, in the order they are reloaded.
 TLS_SERVICES = ("postfix-mailcow", "dovecot-mailcow", "nginx-mailcow")
@@ -254,13 +266,13 @@ def endpoints(path=DEFAULT_DIR, protocols=None):
     """
     values = conf_get(None, path)
     known = __utils__["certsync_endpoints.table"]()
-    wanted = list(known) if protocols is None else _strings(protocols, "protocols", "names")
-    unknown = [p for p in wanted if p not in known]
+    wanted = _strings(protocols, "protocols", "names") if protocols else list(CONF_PORT_KEYS)
+    unknown = [p for p in wanted if p not in CONF_PORT_KEYS]
     if unknown:
         raise SaltInvocationError(f"no mailcow.conf port for {', '.join(unknown)}")
     found = {}
     for protocol in wanted:
-        key, default = known[protocol]["conf_key"], known[protocol]["port"]
+        key, default = CONF_PORT_KEYS[protocol], known[protocol]["port"]
         value = values.get(key) or str(default)
         address, _, port = value.rpartition(":")
         if protocol == "https":

@@ -36,19 +36,10 @@ FORMULA_SOURCE_KEYS = frozenset({"minion", "kind", "beacon_interval", "watch", "
 DEFAULT_KIND = "npm"
 #: The mine entry a source publishes for one consumer: this prefix and the consumer's id.
 CERT_MINE_PREFIX = "certsync_cert_"
-#: What a consumer's deploy takes from its settings (certsync_deploy.deploy's arguments),
-#: always, and those passed only when set.
-DEPLOY_SETTINGS = (
-    "min_days",
-    "sni",
-    "mailcow_dir",
-    "services",
-    "endpoints",
-    "probe_address",
-    "verify_timeout",
-    "dane",
-)
-DEPLOY_IF_SET = ("reload_commands", "mail_domains", "allow_older", "paused")
+#: What a consumer's deploy takes from its settings (certsync_deploy.deploy's arguments)
+#: beside its kind's own, always, and those passed only when set.
+DEPLOY_SETTINGS = ("min_days", "endpoints", "probe_address", "verify_timeout", "dane")
+DEPLOY_IF_SET = ("allow_older", "paused")
 #: Keys the defaults leave out on purpose (each has a meaning when absent).
 OPTIONAL = {"certsync:schedule": ("seconds", "hours", "days")}
 
@@ -311,15 +302,6 @@ def merged(defaults, pillar):
     return salt.utils.dictupdate.merge(defaults, pillar)
 
 
-#: Where mailcow reads its pair, under its checkout (the only place this path is built).
-MAILCOW_SSL_DIR = "data/assets/ssl"
-
-
-def dest(mailcow_dir):
-    """The directory a consumer's pair goes in: ``<mailcow_dir>/data/assets/ssl``."""
-    return f"{str(mailcow_dir).rstrip('/')}/{MAILCOW_SSL_DIR}"
-
-
 def consumer(cfg, minion_id):
     """A consumer's settings from the merged ``cfg``: its ``consumers`` entry over
     ``consumer_defaults`` (``relay`` and ``alerts`` key by key), as map.jinja has them. A pillar the
@@ -357,23 +339,31 @@ def _deploy_dane(dane):
     return kept
 
 
-def deploy_args(cfg, minion_id, source, fingerprint=""):
-    """What a consumer's deploy is given (``certsync.deployed`` in the formula's SLS, and
-    ``certsync_deploy.deployed`` sent by the runner): its settings as deploy arguments,
-    told which source minion's entry to take (and which certificate to expect). An
-    allow-list: ``DEPLOY_SETTINGS`` and ``DEPLOY_IF_SET``, and of ``dane`` only
+def deploy_args(cfg, minion_id, source, fingerprint, dest, kind_settings):
+    """What a consumer's deploy into ``dest`` is given (``certsync.deployed`` in the
+    formula's SLS, and ``certsync_deploy.deployed`` sent by the runner): its settings as
+    deploy arguments, told which source minion's entry to take (and which certificate to
+    expect). An allow-list: ``DEPLOY_SETTINGS``, ``DEPLOY_IF_SET``, the settings of its
+    consumer kind (``kind_settings``) that are set, and of ``dane`` only
     ``DEPLOY_DANE_KEYS`` and the provider's name. A job's arguments are kept in the job
     cache and logged: the consumer reads its provider's settings and credentials from
     its own pillar."""
     settings = consumer(cfg, minion_id)
     args = {
-        "name": dest(settings.get("mailcow_dir")),
+        "name": dest,
         "hostname": cfg.get("hostname"),
         "source_minion": source,
         **({"fingerprint": fingerprint} if fingerprint else {}),
         **{key: settings.get(key) for key in DEPLOY_SETTINGS},
     }
     args.update({key: settings[key] for key in DEPLOY_IF_SET if settings.get(key)})
+    args.update(
+        {
+            key: settings[key]
+            for key in kind_settings
+            if key in settings and settings[key] not in (None, "", [], {})
+        }
+    )
     args["dane"] = _deploy_dane(args.get("dane"))
     return args
 

@@ -67,7 +67,8 @@ certsync-recipient-key-absent:
 
 certsync-leftovers-removed:
   certsync_removed.leftovers:
-    - name: {{ salt["certsync_settings.dest"](consumer.mailcow_dir) | json }}
+    - name: {{ salt["certsync_settings.dest"]() | json }}
+{%-   if consumer.kind == "mailcow" %}
 
 certsync-mailcow-conf-left:
   test.show_notification:
@@ -75,6 +76,7 @@ certsync-mailcow-conf-left:
         mailcow.conf keeps SKIP_LETS_ENCRYPT={{ consumer.mailcow_conf.get("SKIP_LETS_ENCRYPT", "y") }}
         and the deployed pair: to have mailcow's own ACME client issue again, set
         SKIP_LETS_ENCRYPT=n and run `docker compose up -d` in {{ consumer.mailcow_dir }}
+{%-   endif %}
 {%-   if egress_targets %}
 {%-     set firewall = consumer.relay.firewall %}
 {%-     set rules = [] %}
@@ -91,8 +93,10 @@ certsync-egress-rules-left:
         (ufw), or delete the `tcp dport <port> accept` rules from the {{ firewall.family }}
         {{ firewall.table }} {{ firewall.chain }} chain (nftables)
 {%-   endif %}
+{%-   if consumer.kind == "mailcow" %}
 {{ dovecot_block_removed("certsync-dovecot-block-removed") }}
-{%-   if "dovecot-mailcow" in consumer.services %}
+{%-   endif %}
+{%-   if consumer.kind == "mailcow" and "dovecot-mailcow" in consumer.services %}
 
 certsync-dovecot-reloaded:
   mailcow.reloaded:

@@ -16,7 +16,8 @@ include:
 {%- if consumer.relay.host %}
   - certsync.egress
 {%- endif %}
-{%- if "dovecot-mailcow" in consumer.services %}
+{%- set mailcow = consumer.kind == "mailcow" %}
+{%- if mailcow and "dovecot-mailcow" in consumer.services %}
   - certsync.dovecot
 {%- endif %}
 
@@ -25,8 +26,10 @@ extend:
     certsync.deployed:
       - require:
         - certsync: certsync-recipient-key
-{%- if consumer.services %}
+{%- if mailcow and consumer.services %}
         - mailcow: certsync-acme-stood-down
+{%- elif not mailcow %}
+        - file: certsync-pair-dir
 {%- endif %}
 
 certsync-recipient-key:
@@ -34,12 +37,22 @@ certsync-recipient-key:
     - name: certsync-recipient
     - sources:
       - {{ certsync.source.minion | json }}
+{%- if mailcow %}
 
 certsync-mailcow-conf:
   mailcow.conf_set:
     - name: {{ consumer.mailcow_dir | json }}
     - settings: {{ consumer.mailcow_conf | json }}
-{%- if consumer.services %}
+{%- else %}
+
+# Where certsync keeps the pair the service's files are written from.
+certsync-pair-dir:
+  file.directory:
+    - name: {{ salt["certsync_settings.dest"]() | json }}
+    - mode: '0755'
+    - makedirs: true
+{%- endif %}
+{%- if mailcow and consumer.services %}
 
 certsync-acme-stood-down:
   mailcow.acme_stood_down:

@@ -31,11 +31,11 @@ certsync-mail-dns:
 {%- endfor %}
 {%- if dns.get("caa") and not dns.tlsa_ports %}
     - certs:
-        deployed: {{ (salt["certsync_settings.dest"](consumer.mailcow_dir) ~ "/cert.pem") | json }}
+        deployed: {{ (salt["certsync_settings.dest"]() ~ "/cert.pem") | json }}
 {%- endif %}
 {%- if dns.tlsa_ports %}
     - certs:
-        deployed: {{ (salt["certsync_settings.dest"](consumer.mailcow_dir) ~ "/cert.pem") | json }}
+        deployed: {{ (salt["certsync_settings.dest"]() ~ "/cert.pem") | json }}
     - probe_address: {{ consumer.probe_address | json }}
     - key_kept: {{ salt["certsync_settings.reuse_key_wanted"]()["wanted"] | json }}
 {%- endif %}

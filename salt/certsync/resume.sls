@@ -8,7 +8,7 @@ include:
 
 certsync-resumed:
   certsync.resumed:
-    - name: {{ salt["certsync_settings.dest"](consumer.mailcow_dir) | json }}
+    - name: {{ salt["certsync_settings.dest"]() | json }}
     - require_in:
       - certsync: certsync-deployed
 {%- endif %}

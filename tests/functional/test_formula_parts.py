@@ -8,7 +8,7 @@ import salt.utils.dictupdate
 import salt.utils.yaml
 
 from harness.fleet import SALT_TREE
-from harness.loader import UTILS
+from harness.loader import UTILS, mailcow_consumer_mod
 
 pytestmark = pytest.mark.functional
 ME = "certsync-functional"
@@ -93,7 +93,11 @@ def test_a_renewal_deploys_with_the_arguments_of_the_sls(salt_call, entry):
     state = _rendered(salt_call, "certsync.deployed", pillar)["certsync-deployed"]
     defaults = salt.utils.yaml.safe_load((SALT_TREE / "certsync" / "defaults.yaml").read_text())
     settings = salt.utils.dictupdate.merge(defaults["certsync"], pillar)
-    assert UTILS["certsync_settings.deploy_args"](settings, ME, "npm", "") == _args(state)
+    own = UTILS["certsync_settings.consumer"](settings, ME)
+    dest = mailcow_consumer_mod.dest(settings["hostname"], own)
+    kind_settings = mailcow_consumer_mod.settings()
+    expected = UTILS["certsync_settings.deploy_args"](settings, ME, "npm", "", dest, kind_settings)
+    assert expected == _args(state)
     assert TSIG_SECRET not in json.dumps(_args(state))
     if "update" in json.dumps(entry):
         # an allow-list: the provider's settings stay in the consumer's pillar

@@ -116,9 +116,9 @@ def test_the_renewal_deploy_is_the_states_deploy_without_a_state_run(
     assert "does not cover mail.example.test" in state["comment"]
     assert _served_pair(layout.dest) == good.fullchain_pem()
     assert salt_call("certsync_monitor.last_deploy", layout.dest).data["result"] is False
-    unknown, _ = deploy("colour=blue")
-    assert unknown.returncode != 0
-    assert "certsync_deploy.deployed" in unknown.stderr and "colour" in unknown.stderr
+    unknown, state = deploy("colour=blue")
+    assert (unknown.returncode, state["result"]) == (1, False), unknown
+    assert state["comment"].startswith("Nothing deployed: colour: not a setting of the mailcow")
 
 
 def test_deployed_from_an_sls_with_live_dir(salt_call, tmp_path, ca, good, serving):

@@ -8,10 +8,12 @@ import pytest
 from harness.loader import (
     caddy_source_mod,
     certsync_mod,
+    consumer_mod,
     deploy_functions,
     deploy_mod,
     mailcow_consumer_mod,
     npm_source_mod,
+    service_consumer_mod,
     source_mod,
 )
 
@@ -24,7 +26,9 @@ def loader_modules():
         certsync_mod: {"__context__": {}, "__opts__": {"test": False}},
         source_mod: {"__salt__": deploy_functions()},
         npm_source_mod: {"__salt__": deploy_functions()},
+        consumer_mod: {"__salt__": deploy_functions()},
         mailcow_consumer_mod: {"__salt__": deploy_functions()},
+        service_consumer_mod: {"__salt__": deploy_functions()},
         caddy_source_mod: {"__salt__": deploy_functions(), "__context__": {}},
         deploy_mod: {"__salt__": deploy_functions(), "__opts__": {"test": False}},
     }

@@ -13,6 +13,7 @@ from harness.loader import (
     UTILS,
     certsync_mod,
     deploy_mod,
+    mailcow_consumer_mod,
     mailcow_mod,
     monitor_mod,
     salt_functions,
@@ -510,7 +511,14 @@ def _consumer_with_pillar(monkeypatch, layout, source="npm", **own):
         "certsync_settings.check": lambda: check,
         "certsync_settings.deploy_args": lambda fingerprint="": UTILS[
             "certsync_settings.deploy_args"
-        ](cfg, "mailcow", source, fingerprint),
+        ](
+            cfg,
+            "mailcow",
+            source,
+            fingerprint,
+            mailcow_consumer_mod.dest(HOST, UTILS["certsync_settings.consumer"](cfg, "mailcow")),
+            mailcow_consumer_mod.settings(),
+        ),
         "certsync_mine.fetch_published": fetch_published,
     }.items():
         monkeypatch.setitem(deploy_mod.__salt__, function, value)

@@ -1,7 +1,13 @@
-"""The endpoint registry is the one table the probe, mailcow.conf, the deploy and the
-DNS audit read."""
+"""The endpoint registry is the one table the probe, the consumer kinds and the DNS
+audit read."""
 
-from harness.loader import UTILS, load_loader_module, tlsprobe_mod
+from harness.loader import (
+    UTILS,
+    load_loader_module,
+    mailcow_consumer_mod,
+    mailcow_mod,
+    tlsprobe_mod,
+)
 
 endpoints = load_loader_module("utils", "certsync_endpoints")
 
@@ -16,7 +22,6 @@ def test_ports_and_names_are_unique_both_ways():
     table = endpoints.table()
     ports = [row["port"] for row in table.values()]
     assert len(set(ports)) == len(ports)
-    assert len({row["conf_key"] for row in table.values()}) == len(table)
     assert all(endpoints.by_port(row["port"]) == name for name, row in table.items())
     assert endpoints.by_port(2525) is None
 
@@ -26,3 +31,10 @@ def test_the_probe_knows_every_endpoint_and_only_those(monkeypatch):
     listed = tlsprobe_mod.endpoint_list()
     table = endpoints.table()
     assert listed == [[name, row["port"], None] for name, row in table.items()]
+
+
+def test_mailcow_publishes_and_serves_every_endpoint_type():
+    table = endpoints.table()
+    assert list(mailcow_mod.CONF_PORT_KEYS) == list(table)
+    assert len(set(mailcow_mod.CONF_PORT_KEYS.values())) == len(table)
+    assert list(mailcow_consumer_mod.SERVES) == list(table)

@@ -219,14 +219,18 @@ def test_a_pillar_the_formula_cannot_render_is_refused_by_name(cfg, message):
         UTILS["certsync_settings.consumer"](cfg, "mailcow")
 
 
+#: The settings of the mailcow consumer kind, which its deploy arguments may carry.
+KIND = ["mailcow_dir", "services", "reload_commands", "mail_domains", "sni"]
+
+
 def test_the_deploy_arguments_never_hold_a_credential():
-    args = UTILS["certsync_settings.deploy_args"](CFG, "mailcow", "npm", "ab" * 32)
-    assert args["name"] == "/opt/mailcow-dockerized/data/assets/ssl"
+    args = UTILS["certsync_settings.deploy_args"](CFG, "mailcow", "npm", "ab" * 32, "/d", KIND)
+    assert args["name"] == "/d"
     assert (args["source_minion"], args["fingerprint"]) == ("npm", "ab" * 32)
     assert args["dane"] == {"port": 25, "update": {"provider": "rfc2136"}}
     assert args["mail_domains"] == ["example.test"]
     assert "relay" not in args and "hunter2" not in repr(args)
-    files_only = UTILS["certsync_settings.deploy_args"](CFG, "files-only", "npm")
+    files_only = UTILS["certsync_settings.deploy_args"](CFG, "files-only", "npm", "", "/d", KIND)
     assert "fingerprint" not in files_only and "mail_domains" not in files_only
 
 
@@ -274,13 +278,14 @@ def test_the_deploy_arguments_are_an_allow_list():
         "extra": "x",
     }
     cfg = {**CFG, "consumers": {**CFG["consumers"], "mailcow": {"dane": own}}}
-    args = UTILS["certsync_settings.deploy_args"](cfg, "mailcow", "npm")
+    args = UTILS["certsync_settings.deploy_args"](cfg, "mailcow", "npm", "", "/d", KIND)
     assert args["dane"] == {"port": 25, "max_wait": 60, "update": {"provider": "cloudflare"}}
     assert "k" * 20 not in repr(args)
     assert set(args) <= {
         "name", "hostname", "source_minion", "fingerprint",
         *UTILS["certsync_settings.deploy_args"].__globals__["DEPLOY_SETTINGS"],
         *UTILS["certsync_settings.deploy_args"].__globals__["DEPLOY_IF_SET"],
+        *KIND,
     }  # fmt: skip
 
 

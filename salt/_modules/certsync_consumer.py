@@ -1,0 +1,163 @@
+"""
+Certificate consumers behind one interface
+==========================================
+
+A consumer kind is one execution module, ``certsync_consumer_<kind>``, with
+the functions in ``FUNCTIONS``. The deploy (``certsync_deploy``) installs the
+pair into its directory and calls the kind, through this module, for the
+rest: which settings it takes, which directories the pair goes in, what it
+checks before a deploy, how its services take the new pair (reload), what a
+restart is, and which of its services serve a given endpoint. Nothing else
+knows a consumer's layout or its services. A new kind is one new module
+(``mailcow`` is ``certsync_consumer_mailcow``, ``service`` a plain host's
+systemd units, HAProxy among them).
+
+Every function of a kind takes the settings ``prepare`` returned as its
+last argument, ``settings``:
+
+``settings()``
+    The names of the settings the kind takes.
+``dest(hostname, given)``
+    The directory certsync keeps the pair in (and its previous pair, for a
+    roll back), from the kind's settings as given.
+``prepare(dest, hostname, endpoints, settings)``
+    The settings checked and completed: ``services`` (what ``reload``
+    reloads, a list of names), ``endpoints`` (as ``tlsprobe`` takes them)
+    and ``backoff`` (what restarts are counted by).
+``layout(dest, fullchain, hostname, settings)``
+    ``dirs`` (``dest`` first), ``names`` (SNI names to probe beside the
+    hostname), ``domains`` (``{dir: names}`` to write) and ``notes``.
+``checks(hostname, validation, test, settings)``
+    Lines for the comment; raises to refuse the deploy.
+``preflight(settings)``
+    Raises when a service is not there, before anything changes.
+``drift(dest, settings)``
+    How the kind's own copies differ from the pair in ``dest`` (lines).
+``reload(dest, settings)``
+    Make the services take the pair in ``dest``:
+    ``{service: {ok, output or error}}``.
+``restart(services, dest, settings)``
+    Restart those services: the same shape.
+``stale(protocols, settings)``
+    The services to restart when these endpoints serve another certificate.
+"""
+
+from salt.exceptions import SaltInvocationError
+
+__virtualname__ = "certsync_consumer"
+
+#: The interface every consumer kind implements.
+FUNCTIONS = (
+    "settings",
+    "dest",
+    "prepare",
+    "layout",
+    "checks",
+    "preflight",
+    "drift",
+    "reload",
+    "restart",
+    "stale",
+)
+#: The consumer kind where none is named.
+DEFAULT_KIND = "mailcow"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def kinds():
+    """
+    The consumer kinds this minion has: every ``certsync_consumer_<kind>``
+    module that loaded.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer.kinds
+    """
+    prefix, suffix = "certsync_consumer_", ".settings"
+    return sorted(
+        name[len(prefix) : -len(suffix)]
+        for name in __salt__
+        if name.startswith(prefix) and name.endswith(suffix)
+    )
+
+
+def kind(name=None):
+    """
+    The consumer kind ``name`` names: ``mailcow`` where none is named.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-host certsync_consumer.kind service
+    """
+    return DEFAULT_KIND if name in (None, "") else name
+
+
+def call(name, function, *args):
+    """
+    Call ``function`` (one of ``FUNCTIONS``) of the consumer kind ``name``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer.call mailcow settings
+    """
+    if function not in FUNCTIONS:
+        raise SaltInvocationError(
+            f"{repr(function)[:40]} is no function of a consumer kind ({', '.join(FUNCTIONS)})"
+        )
+    name = kind(name)
+    function_name = f"certsync_consumer_{name}.{function}" if isinstance(name, str) else None
+    if function_name not in __salt__:
+        raise SaltInvocationError(
+            f"unknown consumer kind {repr(name)[:60]}: no certsync_consumer_"
+            f"{name if isinstance(name, str) else '<kind>'} module on this minion "
+            f"(its kinds: {', '.join(kinds()) or 'none'}; saltutil.sync_modules, and see "
+            "the minion's log for load errors)"
+        )
+    return __salt__[function_name](*args)
+
+
+def settings(name=None):
+    """
+    The names of the settings a consumer of the kind ``name`` takes
+    (default: ``mailcow``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-host certsync_consumer.settings service
+    """
+    return call(name, "settings")
+
+
+def prepare(name, dest, hostname, endpoints, given):
+    """
+    The settings ``given`` for a consumer of the kind ``name`` deploying into ``dest``,
+    checked (a setting the kind does not take is named, with the ones it
+    takes) and completed by the kind (see the module's documentation).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-host certsync_consumer.prepare service /etc/certsync/mail.example.com \\
+            mail.example.com '[smtp]' '{units: [postfix]}'
+    """
+    given = dict(given or {})
+    known = settings(name)
+    unknown = sorted(str(key) for key in set(given) - set(known))
+    if unknown:
+        raise SaltInvocationError(
+            f"{', '.join(unknown)}: not a setting of the {kind(name)} consumer "
+            f"(its settings: {', '.join(known)})"
+        )
+    return call(name, "prepare", dest, hostname, endpoints, given)
