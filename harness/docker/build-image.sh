@@ -5,7 +5,9 @@
 #   build-image.sh [mailcow-like]   real postfix (and the SASL client mechanisms
 #                                   a relayhost login needs), dovecot and nginx
 #   build-image.sh systemd-host     systemd (run as PID 1) and python3: a host
-#                                   on which Salt's service states drive systemd
+#                                   on which Salt's service states drive systemd,
+#                                   with Debian's postfix, dovecot, nginx and
+#                                   haproxy as units (a plain service host)
 #
 # The image tag and the cached root filesystem tarball are keyed on a hash of
 # this script, so changing a recipe rebuilds it; configuration is bind-
@@ -24,7 +26,7 @@ case "$recipe" in
         packages=postfix,libsasl2-modules,dovecot-imapd,dovecot-pop3d,dovecot-managesieved,nginx-light,ca-certificates,procps
         command='["/bin/bash"]' ;;
     systemd-host)
-        packages=systemd,systemd-sysv,dbus,python3,passwd
+        packages=systemd,systemd-sysv,dbus,python3,passwd,postfix,dovecot-imapd,dovecot-pop3d,nginx-light,haproxy
         command='["/lib/systemd/systemd"]' ;;
     *) echo "build-image.sh: unknown recipe $recipe (mailcow-like, systemd-host)" >&2; exit 2 ;;
 esac

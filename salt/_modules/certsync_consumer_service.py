@@ -29,7 +29,11 @@ files
 
 units
     The systemd units to reload after the files changed, through Salt's
-    ``service`` module (``service.reload``).
+    ``service`` module (``service.reload``): a list, or a mapping of each
+    unit to the endpoint types it serves (``{postfix: [smtp, submission],
+    nginx: [https]}``). When an endpoint still serves another certificate
+    after the reload, the units that serve it are restarted (with a list:
+    every unit), each at most once an hour.
 
 reload_commands
     A mapping of unit to the argv that reloads it instead (run without a
@@ -166,6 +170,19 @@ def _commands(commands, units):
     return dict(commands)
 
 
+def _units(given):
+    """The units' names, and which endpoint types each serves (None: not said)."""
+    if not isinstance(given, dict):
+        return __utils__["certsync_args.strings"](given, "units", "systemd units"), None
+    strings = __utils__["certsync_args.strings"]
+    serves = {}
+    for unit, protocols in given.items():
+        if not isinstance(unit, str) or not unit:
+            _refuse(f"units: {unit!r} is not a systemd unit name")
+        serves[unit] = strings(protocols, f"units:{unit}", "endpoint types")
+    return list(serves), serves
+
+
 def prepare(dest, hostname, endpoints, given):
     """
     The settings of a ``service`` consumer checked and completed (see
@@ -187,7 +204,7 @@ def prepare(dest, hostname, endpoints, given):
     twice = sorted({p for p in paths if paths.count(p) > 1})
     if twice:
         _refuse(f"files: {', '.join(twice)} is listed more than once")
-    units = __utils__["certsync_args.strings"](given.get("units"), "units", "systemd units")
+    units, serves = _units(given.get("units"))
     socket = given.get("haproxy_socket") or None
     if socket is not None and (not isinstance(socket, str) or not os.path.isabs(socket)):
         _refuse(f"haproxy_socket must be an absolute path, not {socket!r}")
@@ -202,6 +219,7 @@ def prepare(dest, hostname, endpoints, given):
         "backoff": dest,
         "files": files,
         "units": units,
+        "serves": serves,
         "reload_commands": commands,
         "haproxy_socket": socket,
     }
@@ -413,13 +431,20 @@ def restart(services, dest, prepared):
 
 def stale(protocols, prepared):
     """
-    The units to restart when endpoints serve another certificate: every unit
-    (a plain host does not say which unit serves which port).
+    The units to restart when these endpoint types serve another
+    certificate: those that serve them (``units`` as a mapping), or every
+    unit (``units`` as a list).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt web-host certsync_consumer_service.stale '[smtp]' '{units: [postfix, dovecot]}'
+        salt web-host certsync_consumer_service.stale '[smtp]' \\
+            '{units: [postfix, dovecot], serves: {postfix: [smtp], dovecot: [imaps]}}'
     """
-    return list(prepared.get("units") or []) if protocols else []
+    serves = prepared.get("serves")
+    if not protocols:
+        return []
+    if serves is None:
+        return list(prepared.get("units") or [])
+    return [unit for unit, served in serves.items() if set(served) & set(protocols)]

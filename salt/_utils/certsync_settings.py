@@ -66,8 +66,9 @@ def _unknown(given, known, path, problems, what="certsync setting"):
             _unknown(value, known[key], where, problems)
 
 
-#: Settings that take another type beside their default's: ``dane: true`` or a mapping.
-ALSO_TAKES = {"dane": (dict,), "reuse_key": (bool,)}
+#: Settings that take another type beside their default's: ``dane: true`` or a mapping,
+#: ``units`` a list or a mapping.
+ALSO_TAKES = {"dane": (dict,), "reuse_key": (bool,), "units": (dict,)}
 
 
 def _type_problem(value, default, where):
