@@ -22,8 +22,9 @@ last argument, ``settings``:
     roll back), from the kind's settings as given.
 ``prepare(dest, hostname, endpoints, settings)``
     The settings checked and completed: ``services`` (what ``reload``
-    reloads, a list of names), ``endpoints`` (as ``tlsprobe`` takes them)
-    and ``backoff`` (what restarts are counted by).
+    reloads, a list of names), ``endpoints`` (as ``tlsprobe`` takes them),
+    ``backoff`` (what restarts are counted by) and ``writes`` (true when
+    ``reload`` writes copies of the pair, so that it runs with no service).
 ``layout(dest, fullchain, hostname, settings)``
     ``dirs`` (``dest`` first), ``names`` (SNI names to probe beside the
     hostname), ``domains`` (``{dir: names}`` to write) and ``notes``.
@@ -35,7 +36,8 @@ last argument, ``settings``:
     How the kind's own copies differ from the pair in ``dest`` (lines).
 ``reload(dest, settings)``
     Make the services take the pair in ``dest``:
-    ``{service: {ok, output or error}}``.
+    ``{service: {ok, output or error}}``, and under ``written`` the line
+    that says which copies of the pair it wrote.
 ``restart(services, dest, settings)``
     Restart those services: the same shape.
 ``stale(protocols, settings)``

@@ -45,6 +45,7 @@ haproxy_socket
     the runtime API, checked with ``show ssl cert``.
 """
 
+import errno
 import grp
 import os
 import pwd
@@ -217,6 +218,7 @@ def prepare(dest, hostname, endpoints, given):
         "services": [*([HAPROXY_API] if socket else []), *units],
         "endpoints": endpoints,
         "backoff": dest,
+        "writes": bool(files),
         "files": files,
         "units": units,
         "serves": serves,
@@ -307,8 +309,8 @@ def _differs(entry, data):
         )
     except FileNotFoundError:
         return "missing"
-    except OSError:
-        return "not the file certsync writes"
+    except OSError as exc:
+        return "other contents" if exc.errno == errno.EFBIG else "not a regular file"
     if not same:
         return "other contents"
     if info.st_mode & 0o777 != entry["mode"]:
@@ -381,7 +383,8 @@ def reload(dest, prepared):
     """
     Write every file from the pair in ``dest``, hand HAProxy its combined
     files through the runtime API (with ``haproxy_socket``), and reload the
-    units. Returns ``{service: {ok, output or error}}``.
+    units. Returns ``{service: {ok, output or error}}``, and ``written``,
+    the files written.
 
     CLI Example:
 
@@ -390,8 +393,11 @@ def reload(dest, prepared):
         salt web-host certsync_consumer_service.reload /etc/certsync/mail.example.com \\
             '{units: [postfix]}'
     """
-    _write(dest, prepared.get("files") or [])
+    files = prepared.get("files") or []
+    _write(dest, files)
     results = {}
+    if files:
+        results["written"] = {"ok": True, "output": f"wrote {', '.join(f['path'] for f in files)}"}
     socket = prepared.get("haproxy_socket")
     if socket:
         for entry in prepared["files"]:

@@ -31,6 +31,8 @@ __virtualname__ = "certsync_deploy"
 
 DEPLOY_LOCK = ".certsync-deploy.lock"
 LOCK_TIMEOUT = 120
+#: Among a kind's reload results: the copies of the pair it wrote (a line, no service).
+WRITTEN = "written"
 #: At most one restart of a service per this many seconds (a certificate that never
 #: takes must not restart mail in a loop from the schedule).
 RESTART_BACKOFF = 3600
@@ -181,7 +183,7 @@ class _Serving:
 
     @property
     def active(self):
-        return bool(self.services or self.endpoints)
+        return bool(self.services or self.endpoints or self.settings.get("writes"))
 
     def preflight(self):
         """Fail before anything changes when a service is not there."""
@@ -206,12 +208,18 @@ class _Serving:
 
     def _reload(self):
         results = self.call("reload", self.dest)
+        written = results.pop(WRITTEN, None)  # the kind's own copies of the pair
+        if written:
+            self.log.append(written["output"])
         failed = [
             f"{s}: {r.get('error') or r.get('output')}" for s, r in results.items() if not r["ok"]
         ]
-        self.log.append(
-            "reloaded " + ", ".join(self.services) + (f" ({'; '.join(failed)})" if failed else "")
-        )
+        if self.services:
+            self.log.append(
+                "reloaded "
+                + ", ".join(self.services)
+                + (f" ({'; '.join(failed)})" if failed else "")
+            )
         return not failed
 
     def set_aside_unreachable(self, every_name=True):
@@ -304,7 +312,7 @@ class _Serving:
         A service restarted within the back-off is not restarted again, unless
         ``restoring`` the pair that served before."""
         self.last = {}
-        reloaded = self._reload() if self.services else True
+        reloaded = self._reload() if self.services or self.settings.get("writes") else True
         if not self.endpoints:
             return reloaded
         if reloaded and self._wait(fingerprint):
@@ -807,7 +815,7 @@ def _deploy(run, serving, pair):
             _fail_and_roll_back(run, serving, done, new, previous)
             return
     except Exception as exc:  # whatever it is, the previous pair comes back
-        _restore_after_error(run, done, exc)
+        _restore_after_error(run, serving, done, exc, previous)
         return
     ret["result"] = True
     ret["comment"] = f"Installed certificate {new} from {origin} into {', '.join(done)}"
@@ -902,12 +910,28 @@ def _dane_retire(run, hostname):
             ret["changes"].setdefault("tlsa", {})["removed"] = retired["removed"]
 
 
-def _restore_after_error(run, done, exc):
+def _restore_after_error(run, serving, done, exc, previous):
+    """A step after the install failed: the previous pair back in place, and served
+    again (a consumer's copies of it written again: a failed reload may have left the
+    new pair in some)."""
     restore_errors = _restore(done)
     run.ret["changes"] = {}
     run.ret["comment"] = f"{exc}; restored the previous pair in: {', '.join(done)}"
     if restore_errors:
         run.ret["comment"] += f"; restoring FAILED: {'; '.join(restore_errors)}"
+        return
+    if not (previous and serving.active):
+        return
+    serving.log = []
+    try:
+        again = serving.make_served(previous, restoring=True)
+    except Exception as second:  # reported; the restored pair stays
+        if not isinstance(second, (CommandExecutionError, SaltInvocationError)):
+            log.error("certsync: serving the previous pair again failed", exc_info=True)
+        run.ret["comment"] += f"; serving it again failed: {second}"
+        return
+    verdict = "is served again" if again else "is NOT served everywhere again"
+    run.ret["comment"] += f"; the previous pair {verdict} after: {'; '.join(serving.log)}"
 
 
 def _test_plan(run, serving, plan, origin, served):

@@ -21,14 +21,14 @@ from harness.fleet import (
     MINION_CONFIG,
     BusRecorder,
     deployed_fingerprint,
-    file_only_settings,
     master_config,
     stack_settings,
     wait_until,
     write_pillar,
 )
+from harness.haproxy import HAProxy
 from harness.mailcow_stack import NAMES, MailcowStack
-from harness.pki import issue, write_pair
+from harness.pki import issue
 
 # Docker-heavy (the mailcow look-alike): run on one Salt release, as scripts/test.sh says
 pytestmark = pytest.mark.one_release
@@ -441,15 +441,29 @@ def _deployed_by_reactor(fleet, mark, fingerprint):
     return wait_until(targets, CONVERGE_TIMEOUT, interval=1, what="the reactor's deploy jobs")
 
 
+def _service_host(root, haproxy):
+    """A plain HAProxy host's consumer settings (kind service): the combined file HAProxy
+    loads, handed to it through the runtime API, and its HTTPS endpoint."""
+    return {
+        "kind": "service",
+        "dir": str(root / "pair"),
+        "files": [{"path": haproxy.crt, "contents": "combined"}],
+        "haproxy_socket": haproxy.socket,
+        "endpoints": {"https": haproxy.port},
+        "probe_address": "127.0.0.1",
+        "verify_timeout": 15,
+    }
+
+
 def test_the_routes_follow_the_pillar_alone(fleet):
-    """Add a consumer, then remove one, in the pillar only: each renewal reaches exactly
-    the consumers the pillar names (the master's config names none)."""
+    """Add a consumer (a plain HAProxy host: kind service), then remove one, in the pillar
+    only: each renewal reaches exactly the consumers the pillar names (the master's config
+    names none), and the HAProxy host serves it through the runtime API, no reload."""
     source, consumer, spare = fleet.ids["npm"], fleet.ids["mailcow"], fleet.ids["spare"]
-    checkout = fleet.root / "spare-mailcow"
-    spare_ssl = checkout / "data" / "assets" / "ssl"
-    write_pair(spare_ssl, issue(HOST, sans=[HOST], key_kind="ec-p256"))
-    (checkout / "mailcow.conf").write_text("SKIP_LETS_ENCRYPT=y\n")
-    both = {consumer: fleet.settings, spare: file_only_settings(checkout)}
+    (fleet.root / "spare-haproxy").mkdir()
+    haproxy = HAProxy(fleet.root / "spare-haproxy", issue(HOST, sans=[HOST], key_kind="ec-p256"))
+    pid = haproxy.proc.pid
+    both = {consumer: fleet.settings, spare: _service_host(fleet.root / "spare", haproxy)}
     try:
         write_pillar(fleet.pillar_dir, source, both, fleet.live_dir, reuse_key=True)
         routes = fleet.master.salt_run_cli(timeout=120).run("certsync.routes")
@@ -458,7 +472,7 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         fleet.salt(spare, "state.apply", "certsync")
         current = fleet.issued[-1].fingerprint
         wait_until(
-            lambda: deployed_fingerprint(spare_ssl) == current,
+            lambda: haproxy.served_sha256() == current,
             CONVERGE_TIMEOUT,
             interval=1,
             what="the added consumer to deploy",
@@ -468,18 +482,20 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         renewed = fleet.renew()
         fleet.wait_served(renewed.fingerprint)
         wait_until(
-            lambda: deployed_fingerprint(spare_ssl) == renewed.fingerprint,
+            lambda: haproxy.served_sha256() == renewed.fingerprint,
             CONVERGE_TIMEOUT,
             interval=1,
             what="the renewal on the added consumer",
         )
         assert _deployed_by_reactor(fleet, mark, renewed.fingerprint) == {consumer, spare}
+        assert haproxy.proc.pid == pid and haproxy.proc.poll() is None  # never reloaded
+        assert deployed_fingerprint(fleet.root / "spare" / "pair") == renewed.fingerprint
 
         write_pillar(fleet.pillar_dir, source, {spare: both[spare]}, fleet.live_dir, reuse_key=True)
         mark = len(fleet.bus.events)
         again = fleet.renew()
         wait_until(
-            lambda: deployed_fingerprint(spare_ssl) == again.fingerprint,
+            lambda: haproxy.served_sha256() == again.fingerprint,
             CONVERGE_TIMEOUT,
             interval=1,
             what="the renewal on the remaining consumer",
@@ -490,3 +506,4 @@ def test_the_routes_follow_the_pillar_alone(fleet):
         write_pillar(
             fleet.pillar_dir, source, {consumer: fleet.settings}, fleet.live_dir, reuse_key=True
         )
+        haproxy.stop()
