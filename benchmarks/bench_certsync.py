@@ -30,9 +30,12 @@ from harness.loader import (  # noqa: E402
     UTILS,
     certsync_beacon,
     certsync_mod,
+    consumer_mod,
     deploy_functions,
     deploy_mod,
     load_loader_module,
+    mailcow_consumer_mod,
+    monitor_mod,
     npm_source_mod,
     source_mod,
 )
@@ -99,7 +102,14 @@ def main():
     certsync_mod.__opts__ = {"test": False}
     deploy_mod.__opts__ = {"test": False}
     functions = deploy_functions()  # one minion's __salt__: the deploy and the source kinds
-    for module in (deploy_mod, source_mod, npm_source_mod, certsync_beacon):
+    for module in (
+        deploy_mod,
+        source_mod,
+        npm_source_mod,
+        consumer_mod,
+        mailcow_consumer_mod,
+        certsync_beacon,
+    ):
         module.__salt__ = functions
     ca = TestCA()
     results = {}
@@ -128,6 +138,7 @@ def main():
 
         certsync_beacon.__context__ = {}
         certsync_beacon.__opts__ = {"cachedir": str(tmp / "beacon-cache")}
+        monitor_mod.__opts__ = certsync_beacon.__opts__  # the beacon's records are the monitor's
         watch = [{"hostname": HOST}, {"source": str(source)}]
         assert certsync_beacon.beacon(watch)[0]["tag"] == "renewed"
         assert certsync_beacon.beacon(watch) == []

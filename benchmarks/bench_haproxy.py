@@ -5,13 +5,16 @@ threads run complete sessions (connect, handshake with SNI, one request, close)
 without pause around each change, and long sessions opened before it (kept
 alive) are used again after it.
 
-Two ways, each several times:
+Each change is certsync's deploy of a ``service`` consumer
+(``certsync_deploy.deploy``, in process: the pair validated and installed, the
+``crt`` file written, the wire checked), two ways, each several times:
 
-- ``runtime``: ``certsync_haproxy.update`` (set/commit ssl cert on the admin
-  socket): no process changes;
-- ``reload``: the ``crt`` file replaced, then HAProxy's seamless reload
-  (SIGUSR2 to the master, as ``systemctl reload haproxy`` does): a new worker
-  takes the listeners, the old one finishes its connections.
+- ``runtime``: with ``haproxy_socket``, the pair goes in through the runtime
+  API (set/commit ssl cert on the admin socket): no process changes;
+- ``reload``: without it, the unit ``haproxy`` is reloaded by its
+  ``reload_commands`` argv, HAProxy's seamless reload (SIGUSR2 to the master,
+  as ``systemctl reload haproxy`` does): a new worker takes the listeners, the
+  old one finishes its connections.
 
 Prints, per way: sessions, failed sessions (and the first errors), the long
 sessions that still answered after the change, when new handshakes got the new
@@ -26,7 +29,7 @@ import collections
 import hashlib
 import http.client
 import pathlib
-import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,8 +39,21 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the harness
 
 from harness.haproxy import HOST, HAProxy, tls_context  # noqa: E402
-from harness.loader import UTILS, load_loader_module  # noqa: E402
-from harness.pki import TestCA  # noqa: E402
+from harness.loader import (  # noqa: E402
+    certsync_mod,
+    consumer_mod,
+    deploy_functions,
+    deploy_mod,
+    load_loader_module,
+    salt_functions,
+    service_consumer_mod,
+    source_mod,
+    tlsprobe_mod,
+)
+from harness.pki import TestCA, write_pair  # noqa: E402
+
+#: The modules the deploy reaches, given one minion's dunders.
+LOADED = (certsync_mod, consumer_mod, deploy_mod, service_consumer_mod, source_mod)
 
 BEFORE, AFTER = 2.0, 4.0  # seconds of sessions around each change
 CLIENTS = 8
@@ -105,25 +121,55 @@ def still_answering(sessions):
     return kept
 
 
-def change(way, haproxy, module, new_pem):
+def run_all(argv, **_):
+    """Salt's ``cmd.run_all`` as the deploy calls it (an argv, no shell), in process."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    return {"retcode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+
+def deployer(root):
+    """certsync_deploy.deploy in process, with the modules a minion would have."""
+    functions = {
+        **deploy_functions(),
+        **salt_functions(tlsprobe_mod, "tlsprobe"),
+        **salt_functions(load_loader_module("modules", "certsync_haproxy"), "certsync_haproxy"),
+        "cmd.run_all": run_all,
+    }
+    for module in {*LOADED, tlsprobe_mod}:
+        module.__salt__ = functions
+        module.__opts__ = {"test": False, "cachedir": str(root / "cache")}
+        module.__context__ = {}
+    return deploy_mod.deploy
+
+
+def change(way, haproxy, deploy, source, root):
+    settings = {
+        "consumer": "service",
+        "files": [{"path": haproxy.crt, "contents": "combined"}],
+        "endpoints": {"https": haproxy.port},
+        "probe_address": "127.0.0.1",
+        "verify_timeout": 10,
+    }
     if way == "runtime":
-        module.update(haproxy.crt, new_pem, haproxy.socket)
-        (haproxy.root / "mail.pem").write_bytes(pathlib.Path(new_pem).read_bytes())
+        settings["haproxy_socket"] = haproxy.socket
     else:
-        (haproxy.root / "mail.pem").write_bytes(pathlib.Path(new_pem).read_bytes())
-        haproxy.proc.send_signal(signal.SIGUSR2)
+        settings["units"] = ["haproxy"]
+        settings["reload_commands"] = {"haproxy": ["kill", "-USR2", str(haproxy.proc.pid)]}
+    ret = deploy(str(root / "pair"), HOST, source=str(source), **settings)
+    if ret["result"] is not True:
+        sys.exit(f"bench_haproxy: the deploy failed: {ret['comment']}")
 
 
-def one(way, haproxy, module, ca, root):
+def one(way, haproxy, deploy, ca, root):
     issued = ca.leaf(HOST)
-    new_pem = root / "new.pem"
-    new_pem.write_bytes(issued.fullchain_pem() + issued.key_pem())
+    source = root / "source"
+    write_pair(source, issued, "fullchain.pem", "privkey.pem")
     sessions = long_sessions(haproxy.port)
     workers = haproxy.workers()
     with Clients(haproxy.port) as clients:
         time.sleep(BEFORE)
         started = time.monotonic()
-        change(way, haproxy, module, str(new_pem))
+        change(way, haproxy, deploy, source, root)
         time.sleep(AFTER)
     switched = [t - started for t, ok, got in clients.results if ok and got == issued.fingerprint]
     failed = [got for _, ok, got in clients.results if not ok]
@@ -140,15 +186,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--changes", type=int, default=3, help="changes per way")
     args = parser.parse_args()
-    module = load_loader_module("modules", "certsync_haproxy")
-    module.__utils__ = UTILS
     ca = TestCA()
     with tempfile.TemporaryDirectory(prefix="bench-haproxy-") as tmp:
         root = pathlib.Path(tmp)
+        (root / "pair").mkdir()
+        deploy = deployer(root)
         haproxy = HAProxy(root, ca.leaf(HOST), master_worker=True)
         try:
             for way in ("runtime", "reload"):
-                runs = [one(way, haproxy, module, ca, root) for _ in range(args.changes)]
+                runs = [one(way, haproxy, deploy, ca, root) for _ in range(args.changes)]
                 errors = collections.Counter(e for run in runs for e in run["failed"])
                 switched = [run["switched"] for run in runs if run["switched"] is not None]
                 print(
