@@ -49,6 +49,7 @@ import errno
 import grp
 import os
 import pwd
+import re
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -59,6 +60,8 @@ DEFAULT_PARENT = "/etc/certsync"
 CONTENTS = ("fullchain", "cert", "chain", "key", "combined")
 WITH_KEY = ("key", "combined")
 COMMAND_TIMEOUT = 60
+#: A systemd unit's name (systemd.unit(5)): never an option, never a path.
+_UNIT = re.compile(r"(?!-)[A-Za-z0-9_.:@\\-]{1,255}")
 #: How HAProxy's runtime API is named among the services a deploy reports.
 HAPROXY_API = "haproxy runtime API"
 
@@ -173,15 +176,15 @@ def _commands(commands, units):
 
 def _units(given):
     """The units' names, and which endpoint types each serves (None: not said)."""
-    if not isinstance(given, dict):
-        return __utils__["certsync_args.strings"](given, "units", "systemd units"), None
     strings = __utils__["certsync_args.strings"]
-    serves = {}
-    for unit, protocols in given.items():
-        if not isinstance(unit, str) or not unit:
+    if isinstance(given, dict):
+        serves = {u: strings(p, f"units:{u}", "endpoint types") for u, p in given.items()}
+    else:
+        serves = dict.fromkeys(strings(given, "units", "systemd units"))
+    for unit in serves:
+        if not isinstance(unit, str) or not _UNIT.fullmatch(unit):
             _refuse(f"units: {unit!r} is not a systemd unit name")
-        serves[unit] = strings(protocols, f"units:{unit}", "endpoint types")
-    return list(serves), serves
+    return list(serves), serves if isinstance(given, dict) else None
 
 
 def prepare(dest, hostname, endpoints, given):

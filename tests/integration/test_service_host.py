@@ -146,6 +146,9 @@ def test_one_deploy_from_the_pillar_serves_the_new_pair_on_every_unit(host, ca):
     assert {key.split("/")[0] for key in ret["changes"]["served"]} == set(ENDPOINTS)
     assert set(_served(host).values()) == {new.fingerprint}
     assert _main_pid(host, "haproxy") == haproxy  # HAProxy was not reloaded
+    code, status = host.salt_call(MINION, PILLAR, "certsync_status.report")
+    assert code == 0 and status["deployed"] == new.fingerprint, status
+    assert set(status["served"].values()) == {new.fingerprint}, status
     shown = host.sh("stat -c '%a %G' /etc/haproxy/certs/mail.pem").output.decode().split()
     assert shown == ["640", "haproxy"]
     assert "PRIVATE KEY" not in json.dumps(ret)

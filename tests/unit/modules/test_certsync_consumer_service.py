@@ -46,6 +46,8 @@ def test_a_stale_endpoint_restarts_the_units_that_serve_it(tmp_path):
         ({"haproxy_socket": "admin.sock", "files": []}, "haproxy_socket must be an absolute path"),
         ({"units": {"nginx": 443}}, "units:nginx must be a list of endpoint types"),
         ({"files": {"path": "/x"}}, "files must be a list of mappings"),
+        ({"units": ["--force", "nginx"]}, "units: '--force' is not a systemd unit name"),
+        ({"units": {"../x": ["https"]}}, "units: '../x' is not a systemd unit name"),
         ({"files": [{"path": "/tmp/x.pem", "contents": "key", "colour": 1}]},
          "files[0]: colour is no file setting"),
     ],
