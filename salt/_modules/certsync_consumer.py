@@ -23,8 +23,8 @@ last argument, ``settings``:
 ``prepare(dest, hostname, endpoints, settings)``
     The settings checked and completed: ``services`` (what ``reload``
     reloads, a list of names), ``endpoints`` (as ``tlsprobe`` takes them),
-    ``backoff`` (what restarts are counted by) and ``writes`` (true when
-    ``reload`` writes copies of the pair, so that it runs with no service).
+    ``backoff`` (what restarts are counted by) and ``writes`` (the copies
+    of the pair ``reload`` writes, if any: it runs with no service then).
 ``layout(dest, fullchain, hostname, settings)``
     ``dirs`` (``dest`` first), ``names`` (SNI names to probe beside the
     hostname), ``domains`` (``{dir: names}`` to write) and ``notes``.

@@ -221,7 +221,7 @@ def prepare(dest, hostname, endpoints, given):
         "services": [*([HAPROXY_API] if socket else []), *units],
         "endpoints": endpoints,
         "backoff": dest,
-        "writes": bool(files),
+        "writes": paths,
         "files": files,
         "units": units,
         "serves": serves,

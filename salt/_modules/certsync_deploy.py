@@ -938,6 +938,8 @@ def _test_plan(run, serving, plan, origin, served):
     ret = run.ret
     ret["result"] = None
     lines = [f"Would install the pair from {origin}: {_describe_plan(plan)}"]
+    if serving.settings.get("writes"):
+        lines.append(f"Would write {', '.join(serving.settings['writes'])}")
     if serving.services:
         lines.append(f"Would reload {', '.join(serving.services)}")
     if serving.endpoints:

@@ -69,6 +69,11 @@ def test_a_file_that_cannot_be_written_brings_the_previous_pair_back_everywhere(
     ]
     write_pair(tmp_path / "old", old, "fullchain.pem", "privkey.pem")
     arguments = {"consumer": "service", "files": files}
+    planned = deploy_mod.deploy(
+        str(pair), HOST, source=str(tmp_path / "old"), test=True, **arguments
+    )
+    assert planned["result"] is None and not (tls / "fullchain.pem").exists()
+    assert f"Would write {tls}/fullchain.pem, {tls}/blocked.pem" in planned["comment"]
     ret = deploy_mod.deploy(str(pair), HOST, source=str(tmp_path / "old"), **arguments)
     assert ret["result"] is True, ret["comment"]
     assert f"wrote {tls}/fullchain.pem, {tls}/blocked.pem" in ret["comment"]
