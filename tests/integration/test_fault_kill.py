@@ -27,6 +27,9 @@ pytestmark = pytest.mark.one_release
 HOOK = pathlib.Path(__file__).resolve().parents[1] / "support" / "fault_hook"
 POINTS = 50
 JOB_TIMEOUT = 90
+#: Seconds an endpoint may answer nothing after a kill: the reload or the container
+#: restart the killed job began finishing (a restart takes a few seconds).
+ANSWER_TIMEOUT = 60
 
 
 class Campaign:
@@ -122,6 +125,12 @@ def _between_the_two_renames(ops, directory):
     return all(reads_key(op) for op in after)
 
 
+def _answering(stack):
+    """What each endpoint serves, once every one answers; None while one does not."""
+    served = stack.served()
+    return served if None not in served.values() else None
+
+
 @pytest.fixture
 def campaign(salt_factories, tmp_path, make_stack, ca):
     old = ca.leaf(HOST, sans=NAMES, key_kind="ec-p256")
@@ -180,7 +189,14 @@ def test_a_deploy_killed_at_50_points_leaves_a_whole_pair_and_converges(campaign
         top = campaign.pair_on_disk(campaign.stack.ssl_dir)
         own = campaign.pair_on_disk(campaign.stack.ssl_dir / HOST)
         fingerprints = {label: issued.fingerprint for label, issued in campaign.pairs.items()}
-        served = campaign.stack.served()
+        # a reload (or a container restart) the killed job began runs on in the container:
+        # an endpoint may answer nothing for a moment; what it serves once it answers counts
+        served = wait_until(
+            lambda: _answering(campaign.stack),
+            ANSWER_TIMEOUT,
+            interval=0.25,
+            what=f"every endpoint to answer after the kill ({point})",
+        )
         odd = {ep: fp for ep, fp in served.items() if fp not in fingerprints.values()}
         label = {fp: lb for lb, fp in fingerprints.items()}
         rows.append(
