@@ -20,10 +20,14 @@ MINION = "mx1"
 #: nginx (HTTPS on 443), HAProxy (IMAPS on 993: TLS offload to dovecot).
 SETUP = """
 set -e
-# an unprivileged container has no mount namespaces: the unit's /dev/log bind goes
+# At boot the unit failed (an unprivileged container has no mount namespaces for its
+# /dev/log bind) and systemd may still be restarting it: stopped first, so that no
+# start of it comes before its drop-in and dovecot's port change, or counts against
+# its start limit.
+systemctl stop haproxy
 mkdir -p /etc/systemd/system/haproxy.service.d
 printf '[Service]\nBindReadOnlyPaths=\n' > /etc/systemd/system/haproxy.service.d/container.conf
-systemctl daemon-reload && systemctl reset-failed haproxy
+systemctl daemon-reload
 mkdir -p /etc/ssl/mail /etc/haproxy/certs
 install -m 644 {work}/old/fullchain.pem /etc/ssl/mail/fullchain.pem
 install -m 600 {work}/old/privkey.pem /etc/ssl/mail/privkey.pem
@@ -61,7 +65,8 @@ backend dovecot_imap
     server dovecot 127.0.0.1:143
 EOF
 systemctl restart postfix dovecot nginx
-systemctl restart haproxy
+systemctl reset-failed haproxy
+systemctl start haproxy
 """
 ENDPOINTS = {"smtp": 25, "pop3s": 995, "https": 443, "imaps": 993}
 FILES = [
