@@ -12,6 +12,49 @@ left alone and why, and what each one serves now; and, as a kind behind
 compose services take the new pair (reload, restart) and which one serves
 each endpoint. mailcow's containers, ``mailcow.conf`` and relay log are the
 ``mailcow`` module's.
+
+Settings (``certsync_deploy.deploy`` takes them as arguments; ``name`` is
+``<mailcow_dir>/data/assets/ssl``):
+
+mailcow_dir
+    The mailcow-dockerized checkout (for the compose project name).
+    Default: ``/opt/mailcow-dockerized``.
+
+services
+    Compose services to reload after an install (and to restart when a
+    reload does not take), e.g. ``[postfix-mailcow, dovecot-mailcow,
+    nginx-mailcow]``. Default: none, only the files are managed (an empty
+    list is the same; the ``mailcow`` module, and docker-py, are then not
+    needed).
+
+reload_commands
+    Mapping of service name to the argv list that reloads it inside its
+    container, for releases that need other commands than the defaults.
+
+mail_domains
+    The mail domains mailcow serves: ``autodiscover.<d>`` and
+    ``autoconfig.<d>`` (unless ``AUTODISCOVER_SAN=n``) and the
+    ``ADDITIONAL_SAN`` names of mailcow.conf are served with the top-level
+    pair; the comment warns about each one the certificate does not cover.
+
+sni
+    With mailcow's ``ENABLE_SSL_SNI=y``, per-name directories
+    ``name/<dns-name>/`` that already exist for a name the certificate
+    covers are kept in step too. Default: True. The hostname's own directory
+    (``name/<hostname>/``, which mailcow's ACME client leaves on every host
+    where it ran and serves whatever ``ENABLE_SSL_SNI`` says) is kept either
+    way: certsync writes the pair there and a ``domains`` file listing the
+    hostname and the certificate's other names; the names mailcow's list had
+    that the certificate does not cover are named in a warning (mailcow's
+    list is kept as ``domains.mailcow``). Another per-name directory whose
+    names the certificate all covers is kept in step; one it does not cover
+    is left alone and reported.
+
+With ``services``, when ``mailcow_dir`` holds a ``mailcow.conf``: its
+``MAILCOW_HOSTNAME`` must be ``hostname``; bare endpoint names take their
+ports and addresses from it (``SMTP_PORT=IP:PORT`` ...); nothing is
+deployed while acme-mailcow runs without ``SKIP_LETS_ENCRYPT=y``. A stale
+endpoint restarts the compose service that serves it (``SERVES``).
 """
 
 import os
