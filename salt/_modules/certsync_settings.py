@@ -174,12 +174,14 @@ def _consumer_kind_problems(pillar, cfg):
 
 
 def _kind(settings):
-    """This consumer's kind, and the settings of that kind (``certsync_consumer``)."""
+    """This consumer's kind (``certsync_consumer``), the names of that kind's settings,
+    and this consumer's values of them."""
     kind = __salt__["certsync_consumer.kind"](settings.get("kind"))
     try:
-        return kind, __salt__["certsync_consumer.settings"](kind)
+        known = __salt__["certsync_consumer.settings"](kind)
     except SaltInvocationError as exc:
         raise CommandExecutionError(f"certsync:consumers:{__opts__['id']}:kind: {exc}") from None
+    return kind, known, {key: settings[key] for key in known if key in settings}
 
 
 def _own_settings(cfg):
@@ -194,9 +196,7 @@ def _own_settings(cfg):
         raise CommandExecutionError(str(exc)) from None
 
 
-def _dest(cfg, settings):
-    kind, known = _kind(settings)
-    given = {key: settings[key] for key in known if key in settings}
+def _dest(cfg, kind, given):
     return __salt__["certsync_consumer.call"](kind, "dest", cfg.get("hostname"), given)
 
 
@@ -214,7 +214,8 @@ def dest():
         salt mail-host certsync_settings.dest
     """
     cfg = _formula_settings()
-    return _dest(cfg, _own_settings(cfg))
+    kind, _, given = _kind(_own_settings(cfg))
+    return _dest(cfg, kind, given)
 
 
 def consumer():
@@ -239,13 +240,12 @@ def consumer():
 
 def _consumer(cfg):
     settings = _own_settings(cfg)
+    kind, _, given = _kind(settings)
     settings.update(
         hostname=cfg["hostname"],
         source=(cfg.get("source") or {}).get("minion"),
-        dest=_dest(cfg, settings),
+        dest=_dest(cfg, kind, given),
     )
-    kind, known = _kind(settings)
-    given = {key: settings[key] for key in known if key in settings}
     try:
         prepared = __salt__["certsync_consumer.prepare"](
             kind, settings["dest"], settings["hostname"], settings.get("endpoints"), given
@@ -271,10 +271,10 @@ def deploy_args(fingerprint=""):
     cfg = _formula_settings()
     settings = _own_settings(cfg)
     source = (cfg.get("source") or {}).get("minion")
-    kind, known = _kind(settings)
+    kind, known, given = _kind(settings)
     try:
         args = __utils__["certsync_settings.deploy_args"](
-            cfg, __opts__["id"], source, fingerprint, _dest(cfg, settings), known
+            cfg, __opts__["id"], source, fingerprint, _dest(cfg, kind, given), known
         )
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from None
