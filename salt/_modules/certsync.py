@@ -2,8 +2,8 @@
 Certificate operations for certsync
 ===================================
 
-Inspect, find, validate and install the TLS certificate that Nginx Proxy
-Manager (NPM) issues, so that mailcow-dockerized serves it.
+Inspect, validate and install a TLS certificate and its key: the pair a
+certsync source publishes, in the directory a consumer's services read.
 
 :depends: cryptography >= 42
 
@@ -40,14 +40,12 @@ __virtualname__ = "certsync"
 
 #: Suffix of the copy of the previous pair that :py:func:`rollback` restores.
 PREV_SUFFIX = ".certsync-prev"
-#: A per-name dir's list of the names the service serves from it, and the service's
-#: own list as it was before certsync first rewrote it (kept, never overwritten).
-DOMAINS_FILE = "domains"
-ORIGINAL_DOMAINS_FILE = "domains.mailcow"
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 CERT_MODE = 0o644
 KEY_MODE = 0o600
+#: A file certsync may write beside a pair (install's ``files``): a plain name.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][\w.-]{0,63}")
 
 #: Seconds install/rollback (and the state) wait for another run's lock.
 LOCK_TIMEOUT = 60
@@ -378,16 +376,16 @@ def _read_deployed(dest):
     return found
 
 
-def compare(fullchain, key, dest, domains=None):
+def compare(fullchain, key, dest, files=None):
     """
     Compare a source pair with the pair deployed in ``dest``
     (``cert.pem``/``key.pem``) without changing anything.
 
     Returns ``current`` (True when ``dest`` holds exactly what
-    :py:func:`install` would write, with modes 0644/0600, and with ``domains``
-    given a ``domains`` file listing exactly those names), ``differences``,
-    and the deployed certificate's fingerprint, ``not_after`` and SANs when
-    it can be read.
+    :py:func:`install` would write, with modes 0644/0600, and each of
+    ``files``, a mapping of file name to text, with that text),
+    ``differences``, and the deployed certificate's fingerprint,
+    ``not_after`` and SANs when it can be read.
 
     CLI Example:
 
@@ -408,10 +406,11 @@ def compare(fullchain, key, dest, domains=None):
             differences.append(f"{name} content differs")
         elif have_mode != mode:
             differences.append(f"{name} has mode {have_mode:04o}, want {mode:04o}")
-    listed = _listed(dest, DOMAINS_FILE)
-    if domains is not None and listed != list(domains):
-        shown = ", ".join(listed or []) or "nothing"
-        differences.append(f"domains lists {shown}, not {', '.join(domains)}")
+    for name, text in _extra_files(dest, files).items():
+        path = os.path.join(dest, name)
+        have = _pem.read_file(path, follow=False) if os.path.isfile(path) else None
+        if have != text.encode():
+            differences.append(f"{name} is {'not ' if have is None else ''}to be rewritten")
     return {
         "current": not differences,
         "differences": differences,
@@ -419,24 +418,21 @@ def compare(fullchain, key, dest, domains=None):
     }
 
 
-def domains(directory, original=False):
-    """
-    The names a per-name directory's ``domains`` file lists (lower-case), the
-    names the service serves from it; with ``original``, the service's own
-    list as it was before certsync first rewrote it (``domains.mailcow``).
-    None when there is no such file.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' certsync.domains /opt/mailcow-dockerized/data/assets/ssl/mail.example.com
-    """
-    return _listed(directory, ORIGINAL_DOMAINS_FILE if original else DOMAINS_FILE)
-
-
-def _listed(directory, name):
-    return __utils__["certsync_files.read_names"](os.path.join(directory, name))
+def _extra_files(dest, files):
+    """The files (name -> text) written beside the pair, each a plain name in ``dest``."""
+    files = files or {}
+    if not isinstance(files, dict):
+        raise SaltInvocationError("files must map file names to their text")
+    for name, text in files.items():
+        if (
+            not isinstance(name, str)
+            or not _FILE_NAME.fullmatch(name)
+            or name in (CERT_FILE, KEY_FILE)
+            or name.endswith(PREV_SUFFIX)
+            or not isinstance(text, str)
+        ):
+            raise SaltInvocationError(f"{_pem.shown(dest)}: cannot write {str(name)[:60]!r} there")
+    return files
 
 
 def deployed_info(dest):
@@ -464,19 +460,9 @@ def deployed_info(dest):
     }
 
 
-def _owner(path):
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_uid, st.st_gid
-
-
 #: What a killed run can leave in a destination: the temp files of write_temp
 #: (``.cert.pem.certsync-<pid>-<hex>``, ``.key.pem.certsync-prev.certsync-...``).
-_STALE_TEMP = re.compile(
-    r"\.(cert\.pem|key\.pem|domains)(\.certsync-prev|\.mailcow)?\.certsync-[0-9]+-[0-9a-f]+"
-)
+_STALE_TEMP = re.compile(r"\.[\w.-]+\.certsync-[0-9]+-[0-9a-f]+")
 
 
 def _remove_stale_temps(dest):
@@ -488,113 +474,32 @@ def _remove_stale_temps(dest):
                 os.unlink(os.path.join(dest, name))
 
 
-def _keep_previous(dest):
-    """Copy the current pair to ``*.certsync-prev``: each a fresh file with its
-    canonical mode (the key 0600, whatever mode the live one had: a hard link would
-    keep a hand copy's 0644) and the live file's owner, renamed into place, so that
-    a prev file is never missing, half-replaced, or more readable than a key may be.
-    A current pair that does not match (a run killed between its two renames) is
-    not kept: the last whole pair stays the previous one."""
-    modes = {CERT_FILE: CERT_MODE, KEY_FILE: KEY_MODE}
-    paths = {
-        name: os.path.join(dest, name)
-        for name in modes
+def _modes(names):
+    return {name: KEY_MODE if name == KEY_FILE else CERT_MODE for name in names}
+
+
+def _keep_previous(dest, names):
+    """Copy each of ``names`` that exists in ``dest`` (the pair and the files written
+    beside it) to ``<name>.certsync-prev``: a fresh file with its canonical mode (the
+    key 0600, whatever mode the live one had) and the live file's owner, renamed into
+    place, so that a prev file is never missing, half-replaced, or more readable than
+    a key may be. A current pair that does not match (a run killed between its two
+    renames) is not kept: the last whole pair stays the previous one."""
+    contents = {
+        name: _pem.read_file(os.path.join(dest, name), follow=False)
+        for name in names
         if os.path.lexists(os.path.join(dest, name))
     }
-    contents = {name: _pem.read_file(path, follow=False) for name, path in paths.items()}
-    if len(contents) == 2:
+    if CERT_FILE in contents and KEY_FILE in contents:
         try:
             _check_pair(dest, contents)
         except CommandExecutionError as exc:
             log.warning("certsync: %s: not kept as the previous pair (%s)", _pem.shown(dest), exc)
-            return
-    for name, data in contents.items():
-        temp = __utils__["certsync_files.write_temp"](
-            dest, name + PREV_SUFFIX, data, modes[name], _owner(paths[name])
-        )
-        try:
-            os.replace(temp, paths[name] + PREV_SUFFIX)
-        except BaseException:
-            os.unlink(temp)
-            raise
+            del contents[CERT_FILE], contents[KEY_FILE]
+    __utils__["certsync_files.keep_copies"](dest, contents, _modes(contents), PREV_SUFFIX)
 
 
-def _replace_pair(dest, contents):
-    """
-    Replace cert.pem and key.pem in ``dest`` (``contents`` maps each file name to its
-    new bytes): both written to temp files first, then each renamed into place.
-    """
-    modes = {CERT_FILE: CERT_MODE, KEY_FILE: KEY_MODE}
-    temps = []
-    try:
-        for name, data in contents.items():
-            owner = _owner(os.path.join(dest, name))
-            temps.append(
-                (__utils__["certsync_files.write_temp"](dest, name, data, modes[name], owner), name)
-            )
-        replaced = {}  # each file renamed into place, with the bytes it replaced
-        for temp, name in temps:
-            path = os.path.join(dest, name)
-            before = _pem.read_file(path, follow=False) if os.path.lexists(path) else None
-            try:
-                os.replace(temp, path)
-            except OSError:
-                _put_back(dest, replaced, modes)  # the pair on disk always matches
-                raise
-            replaced[name] = before
-        temps = []
-        __utils__["certsync_files.fsync_dir"](dest)
-    finally:
-        for temp, _ in temps:
-            if os.path.lexists(temp):
-                os.unlink(temp)
-
-
-def _put_back(dest, replaced, modes):
-    """Undo the renames of a pair whose next rename failed: each file back to the bytes
-    it had (or gone, where there was none), so cert.pem and key.pem still match."""
-    for name, before in replaced.items():
-        path = os.path.join(dest, name)
-        try:
-            if before is None:
-                os.unlink(path)
-                continue
-            temp = __utils__["certsync_files.write_temp"](
-                dest, name, before, modes[name], _owner(path)
-            )
-            os.replace(temp, path)
-        except OSError as exc:
-            log.error("certsync: %s: cannot put %s back: %s", _pem.shown(dest), name, exc)
-
-
-def _replace_domains(dest, names):
-    """Write ``dest/domains`` (0644, its owner kept) listing ``names``: mailcow's own list
-    kept once as ``domains.mailcow``, the one replaced as ``domains.certsync-prev``."""
-    path = os.path.join(dest, DOMAINS_FILE)
-    current = _pem.read_file(path, follow=False) if os.path.lexists(path) else None
-    for keep, data in ((ORIGINAL_DOMAINS_FILE, current), (DOMAINS_FILE + PREV_SUFFIX, current)):
-        target = os.path.join(dest, keep)
-        if data is None or (keep == ORIGINAL_DOMAINS_FILE and os.path.lexists(target)):
-            continue
-        temp = __utils__["certsync_files.write_temp"](dest, keep, data, CERT_MODE, _owner(path))
-        os.replace(temp, target)
-    data = (" ".join(names) + "\n").encode("ascii")
-    temp = __utils__["certsync_files.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
-    os.replace(temp, path)
-
-
-def _restore_domains(dest):
-    """Put back the ``domains`` file the last install replaced, if it replaced one."""
-    prev = os.path.join(dest, DOMAINS_FILE + PREV_SUFFIX)
-    if not os.path.lexists(prev):
-        return
-    path = os.path.join(dest, DOMAINS_FILE)
-    data = _pem.read_file(prev, follow=False)
-    temp = __utils__["certsync_files.write_temp"](dest, DOMAINS_FILE, data, CERT_MODE, _owner(path))
-    os.replace(temp, path)
-
-
-def install(fullchain, key, dest, domains=None):
+def install(fullchain, key, dest, files=None, originals=None):
     """
     Install a certificate chain and its key into ``dest`` as ``cert.pem``
     (mode 0644) and ``key.pem`` (mode 0600), atomically: each file is written
@@ -604,10 +509,16 @@ def install(fullchain, key, dest, domains=None):
     :py:func:`rollback`. The owner of an existing file is kept, in its
     ``*.certsync-prev`` copy too.
 
-    With ``domains`` (a list of names), ``dest`` is a mailcow per-name dir
-    certsync keeps: its ``domains`` file is written with those names after the
-    pair (the one it replaces kept as ``domains.certsync-prev``, and mailcow's
-    own list, the first time, as ``domains.mailcow``).
+    files
+        Files to write beside the pair, with it (0644, their owner kept): a
+        mapping of a plain file name to its text, such as the ``domains``
+        list of a per-name directory. Each one replaced is kept as
+        ``<name>.certsync-prev`` too, and restored with the pair.
+
+    originals
+        For a file of ``files`` that certsync did not write: the name to
+        keep its first content under, the first time it is replaced (never
+        overwritten after), e.g. ``{domains: domains.mailcow}``.
 
     Refuses a ``dest`` that is missing or a symlink, a ``cert.pem``/``key.pem``
     that is a symlink, and a key that does not match the certificate. Run
@@ -631,15 +542,19 @@ def install(fullchain, key, dest, domains=None):
             /etc/letsencrypt/live/npm-5/privkey.pem /opt/mailcow-dockerized/data/assets/ssl
     """
     dest = destination(dest)
+    files = _extra_files(dest, files)
+    originals = _extra_files(dest, originals)
     certs, cert_pem, key_pem = _pem.canonical_pair(fullchain, key)
+    contents = {CERT_FILE: cert_pem, KEY_FILE: key_pem}
+    contents.update((name, text.encode()) for name, text in files.items())
     with _locked(dest):
         previous = deployed_info(dest)
         try:
             _remove_stale_temps(dest)
-            _keep_previous(dest)
-            _replace_pair(dest, {CERT_FILE: cert_pem, KEY_FILE: key_pem})
-            if domains is not None:
-                _replace_domains(dest, domains)
+            kept = {name: keep_as for name, keep_as in originals.items() if name in files}
+            __utils__["certsync_files.keep_first"](dest, kept, _modes(kept))
+            _keep_previous(dest, contents)
+            __utils__["certsync_files.replace_set"](dest, contents, _modes(contents))
         except OSError as exc:
             raise CommandExecutionError(f"{_pem.shown(dest)}: install failed: {exc}") from None
     new = _pem.fingerprint(certs[0])
@@ -670,8 +585,7 @@ def restore_previous(dest):
     with _locked(dest):
         contents = _previous_pair(dest)
         try:
-            _replace_pair(dest, contents)
-            _restore_domains(dest)
+            __utils__["certsync_files.replace_set"](dest, contents, _modes(contents))
         except OSError as exc:
             raise CommandExecutionError(f"{_pem.shown(dest)}: rollback failed: {exc}") from None
     restored = deployed_info(dest)
@@ -680,12 +594,19 @@ def restore_previous(dest):
 
 
 def _previous_pair(dest):
-    """The bytes of ``dest``'s previous pair, checked: a certificate and its key."""
+    """The bytes of ``dest``'s previous pair, checked (a certificate and its key), and
+    of each file kept beside it (``<name>.certsync-prev``)."""
     contents = {
         name: _pem.read_file(os.path.join(dest, name + PREV_SUFFIX), follow=False)
         for name in (CERT_FILE, KEY_FILE)
     }
     _check_previous(dest, contents)
+    for entry in sorted(os.listdir(dest)):
+        name = entry[: -len(PREV_SUFFIX)]
+        if entry.endswith(PREV_SUFFIX) and name not in contents and _FILE_NAME.fullmatch(name):
+            path = os.path.join(dest, entry)
+            if os.path.isfile(path) and not os.path.islink(path):
+                contents[name] = _pem.read_file(path, follow=False)
     return contents
 
 
@@ -789,9 +710,9 @@ def _check_pair(dest, contents, suffix=""):
 
 
 #: certsync's own files in a destination and its per-name dirs: what an uninstall
-#: removes (``domains`` and ``domains.mailcow`` stay: mailcow serves by the first).
+#: removes (the files written beside a pair stay: the service reads them).
 _LEFTOVER = re.compile(
-    rf"(cert\.pem|key\.pem|domains){re.escape(PREV_SUFFIX)}|{re.escape(LOCK_FILE)}"
+    rf"[\w.-]+{re.escape(PREV_SUFFIX)}|{re.escape(LOCK_FILE)}"
     r"|\.certsync-deploy\.lock|" + _STALE_TEMP.pattern
 )
 
@@ -801,9 +722,10 @@ def leftovers(dest, remove=False):
     certsync's own files in ``dest`` and its per-name directories: the
     previous pairs (``*.certsync-prev``), the lock files and temp files of
     killed runs; with ``remove=True`` they are deleted (what the formula's
-    ``certsync.absent`` does). The pairs mailcow serves, ``domains`` and
-    ``domains.mailcow`` are never touched, nor a directory that has one of
-    those names (certsync writes files only). Returns the paths.
+    ``certsync.absent`` does). The pairs the service serves and the files
+    written beside them (a per-name dir's ``domains`` list, the original kept
+    of it) are never touched, nor a directory that has one of those names
+    (certsync writes files only). Returns the paths.
 
     CLI Example:
 

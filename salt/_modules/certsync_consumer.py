@@ -27,7 +27,9 @@ last argument, ``settings``:
     of the pair ``reload`` writes, if any: it runs with no service then).
 ``layout(dest, fullchain, hostname, settings)``
     ``dirs`` (``dest`` first), ``names`` (SNI names to probe beside the
-    hostname), ``domains`` (``{dir: names}`` to write) and ``notes``.
+    hostname), ``files`` (``{dir: {name: text}}``: files written beside the pair in
+    that dir, with it), ``originals`` (``{name: keep_as}``, see ``certsync.install``)
+    and ``notes``.
 ``checks(hostname, validation, test, settings)``
     Lines for the comment; raises to refuse the deploy.
 ``preflight(settings)``

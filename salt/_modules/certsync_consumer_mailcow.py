@@ -81,6 +81,11 @@ SERVES = {
 #: The settings of a mailcow consumer (``certsync_deploy.deploy`` documents each).
 SETTINGS = ("mailcow_dir", "services", "reload_commands", "mail_domains", "sni")
 
+#: A per-name dir's list of the names mailcow serves from it, and mailcow's own list
+#: as it was before certsync first rewrote it (kept once by certsync.install).
+DOMAINS_FILE = "domains"
+ORIGINAL_DOMAINS_FILE = "domains.mailcow"
+
 
 def __virtual__():
     if "certsync.deployed_info" not in __salt__:
@@ -88,9 +93,10 @@ def __virtual__():
     return __virtualname__
 
 
-def _domains(directory):
-    """The names a per-name dir serves (its ``domains`` file); None without one."""
-    return __salt__["certsync.domains"](directory)
+def _domains(directory, name=DOMAINS_FILE):
+    """The names a per-name dir serves (its ``domains`` file, lower-case); None
+    without one."""
+    return __utils__["certsync_files.read_names"](os.path.join(directory, name))
 
 
 def sni_plan(dest, fullchain, hostname=None):
@@ -177,7 +183,7 @@ def _take_over(plan, directory, leaf, hostname):
     plan["update"].append(directory)
     plan["names"][directory] = names
     plan["domains"][directory] = names
-    mailcows = __salt__["certsync.domains"](directory, original=True)
+    mailcows = _domains(directory, ORIGINAL_DOMAINS_FILE)
     listed = mailcows if mailcows is not None else (_domains(directory) or [])
     dropped = [
         __utils__["certsync_pem.shown"](n)
@@ -350,7 +356,8 @@ def layout(dest, fullchain, hostname, prepared):
     return {
         "dirs": [dest, *kept],
         "names": list(dict.fromkeys(names)),
-        "domains": plan["domains"],
+        "files": {d: {DOMAINS_FILE: " ".join(n) + "\n"} for d, n in plan["domains"].items()},
+        "originals": {DOMAINS_FILE: ORIGINAL_DOMAINS_FILE},
         "notes": [
             *_uncovered_lines(plan["uncovered"] if sni else {}),
             *_dropped_lines(plan["dropped"]),

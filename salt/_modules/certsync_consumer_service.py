@@ -241,7 +241,7 @@ def layout(dest, fullchain, hostname, prepared):
         salt web-host certsync_consumer_service.layout /etc/certsync/mail.example.com \\
             /etc/letsencrypt/live/npm-5/fullchain.pem mail.example.com '{}'
     """
-    return {"dirs": [dest], "names": [], "domains": {}, "notes": []}
+    return {"dirs": [dest], "names": [], "files": {}, "originals": {}, "notes": []}
 
 
 def checks(hostname, validation, test, prepared):

@@ -102,24 +102,30 @@ def _summary(validation):
     return {key: validation.get(key) for key in ("fingerprint", "not_after", "sans")}
 
 
-def _plan(fullchain, key, dirs, domains):
-    """Return the list of directories whose pair (or ``domains`` list) differs."""
+def _plan(fullchain, key, layout):
+    """Return the list of directories whose pair (or a file beside it) differs."""
     plan = []
-    for directory in dirs:
+    for directory in layout["dirs"]:
         comparison = __salt__["certsync.compare"](
-            fullchain, key, directory, domains=domains.get(directory)
+            fullchain, key, directory, files=layout["files"].get(directory)
         )
         if not comparison["current"]:
             plan.append((directory, comparison))
     return plan
 
 
-def _apply(fullchain, key, plan, domains):
+def _apply(fullchain, key, plan, layout):
     """Install into each planned directory; on failure restore those done."""
     done = []
     try:
         for directory, _ in plan:
-            __salt__["certsync.install"](fullchain, key, directory, domains=domains.get(directory))
+            __salt__["certsync.install"](
+                fullchain,
+                key,
+                directory,
+                files=layout["files"].get(directory),
+                originals=layout["originals"],
+            )
             done.append(directory)
     except CommandExecutionError as exc:
         restore_errors = _restore(done)
@@ -781,7 +787,7 @@ def _deploy(run, serving, pair):
     serving.names = [hostname, *layout["names"], ""]  # and without SNI: the top-level pair
     serving.preflight()  # in a dry run too: a service that is not there fails both
     run.notes += [*layout["notes"], *serving.call("checks", hostname, validation, run.test)]
-    plan = _plan(fullchain, key, layout["dirs"], layout["domains"])
+    plan = _plan(fullchain, key, layout)
     # what is served now is reported by name when nothing is installed (or in a dry run)
     every_name = not plan or run.test
     served = serving.set_aside_unreachable(every_name) if serving.endpoints else {}
@@ -807,7 +813,7 @@ def _deploy(run, serving, pair):
     if run.test:
         _test_plan(run, serving, plan, origin, served)
         return
-    done = _apply(fullchain, key, plan, layout["domains"])
+    done = _apply(fullchain, key, plan, layout)
     new, previous = validation["fingerprint"], (old or {}).get("fingerprint")
     try:
         served = not serving.active or serving.make_served(new)

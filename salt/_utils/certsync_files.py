@@ -6,13 +6,15 @@ The file handling the certsync loader modules share (through
 ``__utils__["certsync_files.<name>"]``): bounded reads that refuse a FIFO or a
 device, atomic private writes that never follow a planted symlink, the JSON
 records kept in the cachedir, the one lock every deploy, install and roll
-back takes, and a log appended line by line with a size bound.
+back takes, a set of files replaced as one (a pair and the files beside it),
+and a log appended line by line with a size bound.
 """
 
 import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import secrets
 import stat
@@ -20,10 +22,14 @@ import time
 
 from salt.exceptions import CommandExecutionError
 
+log = logging.getLogger(__name__)
+
 #: The largest JSON record certsync keeps in the cachedir.
 MAX_RECORD_BYTES = 64 * 1024
 #: The largest list of names (a per-name dir's ``domains``) certsync reads.
 MAX_NAMES_BYTES = 16 * 1024
+#: The largest file of a set that replace_set puts back after a failed rename.
+MAX_SET_FILE_BYTES = 256 * 1024
 #: How often a waiting run tries the lock again (seconds).
 LOCK_POLL = 0.05
 
@@ -114,6 +120,88 @@ def fsync_dir(directory):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def owner(path):
+    """The (uid, gid) of ``path`` (a symlink not followed); None when there is none."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_uid, found.st_gid
+
+
+def _put(dest, name, data, mode, target=None):
+    """``data`` renamed into ``dest/<target or name>`` from a temp file with ``mode``
+    and the owner of ``dest/<name>``."""
+    temp = write_temp(dest, name, data, mode, owner(os.path.join(dest, name)))
+    try:
+        os.replace(temp, os.path.join(dest, target or name))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def keep_copies(dest, contents, modes, suffix):
+    """Each of ``contents`` (file name -> bytes) written whole to ``dest/<name><suffix>``,
+    with its mode in ``modes`` and the owner of ``dest/<name>``."""
+    for name, data in contents.items():
+        _put(dest, name, data, modes[name], name + suffix)
+
+
+def keep_first(dest, originals, modes):
+    """The first time a file certsync did not write is replaced: ``dest/<name>`` kept as
+    ``dest/<originals[name]>``, never overwritten after."""
+    for name, keep_as in originals.items():
+        path = os.path.join(dest, name)
+        if os.path.lexists(os.path.join(dest, keep_as)) or not os.path.isfile(path):
+            continue
+        if not os.path.islink(path):
+            _put(dest, name, read_regular(path, MAX_SET_FILE_BYTES, False), modes[name], keep_as)
+
+
+def replace_set(dest, contents, modes):
+    """Replace the files of ``contents`` (name -> bytes) in ``dest`` as one: all written
+    to temp files first (each with its mode in ``modes``, its owner kept), then each
+    renamed into place; when a rename fails, those done are put back (OSError raised),
+    so a pair on disk always matches."""
+    temps = []
+    try:
+        for name, data in contents.items():
+            owned = owner(os.path.join(dest, name))
+            temps.append((write_temp(dest, name, data, modes[name], owned), name))
+        replaced = {}  # each file renamed into place, with the bytes it replaced
+        for temp, name in temps:
+            path = os.path.join(dest, name)
+            before = (
+                read_regular(path, MAX_SET_FILE_BYTES, False) if os.path.lexists(path) else None
+            )
+            try:
+                os.replace(temp, path)
+            except OSError:
+                _put_back(dest, replaced, modes)
+                raise
+            replaced[name] = before
+        temps = []
+        fsync_dir(dest)
+    finally:
+        for temp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+
+
+def _put_back(dest, replaced, modes):
+    """Undo the renames of a set whose next rename failed: each file back to the bytes
+    it had (or gone, where there was none)."""
+    for name, before in replaced.items():
+        try:
+            if before is None:
+                os.unlink(os.path.join(dest, name))
+            else:
+                _put(dest, name, before, modes[name])
+        except OSError as exc:
+            log.error("certsync: %s: cannot put %s back: %s", dest, name, exc.strerror)
 
 
 def write_json_record(path, record):

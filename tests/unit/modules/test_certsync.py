@@ -434,3 +434,46 @@ def test_leftovers_leave_a_directory_of_a_leftovers_name_alone(tmp_path, ca, goo
     assert found == [str(dest / "key.pem.certsync-prev")]
     assert (dest / "cert.pem.certsync-prev").is_dir()
     assert not (dest / "key.pem.certsync-prev").exists()
+
+
+def test_files_beside_the_pair_go_in_with_it_and_come_back_with_it(tmp_path, ca, good):
+    """A kind's files (a per-name dir's ``domains``) are written with the pair, the
+    replaced one kept and restored with it, and the service's own first version kept
+    once under the name the kind gives (never overwritten after)."""
+    dest = tmp_path / "ssl"
+    old = ca.leaf("mail.example.test")
+    write_pair(dest, old)
+    (dest / "domains").write_text("mail.example.test other.example.test\n")
+    fullchain, key = _files(tmp_path, good)
+    kept = {"domains": "domains.orig"}
+    assert certsync_mod.compare(fullchain, key, str(dest), files={"domains": "a\n"})[
+        "differences"
+    ] == ["cert.pem content differs", "key.pem content differs", "domains is to be rewritten"]
+    certsync_mod.install(fullchain, key, str(dest), files={"domains": "a\n"}, originals=kept)
+    assert (dest / "domains").read_text() == "a\n"
+    assert (dest / "domains.certsync-prev").read_text() == "mail.example.test other.example.test\n"
+    assert (dest / "domains.orig").read_text() == "mail.example.test other.example.test\n"
+    assert certsync_mod.compare(fullchain, key, str(dest), files={"domains": "a\n"})["current"]
+    certsync_mod.install(fullchain, key, str(dest), files={"domains": "b\n"}, originals=kept)
+    assert (dest / "domains.orig").read_text() == "mail.example.test other.example.test\n"
+    assert (dest / "domains.certsync-prev").read_text() == "a\n"
+    certsync_mod.restore_previous(str(dest))
+    assert (dest / "domains").read_text() == "a\n"
+    left = certsync_mod.leftovers(str(dest), remove=True)
+    assert sorted(os.path.basename(p) for p in left) == [
+        ".certsync.lock",
+        "cert.pem.certsync-prev",
+        "domains.certsync-prev",
+        "key.pem.certsync-prev",
+    ]
+    assert (dest / "domains.orig").exists() and (dest / "domains").exists()
+
+
+@pytest.mark.parametrize("name", ["../domains", "cert.pem", "key.pem", "x.certsync-prev", ".hid"])
+def test_a_file_beside_the_pair_must_be_a_plain_new_name(tmp_path, good, name):
+    dest = tmp_path / "ssl"
+    dest.mkdir()
+    fullchain, key = _files(tmp_path, good)
+    with pytest.raises(SaltInvocationError, match="cannot write"):
+        certsync_mod.install(fullchain, key, str(dest), files={name: "x\n"})
+    assert list(dest.iterdir()) == []

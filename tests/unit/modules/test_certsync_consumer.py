@@ -37,7 +37,8 @@ def prepare(dest, hostname, endpoints, given):
 
 
 def layout(dest, fullchain, hostname, prepared):
-    return {"dirs": [dest], "names": [], "domains": {}, "notes": ["noted the layout"]}
+    notes = ["noted the layout"]
+    return {"dirs": [dest], "names": [], "files": {}, "originals": {}, "notes": notes}
 
 
 def checks(hostname, validation, test, prepared):

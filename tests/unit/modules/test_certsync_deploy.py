@@ -189,11 +189,11 @@ def test_failure_midway_rolls_back_what_was_installed(layout, good, serving):
     real_install = certsync_mod.install
     calls = []
 
-    def install_then_fail(fullchain, key, dest, domains=None):
+    def install_then_fail(fullchain, key, dest, **files):
         calls.append(dest)
         if len(calls) == 2:
             raise certsync_mod.CommandExecutionError(f"{dest}: install failed: disk full")
-        return real_install(fullchain, key, dest, domains=domains)
+        return real_install(fullchain, key, dest, **files)
 
     with patch.dict(deploy_mod.__salt__, {"certsync.install": install_then_fail}):
         ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
