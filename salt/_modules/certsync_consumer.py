@@ -44,6 +44,11 @@ last argument, ``settings``:
     Restart those services: the same shape.
 ``stale(protocols, settings)``
     The services to restart when these endpoints serve another certificate.
+``uncovered(dest, hostname, settings)``
+    What the monitor's ``uncovered`` alert reports: ``uncovered`` (``{entry:
+    row}``, the places the kind leaves alone because the deployed certificate
+    does not cover their names) and ``dropped`` (``{entry: row}``, names the
+    kind no longer serves from their own place).
 """
 
 from salt.exceptions import SaltInvocationError
@@ -62,6 +67,7 @@ FUNCTIONS = (
     "reload",
     "restart",
     "stale",
+    "uncovered",
 )
 #: The consumer kind where none is named.
 DEFAULT_KIND = "mailcow"

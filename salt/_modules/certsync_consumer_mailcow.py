@@ -490,3 +490,24 @@ def stale(protocols, prepared):
     """
     serving = {SERVES.get(protocol) for protocol in protocols}
     return [service for service in prepared.get("services") or [] if service in serving]
+
+
+def uncovered(dest, hostname, prepared):
+    """
+    mailcow's per-name dirs the deployed certificate does not cover (left alone;
+    none reported without ``sni``), and the names certsync dropped from the
+    hostname's own dir (mailcow serves them the top-level pair, which lacks them).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.uncovered \
+            /opt/mailcow-dockerized/data/assets/ssl mail.example.com '{sni: true}'
+    """
+    cert = os.path.join(dest, "cert.pem")
+    if not os.path.isfile(cert):
+        return {"uncovered": {}, "dropped": {}}
+    plan = sni_plan(dest, cert, hostname=hostname)
+    sni = prepared.get("sni") is not False
+    return {"uncovered": plan["uncovered"] if sni else {}, "dropped": plan["dropped"]}

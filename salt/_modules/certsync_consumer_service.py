@@ -457,3 +457,18 @@ def stale(protocols, prepared):
     if serves is None:
         return list(prepared.get("units") or [])
     return [unit for unit, served in serves.items() if set(served) & set(protocols)]
+
+
+def uncovered(dest, hostname, prepared):
+    """
+    Nothing: a service consumer's files are its own, written whole on every
+    deploy, so no place is left alone (the monitor's ``uncovered`` alert).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-host certsync_consumer_service.uncovered /etc/certsync/mail.example.com \
+            mail.example.com '{}'
+    """
+    return {"uncovered": {}, "dropped": {}}

@@ -533,19 +533,21 @@ def _relay_failing(relay, now):
 
 
 def _uncovered(settings):
-    """mailcow's per-name dirs that the deployed certificate does not cover (left
-    alone), and the names certsync dropped from the hostname's own dir (mailcow serves
-    them the top-level pair, which lacks them)."""
-    cert = os.path.join(settings["dest"], "cert.pem")
-    if not os.path.isfile(cert):
-        return {}, {}
+    """What the consumer's kind leaves alone because the deployed certificate does not
+    cover it, and the names it dropped (``certsync_consumer``'s ``uncovered``)."""
+    kind = __salt__["certsync_consumer.kind"](settings.get("kind"))
     try:
-        plan = __salt__["certsync_consumer_mailcow.sni_plan"](
-            settings["dest"], cert, hostname=settings.get("hostname")
+        known = __salt__["certsync_consumer.settings"](kind)
+        given = {key: settings[key] for key in known if key in settings}
+        prepared = __salt__["certsync_consumer.prepare"](
+            kind, settings["dest"], settings["hostname"], settings.get("endpoints"), given
+        )
+        found = __salt__["certsync_consumer.call"](
+            kind, "uncovered", settings["dest"], settings["hostname"], prepared
         )
     except (CommandExecutionError, SaltInvocationError):
         return {}, {}
-    return (plan["uncovered"] if settings.get("sni", True) else {}), plan["dropped"]
+    return found["uncovered"], found["dropped"]
 
 
 def _served(settings, timeout):

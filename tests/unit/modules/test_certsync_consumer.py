@@ -65,6 +65,10 @@ def restart(services, dest, prepared):
 
 def stale(protocols, prepared):
     return []
+
+
+def uncovered(dest, hostname, prepared):
+    return {"uncovered": {}, "dropped": {}}
 '''
 
 

@@ -19,6 +19,7 @@ from support.tlsserver import TLSServer
 
 from harness.loader import (
     certsync_beacon,
+    consumer_mod,
     deploy_functions,
     mailcow_consumer_mod,
     monitor_mod,
@@ -78,16 +79,17 @@ def configure_loader_modules(tmp_path, fleet):
     }
     return {
         mailcow_consumer_mod: {"__salt__": deploy_functions()},
+        consumer_mod: {"__salt__": deploy_functions()},
         tlsprobe_mod: {"__context__": {}},
         monitor_mod: {
             "__opts__": opts,
             "__context__": {},
             "__pillar__": {},
             "__salt__": {
+                **deploy_functions(),
                 "certsync_settings.consumer": fleet.settings,
                 "certsync_mine.published_fingerprint": fleet.fingerprint,
                 "tlsprobe.probe": tlsprobe_mod.probe,
-                "certsync_consumer_mailcow.sni_plan": mailcow_consumer_mod.sni_plan,
             },
         },
         certsync_beacon: {"__opts__": opts, "__context__": {}, "__salt__": monitor_funcs},
