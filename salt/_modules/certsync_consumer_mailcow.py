@@ -245,23 +245,6 @@ def dest(hostname, given):
     return f"{str((given or {}).get('mailcow_dir') or DEFAULT_DIR).rstrip('/')}/{SSL_DIR}"
 
 
-def _check_commands(commands):
-    """reload_commands: a mapping of service name to an argv list of strings."""
-    if commands is None:
-        return
-    valid = isinstance(commands, dict) and all(
-        isinstance(service, str)
-        and isinstance(argv, list)
-        and argv
-        and all(isinstance(arg, str) for arg in argv)
-        for service, argv in commands.items()
-    )
-    if not valid:
-        raise SaltInvocationError(
-            f"reload_commands must map service names to argv lists, not {commands!r}"[:300]
-        )
-
-
 def _has_conf(mailcow_dir):
     return os.path.isfile(os.path.join(mailcow_dir, "mailcow.conf"))
 
@@ -296,7 +279,7 @@ def prepare(dest, hostname, endpoints, given):
             "(salt-pip install docker), then restart the minion"
         )
     commands = given.get("reload_commands") or None
-    _check_commands(commands)
+    __utils__["certsync_args.argv_map"](commands, "reload_commands")
     mailcow_dir = given.get("mailcow_dir") or DEFAULT_DIR
     return {
         "services": services,

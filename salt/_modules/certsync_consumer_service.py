@@ -160,14 +160,7 @@ def _file(entry, number, dest):
 
 
 def _commands(commands, units):
-    if not commands:
-        return {}
-    valid = isinstance(commands, dict) and all(
-        isinstance(argv, list) and argv and all(isinstance(a, str) and a for a in argv)
-        for argv in commands.values()
-    )
-    if not valid:
-        _refuse(f"reload_commands must map units to argv lists, not {commands!r}")
+    commands = __utils__["certsync_args.argv_map"](commands or None, "reload_commands", "units")
     strays = sorted(str(unit) for unit in commands if unit not in units)
     if strays:
         _refuse(f"reload_commands: {', '.join(strays)} is not in units ({', '.join(units)})")

@@ -83,6 +83,29 @@ def strings(values, what, kind="names", required=False):
     return list(values)
 
 
+def argv_map(commands, what, keys="service names"):
+    """A mapping of names to commands, each an argv list of non-empty strings (run with
+    no shell); None is the empty mapping. An error names the key, never the value: an
+    argument may hold a credential."""
+    if commands is None:
+        return {}
+    if not isinstance(commands, dict):
+        _refuse(f"{what} must map {keys} to argv lists, not a {type(commands).__name__}")
+    for name, argv in commands.items():
+        if not isinstance(name, str) or not name:
+            _refuse(f"{what} must map {keys} to argv lists: a key is no name")
+        if (
+            not isinstance(argv, list)
+            or not argv
+            or not all(isinstance(a, str) and a for a in argv)
+        ):
+            _refuse(
+                f"{what}:{name[:80]} must be an argv list of non-empty strings, such as "
+                "[systemctl, reload, postfix] (the value is not shown)"
+            )
+    return dict(commands)
+
+
 def is_minion_id(value):
     """Whether ``value`` is a minion id certsync accepts."""
     return isinstance(value, str) and bool(_MINION_ID.fullmatch(value))

@@ -40,7 +40,7 @@ def test_a_stale_endpoint_restarts_the_units_that_serve_it(tmp_path):
         ({"units": ["nginx"], "reload_commands": {"postfix": ["postfix", "reload"]}},
          "reload_commands: postfix is not in units (nginx)"),
         ({"units": ["nginx"], "reload_commands": {"nginx": "nginx -s reload"}},
-         "reload_commands must map units to argv lists"),
+         "reload_commands:nginx must be an argv list"),
         ({"haproxy_socket": "/run/haproxy/admin.sock"},
          "haproxy_socket is set but no file has contents: combined"),
         ({"haproxy_socket": "admin.sock", "files": []}, "haproxy_socket must be an absolute path"),
@@ -56,6 +56,18 @@ def test_a_bad_setting_is_named(tmp_path, given, why):
     with pytest.raises(SaltInvocationError) as caught:
         _prepared(tmp_path, **given)
     assert why in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "argv", [["hook", "--token=s3cr3t-v4lue", ""], "hook --token=s3cr3t-v4lue"]
+)
+def test_a_bad_reload_command_is_named_without_its_arguments(tmp_path, argv):
+    """An argument may hold a credential: the error names the key, not the value (in
+    the state's comment, the job's return and the log)."""
+    with pytest.raises(SaltInvocationError) as caught:
+        _prepared(tmp_path, units=["nginx"], reload_commands={"nginx": argv})
+    assert "reload_commands:nginx must be an argv list" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
 
 
 def test_a_file_that_cannot_be_written_brings_the_previous_pair_back_everywhere(tmp_path, ca):

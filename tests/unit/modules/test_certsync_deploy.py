@@ -325,8 +325,14 @@ def test_an_older_publication_never_replaces_what_certsync_installed(tmp_path, c
     [
         ({"services": 5}, "services must be a list of compose service names, not 5"),
         ({"services": ["postfix-mailcow", ""]}, "services must be a list of compose service"),
-        ({"reload_commands": {"postfix-mailcow": "postfix reload"}}, "reload_commands must map"),
-        ({"reload_commands": ["postfix"]}, "reload_commands must map service names to argv"),
+        (
+            {"reload_commands": {"postfix-mailcow": "postfix reload"}},
+            "reload_commands:postfix-mailcow must be an argv list",
+        ),
+        (
+            {"reload_commands": ["postfix"]},
+            "reload_commands must map service names to argv lists, not a list",
+        ),
         ({"mail_domains": {"a": 1}}, "mail_domains must be a list of domains"),
         ({"endpoints": ["gopher"]}, "unknown protocol 'gopher'"),
         ({"endpoints": {"smtp": "mail.example.test:25"}}, "address of smtp must be an IP address"),
