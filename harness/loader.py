@@ -9,6 +9,8 @@ SALT_TREE = pathlib.Path(__file__).resolve().parents[1] / "salt"
 
 #: What ``__utils__`` holds on a minion that synced salt://_utils (filled below).
 UTILS = {}
+#: ``__opts__`` of a minion that reads certsync's modules from this tree (module_dirs).
+MINION_OPTS = {"test": False, "module_dirs": [str(SALT_TREE / "_modules")]}
 
 
 def load_loader_module(kind, name):
@@ -41,6 +43,7 @@ for _name in (
     "certsync_certbot",
     "certsync_settings",
     "certsync_endpoints",
+    "certsync_registry",
 ):
     UTILS.update(salt_functions(load_loader_module("utils", _name), _name))
 certsync_mod = load_loader_module("modules", "certsync")
@@ -65,6 +68,7 @@ mine_mod = load_loader_module("modules", "certsync_mine")
 #: The modules that call ``__utils__``: a loader mock empties it unless told otherwise.
 UTILS_USERS = (
     certsync_mod,
+    consumer_mod,
     tlsprobe_mod,
     monitor_mod,
     mailcow_mod,

@@ -80,7 +80,7 @@ def __virtual__():
 def kinds():
     """
     The consumer kinds this minion has: every ``certsync_consumer_<kind>``
-    module that loaded.
+    module that loaded (found by its file: ``certsync_registry``).
 
     CLI Example:
 
@@ -88,12 +88,8 @@ def kinds():
 
         salt mailcow-host certsync_consumer.kinds
     """
-    prefix, suffix = "certsync_consumer_", ".settings"
-    return sorted(
-        name[len(prefix) : -len(suffix)]
-        for name in __salt__
-        if name.startswith(prefix) and name.endswith(suffix)
-    )
+    found = __utils__["certsync_registry.kinds"](__opts__, "certsync_consumer_")
+    return [name for name in found if f"certsync_consumer_{name}.settings" in __salt__]
 
 
 def kind(name=None):

@@ -10,6 +10,7 @@ masked in every answer.
 """
 
 import logging
+import time
 
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -71,7 +72,8 @@ def _kind_settings(kind):
 def declared():
     """
     The setting names the DNS providers loaded here declare as credentials
-    (``certsync_dns_<name>.credential_keys``). Any setting named ``*_secret``,
+    (``certsync_dns_<name>.credential_keys``; the providers found by their
+    files: ``certsync_registry``). Any setting named ``*_secret``,
     ``*_token``, ``password`` or ``passphrase`` is a credential too.
 
     CLI Example:
@@ -81,15 +83,25 @@ def declared():
         salt '*' certsync_settings.declared
     """
     keys = set()
-    for function in [f for f in __salt__ if f.endswith(".credential_keys")]:
-        if function.startswith("certsync_dns_"):
+    for provider in __utils__["certsync_registry.kinds"](__opts__, "certsync_dns_"):
+        function = f"certsync_dns_{provider}.credential_keys"
+        if function in __salt__:
             keys.update(str(key) for key in __salt__[function]())
     return sorted(keys)
 
 
+#: Seconds the formula's defaults.yaml read from the master is used again in one
+#: process: a deploy job checks the pillar, then takes its arguments from it (a
+#: minion without multiprocessing keeps ``__context__`` from job to job).
+DEFAULTS_REUSE = 30
+
+
 def _formula_defaults():
     """The formula's defaults.yaml (``certsync``), from the master's file server."""
-    text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
+    read_at, text = __context__.get("certsync_settings.defaults", (None, None))
+    if read_at is None or time.monotonic() - read_at > DEFAULTS_REUSE:
+        text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
+        __context__["certsync_settings.defaults"] = (time.monotonic(), text)
     return (salt.utils.yaml.safe_load(text) or {}).get("certsync", {})
 
 

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from harness.loader import (
+    MINION_OPTS,
     caddy_source_mod,
     certsync_mod,
     consumer_mod,
@@ -26,7 +27,7 @@ def loader_modules():
         certsync_mod: {"__context__": {}, "__opts__": {"test": False}},
         source_mod: {"__salt__": deploy_functions()},
         npm_source_mod: {"__salt__": deploy_functions()},
-        consumer_mod: {"__salt__": deploy_functions()},
+        consumer_mod: {"__salt__": deploy_functions(), "__opts__": dict(MINION_OPTS)},
         mailcow_consumer_mod: {"__salt__": deploy_functions()},
         service_consumer_mod: {"__salt__": deploy_functions()},
         caddy_source_mod: {"__salt__": deploy_functions(), "__context__": {}},

@@ -88,6 +88,9 @@ def third_kind(tmp_path, monkeypatch):
     for loaded in (consumer_mod, deploy_mod):
         for name, function in salt_functions(module, "certsync_consumer_noted").items():
             monkeypatch.setitem(loaded.__salt__, name, function)
+    # the minion reads its custom modules from this directory too (module_dirs)
+    dirs = [*consumer_mod.__opts__["module_dirs"], str(path.parent)]
+    monkeypatch.setitem(consumer_mod.__opts__, "module_dirs", dirs)
     return module
 
 

@@ -18,6 +18,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 from support.tlsserver import TLSServer
 
 from harness.loader import (
+    MINION_OPTS,
     certsync_beacon,
     consumer_mod,
     deploy_functions,
@@ -79,7 +80,7 @@ def configure_loader_modules(tmp_path, fleet):
     }
     return {
         mailcow_consumer_mod: {"__salt__": deploy_functions()},
-        consumer_mod: {"__salt__": deploy_functions()},
+        consumer_mod: {"__salt__": deploy_functions(), "__opts__": dict(MINION_OPTS)},
         tlsprobe_mod: {"__context__": {}},
         monitor_mod: {
             "__opts__": opts,
