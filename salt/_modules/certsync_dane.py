@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -56,10 +57,12 @@ def _tlsa_name(hostname, port, protocol):
     return __utils__["certsync_pem.tlsa_name"](hostname, port, protocol)
 
 
-#: The DNS providers a rollover publishes through (``dane:update:provider``), each an
+#: A DNS provider a rollover publishes through (``dane:update:provider``) is an
 #: execution module ``certsync_dns_<provider>`` with the same functions: ``checked``,
-#: ``zone``, ``records`` and ``change``.
-PROVIDERS = ("rfc2136", "cloudflare")
+#: ``zone``, ``records``, ``change`` and ``credential_keys``; a new one is one new
+#: module (``certsync_registry`` finds it). The provider where none is named:
+DEFAULT_PROVIDER = "rfc2136"
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 
 
 def _seconds(value, what, maximum=3600):
@@ -85,16 +88,19 @@ def _provider(update):
         raise SaltInvocationError(
             "update must be a mapping (provider, zone, and the provider's settings)"
         )
-    provider = update.get("provider", "rfc2136")
-    if provider not in PROVIDERS:
-        raise SaltInvocationError(
-            f"update provider {provider!r} is not one of {', '.join(PROVIDERS)}"
-        )
+    provider = update.get("provider", DEFAULT_PROVIDER)
     module = f"certsync_dns_{provider}"
+    if not isinstance(provider, str) or not _PROVIDER_NAME.fullmatch(provider):
+        raise SaltInvocationError(f"update provider {repr(provider)[:60]} is no provider name")
     if f"{module}.change" not in __salt__:
+        known = __utils__["certsync_registry.kinds"](__opts__, "certsync_dns_")
+        loaded = [name for name in known if f"certsync_dns_{name}.change" in __salt__]
         missing = getattr(__salt__, "missing_fun_string", None)
         why = missing(f"{module}.change") if missing else f"{module} is not loaded"
-        raise SaltInvocationError(f"the DNS provider {provider} is not available here: {why}")
+        raise SaltInvocationError(
+            f"update provider {provider!r} is not available here ({why}); the providers: "
+            f"{', '.join(loaded) or 'none'}"
+        )
     return module
 
 

@@ -268,7 +268,11 @@ def test_settings_are_refused_by_name_and_the_token_is_never_an_argument(salt_ca
         ({**update, "api_token": TOKEN}, "api_token is not taken as an argument"),
         ({**update, "ttl": 30}, "update ttl 30 must be 1 (automatic) or 60 to 86400"),
         ({**update, "zone": None}, "needs zone (a name) or zone_id"),
-        ({**update, "provider": "route53"}, "update provider 'route53' is not one of"),
+        (
+            {**update, "provider": "route53"},
+            "update provider 'route53' is not available here (",
+        ),
+        ({**update, "provider": "../x"}, "update provider '../x' is no provider name"),
         ({**update, "colour": "blue"}, "unknown update settings: colour"),
     ]
     with salt_call.pillar(_pillar()):

@@ -48,10 +48,10 @@ PILLAR = {"certsync": {"consumers": {ME: {"dane": {"update": {"tsig_secret": SEC
         ({"max_wait": "soon"}, "dane max_wait 'soon' is not seconds"),
         ({"max_wait": float("nan")}, "dane max_wait must be between 0 and 86400"),
         ({"update": "yes"}, "update must be a mapping"),
-        ({"update": {**UPDATE, "provider": "route53"}}, "update provider 'route53' is not one"),
+        ({"update": {**UPDATE, "provider": "route53"}}, "provider 'route53' is not available"),
         (
             {"update": {"provider": "cloudflare", "zone": DOMAIN}},
-            "the DNS provider cloudflare is not available here",
+            "update provider 'cloudflare' is not available here",
         ),
         # the provider's own checks, through the gate's
         ({"update": {**UPDATE, "server": "ns1.example.test"}}, "must be an IP address"),
@@ -120,3 +120,49 @@ def test_the_zones_servers_are_asked_on_a_bounded_timeout(monkeypatch, timeout):
     monkeypatch.setattr(dns.resolver.Resolver, "resolve", no_lookup)
     with pytest.raises(SaltInvocationError, match="timeout must be"):
         dane_mod.tlsa_servers(HOST, DOMAIN, timeout=timeout)
+
+
+#: A DNS provider of the operator's own: one module, no list edited anywhere.
+THIRD_PROVIDER = """
+CHANGES = []
+
+
+def credential_keys():
+    return ["noted_key"]
+
+
+def checked(update):
+    return dict(update)
+
+
+def zone(update):
+    return update["zone"]
+
+
+def records(hostname, update, port=25, protocol="tcp"):
+    return []
+
+
+def change(hostname, update, add=None, delete=None, port=25, protocol="tcp", **ignored):
+    CHANGES.append((hostname, port, add, delete))
+    return {"added": add or [], "deleted": delete or []}
+"""
+
+
+def test_a_third_dns_provider_is_one_module(tmp_path, monkeypatch):
+    """A provider module dropped beside the others takes a rollover (found by its file,
+    no allow-list), and a provider that is not there is named with those that are."""
+    path = tmp_path / "_modules" / "certsync_dns_noted.py"
+    path.parent.mkdir()
+    path.write_text(THIRD_PROVIDER)
+    monkeypatch.setattr("harness.loader.SALT_TREE", tmp_path)
+    module = load_loader_module("modules", "certsync_dns_noted")
+    for name, function in salt_functions(module, "certsync_dns_noted").items():
+        monkeypatch.setitem(dane_mod.__salt__, name, function)
+    monkeypatch.setitem(dane_mod.__opts__, "module_dirs", [str(path.parent)])
+    update = {"provider": "noted", "zone": DOMAIN}
+    ret = dane_mod.tlsa_update(HOST, update, add=["3 1 1 ab"])
+    assert ret == {"added": ["3 1 1 ab"], "deleted": []}
+    assert module.CHANGES == [(HOST, 25, ["3 1 1 ab"], None)]
+    with pytest.raises(SaltInvocationError, match=r"the providers: noted$"):
+        dane_mod.tlsa_update(HOST, {**update, "provider": "route53"}, add=["3 1 1 ab"])
