@@ -16,6 +16,12 @@ At size N only mailcow-0 is a consumer; the N-1 other minions get nothing of
 certsync but a bare job (``test.ping``), which the benchmark publishes as soon
 as the master's bus shows mailcow-0's deploy job: the cost that N-1 co-located
 consumers add to the measured one however little their deploy job does.
+``--others both`` runs each size > 1 both ways and prints N consumers
+deploying over 1 consumer + N-1 bare jobs.
+
+Each size also prints certsync's own CPU per deploy job: what a consumer's
+process spent on a renewal, less a bare job that reads its one mine entry
+(``mine.get``), the least any deploy job costs.
 
 ``--publish N`` (default 100): the source's publication for N consumers whose
 recipient keys are in the master's mine (accepted minion keys, entries in the
@@ -225,13 +231,14 @@ def measure(size, renewals, image, work, certbot_times, others="deploy"):
 
 
 def bare_job_cpu(salt, pids, minions, runs):
-    """CPU seconds a bare job (``test.ping``) costs each of ``minions``, p50 over
-    ``runs``: Salt's own share of every deploy job (the fork, the loaders it builds
-    again, the return), whatever certsync does in it."""
+    """CPU seconds a bare job that reads one mine entry (``mine.get`` of mailcow-0's
+    certificate entry, the size every consumer reads) costs each of ``minions``, p50
+    over ``runs``: Salt's own share of every deploy job (the fork, the loaders it
+    builds again, the mine read, the return), whatever certsync does in it."""
     spent = []
     for _ in range(runs):
         before = {minion: cpu_seconds(pids[minion]) for minion in minions}
-        salt.run("salt", "-L", ",".join(minions), "test.ping")
+        salt.run("salt", "-L", ",".join(minions), "mine.get", "npm", "certsync_cert_mailcow-0")
         time.sleep(1)  # the jobs' processes exit and are reaped
         spent += [cpu_seconds(pids[minion]) - before[minion] for minion in minions]
     return _p50(spent)
@@ -316,7 +323,7 @@ def _p50(values):
 
 def report(size, samples, bare_job):
     """One size's figures: the total, its timeline, CPU seconds per daemon (p50s),
-    and what a bare Salt job costs each consumer."""
+    what a bare Salt job costs each consumer, and certsync's own CPU beyond it."""
     totals = sorted(sample["total"] for sample in samples)
     p95 = totals[int(0.95 * (len(totals) - 1))]
     print(
@@ -335,12 +342,28 @@ def report(size, samples, bare_job):
         if others:
             line += f", {what} {_p50(others):.2f} each"
     print(f"  CPU s per renewal, p50: {line}", flush=True)
-    print(f"  a bare job (test.ping) costs each consumer {bare_job:.2f} CPU s, p50", flush=True)
+    print(f"  a bare job with one mine read costs each minion {bare_job:.3f} CPU s, p50")
+    own = f"mailcow-0 (the stack: Docker API, 9 probes) {(cpu['mailcow-0'] - bare_job) * 1000:.0f}"
+    files_only = [
+        v for name, v in cpu.items() if name.startswith("mailcow-") and name != "mailcow-0"
+    ]
+    if files_only:
+        own += f", a files-only consumer {(_p50(files_only) - bare_job) * 1000:.0f}"
+    print(f"  certsync's own CPU per deploy job, beyond it: {own} ms", flush=True)
 
 
 def report_scale(by_size, others):
     """Each size's p50 over the one-consumer p50: renewal to served, and detected to
-    served (the beacon's phase, up to its 1 s interval, is the same at every size)."""
+    served (the beacon's phase, up to its 1 s interval, is the same at every size);
+    with both ways measured, N consumers deploying over 1 consumer + N-1 bare jobs."""
+    for size, samples in by_size.items():
+        if size in by_size.get("bare", {}):
+            deploying = _p50([s["total"] for s in samples])
+            floor = _p50([s["total"] for s in by_size["bare"][size]])
+            print(
+                f"{size} consumers deploying / 1 consumer + {size - 1} bare jobs, p50: "
+                f"{deploying / floor:.2f}x ({deploying:.2f} s / {floor:.2f} s)"
+            )
     if 1 not in by_size:
         return
 
@@ -352,7 +375,7 @@ def report_scale(by_size, others):
 
     one_total, one_after = p50s(by_size[1])
     for size, samples in by_size.items():
-        if size != 1:
+        if size not in (1, "bare"):
             total, after = p50s(samples)
             what = f"{size} consumers"
             if others == "bare":
@@ -370,9 +393,9 @@ def main():
     parser.add_argument("--publish", type=int, default=100, help="consumers (0: skip)")
     parser.add_argument(
         "--others",
-        choices=("deploy", "bare"),
+        choices=("deploy", "bare", "both"),
         default="deploy",
-        help="what the minions beside mailcow-0 run: the deploy, or only a bare job",
+        help="what the minions beside mailcow-0 run: the deploy, only a bare job, or both",
     )
     args = parser.parse_args()
     if args.publish:
@@ -388,14 +411,21 @@ def main():
         return
     image = build_image()
     certbot_times, by_size = [], {}
+    ways = ("bare", "deploy") if args.others == "both" else (args.others,)
     for size in (int(n) for n in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
-            samples, bare_job = measure(
-                size, args.renewals, image, pathlib.Path(tmp), certbot_times, args.others
-            )
-        report(size, samples, bare_job)
-        by_size[size] = samples
-    report_scale(by_size, args.others)
+        for others in ways if size > 1 else ("deploy",):
+            with tempfile.TemporaryDirectory(prefix="certsync-bench-") as tmp:
+                samples, bare_job = measure(
+                    size, args.renewals, image, pathlib.Path(tmp), certbot_times, others
+                )
+            if len(ways) > 1:
+                print(f"(the minions beside mailcow-0: {others})")
+            report(size, samples, bare_job)
+            if others == "bare" and len(ways) > 1:
+                by_size.setdefault("bare", {})[size] = samples
+            else:
+                by_size[size] = samples
+    report_scale(by_size, "deploy" if args.others == "both" else args.others)
 
     spent = figures(t * 1000 for t in certbot_times)
     print(f"certbot renew itself (not in the figures above): {spent}")
