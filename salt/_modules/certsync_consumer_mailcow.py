@@ -99,6 +99,17 @@ def _domains(directory, name=DOMAINS_FILE):
     return __utils__["certsync_files.read_names"](os.path.join(directory, name))
 
 
+def _domains_text(directory, names):
+    """The text of the ``domains`` file listing ``names``: the file's own when it lists
+    them already (written again as it is: no change for a different spacing), else the
+    names on one line."""
+    path = os.path.join(directory, DOMAINS_FILE)
+    text = __utils__["certsync_files.read_list"](path)
+    if text is not None and [name.lower() for name in text.split()] == names:
+        return text
+    return " ".join(names) + "\n"
+
+
 def sni_plan(dest, fullchain, hostname=None):
     """
     What to do with mailcow's per-name directories ``dest/<name>/``. mailcow
@@ -339,7 +350,7 @@ def layout(dest, fullchain, hostname, prepared):
     return {
         "dirs": [dest, *kept],
         "names": list(dict.fromkeys(names)),
-        "files": {d: {DOMAINS_FILE: " ".join(n) + "\n"} for d, n in plan["domains"].items()},
+        "files": {d: {DOMAINS_FILE: _domains_text(d, n)} for d, n in plan["domains"].items()},
         "originals": {DOMAINS_FILE: ORIGINAL_DOMAINS_FILE},
         "notes": [
             *_uncovered_lines(plan["uncovered"] if sni else {}),

@@ -50,18 +50,24 @@ def read_regular(path, limit, follow=True):
     return data
 
 
-def read_names(path, limit=MAX_NAMES_BYTES):
-    """The names in a list file such as a per-name dir's ``domains`` (whitespace
-    separated, lower-cased); None when there is no such regular file."""
+def read_list(path, limit=MAX_NAMES_BYTES):
+    """The text of a list file such as a per-name dir's ``domains``; None when there is
+    no such regular file."""
     if not os.path.isfile(path) or os.path.islink(path):
         return None
     try:
-        data = read_regular(path, limit, follow=False)
-        return [name.lower() for name in data.decode("utf-8").split()]
+        return read_regular(path, limit, follow=False).decode("utf-8")
     except UnicodeDecodeError:
         raise CommandExecutionError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def read_names(path, limit=MAX_NAMES_BYTES):
+    """The names in a list file such as a per-name dir's ``domains`` (whitespace
+    separated, lower-cased); None when there is no such regular file."""
+    text = read_list(path, limit)
+    return None if text is None else [name.lower() for name in text.split()]
 
 
 def read_json_record(path):

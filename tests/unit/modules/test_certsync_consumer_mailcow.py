@@ -58,3 +58,30 @@ def test_a_domains_file_that_is_not_text_names_the_file(tmp_path, ca):
     fullchain, _ = _files(tmp_path, ca.leaf("mail.example.test"))
     with pytest.raises(CommandExecutionError, match=f"{directory}/domains: not UTF-8 text"):
         mailcow_consumer_mod.sni_plan(str(dest), fullchain)
+
+
+@pytest.mark.parametrize(
+    ("listed", "kept"),
+    [
+        ("mail.example.test autodiscover.example.test", True),  # no newline at its end
+        ("mail.example.test\nautodiscover.example.test\n", True),  # one name a line
+        ("MAIL.example.test autodiscover.example.test\n", True),  # names compare lower-case
+        ("mail.example.test", False),  # a name missing
+        ("autodiscover.example.test mail.example.test", False),  # the hostname not first
+    ],
+)
+def test_the_hostname_dirs_domains_list_is_written_only_when_its_names_differ(
+    tmp_path, ca, listed, kept
+):
+    """A ``domains`` file that lists the names already is given back as it is (its own
+    spacing), so a deploy whose files are current changes nothing."""
+    dest = tmp_path / "ssl"
+    names = ["mail.example.test", "autodiscover.example.test"]
+    leaf = ca.leaf(names[0], sans=names)
+    own = write_sni_dir(str(dest), leaf, names)
+    with open(os.path.join(own, "domains"), "w", encoding="ascii") as handle:
+        handle.write(listed)
+    fullchain, _ = _files(tmp_path, leaf)
+    layout = mailcow_consumer_mod.layout(str(dest), fullchain, names[0], {"sni": True})
+    wanted = layout["files"][own]["domains"]
+    assert wanted == (listed if kept else "mail.example.test autodiscover.example.test\n")
