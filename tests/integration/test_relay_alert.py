@@ -9,8 +9,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.relay import NAME, PORT
 
 from harness.loader import (
+    MINION_OPTS,
     UTILS,
     certsync_beacon,
+    consumer_mod,
     deploy_functions,
     load_loader_module,
     mailcow_consumer_mod,
@@ -74,6 +76,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
     }
     return {
         mailcow_consumer_mod: {"__salt__": deploy_functions()},
+        consumer_mod: {"__salt__": deploy_functions(), "__opts__": dict(MINION_OPTS)},
         tlsprobe_mod: {"__context__": {}},
         mailcow_mod: {"__opts__": opts, "__context__": {}, "__salt__": {}},
         monitor_mod: {
@@ -81,9 +84,9 @@ def configure_loader_modules(tmp_path, stack, ca_file):
             "__context__": {},
             "__pillar__": {},
             "__salt__": {
+                **deploy_functions(),
                 "certsync_settings.consumer": settings,
                 "certsync_mine.published_fingerprint": lambda source: serving,
-                "certsync_consumer_mailcow.sni_plan": mailcow_consumer_mod.sni_plan,
                 "tlsprobe.probe": tlsprobe_mod.probe,
                 "mailcow.relay_status": mailcow_mod.relay_status,
             },
