@@ -544,6 +544,7 @@ def install(fullchain, key, dest, files=None, originals=None):
     dest = destination(dest)
     files = _extra_files(dest, files)
     originals = _extra_files(dest, originals)
+    _extra_files(dest, dict.fromkeys(originals.values(), ""))  # kept as plain names too
     certs, cert_pem, key_pem = _pem.canonical_pair(fullchain, key)
     contents = {CERT_FILE: cert_pem, KEY_FILE: key_pem}
     contents.update((name, text.encode()) for name, text in files.items())

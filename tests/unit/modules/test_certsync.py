@@ -476,4 +476,6 @@ def test_a_file_beside_the_pair_must_be_a_plain_new_name(tmp_path, good, name):
     fullchain, key = _files(tmp_path, good)
     with pytest.raises(SaltInvocationError, match="cannot write"):
         certsync_mod.install(fullchain, key, str(dest), files={name: "x\n"})
+    with pytest.raises(SaltInvocationError, match="cannot write"):
+        certsync_mod.install(fullchain, key, str(dest), files={"a": "x\n"}, originals={"a": name})
     assert list(dest.iterdir()) == []
