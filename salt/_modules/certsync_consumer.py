@@ -88,8 +88,9 @@ def kinds():
 
         salt mailcow-host certsync_consumer.kinds
     """
-    found = __utils__["certsync_registry.kinds"](__opts__, "certsync_consumer_")
-    return [name for name in found if f"certsync_consumer_{name}.settings" in __salt__]
+    return __utils__["certsync_registry.loaded"](
+        __opts__, __salt__, "certsync_consumer_", "settings"
+    )
 
 
 def kind(name=None):

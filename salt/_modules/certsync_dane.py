@@ -93,8 +93,9 @@ def _provider(update):
     if not isinstance(provider, str) or not _PROVIDER_NAME.fullmatch(provider):
         raise SaltInvocationError(f"update provider {repr(provider)[:60]} is no provider name")
     if f"{module}.change" not in __salt__:
-        known = __utils__["certsync_registry.kinds"](__opts__, "certsync_dns_")
-        loaded = [name for name in known if f"certsync_dns_{name}.change" in __salt__]
+        loaded = __utils__["certsync_registry.loaded"](
+            __opts__, __salt__, "certsync_dns_", "change"
+        )
         missing = getattr(__salt__, "missing_fun_string", None)
         why = missing(f"{module}.change") if missing else f"{module} is not loaded"
         raise SaltInvocationError(

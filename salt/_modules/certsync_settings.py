@@ -83,10 +83,9 @@ def declared():
         salt '*' certsync_settings.declared
     """
     keys = set()
-    for provider in __utils__["certsync_registry.kinds"](__opts__, "certsync_dns_"):
-        function = f"certsync_dns_{provider}.credential_keys"
-        if function in __salt__:
-            keys.update(str(key) for key in __salt__[function]())
+    loaded = __utils__["certsync_registry.loaded"]
+    for provider in loaded(__opts__, __salt__, "certsync_dns_", "credential_keys"):
+        keys.update(str(key) for key in __salt__[f"certsync_dns_{provider}.credential_keys"]())
     return sorted(keys)
 
 

@@ -4,7 +4,7 @@ The kinds of a family of modules
 
 A consumer kind is the execution module ``certsync_consumer_<kind>``, a DNS
 provider ``certsync_dns_<provider>``: one new module each, no list to edit.
-Called through ``__utils__["certsync_registry.kinds"]``, this finds them by
+Called through ``__utils__["certsync_registry.loaded"]``, this finds them by
 their files where the loader reads custom modules from, without loading any
 module: iterating ``__salt__`` would make the loader import every execution
 module it has (a second of CPU in each job that did it).
@@ -40,3 +40,9 @@ def kinds(opts, prefix):
             if suffix in MODULE_SUFFIXES and stem.startswith(prefix) and stem != prefix:
                 found.add(stem[len(prefix) :])
     return sorted(found)
+
+
+def loaded(opts, functions, prefix, function):
+    """The kinds (see :py:func:`kinds`) whose module loaded: ``<prefix><kind>.<function>``
+    is in ``functions`` (the caller's ``__salt__``; only those modules are loaded)."""
+    return [kind for kind in kinds(opts, prefix) if f"{prefix}{kind}.{function}" in functions]

@@ -29,6 +29,10 @@ def test_kinds_are_the_module_files_of_the_custom_module_dirs(tmp_path):
     assert kinds(opts, "certsync_consumer_") == ["mailcow", "noted", "service"]
     assert kinds(opts, "certsync_dns_") == ["rfc2136"]
     assert kinds({}, "certsync_dns_") == []
+    functions = {"certsync_consumer_service.settings": None, "certsync_consumer_x.settings": None}
+    assert UTILS["certsync_registry.loaded"](opts, functions, "certsync_consumer_", "settings") == [
+        "service"
+    ]
 
 
 class _Functions(dict):
