@@ -105,7 +105,7 @@ def _domains_text(directory, names):
     names on one line."""
     path = os.path.join(directory, DOMAINS_FILE)
     text = __utils__["certsync_files.read_list"](path)
-    if text is not None and [name.lower() for name in text.split()] == names:
+    if text is not None and __utils__["certsync_files.names_in"](text) == names:
         return text
     return " ".join(names) + "\n"
 

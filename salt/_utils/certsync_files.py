@@ -63,11 +63,16 @@ def read_list(path, limit=MAX_NAMES_BYTES):
         raise CommandExecutionError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def names_in(text):
+    """The names a list file's ``text`` holds: whitespace separated, lower-cased."""
+    return [name.lower() for name in text.split()]
+
+
 def read_names(path, limit=MAX_NAMES_BYTES):
-    """The names in a list file such as a per-name dir's ``domains`` (whitespace
-    separated, lower-cased); None when there is no such regular file."""
+    """The names in a list file such as a per-name dir's ``domains`` (:py:func:`names_in`);
+    None when there is no such regular file."""
     text = read_list(path, limit)
-    return None if text is None else [name.lower() for name in text.split()]
+    return None if text is None else names_in(text)
 
 
 def read_json_record(path):
