@@ -21,8 +21,12 @@ __virtualname__ = "certsync_settings"
 
 
 def __virtual__():
-    if "certsync_settings.role" not in __utils__:
-        return (False, "certsync_settings needs salt://_utils/certsync_settings.py: sync_all")
+    if "certsync_settings.merged" not in __utils__ or "certsync_routes.views" not in __utils__:
+        return (
+            False,
+            "certsync_settings needs salt://_utils/certsync_settings.py and certsync_routes.py: "
+            "sync_all",
+        )
     return __virtualname__
 
 
@@ -40,19 +44,21 @@ def formula():
     return __utils__["certsync_settings.masked_credentials"](_formula_settings(), declared())
 
 
-def source():
+def source(route="default"):
     """
     The source's ``kind`` and its ``settings`` of that kind, from the
-    ``certsync:source`` pillar over the defaults: what the formula's SLS give
-    ``certsync_source`` (``npm``: ``live_dir`` and, when set, ``dir``).
+    ``certsync:source`` pillar over the defaults (for a ``route`` of
+    ``certsync:certificates``: its ``source`` over those): what the formula's
+    SLS give ``certsync_source`` (``npm``: ``live_dir`` and, when set, ``dir``).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt npm-host certsync_settings.source
+        salt npm-host certsync_settings.source route=shop
     """
-    kind, where = __utils__["certsync_settings.source_where"](_formula_settings().get("source"))
+    kind, where = __utils__["certsync_settings.source_where"](_view(route).get("source"))
     known, unknown_kind = _kind_settings(kind)
     if unknown_kind:  # its states say so, by name
         return {"kind": kind, "settings": where}
@@ -115,6 +121,14 @@ def _formula_settings():
     return __utils__["certsync_settings.merged"](_formula_defaults(), _certsync_pillar())
 
 
+def _view(route):
+    """The merged settings of one route (``certsync_routes.view``)."""
+    try:
+        return __utils__["certsync_routes.view"](_formula_settings(), route)
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
+
+
 def check():
     """
     This minion's ``certsync`` pillar against the formula's ``defaults.yaml``:
@@ -137,51 +151,100 @@ def check():
     pillar = _certsync_pillar()
     kind = __utils__["certsync_settings.source_where"](pillar.get("source"))[0]
     kind_settings, unknown_kind = _kind_settings(kind)
+    route_kinds, unknown_kinds = _route_source_kinds(pillar)
     problems = [
         *([unknown_kind] if unknown_kind else []),
-        *__utils__["certsync_settings.problems"](pillar, defaults, kind_settings),
+        *unknown_kinds,
+        *__utils__["certsync_routes.problems"](pillar),
+        *__utils__["certsync_settings.problems"](pillar, defaults, kind_settings, route_kinds),
     ]
     cfg = __utils__["certsync_settings.merged"](defaults, pillar)
-    role, why = __utils__["certsync_settings.role"](cfg, __opts__["id"])
+    role, why = __utils__["certsync_routes.role"](cfg, __opts__["id"])
     problems += __utils__["certsync_settings.foreign_credentials"](
         pillar, __opts__["id"], role, declared()
     )
-    problems += _consumer_kind_problems(pillar, cfg)
+    problems += _consumer_kind_problems(cfg)
+    if not problems:
+        problems += _collisions(cfg)
     valid = not problems and (role is not None or cfg.get("no_role") is True)
     if not valid:
         __context__["retcode"] = 1
     return {"valid": valid, "role": role, "why": why, "problems": problems}
 
 
-def _consumer_kind_problems(pillar, cfg):
-    """Each consumer whose kind this minion does not have, or whose entry sets a
-    setting of another consumer kind only (``certsync_consumer``)."""
+def _route_source_kinds(pillar):
+    """The settings of each source kind a route of ``certsync:certificates`` names
+    (``{kind: settings}``), and why each unknown one is."""
+    top = pillar.get("source") if isinstance(pillar.get("source"), dict) else {}
+    found, unknown = {}, []
+    for name, route in __utils__["certsync_routes.certificates"](pillar).items():
+        given = route.get("source") if isinstance(route, dict) else None
+        if not isinstance(given, dict):
+            continue
+        kind = __utils__["certsync_settings.source_where"]({**top, **given})[0]
+        settings, why = _kind_settings(kind)
+        if why:
+            unknown.append(f"certsync:certificates:{name}:source:kind: {why.split(': ', 1)[1]}")
+        else:
+            found[kind] = settings
+    return found, unknown
+
+
+def _consumer_kind_problems(cfg):
+    """Each consumer, of any route, whose kind this minion does not have, or whose
+    entry sets a setting of another consumer kind only (``certsync_consumer``)."""
     kinds = {
         k: __salt__["certsync_consumer.settings"](k) for k in __salt__["certsync_consumer.kinds"]()
     }
     every = {name for names in kinds.values() for name in names}
-    consumers = pillar.get("consumers") if isinstance(pillar.get("consumers"), dict) else {}
     found = []
-    for minion, entry in consumers.items():
+    for route, view in __utils__["certsync_routes.views"](cfg).items():
+        for minion, entry in view["consumers"].items():
+            try:
+                merged = __utils__["certsync_settings.consumer"](view, minion)
+            except ValueError:
+                continue  # named by problems()
+            where = _entry_key(route, minion)
+            kind = __salt__["certsync_consumer.kind"](merged.get("kind"))
+            if kind not in kinds:
+                found.append(
+                    f"{where}:kind: no consumer kind {str(kind)[:40]!r} "
+                    f"(the kinds: {', '.join(sorted(kinds))})"
+                )
+                continue
+            strays = sorted(str(k) for k in entry or {} if k in every and k not in kinds[kind])
+            if strays:
+                found.append(
+                    f"{where}: {', '.join(strays)} is no setting of the {kind} consumer "
+                    f"(it takes {', '.join(kinds[kind])})"
+                )
+    return list(dict.fromkeys(found))
+
+
+def _entry_key(route, minion):
+    """The pillar key of a consumer's entry in a route."""
+    if __utils__["certsync_routes.is_default"](route):
+        return f"certsync:consumers:{minion}"
+    return f"certsync:certificates:{route}:consumers:{minion}"
+
+
+def _collisions(cfg):
+    """Where two routes this minion consumes would write the same place (their pairs'
+    directories, a service's files), named by route."""
+    writes = {}
+    for route in __utils__["certsync_routes.of_minion"](cfg, __opts__["id"])["consumer"]:
+        view = __utils__["certsync_routes.view"](cfg, route)
         try:
-            merged = __utils__["certsync_settings.consumer"](cfg, minion)
-        except ValueError:
-            continue  # named by problems()
-        where = f"certsync:consumers:{minion}"
-        kind = __salt__["certsync_consumer.kind"](merged.get("kind"))
-        if kind not in kinds:
-            found.append(
-                f"{where}:kind: no consumer kind {str(kind)[:40]!r} "
-                f"(the kinds: {', '.join(sorted(kinds))})"
-            )
-            continue
-        strays = sorted(str(k) for k in entry or {} if k in every and k not in kinds[kind])
-        if strays:
-            found.append(
-                f"{where}: {', '.join(strays)} is no setting of the {kind} consumer "
-                f"(it takes {', '.join(kinds[kind])})"
-            )
-    return found
+            kind, _, given = _kind(_own_settings(view))
+            dest = _dest(view, kind, given)
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            return [f"{_entry_key(route, __opts__['id'])}: {exc}"]
+        files = given.get("files") if isinstance(given.get("files"), list) else []
+        writes[route] = [
+            dest,
+            *(f["path"] for f in files if isinstance(f, dict) and isinstance(f.get("path"), str)),
+        ]
+    return __utils__["certsync_routes.collisions"](writes)
 
 
 def _kind(settings):
@@ -198,8 +261,9 @@ def _kind(settings):
 def _own_settings(cfg):
     consumers = cfg.get("consumers")
     if not isinstance(consumers, dict) or __opts__["id"] not in consumers:  # never a substring
+        where = _entry_key(cfg.get("route"), __opts__["id"]).rsplit(":", 1)[0]
         raise CommandExecutionError(
-            f"{__opts__['id']} is not a consumer in the certsync pillar (certsync:consumers)"
+            f"{__opts__['id']} is not a consumer in the certsync pillar ({where})"
         )
     try:
         return __utils__["certsync_settings.consumer"](cfg, __opts__["id"])
@@ -208,51 +272,56 @@ def _own_settings(cfg):
 
 
 def _dest(cfg, kind, given):
-    return __salt__["certsync_consumer.call"](kind, "dest", cfg.get("hostname"), given)
+    route = cfg.get("route") or "default"
+    return __salt__["certsync_consumer.call"](kind, "dest", cfg.get("hostname"), given, route)
 
 
-def dest():
+def dest(route="default"):
     """
-    The directory this consumer's pair goes in, as its consumer kind says
-    (``certsync_consumer``: the checkout's ``data/assets/ssl`` for one, a
-    ``service`` consumer's ``dir``): what the formula's SLS give the states,
-    the one place the path is built.
+    The directory this consumer's pair of ``route`` goes in, as its consumer
+    kind says (``certsync_consumer``: the checkout's ``data/assets/ssl`` for
+    mailcow's own hostname, a per-name dir for another route's, a ``service``
+    consumer's ``dir``): what the formula's SLS give the states, the one place
+    the path is built.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt mail-host certsync_settings.dest
+        salt mail-host certsync_settings.dest route=shop
     """
-    cfg = _formula_settings()
+    cfg = _view(route)
     kind, _, given = _kind(_own_settings(cfg))
     return _dest(cfg, kind, given)
 
 
-def consumer():
+def consumer(route="default"):
     """
-    This consumer's settings: its entry under ``certsync:consumers`` merged
-    over ``consumer_defaults`` (``relay`` and ``alerts`` key by key), with the
-    ``hostname``, the ``source`` minion and ``dest`` (the directory its pair
-    goes in); endpoints as its consumer kind resolves them. Credentials
-    (``tsig_secret``, ``api_token``, ``password``) are shown as ``**********``,
-    as ``pillar.get`` shows them.
+    This consumer's settings for ``route``: its entry under
+    ``certsync:consumers`` (a route's: under
+    ``certsync:certificates:<route>:consumers``, over the former) merged over
+    ``consumer_defaults`` (``relay`` and ``alerts`` key by key), with the
+    ``route``, the ``hostname``, the ``source`` minion and ``dest`` (the
+    directory its pair goes in); endpoints as its consumer kind resolves them.
+    Credentials (``tsig_secret``, ``api_token``, ``password``) are shown as
+    ``**********``, as ``pillar.get`` shows them.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt mail-host certsync_settings.consumer
+        salt mail-host certsync_settings.consumer route=shop
     """
-    return __utils__["certsync_settings.masked_credentials"](
-        _consumer(_formula_settings()), declared()
-    )
+    return __utils__["certsync_settings.masked_credentials"](_consumer(_view(route)), declared())
 
 
 def _consumer(cfg):
     settings = _own_settings(cfg)
     kind, _, given = _kind(settings)
     settings.update(
+        route=cfg.get("route") or "default",
         hostname=cfg["hostname"],
         source=(cfg.get("source") or {}).get("minion"),
         dest=_dest(cfg, kind, given),
@@ -267,19 +336,21 @@ def _consumer(cfg):
     return settings
 
 
-def deploy_args(fingerprint=""):
+def deploy_args(fingerprint="", route="default"):
     """
-    What this consumer's deploy is given, from its settings: the arguments
-    of the formula's ``certsync.deployed`` SLS, the same the master's runner
-    sends on a renewal (``certsync_deploy.deployed``), without credentials.
+    What this consumer's deploy of ``route`` is given, from its settings: the
+    arguments of the formula's ``certsync.deployed`` SLS, the same the
+    master's runner sends on a renewal (``certsync_deploy.deployed``),
+    without credentials.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt mail-host certsync_settings.deploy_args
+        salt mail-host certsync_settings.deploy_args route=shop
     """
-    cfg = _formula_settings()
+    cfg = _view(route)
     settings = _own_settings(cfg)
     source = (cfg.get("source") or {}).get("minion")
     kind, known, given = _kind(settings)
@@ -298,11 +369,11 @@ def deploy_args(fingerprint=""):
 _DEPLOY_ONLY = ("source_minion", "fingerprint", "min_days", "allow_older", "paused")
 
 
-def rollback_args():
+def rollback_args(route="default"):
     """
-    What this consumer's roll back is given (``certsync.rolled_back`` in
-    the formula's ``certsync.rollback``): ``deploy_args`` without what only
-    a deploy takes.
+    What this consumer's roll back of ``route`` is given
+    (``certsync.rolled_back`` in the formula's ``certsync.rollback``):
+    ``deploy_args`` without what only a deploy takes.
 
     CLI Example:
 
@@ -310,13 +381,13 @@ def rollback_args():
 
         salt mail-host certsync_settings.rollback_args
     """
-    return {k: v for k, v in deploy_args().items() if k not in _DEPLOY_ONLY}
+    return {k: v for k, v in deploy_args(route=route).items() if k not in _DEPLOY_ONLY}
 
 
-def reuse_key_wanted():
+def reuse_key_wanted(route="default"):
     """
-    Whether the formula makes certbot keep the source's key (``reuse_key =
-    True``), from this minion's pillar: ``certsync:source:reuse_key`` true or
+    Whether the formula makes certbot keep the key of the source of ``route``
+    (``reuse_key = True``), from this minion's pillar: ``certsync:source:reuse_key`` true or
     false, or ``auto`` (the default): only when a published TLSA 3 1 1 record
     pins the key (a consumer has ``dane`` on, or ``dns:tlsa_ports`` is set).
     Returns ``wanted`` and ``why``.
@@ -326,9 +397,49 @@ def reuse_key_wanted():
     .. code-block:: bash
 
         salt npm-host certsync_settings.reuse_key_wanted
+        salt npm-host certsync_settings.reuse_key_wanted route=shop
     """
     try:
-        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](_formula_settings())
+        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](_view(route))
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
     return {"wanted": wanted, "why": why}
+
+
+def routes():
+    """
+    The routes this minion takes part in, by role: under ``source``, each
+    route it publishes (``hostname``, the source ``kind`` and its
+    ``settings``, the ``consumers``, and ``keep_key``: whether certbot must
+    keep the key); under ``consumer``, each route it deploys (``hostname``,
+    the ``source`` minion, its consumer ``kind`` and ``dest``). What the
+    formula's SLS loop over; ``default`` is the route of the
+    single-certificate keys.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' certsync_settings.routes
+    """
+    cfg = _formula_settings()
+    taken = __utils__["certsync_routes.of_minion"](cfg, __opts__["id"])
+    found = {"source": {}, "consumer": {}}
+    for route in taken["source"]:
+        view = __utils__["certsync_routes.view"](cfg, route)
+        found["source"][route] = {
+            "hostname": view.get("hostname"),
+            **source(route),
+            "consumers": sorted(str(c) for c in view["consumers"]),
+            "keep_key": reuse_key_wanted(route)["wanted"],
+        }
+    for route in taken["consumer"]:
+        view = __utils__["certsync_routes.view"](cfg, route)
+        kind, _, given = _kind(_own_settings(view))
+        found["consumer"][route] = {
+            "hostname": view.get("hostname"),
+            "source": __utils__["certsync_routes.source_minion"](view),
+            "kind": kind,
+            "dest": _dest(view, kind, given),
+        }
+    return found

@@ -56,7 +56,7 @@ def report():
         return _source_status(cfg["hostname"], source)
     consumers = cfg.get("consumers")
     if not isinstance(consumers, dict) or me not in consumers:
-        return {"role": None, "why": __utils__["certsync_settings.role"](cfg, me)[1]}
+        return {"role": None, "why": __utils__["certsync_routes.role"](cfg, me)[1]}
     # no credentials passed on: the modules that use them read them from the pillar
     settings = __utils__["certsync_settings.without_credentials"](
         __salt__["certsync_settings.consumer"](), __salt__["certsync_settings.declared"]()

@@ -34,8 +34,6 @@ FREE_FORM = frozenset(
 FORMULA_SOURCE_KEYS = frozenset({"minion", "kind", "beacon_interval", "watch", "reuse_key"})
 #: The source kind where none is named: NPM's certbot tree.
 DEFAULT_KIND = "npm"
-#: The mine entry a source publishes for one consumer: this prefix and the consumer's id.
-CERT_MINE_PREFIX = "certsync_cert_"
 #: What a consumer's deploy takes from its settings (certsync_deploy.deploy's arguments)
 #: beside its kind's own, always, and those passed only when set.
 DEPLOY_SETTINGS = ("min_days", "endpoints", "probe_address", "verify_timeout", "dane")
@@ -112,12 +110,47 @@ def _wrong_types(given, known, path, problems):
             _wrong_types(value, known[key], where, problems)
 
 
-def problems(pillar, defaults, kind_settings=None):
+def _source_problems(source, defaults, kind_settings, where, found):
+    """The problems of a ``source`` mapping at ``where``: unknown keys (the formula's
+    and, with ``kind_settings``, its kind's), values of the wrong type."""
+    if kind_settings is not None:
+        kind = source_where(source)[0]
+        allowed = dict.fromkeys([*sorted(FORMULA_SOURCE_KEYS), *kind_settings])
+        what = f"setting of the {kind} source (it takes {', '.join(kind_settings)})"
+        _unknown(source, allowed, where, found, what)
+    source_defaults = (
+        defaults.get("source")
+        if kind_settings is None
+        else {k: v for k, v in (defaults.get("source") or {}).items() if k in FORMULA_SOURCE_KEYS}
+    )
+    if source is not None and not isinstance(source, dict):
+        found.append(f"{where} must be a mapping (minion: <id>, ...), not {repr(source)[:40]}")
+    else:
+        _wrong_types(source, source_defaults, where, found)
+
+
+def _consumers_problems(consumers, consumer_defaults, where, found):
+    """The problems of a ``consumers`` mapping at ``where``: an entry that is no
+    mapping, keys no consumer has, values of the wrong type."""
+    if consumers is not None and not isinstance(consumers, dict):
+        found.append(f"{where} must map minion ids to their settings, not {repr(consumers)[:40]}")
+    for minion, entry in (consumers if isinstance(consumers, dict) else {}).items():
+        if entry is not None and not isinstance(entry, dict):
+            found.append(f"{where}:{minion} must be a mapping (or empty)")
+            continue
+        _unknown(entry, consumer_defaults, f"{where}:{minion}", found)
+        _wrong_types(entry, consumer_defaults, f"{where}:{minion}", found)
+
+
+def problems(pillar, defaults, kind_settings=None, route_kinds=None):
     """What is wrong with the ``certsync`` pillar against the formula's ``defaults``
     (both the ``certsync`` mapping): each unknown key with the closest known one, a
-    missing hostname, a consumers entry that is no mapping. A list of sentences.
-    ``kind_settings``: the settings of the pillar's source kind, which are then the
-    keys ``certsync:source`` may hold beside the formula's own (else the defaults')."""
+    missing hostname, a consumers entry that is no mapping; the same in each route of
+    ``certsync:certificates`` (whose own shape ``certsync_routes.problems`` checks).
+    A list of sentences. ``kind_settings``: the settings of the pillar's source kind,
+    which are then the keys ``certsync:source`` may hold beside the formula's own
+    (else the defaults'); ``route_kinds``: the same for each route's source kind
+    (``{kind: settings}``, a kind left out: checked against the defaults')."""
     if not isinstance(pillar, dict):
         return [f"certsync must be a mapping, not {type(pillar).__name__}"]
     found = []
@@ -125,43 +158,35 @@ def problems(pillar, defaults, kind_settings=None):
         _unknown(pillar, defaults, "certsync", found)
     else:
         _unknown(pillar, {**defaults, "source": {}}, "certsync", found)
-        kind = source_where(pillar.get("source"))[0]
-        allowed = dict.fromkeys([*sorted(FORMULA_SOURCE_KEYS), *kind_settings])
-        what = f"setting of the {kind} source (it takes {', '.join(kind_settings)})"
-        _unknown(pillar.get("source"), allowed, "certsync:source", found, what)
-    consumer_defaults = defaults.get("consumer_defaults")
-    source_defaults = (
-        defaults.get("source")
-        if kind_settings is None
-        else {k: v for k, v in (defaults.get("source") or {}).items() if k in FORMULA_SOURCE_KEYS}
-    )
     _wrong_types(
-        {k: v for k, v in pillar.items() if k not in ("consumers", "source")},
+        {k: v for k, v in pillar.items() if k not in ("consumers", "source", "certificates")},
         defaults,
         "certsync",
         found,
     )
-    if pillar.get("source") is not None and not isinstance(pillar.get("source"), dict):
+    _source_problems(pillar.get("source"), defaults, kind_settings, "certsync:source", found)
+    consumer_defaults = defaults.get("consumer_defaults")
+    _consumers_problems(pillar.get("consumers"), consumer_defaults, "certsync:consumers", found)
+    routes = pillar.get("certificates") if isinstance(pillar.get("certificates"), dict) else {}
+    for name, route in routes.items():
+        if not isinstance(route, dict):
+            continue  # named by certsync_routes.problems
+        where = f"certsync:certificates:{str(name)[:40]}"
+        if "source" in route:
+            kind = source_where({**(pillar.get("source") or {}), **(route["source"] or {})})[0]
+            given = (route_kinds or {}).get(kind)
+            _source_problems(route["source"], defaults, given, f"{where}:source", found)
+        _consumers_problems(route.get("consumers"), consumer_defaults, f"{where}:consumers", found)
+    if not pillar.get("hostname") and (not routes or pillar.get("consumers")):
         found.append(
-            f"certsync:source must be a mapping (minion: <id>, ...), not "
-            f"{repr(pillar['source'])[:40]}"
+            "certsync:hostname is not set: the mail host name the certificate covers"
+            + (
+                " (certsync:consumers names the consumers of that certificate; those of a "
+                "route go under certsync:certificates:<name>:consumers)"
+                if routes
+                else ""
+            )
         )
-    else:
-        _wrong_types(pillar.get("source"), source_defaults, "certsync:source", found)
-    consumers = pillar.get("consumers")
-    if consumers is not None and not isinstance(consumers, dict):
-        found.append(
-            f"certsync:consumers must map minion ids to their settings, not {repr(consumers)[:40]}"
-        )
-    for minion, entry in (consumers if isinstance(consumers, dict) else {}).items():
-        if entry is not None and not isinstance(entry, dict):
-            found.append(f"certsync:consumers:{minion} must be a mapping (or empty)")
-            continue
-        where = f"certsync:consumers:{minion}"
-        _unknown(entry, consumer_defaults, where, found)
-        _wrong_types(entry, consumer_defaults, where, found)
-    if not pillar.get("hostname"):
-        found.append("certsync:hostname is not set: the mail host name the certificate covers")
     return found
 
 
@@ -224,33 +249,6 @@ def reuse_key_wanted(cfg):
     return False, "reuse_key auto: no TLSA record pins the key (no dane, no dns:tlsa_ports)"
 
 
-def role(cfg, minion_id):
-    """This minion's role in the merged settings ``cfg``, and why: ``source``,
-    ``consumer`` or None (with the ids the pillar names, to spot a minion id that
-    differs from the pillar's, e.g. Salt's default FQDN id)."""
-    source = cfg.get("source") if isinstance(cfg.get("source"), dict) else {}
-    consumers = cfg.get("consumers") if isinstance(cfg.get("consumers"), dict) else {}
-    if source.get("minion") and source.get("minion") == minion_id:
-        return "source", f"{minion_id} is certsync:source:minion"
-    if minion_id in consumers:
-        return "consumer", f"{minion_id} is in certsync:consumers"
-    if cfg.get("no_role") is True:
-        return None, "certsync:no_role is set: this minion has no certsync role on purpose"
-    named = [f"source {source['minion']!r}"] if source.get("minion") else []
-    if consumers:
-        named.append("consumers " + ", ".join(repr(str(c)) for c in sorted(consumers, key=str)))
-    if not named:
-        return None, (
-            f"the certsync pillar of {minion_id!r} names no source and no consumer: is it "
-            "assigned to this minion (pillar top.sls)?"
-        )
-    return None, (
-        f"this minion's id is {minion_id!r}, but the certsync pillar names "
-        f"{' and '.join(named)}: add it there under its own id (Salt's default id is the "
-        "FQDN), or set certsync:no_role: true for a minion without a role"
-    )
-
-
 def source_consumers(cfg, source, is_minion_id):
     """The consumers the ``certsync`` pillar ``cfg`` of ``source`` names, when it names
     ``source`` as the source (none otherwise): minion ids (``is_minion_id``), sorted,
@@ -261,11 +259,6 @@ def source_consumers(cfg, source, is_minion_id):
     if named.get("minion") != source or not isinstance(consumers, dict):
         return []
     return sorted(c for c in consumers if is_minion_id(c) and c != source)
-
-
-def cert_mine_name(consumer):
-    """The mine entry a source publishes for ``consumer`` (a checked minion id)."""
-    return CERT_MINE_PREFIX + consumer
 
 
 def source_kind(kind=None):
@@ -346,13 +339,16 @@ def deploy_args(cfg, minion_id, source, fingerprint, dest, kind_settings):
     deploy arguments, told which source minion's entry to take (and which certificate to
     expect). An allow-list: ``DEPLOY_SETTINGS``, ``DEPLOY_IF_SET``, the settings of its
     consumer kind (``kind_settings``) that are set, and of ``dane`` only
-    ``DEPLOY_DANE_KEYS`` and the provider's name. A job's arguments are kept in the job
-    cache and logged: the consumer reads its provider's settings and credentials from
-    its own pillar."""
+    ``DEPLOY_DANE_KEYS`` and the provider's name; for a route's view (see
+    ``certsync_routes``) other than the default, its ``route``. A job's arguments
+    are kept in the job cache and logged: the consumer reads its provider's settings
+    and credentials from its own pillar."""
     settings = consumer(cfg, minion_id)
+    route = cfg.get("route")
     args = {
         "name": dest,
         "hostname": cfg.get("hostname"),
+        **({"route": route} if route not in (None, "", "default") else {}),
         "source_minion": source,
         **({"fingerprint": fingerprint} if fingerprint else {}),
         **{key: settings.get(key) for key in DEPLOY_SETTINGS},
@@ -431,23 +427,31 @@ def _credential_paths(value, path, declared):
             yield from _credential_paths(item, [*path, str(number)], declared)
 
 
+def _consumer_of(path):
+    """The consumer whose entry a pillar path is in (``certsync:consumers:<id>`` or a
+    route's ``certsync:certificates:<route>:consumers:<id>``), or None."""
+    if path[1:2] == ["consumers"] and len(path) > 3:
+        return path[2]
+    if path[1:2] == ["certificates"] and path[3:4] == ["consumers"] and len(path) > 5:
+        return path[4]
+    return None
+
+
 def foreign_credentials(cfg, minion_id, role, declared=()):
     """The credentials the ``certsync`` pillar ``cfg`` of ``minion_id`` (whose ``role`` is
-    source, consumer or None) holds that are not its own: its own are under
-    ``certsync:consumers:<minion_id>`` and, for a consumer, ``consumer_defaults``.
-    A list of sentences naming each key and the fix (the value is never shown)."""
-    own = [["certsync", "consumers", str(minion_id)]]
-    if role == "consumer":
-        own.append(["certsync", "consumer_defaults"])
+    source, consumer or None) holds that are not its own: its own are in its consumer
+    entries (``certsync:consumers:<minion_id>``, a route's
+    ``certsync:certificates:<route>:consumers:<minion_id>``) and, for a consumer,
+    ``consumer_defaults``. A list of sentences naming each key and the fix (the value
+    is never shown)."""
     found = []
     for path, key in _credential_paths(cfg, ["certsync"], declared):
-        if any(path[: len(mine)] == mine for mine in own):
+        owner = _consumer_of(path)
+        if owner == str(minion_id) or (role == "consumer" and path[1:2] == ["consumer_defaults"]):
             continue
-        where = ":".join(path)
-        consumers = path[2] if path[1:2] == ["consumers"] and len(path) > 2 else None
-        owner = f"{consumers} alone" if consumers else "the consumer that uses it, alone"
+        owner = f"{owner} alone" if owner else "the consumer that uses it, alone"
         found.append(
-            f"{where} is a credential ({key}) of another minion, and this minion "
+            f"{':'.join(path)} is a credential ({key}) of another minion, and this minion "
             f"({minion_id}) can read it: move it to a pillar SLS targeted to {owner} in "
             "the pillar's top.sls, under the same keys (the value is not shown)"
         )
