@@ -17,14 +17,18 @@ last argument, ``settings``:
 
 ``settings()``
     The names of the settings the kind takes.
-``dest(hostname, given)``
+``dest(hostname, given, route)``
     The directory certsync keeps the pair in (and its previous pair, for a
-    roll back), from the kind's settings as given.
+    roll back), from the kind's settings as given, for the certificate of
+    ``route`` (``default``: the single-certificate keys; a kind that serves
+    several certificates may keep each route's in a place of its own).
 ``prepare(dest, hostname, endpoints, settings)``
     The settings checked and completed: ``services`` (what ``reload``
     reloads, a list of names), ``endpoints`` (as ``tlsprobe`` takes them),
-    ``backoff`` (what restarts are counted by) and ``writes`` (the copies
-    of the pair ``reload`` writes, if any: it runs with no service then).
+    ``backoff`` (what restarts are counted by), ``writes`` (the copies
+    of the pair ``reload`` writes, if any: it runs with no service then) and
+    ``sni_only`` (optional: true when the pair is served by SNI alone, not to
+    a client that names no host, so it is not probed without SNI).
 ``layout(dest, fullchain, hostname, settings)``
     ``dirs`` (``dest`` first), ``names`` (SNI names to probe beside the
     hostname), ``files`` (``{dir: {name: text}}``: files written beside the pair in

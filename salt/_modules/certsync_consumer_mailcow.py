@@ -85,6 +85,9 @@ SETTINGS = ("mailcow_dir", "services", "reload_commands", "mail_domains", "sni")
 #: as it was before certsync first rewrote it (kept once by certsync.install).
 DOMAINS_FILE = "domains"
 ORIGINAL_DOMAINS_FILE = "domains.mailcow"
+#: In a per-name dir a route of its own keeps (``ssl/<hostname>/``): the route's
+#: hostname. The hostname route's plan leaves such a dir to its route.
+ROUTE_MARK = "certsync.route"
 
 
 def __virtual__():
@@ -155,8 +158,8 @@ def sni_plan(dest, fullchain, hostname=None):
         ):
             continue
         names = _domains(directory)
-        if not names:
-            continue
+        if not names or os.path.isfile(os.path.join(directory, ROUTE_MARK)):
+            continue  # none served, or a route's own (see layout)
         if entry.lower() == own_dir:
             _take_over(plan, directory, leaf, own_dir)
             continue
@@ -242,9 +245,13 @@ def settings():
     return list(SETTINGS)
 
 
-def dest(hostname, given):
+def dest(hostname, given, route="default"):
     """
-    The directory mailcow reads its pair from: ``<mailcow_dir>/data/assets/ssl``.
+    The directory mailcow reads the pair from: ``<mailcow_dir>/data/assets/ssl``
+    for the default route and for a route whose hostname is mailcow's
+    ``MAILCOW_HOSTNAME``; for another route, its per-name dir
+    ``data/assets/ssl/<hostname>/``, which mailcow serves for the names its
+    ``domains`` file lists (:py:func:`layout` writes it).
 
     CLI Example:
 
@@ -252,8 +259,34 @@ def dest(hostname, given):
 
         salt mailcow-host certsync_consumer_mailcow.dest mail.example.com \\
             '{mailcow_dir: /opt/mailcow-dockerized}'
+        salt mailcow-host certsync_consumer_mailcow.dest mail.b.example.com \\
+            '{mailcow_dir: /opt/mailcow-dockerized}' route=b
     """
-    return f"{str((given or {}).get('mailcow_dir') or DEFAULT_DIR).rstrip('/')}/{SSL_DIR}"
+    mailcow_dir = str((given or {}).get("mailcow_dir") or DEFAULT_DIR).rstrip("/")
+    top = f"{mailcow_dir}/{SSL_DIR}"
+    if route in (None, "", "default") or str(hostname).lower() == _mailcow_hostname(mailcow_dir):
+        return top
+    if not __utils__["certsync_pem.is_dns_name"](str(hostname)) or "*" in str(hostname):
+        raise SaltInvocationError(
+            f"route {route}: {str(hostname)[:80]!r} cannot name a mailcow per-name dir"
+        )
+    return f"{top}/{str(hostname).lower()}"
+
+
+def _mailcow_hostname(mailcow_dir):
+    """``MAILCOW_HOSTNAME`` from ``mailcow.conf`` (lower-case), or None without one."""
+    if not _has_conf(mailcow_dir) or "mailcow.conf_get" not in __salt__:
+        return None
+    return (__salt__["mailcow.conf_get"]("MAILCOW_HOSTNAME", mailcow_dir) or "").lower() or None
+
+
+def _route_dir(dest):
+    """The per-name dir ``dest`` is when a route of its own keeps it
+    (``data/assets/ssl/<name>``): its name; None for the top-level dir."""
+    parent, name = os.path.split(str(dest).rstrip("/"))
+    if parent.endswith(f"/{SSL_DIR}") and __utils__["certsync_pem.is_dns_name"](name):
+        return name.lower()
+    return None
 
 
 def _has_conf(mailcow_dir):
@@ -295,12 +328,15 @@ def prepare(dest, hostname, endpoints, given):
     return {
         "services": services,
         "endpoints": _conf_endpoints(endpoints, mailcow_dir) if services else endpoints,
-        "backoff": mailcow_dir,
+        # a route's own dir restarts postfix at each renewal (its SNI map is a copy)
+        "backoff": dest if _route_dir(dest) else mailcow_dir,
+        "sni_only": bool(_route_dir(dest)),
         "mailcow_dir": mailcow_dir,
         "reload_commands": commands,
         "mail_domains": strings(given.get("mail_domains"), "mail_domains", "domains") or None,
         "sni": given.get("sni") is not False,
         "hostname": hostname,
+        "dest": dest,
     }
 
 
@@ -343,6 +379,8 @@ def layout(dest, fullchain, hostname, prepared):
             /opt/mailcow-dockerized/data/assets/ssl /etc/letsencrypt/live/npm-5/fullchain.pem \\
             mail.example.com '{sni: true}'
     """
+    if _route_dir(dest):
+        return _route_layout(dest, fullchain, hostname)
     sni = prepared.get("sni") is not False
     plan = sni_plan(dest, fullchain, hostname=hostname)
     kept = plan["update"] if sni else [d for d in plan["update"] if d in plan["domains"]]
@@ -356,6 +394,33 @@ def layout(dest, fullchain, hostname, prepared):
             *_uncovered_lines(plan["uncovered"] if sni else {}),
             *_dropped_lines(plan["dropped"]),
         ],
+    }
+
+
+def _route_layout(dest, fullchain, hostname):
+    """A route's own per-name dir: the pair, its ``domains`` (the hostname and the
+    certificate's other names, wildcards left out) and the route's mark."""
+    leaf = __utils__["certsync_pem.read_certs"](fullchain)[0]
+    names = list(
+        dict.fromkeys(
+            [str(hostname).lower()]
+            + [n.lower() for n in __utils__["certsync_pem.dns_sans"](leaf) if "*" not in n]
+        )
+    )
+    dropped = [
+        __utils__["certsync_pem.shown"](n)
+        for n in _domains(dest, ORIGINAL_DOMAINS_FILE) or _domains(dest) or []
+        if not __utils__["certsync_pem.is_dns_name"](n)
+        or not __utils__["certsync_pem.covers"](leaf, n)
+    ]
+    return {
+        "dirs": [dest],
+        "names": names[1:],
+        "files": {dest: {DOMAINS_FILE: _domains_text(dest, names), ROUTE_MARK: f"{names[0]}\n"}},
+        "originals": {DOMAINS_FILE: ORIGINAL_DOMAINS_FILE},
+        "notes": _dropped_lines(
+            {os.path.basename(dest): {"dir": dest, "names": dropped}} if dropped else {}
+        ),
     }
 
 
@@ -379,7 +444,8 @@ def checks(hostname, validation, test, prepared):
         return []
     conf = os.path.join(mailcow_dir, "mailcow.conf")
     configured = (__salt__["mailcow.conf_get"]("MAILCOW_HOSTNAME", mailcow_dir) or "").lower()
-    if configured and configured != hostname.lower():
+    own_dir = _route_dir(prepared.get("dest") or "")
+    if configured and configured != hostname.lower() and not own_dir:
         raise SaltInvocationError(
             f"{conf}: MAILCOW_HOSTNAME={configured!r}, but the certificate is deployed for "
             f"{hostname!r}: one of them is wrong"
@@ -399,7 +465,7 @@ def checks(hostname, validation, test, prepared):
             f"`docker compose up -d` in {mailcow_dir} (the state mailcow.acme_stood_down "
             "does both)"
         )
-    if not configured:
+    if not configured or own_dir:  # a route's own dir: mailcow serves it by SNI alone
         return notes
     lacking = __salt__["mailcow.missing_names"](
         validation["sans"], mailcow_dir, prepared.get("mail_domains")
@@ -500,7 +566,7 @@ def uncovered(dest, hostname, prepared):
             /opt/mailcow-dockerized/data/assets/ssl mail.example.com '{sni: true}'
     """
     cert = os.path.join(dest, "cert.pem")
-    if not os.path.isfile(cert):
+    if not os.path.isfile(cert) or _route_dir(dest):  # a route's own dir: no others in it
         return {"uncovered": {}, "dropped": {}}
     plan = sni_plan(dest, cert, hostname=hostname)
     sni = prepared.get("sni") is not False

@@ -86,10 +86,10 @@ def settings():
     return list(SETTINGS)
 
 
-def dest(hostname, given):
+def dest(hostname, given, route="default"):
     """
     The directory certsync keeps the pair in: ``dir``, or
-    ``/etc/certsync/<hostname>``.
+    ``/etc/certsync/<hostname>`` (whatever the ``route``).
 
     CLI Example:
 

@@ -58,16 +58,17 @@ def _short(fingerprint):
 
 
 @contextlib.contextmanager
-def _source_pair(source, hostname, live_dir, source_minion, fingerprint):
-    """Yield (fullchain, key, description) of the source pair, wherever it is."""
+def _source_pair(source, hostname, live_dir, source_minion, fingerprint, route=None):
+    """Yield (fullchain, key, description) of the source pair, wherever it is (from the
+    mine: the entry of ``route``)."""
     if source_minion:
         if source or live_dir:
             raise SaltInvocationError("give one of source, live_dir and source_minion")
         staging = os.path.join(__opts__["cachedir"], "certsync")
         os.makedirs(staging, mode=0o700, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="staging-", dir=staging) as private:
-            found = __salt__["certsync_mine.fetch_published"](source_minion, private)
-            origin = f"the mine of {source_minion}"
+            found = __salt__["certsync_mine.fetch_published"](source_minion, private, route=route)
+            origin = f"the mine of {source_minion}{__utils__['certsync_routes.label'](route)}"
             if fingerprint and fingerprint != found["fingerprint"]:
                 # A queued run for an older announcement: the mine holds the newer one.
                 origin += f" (the announced {str(fingerprint)[:16]}... is superseded)"
@@ -186,6 +187,11 @@ class _Serving:
     def call(self, function, *args):
         """``function`` of the consumer kind, with the prepared settings."""
         return __salt__["certsync_consumer.call"](self.kind, function, *args, self.settings)
+
+    def without_sni(self):
+        """``[""]``, the probe that names no host (the top-level pair), unless the
+        kind serves this pair by SNI alone."""
+        return [] if self.settings.get("sni_only") else [""]
 
     @property
     def active(self):
@@ -483,6 +489,7 @@ def deploy(
     verify_timeout=60,
     source_minion=None,
     fingerprint=None,
+    route=None,
     dane=None,
     allow_older=False,
     paused=False,
@@ -537,6 +544,11 @@ def deploy(
         event announced. When the mine entry is for another certificate (a
         newer publication superseded the announcement), the comment says so
         and the entry in the mine, validated as always, is what is deployed.
+
+    route
+        With ``source_minion``: the route whose entry to take (a name under
+        the pillar's ``certsync:certificates``). Default: the route of the
+        single-certificate keys (``certsync:hostname``).
 
     min_days
         Refuse a source certificate with fewer days of validity left.
@@ -617,7 +629,9 @@ def deploy(
         with _deploy_lock(name):
             if not run.test:  # a dry run reports what is served by name
                 serving.probe_early()  # under the lock: no other deploy is reloading
-            with _source_pair(source, hostname, live_dir, source_minion, fingerprint) as pair:
+            with _source_pair(
+                source, hostname, live_dir, source_minion, fingerprint, route
+            ) as pair:
                 _deploy(run, serving, pair)
         run.ret["comment"] = "\n".join([run.ret["comment"], *run.notes])
     except (CommandExecutionError, SaltInvocationError) as exc:
@@ -642,7 +656,8 @@ def deployed(name=None, test=False, **kwargs):
     its own pillar (``certsync_settings.deploy_args``: the arguments the
     formula's ``certsync.deployed`` SLS gives the state), for the
     publication of ``source_minion`` (which its pillar must name as the
-    source) and the announced ``fingerprint``: what the runner sends. With
+    source) for ``route`` (unset: the default route) and the announced
+    ``fingerprint``: what the runner sends. With
     ``name``, the arguments given. Refused, each problem named, when this
     minion's certsync pillar fails ``certsync_settings.check``. Exits
     non-zero when ``result`` is False.
@@ -676,14 +691,16 @@ def _own_arguments(sent):
     publication the runner announced (``source_minion``, ``fingerprint``); or a
     refusal's return when its pillar names another source or no such consumer."""
     source = sent.get("source_minion")
-    unknown = sorted(set(sent) - {"source_minion", "fingerprint"})
+    unknown = sorted(set(sent) - {"source_minion", "fingerprint", "route"})
     try:
         if unknown:
             raise SaltInvocationError(
-                f"without a name the deploy takes source_minion and fingerprint only, not "
+                f"without a name the deploy takes source_minion, fingerprint and route only, not "
                 f"{', '.join(unknown)}"
             )
-        own = __salt__["certsync_settings.deploy_args"](sent.get("fingerprint") or "")
+        own = __salt__["certsync_settings.deploy_args"](
+            sent.get("fingerprint") or "", route=sent.get("route") or "default"
+        )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return None, None, _refusal("certsync", f"Nothing deployed: {exc}")
     name = own.pop("name")
@@ -784,7 +801,7 @@ def _deploy(run, serving, pair):
         )
         return
     layout = serving.call("layout", run.name, fullchain, hostname)
-    serving.names = [hostname, *layout["names"], ""]  # and without SNI: the top-level pair
+    serving.names = [hostname, *layout["names"], *serving.without_sni()]
     serving.preflight()  # in a dry run too: a service that is not there fails both
     run.notes += [*layout["notes"], *serving.call("checks", hostname, validation, run.test)]
     plan = _plan(fullchain, key, layout)
@@ -1046,7 +1063,11 @@ def roll_back(
             __salt__["certsync_monitor.pause"](
                 name, f"rolled back from {_short(plan[0]['holds'])} by certsync.rolled_back"
             )
-            serving.names = [hostname, *(os.path.basename(s["dir"]) for s in plan[1:]), ""]
+            serving.names = [
+                hostname,
+                *(os.path.basename(s["dir"]) for s in plan[1:]),
+                *serving.without_sni(),
+            ]
             served = not serving.active or serving.make_served(restored["restored"], True)
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = f"Nothing rolled back: {exc}"

@@ -59,11 +59,20 @@ def _pem(function):
     return __utils__[f"certsync_pem.{function}"]
 
 
-def _cert_mine_name(consumer):
-    """The mine entry a source publishes for ``consumer``."""
-    return __utils__["certsync_settings.cert_mine_name"](
-        __utils__["certsync_args.minion_id"](consumer)
-    )
+def _cert_mine_name(consumer, route=None):
+    """The mine entry a source publishes for ``consumer`` (of ``route``: unset, the
+    default route)."""
+    try:
+        return __utils__["certsync_routes.mine_name"](
+            __utils__["certsync_args.minion_id"](consumer), route
+        )
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
+
+
+def _route(route):
+    """``route`` as entries and events carry it: None for the default route."""
+    return None if __utils__["certsync_routes.is_default"](route) else route
 
 
 def publish_recipient_key(sources, test=False):
@@ -123,11 +132,12 @@ def _store_in_mine(entries, readers):
         )
 
 
-def withdraw(consumers=None, test=False):
+def withdraw(consumers=None, routes=None, test=False):
     """
     Remove this minion's certsync entries from the mine on the master: its
     recipient key (``certsync_recipient``) and the publication for each of
-    ``consumers`` (``certsync_cert_<id>``). What the formula's
+    ``consumers`` (``certsync_cert_<id>``), and of each of ``routes`` beside
+    the default one (``certsync_route_<route>_<id>``). What the formula's
     ``certsync.absent`` does; removing an entry that is not there is no error.
     Returns the entry names.
 
@@ -136,9 +146,12 @@ def withdraw(consumers=None, test=False):
     .. code-block:: bash
 
         salt npm-host certsync_mine.withdraw '[mailcow-host]'
+        salt npm-host certsync_mine.withdraw '[mailcow-host]' routes='[shop]'
     """
     consumers = __utils__["certsync_args.minion_ids"](consumers, "consumers") if consumers else []
-    names = [RECIPIENT_MINE, *(_cert_mine_name(c) for c in consumers)]
+    every = [None, *(routes or [])]
+    names = [RECIPIENT_MINE, *(_cert_mine_name(c, r) for r in every for c in consumers)]
+    names = list(dict.fromkeys(names))
     if test:
         return {"withdrawn": names}
     if __opts__.get("file_client") == "local":
@@ -170,8 +183,10 @@ def _recipients(consumers):
     return keys, missing
 
 
-def _publication_record(hostname):
+def _publication_record(hostname, route=None):
     name = f"published-{hostname or 'default'}.json"
+    if _route(route):
+        name = f"published-{route}-{hostname or 'default'}.json"
     return os.path.join(__opts__["cachedir"], "certsync", name)
 
 
@@ -184,10 +199,12 @@ def _read_record(path):
     return (__utils__["certsync_files.read_json_record"](path) or {}).get("digest")
 
 
-def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
+def publish(fullchain, key, consumers, hostname=None, force=False, test=False, route=None):
     """
     Publish the certificate for the ``consumers``: one mine entry per
-    consumer (``certsync_cert_<id>``), readable only by that consumer, holding
+    consumer (``certsync_cert_<id>``; for a ``route`` of the pillar's
+    ``certsync:certificates``, ``certsync_route_<route>_<id>``, and the
+    event says the ``route``), readable only by that consumer, holding
     the chain and the private key sealed to it (see ``seal_payload``),
     all stored in one request to the master, answered once they are stored:
     one round trip, whatever the number of consumers, and the pair is read
@@ -210,10 +227,12 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
             /etc/letsencrypt/live/npm-5/privkey.pem '[mailcow-host]' mail.example.com
     """
     consumers = __utils__["certsync_args.minion_ids"](consumers, "consumers")
+    route = _route(route)
+    _cert_mine_name(__opts__["id"], route)  # a bad route name is refused before anything
     cert = __salt__["certsync.info"](fullchain)
     recipients, missing = _recipients(consumers)
     digest = _publication_digest(cert["fingerprint"], recipients)
-    record = _publication_record(hostname)
+    record = _publication_record(hostname, route)
     problems = __salt__["certsync.validate"](fullchain, key, hostname) if hostname else {}
     ret = {
         "fingerprint": cert["fingerprint"],
@@ -226,18 +245,20 @@ def publish(fullchain, key, consumers, hostname=None, force=False, test=False):
     __context__.pop("retcode", None)
     if test:
         return ret
+    if route:
+        ret["route"] = route
     if ret["consumers"]:
-        _send_entries(fullchain, key, {c: recipients[c] for c in ret["consumers"]})
+        _send_entries(fullchain, key, {c: recipients[c] for c in ret["consumers"]}, route)
     if ret["consumers"] and (ret["changed"] or force):
         __salt__["event.send"](
             "certsync/published",
-            {k: ret[k] for k in ("fingerprint", "not_after", "consumers")},
+            {k: ret[k] for k in ("fingerprint", "not_after", "consumers", "route") if k in ret},
         )
     __utils__["certsync_files.write_json_record"](record, {"digest": digest})
     return ret
 
 
-def publish_source(hostname, consumers, kind=None, keep_key=True, test=False, **where):
+def publish_source(hostname, consumers, kind=None, keep_key=True, test=False, route=None, **where):
     """
     What a renewal needs on the source, in one call and without a state run
     (the master's runner sends it on ``certsync/renewed``, with the settings
@@ -264,7 +285,9 @@ def publish_source(hostname, consumers, kind=None, keep_key=True, test=False, **
     """
     where = {key: value for key, value in where.items() if not key.startswith("__")}
     found = __salt__["certsync_source.locate"](hostname, kind, **where)
-    ret = publish(found["fullchain"], found["privkey"], consumers, hostname=hostname, test=test)
+    ret = publish(
+        found["fullchain"], found["privkey"], consumers, hostname=hostname, test=test, route=route
+    )
     ret["source"] = found["dir"]
     failed = bool(ret["missing_recipient_key"])
     if keep_key:
@@ -280,25 +303,30 @@ def publish_source(hostname, consumers, kind=None, keep_key=True, test=False, **
     return ret
 
 
-def _send_entries(fullchain, key, recipients):
+def _send_entries(fullchain, key, recipients, route=None):
     """One entry per consumer, readable by it alone, all in one request to the
     master (one round trip, not one per consumer); the pair is read and sealed once for
     all of them."""
-    payload = seal_payload(fullchain, key, recipients)
+    payload = seal_payload(fullchain, key, recipients, route=route)
     common = {k: v for k, v in payload.items() if k != "sealed"}
     entries, readers = {}, {}
     for consumer, blob in payload["sealed"].items():
-        name = _cert_mine_name(consumer)
+        name = _cert_mine_name(consumer, route)
         entries[name] = {**common, "sealed": {consumer: blob}}
-        _checked_entry(entries[name], __opts__["id"], consumer)
+        _checked_entry(entries[name], __opts__["id"], consumer, route)
         readers[name] = [consumer]
     _store_in_mine(entries, readers)
 
 
-def _checked_entry(entry, source, consumer):
+def _checked_entry(entry, source, consumer, route=None):
     """Check a mine entry's shape and claims before anything is opened."""
     if not isinstance(entry, dict) or entry.get("version") != 1:
         raise CommandExecutionError(f"the mine entry from {source} is not a certsync v1 entry")
+    if entry.get("route") != route:
+        raise CommandExecutionError(
+            f"the mine entry from {source} claims the route "
+            f"{_pem('shown')(repr(entry.get('route')))}, not {route or 'default'}"
+        )
     fingerprint = entry.get("fingerprint")
     if not isinstance(fingerprint, str) or not _HEX64.fullmatch(fingerprint):
         raise CommandExecutionError(f"the mine entry from {source} has no valid fingerprint")
@@ -318,20 +346,26 @@ def _checked_entry(entry, source, consumer):
     return fingerprint, chain_pem, sealed
 
 
-def _mine_entry(source):
-    """The checked (fingerprint, chain PEM, sealed key) ``source`` published for this minion."""
-    source, consumer = __utils__["certsync_args.minion_id"](source), __opts__["id"]
-    name = _cert_mine_name(consumer)
+def _mine_entry(source, route=None):
+    """The checked (fingerprint, chain PEM, sealed key) ``source`` published for this
+    minion (of ``route``)."""
+    source, consumer, route = (
+        __utils__["certsync_args.minion_id"](source),
+        __opts__["id"],
+        _route(route),
+    )
+    name = _cert_mine_name(consumer, route)
     entry = (__salt__["mine.get"](source, name, tgt_type="list") or {}).get(source)
     if entry is None:
         raise CommandExecutionError(f"the mine holds no {name} entry from {source}")
-    return _checked_entry(entry, source, consumer)
+    return _checked_entry(entry, source, consumer, route)
 
 
-def published_fingerprint(source):
+def published_fingerprint(source, route=None):
     """
     The fingerprint of the certificate ``source`` published for this minion
-    in the mine (nothing is opened or written).
+    in the mine (of ``route``; unset: the default route), nothing opened or
+    written.
 
     CLI Example:
 
@@ -339,14 +373,15 @@ def published_fingerprint(source):
 
         salt mailcow-host certsync_mine.published_fingerprint npm-host
     """
-    return _mine_entry(source)[0]
+    return _mine_entry(source, route)[0]
 
 
-def published_chain(source):
+def published_chain(source, route=None):
     """
     The certificate chain (PEM, public: no key) ``source`` published for
-    this minion in the mine: what ``certsync_status`` checks the TLSA
-    records against beside the deployed pair.
+    this minion in the mine (of ``route``; unset: the default route): what
+    ``certsync_status`` checks the TLSA records against beside the deployed
+    pair.
 
     CLI Example:
 
@@ -354,10 +389,10 @@ def published_chain(source):
 
         salt mailcow-host certsync_mine.published_chain npm-host
     """
-    return _mine_entry(source)[1]
+    return _mine_entry(source, route)[1]
 
 
-def fetch_published(source, dest, fingerprint=None):
+def fetch_published(source, dest, fingerprint=None, route=None):
     """
     Read the certificate ``source`` published for this minion from the mine,
     check it, open the sealed key and write ``fullchain.pem`` and
@@ -375,6 +410,10 @@ def fetch_published(source, dest, fingerprint=None):
         When given (from the ``certsync/published`` event), the entry must be
         for this certificate.
 
+    route
+        The route whose entry to read (a name under ``certsync:certificates``);
+        unset: the default route.
+
     CLI Example:
 
     .. code-block:: bash
@@ -384,13 +423,13 @@ def fetch_published(source, dest, fingerprint=None):
     """
     if fingerprint and not _HEX64.fullmatch(str(fingerprint)):
         raise SaltInvocationError(f"fingerprint {fingerprint!r} is not a SHA-256 hex digest")
-    claimed, chain_pem, sealed = _mine_entry(source)
+    claimed, chain_pem, sealed = _mine_entry(source, route)
     if fingerprint and fingerprint != claimed:
         raise CommandExecutionError(
             f"the mine entry from {source} is for {claimed[:16]}..., not for the announced "
             f"{str(fingerprint)[:16]}..."
         )
-    return open_sealed(source, claimed, chain_pem, sealed, dest)
+    return open_sealed(source, claimed, chain_pem, sealed, dest, route=route)
 
 
 # --------------------------------------------------------------------------
@@ -415,9 +454,11 @@ def _hpke():
     return hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 
 
-def _seal_info(source, consumer, fingerprint):
-    """What a sealed blob is bound to: who sealed it, for whom, for which certificate."""
-    return b"\0".join((_SEAL_CONTEXT, source.encode(), consumer.encode(), fingerprint.encode()))
+def _seal_info(source, consumer, fingerprint, route=None):
+    """What a sealed blob is bound to: who sealed it, for whom, for which certificate
+    and, beside the default route, for which route."""
+    parts = [_SEAL_CONTEXT, source.encode(), consumer.encode(), fingerprint.encode()]
+    return b"\0".join(parts + ([route.encode()] if _route(route) else []))
 
 
 def _recipient_key_path():
@@ -487,12 +528,13 @@ def _public_key(encoded):
         raise ValueError(str(exc)) from None
 
 
-def seal_payload(fullchain, key, recipients):
+def seal_payload(fullchain, key, recipients, route=None):
     """
     The mine payload for consumers: the chain, its fingerprint, SPKI hash and
     ``not_after``, and the private key sealed with HPKE to each consumer's
-    recipient key, bound to the source id, the consumer id and the
-    fingerprint. ``publish`` makes one such payload per consumer,
+    recipient key, bound to the source id, the consumer id, the
+    fingerprint and the ``route`` (unset: the default route, which entries
+    do not name). ``publish`` makes one such payload per consumer,
     holding only that consumer's sealed key.
 
     recipients
@@ -508,11 +550,11 @@ def seal_payload(fullchain, key, recipients):
     """
     if not isinstance(recipients, dict) or not recipients:
         raise SaltInvocationError("recipients must map consumer ids to public keys")
-    common, sealed = _sealed_for(fullchain, key, recipients)
+    common, sealed = _sealed_for(fullchain, key, recipients, _route(route))
     return {**common, "sealed": sealed}
 
 
-def _sealed_for(fullchain, key, recipients):
+def _sealed_for(fullchain, key, recipients, route):
     """The payload's common part, and the key sealed to each recipient: the pair
     is read and parsed once, whatever the number of consumers."""
     certs, cert_pem, key_pem = _pem("canonical_pair")(fullchain, key)
@@ -528,7 +570,7 @@ def _sealed_for(fullchain, key, recipients):
         except ValueError:
             raise SaltInvocationError(f"the recipient key of {consumer} is not usable") from None
         sealed[consumer] = base64.b64encode(
-            suite.encrypt(key_pem, public, info=_seal_info(source, consumer, fingerprint))
+            suite.encrypt(key_pem, public, info=_seal_info(source, consumer, fingerprint, route))
         ).decode()
     common = {
         "version": 1,
@@ -538,16 +580,18 @@ def _sealed_for(fullchain, key, recipients):
         "not_after": _pem("iso")(leaf.not_valid_after_utc),
         "sans": _pem("dns_sans")(leaf),
         "chain_pem": cert_pem.decode("ascii"),
+        **({"route": route} if route else {}),
     }
     return common, sealed
 
 
-def open_sealed(source, fingerprint, chain_pem, sealed, dest):
+def open_sealed(source, fingerprint, chain_pem, sealed, dest, route=None):
     """
     Open the private key ``source`` sealed to this minion for the certificate
     ``fingerprint`` (see :py:func:`seal_payload`) and write the pair into the
     private directory ``dest``: ``fullchain.pem`` (``chain_pem``, which must
-    be that certificate) and ``privkey.pem`` (0600), for ``certsync.validate``
+    be that certificate; sealed for ``route``, unset: the default route) and
+    ``privkey.pem`` (0600), for ``certsync.validate``
     and ``certsync.install``. What ``fetch_published`` does with
     the mine entry it read and checked. Returns the paths, the fingerprint and
     ``not_after``, never key material.
@@ -577,7 +621,7 @@ def open_sealed(source, fingerprint, chain_pem, sealed, dest):
         key_pem = _hpke().decrypt(
             base64.b64decode(sealed, validate=True),
             key,
-            info=_seal_info(source, consumer, fingerprint),
+            info=_seal_info(source, consumer, fingerprint, route),
         )
     except (ValueError, TypeError, binascii.Error, InvalidTag):
         raise CommandExecutionError(

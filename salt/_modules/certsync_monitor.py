@@ -421,11 +421,11 @@ def _epoch(iso):
     return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def _source_fingerprint(source):
+def _source_fingerprint(source, route=None):
     if not source:
         return None, "no source minion in the pillar"
     try:
-        return __salt__["certsync_mine.published_fingerprint"](source), None
+        return __salt__["certsync_mine.published_fingerprint"](source, route=route), None
     except (CommandExecutionError, SaltInvocationError) as exc:
         return None, str(exc)
 
@@ -434,7 +434,11 @@ def check(days=DEFAULT_DAYS, timeout=10):
     """
     The alert conditions of this consumer (``expiry``, ``mismatch``,
     ``unreachable``, ``deploy_failed``, ...: see the module's docs), each with
-    ``active`` and a ``detail`` line, and what each endpoint serves.
+    ``active`` and a ``detail`` line, and what each endpoint serves. A
+    consumer of several routes (the pillar's ``certsync:certificates``): the
+    report of its first route, ``routes`` the others' (``{route: report}``),
+    and each condition active when it is on any route, its detail naming the
+    route.
 
     days
         Alert when a served certificate has fewer days left. Default: 21.
@@ -449,9 +453,30 @@ def check(days=DEFAULT_DAYS, timeout=10):
         salt mailcow-host certsync_monitor.check days=14
     """
     days = __utils__["certsync_args.number"](days, "days", 0, 3650, whole=True)
-    settings = __salt__["certsync_settings.consumer"]()
+    taken = list(__salt__["certsync_settings.routes"]()["consumer"]) or ["default"]
+    reports = {route: _check_route(route, days, timeout, route == taken[0]) for route in taken}
+    first = reports.pop(taken[0])
+    if not reports:
+        return first
+    for name, condition in first["conditions"].items():
+        active = {taken[0]: condition, **{r: rep["conditions"][name] for r, rep in reports.items()}}
+        active = {r: c for r, c in active.items() if c["active"]}
+        first["conditions"][name] = {
+            "active": bool(active),
+            "detail": "; ".join(
+                f"{c['detail']}{__utils__['certsync_routes.label'](r)}" for r, c in active.items()
+            ),
+        }
+    return {**first, "routes": reports}
+
+
+def _check_route(route, days, timeout, with_relay):
+    """:py:func:`check`'s report of one route (the relay, this minion's, with the first)."""
+    settings = __salt__["certsync_settings.consumer"](route=route)
     probes = _served(settings, timeout)
-    source_fp, source_error = _source_fingerprint(settings.get("source"))
+    source_fp, source_error = _source_fingerprint(
+        settings.get("source"), None if route == "default" else route
+    )
     now = time.time()
     endpoints = {}
     for name, probe in sorted(probes.items()):
@@ -466,7 +491,7 @@ def check(days=DEFAULT_DAYS, timeout=10):
     last = last_deploy(settings["dest"])
     uncovered, dropped = _uncovered(settings)
     conditions = _conditions(endpoints, days, source_fp, source_error, last)
-    relay = _relay(settings, now)
+    relay = _relay(settings, now) if with_relay else None
     if relay is not None:
         conditions["relay_failing"] = _relay_failing(relay, now)
     conditions["uncovered"] = {
@@ -615,7 +640,14 @@ def _conditions(endpoints, days, source_fp, source_error, last):
 
 
 def _samples(report):
-    """(metric, labels, value) of a :py:func:`check` report."""
+    """(metric, labels, value) of a :py:func:`check` report, its routes' by hostname."""
+    yield from _route_samples(report)
+    for routed in (report.get("routes") or {}).values():
+        yield from _route_samples({**routed, "conditions": {}})
+
+
+def _route_samples(report):
+    """(metric, labels, value) of one route's report."""
     host = {"hostname": report["hostname"]}
     for endpoint, row in report["endpoints"].items():
         labels = {**host, "endpoint": endpoint}

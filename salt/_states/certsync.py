@@ -141,7 +141,7 @@ def settings_valid(name="certsync"):
     return ret
 
 
-def published(name, consumers, kind=None, force=False, **where):
+def published(name, consumers, kind=None, force=False, route=None, **where):
     """
     Publish the certificate for ``name`` (the mail host name) from this
     source minion to the ``consumers`` through the Salt mine: one entry per
@@ -166,6 +166,11 @@ def published(name, consumers, kind=None, force=False, **where):
     force
         Fire ``certsync/published`` even when nothing changed.
 
+    route
+        The route this certificate is published for (a name under the
+        pillar's ``certsync:certificates``): its own mine entries, named in
+        the event. Default: the route of ``certsync:hostname``.
+
     .. code-block:: yaml
 
         certsync-published:
@@ -185,6 +190,7 @@ def published(name, consumers, kind=None, force=False, **where):
             hostname=name,
             force=force,
             test=__opts__["test"],
+            route=route,
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = f"Nothing published: {exc}"

@@ -39,10 +39,11 @@ def _ret(name):
     return {"name": name, "result": False, "changes": {}, "comment": ""}
 
 
-def mine_entries(name, consumers=None):
+def mine_entries(name, consumers=None, routes=None):
     """
     This minion's certsync entries gone from the mine: its recipient key and
-    its publication for each of ``consumers`` (a source's). The master keeps
+    its publication for each of ``consumers`` (a source's), of the default
+    route and of each of ``routes``. The master keeps
     no record of which entries exist for another minion's eyes, so this
     always removes them (removing one that is not there is no error).
 
@@ -55,7 +56,7 @@ def mine_entries(name, consumers=None):
     """
     ret = _ret(name)
     try:
-        done = __salt__["certsync_mine.withdraw"](consumers, test=__opts__["test"])
+        done = __salt__["certsync_mine.withdraw"](consumers, routes, test=__opts__["test"])
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = f"Mine entries not removed: {exc}"
         return ret

@@ -51,7 +51,7 @@ def configure_loader_modules(tmp_path, stack, ca_file):
     opts = {"id": "mailcow", "cachedir": str(tmp_path / "cache"), "test": False}
     serving = stack.served()["smtp"]
 
-    def settings():
+    def settings(route="default"):
         return {
             "hostname": HOST,
             "source": "npm",
@@ -86,7 +86,8 @@ def configure_loader_modules(tmp_path, stack, ca_file):
             "__salt__": {
                 **deploy_functions(),
                 "certsync_settings.consumer": settings,
-                "certsync_mine.published_fingerprint": lambda source: serving,
+                "certsync_settings.routes": lambda: {"source": {}, "consumer": {"default": {}}},
+                "certsync_mine.published_fingerprint": lambda source, route=None: serving,
                 "tlsprobe.probe": tlsprobe_mod.probe,
                 "mailcow.relay_status": mailcow_mod.relay_status,
             },

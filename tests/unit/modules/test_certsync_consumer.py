@@ -28,7 +28,7 @@ def settings():
     return ["note"]
 
 
-def dest(hostname, given):
+def dest(hostname, given, route="default"):
     return given["dir"]
 
 

@@ -5,7 +5,7 @@ mailcow's own serving of them test_mailcow_wire's)."""
 import os
 
 import pytest
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from harness.loader import UTILS, mailcow_consumer_mod
 from harness.pki import write_pair, write_sni_dir
@@ -85,3 +85,52 @@ def test_the_hostname_dirs_domains_list_is_written_only_when_its_names_differ(
     layout = mailcow_consumer_mod.layout(str(dest), fullchain, names[0], {"sni": True})
     wanted = layout["files"][own]["domains"]
     assert wanted == (listed if kept else "mail.example.test autodiscover.example.test\n")
+
+
+def test_a_route_other_than_mailcows_hostname_goes_to_its_per_name_dir(tmp_path, monkeypatch):
+    checkout = tmp_path / "mailcow"
+    checkout.mkdir()
+    given = {"mailcow_dir": str(checkout)}
+    top = f"{checkout}/data/assets/ssl"
+    dest = mailcow_consumer_mod.dest
+    # without mailcow.conf: the default route is the top-level pair, another its own dir
+    assert dest("mail.a.example", given) == top
+    assert dest("Mail.B.example", given, "b") == f"{top}/mail.b.example"
+    (checkout / "mailcow.conf").write_text("MAILCOW_HOSTNAME=mail.b.example\n")
+    conf_get = {"MAILCOW_HOSTNAME": "mail.b.example"}.get
+    monkeypatch.setitem(mailcow_consumer_mod.__salt__, "mailcow.conf_get", lambda k, p: conf_get(k))
+    assert dest("mail.b.example", given, "b") == top  # mailcow's own hostname: the top
+    with pytest.raises(SaltInvocationError, match="cannot name a mailcow per-name dir"):
+        dest("*.c.example", given, "c")
+
+
+def test_a_routes_own_dir_lists_its_names_and_is_left_by_the_hostnames_plan(tmp_path, ca):
+    ssl = tmp_path / "data" / "assets" / "ssl"
+    own = ssl / "mail.b.example"
+    own.mkdir(parents=True)
+    leaf = ca.leaf("mail.b.example", sans=["mail.b.example", "autoconfig.b.example", "*.b.example"])
+    fullchain, _ = _files(tmp_path, leaf)
+    prepared = mailcow_consumer_mod.prepare(str(own), "mail.b.example", [], {})
+    assert prepared["sni_only"] is True and prepared["backoff"] == str(own)
+    layout = mailcow_consumer_mod.layout(str(own), fullchain, "mail.b.example", prepared)
+    assert layout["dirs"] == [str(own)]
+    assert layout["names"] == ["autoconfig.b.example"]
+    assert layout["files"] == {
+        str(own): {
+            "domains": "mail.b.example autoconfig.b.example\n",
+            "certsync.route": "mail.b.example\n",
+        }
+    }
+    # once written, the hostname route's plan leaves the dir to its route (not "uncovered")
+    write_pair(str(own), leaf)
+    for name, text in layout["files"][str(own)].items():
+        (own / name).write_text(text)
+    hostname_leaf = ca.leaf("mail.a.example")
+    plan = mailcow_consumer_mod.sni_plan(
+        str(ssl), _files(tmp_path, hostname_leaf)[0], "mail.a.example"
+    )
+    assert (plan["update"], plan["uncovered"]) == ([], {})
+    assert mailcow_consumer_mod.uncovered(str(own), "mail.b.example", prepared) == {
+        "uncovered": {},
+        "dropped": {},
+    }

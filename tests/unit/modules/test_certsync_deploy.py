@@ -504,8 +504,8 @@ def _consumer_with_pillar(monkeypatch, layout, source="npm", **own):
     check = {"valid": not problems, "role": "consumer", "why": "", "problems": problems}
     cfg = UTILS["certsync_settings.merged"](DEFAULTS, pillar)
 
-    def fetch_published(minion, private):
-        assert minion == "npm"
+    def fetch_published(minion, private, route=None):
+        assert (minion, route) == ("npm", None)
         for name in ("fullchain.pem", "privkey.pem"):
             shutil.copy(os.path.join(layout.source, name), private)
         chain = os.path.join(private, "fullchain.pem")
@@ -515,7 +515,7 @@ def _consumer_with_pillar(monkeypatch, layout, source="npm", **own):
 
     for function, value in {
         "certsync_settings.check": lambda: check,
-        "certsync_settings.deploy_args": lambda fingerprint="": UTILS[
+        "certsync_settings.deploy_args": lambda fingerprint="", route="default": UTILS[
             "certsync_settings.deploy_args"
         ](
             cfg,
@@ -553,7 +553,8 @@ def test_the_runners_deploy_takes_this_consumers_own_settings(layout, good, monk
         ({}, "elsewhere", {},
          "this minion's certsync pillar names 'elsewhere' as the source, not 'npm'"),
         ({}, "npm", {"mailcow_dir": "/tmp/elsewhere"},
-         "without a name the deploy takes source_minion and fingerprint only, not mailcow_dir"),
+         "without a name the deploy takes source_minion, fingerprint and route only, not "
+         "mailcow_dir"),
     ],
 )  # fmt: skip
 def test_the_runners_deploy_refuses_by_key_and_changes_nothing(

@@ -304,3 +304,53 @@ def test_recipient_key_in_test_mode_makes_and_sends_nothing(tmp_path, mine):
     assert mine.entries == {}
     mine_mod.publish_recipient_key([SOURCE])
     assert mine_mod.publish_recipient_key([SOURCE], test=True)["created"] is False
+
+
+def test_a_route_has_entries_and_events_of_its_own(tmp_path, ca, good, published, mine):
+    """A route of certsync:certificates: its own entry per consumer, named in the event;
+    the default route's entry stays as it was."""
+    other = ca.leaf("mail.b.example.test")
+    fullchain, key = write_pair(tmp_path / "live-b", other, "fullchain.pem", "privkey.pem")
+    done = mine_mod.publish(fullchain, key, [CONSUMER], "mail.b.example.test", route="b")
+    assert done["route"] == "b"
+    assert mine.events[-1] == (
+        "certsync/published",
+        {
+            "fingerprint": other.fingerprint,
+            "not_after": done["not_after"],
+            "consumers": [CONSUMER],
+            "route": "b",
+        },
+    )
+    entry, allowed = mine.entries[(SOURCE, f"certsync_route_b_{CONSUMER}")]
+    assert (entry["route"], allowed) == ("b", [CONSUMER])
+    as_minion(CONSUMER, tmp_path)
+    staging = tmp_path / CONSUMER / "staging-b"
+    staging.mkdir(parents=True)
+    opened = mine_mod.fetch_published(SOURCE, str(staging), other.fingerprint, route="b")
+    assert opened["fingerprint"] == other.fingerprint
+    assert _open_as(CONSUMER, tmp_path, good.fingerprint)["fingerprint"] == good.fingerprint
+
+
+def test_an_entry_moved_to_another_route_does_not_open(tmp_path, ca, published, mine):
+    """The sealed key is bound to its route: the default route's entry, stored under a
+    route's name (and claiming it), does not open there."""
+    entry, allowed = mine.entries[(SOURCE, mine_mod._cert_mine_name(CONSUMER))]
+    mine.entries[(SOURCE, f"certsync_route_b_{CONSUMER}")] = (dict(entry), allowed)
+    as_minion(CONSUMER, tmp_path)
+    staging = tmp_path / "staging-moved"
+    staging.mkdir()
+    with pytest.raises(CommandExecutionError, match="claims the route None, not b"):
+        mine_mod.fetch_published(SOURCE, str(staging), route="b")
+    mine.entries[(SOURCE, f"certsync_route_b_{CONSUMER}")] = (dict(entry, route="b"), allowed)
+    with pytest.raises(CommandExecutionError, match="does not open for mailcow"):
+        mine_mod.fetch_published(SOURCE, str(staging), route="b")
+    assert not (staging / "privkey.pem").exists()
+
+
+def test_a_bad_route_name_publishes_nothing(tmp_path, good, published, mine):
+    fullchain, key = write_pair(tmp_path / "live-x", good, "fullchain.pem", "privkey.pem")
+    stored = dict(mine.entries)
+    with pytest.raises(SaltInvocationError, match="'a_b' is no route name"):
+        mine_mod.publish(fullchain, key, [CONSUMER], "mail.example.test", route="a_b")
+    assert mine.entries == stored

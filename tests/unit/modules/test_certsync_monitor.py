@@ -41,7 +41,8 @@ class Fleet:
         self.endpoints = {}
         self.dest = str(dest)
 
-    def settings(self):
+    def settings(self, route="default"):
+        assert route == "default"
         return {
             "hostname": HOST,
             "source": SOURCE,
@@ -50,8 +51,8 @@ class Fleet:
             "probe_address": "127.0.0.1",
         }
 
-    def fingerprint(self, source):
-        assert source == SOURCE
+    def fingerprint(self, source, route=None):
+        assert (source, route) == (SOURCE, None)
         if self.published is None:
             raise monitor_mod.CommandExecutionError(f"the mine holds no entry from {source}")
         return self.published
@@ -89,6 +90,7 @@ def configure_loader_modules(tmp_path, fleet):
             "__salt__": {
                 **deploy_functions(),
                 "certsync_settings.consumer": fleet.settings,
+                "certsync_settings.routes": lambda: {"source": {}, "consumer": {"default": {}}},
                 "certsync_mine.published_fingerprint": fleet.fingerprint,
                 "tlsprobe.probe": tlsprobe_mod.probe,
             },
