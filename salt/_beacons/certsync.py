@@ -18,6 +18,18 @@ material) when the certificate covering ``hostname`` has a new fingerprint.
         - live_dir: /etc/letsencrypt/live   # the source's settings of its kind
         - interval: 1
 
+A source of several routes (the pillar's ``certsync:certificates``) watches
+each route's certificate, and its ``renewed`` event names the ``route``:
+
+.. code-block:: yaml
+
+    beacons:
+      certsync:
+        - routes:
+            default: {hostname: mail.example.com, live_dir: /etc/letsencrypt/live}
+            shop: {hostname: shop.example.com, live_dir: /etc/letsencrypt/live}
+        - interval: 1
+
 Between changes it only ``stat``\\ s the files the source kind names
 (``certsync_source.watched``: for NPM each lineage's ``fullchain.pem``,
 through ``live/``'s symlinks); it parses them only when one changed. The last fingerprint
@@ -80,6 +92,7 @@ BEACON_KEYS = frozenset(
         "run_once",
         "run_on_start",
         "beacon_module",
+        "routes",
     }
 )
 #: A DNS host name (it also names the beacon's record file in the cachedir).
@@ -110,7 +123,8 @@ def validate(config):
     if not valid or "alert_days" in cfg:
         return valid, why
     try:
-        _source("watched", cfg)
+        for route in routes(cfg).values():
+            _source("watched", route)
     except (CommandExecutionError, SaltInvocationError) as exc:
         return False, f"certsync beacon: {exc}"
     return True, "Valid beacon configuration"
@@ -128,6 +142,8 @@ def _settled(cfg):
         if cfg.get("textfile") and not str(cfg["textfile"]).endswith(".prom"):
             return False, "certsync beacon: textfile must be a *.prom file"
         return True, "Valid beacon configuration"
+    if "routes" in cfg:
+        return _routes_settled(cfg)
     hostname = cfg.get("hostname")
     if not hostname:
         return False, "certsync beacon: hostname is required"
@@ -138,6 +154,32 @@ def _settled(cfg):
     if not _where(cfg):
         return False, "certsync beacon: give the source's settings (npm: live_dir or source)"
     return True, "Valid beacon configuration"
+
+
+def _routes_settled(cfg):
+    """The checks of ``routes``: a mapping of route names to certificates, each as the
+    beacon's own settings would be."""
+    routes = cfg["routes"]
+    if not isinstance(routes, dict) or not routes:
+        return False, "certsync beacon: routes must map route names to their settings"
+    if "hostname" in cfg:
+        return False, "certsync beacon: give hostname in each route, not beside routes"
+    for name, route in routes.items():
+        if not isinstance(route, dict) or "routes" in route:
+            return False, f"certsync beacon: route {str(name)[:40]!r} must be a mapping"
+        valid, why = _settled(route)
+        if not valid:
+            return False, f"{why} (route {str(name)[:40]})"
+    return True, "Valid beacon configuration"
+
+
+def routes(cfg):
+    """The certificates a source's beacon watches, ``{route: settings}``: its
+    ``routes``, or its own settings as the one route (None: the default route, which
+    its events do not name)."""
+    if "routes" in cfg:
+        return {str(name): route for name, route in cfg["routes"].items()}
+    return {None: cfg}
 
 
 def _where(cfg):
@@ -276,6 +318,15 @@ def beacon(config):
     valid, why = _settled(cfg)
     if not valid:  # Salt validates first; the record's file name depends on it
         return [{"tag": "error", "error": why}]
+    events = []
+    for route, settings in routes(cfg).items():
+        found = _renewed(settings)
+        events += [{**event, "route": route} if route else event for event in found]
+    return events
+
+
+def _renewed(cfg):
+    """A ``renewed`` event when the certificate of one source's settings changed."""
     seen = __context__.setdefault("certsync.beacon", {})
     hostname = cfg["hostname"]
     try:  # the source kind refuses a bad setting here

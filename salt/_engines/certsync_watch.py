@@ -19,7 +19,8 @@ The beacon's record in the cachedir is shared: the beacon's own poll, kept as
 the safety net, does not announce a renewal the engine already did. Where
 inotify is not available the engine runs the beacon every ``interval`` seconds.
 
-Settings are the beacon's (``hostname``, ``kind`` and the kind's settings) and:
+Settings are the beacon's (``hostname``, ``kind`` and the kind's settings, or
+``routes``: each route's, for a source of several certificates) and:
 
 settle
     Seconds without a change before the source is read (default 0.05; certbot
@@ -44,7 +45,8 @@ publish
 
 keep_key
     With ``publish``: make the source keep its key again, as the runner's
-    publication does (the formula's ``certsync:source:reuse_key``).
+    publication does (the formula's ``certsync:source:reuse_key``): true or
+    false, or with ``routes`` the list of the routes whose key is kept.
 
 .. code-block:: yaml
 
@@ -200,46 +202,49 @@ class Publisher:
         utils = salt.loader.utils(opts)
         self.opts, self.functions = opts, salt.loader.minion_mods(opts, utils=utils)
 
-    def mark(self, events):
-        """Publish each renewal among ``events``: the events, a renewal marked
-        ``published: true`` once it is."""
-        for event in events:
-            if event["tag"].endswith("/renewed") and self.publish():
+    def mark(self, events, routes):
+        """On a renewal among ``events``, publish every route of ``routes`` (the
+        beacon's, ``{route: settings}``: a renewal of one lineage may be another
+        route's too): the events, each renewal marked ``published: true`` once all
+        are published."""
+        renewals = [event for event in events if event["tag"].endswith("/renewed")]
+        if renewals and self.publish(routes):
+            for event in renewals:
                 event["data"]["published"] = True
         return events
 
-    def publish(self):
-        """certsync_mine.publish_source for the consumers the pillar names now. True
-        when it ran; False (logged) leaves the publication to the master's reactor."""
-        me, settings = __opts__["id"], self.settings
+    def publish(self, routes):
+        """certsync_mine.publish_source of each route, for the consumers the pillar names
+        now. True when all ran; False (logged) leaves the publication to the master's
+        reactor, which publishes every route again."""
+        me, keep = __opts__["id"], self.settings.get("keep_key")
         try:
             cfg = self.fresh_pillar().get("certsync")
-            is_minion_id = __utils__["certsync_args.is_minion_id"]
-            consumers = __utils__["certsync_settings.source_consumers"](cfg, me, is_minion_id)
-            if not consumers:
-                log.info(
-                    "certsync_watch: the pillar names no consumer of %s: the reactor says why", me
+            for route, settings in routes.items():
+                view = __utils__["certsync_routes.view"](cfg, route)
+                is_minion_id = __utils__["certsync_args.is_minion_id"]
+                consumers = __utils__["certsync_settings.source_consumers"](view, me, is_minion_id)
+                if not consumers:
+                    log.info(
+                        "certsync_watch: the pillar names no consumer of %s%s: the reactor says "
+                        "why",
+                        me,
+                        __utils__["certsync_routes.label"](route),
+                    )
+                    return False
+                ret = self.functions["certsync_mine.publish_source"](
+                    settings["hostname"],
+                    consumers,
+                    kind=settings.get("kind"),
+                    keep_key=keep is True or (isinstance(keep, list) and route in keep),
+                    **({"route": route} if route else {}),
+                    **_where(settings),
                 )
-                return False
-            ret = self.functions["certsync_mine.publish_source"](
-                settings["hostname"],
-                consumers,
-                kind=settings.get("kind"),
-                keep_key=settings.get("keep_key") is True,
-                **_where(settings),
-            )
+                _published(ret, route)
         except Exception as exc:  # whatever it is, the master's reactor publishes instead
             log.warning("certsync_watch: not published here (%s): the reactor publishes", exc)
             log.debug("certsync_watch: the publication's failure", exc_info=True)
             return False
-        log.info(
-            "certsync_watch: published %s for %s%s",
-            ret["fingerprint"],
-            ", ".join(ret["consumers"]) or "nobody",
-            f" (no recipient key: {', '.join(ret['missing_recipient_key'])})"
-            if ret["missing_recipient_key"]
-            else "",
-        )
         return True
 
     def fresh_pillar(self):
@@ -257,6 +262,18 @@ class Publisher:
         finally:
             compiler.destroy()
         return pillar if isinstance(pillar, dict) else {}
+
+
+def _published(ret, route):
+    log.info(
+        "certsync_watch: published %s%s for %s%s",
+        ret["fingerprint"],
+        __utils__["certsync_routes.label"](route),
+        ", ".join(ret["consumers"]) or "nobody",
+        f" (no recipient key: {', '.join(ret['missing_recipient_key'])})"
+        if ret["missing_recipient_key"]
+        else "",
+    )
 
 
 #: The longest wait the engine's settings may ask for (a day).
@@ -301,7 +318,8 @@ def _beacon_config(settings, beacons):
     valid, why = beacons["certsync.validate"](config)
     for switch in ("publish", "keep_key"):
         value = settings.get(switch, False)
-        if valid and not isinstance(value, bool):
+        listed = switch == "keep_key" and "routes" in settings and isinstance(value, list)
+        if valid and not isinstance(value, bool) and not listed:
             valid, why = False, f"{switch} must be true or false, not {str(value)[:40]!r}"
     return config, None if valid else why
 
@@ -317,6 +335,7 @@ def watch_source(settings, stop):
     if why:
         log.error("certsync_watch: %s; not watching", why)
         return
+    routes = beacons["certsync.routes"](settings)
     publisher = Publisher(settings) if publish else None
     if publisher:
         try:
@@ -333,10 +352,10 @@ def watch_source(settings, stop):
                 log.info("certsync_watch: %s was removed (certsync.absent): stopped", configured)
                 return
             # armed before the source is read: a change while it is read wakes the wait
-            armed = watch is not None and watch.watch(_dirs(settings))
+            armed = watch is not None and watch.watch(_dirs(routes))
             events = _beacon_events(beacons["certsync.beacon"], config)
             if events and publisher:
-                events = publisher.mark(events)
+                events = publisher.mark(events, routes)
             if events:
                 _fire(events)
             if armed:
@@ -354,12 +373,15 @@ def _where(settings):
     return {k: v for k, v in settings.items() if k not in (*ENGINE_KEYS, "hostname", "kind")}
 
 
-def _dirs(settings):
-    """What to watch now (none while the source cannot say: the engine polls meanwhile)."""
+def _dirs(routes):
+    """What to watch now for each route's source (none while a source cannot say: the
+    engine polls meanwhile)."""
+    paths = []
     try:
-        paths = __salt__["certsync_source.watched"](
-            settings["hostname"], settings.get("kind"), **_where(settings)
-        )
+        for settings in routes.values():
+            paths += __salt__["certsync_source.watched"](
+                settings["hostname"], settings.get("kind"), **_where(settings)
+            )
     except (CommandExecutionError, SaltInvocationError) as exc:
         log.warning("certsync_watch: %s", exc)
         return []

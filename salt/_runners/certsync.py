@@ -45,12 +45,13 @@ PILLAR_COMPILERS = 32
 
 
 def __virtual__():
-    if "certsync_settings.source_consumers" not in (__utils__ or {}):
+    needed = ("certsync_settings.source_consumers", "certsync_routes.views")
+    if any(function not in (__utils__ or {}) for function in needed):
         # never send a consumer's credentials along: the shared rule must be here
         return (
             False,
-            "the certsync runner needs salt://_utils/certsync_settings.py: "
-            "salt-run saltutil.sync_all",
+            "the certsync runner needs salt://_utils/certsync_settings.py and "
+            "certsync_routes.py: salt-run saltutil.sync_all",
         )
     return __virtualname__
 
@@ -86,16 +87,28 @@ def _source_minion(cfg):
 
 
 def _source_config(source):
-    """``source``'s certsync pillar and the consumers it names, when it names
-    ``source`` as the source (no consumers otherwise)."""
+    """``source``'s certsync pillar and the consumers it names in the default route,
+    when it names ``source`` as that route's source (no consumers otherwise)."""
+    cfg, routes = _source_routes(source)
+    return cfg, routes.get("default", [])
+
+
+def _source_routes(source):
+    """``source``'s certsync pillar and, for each route whose source it names
+    ``source`` (``certsync_routes``), the consumers it names (routes with none left out)."""
     if not __utils__["certsync_args.is_minion_id"](source):
-        return {}, []
+        return {}, {}
     cfg = _certsync_pillar(source)
     is_minion_id = __utils__["certsync_args.is_minion_id"]
-    return cfg, __utils__["certsync_settings.source_consumers"](cfg, source, is_minion_id)
+    found = {}
+    for route, view in __utils__["certsync_routes.views"](cfg).items():
+        consumers = __utils__["certsync_settings.source_consumers"](view, source, is_minion_id)
+        if consumers:
+            found[route] = consumers
+    return cfg, found
 
 
-def _why_no_consumers(source, cfg):
+def _why_no_consumers(source, cfg, route="default"):
     """Why ``source`` routes to nobody, from the pillar the master compiles for it."""
     if not __utils__["certsync_args.is_minion_id"](source):
         return f"{_shown(source)} is no minion id"
@@ -104,10 +117,22 @@ def _why_no_consumers(source, cfg):
             f"the master compiles no certsync pillar for {source}: is it assigned to that "
             "minion id in the pillar's top.sls?"
         )
-    named = _source_minion(cfg)
+    try:
+        view = __utils__["certsync_routes.view"](cfg, route)
+    except ValueError as exc:
+        return f"{source}'s {exc}"
+    named = _source_minion(view)
+    where = _route_key(route)
     if named != source:
-        return f"{source}'s certsync pillar names {_shown(named or '')} as certsync:source:minion"
-    return f"{source}'s certsync pillar names no consumer under certsync:consumers"
+        return f"{source}'s certsync pillar names {_shown(named or '')} as {where}source:minion"
+    return f"{source}'s certsync pillar names no consumer under {where}consumers"
+
+
+def _route_key(route):
+    """Where a route's keys are in the pillar: ``certsync:`` or a route's own."""
+    if __utils__["certsync_routes.is_default"](route):
+        return "certsync:"
+    return f"certsync:certificates:{route}:"
 
 
 def _nobody(why, **empty):
@@ -180,10 +205,29 @@ def _send(targets, fun, kwarg):
         return client.cmd_async(targets, fun, [], tgt_type="list", kwarg=kwarg)
 
 
-def _publish(source, cfg, consumers):
-    """``certsync_mine.publish_source`` on ``source`` with its pillar's settings (over the
-    formula's defaults, as the SLS has them), not waited for: no state run."""
-    settings = _settings(cfg)
+def _publish_routes(source, cfg, routes):
+    """:py:func:`_publish` for each route (``{route: consumers}``): the targets, the
+    first job and each route's (``jobs``), and why a route was refused."""
+    jobs, refused = {}, []
+    for route, consumers in routes.items():
+        sent = _publish(source, cfg, consumers, route)
+        if sent.get("refused"):
+            refused.append(sent["refused"] + __utils__["certsync_routes.label"](route))
+        else:
+            jobs[route] = sent["jid"]
+    done = {"targets": [source] if jobs else [], "jid": next(iter(jobs.values()), None)}
+    if len(routes) > 1:
+        done["jobs"] = jobs
+    if refused:
+        done["refused"] = "; ".join(refused)
+    return done
+
+
+def _publish(source, cfg, consumers, route="default"):
+    """``certsync_mine.publish_source`` on ``source`` with its pillar's settings of
+    ``route`` (over the formula's defaults, as the SLS has them), not waited for: no
+    state run."""
+    settings = __utils__["certsync_routes.view"](_settings(cfg), route)
     kind, where = __utils__["certsync_settings.source_where"](settings.get("source"))
     try:
         keep_key = __utils__["certsync_settings.reuse_key_wanted"](settings)[0]
@@ -195,6 +239,7 @@ def _publish(source, cfg, consumers):
         "consumers": consumers,
         "keep_key": keep_key,
         "kind": kind,
+        **({} if __utils__["certsync_routes.is_default"](route) else {"route": route}),
         **where,
     }
     jid = _send([source], "certsync_mine.publish_source", kwarg)
@@ -204,10 +249,11 @@ def _publish(source, cfg, consumers):
 
 def on_renewed(source):
     """
-    A source saw a new certificate (its beacon's ``certsync/renewed``): when its
-    pillar names it as the source of some consumers, it publishes
-    (``certsync_mine.publish_source`` with the settings of that pillar: the
-    publication alone, without a state run). For the reactor; by hand it
+    A source saw a new certificate (its beacon's ``certsync/renewed``): for
+    each route whose source its pillar names it, with consumers, it publishes
+    (``certsync_mine.publish_source`` with the settings of that route: the
+    publication alone, without a state run; a route whose certificate did not
+    change only refreshes its mine entries). For the reactor; by hand it
     re-publishes.
 
     CLI Example:
@@ -216,10 +262,10 @@ def on_renewed(source):
 
         salt-run certsync.on_renewed npm-host
     """
-    cfg, consumers = _source_config(source)
-    if not consumers:
+    cfg, routes = _source_routes(source)
+    if not routes:
         return _nobody(_why_no_consumers(source, cfg), jid=None)
-    return _publish(source, cfg, consumers)
+    return _publish_routes(source, cfg, routes)
 
 
 def on_recipient(consumer):
@@ -236,34 +282,52 @@ def on_recipient(consumer):
     """
     if not __utils__["certsync_args.is_minion_id"](consumer):
         return _nobody(f"{_shown(consumer)} is no minion id", jid=None)
-    source = _source_minion(_certsync_pillar(consumer))
-    if not source:
+    own = __utils__["certsync_routes.views"](_certsync_pillar(consumer))
+    sources = sorted({str(_source_minion(v)) for v in own.values() if _source_minion(v)})
+    if not sources:
         return _nobody(
             f"{consumer}'s certsync pillar names no source (certsync:source:minion)", jid=None
         )
-    cfg, consumers = _source_config(source)
-    # only when the source's pillar names this consumer back
-    if consumer not in consumers:
-        why = (
-            _why_no_consumers(source, cfg)
-            if not consumers
-            else (
-                f"{source}'s certsync pillar does not name {consumer} under certsync:consumers "
-                f"(it names {', '.join(consumers)})"
-            )
-        )
-        return _nobody(why, jid=None)
-    return _publish(source, cfg, consumers)
+    done = {"targets": [], "jobs": {}, "why": []}
+    for source in sources:
+        cfg, routes = _source_routes(source)
+        # only the routes whose source's pillar names this consumer back
+        taken = {route: named for route, named in routes.items() if consumer in named}
+        if not taken:
+            done["why"].append(_not_named_back(source, cfg, routes, consumer))
+            continue
+        sent = _publish_routes(source, cfg, taken)
+        if len(sources) == 1:
+            return sent
+        done["targets"] += sent["targets"]
+        done["jobs"][source] = sent.get("jobs") or sent["jid"]
+    if not done["targets"]:
+        return _nobody("; ".join(done["why"]), jid=None)
+    done["jid"] = None
+    return done
+
+
+def _not_named_back(source, cfg, routes, consumer):
+    """Why ``source``'s pillar routes nothing to ``consumer``."""
+    if not routes:
+        return _why_no_consumers(source, cfg)
+    named = sorted({c for consumers in routes.values() for c in consumers})
+    return (
+        f"{source}'s certsync pillar does not name {consumer} under certsync:consumers "
+        f"(it names {', '.join(named)})"
+    )
 
 
 def _shown(value):
     return repr(value)[:80]
 
 
-def on_published(source, fingerprint=None):
+def on_published(source, fingerprint=None, route=None):
     """
     A source published (``certsync/published``): each consumer its pillar
-    names deploys the publication, in one job (``certsync_deploy.deployed``:
+    names in the ``route`` the event names (unset: the default route; only a
+    route whose source that pillar names ``source`` is followed) deploys the
+    publication, in one job (``certsync_deploy.deployed``:
     the deploy the ``certsync.deployed`` state runs, without a state run),
     told only which source's entry to take and which certificate to expect
     (``fingerprint``, when it is a SHA-256 hex digest; the mine entry
@@ -280,10 +344,18 @@ def on_published(source, fingerprint=None):
     """
     announced = fingerprint if isinstance(fingerprint, str) else ""
     announced = announced if re.fullmatch(r"[0-9a-f]{64}", announced) else ""
-    cfg, consumers = _source_config(source)
+    default = __utils__["certsync_routes.is_default"](route)
+    if not default and not __utils__["certsync_routes.is_name"](route):
+        return _nobody(f"{_shown(route)} is no route name", jobs={})
+    cfg, routes = _source_routes(source)
+    consumers = routes.get("default" if default else route)
     if not consumers:
-        return _nobody(_why_no_consumers(source, cfg), jobs={})
-    args = {"source_minion": source, **({"fingerprint": announced} if announced else {})}
+        return _nobody(_why_no_consumers(source, cfg, route), jobs={})
+    args = {
+        "source_minion": source,
+        **({"fingerprint": announced} if announced else {}),
+        **({} if default else {"route": route}),
+    }
     jid = _send(consumers, "certsync_deploy.deployed", args)
     log.info("certsync: certsync_deploy.deployed on %s (job %s)", ", ".join(consumers), jid)
     return {"targets": consumers, "jobs": {jid: consumers}}
@@ -304,7 +376,7 @@ def _mine_fingerprint(cache, source, consumer):
     fingerprint leaves this function.
     """
     entry = (_mine_of(cache, source) or {}).get(
-        __utils__["certsync_settings.cert_mine_name"](consumer)
+        __utils__["certsync_routes.mine_name"](consumer)
     )
     if isinstance(entry, dict) and salt.utils.mine.MINE_ITEM_ACL_ID in entry:
         entry = entry.get(salt.utils.mine.MINE_ITEM_ACL_DATA)

@@ -41,6 +41,7 @@ class Engine:
             lambda: {
                 "certsync.validate": certsync_beacon.validate,
                 "certsync.beacon": certsync_beacon.beacon,
+                "certsync.routes": certsync_beacon.routes,
             },
         )
         self.thread = threading.Thread(
