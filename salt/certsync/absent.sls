@@ -8,8 +8,15 @@
     files as they are, including SKIP_LETS_ENCRYPT=y and the deployed pair,
     and the egress rules (relay.firewall.manage), which it names.
     Remove the minion from the certsync pillar afterwards. #}
-{%- from "certsync/map.jinja" import certsync, consumer, dovecot_block_removed, egress_targets, role with context %}
+{%- from "certsync/map.jinja" import certsync, consumer, dovecot_block_removed, egress_targets, role, routes with context %}
 {%- set src = certsync.source %}
+{#- The consumers of every route this minion is the source of, and those routes
+    beside the default one: whose mine entries it withdraws. #}
+{%- set published_for = [] %}
+{%- for route in routes.source %}
+{%-   set named = certsync.consumers if route == "default" else certsync.certificates[route].get("consumers") %}
+{%-   do published_for.extend(named.keys() | list if named is mapping else []) %}
+{%- endfor %}
 
 certsync-beacon-absent:
   beacon.absent:
@@ -46,7 +53,8 @@ certsync-schedule-absent:
 
 certsync-mine-entries-removed:
   certsync_removed.mine_entries:
-    - consumers: {{ (certsync.consumers.keys() | list if role == "source" else []) | json }}
+    - consumers: {{ published_for | unique | sort | list | json }}
+    - routes: {{ routes.source | reject("equalto", "default") | list | json }}
 {%- if role == "source" and (src.kind or "npm") == "npm" %}
 
 certsync-reuse-key-removed:

@@ -3,7 +3,17 @@
     told to keep its users' sessions through a reload (certsync.dovecot), the
     certificate from the source's mine entry deployed (certsync.deployed),
     alerts, and a schedule that re-converges when an event was lost. #}
-{%- from "certsync/map.jinja" import certsync, consumer with context %}
+{%- from "certsync/map.jinja" import certsync, consumer, routes with context %}
+{#- The routes this consumer takes: source, kind and where the pair goes. #}
+{%- set taken = salt["certsync_settings.routes"]().consumer %}
+{#- The routes whose pair goes in a directory certsync makes: a service's, and
+    mailcow's per-name dir of a route other than its hostname's. #}
+{%- set made = [] %}
+{%- for route, where in taken | dictsort %}
+{%-   if where.kind != "mailcow" or where.dest.endswith("/" ~ (where.hostname | lower)) %}
+{%-     do made.append(route) %}
+{%-   endif %}
+{%- endfor %}
 
 include:
   - certsync.settings
@@ -22,36 +32,51 @@ include:
 {%- endif %}
 
 extend:
-  certsync-deployed:
+{%- for route in routes.consumer %}
+{%-   set suffix = "" if route == "default" else "-" ~ route %}
+  certsync-deployed{{ suffix }}:
     certsync.deployed:
       - require:
         - certsync: certsync-recipient-key
-{%- if mailcow and consumer.services %}
+{%-   if mailcow and consumer.services and taken[route].kind == "mailcow" %}
         - mailcow: certsync-acme-stood-down
-{%- elif not mailcow %}
-        - file: certsync-pair-dir
-{%- endif %}
+{%-   endif %}
+{%-   if route in made %}
+        - file: certsync-pair-dir{{ suffix }}
+{%-   endif %}
+{%- endfor %}
 
 certsync-recipient-key:
   certsync.recipient_published:
     - name: certsync-recipient
-    - sources:
-      - {{ certsync.source.minion | json }}
+    - sources: {{ taken.values() | map(attribute="source") | select | unique | sort | list | json }}
 {%- if mailcow %}
 
 certsync-mailcow-conf:
   mailcow.conf_set:
     - name: {{ consumer.mailcow_dir | json }}
     - settings: {{ consumer.mailcow_conf | json }}
-{%- else %}
+{%- endif %}
+{%- for route in routes.consumer %}
+{%-   set suffix = "" if route == "default" else "-" ~ route %}
+{%-   if taken[route].kind != "mailcow" %}
 
 # Where certsync keeps the pair the service's files are written from.
-certsync-pair-dir:
+certsync-pair-dir{{ suffix }}:
   file.directory:
-    - name: {{ salt["certsync_settings.dest"]() | json }}
+    - name: {{ taken[route].dest | json }}
     - mode: '0755'
     - makedirs: true
-{%- endif %}
+{%-   elif route in made %}
+
+# mailcow's per-name dir this route's certificate goes in (mailcow's own
+# data/assets/ssl, the parent, must be there).
+certsync-pair-dir{{ suffix }}:
+  file.directory:
+    - name: {{ taken[route].dest | json }}
+    - mode: '0755'
+{%-   endif %}
+{%- endfor %}
 {%- if mailcow and consumer.services %}
 
 certsync-acme-stood-down:

@@ -3,10 +3,10 @@
     pillar that names other minions but not this one, a credential of another
     minion fail certsync-settings (certsync_settings.check, certsync.settings),
     and the run stops there: nothing that changes anything is applied. #}
-{%- from "certsync/map.jinja" import role with context %}
+{%- from "certsync/map.jinja" import roles with context %}
 
 include:
   - certsync.settings
-{%- if role %}
+{%- for role in roles %}
   - certsync.{{ role }}
-{%- endif %}
+{%- endfor %}

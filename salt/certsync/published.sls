@@ -1,35 +1,43 @@
-{#- The source's publication alone: the certificate sealed for every
-    consumer in the mine, certsync/published when it changed, and, when
-    certsync:source:reuse_key says so (auto: a consumer has DANE on), the
-    source told again to keep the key (for NPM: a re-issue from its UI
-    rewrites the lineage's renewal file without reuse_key). What a renewal triggers (the reactor
-    applies certsync.published); certsync.source includes it. #}
-{%- from "certsync/map.jinja" import certsync, role with context %}
+{#- The source's publication alone: for each route whose source this
+    minion is (certsync_settings.routes; `default` is certsync:hostname's),
+    the certificate sealed for every consumer in the mine,
+    certsync/published when it changed, and, when
+    certsync:source:reuse_key says so (auto: a consumer of the route has
+    DANE on), the source told again to keep the key (for NPM: a re-issue
+    from its UI rewrites the lineage's renewal file without reuse_key).
+    What a renewal triggers (the reactor applies certsync.published);
+    certsync.source includes it. The state ids of a route other than the
+    default end in `-<route>`. #}
+{%- from "certsync/map.jinja" import routes with context %}
 
 include:
   - certsync.settings
-{#- The source's kind and its settings of that kind (certsync_source). #}
-{%- set where = salt["certsync_settings.source"]() %}
-{%- if role == "source" %}
+{%- if routes.source %}
+{%-   for route, source in salt["certsync_settings.routes"]().source | dictsort %}
+{%-     set suffix = "" if route == "default" else "-" ~ route %}
 
-certsync-published:
+certsync-published{{ suffix }}:
   certsync.published:
-    - name: {{ certsync.hostname | json }}
-    - consumers: {{ certsync.consumers.keys() | list | json }}
-    - kind: {{ where.kind | json }}
-{%- for key, value in where.settings | dictsort %}
+    - name: {{ source.hostname | json }}
+    - consumers: {{ source.consumers | json }}
+    - kind: {{ source.kind | json }}
+{%-     if suffix %}
+    - route: {{ route | json }}
+{%-     endif %}
+{%-     for key, value in source.settings | dictsort %}
     - {{ key }}: {{ value | json }}
-{%- endfor %}
-{%- if salt["certsync_settings.reuse_key_wanted"]()["wanted"] %}
+{%-     endfor %}
+{%-     if source.keep_key %}
 
-certsync-key-kept:
+certsync-key-kept{{ suffix }}:
   certsync.key_kept:
-    - name: {{ certsync.hostname | json }}
-    - kind: {{ where.kind | json }}
-{%-   for key, value in where.settings | dictsort %}
+    - name: {{ source.hostname | json }}
+    - kind: {{ source.kind | json }}
+{%-       for key, value in source.settings | dictsort %}
     - {{ key }}: {{ value | json }}
+{%-       endfor %}
+{%-     endif %}
 {%-   endfor %}
-{%- endif %}
 {%- else %}
 
 certsync-published:

@@ -3,8 +3,20 @@
     renewals with the beacon, re-publish on a schedule as a safety net. #}
 {%- from "certsync/map.jinja" import certsync with context %}
 {%- set src = certsync.source %}
-{#- The source's kind and its settings of that kind (certsync_source). #}
-{%- set where = salt["certsync_settings.source"]() %}
+{#- Each route this minion is the source of: its hostname, kind and the
+    kind's settings (certsync_source). One route (the single-certificate
+    keys) is the beacon's and the engine's own settings; several are their
+    `routes`. #}
+{%- set published = salt["certsync_settings.routes"]().source %}
+{%- set watched = {} %}
+{%- for route, source in published | dictsort %}
+{%-   do watched.update({route: dict(source.settings, hostname=source.hostname, kind=source.kind)}) %}
+{%- endfor %}
+{%- set single = watched.default if watched | list == ["default"] else none %}
+{%- set kept = [] %}
+{%- for route, source in published | dictsort if source.keep_key %}
+{%-   do kept.append(route) %}
+{%- endfor %}
 
 include:
   - certsync.settings
@@ -17,11 +29,15 @@ certsync-beacon:
     - name: certsync
     - save: true
     - interval: {{ src.beacon_interval }}
-    - hostname: {{ certsync.hostname | json }}
-    - kind: {{ where.kind | json }}
-{%- for key, value in where.settings | dictsort %}
+{%- if single %}
+    - hostname: {{ single.hostname | json }}
+    - kind: {{ single.kind | json }}
+{%-   for key, value in single | dictsort if key not in ["hostname", "kind"] %}
     - {{ key }}: {{ value | json }}
-{%- endfor %}
+{%-   endfor %}
+{%- else %}
+    - routes: {{ watched | json }}
+{%- endif %}
 
 {#- The certsync_watch engine: the beacon run the moment inotify sees the
     source change, instead of on its next poll, and the renewal published
@@ -41,13 +57,19 @@ certsync-watch:
     - dataset:
         engines:
           - certsync_watch:
-              hostname: {{ certsync.hostname | json }}
-              kind: {{ where.kind | json }}
-{%- for key, value in where.settings | dictsort %}
+{%- if single %}
+              hostname: {{ single.hostname | json }}
+              kind: {{ single.kind | json }}
+{%-   for key, value in single | dictsort if key not in ["hostname", "kind"] %}
               {{ key }}: {{ value | json }}
-{%- endfor %}
+{%-   endfor %}
               publish: true
-              keep_key: {{ salt["certsync_settings.reuse_key_wanted"]()["wanted"] | json }}
+              keep_key: {{ (kept == ["default"]) | json }}
+{%- else %}
+              routes: {{ watched | json }}
+              publish: true
+              keep_key: {{ kept | json }}
+{%- endif %}
 
 certsync-watch-started:
   cmd.run:

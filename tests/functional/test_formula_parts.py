@@ -377,3 +377,52 @@ def test_every_sls_that_changes_anything_begins_with_the_settings_check(salt_cal
     gate = _rendered(salt_call, sls, pillar, gate=True)["certsync-settings"]
     args = {k: v for arg in gate["certsync"] if isinstance(arg, dict) for k, v in arg.items()}
     assert (gate["certsync"][-1], args["order"], args["failhard"]) == ("settings_valid", 1, True)
+
+
+def test_each_route_a_consumer_takes_is_a_deploy_of_its_own(salt_call):
+    """The two-domain mailcow of docs/topics/routes.md: the default route's states as
+    they were, and route b's beside them, into its per-name dir."""
+    pillar = {
+        **CONSUMER,
+        "certificates": {"b": {"hostname": "mail.b.example.test", "consumers": {ME: {}}}},
+    }
+    role = _rendered(salt_call, "certsync.consumer", pillar)
+    default, b = _args(role["certsync-deployed"]), _args(role["certsync-deployed-b"])
+    assert default == _args(
+        _rendered(salt_call, "certsync.deployed", CONSUMER)["certsync-deployed"]
+    )
+    assert "route" not in default
+    assert b == {**default, "name": "/srv/mailcow/data/assets/ssl/mail.b.example.test",
+                 "hostname": "mail.b.example.test", "route": "b"}  # fmt: skip
+    assert _args(role["certsync-pair-dir-b"]) == {
+        "name": "/srv/mailcow/data/assets/ssl/mail.b.example.test",
+        "mode": "0755",
+    }
+    assert _args(role["certsync-recipient-key"])["sources"] == ["npm"]
+
+
+def test_a_source_of_several_routes_publishes_and_watches_each(salt_call):
+    pillar = {
+        **SOURCE,
+        "certificates": {
+            "b": {"hostname": "mail.b.test", "source": {"dir": "npm-6"}, "consumers": {"m2": {}}}
+        },
+    }
+    role = _rendered(salt_call, "certsync.source", pillar)
+    assert "route" not in _args(role["certsync-published"])
+    b = _args(role["certsync-published-b"])
+    assert (b["name"], b["consumers"], b["route"], b["dir"]) == (
+        "mail.b.test",
+        ["m2"],
+        "b",
+        "npm-6",
+    )
+    beacon = _args(role["certsync-beacon"])
+    assert beacon["routes"]["default"]["dir"] == "npm-5"
+    assert beacon["routes"]["b"] == {**beacon["routes"]["default"], "hostname": "mail.b.test",
+                                     "dir": "npm-6"}  # fmt: skip
+    engine = _args(role["certsync-watch"])["dataset"]["engines"][0]["certsync_watch"]
+    assert engine["routes"] == beacon["routes"]
+    # the single-certificate pillar keeps the beacon's settings flat, as before routes
+    flat = _args(_rendered(salt_call, "certsync.source", SOURCE)["certsync-beacon"])
+    assert (flat["hostname"], flat["dir"]) == ("mail.example.test", "npm-5")
