@@ -375,9 +375,7 @@ def _mine_fingerprint(cache, source, consumer):
     by the entry's ACL (only the consumer may read it). Nothing but the
     fingerprint leaves this function.
     """
-    entry = (_mine_of(cache, source) or {}).get(
-        __utils__["certsync_routes.mine_name"](consumer)
-    )
+    entry = (_mine_of(cache, source) or {}).get(__utils__["certsync_routes.mine_name"](consumer))
     if isinstance(entry, dict) and salt.utils.mine.MINE_ITEM_ACL_ID in entry:
         entry = entry.get(salt.utils.mine.MINE_ITEM_ACL_DATA)
     return entry.get("fingerprint") if isinstance(entry, dict) else None
