@@ -129,6 +129,16 @@ def _view(route):
         raise SaltInvocationError(str(exc)) from None
 
 
+def _own_view(route):
+    """The merged settings of this minion's ``route``; unset: the default route, or
+    the first route it takes (as a consumer, else as the source) when it takes no
+    default one."""
+    if route is None:
+        taken = __utils__["certsync_routes.of_minion"](_formula_settings(), __opts__["id"])
+        route = (taken["consumer"] or taken["source"] or ["default"])[0]
+    return _view(route)
+
+
 def check():
     """
     This minion's ``certsync`` pillar against the formula's ``defaults.yaml``:
@@ -276,9 +286,10 @@ def _dest(cfg, kind, given):
     return __salt__["certsync_consumer.call"](kind, "dest", cfg.get("hostname"), given, route)
 
 
-def dest(route="default"):
+def dest(route=None):
     """
-    The directory this consumer's pair of ``route`` goes in, as its consumer
+    The directory this consumer's pair of ``route`` (unset: the default
+    route, or its first when it takes no default one) goes in, as its consumer
     kind says (``certsync_consumer``: the checkout's ``data/assets/ssl`` for
     mailcow's own hostname, a per-name dir for another route's, a ``service``
     consumer's ``dir``): what the formula's SLS give the states, the one place
@@ -291,14 +302,15 @@ def dest(route="default"):
         salt mail-host certsync_settings.dest
         salt mail-host certsync_settings.dest route=shop
     """
-    cfg = _view(route)
+    cfg = _own_view(route)
     kind, _, given = _kind(_own_settings(cfg))
     return _dest(cfg, kind, given)
 
 
-def consumer(route="default"):
+def consumer(route=None):
     """
-    This consumer's settings for ``route``: its entry under
+    This consumer's settings for ``route`` (unset: the default route, or its
+    first when it takes no default one): its entry under
     ``certsync:consumers`` (a route's: under
     ``certsync:certificates:<route>:consumers``, over the former) merged over
     ``consumer_defaults`` (``relay`` and ``alerts`` key by key), with the
@@ -314,7 +326,9 @@ def consumer(route="default"):
         salt mail-host certsync_settings.consumer
         salt mail-host certsync_settings.consumer route=shop
     """
-    return __utils__["certsync_settings.masked_credentials"](_consumer(_view(route)), declared())
+    return __utils__["certsync_settings.masked_credentials"](
+        _consumer(_own_view(route)), declared()
+    )
 
 
 def _consumer(cfg):
@@ -336,9 +350,10 @@ def _consumer(cfg):
     return settings
 
 
-def deploy_args(fingerprint="", route="default"):
+def deploy_args(fingerprint="", route=None):
     """
-    What this consumer's deploy of ``route`` is given, from its settings: the
+    What this consumer's deploy of ``route`` (unset: the default route, or its
+    first when it takes no default one) is given, from its settings: the
     arguments of the formula's ``certsync.deployed`` SLS, the same the
     master's runner sends on a renewal (``certsync_deploy.deployed``),
     without credentials.
@@ -350,7 +365,7 @@ def deploy_args(fingerprint="", route="default"):
         salt mail-host certsync_settings.deploy_args
         salt mail-host certsync_settings.deploy_args route=shop
     """
-    cfg = _view(route)
+    cfg = _own_view(route)
     settings = _own_settings(cfg)
     source = (cfg.get("source") or {}).get("minion")
     kind, known, given = _kind(settings)
@@ -369,7 +384,7 @@ def deploy_args(fingerprint="", route="default"):
 _DEPLOY_ONLY = ("source_minion", "fingerprint", "min_days", "allow_older", "paused")
 
 
-def rollback_args(route="default"):
+def rollback_args(route=None):
     """
     What this consumer's roll back of ``route`` is given
     (``certsync.rolled_back`` in the formula's ``certsync.rollback``):
@@ -384,10 +399,11 @@ def rollback_args(route="default"):
     return {k: v for k, v in deploy_args(route=route).items() if k not in _DEPLOY_ONLY}
 
 
-def reuse_key_wanted(route="default"):
+def reuse_key_wanted(route=None):
     """
     Whether the formula makes certbot keep the key of the source of ``route``
-    (``reuse_key = True``), from this minion's pillar: ``certsync:source:reuse_key`` true or
+    (unset: the default route, or this minion's first) (``reuse_key = True``),
+    from this minion's pillar: ``certsync:source:reuse_key`` true or
     false, or ``auto`` (the default): only when a published TLSA 3 1 1 record
     pins the key (a consumer has ``dane`` on, or ``dns:tlsa_ports`` is set).
     Returns ``wanted`` and ``why``.
@@ -400,7 +416,7 @@ def reuse_key_wanted(route="default"):
         salt npm-host certsync_settings.reuse_key_wanted route=shop
     """
     try:
-        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](_view(route))
+        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](_own_view(route))
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
     return {"wanted": wanted, "why": why}

@@ -54,8 +54,7 @@ def report():
     source = cfg.get("source") or {}
     if me == source.get("minion"):
         return _source_status(cfg["hostname"], source)
-    consumers = cfg.get("consumers")
-    if not isinstance(consumers, dict) or me not in consumers:
+    if not __utils__["certsync_routes.of_minion"](cfg, me)["consumer"]:
         return {"role": None, "why": __utils__["certsync_routes.role"](cfg, me)[1]}
     # no credentials passed on: the modules that use them read them from the pillar
     settings = __utils__["certsync_settings.without_credentials"](
@@ -68,12 +67,12 @@ def report():
     if deployed:
         ret["days_left"] = deployed["days_left"]
         ret.update(_mailcow_view(settings, deployed))
-    ret.update(_served_view(settings, cfg["hostname"]))
+    ret.update(_served_view(settings, settings["hostname"]))
     relay = settings.get("relay") or {}
     if relay.get("host"):
         ret["relay"] = _relay_view(settings, relay)
     if settings.get("dane"):
-        ret["tlsa"] = _tlsa_status(cfg["hostname"], dest, settings["dane"], source.get("minion"))
+        ret["tlsa"] = _tlsa_status(settings, dest)
         if "certsync_monitor.last_deploy" in __salt__:
             last = __salt__["certsync_monitor.last_deploy"](dest) or {}
             if last.get("dane_pending"):
@@ -183,12 +182,14 @@ def _relay_view(settings, relay):
     return view
 
 
-def _tlsa_status(hostname, dest, dane, source):
+def _tlsa_status(settings, dest):
     """The published TLSA records against the deployed certificate and the one the source
     publishes now (after a roll back they differ): which are stale, matching neither."""
+    hostname, dane = settings["hostname"], settings["dane"]
     with tempfile.TemporaryDirectory(prefix="certsync-status-") as work:
         certs = {"deployed": os.path.join(dest, "cert.pem")}
-        chain = _published_chain(source)
+        route = None if settings.get("route") in (None, "default") else settings["route"]
+        chain = _published_chain(settings.get("source"), route)
         if chain:
             certs["source"] = os.path.join(work, "source.pem")
             with open(certs["source"], "w", encoding="ascii") as handle:
@@ -209,12 +210,12 @@ def _tlsa_status(hostname, dest, dane, source):
     return view
 
 
-def _published_chain(source):
-    """The chain ``source`` published for this consumer (public), or None."""
+def _published_chain(source, route=None):
+    """The chain ``source`` published for this consumer (of ``route``; public), or None."""
     if not source or "certsync_mine.published_chain" not in __salt__:
         return None
     try:
-        chain = __salt__["certsync_mine.published_chain"](source)
+        chain = __salt__["certsync_mine.published_chain"](source, route=route)
     except (CommandExecutionError, SaltInvocationError):
         return None
     return chain if isinstance(chain, str) and chain.isascii() else None

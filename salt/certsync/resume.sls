@@ -1,14 +1,18 @@
-{#- After `certsync.rollback`: let the deploys run again, and deploy now. #}
-{%- from "certsync/map.jinja" import consumer with context %}
+{#- After `certsync.rollback`: let the deploys of every route run again, and
+    deploy now. #}
+{%- from "certsync/map.jinja" import consumer, routes with context %}
 
 include:
   - certsync.settings
   - certsync.deployed
 {%- if consumer %}
+{%-   for route in routes.consumer %}
+{%-     set suffix = "" if route == "default" else "-" ~ route %}
 
-certsync-resumed:
+certsync-resumed{{ suffix }}:
   certsync.resumed:
-    - name: {{ salt["certsync_settings.dest"]() | json }}
+    - name: {{ salt["certsync_settings.dest"](route=route) | json }}
     - require_in:
-      - certsync: certsync-deployed
+      - certsync: certsync-deployed{{ suffix }}
+{%-   endfor %}
 {%- endif %}

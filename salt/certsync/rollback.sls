@@ -4,8 +4,11 @@
     and pauses the deploys (schedule and reactor) until
     `state.apply certsync.resume`. test=True shows the plan. On a DANE host
     the previous pair must match a published TLSA record, as a deploy's must;
-    `pillar='{certsync_force: true}'` rolls back all the same. #}
+    `pillar='{certsync_force: true}'` rolls back all the same. A consumer of
+    several routes rolls back one: `pillar='{certsync_route: <route>}'`
+    (default: the default route, or its first). #}
 {%- from "certsync/map.jinja" import consumer with context %}
+{%- set route = salt["pillar.get"]("certsync_route", none) %}
 
 include:
   - certsync.settings
@@ -13,7 +16,7 @@ include:
 
 certsync-rolled-back:
   certsync.rolled_back:
-{%- for key, value in salt["certsync_settings.rollback_args"]() | dictsort %}
+{%- for key, value in salt["certsync_settings.rollback_args"](route=route) | dictsort %}
     - {{ key }}: {{ value | json }}
 {%- endfor %}
     - force: {{ salt["pillar.get"]("certsync_force", false) is sameas true }}

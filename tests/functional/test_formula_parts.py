@@ -426,3 +426,30 @@ def test_a_source_of_several_routes_publishes_and_watches_each(salt_call):
     # the single-certificate pillar keeps the beacon's settings flat, as before routes
     flat = _args(_rendered(salt_call, "certsync.source", SOURCE)["certsync-beacon"])
     assert (flat["hostname"], flat["dir"]) == ("mail.example.test", "npm-5")
+
+
+def test_a_consumer_of_a_route_alone_has_that_routes_states(salt_call):
+    """The HAProxy host of docs/topics/routes.md: no default route; its deploy, pair
+    dir, resume and roll back are the route's."""
+    pillar = {
+        "source": {"minion": "npm"},
+        "certificates": {
+            "shop": {
+                "hostname": "shop.example.test",
+                "consumers": {ME: {"kind": "service", "dir": "/srv/certsync/shop"}},
+            }
+        },
+    }
+    role = _rendered(salt_call, "certsync.consumer", pillar)
+    assert "certsync-deployed" not in role
+    deploy = _args(role["certsync-deployed-shop"])
+    assert (deploy["name"], deploy["route"], deploy["consumer"]) == (
+        "/srv/certsync/shop",
+        "shop",
+        "service",
+    )
+    assert _args(role["certsync-pair-dir-shop"])["name"] == "/srv/certsync/shop"
+    resume = _rendered(salt_call, "certsync.resume", pillar)
+    assert _args(resume["certsync-resumed-shop"])["name"] == "/srv/certsync/shop"
+    rollback = _rendered(salt_call, "certsync.rollback", pillar)
+    assert _args(rollback["certsync-rolled-back"])["name"] == "/srv/certsync/shop"

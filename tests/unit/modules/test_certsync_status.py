@@ -53,10 +53,11 @@ def test_neither_the_deployed_nor_the_sources_record_is_stale(tmp_path, ca, monk
     salt = {
         "certsync_dane.dane_lookup": lambda dane: {},
         "maildns.tlsa_check": _zone_answer(records),
-        "certsync_mine.published_chain": lambda source: chain,
+        "certsync_mine.published_chain": lambda source, route=None: chain,
     }
     monkeypatch.setattr(status_mod, "__salt__", salt)
-    view = status_mod._tlsa_status(HOST, str(tmp_path / "ssl"), True, "npm")
+    settings = {"hostname": HOST, "dane": True, "source": "npm", "route": "default"}
+    view = status_mod._tlsa_status(settings, str(tmp_path / "ssl"))
     assert view["stale"] == [records[2]]  # only the record of a key neither holds
     assert (view["deployed_matches"], view["source_matches"]) == (True, True)
     assert sorted(view["matching_records"]) == sorted(records[:2])
@@ -67,7 +68,7 @@ def test_without_a_publication_the_deployed_record_alone_decides(tmp_path, ca, m
     write_pair(tmp_path / "ssl", deployed)
     records = [certsync_mod.tlsa(str(tmp_path / "ssl" / "cert.pem")), "3 1 1 " + "ab" * 32]
 
-    def no_entry(source):
+    def no_entry(source, route=None):
         raise status_mod.CommandExecutionError("the mine holds no certsync_cert_mailcow entry")
 
     salt = {
@@ -76,5 +77,6 @@ def test_without_a_publication_the_deployed_record_alone_decides(tmp_path, ca, m
         "certsync_mine.published_chain": no_entry,
     }
     monkeypatch.setattr(status_mod, "__salt__", salt)
-    view = status_mod._tlsa_status(HOST, str(tmp_path / "ssl"), True, "npm")
+    settings = {"hostname": HOST, "dane": True, "source": "npm", "route": "default"}
+    view = status_mod._tlsa_status(settings, str(tmp_path / "ssl"))
     assert view["stale"] == [records[1]] and "source_matches" not in view
