@@ -41,7 +41,9 @@ def report():
     the last deploy was held back for it, the record ``pending``
     publication and ``why`` (the last run's reason: a record to publish, a
     TTL to wait, a DNS provider's error); ``paused`` when deploys are paused (a roll back, or the
-    pillar). On a minion with neither role: ``role`` None and ``why``.
+    pillar). On a minion with neither role: ``role`` None and ``why``. For a
+    minion of several routes (the pillar's ``certsync:certificates``): the
+    part of its first ``route``, and the others' under ``routes``.
 
     CLI Example:
 
@@ -51,14 +53,29 @@ def report():
     """
     cfg = __salt__["certsync_settings.formula"]()
     me = __opts__["id"]
-    source = cfg.get("source") or {}
-    if me == source.get("minion"):
-        return _source_status(cfg["hostname"], source)
-    if not __utils__["certsync_routes.of_minion"](cfg, me)["consumer"]:
+    taken = __utils__["certsync_routes.of_minion"](cfg, me)
+    if taken["source"]:
+        return _by_route(taken["source"], lambda route: _source_status(cfg, route))
+    if not taken["consumer"]:
         return {"role": None, "why": __utils__["certsync_routes.role"](cfg, me)[1]}
+    return _by_route(taken["consumer"], _consumer_status)
+
+
+def _by_route(routes, part):
+    """The part of the first of ``routes`` (with its ``route``), and under ``routes``
+    the others' (``{route: part}``), when there are others."""
+    ret = {**part(routes[0]), "route": routes[0]}
+    if len(routes) > 1:
+        ret["routes"] = {route: part(route) for route in routes[1:]}
+    return ret
+
+
+def _consumer_status(route):
+    """A consumer's part for one route: what it deployed and what is served."""
     # no credentials passed on: the modules that use them read them from the pillar
     settings = __utils__["certsync_settings.without_credentials"](
-        __salt__["certsync_settings.consumer"](), __salt__["certsync_settings.declared"]()
+        __salt__["certsync_settings.consumer"](route=route),
+        __salt__["certsync_settings.declared"](),
     )
     dest = settings["dest"]
     deployed = __salt__["certsync.deployed_info"](dest)
@@ -81,9 +98,11 @@ def report():
     return ret
 
 
-def _source_status(hostname, source):
-    """The source's part: its certificate, and how its next renewal goes."""
-    kind, where = __utils__["certsync_settings.source_where"](source)
+def _source_status(cfg, route):
+    """The source's part for one route: its certificate, and how its next renewal goes."""
+    view = __utils__["certsync_routes.view"](cfg, route)
+    hostname = view["hostname"]
+    kind, where = __utils__["certsync_settings.source_where"](view.get("source"))
     found = __salt__["certsync_source.locate"](hostname, kind, **where)
     leaf = __salt__["certsync.info"](found["fullchain"])
     try:

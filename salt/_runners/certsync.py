@@ -145,29 +145,36 @@ def _consumers_of(source):
     return _source_config(source)[1]
 
 
-def routes(source=None):
+def routes(source=None, by_route=False):
     """
-    The routes the reactor follows, ``{source id: [consumer ids]}``, from the
-    pillar the master compiles now: for ``source``, or for every accepted
-    minion whose cached pillar names it as the source.
+    The routes the reactor follows, ``{source id: [consumer ids]}`` (those of
+    the default route, ``certsync:consumers``; with ``by_route``, every route:
+    ``{source id: {route: [consumer ids]}}``), from the pillar the master
+    compiles now: for ``source``, or for every accepted minion whose cached
+    pillar names it as a source.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run certsync.routes
-        salt-run certsync.routes source=npm-host
+        salt-run certsync.routes source=npm-host by_route=true
     """
     if source is not None:
-        return {source: _consumers_of(source)}
-    found = {}
-    for minion in sorted(salt.key.get_key(__opts__).list_status("accepted").get("minions", [])):
-        cached = (salt.utils.minions.get_minion_data(minion, __opts__)[2] or {}).get("certsync")
-        if isinstance(cached, dict) and _source_minion(cached) == minion:
-            consumers = _consumers_of(minion)
-            if consumers:
-                found[minion] = consumers
-    return found
+        found = {source: _source_routes(source)[1]}
+    else:
+        found = {}
+        for minion in sorted(salt.key.get_key(__opts__).list_status("accepted").get("minions", [])):
+            cached = (salt.utils.minions.get_minion_data(minion, __opts__)[2] or {}).get("certsync")
+            if __utils__["certsync_routes.of_minion"](cached, minion)["source"]:
+                found[minion] = _source_routes(minion)[1]
+    if by_route:
+        return {minion: named for minion, named in found.items() if named or source}
+    return {
+        minion: named.get("default", [])
+        for minion, named in found.items()
+        if named.get("default") or source
+    }
 
 
 def _formula_defaults():
@@ -368,14 +375,16 @@ def _mine_of(cache, minion):
     return cache.fetch(f"minions/{minion}", "mine")
 
 
-def _mine_fingerprint(cache, source, consumer):
+def _mine_fingerprint(cache, source, consumer, route="default"):
     """The fingerprint of the entry a source published for a consumer.
 
     Read from the master's own mine cache: mine.get from a runner is refused
     by the entry's ACL (only the consumer may read it). Nothing but the
     fingerprint leaves this function.
     """
-    entry = (_mine_of(cache, source) or {}).get(__utils__["certsync_routes.mine_name"](consumer))
+    entry = (_mine_of(cache, source) or {}).get(
+        __utils__["certsync_routes.mine_name"](consumer, route)
+    )
     if isinstance(entry, dict) and salt.utils.mine.MINE_ITEM_ACL_ID in entry:
         entry = entry.get(salt.utils.mine.MINE_ITEM_ACL_DATA)
     return entry.get("fingerprint") if isinstance(entry, dict) else None
@@ -383,7 +392,9 @@ def _mine_fingerprint(cache, source, consumer):
 
 def status(timeout=60):
     """
-    Show, per consumer: the source's fingerprint, the fingerprint in the mine
+    Show, per consumer (and route: a row ``<consumer>/<route>`` for a route of
+    the pillar's ``certsync:certificates``): the source's fingerprint, the
+    fingerprint in the mine
     entry for it, the deployed fingerprint, what every endpoint serves, the
     days left and, with DANE on, the TLSA records (``stale`` ones can be
     removed); per source: its certificate and how certbot renews it
@@ -399,30 +410,31 @@ def status(timeout=60):
 
         salt-run certsync.status
     """
-    known = routes()
+    known = routes(by_route=True)
     if not known:
         return {
             "result": False,
             "retcode": 1,
             "comment": "no minion's pillar names it as the certsync source of any consumer",
         }
-    minions = sorted(set(known) | {c for consumers in known.values() for c in consumers})
+    minions = sorted(
+        set(known) | {c for named in known.values() for cs in named.values() for c in cs}
+    )
     client = salt.client.get_local_client(__opts__["conf_file"])
     views = client.cmd(minions, "certsync_status.report", tgt_type="list", timeout=int(timeout))
     accepted = set(salt.key.get_key(__opts__).list_status("accepted").get("minions", []))
     cache = salt.cache.factory(__opts__)
     consumers_report, sources_report, ok = {}, {}, True
-    for source, consumers in sorted(known.items()):
-        src = views.get(source)
-        src = src if isinstance(src, dict) else {}
+    for source, route, consumers in _each_route(known):
+        src = _route_part(views.get(source), route)
         source_fp = src.get("fingerprint")
         for consumer in consumers:
-            view = views.get(consumer)
-            view = view if isinstance(view, dict) else {}
+            view = _route_part(views.get(consumer), route)
             row = {
                 "source": source,
+                **({} if route == "default" else {"route": route}),
                 "source_fingerprint": source_fp,
-                "mine_fingerprint": _mine_fingerprint(cache, source, consumer),
+                "mine_fingerprint": _mine_fingerprint(cache, source, consumer, route),
                 "deployed_fingerprint": view.get("deployed"),
                 "served": view.get("served", {}),
                 "unreachable": view.get("unreachable", {}),
@@ -434,7 +446,7 @@ def status(timeout=60):
             row.update({key: view[key] for key in ("tlsa", "relay") if view.get(key)})
             if view or consumer in views:
                 problems = _consumer_problems(source, view, row) if view else []
-                problems = problems or ([] if view else [f"answered {views[consumer]!r}"[:200]])
+                problems = problems or ([] if view else [_unanswered(views[consumer], route)])
             elif consumer not in accepted:
                 problems = [
                     f"no minion with the id {consumer!r} is accepted on this master (salt-key "
@@ -446,16 +458,48 @@ def status(timeout=60):
             if problems:
                 row["error"] = "; ".join(problems)
             ok = ok and row["agree"]
-            consumers_report[consumer] = row
-        pinned = [c for c in consumers if _pins_source_key(consumers_report[c], source_fp)]
-        sources_report[source] = _source_row(src, pinned)
-        ok = ok and sources_report[source]["result"]
+            consumers_report[_row_key(consumer, route)] = row
+        pinned = [
+            c
+            for c in consumers
+            if _pins_source_key(consumers_report[_row_key(c, route)], source_fp)
+        ]
+        sources_report[_row_key(source, route)] = _source_row(src, pinned)
+        ok = ok and sources_report[_row_key(source, route)]["result"]
     return {
         "result": ok,
         "retcode": 0 if ok else 1,
         "sources": sources_report,
         "consumers": consumers_report,
     }
+
+
+def _each_route(known):
+    """(source, route, consumers) of ``routes(by_route=True)``, sorted."""
+    for source, named in sorted(known.items()):
+        for route, consumers in named.items():
+            yield source, route, consumers
+
+
+def _route_part(view, route):
+    """A minion's ``certsync_status.report`` for one route: the report itself for its
+    first route, else its ``routes`` entry (empty when it has none)."""
+    view = view if isinstance(view, dict) else {}
+    if view.get("route", "default") == route:
+        return view
+    part = (view.get("routes") or {}).get(route)
+    return part if isinstance(part, dict) else {}
+
+
+def _unanswered(answer, route):
+    if isinstance(answer, dict) and answer.get("role"):
+        return f"its report has no part for route {route}"
+    return f"answered {answer!r}"[:200]
+
+
+def _row_key(minion, route):
+    """A status row's key: the minion id, and ``/<route>`` beside the default route."""
+    return minion if route == "default" else f"{minion}/{route}"
 
 
 def _consumer_problems(source, view, row):

@@ -84,6 +84,7 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pe
                 "salt": salt,
                 "bus": bus,
                 "pillar": pillar_dir / "certsync.sls",
+                "master": master,
             }
         finally:
             bus.stop()
@@ -152,6 +153,12 @@ def test_a_renewal_of_one_route_moves_that_route_alone(fleet):
     assert stack.started_at() == started
     assert set(_served(stack, HOST).values()) == {a.fingerprint}
     assert set(_served(stack, "").values()) == {a.fingerprint}
+    # the fleet's status: a row per route, each against its own source and mine entry
+    status = fleet["master"].salt_run_cli(timeout=180).run("certsync.status").data
+    consumer = fleet["ids"]["mailcow"]
+    assert status["consumers"][f"{consumer}/b"]["deployed_fingerprint"] == b.fingerprint
+    assert status["consumers"][consumer]["deployed_fingerprint"] == a.fingerprint
+    assert status["result"] is True, status
 
 
 def test_two_routes_that_would_write_one_place_are_refused_by_name(fleet):

@@ -21,12 +21,18 @@ class _Client:
         return {m: self.views[m] for m in minions if m in self.views}
 
 
+FP_B = "cd" * 32
+
+
 class _Cache:
     """The master's cache: the source's mine where this Salt keeps it (3006 or 3007+)."""
 
     def fetch(self, bank, key):
         if (bank, key) in (("mine", "npm"), ("minions/npm", "mine")):
-            return {"certsync_cert_mailcow": {"fingerprint": FP}}
+            return {
+                "certsync_cert_mailcow": {"fingerprint": FP},
+                "certsync_route_b_mailcow": {"fingerprint": FP_B},
+            }
         return {}
 
 
@@ -64,12 +70,13 @@ def _views(keeps_key, tlsa_records):
 
 @pytest.fixture
 def run(monkeypatch):
-    def status(views, accepted=None):
+    def status(views, accepted=None, known=None):
         accepted = ["npm", *views] if accepted is None else accepted
+        known = known or {"npm": {"default": ["mailcow"]}}
         monkeypatch.setattr(runner.salt.client, "get_local_client", lambda _: _Client(views))
         monkeypatch.setattr(runner.salt.cache, "factory", lambda _: _Cache())
         monkeypatch.setattr(runner.salt.key, "get_key", lambda _: _Keys(accepted))
-        monkeypatch.setattr(runner, "routes", lambda: {"npm": ["mailcow"]})
+        monkeypatch.setattr(runner, "routes", lambda by_route: known)
         runner.__opts__ = {"conf_file": "master"}
         return runner.status()
 
@@ -166,3 +173,24 @@ def test_a_paused_consumer_says_so_when_it_lags(run):
         "deploys are paused (rolled back from abababababababab... by certsync.rolled_back); "
         "deployed cdcdcdcdcdcdcdcd..., not the source's abababababababab..."
     )
+
+
+def test_each_route_has_rows_of_its_own(run):
+    """A route of certsync:certificates: its rows ``<minion>/<route>``, against the
+    route's parts of the reports and its own mine entry."""
+    views = _views(keeps_key=True, tlsa_records=None)
+    views["npm"]["routes"] = {"b": {"role": "source", "fingerprint": FP_B, "renewal": {}}}
+    views["mailcow"]["routes"] = {
+        "b": {"role": "consumer", "deployed": FP_B, "served": {"smtp": "ee" * 32}}
+    }
+    ret = run(views, known={"npm": {"default": ["mailcow"], "b": ["mailcow"]}})
+    assert ret["consumers"]["mailcow"]["agree"] is True
+    row = ret["consumers"]["mailcow/b"]
+    assert (row["route"], row["mine_fingerprint"], row["deployed_fingerprint"]) == (
+        "b",
+        FP_B,
+        FP_B,
+    )
+    assert row["agree"] is False and row["error"] == f"smtp serves {'ee' * 8}..."
+    assert ret["sources"]["npm/b"]["fingerprint"] == FP_B
+    assert ret["result"] is False
