@@ -612,7 +612,14 @@ def deploy(
             files='[{path: /etc/ssl/mail.pem, contents: combined}]' \\
             endpoints='[smtp, imaps]' test=True
     """
-    run = _Run(name, test=bool(test), min_days=min_days, ca_file=ca_file, allow_older=allow_older)
+    run = _Run(
+        name,
+        test=bool(test),
+        min_days=min_days,
+        ca_file=ca_file,
+        allow_older=allow_older,
+        route=route,
+    )
     held = _paused(name, paused)
     if held:
         return {**run.ret, "result": True, "comment": held}
@@ -745,6 +752,7 @@ class _Run:
     ca_file: str = None
     allow_older: bool = False
     dane: object = None
+    route: str = None
     notes: list = dataclasses.field(default_factory=list)
     dane_steps: list = dataclasses.field(default_factory=list)
     dane_pending: str = None  # the TLSA record to publish before the deploy may go on
@@ -783,6 +791,7 @@ def _record_run(run):
             ret["comment"],
             dane_pending=run.dane_pending,
             certificate=__salt__["certsync.deployed_info"](run.name) if installed else None,
+            **({"route": run.route} if run.route not in (None, "", "default") else {}),
         )
     except OSError as exc:
         log.warning("certsync: cannot record the result of the run for %s: %s", run.name, exc)

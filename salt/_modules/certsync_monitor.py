@@ -73,6 +73,7 @@ EVENT_FIELDS = (
     "hostname",
     "fingerprint",
     "dest",
+    "route",
     "detail",
 )
 #: Events and the values of their ``state`` / ``result``.
@@ -294,13 +295,17 @@ def last_deploy(dest):
     return __utils__["certsync_files.read_json_record"](_record_path(dest))
 
 
-def record_deploy(dest, result, installed=False, summary="", dane_pending=None, certificate=None):
+def record_deploy(
+    dest, result, installed=False, summary="", dane_pending=None, certificate=None, route=None
+):
     """
     Note the result of a ``certsync.deployed`` run for ``dest`` (the state
     calls this; ``summary`` is its comment's first line, never key material;
     ``dane_pending`` the TLSA record the DANE gate waits for, when it held
     the deploy; ``certificate`` the ``fingerprint`` and ``not_before`` of the
-    certificate it installed, kept until the next install).
+    certificate it installed, kept until the next install; ``route`` the
+    route of the pillar's ``certsync:certificates`` it deployed, named in the
+    event log).
 
     CLI Example:
 
@@ -322,7 +327,7 @@ def record_deploy(dest, result, installed=False, summary="", dane_pending=None, 
         "certificate": _installed(certificate) if installed else previous.get("certificate"),
     }
     _write_record(_record_path(dest), record)
-    _log_deploy(record)
+    _log_deploy(record, route)
     return record
 
 
@@ -349,7 +354,8 @@ def log_event(event, **fields):
     ``program`` (certsync), ``time`` (UTC, ISO 8601), ``event`` (``alert``
     or ``deploy``), ``minion``, and the fields given among ``condition``,
     ``state`` (fired/cleared), ``result`` (succeeded/failed), ``installed``,
-    ``hostname``, ``fingerprint``, ``dest``, ``detail``. Never key material:
+    ``hostname``, ``fingerprint``, ``dest``, ``route`` (beside the default
+    route), ``detail``. Never key material:
     the callers pass names, fingerprints and one-line summaries. At
     ``alerts:event_log_max_bytes`` (10 MiB) the file is rotated to
     ``<path>.1``. Returns the line written, or None.
@@ -394,7 +400,7 @@ def log_event(event, **fields):
     return line
 
 
-def _log_deploy(record):
+def _log_deploy(record, route=None):
     """The deploy's result in the event log; a log that cannot be written is a warning,
     never a failed deploy."""
     try:
@@ -403,6 +409,7 @@ def _log_deploy(record):
             result="succeeded" if record["result"] else "failed",
             installed=record["installed"],
             dest=record["dest"],
+            route=None if route in (None, "", "default") else route,
             fingerprint=record["certificate"]["fingerprint"] if record["installed"] else None,
             detail=record["dane_pending"] or record["summary"],
         )

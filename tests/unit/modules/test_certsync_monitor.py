@@ -420,6 +420,12 @@ def test_alerts_fired_and_cleared_and_deploy_results_are_json_lines(ca, fleet, s
     assert "PRIVATE KEY" not in event_log.path.read_text()
 
 
+def test_a_deploy_of_a_route_names_it_in_the_event_log(fleet, event_log):
+    monitor_mod.record_deploy(fleet.dest, True, route="b")
+    monitor_mod.record_deploy(fleet.dest, True, route="default")
+    assert [line.get("route") for line in event_log()] == ["b", None]
+
+
 def test_without_an_event_log_nothing_is_written(fleet, tmp_path):
     assert monitor_mod.log_event("alert", condition="expiry", state="fired") is None
     monitor_mod.record_deploy(fleet.dest, True)
