@@ -203,7 +203,8 @@ def _follow(value, path):
 
 def consumer_setting(cfg, minion_id, *path):
     """A consumer's own setting from its ``certsync`` pillar (``cfg``):
-    ``consumers:<minion_id>`` over ``consumer_defaults`` (key by key at the top, and
+    ``consumers:<minion_id>`` (where that lacks the setting's first key: its
+    entry in the first route that sets it) over ``consumer_defaults`` (key by key at the top, and
     within ``relay`` and ``alerts``, as map.jinja merges them), then ``path``
     followed down; None where anything on the way is missing. Returns the setting
     and the pillar key it was looked up at."""
@@ -215,12 +216,27 @@ def consumer_setting(cfg, minion_id, *path):
     own = consumers.get(minion_id) if isinstance(consumers.get(minion_id), dict) else {}
     top = path[0]
     mine = f"certsync:consumers:{minion_id}"
+    if top not in own:  # a consumer of routes alone: its entry in its first route
+        mine, own = _route_entry(cfg, minion_id, top) or (mine, own)
     if top in MERGED_BY_KEY and len(path) > 1:
         found = isinstance(own.get(top), dict) and path[1] in own[top]
         where, value = (mine, own) if found else ("certsync:consumer_defaults", defaults)
     else:
         where, value = (mine, own) if top in own else ("certsync:consumer_defaults", defaults)
     return _follow(value, path), ":".join([where, *map(str, path)])
+
+
+def _route_entry(cfg, minion_id, key):
+    """The pillar key and entry of ``minion_id`` in the first route of
+    ``certsync:certificates`` (by name) whose entry for it sets ``key``, or None."""
+    routes = cfg.get("certificates") if isinstance(cfg.get("certificates"), dict) else {}
+    for name in sorted(routes, key=str):
+        route = routes[name] if isinstance(routes[name], dict) else {}
+        consumers = route.get("consumers") if isinstance(route.get("consumers"), dict) else {}
+        entry = consumers.get(minion_id)
+        if isinstance(entry, dict) and key in entry:
+            return f"certsync:certificates:{name}:consumers:{minion_id}", entry
+    return None
 
 
 def reuse_key_wanted(cfg):

@@ -169,3 +169,15 @@ def test_the_documented_route_pillars_pass_the_check(page):
         ]
         assert problems == [], (pillar, problems)
         assert _routes("views", pillar), pillar
+
+
+def test_a_consumer_of_routes_alone_reads_its_credential_from_its_route():
+    pillar = {
+        "consumer_defaults": {"dane": False},
+        "certificates": {
+            "a": {"consumers": {"m": {}}},
+            "b": {"consumers": {"m": {"dane": {"update": {"api_token": "own"}}}}},
+        },
+    }
+    found = UTILS["certsync_settings.consumer_setting"](pillar, "m", "dane", "update", "api_token")
+    assert found == ("own", "certsync:certificates:b:consumers:m:dane:update:api_token")
