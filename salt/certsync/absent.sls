@@ -73,9 +73,12 @@ certsync-recipient-key-absent:
     - require:
       - certsync_removed: certsync-mine-entries-removed
 
-certsync-leftovers-removed:
+{%-   for route in routes.consumer %}
+
+certsync-leftovers-removed{{ "" if route == "default" else "-" ~ route }}:
   certsync_removed.leftovers:
-    - name: {{ salt["certsync_settings.dest"]() | json }}
+    - name: {{ salt["certsync_settings.dest"](route=route) | json }}
+{%-   endfor %}
 {%-   if consumer.kind == "mailcow" %}
 
 certsync-mailcow-conf-left:
