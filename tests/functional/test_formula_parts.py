@@ -453,3 +453,17 @@ def test_a_consumer_of_a_route_alone_has_that_routes_states(salt_call):
     assert _args(resume["certsync-resumed-shop"])["name"] == "/srv/certsync/shop"
     rollback = _rendered(salt_call, "certsync.rollback", pillar)
     assert _args(rollback["certsync-rolled-back"])["name"] == "/srv/certsync/shop"
+
+
+def test_certsync_absent_withdraws_and_cleans_every_route(salt_call):
+    routes = {"b": {"hostname": "mail.b.test", "source": {"dir": "npm-6"}, "consumers": {"m2": {}}}}
+    source = _rendered(salt_call, "certsync.absent", {**SOURCE, "certificates": routes})
+    withdrawn = _args(source["certsync-mine-entries-removed"])
+    assert (withdrawn["consumers"], withdrawn["routes"]) == (["m2", "mailcow", "mailcow-2"], ["b"])
+    routes = {"b": {"hostname": "mail.b.example.test", "consumers": {ME: {}}}}
+    consumer = _rendered(salt_call, "certsync.absent", {**CONSUMER, "certificates": routes})
+    assert _args(consumer["certsync-leftovers-removed"])["name"] == "/srv/mailcow/data/assets/ssl"
+    assert (
+        _args(consumer["certsync-leftovers-removed-b"])["name"]
+        == "/srv/mailcow/data/assets/ssl/mail.b.example.test"
+    )
