@@ -290,10 +290,9 @@ def dest(route=None):
     """
     The directory this consumer's pair of ``route`` (unset: the default
     route, or its first when it takes no default one) goes in, as its consumer
-    kind says (``certsync_consumer``: the checkout's ``data/assets/ssl`` for
-    mailcow's own hostname, a per-name dir for another route's, a ``service``
-    consumer's ``dir``): what the formula's SLS give the states, the one place
-    the path is built.
+    kind says (``certsync_consumer``'s ``dest``: a place of the kind's own, or
+    of the route's; a ``service`` consumer's ``dir``): what the formula's SLS
+    give the states, the one place the path is built.
 
     CLI Example:
 
