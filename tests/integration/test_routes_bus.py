@@ -48,7 +48,15 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, mailcow_image, ca, pe
     stack.start()
     ids = {role: random_string(f"{role}-") for role in ("npm", "mailcow")}
     pillar_dir = root / "pillar"
-    write_pillar(pillar_dir, ids["npm"], {ids["mailcow"]: stack_settings(stack)}, certbot.live_dir)
+    # the formula's own schedule (30 min): the test's state.apply calls never meet a
+    # scheduled run (Salt refuses a second state.apply while one runs)
+    write_pillar(
+        pillar_dir,
+        ids["npm"],
+        {ids["mailcow"]: stack_settings(stack)},
+        certbot.live_dir,
+        schedule=False,
+    )
     pillar = json.loads((pillar_dir / "certsync.sls").read_text())
     pillar["certsync"]["certificates"] = {
         "b": {
