@@ -185,18 +185,13 @@ def sni_plan(dest, fullchain, hostname=None):
     return plan
 
 
-def _take_over(plan, directory, leaf, hostname):
-    """The hostname's own dir, kept by certsync: its ``domains`` the certificate's names
-    (the hostname first; wildcards left to the top-level pair, which has them too)."""
-    names = [hostname] + [
-        n.lower()
-        for n in __utils__["certsync_pem.dns_sans"](leaf)
-        if "*" not in n and n.lower() != hostname
-    ]
-    names = list(dict.fromkeys(names))
-    plan["update"].append(directory)
-    plan["names"][directory] = names
-    plan["domains"][directory] = names
+def _own_names(directory, leaf, hostname):
+    """A per-name dir certsync keeps for ``hostname``: the names its ``domains`` lists
+    (the hostname first, then the certificate's other names; wildcards left to the
+    top-level pair), and those mailcow's own list had that the certificate does not
+    cover."""
+    sans = [n.lower() for n in __utils__["certsync_pem.dns_sans"](leaf) if "*" not in n]
+    names = list(dict.fromkeys([hostname, *sans]))
     mailcows = _domains(directory, ORIGINAL_DOMAINS_FILE)
     listed = mailcows if mailcows is not None else (_domains(directory) or [])
     dropped = [
@@ -205,6 +200,15 @@ def _take_over(plan, directory, leaf, hostname):
         if not __utils__["certsync_pem.is_dns_name"](n)
         or not __utils__["certsync_pem.covers"](leaf, n)
     ]
+    return names, dropped
+
+
+def _take_over(plan, directory, leaf, hostname):
+    """The hostname's own dir, kept by certsync (see :py:func:`_own_names`)."""
+    names, dropped = _own_names(directory, leaf, hostname)
+    plan["update"].append(directory)
+    plan["names"][directory] = names
+    plan["domains"][directory] = names
     if dropped:
         plan["dropped"][os.path.basename(directory)] = {"dir": directory, "names": dropped}
 
@@ -398,21 +402,10 @@ def layout(dest, fullchain, hostname, prepared):
 
 
 def _route_layout(dest, fullchain, hostname):
-    """A route's own per-name dir: the pair, its ``domains`` (the hostname and the
-    certificate's other names, wildcards left out) and the route's mark."""
+    """A route's own per-name dir: the pair, its ``domains`` (:py:func:`_own_names`)
+    and the route's mark."""
     leaf = __utils__["certsync_pem.read_certs"](fullchain)[0]
-    names = list(
-        dict.fromkeys(
-            [str(hostname).lower()]
-            + [n.lower() for n in __utils__["certsync_pem.dns_sans"](leaf) if "*" not in n]
-        )
-    )
-    dropped = [
-        __utils__["certsync_pem.shown"](n)
-        for n in _domains(dest, ORIGINAL_DOMAINS_FILE) or _domains(dest) or []
-        if not __utils__["certsync_pem.is_dns_name"](n)
-        or not __utils__["certsync_pem.covers"](leaf, n)
-    ]
+    names, dropped = _own_names(dest, leaf, str(hostname).lower())
     return {
         "dirs": [dest],
         "names": names[1:],
