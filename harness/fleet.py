@@ -139,6 +139,22 @@ def _split_credentials(consumers):
     return shared, own
 
 
+def certsync_returns(events):
+    """A line per certsync state in the job returns among ``events`` (a BusRecorder's):
+    its minion, function, state id, result and comment, for a failed wait's message."""
+    lines = []
+    for event in list(events):
+        data = event.get("data") or {}
+        ret = data.get("return") if "/ret/" in event.get("tag", "") else None
+        for key, state in (ret if isinstance(ret, dict) else {}).items():
+            if key.startswith("certsync_|-") and isinstance(state, dict):
+                lines.append(
+                    f"{data.get('id')} {data.get('fun')} {state.get('__id__')}: "
+                    f"{state.get('result')} {state.get('comment')}"
+                )
+    return "\n".join(lines)
+
+
 class BusRecorder(threading.Thread):
     """Every event on a master's bus, recorded from now until stop(); each also
     handed to ``on_event`` (called in this thread) when given."""

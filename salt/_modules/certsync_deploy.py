@@ -12,7 +12,7 @@ monitoring reads. ``deploy`` and ``roll_back`` return what a state returns
 over them. ``deployed`` is what the master's runner sends a consumer on
 ``certsync/published``: ``deploy`` with the arguments the formula's SLS
 would give the state, shaped as ``state.single`` returns, without a state
-run. A deploy lock keeps any two of them from overlapping.
+run. Deploy locks keep any two of them on a minion from overlapping.
 """
 
 import concurrent.futures
@@ -31,6 +31,10 @@ __virtualname__ = "certsync_deploy"
 
 DEPLOY_LOCK = ".certsync-deploy.lock"
 LOCK_TIMEOUT = 120
+#: The minion's own deploy lock, under its cachedir, and how long a deploy waits for it:
+#: the deploys of other routes ahead of it, each up to a few verify_timeouts.
+MINION_LOCK = os.path.join("certsync", "deploy.lock")
+MINION_LOCK_TIMEOUT = 600
 #: Among a kind's reload results: the copies of the pair it wrote (a line, no service).
 WRITTEN = "written"
 #: At most one restart of a service per this many seconds (a certificate that never
@@ -352,14 +356,20 @@ def _utc(epoch):
 
 @contextlib.contextmanager
 def _deploy_lock(name, timeout=LOCK_TIMEOUT):
-    """One deploy or roll back per destination at a time, whoever started it (a lock
-    file beside the pair; install and rollback hold .certsync.lock inside it)."""
-    if not os.path.isdir(name) or os.path.islink(name):
-        yield  # the certsync module refuses such a destination, naming it
-        return
-    lock = os.path.join(name, DEPLOY_LOCK)
-    with __utils__["certsync_files.locked"](lock, timeout, "another certsync deploy"):
-        yield
+    """One deploy or roll back at a time on this minion, whatever its route: the routes
+    of a consumer share its services, which a deploy probes, reloads and restarts, and
+    another deploy must not see half done (a lock under the cachedir). And one per
+    destination, whoever started it (a lock file beside the pair; install and rollback
+    hold .certsync.lock inside it)."""
+    locked = __utils__["certsync_files.locked"]
+    minion_lock = os.path.join(__opts__["cachedir"], MINION_LOCK)
+    os.makedirs(os.path.dirname(minion_lock), mode=0o700, exist_ok=True)
+    with locked(minion_lock, MINION_LOCK_TIMEOUT, "another certsync deploy on this minion"):
+        if not os.path.isdir(name) or os.path.islink(name):
+            yield  # the certsync module refuses such a destination, naming it
+            return
+        with locked(os.path.join(name, DEPLOY_LOCK), timeout, "another certsync deploy"):
+            yield
 
 
 def _indented(lines):

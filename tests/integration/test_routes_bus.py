@@ -18,6 +18,7 @@ from harness.acme import NpmCertbot
 from harness.fleet import (
     MINION_CONFIG,
     BusRecorder,
+    certsync_returns,
     deployed_fingerprint,
     master_config,
     stack_settings,
@@ -107,13 +108,19 @@ def _served(stack, name):
     return {key.split("/")[0]: fingerprint for key, fingerprint in found.items()}
 
 
-def _wait_served(stack, name, fingerprint):
-    wait_until(
-        lambda: set(_served(stack, name).values()) == {fingerprint},
-        CONVERGE_TIMEOUT,
-        interval=1,
-        what=f"{name} to be served {fingerprint[:16]} on every mail endpoint",
-    )
+def _wait_served(fleet, name, fingerprint):
+    stack = fleet["stack"]
+    try:
+        wait_until(
+            lambda: set(_served(stack, name).values()) == {fingerprint},
+            CONVERGE_TIMEOUT,
+            interval=1,
+            what=f"{name} to be served {fingerprint[:16]} on every mail endpoint",
+        )
+    except AssertionError as exc:
+        served = _served(stack, name)
+        deploys = certsync_returns(fleet["bus"].events)
+        raise AssertionError(f"{exc}\nserved: {served}\ndeploys:\n{deploys}") from None
 
 
 def test_each_route_is_published_deployed_and_served_by_its_name(fleet):
@@ -125,8 +132,8 @@ def test_each_route_is_published_deployed_and_served_by_its_name(fleet):
     salt(source, "state.apply", "certsync")  # no recipient key yet: the consumer's comes next
     salt(consumer, "state.apply", "certsync")
     a, b = certbot.current(5), certbot.current(B_ID)
-    _wait_served(stack, HOST, a.fingerprint)
-    _wait_served(stack, B_HOST, b.fingerprint)
+    _wait_served(fleet, HOST, a.fingerprint)
+    _wait_served(fleet, B_HOST, b.fingerprint)
     assert set(_served(stack, "").values()) == {a.fingerprint}  # no SNI: the hostname's
     assert (stack.ssl_dir / B_HOST / "domains").read_text().split() == [B_HOST]
     assert deployed_fingerprint(stack.ssl_dir / B_HOST) == b.fingerprint
@@ -155,7 +162,7 @@ def test_a_renewal_of_one_route_moves_that_route_alone(fleet):
     started = stack.started_at()
     certbot.renew(B_ID)
     b = certbot.current(B_ID)
-    _wait_served(stack, B_HOST, b.fingerprint)
+    _wait_served(fleet, B_HOST, b.fingerprint)
     # the route's dir is in every service's SNI set since its first deploy: a reload
     # (postfix's with postmap -F, its map being a copy of the files) takes the renewal
     assert stack.started_at() == started

@@ -20,9 +20,10 @@ from harness.loader import (
 
 
 @pytest.fixture
-def loader_modules():
+def loader_modules(tmp_path_factory):
     """The dunders of a minion with the certsync, certsync_source and certsync_deploy
-    modules loaded."""
+    modules loaded (the deploy's cachedir, where its minion lock is, a test's own)."""
+    cachedir = str(tmp_path_factory.mktemp("cache"))
     return {
         certsync_mod: {"__context__": {}, "__opts__": {"test": False}},
         source_mod: {"__salt__": deploy_functions()},
@@ -31,7 +32,10 @@ def loader_modules():
         mailcow_consumer_mod: {"__salt__": deploy_functions()},
         service_consumer_mod: {"__salt__": deploy_functions()},
         caddy_source_mod: {"__salt__": deploy_functions(), "__context__": {}},
-        deploy_mod: {"__salt__": deploy_functions(), "__opts__": {"test": False}},
+        deploy_mod: {
+            "__salt__": deploy_functions(),
+            "__opts__": {"test": False, "cachedir": cachedir},
+        },
     }
 
 

@@ -84,6 +84,22 @@ def test_installs_then_is_idempotent(layout, good, serving):
     assert "already deployed" in again["comment"]
 
 
+def test_a_deploy_waits_for_any_other_deploy_on_the_minion(layout, good, monkeypatch):
+    """Routes to one consumer share its services: while another route's deploy holds
+    the minion's lock, a deploy to this destination waits for it, and gives up by name."""
+    write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
+    before = cases.snapshot(layout.root)
+    monkeypatch.setattr(deploy_mod, "MINION_LOCK_TIMEOUT", 0.3)
+    lock = os.path.join(deploy_mod.__opts__["cachedir"], deploy_mod.MINION_LOCK)
+    os.makedirs(os.path.dirname(lock))
+    with UTILS["certsync_files.locked"](lock, 1, "the test"):
+        ret = deploy_mod.deploy(layout.dest, HOST, source=layout.source)
+    assert ret["result"] is False
+    assert "another certsync deploy on this minion held the lock for 0.3 s" in ret["comment"]
+    assert cases.snapshot(layout.root) == before
+    assert deploy_mod.deploy(layout.dest, HOST, source=layout.source)["result"] is True
+
+
 def test_test_mode_reports_and_changes_nothing(layout, good, serving):
     write_pair(layout.source, good, "fullchain.pem", "privkey.pem")
     before = cases.snapshot(layout.root)
