@@ -443,9 +443,10 @@ def check(days=DEFAULT_DAYS, timeout=10):
     ``unreachable``, ``deploy_failed``, ...: see the module's docs), each with
     ``active`` and a ``detail`` line, and what each endpoint serves. A
     consumer of several routes (the pillar's ``certsync:certificates``): the
-    report of its first route, ``routes`` the others' (``{route: report}``),
-    and each condition active when it is on any route, its detail naming the
-    route.
+    report of its first route (each report names its ``route``), ``routes``
+    the others' (``{route: report}``), and each condition active when it is on
+    any route, its detail naming the route (the first route's own conditions
+    under ``route_conditions``).
 
     days
         Alert when a served certificate has fewer days left. Default: 21.
@@ -465,7 +466,8 @@ def check(days=DEFAULT_DAYS, timeout=10):
     first = reports.pop(taken[0])
     if not reports:
         return first
-    for name, condition in first["conditions"].items():
+    first["route_conditions"] = dict(first["conditions"])
+    for name, condition in first["route_conditions"].items():
         active = {taken[0]: condition, **{r: rep["conditions"][name] for r, rep in reports.items()}}
         active = {r: c for r, c in active.items() if c["active"]}
         first["conditions"][name] = {
@@ -519,6 +521,7 @@ def _check_route(route, days, timeout, with_relay):
         ),
     }
     return {
+        "route": route,
         "hostname": settings["hostname"],
         "source_fingerprint": source_fp,
         "endpoints": endpoints,
@@ -647,15 +650,18 @@ def _conditions(endpoints, days, source_fp, source_error, last):
 
 
 def _samples(report):
-    """(metric, labels, value) of a :py:func:`check` report, its routes' by hostname."""
-    yield from _route_samples(report)
+    """(metric, labels, value) of a :py:func:`check` report, each route's labelled with
+    its hostname and route, and this minion's relay."""
+    conditions = report.get("route_conditions", report["conditions"])
+    yield from _route_samples({**report, "conditions": conditions})
     for routed in (report.get("routes") or {}).values():
-        yield from _route_samples({**routed, "conditions": {}})
+        yield from _route_samples(routed)
+    yield from _relay_samples({"hostname": report["hostname"]}, report.get("relay"))
 
 
 def _route_samples(report):
     """(metric, labels, value) of one route's report."""
-    host = {"hostname": report["hostname"]}
+    host = {"hostname": report["hostname"], "route": report.get("route", "default")}
     for endpoint, row in report["endpoints"].items():
         labels = {**host, "endpoint": endpoint}
         yield "certsync_probe_success", labels, int(row["ok"])
@@ -675,7 +681,6 @@ def _route_samples(report):
         yield "certsync_sni_dir_uncovered", labels, 1
         if row.get("not_after"):
             yield "certsync_sni_dir_expiry_timestamp_seconds", labels, _epoch(row["not_after"])
-    yield from _relay_samples(host, report.get("relay"))
 
 
 def _relay_samples(host, relay):

@@ -280,8 +280,11 @@ def test_an_invalid_certificate_is_refused_and_the_old_keeps_serving(fleet, even
     time.sleep(5)  # five more beacon rounds: still one event per condition
     assert alerts() == ["deploy_failed", "mismatch"]
     metrics = fleet.textfile.read_text()
-    assert 'certsync_last_deploy_success{hostname="mail.example.test"} 0' in metrics
-    assert 'certsync_alert{condition="mismatch",hostname="mail.example.test"} 1' in metrics
+    assert 'certsync_last_deploy_success{hostname="mail.example.test",route="default"} 0' in metrics
+    assert (
+        'certsync_alert{condition="mismatch",hostname="mail.example.test",route="default"} 1'
+        in metrics
+    )
     status = fleet.master.salt_run_cli(timeout=120).run("certsync.status")
     assert status.returncode == 1
     row = status.data["consumers"][fleet.ids["mailcow"]]

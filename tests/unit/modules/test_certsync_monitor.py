@@ -225,7 +225,10 @@ def test_a_per_name_dir_left_alone_is_uncovered_with_its_expiry(ca, fleet, serve
     monitor_mod.textfile(str(path), report=report)
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
     (sample,) = families["certsync_sni_dir_uncovered"].samples
-    assert sample.labels == {"hostname": HOST, "dir": "mail.example.org"} and sample.value == 1
+    assert (
+        sample.labels == {"hostname": HOST, "route": "default", "dir": "mail.example.org"}
+        and sample.value == 1
+    )
     (expiry,) = families["certsync_sni_dir_expiry_timestamp_seconds"].samples
     assert expiry.value == old.cert.not_valid_after_utc.timestamp()
 
@@ -340,6 +343,47 @@ def test_textfile_after_a_failed_run_and_an_unreachable_endpoint(ca, fleet, serv
     assert (alerts["unreachable"], alerts["mismatch"]) == (1.0, 1.0)
     assert families["certsync_last_deploy_success"].samples[0].value == 0.0
     assert "certsync_last_successful_deploy_timestamp_seconds" not in families
+
+
+def _route_report(route, hostname, ok, mismatch):
+    return {
+        "route": route,
+        "hostname": hostname,
+        "endpoints": {"smtps": {"ok": ok, "fingerprint": "ab" * 32 if ok else None,
+                                "matches_source": ok, **({"not_after": 2e9} if ok else {})}},
+        "last_deploy": {"result": ok, "time": 1.7e9},
+        "uncovered": {},
+        "relay": None,
+        "conditions": {"mismatch": {"active": mismatch, "detail": "x" if mismatch else ""}},
+    }  # fmt: skip
+
+
+def test_each_routes_metrics_carry_its_route_and_its_own_alerts(tmp_path):
+    """The first route's rows are its own (not the minion's alerts, which any route sets)."""
+    report = _route_report("default", HOST, True, True)
+    report["route_conditions"] = {"mismatch": {"active": False, "detail": ""}}
+    report["routes"] = {"b": _route_report("b", "mail.b.example.test", False, True)}
+    path = tmp_path / "certsync.prom"
+    monitor_mod.textfile(str(path), report=report)
+    families = _families(path.read_text())
+
+    def by_route(metric):
+        return {
+            (s.labels["route"], s.labels["hostname"]): s.value for s in families[metric].samples
+        }
+
+    assert by_route("certsync_alert") == {
+        ("default", HOST): 0.0,
+        ("b", "mail.b.example.test"): 1.0,
+    }
+    assert by_route("certsync_probe_success") == {
+        ("default", HOST): 1.0,
+        ("b", "mail.b.example.test"): 0.0,
+    }
+    assert by_route("certsync_last_deploy_success") == {
+        ("default", HOST): 1.0,
+        ("b", "mail.b.example.test"): 0.0,
+    }
 
 
 def test_textfile_refuses_what_node_exporter_would_not_read(tmp_path):
