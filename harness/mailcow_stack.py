@@ -75,8 +75,8 @@ services:
 READY_TIMEOUT = 60
 START_ATTEMPTS = 3
 
-_tlsprobe = load_loader_module("modules", "tlsprobe")
-_tlsprobe.__context__ = {}
+tlsprobe = load_loader_module("modules", "tlsprobe")
+tlsprobe.__context__ = {}
 
 
 def free_ports(count):
@@ -292,7 +292,7 @@ class MailcowStack:
         """Until every endpoint completes a TLS handshake (bounded)."""
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
-            results = _tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=3)
+            results = tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=3)
             if all(r["ok"] for r in results.values()):
                 return results
             if time.monotonic() > deadline:
@@ -309,13 +309,13 @@ class MailcowStack:
 
     def fetch(self, endpoint, timeout=2):
         """One probe of one endpoint (tlsprobe.fetch's result; ok False on failure)."""
-        return _tlsprobe.probe(
+        return tlsprobe.probe(
             HOST, {endpoint: self.endpoints[endpoint]}, "127.0.0.1", timeout=timeout
         )[endpoint]
 
     def served_spki(self):
         """The SPKI SHA-256 (the TLSA 3 1 1 data) each endpoint serves."""
-        results = _tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=5)
+        results = tlsprobe.probe(HOST, self.endpoints, "127.0.0.1", timeout=5)
         return {name: result.get("spki_sha256") for name, result in results.items()}
 
     def exec(self, service, *cmd):
@@ -324,7 +324,7 @@ class MailcowStack:
     def probe(self, names=None, endpoints=None, timeout=5):
         """tlsprobe.probe of this stack's endpoints (or some), for ``names`` (SNI)."""
         chosen = {n: p for n, p in self.endpoints.items() if endpoints is None or n in endpoints}
-        return _tlsprobe.probe(HOST, chosen, "127.0.0.1", timeout=timeout, names=names)
+        return tlsprobe.probe(HOST, chosen, "127.0.0.1", timeout=timeout, names=names)
 
     def served_names(self, names, endpoints=None):
         """What each endpoint serves for each SNI name (``""``: none): {"smtp/<name>": fp}."""

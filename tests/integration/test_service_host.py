@@ -10,85 +10,17 @@ import json
 import pytest
 
 from harness.pki import write_pair
-from harness.systemd_host import SystemdHost
+from harness.systemd_host import ENDPOINTS, FILES, SystemdHost, mail_consumer
 
 pytestmark = pytest.mark.one_release  # its subject is systemd's units, not the Salt release
 
 HOST = "mail.example.test"
 MINION = "mx1"
-#: postfix (STARTTLS on 25), dovecot (POP3S on 995; its IMAP on 143 behind HAProxy),
-#: nginx (HTTPS on 443), HAProxy (IMAPS on 993: TLS offload to dovecot).
-SETUP = """
-set -e
-# At boot the unit failed (an unprivileged container has no mount namespaces for its
-# /dev/log bind) and systemd may still be restarting it: stopped first, so that no
-# start of it comes before its drop-in and dovecot's port change, or counts against
-# its start limit.
-systemctl stop haproxy
-mkdir -p /etc/systemd/system/haproxy.service.d
-printf '[Service]\nBindReadOnlyPaths=\n' > /etc/systemd/system/haproxy.service.d/container.conf
-systemctl daemon-reload
-mkdir -p /etc/ssl/mail /etc/haproxy/certs
-install -m 644 {work}/old/fullchain.pem /etc/ssl/mail/fullchain.pem
-install -m 600 {work}/old/privkey.pem /etc/ssl/mail/privkey.pem
-cat {work}/old/fullchain.pem {work}/old/privkey.pem > /etc/haproxy/certs/mail.pem
-chmod 600 /etc/haproxy/certs/mail.pem
-postconf -e smtpd_tls_cert_file=/etc/ssl/mail/fullchain.pem \
-    smtpd_tls_key_file=/etc/ssl/mail/privkey.pem smtpd_tls_security_level=may
-cat > /etc/dovecot/conf.d/99-certsync.conf <<'EOF'
-protocols = imap pop3
-ssl = yes
-ssl_cert = </etc/ssl/mail/fullchain.pem
-ssl_key = </etc/ssl/mail/privkey.pem
-service imap-login {{
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-EOF
-cat > /etc/nginx/sites-enabled/default <<'EOF'
-server {{
-  listen 443 ssl;
-  ssl_certificate /etc/ssl/mail/fullchain.pem;
-  ssl_certificate_key /etc/ssl/mail/privkey.pem;
-  return 200 ok;
-}}
-EOF
-cat >> /etc/haproxy/haproxy.cfg <<'EOF'
-frontend imaps
-    mode tcp
-    option tcplog
-    bind :993 ssl crt /etc/haproxy/certs/mail.pem
-    default_backend dovecot_imap
-backend dovecot_imap
-    mode tcp
-    server dovecot 127.0.0.1:143
-EOF
-systemctl restart postfix dovecot nginx
-systemctl reset-failed haproxy
-systemctl start haproxy
-"""
-ENDPOINTS = {"smtp": 25, "pop3s": 995, "https": 443, "imaps": 993}
-FILES = [
-    {"path": "/etc/ssl/mail/fullchain.pem", "contents": "fullchain"},
-    {"path": "/etc/ssl/mail/privkey.pem", "contents": "key"},
-    {"path": "/etc/haproxy/certs/mail.pem", "contents": "combined", "group": "haproxy",
-     "mode": "0640"},
-]  # fmt: skip
 PILLAR = {
     "certsync": {
         "hostname": HOST,
         "source": {"minion": "npm"},
-        "consumers": {
-            MINION: {
-                "kind": "service",
-                "files": FILES,
-                "units": {"postfix": ["smtp"], "dovecot": ["pop3s"], "nginx": ["https"]},
-                "haproxy_socket": "/run/haproxy/admin.sock",
-                "endpoints": ENDPOINTS,
-                "verify_timeout": 20,
-            }
-        },
+        "consumers": {MINION: mail_consumer()},
     }
 }
 
@@ -100,8 +32,7 @@ def host(docker_engine, tmp_path_factory, ca):
     try:
         machine.old = ca.leaf(HOST)
         write_pair(work / "old", machine.old, "fullchain.pem", "privkey.pem")
-        done = machine.sh(SETUP.format(work=work))
-        assert done.exit_code == 0, done.output.decode()
+        machine.set_up_mail(work / "old")
         code, synced = machine.salt_call(MINION, PILLAR, "saltutil.sync_all")
         assert code == 0, synced
         machine.work = work
