@@ -21,6 +21,13 @@ With ``--source caddy`` the source is Caddy instead (Debian's caddy against
 pebble, the minion ``caddy``, pillar ``certsync:source:kind: caddy``): its
 re-issue keeps the key (Caddy 2.6), a new site directory makes a new one.
 
+With ``--consumer service`` the consumer is the ``service`` kind instead: the
+minion ``mx`` on a host with systemd as PID 1 (a container) where Debian's
+postfix, dovecot, nginx and HAProxy 2.6 run as units, reloaded through Salt's
+service module (HAProxy through its runtime API, not reloaded). The master
+listens on this host's address on Docker's bridge, which the container reaches;
+its zone is not in this run (Knot and the API stand-in listen on loopback).
+
 Everything lives under the work dir (default .cache/demo) and only loopback
 is used. The daemons and containers stop at the end.
 """
@@ -49,7 +56,13 @@ from harness.fleet import (  # noqa: E402
 )
 from harness.knot import UpdatableDNS  # noqa: E402
 from harness.mailcow_stack import NAMES, MailcowStack, build_image, docker_client  # noqa: E402
-from harness.pki import TestCA, issue  # noqa: E402
+from harness.pki import TestCA, issue, write_pair  # noqa: E402
+from harness.systemd_host import (  # noqa: E402
+    ENDPOINTS,
+    SystemdHost,
+    bridge_gateway,
+    mail_consumer,
+)
 
 TLSA_NAME = f"_25._tcp.{HOST}"
 TTL = 2
@@ -81,6 +94,9 @@ def _job_line(tag, data):
             if isinstance(s, dict) and s.get("result") is False and s.get("comment")
         ]
         line += "".join(f"; {comment}" for comment in failed)
+        if fun == "certsync_deploy.deployed" and not failed:  # what it reloaded or restarted
+            done = [s.get("comment", "").splitlines()[0] for s in returned.values()]
+            line += "".join(f"; {c.split('; ', 1)[1]}" for c in done if "; " in c)
     elif returned and not data.get("success"):
         line += f"; {str(returned)[:200]}"
     return line
@@ -186,6 +202,95 @@ class CaddySide:
 SIDES = {"npm": NpmSide, "caddy": CaddySide}
 
 
+class MailcowConsumer:
+    """The mailcow-like stack as the consumer (the embedded default), with DANE."""
+
+    minion = "mailcow"
+    #: each name of ssl/<hostname>/, and no SNI (the top-level pair)
+    names = (*NAMES, "")
+    dane = True
+
+    def __init__(self, work):
+        self.work = work
+        self.stack = None
+
+    def start(self):
+        """Start it serving a self-signed pair; its pillar settings."""
+        say(
+            "starting the mailcow-like stack (postfix, dovecot, nginx; acme-mailcow created "
+            "without SKIP_LETS_ENCRYPT=y), serving a self-signed pair"
+        )
+        snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
+        self.stack = MailcowStack(
+            docker_client(), build_image(), self.work / "mailcow-dockerized", snakeoil, acme=True
+        )
+        self.stack.start()
+        say(f"endpoints on 127.0.0.1: {self.stack.endpoints}")
+        return stack_settings(self.stack)
+
+    def master_address(self):
+        return "127.0.0.1"
+
+    def start_minion(self, salt):
+        salt.start_minion(self.minion)
+
+    @property
+    def endpoints(self):
+        return self.stack.endpoints
+
+    def served(self, names):
+        return self.stack.served_names(names)
+
+    def stop(self):
+        if self.stack:
+            self.stack.remove()
+
+
+class ServiceConsumer:
+    """A plain host's units as the consumer: ``--consumer service``."""
+
+    minion = "mx"
+    names = (HOST,)
+    dane = False
+    endpoints = ENDPOINTS
+
+    def __init__(self, work):
+        self.work = work / "systemd-host"
+        self.client = docker_client()
+        self.host = SystemdHost(self.client, self.work)
+
+    def start(self):
+        say(
+            "starting a host with systemd as PID 1 (a container): postfix, dovecot, nginx and "
+            "HAProxy 2.6 as units, serving a self-signed pair"
+        )
+        self.host.start()
+        write_pair(self.work / "old", issue(HOST, sans=[HOST]), "fullchain.pem", "privkey.pem")
+        self.host.set_up_mail(self.work / "old")
+        say(f"endpoints on {self.host.address}: {ENDPOINTS}")
+        return mail_consumer()
+
+    def master_address(self):
+        """This host's address on Docker's bridge, which the container reaches."""
+        return bridge_gateway(self.client)
+
+    def start_minion(self, salt):
+        self.host.start_minion(self.minion, salt.interface, salt.ports)
+
+    def served(self, names):
+        return {
+            f"{endpoint}/{name}": fingerprint
+            for name in names
+            for endpoint, fingerprint in self.host.served(name).items()
+        }
+
+    def stop(self):
+        self.host.remove()
+
+
+CONSUMERS = {"mailcow": MailcowConsumer, "service": ServiceConsumer}
+
+
 def start_zone(knot, record, dns):
     """Knot serving the zone with ``record``; the consumer's ``dane`` pillar for ``dns``
     (cloudflare: the API stand-in holding the record too; rfc2136: Knot's TSIG key)."""
@@ -204,40 +309,30 @@ def start_zone(knot, record, dns):
     return cloudflare, dane
 
 
-def start_fleet(work, salt, side, knot, dns):
-    """The source, the zone, the mailcow-like stack, the master and both minions."""
+def start_fleet(work, salt, side, consumer, knot, dns):
+    """The source, the zone (with DANE), the consumer, the master and both minions."""
     first = side.issue()
-    say(
-        "starting the mailcow-like stack (postfix, dovecot, nginx; acme-mailcow created "
-        "without SKIP_LETS_ENCRYPT=y), serving a self-signed pair"
-    )
-    snakeoil = issue(HOST, sans=[HOST], key_kind="rsa-2048")
-    stack = MailcowStack(
-        docker_client(), build_image(), work / "mailcow-dockerized", snakeoil, acme=True
-    )
-    stack.start()
-    say(f"endpoints on 127.0.0.1: {stack.endpoints}")
-    cloudflare, dane = start_zone(knot, f"3 1 1 {first.spki_sha256}", dns)
+    settings = consumer.start()
+    cloudflare = None
+    if consumer.dane:
+        cloudflare, dane = start_zone(knot, f"3 1 1 {first.spki_sha256}", dns)
+        settings["dane"] = dane
     # The formula's own schedule (every 30 minutes, splay 5): the bus does the work.
-    settings = {**stack_settings(stack), "dane": dane}
-    side.write_pillar(work / "pillar", {"mailcow": settings})
-    salt.write_master(work / "pillar")
-    say(f"starting salt-master and the minions {side.minion} and mailcow")
+    side.write_pillar(work / "pillar", {consumer.minion: settings})
+    salt.write_master(work / "pillar", consumer.master_address())
+    say(f"starting salt-master and the minions {side.minion} and {consumer.minion}")
     salt.start_master()
-    for minion_id in (side.minion, "mailcow"):
-        salt.start_minion(minion_id)
+    salt.start_minion(side.minion)
+    consumer.start_minion(salt)
     wait_until(
-        lambda: (
-            (salt.run("salt", "*", "test.ping", check=False)[1] or {}).keys()
-            >= {side.minion, "mailcow"}
-        ),
+        lambda: salt.pinged() >= {side.minion, consumer.minion},
         90,
         interval=1,
         what="both minions",
     )
     salt.run("salt-run", "saltutil.sync_all")
     salt.run("salt", "*", "saltutil.sync_all")
-    return stack, first, cloudflare
+    return first, cloudflare
 
 
 def show_zone(knot, records, since):
@@ -249,86 +344,98 @@ def show_zone(knot, records, since):
     return now
 
 
-def renewal_timeline(bus, stack, knot, renewed, since):
+def renewal_timeline(bus, consumer, knot, renewed, since):
     """Print what crosses the bus, the zone and the wire until every endpoint serves
-    ``renewed`` for every name mailcow serves (and the zone holds only its record);
-    times from ``since`` (certbot's start)."""
-    seen, done, records = len(bus.events), set(), knot.tlsa(TLSA_NAME)
-    every = [*NAMES, ""]  # each name of ssl/<hostname>/, and no SNI (the top-level pair)
+    ``renewed`` for every name the consumer serves (and, with DANE, the zone holds
+    only its record); times from ``since`` (the source's renewal)."""
+    seen, done = len(bus.events), set()
+    records = knot.tlsa(TLSA_NAME) if consumer.dane else set()
+    wanted = {f"3 1 1 {renewed.spki_sha256}"} if consumer.dane else set()
     for _ in range(480):
         seen = show_timeline(bus, seen, since)
-        now = stack.served_names(every)
-        for endpoint in stack.endpoints:
+        now = consumer.served(consumer.names)
+        for endpoint in consumer.endpoints:
             probes = [fp for key, fp in now.items() if key.split("/")[0] == endpoint]
             if endpoint not in done and set(probes) == {renewed.fingerprint}:
                 done.add(endpoint)
                 stamp = time.monotonic() - since
                 print(f"           +{stamp:6.2f}s wire: {endpoint} serves it for every name")
-        records = show_zone(knot, records, since)  # after the wire: a record goes after its pair
-        if set(now.values()) == {renewed.fingerprint} and records == {
-            f"3 1 1 {renewed.spki_sha256}"
-        }:
+        if consumer.dane:  # after the wire: a record goes after its pair
+            records = show_zone(knot, records, since)
+        if set(now.values()) == {renewed.fingerprint} and records == wanted:
             show_timeline(bus, seen, since)
-            return len(stack.endpoints)
+            return len(consumer.endpoints)
         time.sleep(0.25)
     sys.exit("demo: the renewal was not served, or its TLSA record not alone, within 120 s")
 
 
-def main(work, source, dns):
+def renewals(bus, side, consumer, knot, first, cloudflare):
+    """A renewal, then a new key, each with its timeline until it is served."""
+    since = time.monotonic()
+    renewed = side.renew()
+    say(f"{side.minion} done after {time.monotonic() - since:.1f}s: {renewed.fingerprint[:16]}...")
+    if consumer.dane:
+        same = renewed.spki_sha256 == first.spki_sha256
+        say(f"key kept: {same} (the TLSA 3 1 1 record still matches; no DNS change)")
+    count = renewal_timeline(bus, consumer, knot, renewed, since)
+    say(f"the renewal is served on all {count} endpoints after {time.monotonic() - since:.1f}s")
+
+    since = time.monotonic()
+    rekeyed = side.rekey()
+    took = time.monotonic() - since
+    say(f"{side.minion} done after {took:.1f}s: new key {rekeyed.spki_sha256[:16]}...")
+    count = renewal_timeline(bus, consumer, knot, rekeyed, since)
+    if consumer.dane:
+        through = "Cloudflare's API" if cloudflare else "RFC 2136"
+        say(
+            f"rolled over through {through}: served on all {count} endpoints, only the new "
+            f"TLSA record left, after {time.monotonic() - since:.1f}s (the zone's TTL is "
+            f"{TTL} s)"
+        )
+    else:
+        say(f"the new key is served on all {count} endpoints after {time.monotonic() - since:.1f}s")
+    if cloudflare:
+        calls = [f"{method} {path.split('/')[-1]}" for method, path, _ in cloudflare.requests]
+        say(f"Cloudflare API calls: {len(calls)} ({', '.join(calls)})")
+
+
+def main(work, source, dns, consumer_kind):
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     pebble = Pebble(work / "pebble", TestCA("demo pebble listener")).start()
     side = SIDES[source](work, pebble)
+    consumer = CONSUMERS[consumer_kind](work)
     knot = UpdatableDNS(work / "knot")
-    salt, stack, cloudflare = SaltDaemons(work), None, None
+    salt, cloudflare = SaltDaemons(work), None
     try:
-        stack, first, cloudflare = start_fleet(work, salt, side, knot, dns)
+        first, cloudflare = start_fleet(work, salt, side, consumer, knot, dns)
         bus = BusRecorder(salt.opts).start()
-        say(f"salt {side.minion} state.apply certsync; salt mailcow state.apply certsync")
+        mx = consumer.minion
+        say(f"salt {side.minion} state.apply certsync; salt {mx} state.apply certsync")
         salt.run("salt", side.minion, "state.apply", "certsync")
-        salt.run("salt", "mailcow", "state.apply", "certsync")
+        salt.run("salt", mx, "state.apply", "certsync")
         # the formula wrote the certsync_watch engine into the source minion's
         # configuration; a salt-minion service is restarted by the formula itself
         say(f"{side.minion} restarted: its certsync_watch engine starts (inotify)")
         salt.restart_minion(side.minion)
         wait_until(
-            lambda: set(stack.served().values()) == {first.fingerprint},
+            lambda: set(consumer.served(consumer.names).values()) == {first.fingerprint},
             120,
             interval=1,
             what="the first certificate to be served",
         )
         say(f"every endpoint serves {first.fingerprint[:16]}... (the {source} certificate)")
-        side.key_kept(salt)
+        if consumer.dane:  # certsync asks the source to keep the key for DANE alone
+            side.key_kept(salt)
 
-        since = time.monotonic()
-        renewed = side.renew()
-        say(f"{source} done after {time.monotonic() - since:.1f}s: {renewed.fingerprint[:16]}...")
-        same = renewed.spki_sha256 == first.spki_sha256
-        say(f"key kept: {same} (the TLSA 3 1 1 record still matches; no DNS change)")
-        count = renewal_timeline(bus, stack, knot, renewed, since)
-        say(f"the renewal is served on all {count} endpoints after {time.monotonic() - since:.1f}s")
-
-        since = time.monotonic()
-        rekeyed = side.rekey()
-        took = time.monotonic() - since
-        say(f"{source} done after {took:.1f}s: new key {rekeyed.spki_sha256[:16]}...")
-        count = renewal_timeline(bus, stack, knot, rekeyed, since)
-        through = "Cloudflare's API" if cloudflare else "RFC 2136"
-        say(
-            f"rolled over through {through}: served on all {count} endpoints, only the new "
-            f"TLSA record left, after {time.monotonic() - since:.1f}s (the zone's TTL is {TTL} s)"
-        )
-        if cloudflare:
-            calls = [f"{method} {path.split('/')[-1]}" for method, path, _ in cloudflare.requests]
-            say(f"Cloudflare API calls: {len(calls)} ({', '.join(calls)})")
+        renewals(bus, side, consumer, knot, first, cloudflare)
         code, status = salt.run("salt-run", "certsync.status")
         say(f"salt-run certsync.status (exit code {code}):")
         print(json.dumps(status, indent=2))
         bus.stop()
     finally:
         salt.stop()
-        if stack:
-            stack.remove()
+        consumer.stop()
         side.stop()
         if cloudflare:
             cloudflare.stop()
@@ -348,5 +455,11 @@ if __name__ == "__main__":
         default="cloudflare",
         help="how the TLSA records are published (dane:update:provider)",
     )
+    parser.add_argument(
+        "--consumer",
+        choices=sorted(CONSUMERS),
+        default="mailcow",
+        help="the consumer kind: the mailcow-like stack, or units on a systemd host",
+    )
     args = parser.parse_args()
-    main(args.work.resolve(), args.source, args.dns)
+    main(args.work.resolve(), args.source, args.dns, args.consumer)

@@ -21,13 +21,16 @@ class SaltDaemons:
         self.master_dir = work / "master"
         self.procs, self.minions = [], {}
 
-    def write_master(self, pillar_dir):
+    def write_master(self, pillar_dir, interface="127.0.0.1"):
+        """The master's configuration; it listens on ``interface`` (loopback, or this
+        host's address on Docker's bridge when a minion runs in a container)."""
         config = master_config(pillar_dir)
         ports = dict(zip(("publish_port", "ret_port"), free_ports(2), strict=True))
+        self.interface = interface
         config.update(
             root_dir=str(self.master_dir),
             user="root",
-            interface="127.0.0.1",
+            interface=interface,
             # Demo only: the minions are ours, made a moment ago on this host.
             auto_accept=True,
             log_file=str(self.master_dir / "master.log"),
@@ -49,7 +52,7 @@ class SaltDaemons:
                 {
                     "id": minion_id,
                     "root_dir": str(directory),
-                    "master": "127.0.0.1",
+                    "master": self.interface,
                     "master_port": self.ports["ret_port"],
                     "publish_port": self.ports["publish_port"],
                     "log_file": str(directory / "minion.log"),

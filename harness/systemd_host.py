@@ -76,6 +76,12 @@ FILES = [
 ]  # fmt: skip
 
 
+def bridge_gateway(client):
+    """This host's address on Docker's bridge: a master listening there is reached by
+    a minion in the container and by the minions on this host."""
+    return client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+
+
 def mail_consumer(verify_timeout=20):
     """The ``service`` consumer settings of the units MAIL_SETUP runs."""
     return {

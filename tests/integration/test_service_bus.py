@@ -21,7 +21,7 @@ from harness.fleet import (
     write_pillar,
 )
 from harness.pki import write_pair
-from harness.systemd_host import SystemdHost, mail_consumer
+from harness.systemd_host import SystemdHost, bridge_gateway, mail_consumer
 
 # its subject is systemd's units, not the Salt release
 pytestmark = pytest.mark.one_release
@@ -31,12 +31,6 @@ LINEAGE = 5
 CONVERGE_TIMEOUT = 180
 
 
-def _bridge_gateway(client):
-    """This host's address on Docker's bridge: the master listens there, so that the
-    minion in the container reaches it and the npm minion on this host too."""
-    return client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-
-
 @pytest.fixture(scope="module")
 def fleet(salt_factories, tmp_path_factory, docker_engine, ca, pebble):
     root = tmp_path_factory.mktemp("service-bus")
@@ -44,7 +38,7 @@ def fleet(salt_factories, tmp_path_factory, docker_engine, ca, pebble):
     certbot.issue(LINEAGE, [HOST])
     host = SystemdHost(docker_engine, root / "host").start()
     ids = {"npm": random_string("npm-"), "mx": random_string("mx-")}
-    gateway = _bridge_gateway(docker_engine)
+    gateway = bridge_gateway(docker_engine)
     pillar_dir = root / "pillar"
     write_pillar(pillar_dir, ids["npm"], {ids["mx"]: mail_consumer()}, certbot.live_dir)
     master = salt_factories.salt_master_daemon(
