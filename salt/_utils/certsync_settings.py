@@ -16,12 +16,11 @@ import re
 
 import salt.utils.dictupdate
 
-#: Mappings whose keys are the operator's own: mailcow.conf keys, service
-#: names, minion ids, ports, DNS settings checked where they are used.
+#: Mappings whose keys are the operator's own: service names, minion ids, ports,
+#: DNS settings checked where they are used (and see _free_form).
 FREE_FORM = frozenset(
     {
         "consumers",
-        "mailcow_conf",
         "reload_commands",
         "endpoints",
         "dane",
@@ -42,6 +41,15 @@ DEPLOY_IF_SET = ("allow_older", "paused")
 OPTIONAL = {"certsync:schedule": ("seconds", "hours", "days")}
 
 
+def _free_form(key, default):
+    """Whether the keys under ``key`` are the operator's own: a FREE_FORM setting, or
+    the settings of another program's environment-style file (a mapping whose
+    default's keys are upper case, as a consumer kind's configuration file takes them)."""
+    if key in FREE_FORM:
+        return True
+    return isinstance(default, dict) and bool(default) and all(str(k).isupper() for k in default)
+
+
 def _closest(key, known):
     found = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
     return found[0] if found else None
@@ -60,7 +68,9 @@ def _unknown(given, known, path, problems, what="certsync setting"):
             problems.append(
                 f"{where} is no {what}" + (f": did you mean {path}:{closest}?" if closest else "")
             )
-        elif key not in FREE_FORM and isinstance(known.get(key), dict) and known[key]:
+        elif (
+            not _free_form(key, known.get(key)) and isinstance(known.get(key), dict) and known[key]
+        ):
             _unknown(value, known[key], where, problems)
 
 
@@ -100,7 +110,7 @@ def _wrong_types(given, known, path, problems):
     if not isinstance(given, dict) or not isinstance(known, dict):
         return
     for key, value in given.items():
-        if key not in known or (key in FREE_FORM and not isinstance(known[key], bool)):
+        if key not in known or (_free_form(key, known[key]) and not isinstance(known[key], bool)):
             continue
         where = f"{path}:{key}"
         found = _type_problem(value, known[key], where)

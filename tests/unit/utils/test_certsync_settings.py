@@ -101,7 +101,15 @@ def test_a_value_of_the_wrong_type_is_named(pillar, problem):
 
 @pytest.mark.parametrize(
     "entry",
-    [{"dane": True}, {"dane": {"port": 25}}, {"min_days": 1.5}, {"mailcow_dir": "/srv/m"}, None],
+    [
+        {"dane": True},
+        {"dane": {"port": 25}},
+        {"min_days": 1.5},
+        {"mailcow_dir": "/srv/m"},
+        # another program's environment-style file: its keys are the operator's own
+        {"mailcow_conf": {"SKIP_LETS_ENCRYPT": "y", "ENABLE_SSL_SNI": "y", "HTTPS_PORT": 8443}},
+        None,
+    ],
 )
 def test_values_of_the_types_taken_pass(entry):
     defaults = yaml.safe_load((ROOT / "salt/certsync/defaults.yaml").read_text())["certsync"]
