@@ -45,6 +45,7 @@ for _name in (
     "certsync_endpoints",
     "certsync_registry",
     "certsync_routes",
+    "certsync_dnswire",
 ):
     UTILS.update(salt_functions(load_loader_module("utils", _name), _name))
 certsync_mod = load_loader_module("modules", "certsync")

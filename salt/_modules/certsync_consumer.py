@@ -150,6 +150,21 @@ def settings(name=None):
     return call(name, "settings")
 
 
+def own(name, merged):
+    """
+    A consumer's settings of the kind ``name`` among its ``merged`` settings (its
+    pillar entry over ``consumer_defaults``, which hold every kind's): what
+    :py:func:`prepare` takes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-host certsync_consumer.own service '{units: [nginx], mailcow_dir: /opt/m}'
+    """
+    return {key: merged[key] for key in settings(name) if key in merged}
+
+
 def prepare(name, dest, hostname, endpoints, given):
     """
     The settings ``given`` for a consumer of the kind ``name`` deploying into ``dest``,

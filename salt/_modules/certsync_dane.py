@@ -27,7 +27,6 @@ import time
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    import dns.exception
     import dns.flags
     import dns.message
     import dns.name
@@ -67,19 +66,6 @@ _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 
 def _seconds(value, what, maximum=3600):
     return __utils__["certsync_args.seconds"](value, what, maximum)
-
-
-#: What dnspython raises when a server answers badly or not at all: its own errors,
-#: the socket's, EOFError (TCP closed mid-message), ValueError (a malformed message).
-_BROKEN_SERVER = (
-    (dns.exception.DNSException, OSError, EOFError, ValueError) if HAS_DNSPYTHON else ()
-)
-
-
-def _server_error(exc):
-    if isinstance(exc, EOFError):
-        return "the server closed the connection without an answer"
-    return str(exc) or type(exc).__name__
 
 
 def _provider(update):
@@ -200,8 +186,9 @@ def _ask_authoritative(name, address, port, timeout):
     query.flags &= ~dns.flags.RD
     try:
         response, _ = dns.query.udp_with_fallback(query, address, port=port, timeout=timeout)
-    except _BROKEN_SERVER as exc:
-        return {"error": f"no answer from {address}:{port}: {_server_error(exc)}"}
+    except __utils__["certsync_dnswire.failures"]() as exc:
+        why = __utils__["certsync_dnswire.failure"](exc)
+        return {"error": f"no answer from {address}:{port}: {why}"}
     if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         return {"error": f"{address}:{port} answered {dns.rcode.to_text(response.rcode())}"}
     if not response.flags & dns.flags.AA:

@@ -46,11 +46,6 @@ TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224")
 #: argument, never on another minion (``certsync_settings.check``).
 CREDENTIAL_KEYS = ("tsig_secret",)
 UPDATE_KEYS = {"provider", "server", "port", "zone", "tsig_name", "tsig_algorithm", "timeout"}
-#: What dnspython raises when a server answers badly or not at all: its own errors,
-#: the socket's, EOFError (TCP closed mid-message), ValueError (a malformed message).
-_BROKEN_SERVER = (
-    (dns.exception.DNSException, OSError, EOFError, ValueError) if HAS_DNSPYTHON else ()
-)
 
 
 def __virtual__():
@@ -207,12 +202,8 @@ def _exchange(message, settings, what):
             f"{what} at {where} failed: the server did not accept TSIG key "
             f"{settings['key'].name} ({type(exc).__name__}: wrong name, secret or algorithm?)"
         ) from None
-    except _BROKEN_SERVER as exc:
-        why = (
-            "the server closed the connection without an answer"
-            if isinstance(exc, EOFError)
-            else str(exc) or type(exc).__name__
-        )
+    except __utils__["certsync_dnswire.failures"]() as exc:
+        why = __utils__["certsync_dnswire.failure"](exc)
         raise CommandExecutionError(f"{what} at {where} failed: {why}") from None
 
 

@@ -572,8 +572,7 @@ def _uncovered(settings):
     cover it, and the names it dropped (``certsync_consumer``'s ``uncovered``)."""
     kind = __salt__["certsync_consumer.kind"](settings.get("kind"))
     try:
-        known = __salt__["certsync_consumer.settings"](kind)
-        given = {key: settings[key] for key in known if key in settings}
+        given = __salt__["certsync_consumer.own"](kind, settings)
         prepared = __salt__["certsync_consumer.prepare"](
             kind, settings["dest"], settings["hostname"], settings.get("endpoints"), given
         )

@@ -265,7 +265,7 @@ def _kind(settings):
         known = __salt__["certsync_consumer.settings"](kind)
     except SaltInvocationError as exc:
         raise CommandExecutionError(f"certsync:consumers:{__opts__['id']}:kind: {exc}") from None
-    return kind, known, {key: settings[key] for key in known if key in settings}
+    return kind, known, __salt__["certsync_consumer.own"](kind, settings)
 
 
 def _own_settings(cfg):
