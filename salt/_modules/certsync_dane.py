@@ -172,12 +172,19 @@ def tlsa_servers(
 
         salt mailcow-host certsync_dane.tlsa_servers mail.example.com example.com
     """
-    name = dns.name.from_text(_tlsa_name(hostname, port, protocol))
     auth_port = __utils__["certsync_args.port"](auth_port, "auth_port")
     timeout = _seconds(timeout, "timeout")
+    servers = __salt__["maildns.zone_servers"](zone, nameservers, dns_port, timeout)
+    return _ask_each(_tlsa_name(hostname, port, protocol), servers, auth_port, timeout)
+
+
+def _ask_each(tlsa_name, servers, auth_port, timeout=DEFAULT_TIMEOUT):
+    """What each of ``servers`` ((ns, address) pairs, the zone's NS set) serves at
+    ``tlsa_name``: :py:func:`tlsa_servers` for a zone whose NS set is known."""
+    name = dns.name.from_text(tlsa_name)
     return {
         f"{ns}/{address}": _ask_authoritative(name, address, auth_port, timeout)
-        for ns, address in __salt__["maildns.zone_servers"](zone, nameservers, dns_port, timeout)
+        for ns, address in servers
     }
 
 
@@ -339,19 +346,20 @@ def tlsa_gate(hostname, candidate, deployed, dane=True, test=False):
     return _rollover(hostname, options, check, ret, old, test)
 
 
-def _zone_of(hostname, options):
-    """The zone holding ``hostname``: the nearest parent with NS records, through the
-    configured resolver."""
+def _zone_servers(zone, options):
+    return __salt__["maildns.zone_servers"](zone, options["nameservers"], options["dns_port"])
+
+
+def _servers_of(hostname, options):
+    """The NS set ((ns, address) pairs) of the zone holding ``hostname``: the nearest
+    parent with NS records, through the configured resolver."""
     labels = hostname.rstrip(".").split(".")
     why = "no parent with NS records"
     for start in range(1, len(labels) - 1):
-        zone = ".".join(labels[start:])
         try:
-            __salt__["maildns.zone_servers"](zone, options["nameservers"], options["dns_port"])
+            return _zone_servers(".".join(labels[start:]), options)
         except CommandExecutionError as exc:
             why = str(exc)
-            continue
-        return zone
     raise CommandExecutionError(f"DANE: cannot find the zone of {hostname}: {why}")
 
 
@@ -362,14 +370,8 @@ def _manual_ttl(hostname, options, check, ret, test):
     says how long is left."""
     path = _rollover_path(hostname, options["port"])
     wanted = ret["record"]
-    servers = tlsa_servers(
-        hostname,
-        _zone_of(hostname, options),
-        options["port"],
-        nameservers=options["nameservers"],
-        dns_port=options["dns_port"],
-        auth_port=options["dns_port"],
-    )
+    tlsa_name = _tlsa_name(hostname, options["port"], "tcp")
+    servers = _ask_each(tlsa_name, _servers_of(hostname, options), options["dns_port"])
     lacking = sorted(n for n, r in servers.items() if wanted not in r.get("records", []))
     record = _load_rollover(path)
     now = time.time()
@@ -462,15 +464,10 @@ def _wait_visible(hostname, options, record, path, ret, test):
     """Until every authoritative server serves the record and the TTL passed (bounded)."""
     where = _provider_call(options["update"], "zone", options["update"])
     deadline = time.time() + (0 if test else options["max_wait"])
+    tlsa_name = _tlsa_name(hostname, options["port"], "tcp")
+    ns_set = _zone_servers(where["zone"], options)  # once: each round asks its servers
     for _ in range(int(options["max_wait"] / 0.5) + 3):
-        servers = tlsa_servers(
-            hostname,
-            where["zone"],
-            options["port"],
-            nameservers=options["nameservers"],
-            dns_port=options["dns_port"],
-            auth_port=where["auth_port"],
-        )
+        servers = _ask_each(tlsa_name, ns_set, where["auth_port"])
         lacking = sorted(n for n, r in servers.items() if record["new"] not in r.get("records", []))
         now = time.time()
         if lacking:
