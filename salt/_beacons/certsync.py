@@ -205,8 +205,11 @@ def _signature(cfg):
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _record_name(hostname):
-    return f"beacon-{hostname}"
+def _record_name(hostname, route=None):
+    """The record of what was last announced for a route's certificate: by its
+    hostname alone for the default route; with the route for another (two routes may
+    watch one hostname in two lineages: an RSA and an EC certificate)."""
+    return f"beacon-{hostname}" if route in (None, "default") else f"beacon.{route}.{hostname}"
 
 
 def _read_record(name):
@@ -218,10 +221,10 @@ def _write_record(name, record):
 
 
 @contextlib.contextmanager
-def _announcing(hostname):
-    """Held while the record is compared and written: the certsync_watch engine
-    runs this beacon in its own process, and a renewal is announced once."""
-    path = os.path.join(__opts__["cachedir"], "certsync", f"{_record_name(hostname)}.json.lock")
+def _announcing(name):
+    """Held while the record ``name`` is compared and written: the certsync_watch
+    engine runs this beacon in its own process, and a renewal is announced once."""
+    path = os.path.join(__opts__["cachedir"], "certsync", f"{name}.json.lock")
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
@@ -231,12 +234,12 @@ def _announcing(hostname):
         os.close(fd)
 
 
-def _last_announced(hostname):
-    return _read_record(_record_name(hostname)).get("fingerprint")
+def _last_announced(name):
+    return _read_record(name).get("fingerprint")
 
 
-def _record(hostname, fingerprint):
-    _write_record(_record_name(hostname), {"fingerprint": fingerprint})
+def _record(name, fingerprint):
+    _write_record(name, {"fingerprint": fingerprint})
 
 
 def _current(cfg):
@@ -320,45 +323,45 @@ def beacon(config):
         return [{"tag": "error", "error": why}]
     events = []
     for route, settings in routes(cfg).items():
-        found = _renewed(settings)
+        found = _renewed(settings, route)
         events += [{**event, "route": route} if route else event for event in found]
     return events
 
 
-def _renewed(cfg):
-    """A ``renewed`` event when the certificate of one source's settings changed."""
+def _renewed(cfg, route=None):
+    """A ``renewed`` event when the certificate of one route's settings changed."""
     seen = __context__.setdefault("certsync.beacon", {})
-    hostname = cfg["hostname"]
+    hostname, name = cfg["hostname"], _record_name(cfg["hostname"], route)
     try:  # the source kind refuses a bad setting here
         signature = _signature(cfg)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        return _failed(seen, hostname, None, exc)
-    if seen.get(hostname, {}).get("signature") == signature:
+        return _failed(seen, name, hostname, None, exc)
+    if seen.get(name, {}).get("signature") == signature:
         return []
     try:
         current = _current(cfg)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        return _failed(seen, hostname, signature, exc)
-    seen[hostname] = {"signature": signature}
-    with _announcing(hostname):
-        if current["fingerprint"] == _last_announced(hostname):
+        return _failed(seen, name, hostname, signature, exc)
+    seen[name] = {"signature": signature}
+    with _announcing(name):
+        if current["fingerprint"] == _last_announced(name):
             return []
-        _record(hostname, current["fingerprint"])
+        _record(name, current["fingerprint"])
     return [{"tag": "renewed", **current}]
 
 
-def _failed(seen, hostname, signature, exc):
+def _failed(seen, name, hostname, signature, exc):
     """A source caught mid-write (a ``.crt`` before its ``.key``) is read again on
     the next ticks; one that stays unreadable is one ``error`` event, then waits
     for its next change (a refused setting: for another error)."""
-    state, error = seen.get(hostname, {}), str(exc)
+    state, error = seen.get(name, {}), str(exc)
     if signature is None and state.get("error") == error:
         return []
     tries = state.get("tries", 0) + 1 if state.get("failing", False) == signature else 1
     if signature is not None and tries < RETRIES:
-        seen[hostname] = {"failing": signature, "tries": tries}
+        seen[name] = {"failing": signature, "tries": tries}
         log.debug("certsync beacon: %s (read again on the next tick)", exc)
         return []
-    seen[hostname] = {"signature": signature, "error": error}
+    seen[name] = {"signature": signature, "error": error}
     log.warning("certsync beacon: %s", exc)
     return [{"tag": "error", "hostname": hostname, "error": error}]

@@ -132,7 +132,7 @@ def record(name):
     """
     certsync's JSON record ``name`` in the cachedir (``certsync/<name>.json``):
     a mapping, empty when there is none or it does not read as one. What the
-    source beacon keeps between its runs (``beacon-<hostname>``,
+    source beacon keeps between its runs (``beacon-<hostname>``, ``beacon.<route>.<hostname>``,
     ``beacon-alerts``) is read through here.
 
     CLI Example:

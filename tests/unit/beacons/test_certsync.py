@@ -103,6 +103,34 @@ def test_a_new_certificate_is_announced_once_even_across_a_restart(caddy, ca, go
     assert [e["fingerprint"] for e in certsync_beacon.beacon(config)] == [renewed.fingerprint]
 
 
+def test_two_routes_of_one_hostname_each_announce_their_own_lineage_once(tmp_path, ca, monkeypatch):
+    """An EC and an RSA certificate for one name, two routes: each is announced once,
+    and a renewal of one announces that route alone (one record per route)."""
+    _cachedir(monkeypatch, tmp_path)
+    monkeypatch.setattr(certsync_beacon, "__context__", {}, raising=False)
+    issued, routes = {}, {}
+    for route, key_kind in (("ec", "ec-p256"), ("rsa", "rsa-2048")):
+        storage = tmp_path / route
+        site = storage / "certificates" / "acme-issuer" / HOST
+        site.mkdir(parents=True)
+        issued[route] = ca.leaf(HOST, key_kind=key_kind)
+        _store(site, issued[route])
+        routes[route] = {"hostname": HOST, "kind": "caddy", "storage": str(storage)}
+    config = [{"routes": routes}]
+    first = certsync_beacon.beacon(config)
+    assert sorted((e["route"], e["fingerprint"]) for e in first) == [
+        ("ec", issued["ec"].fingerprint),
+        ("rsa", issued["rsa"].fingerprint),
+    ]
+    assert certsync_beacon.beacon(config) == []
+    assert certsync_beacon.beacon(config) == []
+    renewed = ca.leaf(HOST, key=issued["rsa"].key)
+    _store(tmp_path / "rsa" / "certificates" / "acme-issuer" / HOST, renewed)
+    assert [(e["route"], e["fingerprint"]) for e in certsync_beacon.beacon(config)] == [
+        ("rsa", renewed.fingerprint)
+    ]
+
+
 def test_a_certificate_caught_mid_write_is_read_again_not_reported(caddy, good):
     site, config = caddy
     _store(site, good)
