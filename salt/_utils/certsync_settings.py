@@ -128,6 +128,8 @@ def _source_problems(source, defaults, kind_settings, where, found):
         allowed = dict.fromkeys([*sorted(FORMULA_SOURCE_KEYS), *kind_settings])
         what = f"setting of the {kind} source (it takes {', '.join(kind_settings)})"
         _unknown(source, allowed, where, found, what)
+    else:
+        _unknown(source, defaults.get("source"), where, found)
     source_defaults = (
         defaults.get("source")
         if kind_settings is None
@@ -164,10 +166,7 @@ def problems(pillar, defaults, kind_settings=None, route_kinds=None):
     if not isinstance(pillar, dict):
         return [f"certsync must be a mapping, not {type(pillar).__name__}"]
     found = []
-    if kind_settings is None:
-        _unknown(pillar, defaults, "certsync", found)
-    else:
-        _unknown(pillar, {**defaults, "source": {}}, "certsync", found)
+    _unknown(pillar, {**defaults, "source": {}}, "certsync", found)  # source: below
     _wrong_types(
         {k: v for k, v in pillar.items() if k not in ("consumers", "source", "certificates")},
         defaults,

@@ -115,6 +115,15 @@ def test_a_route_consumers_settings_are_checked_as_any_consumers():
     ]
 
 
+def test_a_routes_source_of_a_kind_not_known_here_is_checked_against_the_defaults():
+    pillar = {**SINGLE, "certificates": {"b": {**TWO_DOMAINS["certificates"]["b"]}}}
+    pillar["certificates"]["b"]["source"] = {"minon": "npm2", "dir": "npm-6"}
+    assert UTILS["certsync_settings.problems"](pillar, DEFAULTS) == [
+        "certsync:certificates:b:source:minon is no certsync setting: did you mean "
+        "certsync:certificates:b:source:minion?"
+    ]
+
+
 def test_consumers_at_the_top_without_a_hostname_beside_routes_are_named():
     pillar = {**ROUTES_ONLY, "consumers": {"mailcow": {}}}
     (found,) = UTILS["certsync_settings.problems"](pillar, DEFAULTS)
