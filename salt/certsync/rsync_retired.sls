@@ -5,13 +5,18 @@
     lock does not cover them), and on the consumer the forced-command
     `rsync --server ... <staging_dir>/` line of the `user`'s authorized_keys
     (every other line kept). The staging dir is left alone, and named.
-    Off with certsync:rsync_retired:enabled: false. Included by both roles. #}
-{%- from "certsync/map.jinja" import certsync, role with context %}
+    Off with certsync:rsync_retired:enabled: false. Included by both roles; a
+    minion of both (the source of one route, a consumer of another) retires both. #}
+{%- from "certsync/map.jinja" import certsync, roles with context %}
 
 include:
   - certsync.settings
 {%- set retired = certsync.rsync_retired %}
-{%- set units = retired.get(role ~ "_units", []) if role else [] %}
+{#- a minion may be both: the source of one route, a consumer of another #}
+{%- set units = [] %}
+{%- for role in roles %}
+{%-   do units.extend(retired.get(role ~ "_units", [])) %}
+{%- endfor %}
 {#- systemd's offline mode (systemctl, no systemd running) answers no unit query #}
 {%- set offline = "service.offline" in salt and salt["service.offline"]() %}
 {%- set found = namespace(any=false) %}
@@ -27,7 +32,7 @@ certsync-rsync-retired-{{ unit }}-disabled:
   service.disabled:
     - name: {{ unit | json }}
 {%-   endfor %}
-{%-   if role == "consumer" %}
+{%-   if "consumer" in roles %}
 {%-     set home = (salt["user.info"](retired.user) or {}).get("home") %}
 {%-     set keys = retired.authorized_keys or (home ~ "/.ssh/authorized_keys" if home else "") %}
 {%-     set forced = 'command="rsync --server [^"]* ' ~ (retired.staging_dir | regex_escape) ~ '/?"' %}

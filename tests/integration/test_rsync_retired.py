@@ -134,6 +134,30 @@ def test_the_source_stops_and_disables_the_push_timer(host):
     assert _unit(host, "is-enabled", PUSH[0]) == "disabled"
 
 
+def test_a_minion_of_both_roles_retires_both_timers(host):
+    """The source of one route and a consumer of another: both roles' units."""
+    pillar = {
+        "certsync": {
+            "hostname": "mail.example.test",
+            "source": {"minion": "both"},
+            "consumers": {"mailcow": {}},
+            "certificates": {
+                "b": {
+                    "hostname": "mail.b.example.test",
+                    "source": {"minion": "npm"},
+                    "consumers": {"both": {}},
+                }
+            },
+        }
+    }
+    code, synced = host.salt_call("both", pillar, "saltutil.sync_all")
+    assert code == 0, synced
+    code, ret = host.salt_call("both", pillar, "state.apply", "certsync.rsync_retired", "test=True")
+    assert code == 0, ret
+    units = {key.rsplit("-", 1)[0] for key in _states(ret) if key.endswith("-stopped")}
+    assert units == {f"certsync-rsync-retired-{u}" for u in PUSH + DEPLOY}, ret
+
+
 def test_nothing_to_retire_where_the_old_units_never_were(host):
     done = host.sh(f"rm /etc/systemd/system/{PUSH[0]} /etc/systemd/system/{PUSH[1]}")
     assert done.exit_code == 0
