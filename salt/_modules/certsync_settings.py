@@ -58,7 +58,12 @@ def source(route="default"):
         salt npm-host certsync_settings.source
         salt npm-host certsync_settings.source route=shop
     """
-    kind, where = __utils__["certsync_settings.source_where"](_view(route).get("source"))
+    return _source_of(_view(route))
+
+
+def _source_of(view):
+    """:py:func:`source` of a route's merged settings."""
+    kind, where = __utils__["certsync_settings.source_where"](view.get("source"))
     known, unknown_kind = _kind_settings(kind)
     if unknown_kind:  # its states say so, by name
         return {"kind": kind, "settings": where}
@@ -414,8 +419,13 @@ def reuse_key_wanted(route=None):
         salt npm-host certsync_settings.reuse_key_wanted
         salt npm-host certsync_settings.reuse_key_wanted route=shop
     """
+    return _reuse_key_of(_own_view(route))
+
+
+def _reuse_key_of(view):
+    """:py:func:`reuse_key_wanted` of a route's merged settings."""
     try:
-        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](_own_view(route))
+        wanted, why = __utils__["certsync_settings.reuse_key_wanted"](view)
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
     return {"wanted": wanted, "why": why}
@@ -444,9 +454,9 @@ def routes():
         view = __utils__["certsync_routes.view"](cfg, route)
         found["source"][route] = {
             "hostname": view.get("hostname"),
-            **source(route),
+            **_source_of(view),
             "consumers": sorted(str(c) for c in view["consumers"]),
-            "keep_key": reuse_key_wanted(route)["wanted"],
+            "keep_key": _reuse_key_of(view)["wanted"],
         }
     for route in taken["consumer"]:
         view = __utils__["certsync_routes.view"](cfg, route)
