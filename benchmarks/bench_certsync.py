@@ -115,6 +115,7 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = pathlib.Path(tmp_name)
+        deploy_mod.__opts__["cachedir"] = str(tmp / "deploy-cache")  # its minion lock
         for kind in ("rsa-2048", "rsa-4096", "ec-p256", "ec-p384"):
             leaf = ca.leaf(HOST, key_kind=kind)
             fullchain, key = write_pair(tmp / kind, leaf, "fullchain.pem", "privkey.pem")
