@@ -29,7 +29,8 @@ listens on this host's address on Docker's bridge, which the container reaches;
 its zone is not in this run (Knot and the API stand-in listen on loopback).
 
 Everything lives under the work dir (default .cache/demo) and only loopback
-is used. The daemons and containers stop at the end.
+is used (with ``--consumer service``, also Docker's bridge to the container).
+The daemons and containers stop at the end.
 """
 
 import argparse
