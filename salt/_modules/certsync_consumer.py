@@ -34,6 +34,10 @@ last argument, ``settings``:
     hostname), ``files`` (``{dir: {name: text}}``: files written beside the pair in
     that dir, with it), ``originals`` (``{name: keep_as}``, see ``certsync.install``)
     and ``notes``.
+``unservable(dest, hostname, given)``
+    Why the kind cannot serve the certificate of ``hostname`` from ``dest``
+    with the settings as given (sentences; none: it can): the settings check
+    refuses such a route by name before any deploy.
 ``checks(hostname, validation, test, settings)``
     Lines for the comment; raises to refuse the deploy.
 ``preflight(settings)``
@@ -64,6 +68,7 @@ FUNCTIONS = (
     "settings",
     "dest",
     "prepare",
+    "unservable",
     "layout",
     "checks",
     "preflight",

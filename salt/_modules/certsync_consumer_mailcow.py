@@ -435,14 +435,11 @@ def checks(hostname, validation, test, prepared):
     mailcow_dir = prepared.get("mailcow_dir") or DEFAULT_DIR
     if not prepared.get("services") or not _has_conf(mailcow_dir):
         return []
-    conf = os.path.join(mailcow_dir, "mailcow.conf")
-    configured = (__salt__["mailcow.conf_get"]("MAILCOW_HOSTNAME", mailcow_dir) or "").lower()
+    configured = _mailcow_hostname(mailcow_dir)
     own_dir = _route_dir(prepared.get("dest") or "")
-    if configured and configured != hostname.lower() and not own_dir:
-        raise SaltInvocationError(
-            f"{conf}: MAILCOW_HOSTNAME={configured!r}, but the certificate is deployed for "
-            f"{hostname!r}: one of them is wrong"
-        )
+    wrong = None if own_dir else _not_the_hostname(mailcow_dir, configured, hostname)
+    if wrong:
+        raise SaltInvocationError(wrong)
     acme = __salt__["mailcow.acme_status"](mailcow_dir)
     notes = []
     if acme["fights"] and test:  # the formula's state before this one stands it down
@@ -469,6 +466,41 @@ def checks(hostname, validation, test, prepared):
             "with the top-level pair (client autoconfiguration over HTTPS breaks)"
         )
     return notes
+
+
+def _not_the_hostname(mailcow_dir, configured, hostname):
+    """Why the top-level pair cannot be ``hostname``'s: mailcow serves it as its
+    ``MAILCOW_HOSTNAME`` (``configured``), which names another host (None: it does not)."""
+    if not configured or configured == str(hostname).lower():
+        return None
+    return (
+        f"{os.path.join(mailcow_dir, 'mailcow.conf')}: MAILCOW_HOSTNAME={configured!r}, but "
+        f"the certificate is deployed for {hostname!r}: one of them is wrong (a name other "
+        "than MAILCOW_HOSTNAME is a route of its own, served from its per-name dir)"
+    )
+
+
+def unservable(dest, hostname, given):
+    """
+    Why mailcow cannot serve the certificate of ``hostname`` from ``dest`` (what
+    :py:func:`dest` said) with these settings: the top-level pair is served as
+    ``MAILCOW_HOSTNAME``, so with ``services`` a route going there must be that
+    name (a route's own per-name dir takes any name :py:func:`dest` accepts).
+    Sentences; none when it can, or before ``mailcow.conf`` is there.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow-host certsync_consumer_mailcow.unservable \\
+            /opt/mailcow-dockerized/data/assets/ssl mail.b.example.com \\
+            '{mailcow_dir: /opt/mailcow-dockerized, services: [postfix-mailcow]}'
+    """
+    mailcow_dir = str((given or {}).get("mailcow_dir") or DEFAULT_DIR).rstrip("/")
+    if not (given or {}).get("services") or _route_dir(dest):
+        return []
+    wrong = _not_the_hostname(mailcow_dir, _mailcow_hostname(mailcow_dir), hostname)
+    return [wrong] if wrong else []
 
 
 def preflight(prepared):

@@ -250,6 +250,21 @@ def checks(hostname, validation, test, prepared):
     return []
 
 
+def unservable(dest, hostname, given):
+    """
+    Nothing: a service reads its files wherever they are written and picks among
+    certificates by their names itself, so any route's names can be served.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-host certsync_consumer_service.unservable /etc/certsync/shop.example.com \\
+            shop.example.com '{}'
+    """
+    return []
+
+
 def preflight(prepared):
     """
     Fail before anything changes when a unit is not on this host (one with a

@@ -150,7 +150,9 @@ def check():
     every key the formula does not know (with the closest one it knows), a
     missing ``hostname``, entries that are no mapping, a credential of
     another minion (its key named, never its value: each consumer's
-    credentials belong in a pillar SLS targeted to it alone); and this minion's
+    credentials belong in a pillar SLS targeted to it alone), for each route
+    this minion consumes a place its consumer kind cannot give it or a hostname
+    the kind cannot serve from there, two routes writing one place; and this minion's
     ``role`` (``source``, ``consumer`` or None) with the reason. ``valid`` is
     False on any problem, and when the pillar names a source or consumers but
     not this minion (unless ``certsync:no_role`` is true). Credentials are
@@ -180,7 +182,7 @@ def check():
     )
     problems += _consumer_kind_problems(cfg)
     if not problems:
-        problems += _collisions(cfg)
+        problems += _placement_problems(cfg)
     valid = not problems and (role is not None or cfg.get("no_role") is True)
     if not valid:
         __context__["retcode"] = 1
@@ -243,23 +245,31 @@ def _entry_key(route, minion):
     return f"certsync:certificates:{route}:consumers:{minion}"
 
 
-def _collisions(cfg):
-    """Where two routes this minion consumes would write the same place (their pairs'
-    directories, a service's files), named by route."""
-    writes = {}
+def _placement_problems(cfg):
+    """For each route this minion consumes: a place its kind cannot give it, names its
+    kind cannot serve from there (``certsync_consumer``'s ``unservable``), and where two
+    routes would write the same place (their pairs' directories, a service's files);
+    each named by its route."""
+    writes, found = {}, []
     for route in __utils__["certsync_routes.of_minion"](cfg, __opts__["id"])["consumer"]:
         view = __utils__["certsync_routes.view"](cfg, route)
+        where = _entry_key(route, __opts__["id"])
         try:
             kind, _, given = _kind(_own_settings(view))
             dest = _dest(view, kind, given)
+            refused = __salt__["certsync_consumer.call"](
+                kind, "unservable", dest, view.get("hostname"), given
+            )
         except (CommandExecutionError, SaltInvocationError) as exc:
-            return [f"{_entry_key(route, __opts__['id'])}: {exc}"]
+            found.append(f"{where}: {exc}")
+            continue
+        found += [f"{where}: {sentence}" for sentence in refused]
         files = given.get("files") if isinstance(given.get("files"), list) else []
         writes[route] = [
             dest,
             *(f["path"] for f in files if isinstance(f, dict) and isinstance(f.get("path"), str)),
         ]
-    return __utils__["certsync_routes.collisions"](writes)
+    return found + __utils__["certsync_routes.collisions"](writes)
 
 
 def _kind(settings):
@@ -437,7 +447,8 @@ def routes():
     route it publishes (``hostname``, the source ``kind`` and its
     ``settings``, the ``consumers``, and ``keep_key``: whether certbot must
     keep the key); under ``consumer``, each route it deploys (``hostname``,
-    the ``source`` minion, its consumer ``kind`` and ``dest``). What the
+    the ``source`` minion, its consumer ``kind`` and ``dest``; both None and
+    ``refused`` why when its settings give it no place). What the
     formula's SLS loop over; ``default`` is the route of the
     single-certificate keys.
 
@@ -460,11 +471,19 @@ def routes():
         }
     for route in taken["consumer"]:
         view = __utils__["certsync_routes.view"](cfg, route)
-        kind, _, given = _kind(_own_settings(view))
         found["consumer"][route] = {
             "hostname": view.get("hostname"),
             "source": __utils__["certsync_routes.source_minion"](view),
-            "kind": kind,
-            "dest": _dest(view, kind, given),
+            **_place(view),
         }
     return found
+
+
+def _place(view):
+    """A consumed route's consumer ``kind`` and ``dest``; both None, and ``refused``
+    why, when its settings give it none (the settings check names it)."""
+    try:
+        kind, _, given = _kind(_own_settings(view))
+        return {"kind": kind, "dest": _dest(view, kind, given)}
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return {"kind": None, "dest": None, "refused": str(exc)}

@@ -5,11 +5,17 @@
     alerts, and a schedule that re-converges when an event was lost. #}
 {%- from "certsync/map.jinja" import certsync, consumer, routes with context %}
 {#- The routes this consumer takes: source, kind and where the pair goes. #}
+{#- A route its settings give no place (no dest) has no states: the settings
+    check, the first state, names it and stops the run. #}
 {%- set taken = salt["certsync_settings.routes"]().consumer %}
+{%- set placed = [] %}
+{%- for route in routes.consumer if taken[route].dest %}
+{%-   do placed.append(route) %}
+{%- endfor %}
 {#- The routes whose pair goes in a directory certsync makes: a service's, and
     mailcow's per-name dir of a route other than its hostname's. #}
 {%- set made = [] %}
-{%- for route, where in taken | dictsort %}
+{%- for route, where in taken | dictsort if where.dest %}
 {%-   if where.kind != "mailcow" or where.dest.endswith("/" ~ (where.hostname | lower)) %}
 {%-     do made.append(route) %}
 {%-   endif %}
@@ -32,7 +38,7 @@ include:
 {%- endif %}
 
 extend:
-{%- for route in routes.consumer %}
+{%- for route in placed %}
 {%-   set suffix = "" if route == "default" else "-" ~ route %}
   certsync-deployed{{ suffix }}:
     certsync.deployed:
@@ -57,7 +63,7 @@ certsync-mailcow-conf:
     - name: {{ consumer.mailcow_dir | json }}
     - settings: {{ consumer.mailcow_conf | json }}
 {%- endif %}
-{%- for route in routes.consumer %}
+{%- for route in placed %}
 {%-   set suffix = "" if route == "default" else "-" ~ route %}
 {%-   if taken[route].kind != "mailcow" %}
 

@@ -11,7 +11,9 @@
 include:
   - certsync.settings
 {%- if consumer %}
-{%-   for route in routes.consumer %}
+{#-   a route its settings give no place: the settings check names it #}
+{%-   set taken = salt["certsync_settings.routes"]().consumer %}
+{%-   for route in routes.consumer if taken[route].dest %}
 
 certsync-deployed{{ "" if route == "default" else "-" ~ route }}:
   certsync.deployed:

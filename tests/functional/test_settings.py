@@ -185,3 +185,32 @@ def test_a_value_of_the_wrong_type_is_a_named_failure_not_a_traceback(salt_call,
     state = _settings_state(applied)
     assert state["result"] is False and problem in state["comment"]
     assert "Traceback" not in applied.stdout + applied.stderr + status.stdout + status.stderr
+
+
+def test_a_route_its_consumer_cannot_serve_is_refused_by_name(salt_call, tmp_path):
+    """Before any deploy: the default route's name is not mailcow's MAILCOW_HOSTNAME
+    (mailcow serves its top-level pair as that), and a wildcard cannot name the
+    per-name dir its route would go to."""
+    (tmp_path / "mailcow.conf").write_text(f"MAILCOW_HOSTNAME={HOST}\n")
+    pillar = {
+        "certsync": {
+            "hostname": "mail.other.test",
+            "source": {"minion": "npm"},
+            "consumers": {ME: {"mailcow_dir": str(tmp_path), "services": ["postfix-mailcow"]}},
+            "certificates": {"w": {"hostname": "*.b.example.test", "consumers": {ME: {}}}},
+        }
+    }
+    with salt_call.pillar(pillar):
+        checked = salt_call("certsync_settings.check")
+        applied = salt_call("state.apply", "certsync")
+    assert checked.returncode == 1 and checked.data["valid"] is False
+    assert checked.data["problems"] == [
+        f"certsync:consumers:{ME}: {tmp_path}/mailcow.conf: MAILCOW_HOSTNAME={HOST!r}, but "
+        "the certificate is deployed for 'mail.other.test': one of them is wrong (a name other "
+        "than MAILCOW_HOSTNAME is a route of its own, served from its per-name dir)",
+        f"certsync:certificates:w:consumers:{ME}: route w: '*.b.example.test' cannot name a "
+        "mailcow per-name dir",
+    ]
+    state = _settings_state(applied)
+    assert state["result"] is False and "'*.b.example.test' cannot name" in state["comment"]
+    assert not (tmp_path / "data").exists()

@@ -41,6 +41,10 @@ def layout(dest, fullchain, hostname, prepared):
     return {"dirs": [dest], "names": [], "files": {}, "originals": {}, "notes": notes}
 
 
+def unservable(dest, hostname, given):
+    return []
+
+
 def checks(hostname, validation, test, prepared):
     return []
 

@@ -104,6 +104,31 @@ def test_a_route_other_than_mailcows_hostname_goes_to_its_per_name_dir(tmp_path,
         dest("*.c.example", given, "c")
 
 
+def test_the_top_level_pair_serves_mailcows_hostname_alone(tmp_path, monkeypatch):
+    """What the settings check refuses by route: with services, a route going to the
+    top level must be MAILCOW_HOSTNAME; its own dir, or no mailcow.conf yet, takes any."""
+    checkout = tmp_path / "mailcow"
+    checkout.mkdir()
+    given = {"mailcow_dir": str(checkout), "services": ["postfix-mailcow"]}
+    top = f"{checkout}/data/assets/ssl"
+    unservable = mailcow_consumer_mod.unservable
+    assert unservable(top, "mail.b.example", given) == []  # no mailcow.conf yet
+    (checkout / "mailcow.conf").write_text("MAILCOW_HOSTNAME=mail.a.example\n")
+    conf_get = {"MAILCOW_HOSTNAME": "Mail.A.example"}.get
+    monkeypatch.setitem(mailcow_consumer_mod.__salt__, "mailcow.conf_get", lambda k, p: conf_get(k))
+    assert unservable(top, "mail.a.example", given) == []
+    assert unservable(f"{top}/mail.b.example", "mail.b.example", given) == []
+    assert unservable(top, "mail.b.example", {**given, "services": []}) == []  # files only
+    (refused,) = unservable(top, "mail.b.example", given)
+    assert refused.startswith(
+        f"{checkout}/mailcow.conf: MAILCOW_HOSTNAME='mail.a.example', but the certificate is "
+        "deployed for 'mail.b.example'"
+    )
+    prepared = {**given, "dest": top, "mailcow_dir": str(checkout)}
+    with pytest.raises(SaltInvocationError, match=r"deployed for 'mail\.b\.example'"):
+        mailcow_consumer_mod.checks("mail.b.example", {"sans": []}, False, prepared)
+
+
 def test_a_routes_own_dir_lists_its_names_and_is_left_by_the_hostnames_plan(tmp_path, ca):
     ssl = tmp_path / "data" / "assets" / "ssl"
     own = ssl / "mail.b.example"
