@@ -94,8 +94,9 @@ class SaltDaemons:
         self.run("salt-run", "saltutil.sync_all")
         self.run("salt", "-L", ",".join([source, *consumers]), "saltutil.sync_all")
         self.run("salt", "-L", ",".join(consumers), "state.apply", "certsync")
-        # queued behind the publication the consumers' new recipient keys set off
-        self.run("salt", source, "state.apply", "certsync", "queue=True")
+        # queued behind the publication the consumers' new recipient keys set off: on a
+        # loaded host it returns later than the CLI's 5 s (bench_bus at 8 consumers)
+        self.run("salt", "--timeout=120", source, "state.apply", "certsync", "queue=True")
         self.restart_minion(source)
         return {"master": self.procs[0].pid, **{m: p.pid for m, p in self.minions.items()}}
 
