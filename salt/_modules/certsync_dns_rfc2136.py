@@ -16,10 +16,26 @@ records, never replacing the set).
 """
 
 import base64
-import importlib.util
 import ipaddress
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.query
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.tsig
+    import dns.update
+
+    HAS_DNSPYTHON = True
+except ImportError:
+    HAS_DNSPYTHON = False
 
 __virtualname__ = "certsync_dns_rfc2136"
 
@@ -33,27 +49,9 @@ UPDATE_KEYS = {"provider", "server", "port", "zone", "tsig_name", "tsig_algorith
 
 
 def __virtual__():
-    if importlib.util.find_spec("dns") is None:
+    if not HAS_DNSPYTHON:
         return (False, "certsync_dns_rfc2136 needs dnspython")
     return __virtualname__
-
-
-def _dnspython():
-    """dnspython, imported on first use: a deploy that only asks which settings are
-    credentials (``certsync_settings.check``) never pays its import (about 50 ms)."""
-    import dns.exception  # noqa: PLC0415
-    import dns.flags  # noqa: PLC0415
-    import dns.message  # noqa: PLC0415
-    import dns.name  # noqa: PLC0415
-    import dns.query  # noqa: PLC0415
-    import dns.rcode  # noqa: PLC0415
-    import dns.rdata  # noqa: PLC0415
-    import dns.rdataclass  # noqa: PLC0415
-    import dns.rdatatype  # noqa: PLC0415
-    import dns.tsig  # noqa: PLC0415
-    import dns.update  # noqa: PLC0415
-
-    return dns
 
 
 def _tsig_secret():
@@ -74,7 +72,6 @@ def _tsig_secret():
 def _settings(update):
     """Checked settings, with the TSIG key made from this minion's pillar; no message
     ever holds the secret."""
-    dns = _dnspython()
     if not isinstance(update, dict):
         raise SaltInvocationError(
             "update must be a mapping of server, port, zone, tsig_name, tsig_algorithm"
@@ -180,7 +177,6 @@ def zone(update):
 
 
 def _owner(hostname, port, protocol, settings):
-    dns = _dnspython()
     name = dns.name.from_text(__utils__["certsync_pem.tlsa_name"](hostname, port, protocol))
     if not name.is_subdomain(settings["zone"]):
         raise SaltInvocationError(f"{name} is not in the zone {settings['zone']}")
@@ -188,7 +184,6 @@ def _owner(hostname, port, protocol, settings):
 
 
 def _tlsa_rdata(record):
-    dns = _dnspython()
     try:
         return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TLSA, str(record))
     except (dns.exception.DNSException, ValueError):
@@ -197,7 +192,6 @@ def _tlsa_rdata(record):
 
 def _exchange(message, settings, what):
     """Send ``message`` to the primary over TCP; its answer, or an error naming why."""
-    dns = _dnspython()
     where = f"{settings['server']}:{settings['port']}"
     try:
         return dns.query.tcp(
@@ -226,7 +220,6 @@ def records(hostname, update, port=25, protocol="tcp"):
         salt mailcow-host certsync_dns_rfc2136.records mail.example.com \
             '{server: 192.0.2.53, zone: example.com, tsig_name: certsync}'
     """
-    dns = _dnspython()
     settings = _settings(update)
     name = _owner(hostname, port, protocol, settings)
     query = dns.message.make_query(name, dns.rdatatype.TLSA)
@@ -263,7 +256,6 @@ def change(
             '{server: 192.0.2.53, zone: example.com, tsig_name: certsync}' \
             add='["3 1 1 0123..."]'
     """
-    dns = _dnspython()
     del max_wait  # one exchange, bounded by the timeout setting
     settings = _settings(update)
     name = _owner(hostname, port, protocol, settings)
