@@ -11,6 +11,8 @@ from .fleet import master_config, wait_until
 from .mailcow_stack import free_ports
 
 BIN = pathlib.Path(sys.executable).parent
+#: Seconds the set-up's salt calls wait for their returns (the CLI's own: 5).
+SETUP_TIMEOUT = 120
 
 
 class SaltDaemons:
@@ -92,11 +94,13 @@ class SaltDaemons:
         everyone = {source, *consumers, *bystanders}
         wait_until(lambda: self.pinged() >= everyone, 120, interval=1, what="every minion")
         self.run("salt-run", "saltutil.sync_all")
-        self.run("salt", "-L", ",".join([source, *consumers]), "saltutil.sync_all")
-        self.run("salt", "-L", ",".join(consumers), "state.apply", "certsync")
-        # queued behind the publication the consumers' new recipient keys set off: on a
-        # loaded host it returns later than the CLI's 5 s (bench_bus at 8 consumers)
-        self.run("salt", "--timeout=120", source, "state.apply", "certsync", "queue=True")
+        # On a loaded host (bench_bus at 8 consumers, 2 cores) these return later than
+        # the salt CLI's 5 s, after which it gives up ("No return received"): wait.
+        wait = f"--timeout={SETUP_TIMEOUT}"
+        self.run("salt", wait, "-L", ",".join([source, *consumers]), "saltutil.sync_all")
+        self.run("salt", wait, "-L", ",".join(consumers), "state.apply", "certsync")
+        # queued behind the publication the consumers' new recipient keys set off
+        self.run("salt", wait, source, "state.apply", "certsync", "queue=True")
         self.restart_minion(source)
         return {"master": self.procs[0].pid, **{m: p.pid for m, p in self.minions.items()}}
 
