@@ -266,7 +266,7 @@ def dest(hostname, given, route="default"):
         salt mailcow-host certsync_consumer_mailcow.dest mail.b.example.com \\
             '{mailcow_dir: /opt/mailcow-dockerized}' route=b
     """
-    mailcow_dir = str((given or {}).get("mailcow_dir") or DEFAULT_DIR).rstrip("/")
+    mailcow_dir = _checkout(given)
     top = f"{mailcow_dir}/{SSL_DIR}"
     if route in (None, "", "default") or str(hostname).lower() == _mailcow_hostname(mailcow_dir):
         return top
@@ -275,6 +275,11 @@ def dest(hostname, given, route="default"):
             f"route {route}: {str(hostname)[:80]!r} cannot name a mailcow per-name dir"
         )
     return f"{top}/{str(hostname).lower()}"
+
+
+def _checkout(given):
+    """The mailcow checkout the settings ``given`` name (``mailcow_dir``)."""
+    return str((given or {}).get("mailcow_dir") or DEFAULT_DIR).rstrip("/")
 
 
 def _mailcow_hostname(mailcow_dir):
@@ -496,7 +501,7 @@ def unservable(dest, hostname, given):
             /opt/mailcow-dockerized/data/assets/ssl mail.b.example.com \\
             '{mailcow_dir: /opt/mailcow-dockerized, services: [postfix-mailcow]}'
     """
-    mailcow_dir = str((given or {}).get("mailcow_dir") or DEFAULT_DIR).rstrip("/")
+    mailcow_dir = _checkout(given)
     if not (given or {}).get("services") or _route_dir(dest):
         return []
     wrong = _not_the_hostname(mailcow_dir, _mailcow_hostname(mailcow_dir), hostname)

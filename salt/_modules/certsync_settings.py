@@ -255,8 +255,7 @@ def _placement_problems(cfg):
         view = __utils__["certsync_routes.view"](cfg, route)
         where = _entry_key(route, __opts__["id"])
         try:
-            kind, _, given = _kind(_own_settings(view))
-            dest = _dest(view, kind, given)
+            kind, given, dest = _placed(view)
             refused = __salt__["certsync_consumer.call"](
                 kind, "unservable", dest, view.get("hostname"), given
             )
@@ -301,6 +300,13 @@ def _dest(cfg, kind, given):
     return __salt__["certsync_consumer.call"](kind, "dest", cfg.get("hostname"), given, route)
 
 
+def _placed(cfg):
+    """This consumer's kind, its settings of that kind and the directory its pair of
+    the route ``cfg`` is the view of goes in; raises when its settings give none."""
+    kind, _, given = _kind(_own_settings(cfg))
+    return kind, given, _dest(cfg, kind, given)
+
+
 def dest(route=None):
     """
     The directory this consumer's pair of ``route`` (unset: the default
@@ -316,9 +322,7 @@ def dest(route=None):
         salt mail-host certsync_settings.dest
         salt mail-host certsync_settings.dest route=shop
     """
-    cfg = _own_view(route)
-    kind, _, given = _kind(_own_settings(cfg))
-    return _dest(cfg, kind, given)
+    return _placed(_own_view(route))[2]
 
 
 def consumer(route=None):
@@ -483,7 +487,7 @@ def _place(view):
     """A consumed route's consumer ``kind`` and ``dest``; both None, and ``refused``
     why, when its settings give it none (the settings check names it)."""
     try:
-        kind, _, given = _kind(_own_settings(view))
-        return {"kind": kind, "dest": _dest(view, kind, given)}
+        kind, _, dest = _placed(view)
+        return {"kind": kind, "dest": dest}
     except (CommandExecutionError, SaltInvocationError) as exc:
         return {"kind": None, "dest": None, "refused": str(exc)}
