@@ -19,9 +19,10 @@ consumers add to the measured one however little their deploy job does.
 ``--others both`` runs each size > 1 both ways and prints N consumers
 deploying over 1 consumer + N-1 bare jobs.
 
-Each size also prints certsync's own CPU per deploy job: what a consumer's
-process spent on a renewal, less a bare job that reads its one mine entry
-(``mine.get``), the least any deploy job costs.
+Each size also prints when each endpoint served the renewal, and certsync's own
+CPU per deploy job: what a consumer's process spent on a renewal, less a bare
+job that reads its one mine entry (``mine.get``), the least any deploy job
+costs (that job's wall time, publication to return, is printed too).
 
 ``--publish N`` (default 100): the source's publication for N consumers whose
 recipient keys are in the master's mine (accepted minion keys, entries in the
@@ -220,8 +221,9 @@ def measure(size, renewals, image, work, certbot_times, others="deploy"):
                 bystanders[0] if bystanders else None,
             )
             spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
-            samples.append({"total": served, "steps": steps, "cpu": spent})
-        return samples, bare_job_cpu(salt, pids, [*consumers, *bystanders], renewals)
+            endpoints = {name: when - wall for name, when in seen.items()}
+            samples.append({"total": served, "steps": steps, "cpu": spent, "endpoints": endpoints})
+        return samples, bare_job_cost(salt, bus, pids, [*consumers, *bystanders], renewals)
     finally:
         if bus is not None:
             bus.stop()
@@ -230,18 +232,27 @@ def measure(size, renewals, image, work, certbot_times, others="deploy"):
         pebble.stop()
 
 
-def bare_job_cpu(salt, pids, minions, runs):
-    """CPU seconds a bare job that reads one mine entry (``mine.get`` of mailcow-0's
-    certificate entry, the size every consumer reads) costs each of ``minions``, p50
-    over ``runs``: Salt's own share of every deploy job (the fork, the loaders it
-    builds again, the mine read, the return), whatever certsync does in it."""
-    spent = []
+def bare_job_cost(salt, bus, pids, minions, runs):
+    """What a bare job that reads one mine entry (``mine.get`` of mailcow-0's
+    certificate entry, the size every consumer reads) costs each of ``minions``,
+    p50 over ``runs``: CPU seconds, and seconds from its publication to its return
+    on the master's bus. Salt's own share of every deploy job (the fork, the loaders
+    it builds again, the mine read, the return), whatever certsync does in it."""
+    spent, walls = [], []
     for _ in range(runs):
         before = {minion: cpu_seconds(pids[minion]) for minion in minions}
+        mark = len(bus.events)
         salt.run("salt", "-L", ",".join(minions), "mine.get", "npm", "certsync_cert_mailcow-0")
         time.sleep(1)  # the jobs' processes exit and are reaped
         spent += [cpu_seconds(pids[minion]) - before[minion] for minion in minions]
-    return _p50(spent)
+        events = bus.events[mark:]
+        new = next(
+            (e for e in events if _job_started("mine.get", minions[0])(e["tag"], e["data"])), None
+        )
+        if new:
+            returned = f"salt/job/{new['data']['jid']}/ret/"
+            walls += [_stamp(e) - _stamp(new) for e in events if e["tag"].startswith(returned)]
+    return _p50(spent), _p50(walls) if walls else math.nan
 
 
 def cpu_seconds(pid):
@@ -322,8 +333,9 @@ def _p50(values):
 
 
 def report(size, samples, bare_job):
-    """One size's figures: the total, its timeline, CPU seconds per daemon (p50s),
-    what a bare Salt job costs each consumer, and certsync's own CPU beyond it."""
+    """One size's figures: the total, its timeline, when each endpoint served it,
+    CPU seconds per daemon (p50s), what a bare Salt job costs each consumer (CPU,
+    wall), and certsync's own CPU beyond it."""
     totals = sorted(sample["total"] for sample in samples)
     p95 = totals[int(0.95 * (len(totals) - 1))]
     print(
@@ -335,6 +347,11 @@ def report(size, samples, bare_job):
         f"{step} {_p50([s['steps'][step] for s in samples]):.2f}" for step in samples[0]["steps"]
     )
     print(f"  timeline p50, s after certbot returned: {steps}")
+    endpoints = " | ".join(
+        f"{name} {_p50([s['endpoints'][name] for s in samples]):.2f}"
+        for name in sorted(samples[0]["endpoints"], key=lambda n: samples[0]["endpoints"][n])
+    )
+    print(f"  served p50 by endpoint, s after certbot returned: {endpoints}")
     cpu = {name: _p50([s["cpu"][name] for s in samples]) for name in samples[0]["cpu"]}
     line = f"master {cpu['master']:.2f}, npm {cpu['npm']:.2f}, mailcow-0 {cpu['mailcow-0']:.2f}"
     for prefix, what in (("mailcow-", "other consumers"), ("bare-", "bare-job minions")):
@@ -342,7 +359,11 @@ def report(size, samples, bare_job):
         if others:
             line += f", {what} {_p50(others):.2f} each"
     print(f"  CPU s per renewal, p50: {line}", flush=True)
-    print(f"  a bare job with one mine read costs each minion {bare_job:.3f} CPU s, p50")
+    bare_job, bare_wall = bare_job
+    print(
+        f"  a bare job with one mine read costs each minion {bare_job:.3f} CPU s, "
+        f"and {bare_wall:.2f} s from its publication to its return, p50"
+    )
     own = f"mailcow-0 (the stack: Docker API, 9 probes) {(cpu['mailcow-0'] - bare_job) * 1000:.0f}"
     files_only = [
         v for name, v in cpu.items() if name.startswith("mailcow-") and name != "mailcow-0"

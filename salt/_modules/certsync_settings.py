@@ -4,14 +4,15 @@ The certsync pillar, as the formula reads it
 
 Thin loader functions over ``salt://_utils/certsync_settings.py``: this
 minion's ``certsync`` pillar merged over the formula's ``defaults.yaml``
-(from the master's file server), checked, and read for one role. The
+(the copy in its file cache), checked, and read for one role. The
 formula's SLS, the monitor and ``certsync_status`` ask here; credentials are
 masked in every answer.
 """
 
 import logging
-import time
+import os
 
+import salt.utils.files
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -100,18 +101,30 @@ def declared():
     return sorted(keys)
 
 
-#: Seconds the formula's defaults.yaml read from the master is used again in one
-#: process: a deploy job checks the pillar, then takes its arguments from it (a
-#: minion without multiprocessing keeps ``__context__`` from job to job).
-DEFAULTS_REUSE = 30
+#: Where the formula's defaults sit on the master's file server.
+DEFAULTS_PATH = "certsync/defaults.yaml"
+
+
+def _cached_defaults():
+    """The text of the copy of defaults.yaml in this minion's file cache, or None.
+    The last state run took it (map.jinja imports it) when it synced the modules
+    that run now: a deploy job reads the defaults those modules came with, without
+    a request to the master."""
+    saltenv = __opts__.get("saltenv") or "base"
+    path = os.path.join(__opts__["cachedir"], "files", saltenv, DEFAULTS_PATH)
+    try:
+        with salt.utils.files.fopen(path, "r") as cached:
+            return cached.read()
+    except OSError:
+        return None
 
 
 def _formula_defaults():
-    """The formula's defaults.yaml (``certsync``), from the master's file server."""
-    read_at, text = __context__.get("certsync_settings.defaults", (None, None))
-    if read_at is None or time.monotonic() - read_at > DEFAULTS_REUSE:
-        text = __salt__["cp.get_file_str"]("salt://certsync/defaults.yaml") or ""
-        __context__["certsync_settings.defaults"] = (time.monotonic(), text)
+    """The formula's defaults.yaml (``certsync``): the file cache's copy, else the
+    master's (a minion that never ran the formula's states; ``cp`` caches it)."""
+    text = _cached_defaults()
+    if text is None:
+        text = __salt__["cp.get_file_str"](f"salt://{DEFAULTS_PATH}") or ""
     return (salt.utils.yaml.safe_load(text) or {}).get("certsync", {})
 
 
