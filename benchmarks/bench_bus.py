@@ -137,14 +137,7 @@ def everywhere(stack, ssl_dirs, fingerprint, seen=None):
     each handshake that got it ended, not when the slowest probe of its round did."""
     if not all(deployed_fingerprint(d) == fingerprint for d in ssl_dirs):
         return False
-    seen = {} if seen is None else seen
-    stale = [name for name in stack.endpoints if name not in seen]
-    if stale:
-        began = time.time()
-        for name, result in stack.probe(endpoints=stale).items():
-            if result.get("fingerprint") == fingerprint:
-                seen[name] = began + result["elapsed_ms"] / 1000
-    return seen.keys() >= set(stack.endpoints)
+    return stack.note_served(fingerprint, {} if seen is None else seen)
 
 
 class BareJobs:
@@ -347,9 +340,11 @@ def report(size, samples, bare_job):
         f"{step} {_p50([s['steps'][step] for s in samples]):.2f}" for step in samples[0]["steps"]
     )
     print(f"  timeline p50, s after certbot returned: {steps}")
+    served = {
+        name: _p50([s["endpoints"][name] for s in samples]) for name in samples[0]["endpoints"]
+    }
     endpoints = " | ".join(
-        f"{name} {_p50([s['endpoints'][name] for s in samples]):.2f}"
-        for name in sorted(samples[0]["endpoints"], key=lambda n: samples[0]["endpoints"][n])
+        f"{name} {when:.2f}" for name, when in sorted(served.items(), key=lambda i: i[1])
     )
     print(f"  served p50 by endpoint, s after certbot returned: {endpoints}")
     cpu = {name: _p50([s["cpu"][name] for s in samples]) for name in samples[0]["cpu"]}

@@ -15,6 +15,7 @@ Needs a Docker engine (scripts/test-deps.sh). Run:
 """
 
 import argparse
+import contextlib
 import pathlib
 import sys
 import tempfile
@@ -26,6 +27,7 @@ sys.path.insert(0, str(REPO))  # the harness
 
 from figures import figures  # noqa: E402
 
+from harness.fleet import wait_until  # noqa: E402
 from harness.loader import mailcow_mod  # noqa: E402
 from harness.mailcow_stack import HOST, NAMES, MailcowStack, build_image, docker_client  # noqa: E402
 from harness.pki import TestCA, write_pair  # noqa: E402
@@ -55,46 +57,41 @@ class Prober:
 
 
 def served_after(stack, fingerprint, began):
-    """Seconds from ``began`` until every endpoint served ``fingerprint``."""
-    deadline, seen = time.monotonic() + SERVED_TIMEOUT, set()
-    while time.monotonic() < deadline:
-        stale = [name for name in stack.endpoints if name not in seen]
-        for name, result in stack.probe(endpoints=stale).items():
-            if result.get("fingerprint") == fingerprint:
-                seen.add(name)
-        if seen >= set(stack.endpoints):
-            return time.monotonic() - began
-        time.sleep(PROBE_GAP)
-    raise RuntimeError(f"not served everywhere within {SERVED_TIMEOUT} s: {sorted(seen)}")
+    """Seconds from ``began`` (a Unix time) until every endpoint served ``fingerprint``."""
+    seen = {}
+    wait_until(
+        lambda: stack.note_served(fingerprint, seen),
+        SERVED_TIMEOUT,
+        interval=PROBE_GAP,
+        what="the new pair on every endpoint",
+    )
+    return max(seen.values()) - began
 
 
 def one_round(stack, ca, nginx):
-    """A new pair in the look-alike's dir, mailcow.reload, then the wire."""
+    """An exec of ``true``; a new pair in the look-alike's dirs, mailcow.reload, then
+    the wire. Seconds each took."""
     began = time.monotonic()
     nginx.exec_run(["true"])
     bare_exec = time.monotonic() - began
     renewed = ca.leaf(HOST, sans=NAMES, key_kind="ec-p384")
     for directory in (stack.ssl_dir, stack.ssl_dir / HOST):  # the top-level and per-name dirs
         write_pair(directory, renewed)
-    began = time.monotonic()
+    began = time.time()
     results = mailcow_mod.reload(path=str(stack.root))
-    call = time.monotonic() - began
+    call = time.time() - began
     if not all(r["ok"] for r in results.values()):
         raise RuntimeError(f"a reload failed: {results}")
-    return {"true exec": bare_exec, "reload call": call, "served": None}, renewed, began
+    served = served_after(stack, renewed.fingerprint, began)
+    return {"true exec": bare_exec, "reload call": call, "served": served}
 
 
 def measure(stack, ca, rounds, probed):
     rows = []
     nginx = stack.service_container("nginx-mailcow")
     for _ in range(rounds):
-        if probed:
-            with Prober(stack):
-                row, renewed, began = one_round(stack, ca, nginx)
-        else:
-            row, renewed, began = one_round(stack, ca, nginx)
-        row["served"] = served_after(stack, renewed.fingerprint, began)
-        rows.append(row)
+        with Prober(stack) if probed else contextlib.nullcontext():
+            rows.append(one_round(stack, ca, nginx))
         time.sleep(1)  # the old processes of the last reload are gone
     return rows
 

@@ -326,6 +326,18 @@ class MailcowStack:
         chosen = {n: p for n, p in self.endpoints.items() if endpoints is None or n in endpoints}
         return tlsprobe.probe(HOST, chosen, "127.0.0.1", timeout=timeout, names=names)
 
+    def note_served(self, fingerprint, seen):
+        """Probe the endpoints not in ``seen`` ({endpoint: when it was first seen
+        serving ``fingerprint``}) and add those that serve it now, each with the
+        time its handshake ended; True once every endpoint is in ``seen``."""
+        stale = [name for name in self.endpoints if name not in seen]
+        if stale:
+            began = time.time()
+            for name, result in self.probe(endpoints=stale).items():
+                if result.get("fingerprint") == fingerprint:
+                    seen[name] = began + result["elapsed_ms"] / 1000
+        return seen.keys() >= set(self.endpoints)
+
     def served_names(self, names, endpoints=None):
         """What each endpoint serves for each SNI name (``""``: none): {"smtp/<name>": fp}."""
         results = self.probe(names, endpoints)
